@@ -1,0 +1,501 @@
+//! The command line: global options and the command tree, as clap derive types.
+//!
+//! Every daemon method has a command; `plexctl call` reaches any method by name. What each
+//! command sends is decided in `commands.rs`, what it prints in `render.rs`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+use crate::size::size_arg;
+
+/// The daemon's default RPC socket.
+pub const DEFAULT_SOCKET: &str = "/var/tmp/plexd.sock";
+
+/// Control a running plexd over its JSON-RPC socket.
+#[derive(Debug, Parser)]
+#[command(name = "plexctl", version, about, propagate_version = true)]
+#[command(after_help = "Sizes take units: 4096, 4K/4KiB (1024-based), 100MB (1000-based), 1.5G.")]
+pub struct Cli {
+    /// Path of plexd's RPC socket [env: PLEXD_SOCKET] [default: /var/tmp/plexd.sock].
+    #[arg(
+        short = 's',
+        long = "socket",
+        value_name = "PATH",
+        global = true,
+        display_order = 900
+    )]
+    pub socket: Option<PathBuf>,
+
+    /// Print the raw JSON result (pretty-printed) instead of a human summary.
+    #[arg(long, global = true, display_order = 901)]
+    pub json: bool,
+
+    /// Give up on the daemon after this many seconds (fractions allowed).
+    #[arg(
+        long,
+        value_name = "SECS",
+        value_parser = timeout_arg,
+        global = true,
+        display_order = 902
+    )]
+    pub timeout: Option<Duration>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The socket to use: `-s`, else `$PLEXD_SOCKET`, else [`DEFAULT_SOCKET`].
+    pub fn socket_path(&self) -> PathBuf {
+        resolve_socket(self.socket.as_deref(), std::env::var_os(SOCKET_ENV))
+    }
+}
+
+/// The environment variable naming the socket when `-s` is not given.
+pub const SOCKET_ENV: &str = "PLEXD_SOCKET";
+
+/// `-s` wins over the environment, which wins over the default; an empty variable is unset.
+fn resolve_socket(arg: Option<&Path>, env: Option<OsString>) -> PathBuf {
+    match (arg, env) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        _ => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the daemon's version (spdk_get_version).
+    Version,
+    /// List the RPC methods the daemon knows (rpc_get_methods).
+    Methods {
+        /// Only the methods callable in the current state (startup or runtime).
+        #[arg(long)]
+        current: bool,
+    },
+    /// Framework state: initialisation, subsystems, reactors.
+    #[command(subcommand)]
+    Framework(FrameworkCommand),
+    /// Lightweight threads.
+    #[command(subcommand)]
+    Thread(ThreadCommand),
+    /// Ask the daemon to exit (spdk_kill_instance).
+    Kill {
+        /// Signal to deliver: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL (the SIG prefix is
+        /// optional, case does not matter).
+        #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = signal_arg)]
+        signal: String,
+    },
+    /// Print the running configuration as an SPDK-format JSON config (like `rpc.py save_config`).
+    SaveConfig {
+        /// Save only this subsystem (repeatable); default all.
+        #[arg(short = 'n', long = "subsystem", value_name = "NAME")]
+        subsystems: Vec<String>,
+    },
+    /// Replay an SPDK-format JSON config (like `rpc.py load_config`); `-` reads stdin.
+    LoadConfig {
+        /// The config file, or `-` for standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Block devices.
+    #[command(subcommand)]
+    Bdev(BdevCommand),
+    /// Call any method with raw JSON params and print the result as JSON.
+    Call {
+        /// The method name, e.g. bdev_get_bdevs.
+        method: String,
+        /// The params as JSON, e.g. '{"name":"Malloc0"}'; `-` reads them from stdin.
+        #[arg(value_name = "JSON")]
+        params: Option<String>,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to generate for.
+        shell: Shell,
+    },
+}
+
+/// `plexctl framework ...`
+#[derive(Debug, Subcommand)]
+pub enum FrameworkCommand {
+    /// Leave the startup state and initialise subsystems (framework_start_init).
+    StartInit,
+    /// Block until initialisation has finished (framework_wait_init).
+    WaitInit,
+    /// List subsystems and their dependencies (framework_get_subsystems).
+    Subsystems,
+    /// Print one subsystem's configuration (framework_get_config).
+    Config {
+        /// The subsystem, e.g. bdev.
+        name: String,
+    },
+    /// Show reactors (cores) and the threads on them (framework_get_reactors).
+    Reactors,
+}
+
+/// `plexctl thread ...`
+#[derive(Debug, Subcommand)]
+pub enum ThreadCommand {
+    /// Per-thread busy/idle statistics (thread_get_stats).
+    Stats,
+}
+
+/// `plexctl bdev ...`
+#[derive(Debug, Subcommand)]
+pub enum BdevCommand {
+    /// List block devices, or show one (bdev_get_bdevs).
+    List {
+        /// Only this bdev (name or alias).
+        name: Option<String>,
+    },
+    /// I/O statistics (bdev_get_iostat).
+    Iostat {
+        /// Only these bdevs; default all.
+        names: Vec<String>,
+    },
+    /// RAM-backed bdevs.
+    #[command(subcommand)]
+    Malloc(MallocCommand),
+    /// Bdevs that discard writes and read zeroes.
+    #[command(subcommand)]
+    Null(NullCommand),
+    /// Bdevs on a file or block device through Linux AIO.
+    #[command(subcommand)]
+    Aio(AioCommand),
+    /// Bdevs on a file or block device through io_uring.
+    #[command(subcommand)]
+    Uring(UringCommand),
+    /// Error-injection bdevs stacked on another bdev.
+    #[command(subcommand)]
+    Error(ErrorCommand),
+    /// Latency-injecting bdevs stacked on another bdev.
+    #[command(subcommand)]
+    Delay(DelayCommand),
+}
+
+/// Arguments shared by the in-memory bdevs (malloc, null).
+#[derive(Debug, Args)]
+pub struct MemCreateArgs {
+    /// Name of the new bdev.
+    pub name: String,
+    /// Total size, a multiple of the block size (e.g. 64MiB).
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub size: u64,
+    /// Block size in bytes.
+    #[arg(long, value_name = "BYTES", default_value = "512", value_parser = size_arg)]
+    pub block_size: u64,
+    /// UUID for the new bdev; default a random one.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+}
+
+/// `plexctl bdev malloc ...`
+#[derive(Debug, Subcommand)]
+pub enum MallocCommand {
+    /// Create a malloc bdev (bdev_malloc_create).
+    Create(MemCreateArgs),
+    /// Delete a malloc bdev (bdev_malloc_delete).
+    Delete {
+        /// The bdev to delete.
+        name: String,
+    },
+}
+
+/// `plexctl bdev null ...`
+#[derive(Debug, Subcommand)]
+pub enum NullCommand {
+    /// Create a null bdev (bdev_null_create).
+    Create(MemCreateArgs),
+    /// Delete a null bdev (bdev_null_delete).
+    Delete {
+        /// The bdev to delete.
+        name: String,
+    },
+}
+
+/// `plexctl bdev aio ...`
+#[derive(Debug, Subcommand)]
+pub enum AioCommand {
+    /// Create an AIO bdev on a file or block device (bdev_aio_create).
+    Create {
+        /// Name of the new bdev.
+        name: String,
+        /// The backing file or device; a relative path is made absolute here, since the
+        /// daemon's working directory is not the caller's.
+        file: PathBuf,
+        /// Block size in bytes; default the device's logical block size.
+        #[arg(long, value_name = "BYTES", value_parser = size_arg)]
+        block_size: Option<u64>,
+        /// Open the backing file read-only.
+        #[arg(long)]
+        readonly: bool,
+    },
+    /// Delete an AIO bdev (bdev_aio_delete).
+    Delete {
+        /// The bdev to delete.
+        name: String,
+    },
+}
+
+/// `plexctl bdev uring ...`
+#[derive(Debug, Subcommand)]
+pub enum UringCommand {
+    /// Create an io_uring bdev on a file or block device (bdev_uring_create).
+    Create {
+        /// Name of the new bdev.
+        name: String,
+        /// The backing file or device; a relative path is made absolute here.
+        file: PathBuf,
+        /// Block size in bytes; default the device's logical block size.
+        #[arg(long, value_name = "BYTES", value_parser = size_arg)]
+        block_size: Option<u64>,
+    },
+    /// Delete an io_uring bdev (bdev_uring_delete).
+    Delete {
+        /// The bdev to delete.
+        name: String,
+    },
+}
+
+/// `plexctl bdev error ...`
+#[derive(Debug, Subcommand)]
+pub enum ErrorCommand {
+    /// Create EE_<BASE>, an error-injection bdev on BASE (bdev_error_create).
+    Create {
+        /// The bdev to stack on.
+        base: String,
+    },
+    /// Delete an error-injection bdev (bdev_error_delete).
+    Delete {
+        /// The bdev to delete, e.g. EE_Malloc0.
+        name: String,
+    },
+    /// Make the next I/Os of a type fail, hang or return corrupt data (bdev_error_inject_error).
+    Inject {
+        /// The error bdev, e.g. EE_Malloc0.
+        name: String,
+        /// Which I/Os to hit; `clear` removes injected errors.
+        #[arg(long, value_name = "TYPE")]
+        io_type: IoType,
+        /// What happens to them.
+        #[arg(long, value_name = "KIND")]
+        error_type: ErrorType,
+        /// How many I/Os to affect (daemon default 1).
+        #[arg(long, value_name = "N")]
+        num: Option<u64>,
+        /// Byte offset in the buffer to corrupt (corrupt_data only).
+        #[arg(long, value_name = "N")]
+        corrupt_offset: Option<u64>,
+        /// Value XORed into the corrupted byte (corrupt_data only).
+        #[arg(long, value_name = "N")]
+        corrupt_value: Option<u64>,
+    },
+}
+
+/// I/O types for error injection, spelled as SPDK does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoType {
+    /// Reads.
+    Read,
+    /// Writes.
+    Write,
+    /// Unmaps.
+    Unmap,
+    /// Flushes.
+    Flush,
+    /// Every type.
+    All,
+    /// Remove injected errors.
+    Clear,
+}
+
+impl IoType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoType::Read => "read",
+            IoType::Write => "write",
+            IoType::Unmap => "unmap",
+            IoType::Flush => "flush",
+            IoType::All => "all",
+            IoType::Clear => "clear",
+        }
+    }
+}
+
+/// Injected error kinds, spelled as SPDK does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ErrorType {
+    /// Complete the I/O with an error.
+    Failure,
+    /// Never complete the I/O.
+    Pending,
+    /// Complete successfully but corrupt the data.
+    #[value(name = "corrupt_data", alias = "corrupt-data")]
+    CorruptData,
+    /// Complete with ENOMEM so the bdev layer retries.
+    Nomem,
+}
+
+impl ErrorType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Failure => "failure",
+            ErrorType::Pending => "pending",
+            ErrorType::CorruptData => "corrupt_data",
+            ErrorType::Nomem => "nomem",
+        }
+    }
+}
+
+/// `plexctl bdev delay ...`
+#[derive(Debug, Subcommand)]
+pub enum DelayCommand {
+    /// Create a delay bdev on BASE (bdev_delay_create). Latencies are in microseconds.
+    Create {
+        /// Name of the new bdev.
+        name: String,
+        /// The bdev to stack on.
+        base: String,
+        /// Average read latency (µs).
+        #[arg(long, value_name = "US")]
+        avg_read: u64,
+        /// 99th-percentile read latency (µs).
+        #[arg(long, value_name = "US")]
+        p99_read: u64,
+        /// Average write latency (µs).
+        #[arg(long, value_name = "US")]
+        avg_write: u64,
+        /// 99th-percentile write latency (µs).
+        #[arg(long, value_name = "US")]
+        p99_write: u64,
+    },
+    /// Delete a delay bdev (bdev_delay_delete).
+    Delete {
+        /// The bdev to delete.
+        name: String,
+    },
+}
+
+/// clap value parser for `--timeout`: positive, finite seconds.
+fn timeout_arg(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!(
+            "timeout must be a positive number of seconds, not '{text}'"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("timeout '{text}' is too large"))
+}
+
+/// clap value parser for `--signal`: normalises `term`, `TERM`, `sigterm` to `SIGTERM`.
+fn signal_arg(text: &str) -> Result<String, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("'{text}' is not a signal name (e.g. SIGTERM)"));
+    }
+    Ok(format!("SIG{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_anywhere() {
+        let cli = Cli::try_parse_from(["plexctl", "bdev", "list", "--json", "-s", "/tmp/x.sock"])
+            .expect("parse");
+        assert!(cli.json);
+        assert_eq!(cli.socket_path(), PathBuf::from("/tmp/x.sock"));
+    }
+
+    #[test]
+    fn socket_precedence() {
+        let env = || Some(OsString::from("/run/env.sock"));
+        let arg = Path::new("/run/arg.sock");
+        assert_eq!(
+            resolve_socket(Some(arg), env()),
+            PathBuf::from("/run/arg.sock")
+        );
+        assert_eq!(resolve_socket(None, env()), PathBuf::from("/run/env.sock"));
+        assert_eq!(
+            resolve_socket(None, Some(OsString::new())),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(resolve_socket(None, None), PathBuf::from(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn timeout_parsing() {
+        assert_eq!(timeout_arg("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(timeout_arg("0.5"), Ok(Duration::from_millis(500)));
+        assert!(timeout_arg("0").is_err());
+        assert!(timeout_arg("-1").is_err());
+        assert!(timeout_arg("inf").is_err());
+        assert!(timeout_arg("NaN").is_err());
+        assert!(timeout_arg("soon").is_err());
+        assert!(timeout_arg("1e30").is_err());
+    }
+
+    #[test]
+    fn signal_names_normalised() {
+        assert_eq!(signal_arg("SIGTERM").as_deref(), Ok("SIGTERM"));
+        assert_eq!(signal_arg("term").as_deref(), Ok("SIGTERM"));
+        assert_eq!(signal_arg("SigInt").as_deref(), Ok("SIGINT"));
+        assert!(signal_arg("").is_err());
+        assert!(signal_arg("SIG").is_err());
+        assert!(signal_arg("SIG TERM").is_err());
+    }
+
+    #[test]
+    fn error_type_accepts_both_spellings() {
+        for spelling in ["corrupt_data", "corrupt-data"] {
+            let cli = Cli::try_parse_from([
+                "plexctl",
+                "bdev",
+                "error",
+                "inject",
+                "EE_M0",
+                "--io-type",
+                "read",
+                "--error-type",
+                spelling,
+            ])
+            .expect("parse");
+            match cli.command {
+                Command::Bdev(BdevCommand::Error(ErrorCommand::Inject { error_type, .. })) => {
+                    assert_eq!(error_type, ErrorType::CorruptData)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_size_is_a_usage_error() {
+        let err =
+            Cli::try_parse_from(["plexctl", "bdev", "malloc", "create", "M0", "--size", "64Q"])
+                .expect_err("must fail");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("unknown unit"));
+    }
+}

@@ -1,0 +1,18 @@
+//! plexd's control plane: JSON-RPC 2.0 types, the Unix-socket server that frames and dispatches
+//! requests, the client used by `plexctl` and the tests, and the `plexctl` CLI itself.
+//!
+//! The server knows nothing about bdevs: it parses a stream of JSON values, enforces limits and
+//! hands each call to an [`RpcHandler`]. The daemon (`target/`) supplies the handler, which looks
+//! methods up in a [`MethodTable`] filled by the engine's drivers.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod jsonrpc;
+pub mod methods;
+pub mod server;
+
+pub use client::{ClientError, RpcClient};
+pub use jsonrpc::{ErrorCode, RpcError};
+pub use methods::{MethodTable, RpcState};
+pub use server::{RpcHandler, RpcServer, ServerLimits};
