@@ -1,0 +1,3 @@
+//! `aio` driver (being written).
+
+pub mod rpc;

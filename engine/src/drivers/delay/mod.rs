@@ -1,0 +1,3 @@
+//! `delay` driver (being written).
+
+pub mod rpc;

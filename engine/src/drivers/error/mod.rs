@@ -1,0 +1,3 @@
+//! `error` driver (being written).
+
+pub mod rpc;

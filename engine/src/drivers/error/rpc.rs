@@ -1,0 +1,10 @@
+//! `error` RPCs (being written).
+
+use std::sync::Arc;
+
+use plexd_control::MethodTable;
+
+use crate::Engine;
+
+/// Registers the error methods.
+pub fn register(_table: &mut MethodTable, _engine: &Arc<Engine>) {}

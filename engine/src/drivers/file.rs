@@ -1,0 +1,1 @@
+//! Opening files and block devices for the file-backed drivers (being written).

@@ -1,0 +1,3 @@
+//! `uring` driver (being written).
+
+pub mod rpc;
