@@ -1,1 +1,151 @@
-fn main() {}
+//! `plexd`: the storage target daemon. Starts the reactors, the JSON-RPC socket and the
+//! subsystems, loads a config, and shuts down cleanly on SIGINT/SIGTERM.
+
+mod config;
+mod framework;
+mod signals;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use plexd_control::{RpcServer, RpcState, ServerLimits};
+use plexd_engine::reactor::{parse_cpumask, PollMode};
+use plexd_engine::Engine;
+use serde_json::Value;
+
+use framework::{Framework, Subsystem};
+
+/// plexd: a userspace storage target with per-core polling reactors.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Cores to run reactors on: a hex mask (0x3) or a list ([0,2-3]).
+    #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
+    cpumask: String,
+    /// What an idle reactor does: busy (spin), adaptive (spin briefly, then sleep) or
+    /// interrupt (sleep at once).
+    #[arg(long, default_value = "adaptive")]
+    poll_mode: PollMode,
+    /// The JSON-RPC Unix socket.
+    #[arg(
+        short = 'r',
+        long = "rpc-socket",
+        default_value = "/var/tmp/plexd.sock"
+    )]
+    rpc_socket: PathBuf,
+    /// An SPDK-format JSON config to load at start-up.
+    #[arg(short = 'c', long = "config", alias = "json")]
+    config: Option<PathBuf>,
+    /// Start in the start-up state and wait for `framework_start_init`.
+    #[arg(long)]
+    wait_for_rpc: bool,
+    /// Log failing config entries and go on instead of stopping.
+    #[arg(long)]
+    ignore_config_errors: bool,
+    /// Largest JSON-RPC request, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    rpc_max_request: usize,
+    /// Most JSON-RPC connections open at once.
+    #[arg(long, default_value_t = 128)]
+    rpc_max_connections: usize,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive); also PLEXD_LOG.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn init_logging(level: &str) {
+    let filter = std::env::var("PLEXD_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn bdev_subsystem(engine: &Arc<Engine>) -> Subsystem {
+    let e = engine.clone();
+    Subsystem {
+        name: "bdev",
+        depends_on: &[],
+        config: Box::new(move || {
+            e.bdevs()
+                .list()
+                .iter()
+                .filter_map(|b| b.driver().config(b))
+                .collect::<Vec<Value>>()
+        }),
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let cores = parse_cpumask(&args.cpumask).map_err(|e| e.to_string())?;
+    let engine = Engine::start(&cores, args.poll_mode).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "{} reactor(s) on cores {:?}, poll mode {}",
+        cores.len(),
+        cores,
+        args.poll_mode.as_str()
+    );
+    let state = if args.wait_for_rpc {
+        RpcState::Startup
+    } else {
+        RpcState::Runtime
+    };
+    // Start in the start-up state while the config's start-up methods run.
+    let fw = Framework::new(engine.clone(), RpcState::Startup);
+    fw.install_methods(|t| plexd_engine::register_rpcs(t, &engine));
+    fw.add_subsystem(bdev_subsystem(&engine));
+
+    if let Some(path) = &args.config {
+        let entries = config::read(path).map_err(|e| e.to_string())?;
+        if let Err(e) = config::apply(&fw, entries, args.wait_for_rpc, args.ignore_config_errors) {
+            engine.shutdown();
+            return Err(e.to_string());
+        }
+    } else if state == RpcState::Runtime {
+        let _ = fw.start_init();
+    }
+
+    let limits = ServerLimits {
+        max_request_bytes: args.rpc_max_request,
+        max_connections: args.rpc_max_connections,
+    };
+    let server = match RpcServer::bind(&args.rpc_socket, limits, fw.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            engine.shutdown();
+            return Err(e.to_string());
+        }
+    };
+    tracing::info!(
+        "plexd {} listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        args.rpc_socket.display()
+    );
+
+    let sig = signals::wait_for_stop_signal();
+    tracing::info!("{sig}: shutting down");
+    server.shutdown();
+    engine.shutdown();
+    tracing::info!("plexd stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    signals::block_stop_signals();
+    let args = Args::parse();
+    init_logging(&args.log_level);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("plexd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

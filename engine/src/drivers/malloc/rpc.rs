@@ -26,6 +26,7 @@ struct Create {
     dif_type: Option<u32>,
     dif_is_head_of_md: Option<bool>,
     dif_pi_format: Option<u32>,
+    numa_id: Option<i32>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +47,7 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         p.md_interleave,
         p.dif_is_head_of_md,
         p.dif_pi_format,
+        p.numa_id,
     );
     reject_metadata(p.md_size, p.dif_type)?;
     validate_block_size(p.block_size)?;

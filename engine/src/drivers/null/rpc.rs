@@ -26,6 +26,11 @@ struct Create {
     dif_type: Option<u32>,
     dif_is_head_of_md: Option<bool>,
     dif_pi_format: Option<u32>,
+    preferred_write_alignment: Option<u32>,
+    preferred_write_granularity: Option<u32>,
+    optimal_write_size: Option<u32>,
+    preferred_unmap_alignment: Option<u32>,
+    preferred_unmap_granularity: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +51,11 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         p.md_interleave,
         p.dif_is_head_of_md,
         p.dif_pi_format,
+        p.preferred_write_alignment,
+        p.preferred_write_granularity,
+        p.optimal_write_size,
+        p.preferred_unmap_alignment,
+        p.preferred_unmap_granularity,
     );
     reject_metadata(p.md_size, p.dif_type)?;
     validate_block_size(p.block_size)?;
