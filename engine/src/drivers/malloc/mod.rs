@@ -25,7 +25,7 @@ unsafe impl Send for RamRegion {}
 unsafe impl Sync for RamRegion {}
 
 impl RamRegion {
-    /// Maps `len` zeroed bytes.
+    /// Maps `len` zeroed bytes, populated up front so no request pays for a page fault.
     pub(crate) fn new(len: usize) -> Result<RamRegion, BdevError> {
         // SAFETY: an anonymous private mapping with no address hint; the result is checked.
         let p = unsafe {
@@ -33,7 +33,7 @@ impl RamRegion {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
                 0,
             )
