@@ -135,7 +135,7 @@ impl Job {
             bdev: spec.bdev.clone(),
             message: m,
         };
-        if spec.io_size == 0 || spec.io_size % bs != 0 {
+        if spec.io_size == 0 || !spec.io_size.is_multiple_of(bs) {
             return Err(err(format!(
                 "I/O size {} is not a multiple of the block size {bs}",
                 spec.io_size
