@@ -1,1 +1,227 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: start the real `plexd` binary on a private
+//! socket, talk to it with the JSON-RPC client, `plexctl` or `spdk-rpc`, and stop it.
+//!
+//! Binaries are looked up next to the test executable (`build/<profile>/`), or in
+//! `$PLEXD_BIN_DIR`. Build them first: `cargo build --workspace --bins` (the test script does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use plexd_control::RpcClient;
+use serde_json::Value;
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("PLEXD_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // build/<profile>/deps/<test> -> build/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("build directory")
+}
+
+/// Path of a workspace binary; panics with a hint if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace --bins` (same profile as the tests) first",
+        p.display()
+    );
+    p
+}
+
+/// A running plexd on a temporary socket; killed (SIGKILL) on drop if still running.
+pub struct Plexd {
+    /// The child process.
+    pub child: Child,
+    /// The RPC socket.
+    pub socket: PathBuf,
+    /// Temporary directory holding the socket (and anything else the test puts there).
+    pub dir: tempfile::TempDir,
+}
+
+/// Options for starting plexd.
+#[derive(Default, Clone)]
+pub struct PlexdOpts {
+    /// Extra arguments.
+    pub args: Vec<String>,
+    /// Run as this uid/gid (tests of file permissions while the suite runs as root).
+    pub uid: Option<u32>,
+    /// Don't wait for the socket (for start-up failures).
+    pub no_wait: bool,
+}
+
+impl Plexd {
+    /// Starts plexd with default options (one reactor, adaptive polling).
+    pub fn start() -> Plexd {
+        Self::start_with(PlexdOpts::default())
+    }
+
+    /// Starts plexd with `args` appended.
+    pub fn start_args(args: &[&str]) -> Plexd {
+        Self::start_with(PlexdOpts {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+    }
+
+    /// Starts plexd and waits (up to 20 s) for its socket.
+    pub fn start_with(opts: PlexdOpts) -> Plexd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("plexd.sock");
+        let mut cmd = Command::new(bin("plexd"));
+        cmd.arg("-r").arg(&socket).args(&opts.args);
+        cmd.env("PLEXD_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some(uid) = opts.uid {
+            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::process::CommandExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd.spawn().expect("spawn plexd");
+        let mut p = Plexd { child, socket, dir };
+        if !opts.no_wait {
+            p.wait_for_socket(Duration::from_secs(20));
+        }
+        p
+    }
+
+    /// Waits until the socket accepts connections; panics with plexd's log if it exits.
+    pub fn wait_for_socket(&mut self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        loop {
+            if RpcClient::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("plexd exited during start-up ({status}): {}", self.stderr());
+            }
+            assert!(Instant::now() < end, "plexd did not open its socket within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A new JSON-RPC client.
+    pub fn client(&self) -> RpcClient {
+        let mut c = RpcClient::connect(&self.socket).expect("connect to plexd");
+        c.set_timeout(Some(Duration::from_secs(60)));
+        c
+    }
+
+    /// Calls `method`, panicking on error.
+    pub fn call(&self, method: &str, params: Value) -> Value {
+        self.client()
+            .call(method, Some(params))
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Calls `method` expecting an error; returns (code, message).
+    pub fn call_err(&self, method: &str, params: Value) -> (i64, String) {
+        match self.client().call(method, Some(params)) {
+            Ok(v) => panic!("{method} unexpectedly succeeded: {v}"),
+            Err(e) => (e.rpc_code().unwrap_or(0), e.to_string()),
+        }
+    }
+
+    /// Runs `plexctl -s SOCKET args...`.
+    pub fn plexctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("plexctl"))
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run plexctl")
+    }
+
+    /// Sends a signal and waits (up to 30 s) for exit; returns the exit code.
+    pub fn stop(&mut self, signal: i32) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("plexd did not exit within 30 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit on its own; returns (exit code, stderr).
+    pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return (st.code(), self.stderr());
+            }
+            assert!(Instant::now() < end, "plexd did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What plexd wrote to stderr so far (only after it exited; empty otherwise).
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Ok(Some(_)) = self.child.try_wait() {
+            if let Some(e) = self.child.stderr.as_mut() {
+                let _ = e.read_to_string(&mut s);
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Plexd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `spdk-rpc` (PATH or `build/venv/bin`); panics with the install hint if missing,
+/// so the SPDK compatibility tests fail rather than silently pass.
+pub fn spdk_rpc() -> PathBuf {
+    let venv = bin_dir().join("../venv/bin/spdk-rpc");
+    if venv.exists() {
+        return venv;
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for d in path.split(':') {
+            let p = Path::new(d).join("spdk-rpc");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!("spdk-rpc not found: run scripts/install-test-deps.sh (pip install spdk==26.9)");
+}
+
+/// Runs `spdk-rpc -s SOCKET args...` with optional stdin.
+pub fn run_spdk_rpc(socket: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(spdk_rpc())
+        .arg("-s")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run spdk-rpc");
+    if let Some(input) = stdin {
+        if let Some(mut s) = child.stdin.take() {
+            s.write_all(input).expect("write spdk-rpc stdin");
+        }
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("spdk-rpc output")
+}

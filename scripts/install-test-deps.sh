@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently: SPDK's own JSON-RPC client (`spdk-rpc`,
+# PyPI package spdk==26.9) in a virtualenv under build/venv. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SPDK_PY_VERSION=26.9
+venv=build/venv
+if [ ! -x "$venv/bin/spdk-rpc" ] || ! "$venv/bin/pip" show spdk 2>/dev/null | grep -q "^Version: $SPDK_PY_VERSION$"; then
+  echo "install-test-deps: installing spdk==$SPDK_PY_VERSION (spdk-rpc) into $venv"
+  mkdir -p build
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian's python3 needs python3-venv for `-m venv`.
+    (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "spdk==$SPDK_PY_VERSION"
+fi
+"$venv/bin/spdk-rpc" --help >/dev/null
+echo "install-test-deps: spdk-rpc ready at $venv/bin/spdk-rpc"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite from a fresh clone: installs test dependencies, checks
+# formatting and lints, builds every binary, runs every test, and builds the docs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+export PATH="$PWD/build/venv/bin:$PATH"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build (binaries used by the integration tests)"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== all checks passed"
