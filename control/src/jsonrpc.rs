@@ -74,12 +74,19 @@ impl RpcError {
 }
 
 /// Deserialises `params` (absent or null counts as `{}`) into `T`, mapping failures to -32602
-/// with serde's description of what was wrong.
+/// with a message that names the offending field (`block_size: invalid type: ...`).
 pub fn parse_params<T: serde::de::DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
     let value = match params {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(v) => v,
     };
-    serde_json::from_value(value)
-        .map_err(|e| RpcError::invalid_params(format!("invalid parameters: {e}")))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            RpcError::invalid_params(format!("invalid parameters: {inner}"))
+        } else {
+            RpcError::invalid_params(format!("invalid parameter {path}: {inner}"))
+        }
+    })
 }

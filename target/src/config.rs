@@ -155,8 +155,11 @@ pub fn apply(
         fw.on_init(move || {
             let Some(fw) = f.upgrade() else { return Ok(()) };
             for e in &runtime {
-                run(&fw, e, ignore_errors)
-                    .map_err(|e| plexd_control::RpcError::internal(e.to_string()))?;
+                if let Err(err) = run(&fw, e, ignore_errors) {
+                    let msg = err.to_string();
+                    fw.fail_fatally(msg.clone());
+                    return Err(plexd_control::RpcError::internal(msg));
+                }
             }
             Ok(())
         });

@@ -32,6 +32,7 @@ pub struct Framework {
     init_done: Condvar,
     subsystems: RwLock<Vec<Subsystem>>,
     init_hooks: Mutex<Vec<InitHook>>,
+    fatal: Mutex<Option<String>>,
 }
 
 impl Framework {
@@ -44,6 +45,7 @@ impl Framework {
             init_done: Condvar::new(),
             subsystems: RwLock::new(Vec::new()),
             init_hooks: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
         })
     }
 
@@ -67,6 +69,19 @@ impl Framework {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(hook));
+    }
+
+    /// Records an error that must stop plexd and asks the main thread to stop (as SPDK stops
+    /// the app when its config fails to load).
+    pub fn fail_fatally(&self, message: String) {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+        // SAFETY: kill(2) on our own pid with a valid signal; the main thread collects it.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    }
+
+    /// The error recorded by [`Framework::fail_fatally`], if any.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Moves from start-up to runtime (idempotent): runs the init hooks, then wakes waiters.

@@ -82,9 +82,24 @@ fn bdev_subsystem(engine: &Arc<Engine>) -> Subsystem {
     }
 }
 
+/// An error with its chain of causes, for messages that say why (e.g. "No such file").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 fn run(args: Args) -> Result<(), String> {
-    let cores = parse_cpumask(&args.cpumask).map_err(|e| e.to_string())?;
-    let engine = Engine::start(&cores, args.poll_mode).map_err(|e| e.to_string())?;
+    let cores = parse_cpumask(&args.cpumask).map_err(|e| with_causes(&e))?;
+    let engine = Engine::start(&cores, args.poll_mode).map_err(|e| with_causes(&e))?;
     tracing::info!(
         "{} reactor(s) on cores {:?}, poll mode {}",
         cores.len(),
@@ -102,10 +117,16 @@ fn run(args: Args) -> Result<(), String> {
     fw.add_subsystem(bdev_subsystem(&engine));
 
     if let Some(path) = &args.config {
-        let entries = config::read(path).map_err(|e| e.to_string())?;
+        let entries = match config::read(path) {
+            Ok(e) => e,
+            Err(e) => {
+                engine.shutdown();
+                return Err(with_causes(&e));
+            }
+        };
         if let Err(e) = config::apply(&fw, entries, args.wait_for_rpc, args.ignore_config_errors) {
             engine.shutdown();
-            return Err(e.to_string());
+            return Err(with_causes(&e));
         }
     } else if state == RpcState::Runtime {
         let _ = fw.start_init();
@@ -119,7 +140,7 @@ fn run(args: Args) -> Result<(), String> {
         Ok(s) => s,
         Err(e) => {
             engine.shutdown();
-            return Err(e.to_string());
+            return Err(with_causes(&e));
         }
     };
     tracing::info!(
@@ -129,11 +150,15 @@ fn run(args: Args) -> Result<(), String> {
     );
 
     let sig = signals::wait_for_stop_signal();
-    tracing::info!("{sig}: shutting down");
+    let fatal = fw.fatal_error();
+    match &fatal {
+        Some(e) => tracing::error!("stopping: {e}"),
+        None => tracing::info!("{sig}: shutting down"),
+    }
     server.shutdown();
     engine.shutdown();
     tracing::info!("plexd stopped");
-    Ok(())
+    fatal.map_or(Ok(()), Err)
 }
 
 fn main() -> ExitCode {

@@ -33,6 +33,16 @@ pub enum BdevError {
     /// No bdev has that name or alias.
     #[error("no bdev named '{0}'")]
     NotFound(String),
+    /// A delete method of one driver was used on another driver's bdev.
+    #[error("bdev '{name}' is a '{actual}' bdev, not a '{expected}' bdev; delete it with its own driver's delete method")]
+    WrongDriver {
+        /// The bdev.
+        name: String,
+        /// Its driver's product name.
+        actual: String,
+        /// The product name the method deletes.
+        expected: String,
+    },
     /// The name or alias is taken.
     #[error("a bdev named '{0}' already exists")]
     Exists(String),
@@ -67,7 +77,7 @@ impl BdevError {
     /// The positive errno for RPC errors.
     pub fn errno(&self) -> i32 {
         match self {
-            BdevError::NotFound(_) => libc::ENODEV,
+            BdevError::NotFound(_) | BdevError::WrongDriver { .. } => libc::ENODEV,
             BdevError::Exists(_) => libc::EEXIST,
             BdevError::InvalidParam(_) => libc::EINVAL,
             BdevError::Busy { .. } => libc::EBUSY,

@@ -82,10 +82,11 @@ impl BdevRegistry {
             .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
         if let Some(p) = expect_product {
             if bdev.driver().product_name() != p {
-                return Err(BdevError::NotFound(format!(
-                    "{name}' is a {} bdev, not a {p} bdev; use its own delete method, '{name}",
-                    bdev.driver().product_name()
-                )));
+                return Err(BdevError::WrongDriver {
+                    name: name.to_string(),
+                    actual: bdev.driver().product_name().to_string(),
+                    expected: p.to_string(),
+                });
             }
         }
         if let Some(owner) = bdev.claimed_by() {
