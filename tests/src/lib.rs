@@ -76,11 +76,14 @@ impl Plexd {
         let socket = dir.path().join("plexd.sock");
         let mut cmd = Command::new(bin("plexd"));
         cmd.arg("-r").arg(&socket).args(&opts.args);
-        cmd.env("PLEXD_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("PLEXD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if let Some(uid) = opts.uid {
             use std::os::unix::fs::PermissionsExt;
             use std::os::unix::process::CommandExt;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("chmod");
             cmd.uid(uid).gid(uid);
         }
         let child = cmd.spawn().expect("spawn plexd");
@@ -101,7 +104,10 @@ impl Plexd {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("plexd exited during start-up ({status}): {}", self.stderr());
             }
-            assert!(Instant::now() < end, "plexd did not open its socket within {timeout:?}");
+            assert!(
+                Instant::now() < end,
+                "plexd did not open its socket within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -162,7 +168,10 @@ impl Plexd {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return (st.code(), self.stderr());
             }
-            assert!(Instant::now() < end, "plexd did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < end,
+                "plexd did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -224,4 +233,120 @@ pub fn run_spdk_rpc(socket: &Path, args: &[&str], stdin: Option<&[u8]>) -> Outpu
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("spdk-rpc output")
+}
+
+/// Sorts a `bdev_get_bdevs` result by bdev name (for comparing two daemons' lists).
+pub fn sorted_by_name(bdevs: &Value) -> Vec<Value> {
+    let mut v = bdevs
+        .as_array()
+        .unwrap_or_else(|| panic!("not a bdev array: {bdevs}"))
+        .clone();
+    v.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    v
+}
+
+/// The names in a `bdev_get_bdevs` result, sorted.
+pub fn bdev_names(bdevs: &Value) -> Vec<String> {
+    sorted_by_name(bdevs)
+        .iter()
+        .map(|b| b["name"].as_str().expect("bdev name").to_string())
+        .collect()
+}
+
+impl Plexd {
+    /// `bdev_get_bdevs` with no filter, sorted by name.
+    pub fn bdevs(&self) -> Vec<Value> {
+        sorted_by_name(&self.call("bdev_get_bdevs", serde_json::json!({})))
+    }
+
+    /// The names of every bdev, sorted.
+    pub fn names(&self) -> Vec<String> {
+        bdev_names(&self.call("bdev_get_bdevs", serde_json::json!({})))
+    }
+}
+
+/// Splits bytes received from the server into JSON values (panics on anything else).
+pub fn json_values(bytes: &[u8]) -> Vec<Value> {
+    serde_json::Deserializer::from_slice(bytes)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| {
+            panic!(
+                "server sent invalid JSON ({e}): {}",
+                String::from_utf8_lossy(bytes)
+            )
+        })
+}
+
+/// Reads until the peer closes the connection (EOF or reset); panics after 30 s.
+pub fn read_until_closed(stream: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    use std::io::{ErrorKind, Read};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!(
+                "the server did not close the connection ({e}); got so far: {}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+}
+
+/// Sends `bytes` on a new raw connection, closes the sending side and returns every JSON value
+/// the server answers before it closes.
+pub fn raw_exchange(socket: &Path, bytes: &[u8]) -> Vec<Value> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    s.write_all(bytes).expect("write request");
+    s.shutdown(std::net::Shutdown::Write)
+        .expect("shutdown write");
+    json_values(&read_until_closed(&mut s))
+}
+
+/// Runs plexd with exactly `args` (give `-r` yourself) and waits up to `timeout` for it to exit;
+/// returns (exit code, stderr). A plexd still running at the deadline is killed and reported
+/// with code `None`.
+pub fn run_plexd(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(bin("plexd"))
+        .args(args)
+        .env("PLEXD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plexd");
+    let end = Instant::now() + timeout;
+    let mut code = None;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            code = st.code();
+            break;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("plexd output");
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes an SPDK-format config whose `bdev` subsystem holds `entries`; returns its path.
+pub fn write_bdev_config(dir: &Path, file: &str, entries: &[Value]) -> PathBuf {
+    let config = serde_json::json!({"subsystems": [{"subsystem": "bdev", "config": entries}]});
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&config).expect("serialise"),
+    )
+    .expect("write config");
+    path
 }

@@ -155,6 +155,10 @@ impl Poller for IoChannel {
             .and_then(|d| d.next_deadline())
     }
 
+    fn inflight(&self) -> u64 {
+        self.inflight.get()
+    }
+
     fn busy(&self) -> bool {
         !self.waiting.borrow().is_empty()
             || self

@@ -7,8 +7,8 @@ pub mod error;
 pub(crate) mod file;
 pub mod malloc;
 pub mod null;
-pub mod uring;
 pub(crate) mod params;
+pub mod uring;
 
 use std::sync::Arc;
 

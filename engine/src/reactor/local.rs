@@ -120,15 +120,19 @@ impl Local {
             i += 1;
         }
         if self.dirty_pollers.replace(false) {
-            self.pollers.borrow_mut().retain(|s| {
-                let live = s.poller.strong_count() > 0;
-                if !live {
-                    if let Some(fd) = s.fd {
-                        self.epoll.remove(fd);
-                    }
+            let mut pollers = self.pollers.borrow_mut();
+            let dead_fds: Vec<i32> = pollers
+                .iter()
+                .filter(|s| s.poller.strong_count() == 0)
+                .filter_map(|s| s.fd)
+                .collect();
+            pollers.retain(|s| s.poller.strong_count() > 0);
+            for fd in dead_fds {
+                // A new poller may already have been given the same fd number: keep it watched.
+                if !pollers.iter().any(|s| s.fd == Some(fd)) {
+                    self.epoll.remove(fd);
                 }
-                live
-            });
+            }
         }
         work
     }
@@ -204,10 +208,16 @@ impl Local {
         self.channels.borrow_mut().remove(&id)
     }
 
-    /// Requests in flight on this reactor's cached channels.
+    /// Requests in flight on this reactor: on every live channel (cached or not) plus those
+    /// waiting for their callbacks.
     pub(crate) fn inflight(&self) -> u64 {
-        let chans = self.channels.borrow();
-        chans.values().map(|c| c.inflight()).sum::<u64>() + self.completions.borrow().len() as u64
+        let pollers = self.pollers.borrow();
+        let on_pollers: u64 = pollers
+            .iter()
+            .filter_map(|s| s.poller.upgrade())
+            .map(|p| p.inflight())
+            .sum();
+        on_pollers + self.completions.borrow().len() as u64
     }
 
     /// Drops every cached channel.

@@ -309,6 +309,12 @@ impl ReactorSet {
     /// the threads. Idempotent.
     pub fn stop(&self, grace: Duration) {
         let deadline = std::time::Instant::now() + grace;
+        // Drop the cached channels first: requests in flight keep their channel alive and
+        // finish; drivers that hold requests indefinitely (error injection's `pending`, the
+        // delay driver) release them when their channel goes.
+        for i in 0..self.reactors.len() {
+            self.call(i, || Local::with(|l| l.clear_channels()));
+        }
         for (i, r) in self.reactors.iter().enumerate() {
             if r.stop.load(Ordering::SeqCst) {
                 continue;

@@ -28,6 +28,11 @@ pub trait Poller {
         false
     }
 
+    /// Requests this poller has in flight (I/O channels), for orderly shutdown.
+    fn inflight(&self) -> u64 {
+        0
+    }
+
     /// Whether this poller runs only when its deadline passes (SPDK's timed poller).
     fn is_timed(&self) -> bool {
         false

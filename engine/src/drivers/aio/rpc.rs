@@ -1,10 +1,115 @@
-//! `aio` RPCs (being written).
+//! `bdev_aio_create` / `bdev_aio_delete`.
 
 use std::sync::Arc;
 
-use plexd_control::MethodTable;
+use plexd_control::jsonrpc::parse_params;
+use plexd_control::{MethodTable, RpcError};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
+use super::{probe, AioBdev, PRODUCT_NAME};
+use crate::bdev::{BdevSpec, IoType, IoTypeSet};
+use crate::drivers::file::open_backing;
+use crate::drivers::params::parse_uuid;
 use crate::Engine;
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    name: String,
+    filename: String,
+    block_size: Option<u32>,
+    #[serde(default)]
+    readonly: bool,
+    #[serde(default)]
+    fallocate: bool,
+    uuid: Option<String>,
+    /// SPDK's RWF_NOWAIT option (sent as `false` by SPDK's client); accepted and ignored.
+    #[serde(default)]
+    nowait: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delete {
+    name: String,
+}
+
+/// The request types an aio bdev supports.
+fn io_types(readonly: bool, fallocate: bool) -> IoTypeSet {
+    let mut t = IoTypeSet::all();
+    if readonly {
+        t = t
+            .without(IoType::Write)
+            .without(IoType::Unmap)
+            .without(IoType::WriteZeroes);
+    }
+    if !fallocate {
+        t = t.without(IoType::Unmap).without(IoType::WriteZeroes);
+    }
+    t
+}
+
+/// Creates an aio bdev on a file or block device; returns its name. Opens the file here, on
+/// the calling (control) thread.
+pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
+    let p: Create = parse_params(Some(p))?;
+    engine.bdevs().check_free(&p.name)?;
+    let uuid = parse_uuid(p.uuid.as_deref())?;
+    if p.nowait {
+        tracing::warn!(bdev = %p.name, "bdev_aio_create: plexd does not use RWF_NOWAIT; ignoring nowait");
+    }
+    if let Err(e) = probe() {
+        return Err(RpcError::errno(
+            e.raw_os_error().unwrap_or(libc::ENOSYS),
+            format!("Linux AIO is not available ({e}): check fs.aio-max-nr and fs.aio-nr"),
+        ));
+    }
+    let opened = open_backing(&p.filename, p.block_size, p.readonly)?;
+    let spec = BdevSpec {
+        name: p.name.clone(),
+        aliases: Vec::new(),
+        uuid,
+        block_size: opened.block_size,
+        num_blocks: opened.num_blocks,
+        io_types: io_types(p.readonly, p.fallocate),
+    };
+    spec.validate()?;
+    let direct = opened.backing.direct_align().is_some();
+    let driver = AioBdev::new(
+        opened.backing,
+        p.readonly,
+        p.fallocate,
+        opened.block_size_override,
+    );
+    engine.add_bdev(spec, Box::new(driver))?;
+    tracing::info!(
+        bdev = %p.name,
+        file = %p.filename,
+        block_size = opened.block_size,
+        num_blocks = opened.num_blocks,
+        direct,
+        readonly = p.readonly,
+        "aio bdev created"
+    );
+    Ok(json!(p.name))
+}
+
+/// Deletes an aio bdev (after its requests finish and the file is flushed).
+pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
+    let p: Delete = parse_params(Some(p))?;
+    engine.delete_bdev(&p.name, Some(PRODUCT_NAME))?;
+    Ok(json!(true))
+}
+
 /// Registers the aio methods.
-pub fn register(_table: &mut MethodTable, _engine: &Arc<Engine>) {}
+pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
+    let e = engine.clone();
+    table.runtime("bdev_aio_create", move |p| {
+        create(&e, p.unwrap_or(Value::Null))
+    });
+    let e = engine.clone();
+    table.runtime("bdev_aio_delete", move |p| {
+        delete(&e, p.unwrap_or(Value::Null))
+    });
+}

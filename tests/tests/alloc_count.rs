@@ -1,0 +1,177 @@
+//! The hot path makes no heap allocation: a counting global allocator watches a window of
+//! 100k (and then 200k) requests through every driver in steady state and must see none.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plexd_control::MethodTable;
+use plexd_engine::reactor::PollMode;
+use plexd_engine::Engine;
+use plexd_perf::{run_jobs, JobSpec, Workload};
+use serde_json::json;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments
+// unchanged; counting touches only an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded verbatim; the caller upholds GlobalAlloc::alloc's contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded verbatim.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded verbatim; `ptr` came from this allocator (i.e. System).
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded verbatim; `ptr` came from System with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `warmup + window*2 + tail` requests and returns the allocations seen while the
+/// middle `window` requests ran, for two consecutive windows.
+fn allocations_in_windows(
+    engine: &Arc<Engine>,
+    bdev: &str,
+    workload: Workload,
+    window: u64,
+) -> (u64, u64, u64) {
+    let warmup = 20_000;
+    let progress = Arc::new(AtomicU64::new(0));
+    let spec = JobSpec {
+        bdev: bdev.to_string(),
+        reactor: 0,
+        workload,
+        io_size: 4096,
+        queue_depth: 64,
+        read_pct: 50,
+        duration: None,
+        max_ios: Some(warmup + 3 * window + 50_000),
+        seed: 42,
+        region: (0, 1),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let e = engine.clone();
+    let p = progress.clone();
+    let runner = std::thread::spawn(move || {
+        let r = run_jobs(&e, &[spec], p);
+        let _ = tx.send(());
+        r
+    });
+    let wait_for = |target: u64| {
+        let end = Instant::now() + Duration::from_secs(120);
+        while progress.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < end,
+                "{bdev}: stuck below {target} requests"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        (
+            progress.load(Ordering::Relaxed),
+            ALLOCATIONS.load(Ordering::Relaxed),
+        )
+    };
+    let (p0, a0) = wait_for(warmup);
+    let (p1, a1) = wait_for(p0 + window);
+    let (p2, a2) = wait_for(p1 + 2 * window);
+    let _ = rx.recv_timeout(Duration::from_secs(120));
+    let results = runner.join().expect("runner thread").expect("job ran");
+    assert_eq!(results[0].errors, 0, "{bdev}: requests failed");
+    assert_eq!(results[0].miscompares, 0, "{bdev}: verify miscompared");
+    eprintln!(
+        "{bdev:>8} {:>9}: {} allocations over {} requests, {} over {} requests",
+        workload.name(),
+        a1 - a0,
+        p1 - p0,
+        a2 - a1,
+        p2 - p1
+    );
+    (a1 - a0, a2 - a1, p2 - p1)
+}
+
+#[test]
+fn steady_state_io_makes_no_heap_allocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |n: &str| {
+        let p = dir.path().join(n);
+        let f = std::fs::File::create(&p).expect("create backing file");
+        f.set_len(64 << 20).expect("size backing file");
+        p.display().to_string()
+    };
+    let (uring_file, aio_file) = (file("uring.img"), file("aio.img"));
+    let engine = Engine::start(&[0], PollMode::Adaptive).expect("engine");
+    let mut t = MethodTable::new();
+    plexd_engine::register_rpcs(&mut t, &engine);
+    let call = |m: &str, p: serde_json::Value| {
+        let method = t.get(m).unwrap_or_else(|| panic!("no method {m}"));
+        (method.handler)(Some(p)).unwrap_or_else(|e| panic!("{m}: {}", e.message))
+    };
+    call(
+        "bdev_null_create",
+        json!({"name": "Null0", "num_blocks": 262144, "block_size": 512}),
+    );
+    call(
+        "bdev_malloc_create",
+        json!({"name": "Malloc0", "num_blocks": 32768, "block_size": 512}),
+    );
+    call(
+        "bdev_malloc_create",
+        json!({"name": "Malloc1", "num_blocks": 32768, "block_size": 512}),
+    );
+    call(
+        "bdev_malloc_create",
+        json!({"name": "Malloc2", "num_blocks": 32768, "block_size": 512}),
+    );
+    call(
+        "bdev_uring_create",
+        json!({"name": "Uring0", "filename": uring_file}),
+    );
+    call(
+        "bdev_aio_create",
+        json!({"name": "Aio0", "filename": aio_file}),
+    );
+    call("bdev_error_create", json!({"base_name": "Malloc1"}));
+    call(
+        "bdev_delay_create",
+        json!({"name": "Delay0", "base_bdev_name": "Malloc2", "avg_read_latency": 5,
+               "p99_read_latency": 10, "avg_write_latency": 5, "p99_write_latency": 10}),
+    );
+    let cases = [
+        ("Null0", Workload::RandRead),
+        ("Malloc0", Workload::RandRw),
+        ("Malloc0", Workload::Verify),
+        ("Uring0", Workload::RandRw),
+        ("Aio0", Workload::RandRw),
+        ("EE_Malloc1", Workload::RandRw),
+        ("Delay0", Workload::RandRw),
+    ];
+    let mut failures = Vec::new();
+    for (bdev, w) in cases {
+        let (first, second, n) = allocations_in_windows(&engine, bdev, w, 100_000);
+        assert!(n >= 200_000, "{bdev}: window too small ({n})");
+        if first != 0 || second != 0 {
+            failures.push(format!("{bdev}/{}: {first} then {second}", w.name()));
+        }
+    }
+    engine.shutdown();
+    assert!(
+        failures.is_empty(),
+        "heap allocations on the I/O path: {failures:?}"
+    );
+}

@@ -1,0 +1,279 @@
+//! `plexctl` against a real plexd: creating bdevs, tables and `--json`, raw calls, config
+//! save/load between two daemons, exit statuses and messages, completions.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use plexd_tests::{bin, sorted_by_name, Plexd};
+use serde_json::{json, Value};
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `plexctl -s SOCKET args…` expecting success; returns stdout.
+fn ok(p: &Plexd, args: &[&str]) -> String {
+    let out = p.plexctl(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "plexctl {args:?}:\nstdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn malloc_create_list_json_and_call() {
+    let p = Plexd::start();
+    let out = ok(
+        &p,
+        &[
+            "bdev",
+            "malloc",
+            "create",
+            "M0",
+            "--size",
+            "64MiB",
+            "--block-size",
+            "512",
+        ],
+    );
+    assert_eq!(out.trim(), "M0");
+
+    let table = ok(&p, &["bdev", "list"]);
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("M0"))
+        .unwrap_or_else(|| panic!("no M0 row in:\n{table}"));
+    assert!(
+        row.split_whitespace().any(|w| w == "131072"),
+        "row lacks 131072: {row}"
+    );
+    assert!(
+        row.split_whitespace().any(|w| w == "512"),
+        "row lacks the block size: {row}"
+    );
+
+    let listed = parse(&ok(&p, &["--json", "bdev", "list"]));
+    let arr = listed.as_array().expect("array");
+    assert_eq!(arr.len(), 1);
+    assert_eq!(arr[0]["name"], "M0");
+    assert_eq!(arr[0]["num_blocks"], 131072);
+    assert_eq!(arr[0]["block_size"], 512);
+    assert_eq!(listed, p.call("bdev_get_bdevs", json!({})));
+
+    let called = parse(&ok(&p, &["call", "bdev_get_bdevs", r#"{"name":"M0"}"#]));
+    assert_eq!(called, p.call("bdev_get_bdevs", json!({"name": "M0"})));
+    assert_eq!(called[0]["name"], "M0");
+}
+
+#[test]
+fn null_and_uring_create() {
+    let p = Plexd::start();
+    let out = ok(
+        &p,
+        &[
+            "bdev",
+            "null",
+            "create",
+            "N0",
+            "--size",
+            "1GiB",
+            "--block-size",
+            "4096",
+        ],
+    );
+    assert_eq!(out.trim(), "N0");
+    let n0 = p.call("bdev_get_bdevs", json!({"name": "N0"}));
+    assert_eq!(
+        (n0[0]["block_size"].clone(), n0[0]["num_blocks"].clone()),
+        (json!(4096), json!(262144))
+    );
+    assert_eq!(n0[0]["product_name"], "Null disk");
+
+    // A relative path is resolved against plexctl's working directory, not plexd's.
+    let file = p.dir.path().join("disk.img");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(4 << 20))
+        .expect("backing file");
+    let out = Command::new(bin("plexctl"))
+        .current_dir(p.dir.path())
+        .args(["-s", p.socket.to_str().expect("utf-8")])
+        .args([
+            "bdev",
+            "uring",
+            "create",
+            "U0",
+            "disk.img",
+            "--block-size",
+            "512",
+        ])
+        .output()
+        .expect("run plexctl");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "U0");
+    let u0 = p.call("bdev_get_bdevs", json!({"name": "U0"}));
+    assert_eq!(u0[0]["num_blocks"], 8192);
+    assert_eq!(u0[0]["block_size"], 512);
+    assert_eq!(
+        u0[0]["driver_specific"]["uring"]["filename"],
+        file.to_str().expect("utf-8")
+    );
+    assert_eq!(p.names(), ["N0", "U0"]);
+}
+
+#[test]
+fn save_config_loads_into_a_second_plexd() {
+    let p1 = Plexd::start();
+    ok(
+        &p1,
+        &[
+            "bdev",
+            "malloc",
+            "create",
+            "M0",
+            "--size",
+            "8MiB",
+            "--block-size",
+            "4096",
+        ],
+    );
+    ok(
+        &p1,
+        &[
+            "bdev",
+            "null",
+            "create",
+            "N0",
+            "--size",
+            "64MiB",
+            "--block-size",
+            "512",
+        ],
+    );
+    ok(&p1, &["bdev", "malloc", "create", "M1", "--size", "1MiB"]);
+    let saved = ok(&p1, &["save-config"]);
+    let config = parse(&saved);
+    assert!(config["subsystems"].is_array(), "{saved}");
+    let file = p1.dir.path().join("saved.json");
+    std::fs::write(&file, &saved).expect("write config");
+
+    let p2 = Plexd::start();
+    let out = ok(&p2, &["load-config", file.to_str().expect("utf-8")]);
+    assert_eq!(out.trim(), "");
+    let want = sorted_by_name(&p1.call("bdev_get_bdevs", json!({})));
+    assert_eq!(p2.bdevs(), want);
+    assert_eq!(p2.names(), ["M0", "M1", "N0"]);
+
+    // The same through standard input.
+    let p3 = Plexd::start();
+    let mut child = Command::new(bin("plexctl"))
+        .args(["-s", p3.socket.to_str().expect("utf-8"), "load-config", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plexctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(saved.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("plexctl");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(p3.bdevs(), want);
+}
+
+#[test]
+fn server_errors_exit_1_with_the_servers_message() {
+    let p = Plexd::start();
+    let (_, server_msg) = p.call_err("bdev_malloc_delete", json!({"name": "Nope"}));
+    let out = p.plexctl(&["bdev", "malloc", "delete", "Nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&server_msg),
+        "stderr {:?} lacks {server_msg:?}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("-19"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+
+    // Duplicate names too, and nothing changes.
+    ok(&p, &["bdev", "malloc", "create", "M0", "--size", "1MiB"]);
+    let out = p.plexctl(&["bdev", "null", "create", "M0", "--size", "1MiB"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("-17"), "{}", stderr(&out));
+    assert_eq!(p.names(), ["M0"]);
+}
+
+#[test]
+fn no_daemon_exits_2_cannot_connect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("nobody.sock");
+    let out = Command::new(bin("plexctl"))
+        .args(["-s", socket.to_str().expect("utf-8"), "bdev", "list"])
+        .output()
+        .expect("run plexctl");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(socket.to_str().expect("utf-8")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn completions_bash_prints_a_script() {
+    let out = Command::new(bin("plexctl"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("run plexctl");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let script = stdout(&out);
+    assert!(script.contains("_plexctl()"), "{script}");
+    assert!(script.contains("complete -F _plexctl"), "{script}");
+    assert!(script.contains("malloc"), "subcommands missing");
+}
+
+#[test]
+fn usage_errors_exit_2_and_send_nothing() {
+    let p = Plexd::start();
+    let out = p.plexctl(&["bdev", "malloc", "create", "M1", "--size", "1000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a multiple"), "{}", stderr(&out));
+    let out = p.plexctl(&["call", "bdev_get_bdevs", "{not json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(p.names().is_empty());
+}
+
+#[test]
+fn load_config_failure_names_the_method_and_exits_1() {
+    let p = Plexd::start();
+    let cfg = plexd_tests::write_bdev_config(
+        p.dir.path(),
+        "bad.json",
+        &[json!({"method": "bdev_malloc_create",
+                 "params": {"name": "Bad", "block_size": 700, "num_blocks": 64}})],
+    );
+    let out = p.plexctl(&["load-config", cfg.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bdev_malloc_create") && err.contains("-22"),
+        "{err}"
+    );
+    assert!(p.names().is_empty());
+}

@@ -1,0 +1,296 @@
+//! SPDK's own client (`spdk-rpc`, i.e. `scripts/rpc.py`) against plexd: its CLI syntax for
+//! every bdev driver, `save_config` / `load_config` round trips (also into a `--wait-for-rpc`
+//! plexd), the start-up state, and `spdk_kill_instance`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use plexd_tests::{run_spdk_rpc, sorted_by_name, Plexd};
+use serde_json::{json, Value};
+
+const MALLOC0_UUID: &str = "4a1d7c2e-5b8f-4e6a-9c3d-0f1e2d3c4b5a";
+
+/// Runs `spdk-rpc -s SOCKET args…`, panicking with its output unless it succeeds; returns stdout.
+fn spdk(socket: &Path, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let out = run_spdk_rpc(socket, args, stdin);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "spdk-rpc {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Like [`spdk`], parsing stdout as JSON.
+fn spdk_json(socket: &Path, args: &[&str]) -> Value {
+    let text = spdk(socket, args, None);
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("spdk-rpc {args:?}: not JSON ({e}): {text}"))
+}
+
+/// Runs `spdk-rpc` expecting failure; returns stdout and stderr together.
+fn spdk_fails(socket: &Path, args: &[&str]) -> String {
+    let out = run_spdk_rpc(socket, args, None);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "spdk-rpc {args:?} unexpectedly succeeded: {text}"
+    );
+    text
+}
+
+fn methods(socket: &Path, current: bool) -> Vec<String> {
+    let args: &[&str] = if current {
+        &["rpc_get_methods", "-c"]
+    } else {
+        &["rpc_get_methods"]
+    };
+    serde_json::from_value(spdk_json(socket, args)).expect("array of method names")
+}
+
+fn bdevs(socket: &Path) -> Vec<Value> {
+    sorted_by_name(&spdk_json(socket, &["bdev_get_bdevs"]))
+}
+
+fn bdev<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("no bdev {name} in {list:?}"))
+}
+
+#[test]
+fn every_driver_through_spdk_rpc_saves_and_loads_into_a_fresh_plexd() {
+    let p1 = Plexd::start();
+    let s1 = p1.socket.as_path();
+    let file = p1.dir.path().join("uring.img");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(8 << 20))
+        .expect("backing file");
+    let file = file.to_str().expect("utf-8");
+
+    let version = spdk_json(s1, &["spdk_get_version"]);
+    assert!(
+        version["version"]
+            .as_str()
+            .expect("version")
+            .contains("plexd"),
+        "{version}"
+    );
+    for k in ["major", "minor", "patch"] {
+        assert!(version["fields"][k].is_u64(), "{version}");
+    }
+    let all = methods(s1, false);
+    for m in [
+        "bdev_malloc_create",
+        "bdev_null_create",
+        "bdev_uring_create",
+        "bdev_aio_create",
+        "bdev_error_create",
+        "bdev_error_inject_error",
+        "bdev_delay_create",
+        "bdev_get_bdevs",
+        "framework_get_config",
+        "framework_get_subsystems",
+        "spdk_kill_instance",
+    ] {
+        assert!(
+            all.iter().any(|n| n == m),
+            "rpc_get_methods lacks {m}: {all:?}"
+        );
+    }
+
+    let create =
+        |args: &[&str], want: &str| assert_eq!(spdk(s1, args, None).trim(), want, "{args:?}");
+    create(
+        &[
+            "bdev_malloc_create",
+            "-b",
+            "Malloc0",
+            "-u",
+            MALLOC0_UUID,
+            "16",
+            "512",
+        ],
+        "Malloc0",
+    );
+    create(&["bdev_null_create", "Null0", "32", "4096"], "Null0");
+    create(&["bdev_uring_create", file, "Uring0", "512"], "Uring0");
+    create(
+        &["bdev_malloc_create", "-b", "Malloc1", "8", "512"],
+        "Malloc1",
+    );
+    create(&["bdev_error_create", "Malloc1"], "EE_Malloc1");
+    create(
+        &["bdev_malloc_create", "-b", "Malloc2", "8", "4096"],
+        "Malloc2",
+    );
+    create(
+        &[
+            "bdev_delay_create",
+            "-b",
+            "Malloc2",
+            "-d",
+            "Delay0",
+            "-r",
+            "10",
+            "-t",
+            "20",
+            "-w",
+            "30",
+            "-n",
+            "40",
+        ],
+        "Delay0",
+    );
+
+    let before = bdevs(s1);
+    let names: Vec<&str> = before
+        .iter()
+        .map(|b| b["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Delay0",
+            "EE_Malloc1",
+            "Malloc0",
+            "Malloc1",
+            "Malloc2",
+            "Null0",
+            "Uring0"
+        ]
+    );
+    let m0 = bdev(&before, "Malloc0");
+    assert_eq!(
+        (m0["block_size"].clone(), m0["num_blocks"].clone()),
+        (json!(512), json!(32768))
+    );
+    assert_eq!(m0["uuid"], MALLOC0_UUID);
+    assert_eq!(m0["product_name"], "Malloc disk");
+    let n0 = bdev(&before, "Null0");
+    assert_eq!(
+        (n0["block_size"].clone(), n0["num_blocks"].clone()),
+        (json!(4096), json!(8192))
+    );
+    assert_eq!(bdev(&before, "Uring0")["num_blocks"], 16384);
+    assert_eq!(bdev(&before, "EE_Malloc1")["num_blocks"], 16384);
+    assert_eq!(bdev(&before, "Delay0")["num_blocks"], 2048);
+    assert_eq!(bdev(&before, "Delay0")["block_size"], 4096);
+    assert_eq!(bdev(&before, "Malloc1")["claimed"], true);
+    assert_eq!(bdev(&before, "Malloc2")["claimed"], true);
+    assert_eq!(bdev(&before, "Malloc0")["claimed"], false);
+
+    // Errors come back in SPDK's shape.
+    let err = spdk_fails(s1, &["bdev_malloc_delete", "NoSuch"]);
+    assert!(err.contains("-19"), "{err}");
+
+    let config = spdk(s1, &["save_config"], None);
+    let parsed: Value = serde_json::from_str(&config).expect("save_config is JSON");
+    let bdev_sub = parsed["subsystems"]
+        .as_array()
+        .expect("subsystems")
+        .iter()
+        .find(|s| s["subsystem"] == "bdev")
+        .expect("bdev subsystem saved");
+    assert!(
+        bdev_sub["config"].as_array().expect("config").len() >= 7,
+        "{config}"
+    );
+
+    let p2 = Plexd::start();
+    spdk(&p2.socket, &["load_config"], Some(config.as_bytes()));
+    assert_eq!(
+        bdevs(&p2.socket),
+        before,
+        "loaded target differs from the saved one"
+    );
+    // And the first target is as it was.
+    assert_eq!(bdevs(s1), before);
+}
+
+#[test]
+fn wait_for_rpc_starts_in_the_startup_state() {
+    let p = Plexd::start_args(&["--wait-for-rpc"]);
+    let s = p.socket.as_path();
+    let current = methods(s, true);
+    assert!(
+        current.iter().any(|m| m == "framework_start_init"),
+        "{current:?}"
+    );
+    assert!(
+        !current.iter().any(|m| m == "bdev_malloc_create"),
+        "{current:?}"
+    );
+    assert!(methods(s, false).iter().any(|m| m == "bdev_malloc_create"));
+
+    let (code, msg) = p.call_err(
+        "bdev_malloc_create",
+        json!({"name": "M0", "block_size": 512, "num_blocks": 64}),
+    );
+    assert_eq!(code, -32601, "{msg}");
+    let err = spdk_fails(s, &["bdev_malloc_create", "-b", "M0", "8", "512"]);
+    assert!(err.contains("-32601"), "{err}");
+
+    spdk(s, &["framework_start_init"], None);
+    let current = methods(s, true);
+    assert!(
+        !current.iter().any(|m| m == "framework_start_init"),
+        "{current:?}"
+    );
+    assert!(
+        current.iter().any(|m| m == "bdev_malloc_create"),
+        "{current:?}"
+    );
+    spdk(s, &["framework_wait_init"], None);
+    assert_eq!(
+        spdk(s, &["bdev_malloc_create", "-b", "M0", "8", "512"], None).trim(),
+        "M0"
+    );
+    assert_eq!(p.names(), ["M0"]);
+}
+
+#[test]
+fn load_config_into_a_wait_for_rpc_plexd() {
+    let p1 = Plexd::start();
+    p1.call(
+        "bdev_malloc_create",
+        json!({"name": "M0", "block_size": 512, "num_blocks": 2048}),
+    );
+    p1.call(
+        "bdev_null_create",
+        json!({"name": "N0", "block_size": 4096, "num_blocks": 1024}),
+    );
+    let config = spdk(&p1.socket, &["save_config"], None);
+
+    let p2 = Plexd::start_args(&["--wait-for-rpc"]);
+    spdk(&p2.socket, &["load_config"], Some(config.as_bytes()));
+    let current = methods(&p2.socket, true);
+    assert!(
+        !current.iter().any(|m| m == "framework_start_init"),
+        "load_config must leave the target initialised: {current:?}"
+    );
+    assert_eq!(bdevs(&p2.socket), bdevs(&p1.socket));
+    assert_eq!(p2.names(), ["M0", "N0"]);
+}
+
+#[test]
+fn spdk_kill_instance_sigterm_exits_zero_and_removes_the_socket() {
+    let mut p = Plexd::start();
+    p.call(
+        "bdev_malloc_create",
+        json!({"name": "M0", "block_size": 512, "num_blocks": 64}),
+    );
+    assert_eq!(
+        spdk(&p.socket, &["spdk_kill_instance", "SIGTERM"], None).trim(),
+        ""
+    );
+    let (code, stderr) = p.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!p.socket.exists(), "socket left behind");
+}
