@@ -38,6 +38,8 @@ pub struct JobSpec {
     pub max_ios: Option<u64>,
     /// PRNG seed.
     pub seed: u64,
+    /// Set to true to end the job early (checked before each new request).
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// This job's share of the bdev when several jobs drive it: (index, count). Jobs work on
     /// disjoint ranges so verify never races with itself.
     pub region: (u32, u32),
@@ -212,7 +214,14 @@ impl Job {
     }
 
     fn more_allowed(&self, st: &State, now: u64) -> bool {
-        !st.stopping && now < self.deadline && self.spec.max_ios.is_none_or(|m| st.started < m)
+        !st.stopping
+            && now < self.deadline
+            && self.spec.max_ios.is_none_or(|m| st.started < m)
+            && !self
+                .spec
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Prepares and submits the next request in `io`; returns false (dropping `io`) when the

@@ -125,6 +125,7 @@ fn run(args: Args) -> Result<bool, String> {
         for (k, r) in reactors.into_iter().enumerate() {
             specs.push(JobSpec {
                 region: (k as u32, count),
+                stop: None,
                 bdev: t.clone(),
                 reactor: r,
                 workload: args.workload,
