@@ -1,10 +1,6 @@
 //! `plexd`: the storage target daemon. Starts the reactors, the JSON-RPC socket and the
 //! subsystems, loads a config, and shuts down cleanly on SIGINT/SIGTERM.
 
-mod config;
-mod framework;
-mod signals;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +11,9 @@ use plexd_engine::reactor::{parse_cpumask, PollMode};
 use plexd_engine::Engine;
 use serde_json::Value;
 
-use framework::{Framework, Subsystem};
+use plexd::framework::{Framework, Subsystem};
+use plexd::vhost::controller::Controllers;
+use plexd::{config, signals};
 
 /// plexd: a userspace storage target with per-core polling reactors.
 #[derive(Parser, Debug)]
@@ -35,6 +33,9 @@ struct Args {
         default_value = "/var/tmp/plexd.sock"
     )]
     rpc_socket: PathBuf,
+    /// Directory for vhost-user sockets (`<dir>/<controller>`).
+    #[arg(short = 'S', long = "vhost-socket-dir", default_value = "/var/tmp")]
+    vhost_socket_dir: PathBuf,
     /// An SPDK-format JSON config to load at start-up.
     #[arg(short = 'c', long = "config", alias = "json")]
     config: Option<PathBuf>,
@@ -113,8 +114,18 @@ fn run(args: Args) -> Result<(), String> {
     };
     // Start in the start-up state while the config's start-up methods run.
     let fw = Framework::new(engine.clone(), RpcState::Startup);
-    fw.install_methods(|t| plexd_engine::register_rpcs(t, &engine));
+    let vhost = Controllers::new(engine.clone(), args.vhost_socket_dir.clone());
+    fw.install_methods(|t| {
+        plexd_engine::register_rpcs(t, &engine);
+        plexd::vhost::rpc::register(t, &vhost, cores.clone());
+    });
     fw.add_subsystem(bdev_subsystem(&engine));
+    let v = vhost.clone();
+    fw.add_subsystem(Subsystem {
+        name: "vhost_blk",
+        depends_on: &["bdev"],
+        config: Box::new(move || plexd::vhost::rpc::saved_config(&v)),
+    });
 
     if let Some(path) = &args.config {
         let entries = match config::read(path) {
@@ -125,6 +136,7 @@ fn run(args: Args) -> Result<(), String> {
             }
         };
         if let Err(e) = config::apply(&fw, entries, args.wait_for_rpc, args.ignore_config_errors) {
+            vhost.shutdown_all();
             engine.shutdown();
             return Err(with_causes(&e));
         }
@@ -139,6 +151,7 @@ fn run(args: Args) -> Result<(), String> {
     let server = match RpcServer::bind(&args.rpc_socket, limits, fw.clone()) {
         Ok(s) => s,
         Err(e) => {
+            vhost.shutdown_all();
             engine.shutdown();
             return Err(with_causes(&e));
         }
@@ -156,6 +169,7 @@ fn run(args: Args) -> Result<(), String> {
         None => tracing::info!("{sig}: shutting down"),
     }
     server.shutdown();
+    vhost.shutdown_all();
     engine.shutdown();
     tracing::info!("plexd stopped");
     fatal.map_or(Ok(()), Err)

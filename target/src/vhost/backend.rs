@@ -1,0 +1,515 @@
+//! The vhost-user protocol for one connection, on the connection's control thread: feature
+//! negotiation, the memory table, ring set-up, and handing each started, enabled ring to a
+//! reactor (and taking it back on GET_VRING_BASE, disable or disconnect).
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plexd_engine::bdev::Bdev;
+use plexd_engine::Engine;
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVirtioFeatures,
+    VhostUserVringAddrFlags, VhostUserVringState,
+};
+use vhost::vhost_user::{
+    Backend, Error as VuError, GpuBackend, Result as VuResult, VhostUserBackendReqHandlerMut,
+};
+use vhost::VhostUserMemoryRegionBase;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::blk_config::{config_slice, config_space, device_features, BlkGeometry};
+use super::memory::MemoryTable;
+use super::vring::{start_on_this_reactor, Cmd, VringSpec};
+
+/// Largest ring plexd accepts.
+pub const MAX_QUEUE_SIZE: u32 = 1024;
+/// Memory slots offered (CONFIGURE_MEM_SLOTS).
+pub const MAX_MEM_SLOTS: u64 = 32;
+
+/// What a controller exports, shared by its connections.
+#[derive(Clone)]
+pub struct Export {
+    /// Controller name.
+    pub ctrlr: String,
+    /// The bdev.
+    pub bdev: Arc<Bdev>,
+    /// Read-only export.
+    pub readonly: bool,
+    /// Reactor indices serving this controller's queues, in order.
+    pub reactors: Vec<usize>,
+    /// Number of request queues offered.
+    pub num_queues: u16,
+    /// The engine.
+    pub engine: Arc<Engine>,
+}
+
+#[derive(Default)]
+struct VringSetup {
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    base: u16,
+    kick: Option<File>,
+    call: Option<File>,
+    enabled: bool,
+    running: Option<Running>,
+}
+
+struct Running {
+    reactor: usize,
+    cmds: crossbeam::channel::Sender<Cmd>,
+}
+
+/// One connection's protocol state.
+pub struct BlkBackend {
+    export: Export,
+    acked_features: u64,
+    acked_protocol: u64,
+    owner: bool,
+    memory: MemoryTable,
+    mem: Option<Arc<GuestMemoryMmap>>,
+    vrings: Vec<VringSetup>,
+}
+
+fn op(msg: &'static str) -> VuError {
+    VuError::InvalidOperation(msg)
+}
+
+impl BlkBackend {
+    /// A fresh connection.
+    pub fn new(export: Export) -> Self {
+        let n = export.num_queues as usize;
+        BlkBackend {
+            export,
+            acked_features: 0,
+            acked_protocol: 0,
+            owner: false,
+            memory: MemoryTable::default(),
+            mem: None,
+            vrings: (0..n).map(|_| VringSetup::default()).collect(),
+        }
+    }
+
+    fn features(&self) -> u64 {
+        let b = &self.export.bdev;
+        use plexd_engine::bdev::IoType;
+        device_features(
+            self.export.readonly,
+            self.export.num_queues > 1,
+            b.io_types().contains(IoType::Unmap),
+            b.io_types().contains(IoType::WriteZeroes),
+        ) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features() -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn vring(&mut self, index: u32) -> VuResult<&mut VringSetup> {
+        self.vrings
+            .get_mut(index as usize)
+            .ok_or(VuError::InvalidParam)
+    }
+
+    fn protocol_negotiated(&self) -> bool {
+        self.acked_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0
+    }
+
+    /// Stops the ring if a reactor serves it; returns its next available index.
+    fn stop_vring(&mut self, index: usize) -> Option<u16> {
+        let v = self.vrings.get_mut(index)?;
+        let running = v.running.take()?;
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        let _ = running.cmds.send(Cmd::Stop(tx));
+        // Wake the reactor in case it sleeps.
+        self.export
+            .engine
+            .reactors()
+            .send_msg(running.reactor, || {});
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(next) => {
+                v.base = next;
+                Some(next)
+            }
+            Err(_) => {
+                tracing::error!(ctrlr = %self.export.ctrlr, queue = index, "virtqueue did not drain within 30 s");
+                None
+            }
+        }
+    }
+
+    /// Stops every ring (disconnect, reset).
+    pub fn stop_all(&mut self) {
+        for i in 0..self.vrings.len() {
+            self.stop_vring(i);
+        }
+    }
+
+    /// Starts ring `index` if it is fully set up, enabled and not yet running.
+    fn maybe_start(&mut self, index: usize) -> VuResult<()> {
+        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        let Some(mem) = self.mem.clone() else {
+            return Ok(());
+        };
+        let reactors = self.export.reactors.clone();
+        let v = self.vrings.get_mut(index).ok_or(VuError::InvalidParam)?;
+        if v.running.is_some() || !v.enabled || v.kick.is_none() || v.size == 0 || v.desc == 0 {
+            return Ok(());
+        }
+        let tr = |vva: u64| self.memory.vva_to_gpa(vva).ok_or(VuError::InvalidParam);
+        let (desc, avail, used) = (tr(v.desc)?, tr(v.avail)?, tr(v.used)?);
+        let mut q = Queue::new(v.size).map_err(|_| VuError::InvalidParam)?;
+        q.set_size(v.size);
+        q.set_desc_table_address(Some(desc as u32), Some((desc >> 32) as u32));
+        q.set_avail_ring_address(Some(avail as u32), Some((avail >> 32) as u32));
+        q.set_used_ring_address(Some(used as u32), Some((used >> 32) as u32));
+        q.set_event_idx(event_idx);
+        q.set_next_avail(v.base);
+        q.set_next_used(v.base);
+        q.set_ready(true);
+        if !q.is_valid(&*mem) {
+            return Err(op("virtqueue addresses are not inside guest memory"));
+        }
+        let kick = v
+            .kick
+            .as_ref()
+            .and_then(|k| k.try_clone().ok())
+            .ok_or(op("cannot duplicate the kick fd"))?;
+        let call = v.call.as_ref().and_then(|c| c.try_clone().ok());
+        let reactor = reactors[index % reactors.len()];
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let spec = VringSpec {
+            ctrlr: self.export.ctrlr.clone(),
+            index: index as u16,
+            queue: q,
+            mem,
+            kick,
+            call,
+            bdev: self.export.bdev.clone(),
+            readonly: self.export.readonly,
+            cmds: rx,
+        };
+        let started = self
+            .export
+            .engine
+            .reactors()
+            .call(reactor, move || start_on_this_reactor(spec));
+        match started {
+            Some(Ok(())) => {
+                v.running = Some(Running { reactor, cmds: tx });
+                tracing::info!(ctrlr = %self.export.ctrlr, queue = index, reactor, "virtqueue served by reactor");
+                Ok(())
+            }
+            Some(Err(e)) => {
+                tracing::error!(ctrlr = %self.export.ctrlr, queue = index, "cannot start virtqueue: {e}");
+                Err(op("cannot start the virtqueue on its reactor"))
+            }
+            None => Err(op("reactor unavailable")),
+        }
+    }
+
+    fn publish_memory(&mut self) -> VuResult<()> {
+        let snap = self.memory.snapshot().map_err(|e| {
+            tracing::error!(ctrlr = %self.export.ctrlr, "{e}");
+            VuError::InvalidParam
+        })?;
+        for v in self.vrings.iter() {
+            if let Some(r) = &v.running {
+                let _ = r.cmds.send(Cmd::SetMem(snap.clone()));
+                self.export.engine.reactors().send_msg(r.reactor, || {});
+            }
+        }
+        self.mem = Some(snap);
+        Ok(())
+    }
+}
+
+impl VhostUserBackendReqHandlerMut for BlkBackend {
+    fn set_owner(&mut self) -> VuResult<()> {
+        if self.owner {
+            return Err(op("owner already set"));
+        }
+        self.owner = true;
+        Ok(())
+    }
+
+    fn reset_owner(&mut self) -> VuResult<()> {
+        self.stop_all();
+        self.owner = false;
+        Ok(())
+    }
+
+    fn reset_device(&mut self) -> VuResult<()> {
+        self.stop_all();
+        for v in self.vrings.iter_mut() {
+            *v = VringSetup::default();
+        }
+        Ok(())
+    }
+
+    fn get_features(&mut self) -> VuResult<u64> {
+        Ok(self.features())
+    }
+
+    fn set_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !self.features() != 0 {
+            return Err(VuError::InvalidParam);
+        }
+        self.acked_features = features;
+        // Without protocol features, rings start enabled.
+        if !self.protocol_negotiated() {
+            for v in self.vrings.iter_mut() {
+                v.enabled = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_mem_table(
+        &mut self,
+        ctx: &[VhostUserMemoryRegion],
+        files: Vec<File>,
+        _postcopy: Option<bool>,
+    ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        if ctx.len() != files.len() {
+            return Err(VuError::InvalidParam);
+        }
+        let mut regions = Vec::with_capacity(ctx.len());
+        for (r, f) in ctx.iter().zip(files) {
+            let region = MemoryTable::map_region(
+                r.guest_phys_addr,
+                r.memory_size,
+                r.user_addr,
+                r.mmap_offset,
+                f,
+            )
+            .map_err(|e| {
+                tracing::error!(ctrlr = %self.export.ctrlr, "{e}");
+                VuError::InvalidParam
+            })?;
+            regions.push(region);
+        }
+        self.memory.set(regions);
+        self.publish_memory()?;
+        Ok(None)
+    }
+
+    fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        if num == 0 || num > MAX_QUEUE_SIZE || !num.is_power_of_two() {
+            return Err(VuError::InvalidParam);
+        }
+        self.vring(index)?.size = num as u16;
+        Ok(())
+    }
+
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        descriptor: u64,
+        used: u64,
+        available: u64,
+        _log: u64,
+    ) -> VuResult<()> {
+        let v = self.vring(index)?;
+        v.desc = descriptor;
+        v.used = used;
+        v.avail = available;
+        Ok(())
+    }
+
+    fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        self.vring(index)?.base = base as u16;
+        Ok(())
+    }
+
+    fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        if index as usize >= self.vrings.len() {
+            return Err(VuError::InvalidParam);
+        }
+        let next = self.stop_vring(index as usize);
+        let v = self.vring(index)?;
+        let base = next.unwrap_or(v.base);
+        v.kick = None;
+        v.call = None;
+        v.enabled = false;
+        Ok(VhostUserVringState::new(index, base as u32))
+    }
+
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(index as u32)?.kick = fd;
+        self.maybe_start(index as usize)
+    }
+
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        let restart = self
+            .vrings
+            .get(index as usize)
+            .is_some_and(|v| v.running.is_some());
+        if restart {
+            self.stop_vring(index as usize);
+        }
+        self.vring(index as u32)?.call = fd;
+        if restart {
+            self.maybe_start(index as usize)?;
+        }
+        Ok(())
+    }
+
+    fn set_vring_err(&mut self, index: u8, _fd: Option<File>) -> VuResult<()> {
+        self.vring(index as u32).map(|_| ())
+    }
+
+    fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
+        Ok(Self::protocol_features())
+    }
+
+    fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
+        self.acked_protocol = features & Self::protocol_features().bits();
+        Ok(())
+    }
+
+    fn get_queue_num(&mut self) -> VuResult<u64> {
+        Ok(self.export.num_queues as u64)
+    }
+
+    fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        if !self.protocol_negotiated() {
+            return Err(VuError::InactiveFeature(
+                VhostUserVirtioFeatures::PROTOCOL_FEATURES,
+            ));
+        }
+        self.vring(index)?.enabled = enable;
+        if enable {
+            self.maybe_start(index as usize)
+        } else {
+            self.stop_vring(index as usize);
+            Ok(())
+        }
+    }
+
+    fn get_config(
+        &mut self,
+        offset: u32,
+        size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<Vec<u8>> {
+        let b = &self.export.bdev;
+        let space = config_space(&BlkGeometry {
+            block_size: b.block_size(),
+            size_bytes: b.num_blocks() * b.block_size() as u64,
+            num_queues: self.export.num_queues,
+        });
+        config_slice(&space, offset, size).ok_or(VuError::InvalidParam)
+    }
+
+    fn set_config(
+        &mut self,
+        _offset: u32,
+        _buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<()> {
+        // The writeback field is not offered (no CONFIG_WCE); nothing else is writable.
+        Err(op("the virtio-blk configuration space is read-only"))
+    }
+
+    fn set_backend_req_fd(&mut self, _backend: Backend) {}
+
+    fn set_gpu_socket(&mut self, _gpu: GpuBackend) -> VuResult<()> {
+        Err(op("not a GPU device"))
+    }
+
+    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VuResult<File> {
+        Err(op("shared objects are not supported"))
+    }
+
+    fn get_inflight_fd(
+        &mut self,
+        _inflight: &VhostUserInflight,
+    ) -> VuResult<(VhostUserInflight, File)> {
+        Err(VuError::InactiveOperation(
+            VhostUserProtocolFeatures::INFLIGHT_SHMFD,
+        ))
+    }
+
+    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
+        Err(VuError::InactiveOperation(
+            VhostUserProtocolFeatures::INFLIGHT_SHMFD,
+        ))
+    }
+
+    fn get_max_mem_slots(&mut self) -> VuResult<u64> {
+        Ok(MAX_MEM_SLOTS)
+    }
+
+    fn add_mem_region(
+        &mut self,
+        region: &VhostUserSingleMemoryRegion,
+        fd: File,
+        _postcopy: Option<bool>,
+    ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        let r = MemoryTable::map_region(
+            region.guest_phys_addr,
+            region.memory_size,
+            region.user_addr,
+            region.mmap_offset,
+            fd,
+        )
+        .map_err(|e| {
+            tracing::error!(ctrlr = %self.export.ctrlr, "{e}");
+            VuError::InvalidParam
+        })?;
+        let mut table = self.memory.clone();
+        table.add(r);
+        let old = std::mem::replace(&mut self.memory, table);
+        if let Err(e) = self.publish_memory() {
+            self.memory = old;
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
+        if !self
+            .memory
+            .remove(region.guest_phys_addr, region.memory_size)
+        {
+            return Err(VuError::InvalidParam);
+        }
+        if self.memory.is_empty() {
+            self.mem = None;
+            return Ok(());
+        }
+        self.publish_memory()
+    }
+
+    fn set_device_state_fd(
+        &mut self,
+        _direction: VhostTransferStateDirection,
+        _phase: VhostTransferStatePhase,
+        _fd: File,
+    ) -> VuResult<Option<File>> {
+        Err(op("device state transfer is not supported"))
+    }
+
+    fn check_device_state(&mut self) -> VuResult<()> {
+        Err(op("device state transfer is not supported"))
+    }
+
+    fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {
+        Err(op("shared memory regions are not supported"))
+    }
+
+    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
+        Err(op("dirty logging (migration) is not supported"))
+    }
+}

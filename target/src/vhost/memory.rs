@@ -1,0 +1,116 @@
+//! The guest's memory as the front-end describes it (SET_MEM_TABLE, ADD/REM_MEM_REG): each
+//! region is mmapped from the fd QEMU passes, and front-end virtual addresses (used for the
+//! ring addresses) are translated to guest physical addresses.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+/// One mapped region.
+#[derive(Clone)]
+pub struct Region {
+    /// Guest physical address of the first byte.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The front-end's virtual address of the first byte.
+    pub user_addr: u64,
+    /// The mapping.
+    pub mapping: Arc<GuestRegionMmap>,
+}
+
+/// Errors building guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// mmap of a region failed.
+    #[error("cannot map guest memory region at {gpa:#x} ({size} bytes): {reason}")]
+    Map {
+        /// Guest physical address.
+        gpa: u64,
+        /// Size.
+        size: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// Regions overlap or are empty.
+    #[error("invalid guest memory layout: {0}")]
+    Layout(String),
+}
+
+/// The memory table of one connection.
+#[derive(Default, Clone)]
+pub struct MemoryTable {
+    regions: Vec<Region>,
+}
+
+impl MemoryTable {
+    /// Maps one region from `file` at `mmap_offset`.
+    pub fn map_region(
+        gpa: u64,
+        size: u64,
+        user_addr: u64,
+        mmap_offset: u64,
+        file: File,
+    ) -> Result<Region, MemoryError> {
+        let err = |reason: String| MemoryError::Map { gpa, size, reason };
+        let len = usize::try_from(size).map_err(|_| err("size too large".into()))?;
+        if len == 0 {
+            return Err(err("empty region".into()));
+        }
+        gpa.checked_add(size)
+            .ok_or_else(|| err("address overflow".into()))?;
+        user_addr
+            .checked_add(size)
+            .ok_or_else(|| err("address overflow".into()))?;
+        let mmap = MmapRegion::from_file(FileOffset::new(file, mmap_offset), len)
+            .map_err(|e| err(e.to_string()))?;
+        let mapping = GuestRegionMmap::new(mmap, GuestAddress(gpa))
+            .ok_or_else(|| err("region does not fit the address space".into()))?;
+        Ok(Region {
+            gpa,
+            size,
+            user_addr,
+            mapping: Arc::new(mapping),
+        })
+    }
+
+    /// Replaces every region.
+    pub fn set(&mut self, regions: Vec<Region>) {
+        self.regions = regions;
+    }
+
+    /// Adds a region.
+    pub fn add(&mut self, r: Region) {
+        self.regions.push(r);
+    }
+
+    /// Removes the region starting at `gpa` with `size`; returns whether one was removed.
+    pub fn remove(&mut self, gpa: u64, size: u64) -> bool {
+        let before = self.regions.len();
+        self.regions.retain(|r| !(r.gpa == gpa && r.size == size));
+        self.regions.len() != before
+    }
+
+    /// Whether no region is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// Builds the guest memory object handed to the reactors (an immutable snapshot).
+    pub fn snapshot(&self) -> Result<Arc<GuestMemoryMmap>, MemoryError> {
+        let regions: Vec<Arc<GuestRegionMmap>> =
+            self.regions.iter().map(|r| r.mapping.clone()).collect();
+        GuestMemoryMmap::from_arc_regions(regions)
+            .map(Arc::new)
+            .map_err(|e| MemoryError::Layout(e.to_string()))
+    }
+
+    /// Translates a front-end virtual address to a guest physical address.
+    pub fn vva_to_gpa(&self, vva: u64) -> Option<u64> {
+        self.regions
+            .iter()
+            .find(|r| vva >= r.user_addr && vva - r.user_addr < r.size)
+            .map(|r| r.gpa + (vva - r.user_addr))
+    }
+}

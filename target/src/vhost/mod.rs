@@ -1,0 +1,17 @@
+//! vhost-user-blk export: plexd serves a bdev to a QEMU guest as a virtio-blk disk.
+//!
+//! - [`controller`]: a named export with its Unix socket, accept thread and connection.
+//! - [`backend`]: the vhost-user protocol of one connection (control thread).
+//! - [`vring`]: a virtqueue served by a reactor (the hot path).
+//! - [`request`]: parsing requests from descriptor chains, hostile-guest safe.
+//! - [`memory`]: the guest memory table.
+//! - [`blk_config`]: the virtio-blk config space and feature bits.
+//! - [`rpc`]: `vhost_*` JSON-RPC methods with SPDK's names and shapes.
+
+pub mod backend;
+pub mod blk_config;
+pub mod controller;
+pub mod memory;
+pub mod request;
+pub mod rpc;
+pub mod vring;

@@ -1,0 +1,394 @@
+//! Parsing virtio-blk requests from a guest's descriptor chain, safely against hostile guests.
+//!
+//! A request is: a 16-byte header `{type: u32, reserved: u32, sector: u64}` (device-readable),
+//! optional data, and one status byte, the last byte of the device-writable part. The parser
+//! never assumes header, data and status sit in separate descriptors: it flattens the chain into
+//! host memory pieces and cuts them by byte count. Every guest address is translated through
+//! the memory map (`get_slices`), lengths use checked arithmetic, and the chain walk is bounded
+//! (virtio-queue bounds it by the queue size and refuses nested indirect tables; this module
+//! additionally caps the number of pieces).
+//!
+//! Parsing allocates nothing: the caller passes scratch vectors that keep their capacity.
+
+use virtio_queue::DescriptorChain;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// Read sectors into the data buffers.
+pub const VIRTIO_BLK_T_IN: u32 = 0;
+/// Write the data buffers to sectors.
+pub const VIRTIO_BLK_T_OUT: u32 = 1;
+/// Flush the write cache.
+pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+/// Return the device id string (20 bytes).
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+/// Discard ranges.
+pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+/// Zero ranges.
+pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
+/// Success.
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+/// Device or driver error.
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+/// Request type not supported.
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+/// Most host memory pieces one request may flatten into.
+pub const MAX_PIECES: usize = 1024;
+/// Length of the GET_ID answer.
+pub const ID_LEN: usize = 20;
+
+/// One contiguous piece of a request in host memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece {
+    /// Host address (inside a mapping of guest memory).
+    pub ptr: *mut u8,
+    /// Length in bytes.
+    pub len: usize,
+    /// Whether the device may write it (a write-only descriptor).
+    pub writable: bool,
+}
+
+/// The request kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Read.
+    In,
+    /// Write.
+    Out,
+    /// Flush.
+    Flush,
+    /// Device id.
+    GetId,
+    /// Discard.
+    Discard,
+    /// Write zeroes.
+    WriteZeroes,
+    /// Anything else (answered UNSUPP).
+    Unsupported(u32),
+}
+
+/// A parsed request. Data pieces are in the caller's `data` vector.
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed {
+    /// What to do.
+    pub kind: Kind,
+    /// First 512-byte sector.
+    pub sector: u64,
+    /// Total bytes of data.
+    pub data_len: u64,
+    /// Where the status byte goes.
+    pub status: *mut u8,
+}
+
+/// Why a chain is not a valid request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// A descriptor points outside guest memory or overflows.
+    #[error("descriptor points outside guest memory")]
+    BadAddress,
+    /// More pieces than [`MAX_PIECES`].
+    #[error("descriptor chain too long")]
+    TooLong,
+    /// Fewer than 16 readable bytes before any writable byte.
+    #[error("request header missing or not device-readable")]
+    NoHeader,
+    /// No device-writable byte at the end for the status.
+    #[error("no device-writable status byte")]
+    NoStatus,
+    /// Data buffers have the wrong direction for the request type.
+    #[error("data buffers have the wrong direction for the request type")]
+    WrongDirection,
+}
+
+impl ParseError {
+    /// Whether a status byte could be located (the request can be answered IOERR).
+    pub fn has_status(self) -> bool {
+        !matches!(
+            self,
+            ParseError::NoStatus | ParseError::BadAddress | ParseError::TooLong
+        )
+    }
+}
+
+/// Flattens a chain into host memory pieces (cleared first). Returns an error if any
+/// descriptor cannot be mapped or the chain is too long.
+pub fn flatten<M>(
+    chain: DescriptorChain<M>,
+    mem: &GuestMemoryMmap,
+    pieces: &mut Vec<Piece>,
+) -> Result<(), ParseError>
+where
+    M: std::ops::Deref,
+    M::Target: vm_memory::GuestMemory,
+{
+    pieces.clear();
+    for desc in chain {
+        let len = desc.len() as usize;
+        if len == 0 {
+            continue;
+        }
+        desc.addr()
+            .0
+            .checked_add(len as u64)
+            .ok_or(ParseError::BadAddress)?;
+        for slice in mem.get_slices(GuestAddress(desc.addr().0), len) {
+            let slice = slice.map_err(|_| ParseError::BadAddress)?;
+            if pieces.len() >= MAX_PIECES {
+                return Err(ParseError::TooLong);
+            }
+            pieces.push(Piece {
+                ptr: slice.ptr_guard_mut().as_ptr(),
+                len: slice.len(),
+                writable: desc.is_write_only(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Copies `out.len()` bytes from the start of `pieces`; returns how many pieces (and bytes of
+/// the last) were consumed, or None if there were not enough readable bytes.
+fn read_prefix(pieces: &[Piece], out: &mut [u8]) -> Option<(usize, usize)> {
+    let mut done = 0;
+    for (i, p) in pieces.iter().enumerate() {
+        if p.writable {
+            return None;
+        }
+        let n = p.len.min(out.len() - done);
+        // SAFETY: `p.ptr` is valid for `p.len` bytes (it came from a live guest memory
+        // mapping that the caller keeps alive), `out` has room for `n` more bytes, and the two
+        // cannot overlap since `out` is host stack/heap memory outside guest mappings. The guest
+        // may change the bytes concurrently; any value is acceptable for a header we validate.
+        unsafe { std::ptr::copy_nonoverlapping(p.ptr, out.as_mut_ptr().add(done), n) };
+        done += n;
+        if done == out.len() {
+            return Some((i, n));
+        }
+    }
+    None
+}
+
+/// Parses flattened `pieces` into a request; the data pieces (header and status removed)
+/// are written to `data` (cleared first).
+pub fn parse(pieces: &[Piece], data: &mut Vec<Piece>) -> Result<Parsed, ParseError> {
+    data.clear();
+    let last = pieces.last().ok_or(ParseError::NoStatus)?;
+    if !last.writable {
+        return Err(ParseError::NoStatus);
+    }
+    // SAFETY: `last.len >= 1` (empty descriptors are skipped in `flatten`), so the last byte
+    // is inside the piece.
+    let status = unsafe { last.ptr.add(last.len - 1) };
+    let mut header = [0u8; 16];
+    let (hi, hused) = read_prefix(pieces, &mut header).ok_or(ParseError::NoHeader)?;
+    let t = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let sector = u64::from_le_bytes([
+        header[8], header[9], header[10], header[11], header[12], header[13], header[14],
+        header[15],
+    ]);
+    let kind = match t {
+        VIRTIO_BLK_T_IN => Kind::In,
+        VIRTIO_BLK_T_OUT => Kind::Out,
+        VIRTIO_BLK_T_FLUSH => Kind::Flush,
+        VIRTIO_BLK_T_GET_ID => Kind::GetId,
+        VIRTIO_BLK_T_DISCARD => Kind::Discard,
+        VIRTIO_BLK_T_WRITE_ZEROES => Kind::WriteZeroes,
+        other => Kind::Unsupported(other),
+    };
+    // The data lies between the header's end and the status byte.
+    let n = pieces.len();
+    let mut data_len: u64 = 0;
+    for (i, p) in pieces.iter().enumerate().skip(hi) {
+        let start = if i == hi { hused } else { 0 };
+        let end = if i == n - 1 { p.len - 1 } else { p.len };
+        if end <= start {
+            continue;
+        }
+        // SAFETY: `start < end <= p.len`, so the offset stays inside the piece.
+        let ptr = unsafe { p.ptr.add(start) };
+        data.push(Piece {
+            ptr,
+            len: end - start,
+            writable: p.writable,
+        });
+        data_len += (end - start) as u64;
+    }
+    let want_writable = match kind {
+        Kind::In | Kind::GetId => Some(true),
+        Kind::Out | Kind::Discard | Kind::WriteZeroes => Some(false),
+        Kind::Flush | Kind::Unsupported(_) => None,
+    };
+    if let Some(w) = want_writable {
+        if data.iter().any(|p| p.writable != w) {
+            return Err(ParseError::WrongDirection);
+        }
+    }
+    Ok(Parsed {
+        kind,
+        sector,
+        data_len,
+        status,
+    })
+}
+
+/// One discard / write-zeroes segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSeg {
+    /// First sector.
+    pub sector: u64,
+    /// Number of sectors.
+    pub num_sectors: u32,
+    /// Flags (bit 0: unmap allowed, for write-zeroes).
+    pub flags: u32,
+}
+
+/// Reads the first discard/write-zeroes segment from the data pieces; the request must carry
+/// exactly one (plexd advertises `max_discard_seg = 1`).
+pub fn read_range_seg(data: &[Piece], data_len: u64) -> Option<RangeSeg> {
+    if data_len != 16 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    read_prefix(data, &mut b)?;
+    Some(RangeSeg {
+        sector: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        num_sectors: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        flags: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+    })
+}
+
+/// Writes the device id (`name`, NUL-padded, at most 20 bytes) into writable data pieces;
+/// returns the bytes written.
+pub fn write_id(data: &[Piece], name: &[u8]) -> usize {
+    let mut id = [0u8; ID_LEN];
+    let n = name.len().min(ID_LEN);
+    id[..n].copy_from_slice(&name[..n]);
+    let mut done = 0;
+    for p in data {
+        let k = p.len.min(ID_LEN - done);
+        // SAFETY: the piece is device-writable guest memory valid for `p.len >= k` bytes (the
+        // caller keeps the mapping alive); `id` is host memory, so no overlap.
+        unsafe { std::ptr::copy_nonoverlapping(id.as_ptr().add(done), p.ptr, k) };
+        done += k;
+        if done == ID_LEN {
+            break;
+        }
+    }
+    done
+}
+
+/// Writes the status byte.
+///
+/// # Safety
+/// `status` must point into a live mapping of guest memory (from [`parse`], with the mapping
+/// still held).
+pub unsafe fn write_status(status: *mut u8, value: u8) {
+    // SAFETY: guaranteed by the caller; a volatile write because the guest shares the memory.
+    unsafe { std::ptr::write_volatile(status, value) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(buf: &mut [u8], writable: bool) -> Piece {
+        Piece {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            writable,
+        }
+    }
+
+    fn header(t: u32, sector: u64) -> [u8; 16] {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&t.to_le_bytes());
+        h[8..16].copy_from_slice(&sector.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn separate_descriptors() {
+        let mut h = header(VIRTIO_BLK_T_IN, 8);
+        let mut d = [0u8; 4096];
+        let mut s = [0xffu8; 1];
+        let pieces = vec![
+            piece(&mut h, false),
+            piece(&mut d, true),
+            piece(&mut s, true),
+        ];
+        let mut data = Vec::new();
+        let p = parse(&pieces, &mut data).unwrap();
+        assert_eq!(p.kind, Kind::In);
+        assert_eq!(p.sector, 8);
+        assert_eq!(p.data_len, 4096);
+        assert_eq!(data.len(), 1);
+        assert_eq!(p.status, s.as_mut_ptr());
+    }
+
+    #[test]
+    fn header_data_status_in_shared_descriptors() {
+        // Header and write data in one readable buffer; status in its own writable byte.
+        let mut buf = vec![0u8; 16 + 512];
+        buf[..16].copy_from_slice(&header(VIRTIO_BLK_T_OUT, 3));
+        let mut s = [9u8; 1];
+        let pieces = vec![piece(&mut buf, false), piece(&mut s, true)];
+        let mut data = Vec::new();
+        let p = parse(&pieces, &mut data).unwrap();
+        assert_eq!((p.kind, p.sector, p.data_len), (Kind::Out, 3, 512));
+        // Read: data and status share one writable buffer; header split over two pieces.
+        let mut h = header(VIRTIO_BLK_T_IN, 1);
+        let (h1, h2) = h.split_at_mut(7);
+        let mut ds = vec![0u8; 1024 + 1];
+        let pieces = vec![piece(h1, false), piece(h2, false), piece(&mut ds, true)];
+        let p = parse(&pieces, &mut data).unwrap();
+        assert_eq!((p.kind, p.sector, p.data_len), (Kind::In, 1, 1024));
+        assert_eq!(p.status, ds[1024..].as_mut_ptr());
+    }
+
+    #[test]
+    fn malformed_requests_are_rejected() {
+        let mut data = Vec::new();
+        let mut h = header(VIRTIO_BLK_T_IN, 0);
+        let mut d = [0u8; 512];
+        let mut s = [0u8; 1];
+        // No status: last piece readable.
+        let pieces = vec![piece(&mut h, false), piece(&mut d, false)];
+        assert_eq!(parse(&pieces, &mut data).unwrap_err(), ParseError::NoStatus);
+        // Header shorter than 16 bytes.
+        let pieces = vec![piece(&mut h[..10], false), piece(&mut s, true)];
+        assert_eq!(parse(&pieces, &mut data).unwrap_err(), ParseError::NoHeader);
+        // A read whose data buffer is device-readable.
+        let pieces = vec![
+            piece(&mut h, false),
+            piece(&mut d, false),
+            piece(&mut s, true),
+        ];
+        assert_eq!(
+            parse(&pieces, &mut data).unwrap_err(),
+            ParseError::WrongDirection
+        );
+        // Empty chain.
+        assert_eq!(parse(&[], &mut data).unwrap_err(), ParseError::NoStatus);
+    }
+
+    #[test]
+    fn get_id_and_ranges() {
+        let mut id = [0u8; 20];
+        let pieces = vec![piece(&mut id, true)];
+        assert_eq!(write_id(&pieces, b"Malloc0"), 20);
+        assert_eq!(&id[..8], b"Malloc0\0");
+        let mut seg = [0u8; 16];
+        seg[0..8].copy_from_slice(&100u64.to_le_bytes());
+        seg[8..12].copy_from_slice(&8u32.to_le_bytes());
+        let pieces = vec![piece(&mut seg, false)];
+        assert_eq!(
+            read_range_seg(&pieces, 16),
+            Some(RangeSeg {
+                sector: 100,
+                num_sectors: 8,
+                flags: 0
+            })
+        );
+        assert_eq!(read_range_seg(&pieces, 32), None);
+    }
+}

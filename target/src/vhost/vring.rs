@@ -1,0 +1,463 @@
+//! A virtqueue served by a reactor: the reactor owns the `Queue` and polls it, turns each
+//! request into a bdev request whose iovecs point straight into guest memory (zero copy),
+//! and completes it into the used ring. No lock and no allocation per request: request slots,
+//! scratch vectors and the bdev request pool are all reused.
+//!
+//! Notifications: while requests keep arriving the queue polls with guest kicks suppressed
+//! (EVENT_IDX). After a few empty polls it re-enables kicks, re-checking the ring
+//! (`enable_notification` returns true if requests slipped in) so none is stranded, and only
+//! then lets its reactor sleep on the kick eventfd. Completions are batched: one interrupt per
+//! reactor iteration at most, and only if the guest asked for one (`needs_notification`).
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use plexd_engine::bdev::{Bdev, BdevIo, IoChannel, IoCompletion, IoType};
+use plexd_engine::reactor::{register_poller, Poller};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::request::{
+    flatten, parse, read_range_seg, write_id, write_status, Kind, Piece, VIRTIO_BLK_S_IOERR,
+    VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+};
+
+/// Empty polls before guest kicks are re-enabled.
+const IDLE_POLLS_BEFORE_ARMING: u32 = 32;
+
+/// Commands from the connection's control thread.
+pub enum Cmd {
+    /// Stop fetching, finish requests in flight, answer with `next_avail`, and go away.
+    Stop(crossbeam::channel::Sender<u16>),
+    /// Use a new guest memory snapshot for new requests.
+    SetMem(Arc<GuestMemoryMmap>),
+}
+
+/// Everything a reactor needs to start serving a queue.
+pub struct VringSpec {
+    /// Controller name, for logs.
+    pub ctrlr: String,
+    /// Queue index.
+    pub index: u16,
+    /// The configured ring.
+    pub queue: Queue,
+    /// Guest memory.
+    pub mem: Arc<GuestMemoryMmap>,
+    /// Guest → device notifications.
+    pub kick: File,
+    /// Device → guest interrupts.
+    pub call: Option<File>,
+    /// The exported bdev.
+    pub bdev: Arc<Bdev>,
+    /// Refuse writes.
+    pub readonly: bool,
+    /// Commands.
+    pub cmds: crossbeam::channel::Receiver<Cmd>,
+}
+
+struct Slot {
+    mem: Option<Arc<GuestMemoryMmap>>,
+    status: *mut u8,
+    used_len: u32,
+}
+
+struct State {
+    queue: Queue,
+    mem: Arc<GuestMemoryMmap>,
+    slots: Vec<Slot>,
+    pieces: Vec<Piece>,
+    data: Vec<Piece>,
+    done: Vec<(u16, u32)>,
+    inflight: u32,
+    need_signal: bool,
+    armed: bool,
+    idle: u32,
+    broken: bool,
+    stopping: Option<crossbeam::channel::Sender<u16>>,
+}
+
+/// A queue being served.
+pub struct VringWorker {
+    ctrlr: String,
+    index: u16,
+    state: RefCell<State>,
+    channel: Rc<IoChannel>,
+    kick: File,
+    call: Option<File>,
+    cmds: crossbeam::channel::Receiver<Cmd>,
+    block_size: u64,
+    capacity_bytes: u64,
+    readonly: bool,
+    id: Vec<u8>,
+    me: Weak<VringWorker>,
+    keep: RefCell<Option<Rc<VringWorker>>>,
+}
+
+/// Starts serving `spec` on the calling reactor thread.
+pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
+    let channel = spec.bdev.get_io_channel().map_err(|e| e.to_string())?;
+    let size = spec.queue.size() as usize;
+    let w = Rc::new_cyclic(|me| VringWorker {
+        ctrlr: spec.ctrlr,
+        index: spec.index,
+        channel,
+        kick: spec.kick,
+        call: spec.call,
+        cmds: spec.cmds,
+        block_size: spec.bdev.block_size() as u64,
+        capacity_bytes: spec.bdev.num_blocks() * spec.bdev.block_size() as u64,
+        readonly: spec.readonly,
+        id: spec.bdev.name().as_bytes().to_vec(),
+        me: me.clone(),
+        keep: RefCell::new(None),
+        state: RefCell::new(State {
+            queue: spec.queue,
+            mem: spec.mem,
+            slots: (0..size)
+                .map(|_| Slot {
+                    mem: None,
+                    status: std::ptr::null_mut(),
+                    used_len: 0,
+                })
+                .collect(),
+            pieces: Vec::with_capacity(256),
+            data: Vec::with_capacity(256),
+            done: Vec::with_capacity(size),
+            inflight: 0,
+            need_signal: false,
+            armed: false,
+            idle: 0,
+            broken: false,
+            stopping: None,
+        }),
+    });
+    {
+        let st = &mut *w.state.borrow_mut();
+        let mem = st.mem.clone();
+        let _ = st.queue.disable_notification(&*mem);
+    }
+    let poller: Rc<dyn Poller> = w.clone();
+    if !register_poller(&poller) {
+        return Err("not on a reactor thread".into());
+    }
+    *w.keep.borrow_mut() = Some(w.clone());
+    tracing::debug!(ctrlr = %w.ctrlr, queue = w.index, "virtqueue started");
+    Ok(())
+}
+
+impl VringWorker {
+    fn handle_cmds(&self) {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            let mut st = self.state.borrow_mut();
+            match cmd {
+                Cmd::Stop(reply) => st.stopping = Some(reply),
+                Cmd::SetMem(m) => st.mem = m,
+            }
+        }
+    }
+
+    fn finish_stop_if_idle(&self) -> bool {
+        let reply = {
+            let mut st = self.state.borrow_mut();
+            if st.stopping.is_none() || st.inflight > 0 {
+                return false;
+            }
+            if st.need_signal {
+                st.need_signal = false;
+                self.signal_guest();
+            }
+            let next = st.queue.next_avail();
+            st.stopping.take().map(|r| (r, next))
+        };
+        if let Some((r, next)) = reply {
+            let _ = r.send(next);
+            tracing::debug!(ctrlr = %self.ctrlr, queue = self.index, next_avail = next, "virtqueue stopped");
+            self.keep.borrow_mut().take();
+        }
+        true
+    }
+
+    fn signal_guest(&self) {
+        if let Some(call) = &self.call {
+            let _ = (&*call).write(&1u64.to_ne_bytes());
+        }
+    }
+
+    /// Fetches and starts every available request; returns how many.
+    fn process_avail(&self) -> usize {
+        let Some(me) = self.me.upgrade() else {
+            return 0;
+        };
+        let mut st = self.state.borrow_mut();
+        if st.broken {
+            return 0;
+        }
+        let State {
+            queue,
+            mem,
+            slots,
+            pieces,
+            data,
+            done,
+            inflight,
+            broken,
+            need_signal,
+            ..
+        } = &mut *st;
+        let m = mem.clone();
+        let iter = match queue.iter(&*m) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(ctrlr = %self.ctrlr, queue = self.index, "guest broke the available ring ({e}); queue stopped until reset");
+                *broken = true;
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for chain in iter {
+            n += 1;
+            let head = chain.head_index();
+            let Some(slot) = slots.get_mut(head as usize) else {
+                continue;
+            };
+            if slot.mem.is_some() {
+                tracing::error!(ctrlr = %self.ctrlr, queue = self.index, head, "guest reused a descriptor still in flight; queue stopped until reset");
+                *broken = true;
+                break;
+            }
+            if flatten(chain, &m, pieces).is_err() {
+                // No reachable status byte: return the head without data.
+                done.push((head, 0));
+                continue;
+            }
+            let parsed = match parse(pieces, data) {
+                Ok(p) => p,
+                Err(_) => {
+                    let st_byte = pieces.last().filter(|p| p.writable).map(|p| p.len);
+                    if let (Some(len), Some(last)) = (st_byte, pieces.last()) {
+                        // SAFETY: `last` is a mapped, device-writable piece of `len >= 1` bytes
+                        // inside `m`, which is alive for this call.
+                        unsafe { write_status(last.ptr.add(len - 1), VIRTIO_BLK_S_IOERR) };
+                        done.push((head, 1));
+                    } else {
+                        done.push((head, 0));
+                    }
+                    continue;
+                }
+            };
+            let immediate = |status: u8, used: u32, done: &mut Vec<(u16, u32)>| {
+                // SAFETY: `parsed.status` points into `m`, alive for this call.
+                unsafe { write_status(parsed.status, status) };
+                done.push((head, used));
+            };
+            let bs = self.block_size;
+            let (io_type, offset, len, used_len) = match parsed.kind {
+                Kind::Unsupported(_) => {
+                    immediate(VIRTIO_BLK_S_UNSUPP, 1, done);
+                    continue;
+                }
+                Kind::GetId => {
+                    let w = write_id(data, &self.id);
+                    immediate(VIRTIO_BLK_S_OK, w as u32 + 1, done);
+                    continue;
+                }
+                Kind::Flush => (IoType::Flush, Some(0), 0, 1),
+                Kind::In | Kind::Out => {
+                    let t = if parsed.kind == Kind::In {
+                        IoType::Read
+                    } else {
+                        IoType::Write
+                    };
+                    let used = if t == IoType::Read {
+                        parsed.data_len as u32 + 1
+                    } else {
+                        1
+                    };
+                    (t, parsed.sector.checked_mul(512), parsed.data_len, used)
+                }
+                Kind::Discard | Kind::WriteZeroes => match read_range_seg(data, parsed.data_len) {
+                    Some(seg) => {
+                        let t = if parsed.kind == Kind::Discard {
+                            IoType::Unmap
+                        } else {
+                            IoType::WriteZeroes
+                        };
+                        (
+                            t,
+                            seg.sector.checked_mul(512),
+                            seg.num_sectors as u64 * 512,
+                            1,
+                        )
+                    }
+                    None => {
+                        immediate(VIRTIO_BLK_S_IOERR, 1, done);
+                        continue;
+                    }
+                },
+            };
+            let writes = !matches!(io_type, IoType::Read | IoType::Flush);
+            let offset = match offset {
+                Some(o) => o,
+                None => {
+                    immediate(VIRTIO_BLK_S_IOERR, 1, done);
+                    continue;
+                }
+            };
+            let in_range = offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.capacity_bytes);
+            let aligned = offset % bs == 0 && len % bs == 0;
+            let needs_len = matches!(
+                io_type,
+                IoType::Read | IoType::Write | IoType::Unmap | IoType::WriteZeroes
+            );
+            if (writes && self.readonly)
+                || (io_type != IoType::Flush && (!in_range || !aligned || (needs_len && len == 0)))
+            {
+                immediate(VIRTIO_BLK_S_IOERR, 1, done);
+                continue;
+            }
+            let mut io = BdevIo::alloc();
+            if io_type == IoType::Flush {
+                io.prep(io_type, 0, 0);
+            } else {
+                io.prep(io_type, offset / bs, len / bs);
+            }
+            if io_type.has_data() {
+                for p in data.iter() {
+                    // SAFETY: each piece lies in a mapping of `m`; the slot keeps a clone of
+                    // `m` until the request completes, so the memory stays mapped for the
+                    // whole request. The guest owns these buffers until we return the head.
+                    unsafe { io.push_iov(p.ptr, p.len) };
+                }
+            }
+            slot.mem = Some(m.clone());
+            slot.status = parsed.status;
+            slot.used_len = used_len;
+            *inflight += 1;
+            io.set_callback(me.clone(), head as u64);
+            self.channel.submit(io);
+        }
+        for (head, len) in done.drain(..) {
+            let _ = queue.add_used(&*m, head, len);
+            *need_signal = true;
+        }
+        n
+    }
+
+    /// Re-enables guest kicks; returns true if requests arrived meanwhile (keep polling).
+    fn arm(&self) -> bool {
+        let st = &mut *self.state.borrow_mut();
+        let m = st.mem.clone();
+        match st.queue.enable_notification(&*m) {
+            Ok(true) => {
+                let _ = st.queue.disable_notification(&*m);
+                true
+            }
+            Ok(false) => {
+                st.armed = true;
+                false
+            }
+            Err(_) => {
+                st.broken = true;
+                false
+            }
+        }
+    }
+}
+
+impl Poller for VringWorker {
+    fn poll(&self) -> usize {
+        self.handle_cmds();
+        if self.state.borrow().stopping.is_some() {
+            self.finish_stop_if_idle();
+            return 0;
+        }
+        {
+            let st = &mut *self.state.borrow_mut();
+            if st.armed {
+                // A kick (or a spurious wake-up) brought us here: poll with kicks suppressed.
+                let m = st.mem.clone();
+                let _ = st.queue.disable_notification(&*m);
+                st.armed = false;
+            }
+        }
+        let n = self.process_avail();
+        {
+            let st = &mut *self.state.borrow_mut();
+            if st.need_signal {
+                st.need_signal = false;
+                let m = st.mem.clone();
+                if st.queue.needs_notification(&*m).unwrap_or(true) {
+                    self.signal_guest();
+                }
+            }
+            if n > 0 {
+                st.idle = 0;
+                return n;
+            }
+            st.idle += 1;
+            if st.idle < IDLE_POLLS_BEFORE_ARMING {
+                return 0;
+            }
+        }
+        if self.arm() {
+            1
+        } else {
+            0
+        }
+    }
+
+    fn wake_fd(&self) -> Option<i32> {
+        Some(self.kick.as_raw_fd())
+    }
+
+    fn busy(&self) -> bool {
+        let st = self.state.borrow();
+        !st.armed && !st.broken
+    }
+
+    fn inflight(&self) -> u64 {
+        self.state.borrow().inflight as u64
+    }
+}
+
+impl IoCompletion for VringWorker {
+    fn io_done(&self, io: BdevIo) {
+        let head = io.tag() as usize;
+        let ok = io.status().is_success();
+        drop(io);
+        let released = {
+            let st = &mut *self.state.borrow_mut();
+            let Some(slot) = st.slots.get_mut(head) else {
+                return;
+            };
+            let Some(slot_mem) = slot.mem.take() else {
+                return;
+            };
+            // SAFETY: `slot.status` points into `slot_mem`, which is still mapped (we hold it).
+            unsafe {
+                write_status(
+                    slot.status,
+                    if ok {
+                        VIRTIO_BLK_S_OK
+                    } else {
+                        VIRTIO_BLK_S_IOERR
+                    },
+                )
+            };
+            let used = if ok { slot.used_len } else { 1 };
+            let m = st.mem.clone();
+            let _ = st.queue.add_used(&*m, head as u16, used);
+            st.inflight = st.inflight.saturating_sub(1);
+            st.need_signal = true;
+            slot_mem
+        };
+        drop(released);
+        self.finish_stop_if_idle();
+    }
+}
