@@ -23,6 +23,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::blk_config::{config_slice, config_space, device_features, BlkGeometry};
+use super::inflight::{queue_region_size, InflightMap};
 use super::memory::MemoryTable;
 use super::vring::{start_on_this_reactor, Cmd, VringSpec};
 
@@ -75,6 +76,7 @@ pub struct BlkBackend {
     memory: MemoryTable,
     mem: Option<Arc<GuestMemoryMmap>>,
     vrings: Vec<VringSetup>,
+    inflight: Option<Arc<InflightMap>>,
 }
 
 fn op(msg: &'static str) -> VuError {
@@ -93,6 +95,7 @@ impl BlkBackend {
             memory: MemoryTable::default(),
             mem: None,
             vrings: (0..n).map(|_| VringSetup::default()).collect(),
+            inflight: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl BlkBackend {
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::INFLIGHT_SHMFD
     }
 
     fn vring(&mut self, index: u32) -> VuResult<&mut VringSetup> {
@@ -179,6 +183,26 @@ impl BlkBackend {
         if !q.is_valid(&*mem) {
             return Err(op("virtqueue addresses are not inside guest memory"));
         }
+        // With an inflight area, resume from the guest's used index and resubmit what the
+        // previous plexd left in flight, in the order it fetched them.
+        let mut resubmit = Vec::new();
+        let mut counter_start = 0;
+        let tracker = self
+            .inflight
+            .as_ref()
+            .filter(|m| m.queue_size() == v.size)
+            .and_then(|m| m.queue(index as u16));
+        if let Some(t) = &tracker {
+            let used = q
+                .used_idx(&*mem, std::sync::atomic::Ordering::Acquire)
+                .map_err(|_| op("cannot read the used ring"))?
+                .0;
+            let (pending, max) = t.recover(used);
+            counter_start = max;
+            q.set_next_used(used);
+            q.set_next_avail(used.wrapping_add(pending.len() as u16));
+            resubmit = pending;
+        }
         let kick = v
             .kick
             .as_ref()
@@ -197,6 +221,9 @@ impl BlkBackend {
             bdev: self.export.bdev.clone(),
             readonly: self.export.readonly,
             cmds: rx,
+            inflight: tracker,
+            resubmit,
+            counter_start,
         };
         let started = self
             .export
@@ -434,17 +461,44 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
 
     fn get_inflight_fd(
         &mut self,
-        _inflight: &VhostUserInflight,
+        inflight: &VhostUserInflight,
     ) -> VuResult<(VhostUserInflight, File)> {
-        Err(VuError::InactiveOperation(
-            VhostUserProtocolFeatures::INFLIGHT_SHMFD,
-        ))
+        let (nq, qs) = (inflight.num_queues, inflight.queue_size);
+        if nq == 0 || nq > self.export.num_queues || qs == 0 || qs as u32 > MAX_QUEUE_SIZE {
+            return Err(VuError::InvalidParam);
+        }
+        let (map, file) = InflightMap::create(nq, qs).map_err(|e| {
+            tracing::error!(ctrlr = %self.export.ctrlr, "cannot create the inflight area: {e}");
+            VuError::BackendInternalError
+        })?;
+        let reply = VhostUserInflight {
+            mmap_size: (queue_region_size(qs) * nq as usize) as u64,
+            mmap_offset: 0,
+            num_queues: nq,
+            queue_size: qs,
+        };
+        self.inflight = Some(map);
+        Ok((reply, file))
     }
 
-    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
-        Err(VuError::InactiveOperation(
-            VhostUserProtocolFeatures::INFLIGHT_SHMFD,
-        ))
+    fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VuResult<()> {
+        let len = usize::try_from(inflight.mmap_size).map_err(|_| VuError::InvalidParam)?;
+        if inflight.num_queues > self.export.num_queues {
+            return Err(VuError::InvalidParam);
+        }
+        let map = InflightMap::map(
+            &file,
+            inflight.mmap_offset,
+            len,
+            inflight.num_queues,
+            inflight.queue_size,
+        )
+        .map_err(|e| {
+            tracing::error!(ctrlr = %self.export.ctrlr, "cannot map the inflight area: {e}");
+            VuError::InvalidParam
+        })?;
+        self.inflight = Some(map);
+        Ok(())
     }
 
     fn get_max_mem_slots(&mut self) -> VuResult<u64> {

@@ -21,8 +21,10 @@ use plexd_engine::reactor::{register_poller, Poller};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
+use super::chain::flatten_head;
+use super::inflight::InflightQueue;
 use super::request::{
-    flatten, parse, read_range_seg, write_id, write_status, Kind, Piece, VIRTIO_BLK_S_IOERR,
+    parse, read_range_seg, write_id, write_status, Kind, Piece, VIRTIO_BLK_S_IOERR,
     VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
 
@@ -57,6 +59,12 @@ pub struct VringSpec {
     pub readonly: bool,
     /// Commands.
     pub cmds: crossbeam::channel::Receiver<Cmd>,
+    /// Inflight tracking area for this queue (INFLIGHT_SHMFD), if negotiated.
+    pub inflight: Option<InflightQueue>,
+    /// Heads to resubmit first (in flight when a previous plexd stopped), in order.
+    pub resubmit: Vec<u16>,
+    /// Continue inflight ordering counters from here.
+    pub counter_start: u64,
 }
 
 struct Slot {
@@ -68,16 +76,35 @@ struct Slot {
 struct State {
     queue: Queue,
     mem: Arc<GuestMemoryMmap>,
+    desc_table: u64,
     slots: Vec<Slot>,
+    heads: Vec<u16>,
     pieces: Vec<Piece>,
     data: Vec<Piece>,
-    done: Vec<(u16, u32)>,
+    inflight_track: Option<InflightQueue>,
+    counter: u64,
+    resubmit: Vec<u16>,
     inflight: u32,
     need_signal: bool,
     armed: bool,
     idle: u32,
     broken: bool,
     stopping: Option<crossbeam::channel::Sender<u16>>,
+}
+
+impl State {
+    /// Publishes `head` as used with `len` bytes written, keeping the inflight area in step.
+    fn complete_head(&mut self, head: u16, len: u32) {
+        if let Some(t) = &self.inflight_track {
+            t.pre_complete(head);
+        }
+        let m = self.mem.clone();
+        let _ = self.queue.add_used(&*m, head, len);
+        if let Some(t) = &self.inflight_track {
+            t.post_complete(head, self.queue.next_used());
+        }
+        self.need_signal = true;
+    }
 }
 
 /// A queue being served.
@@ -101,6 +128,7 @@ pub struct VringWorker {
 pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
     let channel = spec.bdev.get_io_channel().map_err(|e| e.to_string())?;
     let size = spec.queue.size() as usize;
+    let desc_table = spec.queue.desc_table();
     let w = Rc::new_cyclic(|me| VringWorker {
         ctrlr: spec.ctrlr,
         index: spec.index,
@@ -117,6 +145,7 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
         state: RefCell::new(State {
             queue: spec.queue,
             mem: spec.mem,
+            desc_table,
             slots: (0..size)
                 .map(|_| Slot {
                     mem: None,
@@ -124,9 +153,12 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
                     used_len: 0,
                 })
                 .collect(),
+            heads: Vec::with_capacity(size),
             pieces: Vec::with_capacity(256),
             data: Vec::with_capacity(256),
-            done: Vec::with_capacity(size),
+            inflight_track: spec.inflight,
+            counter: spec.counter_start,
+            resubmit: spec.resubmit,
             inflight: 0,
             need_signal: false,
             armed: false,
@@ -145,6 +177,10 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
         return Err("not on a reactor thread".into());
     }
     *w.keep.borrow_mut() = Some(w.clone());
+    let resubmitted = w.resubmit_inflight();
+    if resubmitted > 0 {
+        tracing::info!(ctrlr = %w.ctrlr, queue = w.index, resubmitted, "resubmitted requests in flight before the restart");
+    }
     tracing::debug!(ctrlr = %w.ctrlr, queue = w.index, "virtqueue started");
     Ok(())
 }
@@ -187,6 +223,20 @@ impl VringWorker {
         }
     }
 
+    /// Resubmits the requests a previous plexd left in flight (INFLIGHT_SHMFD).
+    fn resubmit_inflight(&self) -> usize {
+        let Some(me) = self.me.upgrade() else {
+            return 0;
+        };
+        let mut st = self.state.borrow_mut();
+        let heads = std::mem::take(&mut st.resubmit);
+        let m = st.mem.clone();
+        for &head in &heads {
+            self.start_request(&mut st, head, &m, &me, false);
+        }
+        heads.len()
+    }
+
     /// Fetches and starts every available request; returns how many.
     fn process_avail(&self) -> usize {
         let Some(me) = self.me.upgrade() else {
@@ -196,157 +246,161 @@ impl VringWorker {
         if st.broken {
             return 0;
         }
-        let State {
-            queue,
-            mem,
-            slots,
-            pieces,
-            data,
-            done,
-            inflight,
-            broken,
-            need_signal,
-            ..
-        } = &mut *st;
-        let m = mem.clone();
-        let iter = match queue.iter(&*m) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!(ctrlr = %self.ctrlr, queue = self.index, "guest broke the available ring ({e}); queue stopped until reset");
-                *broken = true;
-                return 0;
+        let m = st.mem.clone();
+        {
+            let State {
+                queue,
+                heads,
+                broken,
+                ..
+            } = &mut *st;
+            heads.clear();
+            match queue.iter(&*m) {
+                Ok(iter) => heads.extend(iter.map(|chain| chain.head_index())),
+                Err(e) => {
+                    tracing::error!(ctrlr = %self.ctrlr, queue = self.index, "guest broke the available ring ({e}); queue stopped until reset");
+                    *broken = true;
+                    return 0;
+                }
             }
-        };
-        let mut n = 0;
-        for chain in iter {
-            n += 1;
-            let head = chain.head_index();
-            let Some(slot) = slots.get_mut(head as usize) else {
-                continue;
-            };
-            if slot.mem.is_some() {
-                tracing::error!(ctrlr = %self.ctrlr, queue = self.index, head, "guest reused a descriptor still in flight; queue stopped until reset");
-                *broken = true;
+        }
+        let n = st.heads.len();
+        for i in 0..n {
+            let head = st.heads[i];
+            if !self.start_request(&mut st, head, &m, &me, true) {
                 break;
             }
-            if flatten(chain, &m, pieces).is_err() {
-                // No reachable status byte: return the head without data.
-                done.push((head, 0));
-                continue;
+        }
+        n
+    }
+
+    /// Parses and starts one request; returns false if the queue had to stop.
+    fn start_request(
+        &self,
+        st: &mut State,
+        head: u16,
+        m: &Arc<GuestMemoryMmap>,
+        me: &Rc<VringWorker>,
+        track: bool,
+    ) -> bool {
+        match st.slots.get(head as usize) {
+            None => return true,
+            Some(slot) if slot.mem.is_some() => {
+                tracing::error!(ctrlr = %self.ctrlr, queue = self.index, head, "guest reused a descriptor still in flight; queue stopped until reset");
+                st.broken = true;
+                return false;
             }
-            let parsed = match parse(pieces, data) {
-                Ok(p) => p,
-                Err(_) => {
-                    let st_byte = pieces.last().filter(|p| p.writable).map(|p| p.len);
-                    if let (Some(len), Some(last)) = (st_byte, pieces.last()) {
-                        // SAFETY: `last` is a mapped, device-writable piece of `len >= 1` bytes
-                        // inside `m`, which is alive for this call.
-                        unsafe { write_status(last.ptr.add(len - 1), VIRTIO_BLK_S_IOERR) };
-                        done.push((head, 1));
-                    } else {
-                        done.push((head, 0));
+            Some(_) => {}
+        }
+        if track {
+            st.counter += 1;
+            if let Some(t) = &st.inflight_track {
+                t.begin(head, st.counter);
+            }
+        }
+        let size = st.queue.size();
+        if flatten_head(m, st.desc_table, size, head, &mut st.pieces).is_err() {
+            // No reachable status byte: return the head without data.
+            st.complete_head(head, 0);
+            return true;
+        }
+        let parsed = match parse(&st.pieces, &mut st.data) {
+            Ok(p) => p,
+            Err(_) => {
+                match st.pieces.last().filter(|p| p.writable) {
+                    Some(last) => {
+                        // SAFETY: `last` is a mapped, device-writable piece of at least one
+                        // byte inside `m`, which is alive for this call.
+                        unsafe { write_status(last.ptr.add(last.len - 1), VIRTIO_BLK_S_IOERR) };
+                        st.complete_head(head, 1);
                     }
-                    continue;
+                    None => st.complete_head(head, 0),
                 }
-            };
-            let immediate = |status: u8, used: u32, done: &mut Vec<(u16, u32)>| {
-                // SAFETY: `parsed.status` points into `m`, alive for this call.
-                unsafe { write_status(parsed.status, status) };
-                done.push((head, used));
-            };
-            let bs = self.block_size;
-            let (io_type, offset, len, used_len) = match parsed.kind {
-                Kind::Unsupported(_) => {
-                    immediate(VIRTIO_BLK_S_UNSUPP, 1, done);
-                    continue;
-                }
-                Kind::GetId => {
-                    let w = write_id(data, &self.id);
-                    immediate(VIRTIO_BLK_S_OK, w as u32 + 1, done);
-                    continue;
-                }
-                Kind::Flush => (IoType::Flush, Some(0), 0, 1),
-                Kind::In | Kind::Out => {
-                    let t = if parsed.kind == Kind::In {
-                        IoType::Read
+                return true;
+            }
+        };
+        let immediate = |st: &mut State, status: u8, used: u32| {
+            // SAFETY: `parsed.status` points into `m`, alive for this call.
+            unsafe { write_status(parsed.status, status) };
+            st.complete_head(head, used);
+            true
+        };
+        let bs = self.block_size;
+        let (io_type, offset, len, used_len) = match parsed.kind {
+            Kind::Unsupported(_) => return immediate(st, VIRTIO_BLK_S_UNSUPP, 1),
+            Kind::GetId => {
+                let w = write_id(&st.data, &self.id);
+                return immediate(st, VIRTIO_BLK_S_OK, w as u32 + 1);
+            }
+            Kind::Flush => (IoType::Flush, Some(0), 0, 1),
+            Kind::In | Kind::Out => {
+                let t = if parsed.kind == Kind::In {
+                    IoType::Read
+                } else {
+                    IoType::Write
+                };
+                let used = if t == IoType::Read {
+                    parsed.data_len as u32 + 1
+                } else {
+                    1
+                };
+                (t, parsed.sector.checked_mul(512), parsed.data_len, used)
+            }
+            Kind::Discard | Kind::WriteZeroes => match read_range_seg(&st.data, parsed.data_len) {
+                Some(seg) => {
+                    let t = if parsed.kind == Kind::Discard {
+                        IoType::Unmap
                     } else {
-                        IoType::Write
+                        IoType::WriteZeroes
                     };
-                    let used = if t == IoType::Read {
-                        parsed.data_len as u32 + 1
-                    } else {
-                        1
-                    };
-                    (t, parsed.sector.checked_mul(512), parsed.data_len, used)
+                    (
+                        t,
+                        seg.sector.checked_mul(512),
+                        seg.num_sectors as u64 * 512,
+                        1,
+                    )
                 }
-                Kind::Discard | Kind::WriteZeroes => match read_range_seg(data, parsed.data_len) {
-                    Some(seg) => {
-                        let t = if parsed.kind == Kind::Discard {
-                            IoType::Unmap
-                        } else {
-                            IoType::WriteZeroes
-                        };
-                        (
-                            t,
-                            seg.sector.checked_mul(512),
-                            seg.num_sectors as u64 * 512,
-                            1,
-                        )
-                    }
-                    None => {
-                        immediate(VIRTIO_BLK_S_IOERR, 1, done);
-                        continue;
-                    }
-                },
-            };
-            let writes = !matches!(io_type, IoType::Read | IoType::Flush);
-            let offset = match offset {
-                Some(o) => o,
-                None => {
-                    immediate(VIRTIO_BLK_S_IOERR, 1, done);
-                    continue;
-                }
-            };
+                None => return immediate(st, VIRTIO_BLK_S_IOERR, 1),
+            },
+        };
+        let Some(offset) = offset else {
+            return immediate(st, VIRTIO_BLK_S_IOERR, 1);
+        };
+        let writes = !matches!(io_type, IoType::Read | IoType::Flush);
+        if io_type != IoType::Flush {
             let in_range = offset
                 .checked_add(len)
                 .is_some_and(|end| end <= self.capacity_bytes);
             let aligned = offset % bs == 0 && len % bs == 0;
-            let needs_len = matches!(
-                io_type,
-                IoType::Read | IoType::Write | IoType::Unmap | IoType::WriteZeroes
-            );
-            if (writes && self.readonly)
-                || (io_type != IoType::Flush && (!in_range || !aligned || (needs_len && len == 0)))
-            {
-                immediate(VIRTIO_BLK_S_IOERR, 1, done);
-                continue;
+            if !in_range || !aligned || len == 0 {
+                return immediate(st, VIRTIO_BLK_S_IOERR, 1);
             }
-            let mut io = BdevIo::alloc();
-            if io_type == IoType::Flush {
-                io.prep(io_type, 0, 0);
-            } else {
-                io.prep(io_type, offset / bs, len / bs);
-            }
-            if io_type.has_data() {
-                for p in data.iter() {
-                    // SAFETY: each piece lies in a mapping of `m`; the slot keeps a clone of
-                    // `m` until the request completes, so the memory stays mapped for the
-                    // whole request. The guest owns these buffers until we return the head.
-                    unsafe { io.push_iov(p.ptr, p.len) };
-                }
-            }
-            slot.mem = Some(m.clone());
-            slot.status = parsed.status;
-            slot.used_len = used_len;
-            *inflight += 1;
-            io.set_callback(me.clone(), head as u64);
-            self.channel.submit(io);
         }
-        for (head, len) in done.drain(..) {
-            let _ = queue.add_used(&*m, head, len);
-            *need_signal = true;
+        if writes && self.readonly {
+            return immediate(st, VIRTIO_BLK_S_IOERR, 1);
         }
-        n
+        let mut io = BdevIo::alloc();
+        if io_type == IoType::Flush {
+            io.prep(io_type, 0, 0);
+        } else {
+            io.prep(io_type, offset / bs, len / bs);
+        }
+        if io_type.has_data() {
+            for p in st.data.iter() {
+                // SAFETY: each piece lies in a mapping of `m`; the slot keeps a clone of `m`
+                // until the request completes, so the memory stays mapped for the whole
+                // request. The guest owns these buffers until we return the head.
+                unsafe { io.push_iov(p.ptr, p.len) };
+            }
+        }
+        let slot = &mut st.slots[head as usize];
+        slot.mem = Some(m.clone());
+        slot.status = parsed.status;
+        slot.used_len = used_len;
+        st.inflight += 1;
+        io.set_callback(me.clone(), head as u64);
+        self.channel.submit(io);
+        true
     }
 
     /// Re-enables guest kicks; returns true if requests arrived meanwhile (keep polling).
@@ -451,10 +505,8 @@ impl IoCompletion for VringWorker {
                 )
             };
             let used = if ok { slot.used_len } else { 1 };
-            let m = st.mem.clone();
-            let _ = st.queue.add_used(&*m, head as u16, used);
             st.inflight = st.inflight.saturating_sub(1);
-            st.need_signal = true;
+            st.complete_head(head as u16, used);
             slot_mem
         };
         drop(released);

@@ -17,7 +17,7 @@ pub const DEFAULT_SOCKET: &str = "/var/tmp/plexd.sock";
 
 /// Control a running plexd over its JSON-RPC socket.
 #[derive(Debug, Parser)]
-#[command(name = "plexctl", version, about, propagate_version = true)]
+#[command(name = "plexctl", version, propagate_version = true)]
 #[command(after_help = "Sizes take units: 4096, 4K/4KiB (1024-based), 100MB (1000-based), 1.5G.")]
 pub struct Cli {
     /// Path of plexd's RPC socket [env: PLEXD_SOCKET] [default: /var/tmp/plexd.sock].
@@ -107,6 +107,9 @@ pub enum Command {
     /// Block devices.
     #[command(subcommand)]
     Bdev(BdevCommand),
+    /// vhost-user-blk exports: a bdev served to a QEMU guest as a virtio-blk disk.
+    #[command(subcommand)]
+    Vhost(VhostCommand),
     /// Call any method with raw JSON params and print the result as JSON.
     Call {
         /// The method name, e.g. bdev_get_bdevs.
@@ -385,6 +388,62 @@ pub enum DelayCommand {
     },
 }
 
+/// `plexctl vhost ...`
+#[derive(Debug, Subcommand)]
+pub enum VhostCommand {
+    /// Export a bdev to QEMU guests (vhost_create_blk_controller).
+    ///
+    /// plexd listens on the socket DIR/CTRLR, where DIR is `plexd -S DIR` (default /var/tmp).
+    /// The socket is created with mode 0600, so QEMU must run as plexd's user. The bdev is
+    /// claimed (it cannot be deleted) until the controller is deleted.
+    #[command(after_help = "Attach a QEMU guest with:\n  \
+        -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem \
+        (guest RAM: shared, same size as -m)\n  \
+        -chardev socket,id=vub0,path=DIR/CTRLR \
+        -device vhost-user-blk-pci,chardev=vub0,num-queues=2 (at most 16 queues)")]
+    Create {
+        /// Name of the new controller; also the socket's file name.
+        ctrlr: String,
+        /// The bdev to export.
+        bdev: String,
+        /// Export read-only: the guest sees a write-protected disk.
+        #[arg(long)]
+        readonly: bool,
+        /// Cores whose reactors serve the queues: a hex mask (0x3) or a list ([0,2-3]); each
+        /// must run a reactor. Default every reactor.
+        #[arg(long, value_name = "MASK")]
+        cpumask: Option<String>,
+    },
+    /// List controllers, or show one (vhost_get_controllers).
+    List {
+        /// Only this controller.
+        ctrlr: Option<String>,
+    },
+    /// Delete a controller (vhost_delete_controller).
+    ///
+    /// Removes its socket and releases the bdev. Refused while a guest is connected: shut the
+    /// guest down or detach the disk first.
+    Delete {
+        /// The controller to delete.
+        ctrlr: String,
+    },
+    /// Set interrupt coalescing (vhost_controller_set_coalescing).
+    ///
+    /// plexd stores the values and reports them (`vhost list --json`); it has no timer-based
+    /// coalescing yet. Completions are already batched: at most one interrupt per
+    /// queue per reactor iteration.
+    Coalescing {
+        /// The controller.
+        ctrlr: String,
+        /// Base delay in microseconds (in SPDK, 0 turns coalescing off).
+        #[arg(long, value_name = "US")]
+        delay_base_us: u32,
+        /// I/O rate (IOPS) above which SPDK coalesces.
+        #[arg(long, value_name = "N")]
+        iops_threshold: u32,
+    },
+}
+
 /// clap value parser for `--timeout`: positive, finite seconds.
 fn timeout_arg(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
@@ -488,6 +547,31 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn vhost_coalescing_needs_both_values_in_range() {
+        let parse = |args: &str| {
+            Cli::try_parse_from(
+                ["plexctl", "vhost", "coalescing", "vhost.0"]
+                    .into_iter()
+                    .chain(args.split_whitespace()),
+            )
+        };
+        assert!(parse("--delay-base-us 0 --iops-threshold 60000").is_ok());
+        let err = parse("--delay-base-us 10").expect_err("must fail");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse("--delay-base-us 4294967296 --iops-threshold 1").expect_err("must fail");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let err = parse("--delay-base-us x --iops-threshold 1").expect_err("must fail");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn vhost_create_needs_a_bdev() {
+        let err =
+            Cli::try_parse_from(["plexctl", "vhost", "create", "vhost.0"]).expect_err("must fail");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

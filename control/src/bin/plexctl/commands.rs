@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::{
     AioCommand, BdevCommand, Command, DelayCommand, ErrorCommand, FrameworkCommand, MallocCommand,
-    MemCreateArgs, NullCommand, ThreadCommand, UringCommand,
+    MemCreateArgs, NullCommand, ThreadCommand, UringCommand, VhostCommand,
 };
 
 /// How a method's result is shown when `--json` is not given.
@@ -29,6 +29,8 @@ pub enum Output {
     Bdevs,
     /// `bdev_get_iostat` table.
     Iostat,
+    /// `vhost_get_controllers` table.
+    VhostControllers,
     /// A create method: the new object's name.
     Name,
     /// Nothing (the result is `true`).
@@ -172,6 +174,7 @@ pub fn plan(command: &Command) -> Result<Plan, CommandError> {
         }),
         Command::LoadConfig { file } => Ok(Plan::LoadConfig(Input::from_path(file))),
         Command::Bdev(b) => bdev(b).map(Plan::Call),
+        Command::Vhost(v) => Ok(Plan::Call(vhost(v))),
         Command::Call { method, params } => match params.as_deref() {
             Some("-") => Ok(Plan::CallWithStdin {
                 method: method.clone(),
@@ -306,6 +309,55 @@ fn bdev(command: &BdevCommand) -> Result<Request, CommandError> {
             Output::Name,
         ),
         BdevCommand::Delay(DelayCommand::Delete { name }) => delete("bdev_delay_delete", name),
+    }
+}
+
+fn vhost(command: &VhostCommand) -> Request {
+    match command {
+        VhostCommand::Create {
+            ctrlr,
+            bdev,
+            readonly,
+            cpumask,
+        } => {
+            let mut p = Map::new();
+            p.insert("ctrlr".into(), json!(ctrlr));
+            p.insert("dev_name".into(), json!(bdev));
+            if *readonly {
+                p.insert("readonly".into(), json!(true));
+            }
+            if let Some(mask) = cpumask {
+                p.insert("cpumask".into(), json!(mask));
+            }
+            Request::new(
+                "vhost_create_blk_controller",
+                Some(Value::Object(p)),
+                Output::Silent,
+            )
+        }
+        VhostCommand::List { ctrlr } => Request::new(
+            "vhost_get_controllers",
+            ctrlr.as_ref().map(|c| json!({"name": c})),
+            Output::VhostControllers,
+        ),
+        VhostCommand::Delete { ctrlr } => Request::new(
+            "vhost_delete_controller",
+            Some(json!({"ctrlr": ctrlr})),
+            Output::Silent,
+        ),
+        VhostCommand::Coalescing {
+            ctrlr,
+            delay_base_us,
+            iops_threshold,
+        } => Request::new(
+            "vhost_controller_set_coalescing",
+            Some(json!({
+                "ctrlr": ctrlr,
+                "delay_base_us": delay_base_us,
+                "iops_threshold": iops_threshold,
+            })),
+            Output::Silent,
+        ),
     }
 }
 
@@ -663,6 +715,59 @@ mod tests {
             "bdev delay delete D0",
             "bdev_delay_delete",
             Some(json!({"name": "D0"})),
+            Output::Silent,
+        );
+    }
+
+    #[test]
+    fn vhost_create() {
+        check(
+            "vhost create vhost.0 Malloc0",
+            "vhost_create_blk_controller",
+            Some(json!({"ctrlr": "vhost.0", "dev_name": "Malloc0"})),
+            Output::Silent,
+        );
+        check(
+            "vhost create vhost.1 M0 --readonly --cpumask 0x3",
+            "vhost_create_blk_controller",
+            Some(json!({
+                "ctrlr": "vhost.1", "dev_name": "M0", "readonly": true, "cpumask": "0x3"
+            })),
+            Output::Silent,
+        );
+        // A list mask is passed through as given; the daemon parses it like `plexd -m`.
+        check(
+            "vhost create v M0 --cpumask [0,2-3]",
+            "vhost_create_blk_controller",
+            Some(json!({"ctrlr": "v", "dev_name": "M0", "cpumask": "[0,2-3]"})),
+            Output::Silent,
+        );
+    }
+
+    #[test]
+    fn vhost_list_delete_and_coalescing() {
+        check(
+            "vhost list",
+            "vhost_get_controllers",
+            None,
+            Output::VhostControllers,
+        );
+        check(
+            "vhost list vhost.0",
+            "vhost_get_controllers",
+            Some(json!({"name": "vhost.0"})),
+            Output::VhostControllers,
+        );
+        check(
+            "vhost delete vhost.0",
+            "vhost_delete_controller",
+            Some(json!({"ctrlr": "vhost.0"})),
+            Output::Silent,
+        );
+        check(
+            "vhost coalescing vhost.0 --delay-base-us 50 --iops-threshold 60000",
+            "vhost_controller_set_coalescing",
+            Some(json!({"ctrlr": "vhost.0", "delay_base_us": 50, "iops_threshold": 60000})),
             Output::Silent,
         );
     }

@@ -27,6 +27,7 @@ pub fn render(output: Output, result: &Value) -> String {
         Output::ThreadStats => thread_stats(result),
         Output::Bdevs => bdevs(result),
         Output::Iostat => iostat(result),
+        Output::VhostControllers => vhost_controllers(result),
         Output::Name => match result {
             Value::String(name) => format!("{name}\n"),
             Value::Bool(true) | Value::Null => String::new(),
@@ -245,6 +246,42 @@ fn iostat(result: &Value) -> String {
     t.render()
 }
 
+/// `vhost_get_controllers`: one row per controller. CONNECTED says whether a front-end (QEMU)
+/// is attached, i.e. whether `sessions` is non-empty.
+fn vhost_controllers(result: &Value) -> String {
+    let Some(list) = items(result, "controllers") else {
+        return pretty(result);
+    };
+    let mut t = Table::new(&[
+        "CONTROLLER",
+        "BDEV",
+        "READONLY",
+        "CPUMASK",
+        "SOCKET",
+        "CONNECTED",
+    ]);
+    for c in list {
+        let block = c
+            .get("backend_specific")
+            .and_then(|b| b.get("block"))
+            .unwrap_or(&Value::Null);
+        let connected = match c.get("sessions").and_then(Value::as_array) {
+            Some(s) if s.is_empty() => "no".to_string(),
+            Some(_) => "yes".to_string(),
+            None => MISSING.to_string(),
+        };
+        t.row(vec![
+            field(c, "ctrlr"),
+            field(block, "bdev"),
+            yes_no(block, "readonly"),
+            field(c, "cpumask"),
+            field(c, "socket"),
+            connected,
+        ]);
+    }
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -348,12 +385,44 @@ mod tests {
     }
 
     #[test]
+    fn vhost_controller_table() {
+        let reply = json!([
+            {"ctrlr": "vhost.0", "cpumask": "0x3", "delay_base_us": 0, "iops_threshold": 60000,
+             "socket": "/var/tmp/vhost.0",
+             "sessions": [{"vid": 0, "id": 0, "name": "vhost.0s0", "started": true}],
+             "backend_specific": {"block": {"readonly": false, "bdev": "Malloc0"}}},
+            {"ctrlr": "ro", "cpumask": "0x1", "socket": "/run/plexd/ro", "sessions": [],
+             "backend_specific": {"block": {"readonly": true, "bdev": "U0"}}}
+        ]);
+        assert_eq!(
+            render(Output::VhostControllers, &reply),
+            "CONTROLLER  BDEV     READONLY  CPUMASK  SOCKET            CONNECTED\n\
+             vhost.0     Malloc0  no        0x3      /var/tmp/vhost.0  yes\n\
+             ro          U0       yes       0x1      /run/plexd/ro     no\n"
+        );
+        assert_eq!(
+            render(Output::VhostControllers, &json!([])),
+            "CONTROLLER  BDEV  READONLY  CPUMASK  SOCKET  CONNECTED\n"
+        );
+        // A reply without the block part or sessions still renders, with `-`.
+        let out = render(Output::VhostControllers, &json!([{"ctrlr": "x"}]));
+        let row: Vec<&str> = out
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(row, vec!["x", "-", "-", "-", "-", "-"], "{out}");
+    }
+
+    #[test]
     fn unexpected_shapes_fall_back_to_json() {
         for output in [
             Output::Bdevs,
             Output::Iostat,
             Output::Reactors,
             Output::ThreadStats,
+            Output::VhostControllers,
         ] {
             assert_eq!(render(output, &json!("odd")), "\"odd\"\n");
         }
