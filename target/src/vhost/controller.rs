@@ -60,7 +60,13 @@ impl ControllerError {
             ControllerError::Connected(_) => libc::EBUSY,
             ControllerError::Invalid(_) => libc::EINVAL,
             ControllerError::Bdev(e) => e.errno(),
-            ControllerError::Socket { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            ControllerError::Socket { source, .. } => source.raw_os_error().unwrap_or(
+                if source.kind() == std::io::ErrorKind::AlreadyExists {
+                    libc::EEXIST
+                } else {
+                    libc::EIO
+                },
+            ),
         }
     }
 }
@@ -221,8 +227,20 @@ impl Controllers {
         }
         let bdev: Arc<Bdev> = self.engine.bdevs().get(bdev_name)?;
         let socket = self.socket_dir.join(name);
-        if socket.exists() {
-            // A stale socket from a previous run (nothing else may own this name here).
+        if let Ok(meta) = std::fs::symlink_metadata(&socket) {
+            use std::os::unix::fs::FileTypeExt;
+            // Replace only a stale socket (left by a plexd that was killed); never a regular
+            // file, and never a socket someone still listens on.
+            let stale = meta.file_type().is_socket() && UnixStream::connect(&socket).is_err();
+            if !stale {
+                return Err(ControllerError::Socket {
+                    path: socket.display().to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "the path exists and is not a stale socket; choose another name or -S directory",
+                    ),
+                });
+            }
             let _ = std::fs::remove_file(&socket);
         }
         bdev.claim(&format!("vhost controller {name}"))?;

@@ -67,16 +67,22 @@ fn controller_json(c: &Controller) -> Value {
 
 /// The `{method, params}` entries recreating every controller.
 pub fn saved_config(ctrls: &Controllers) -> Vec<Value> {
-    ctrls
-        .list()
-        .iter()
-        .map(|c| {
-            json!({"method": "vhost_create_blk_controller", "params": {
-                "ctrlr": c.name, "dev_name": c.export.bdev.name(),
-                "readonly": c.export.readonly, "cpumask": c.cpumask,
-            }})
-        })
-        .collect()
+    let mut out = Vec::new();
+    for c in ctrls.list() {
+        out.push(json!({"method": "vhost_create_blk_controller", "params": {
+            "ctrlr": c.name, "dev_name": c.export.bdev.name(),
+            "readonly": c.export.readonly, "cpumask": c.cpumask,
+        }}));
+        let (delay, iops) = c.coalescing.lock().map(|g| *g).unwrap_or((0, 60000));
+        if (delay, iops) != (0, 60000) {
+            out.push(
+                json!({"method": "vhost_controller_set_coalescing", "params": {
+                    "ctrlr": c.name, "delay_base_us": delay, "iops_threshold": iops,
+                }}),
+            );
+        }
+    }
+    out
 }
 
 fn mask_of(cores: &[u32]) -> String {
