@@ -93,8 +93,21 @@ impl From<BdevError> for plexd_control::RpcError {
     }
 }
 
+/// Lets the control path get from a `&dyn BdevDriver` back to the driver's own type
+/// (e.g. an RPC that changes an error bdev's injections). Implemented for every type.
+pub trait AsAny {
+    /// `self` as `Any`, for `downcast_ref`.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// A driver's implementation of one bdev (shared by every reactor).
-pub trait BdevDriver: Send + Sync {
+pub trait BdevDriver: AsAny + Send + Sync {
     /// SPDK's `product_name` (e.g. "Malloc disk").
     fn product_name(&self) -> &'static str;
 

@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -182,25 +182,12 @@ impl DelayState {
     }
 }
 
-/// Delay bdevs by the address of their driver object (see the error driver's index: same
-/// scheme). Control path only.
-static INDEX: Mutex<Vec<(usize, Weak<DelayState>)>> = Mutex::new(Vec::new());
-
-fn index() -> std::sync::MutexGuard<'static, Vec<(usize, Weak<DelayState>)>> {
-    INDEX.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn driver_addr(d: &dyn BdevDriver) -> usize {
-    d as *const dyn BdevDriver as *const () as usize
-}
-
 /// The delay state behind `bdev`, or `None` if it is not a delay bdev.
 pub fn state_of(bdev: &Bdev) -> Option<Arc<DelayState>> {
-    let key = driver_addr(bdev.driver());
-    index()
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
+    bdev.driver()
+        .as_any()
+        .downcast_ref::<DelayBdev>()
+        .map(|d| d.state.clone())
 }
 
 /// The delay driver's bdev.
@@ -212,13 +199,6 @@ impl DelayBdev {
     /// The shared state.
     pub fn state(&self) -> &Arc<DelayState> {
         &self.state
-    }
-}
-
-impl Drop for DelayBdev {
-    fn drop(&mut self) {
-        let key = driver_addr(self);
-        index().retain(|(k, _)| *k != key);
     }
 }
 
@@ -284,7 +264,6 @@ pub fn create(
     let driver = Box::new(DelayBdev {
         state: state.clone(),
     });
-    index().push((driver_addr(driver.as_ref()), Arc::downgrade(&state)));
     let spec = BdevSpec {
         name: name.to_string(),
         aliases: Vec::new(),

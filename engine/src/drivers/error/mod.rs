@@ -17,7 +17,7 @@ pub mod rpc;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -142,26 +142,12 @@ impl ErrorState {
     }
 }
 
-/// Error bdevs by the address of their driver object, so that RPCs can reach the state behind
-/// a `&dyn BdevDriver`. Control path only. An entry lives exactly as long as its driver (added
-/// before registration, removed in `Drop`), so an address is never stale.
-static INDEX: Mutex<Vec<(usize, Weak<ErrorState>)>> = Mutex::new(Vec::new());
-
-fn index() -> std::sync::MutexGuard<'static, Vec<(usize, Weak<ErrorState>)>> {
-    INDEX.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn driver_addr(d: &dyn BdevDriver) -> usize {
-    d as *const dyn BdevDriver as *const () as usize
-}
-
 /// The error-bdev state behind `bdev`, or `None` if it is not an error bdev.
 pub fn state_of(bdev: &Bdev) -> Option<Arc<ErrorState>> {
-    let key = driver_addr(bdev.driver());
-    index()
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
+    bdev.driver()
+        .as_any()
+        .downcast_ref::<ErrorBdev>()
+        .map(|d| d.state.clone())
 }
 
 /// The error driver's bdev.
@@ -173,13 +159,6 @@ impl ErrorBdev {
     /// The shared state.
     pub fn state(&self) -> &Arc<ErrorState> {
         &self.state
-    }
-}
-
-impl Drop for ErrorBdev {
-    fn drop(&mut self) {
-        let key = driver_addr(self);
-        index().retain(|(k, _)| *k != key);
     }
 }
 
@@ -249,7 +228,6 @@ pub fn create(
     let driver = Box::new(ErrorBdev {
         state: state.clone(),
     });
-    index().push((driver_addr(driver.as_ref()), Arc::downgrade(&state)));
     let spec = BdevSpec {
         name,
         aliases: Vec::new(),
