@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite from a fresh clone: installs test dependencies, checks
-# formatting and lints, builds every binary, runs every test, and builds the docs.
+# Runs the whole test suite from a fresh clone: installs test dependencies (spdk-rpc, and QEMU
+# plus the test guest for the real-guest vhost tests), checks formatting and lints, builds every
+# binary, runs every test, and builds the docs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -22,6 +22,9 @@
 #      GUEST_MEM      guest RAM, also the memfd size (default 512M)
 #      GUEST_SMP      vCPUs (default 2)
 #      GUEST_APPEND   extra kernel command line words (the guest sees them in /proc/cmdline)
+#      GUEST_CTL_SOCKET  if set, a second serial port (the guest's /dev/ttyS1) is connected to
+#                     a Unix socket that qemu creates at this path (server, no wait): a host
+#                     test can connect and send lines to the guest script, e.g. a go-ahead.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ ! -r "$1" ] || [ -d "$1" ]; then
@@ -51,6 +54,14 @@ chmod 0755 "$tmp/root/test.sh"
 (cd "$tmp/root" && echo test.sh | cpio --quiet -o -H newc -R 0:0) | gzip -1 > "$tmp/test.cpio.gz"
 cat "$guest_dir/initramfs.cpio.gz" "$tmp/test.cpio.gz" > "$tmp/initrd.cpio.gz"
 
+ctl_args=()
+if [ -n "${GUEST_CTL_SOCKET:-}" ]; then
+  # An explicit -serial turns off -nographic's default one: give the console back to stdio.
+  ctl_args=(-serial mon:stdio
+            -chardev "socket,id=plexdctl,path=$GUEST_CTL_SOCKET,server=on,wait=off"
+            -serial chardev:plexdctl)
+fi
+
 logs=("$tmp/serial.log")
 [ -n "${GUEST_LOG:-}" ] && logs+=("$GUEST_LOG")
 
@@ -61,7 +72,7 @@ timeout --kill-after=10 "$timeout_s" \
     -kernel "$guest_dir/vmlinuz" -initrd "$tmp/initrd.cpio.gz" \
     -append "console=ttyS0 panic=-1 quiet${GUEST_APPEND:+ $GUEST_APPEND}" \
     -object "memory-backend-memfd,id=mem,size=$mem,share=on" -numa node,memdev=mem \
-    "$@" </dev/null 2>&1 |
+    "${ctl_args[@]}" "$@" </dev/null 2>&1 |
   sed -u -e 's/\r$//' -e 's/\x1bc//g' -e 's/\x1b\[[?0-9;]*[A-Za-z]//g' | tee "${logs[@]}"
 qemu_rc=${PIPESTATUS[0]}
 set -e

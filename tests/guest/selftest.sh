@@ -1,8 +1,8 @@
 #!/bin/sh
 # Guest-side self-test of the test guest (runs inside it as /test.sh under busybox ash).
 # Checks that a virtio-blk disk shows up as /dev/vda with the expected size and serial,
-# writes and verifies it with fio (psync, then libaio with two non-overlapping jobs), and
-# discards it. Exit status 0 = pass; run-guest.sh propagates it.
+# writes and verifies it with fio (psync, then libaio with two non-overlapping jobs), flushes
+# it (fsync), and discards it. Exit status 0 = pass; run-guest.sh propagates it.
 #
 # Host side, with a plain QEMU disk (64 MiB by default):
 #   truncate -s 64M /tmp/x.img
@@ -14,6 +14,7 @@
 # Expectations can be changed with kernel command line words (GUEST_APPEND on the host):
 #   plexd_disk_size=BYTES    (default 67108864)
 #   plexd_disk_serial=STR    (default "selftest"; "-" skips the check)
+#   plexd_disk_queues=N      number of blk-mq hardware queues (default "-": not checked)
 
 fail() { echo "SELFTEST FAIL: $*"; exit 1; }
 arg() {   # arg NAME DEFAULT: value of NAME= on the kernel command line
@@ -25,6 +26,7 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 echo "selftest: start at uptime $(uptime_s)s"
 want_size=$(arg plexd_disk_size 67108864)
 want_serial=$(arg plexd_disk_serial selftest)
+want_queues=$(arg plexd_disk_queues -)
 
 i=0
 while [ ! -b /dev/vda ]; do
@@ -40,7 +42,9 @@ echo "selftest: /dev/vda size $size bytes (logical block $(blockdev --getss /dev
 serial=$(cat /sys/block/vda/serial 2>/dev/null) || fail "no /sys/block/vda/serial"
 echo "selftest: serial '$serial'"
 [ "$want_serial" = "-" ] || [ "$serial" = "$want_serial" ] || fail "serial '$serial', expected '$want_serial'"
-echo "selftest: queues $(find /sys/block/vda/mq -mindepth 1 -maxdepth 1 | wc -l), nr_requests $(cat /sys/block/vda/queue/nr_requests)"
+queues=$(find /sys/block/vda/mq -mindepth 1 -maxdepth 1 | wc -l)
+echo "selftest: queues $queues, nr_requests $(cat /sys/block/vda/queue/nr_requests)"
+[ "$want_queues" = "-" ] || [ "$queues" = "$want_queues" ] || fail "$queues queues, expected $want_queues"
 
 half=$((size / 2))
 echo "selftest: fio psync randwrite + crc32c verify"
@@ -61,6 +65,15 @@ else
       --verify=crc32c --do_verify=1 --direct=1 --group_reporting ||
     fail "fio psync, 2 jobs"
 fi
+
+# Flush: buffered writes, each followed by fsync, which the kernel turns into a flush request
+# when the device reports a volatile write cache (virtio FLUSH without CONFIG_WCE: "write back").
+echo "selftest: fio write + fsync (flush), write_cache '$(cat /sys/block/vda/queue/write_cache)'"
+fio --name=flush --filename=/dev/vda --rw=write --bs=4k --size=1M --ioengine=psync \
+    --fsync=1 --verify=crc32c --do_verify=1 ||
+  fail "fio fsync"
+sync && blockdev --flushbufs /dev/vda || fail "blockdev --flushbufs"
+echo "selftest: flush ok"
 
 if ! command -v blkdiscard >/dev/null; then
   echo "selftest: SKIP discard (busybox has no blkdiscard)"

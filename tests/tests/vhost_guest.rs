@@ -1,0 +1,551 @@
+//! The vhost-user-blk export against a real guest: QEMU (TCG) boots the test guest of
+//! `tests/guest/` (a Debian kernel, busybox and fio) with a `vhost-user-blk-pci` device on a
+//! plexd controller socket, and a guest-side script checks the disk.
+//!
+//! - a malloc bdev passes the guest self-test (size, GET_ID serial, two queues, fio crc32c
+//!   verify with one and two jobs, flush, discard);
+//! - a uring bdev on a file carries data both ways: the host's pattern is read by the guest,
+//!   the guest's pattern is found in the file after plexd stops, nothing else is touched;
+//! - a read-only controller is read-only in the guest, and the file is unchanged;
+//! - a controller cannot be deleted while a guest is connected, and can be afterwards.
+//!
+//! Each test starts its own plexd (`-m 0x3`, two reactors) and one guest; guests run one at a
+//! time (they are CPU-bound under TCG). A failing guest script fails the test with the guest's
+//! serial log and plexd's log in the message. Needs `qemu-system-x86_64` and the guest image:
+//! `scripts/install-test-deps.sh` (or `tests/guest/build-guest.sh`) provides both.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use plexd_tests::Plexd;
+use serde_json::{json, Value};
+
+/// Seconds before `run-guest.sh` kills QEMU (a guest normally finishes in 5-15 s).
+const GUEST_TIMEOUT: u64 = 240;
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const DISK: u64 = 64 * MIB;
+const CTRLR: &str = "vhost.0";
+
+/// Guests run one at a time: each keeps two host CPUs busy under TCG.
+static GUEST_LOCK: Mutex<()> = Mutex::new(());
+
+fn one_guest_at_a_time() -> MutexGuard<'static, ()> {
+    GUEST_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn guest_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guest")
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A plexd with two reactors whose vhost sockets go to `sockets`.
+struct Target {
+    plexd: Plexd,
+    sockets: tempfile::TempDir,
+}
+
+impl Target {
+    fn start() -> Target {
+        let sockets = tempfile::tempdir().expect("tempdir");
+        let plexd = Plexd::start_args(&["-m", "0x3", "-S", path_str(sockets.path())]);
+        Target { plexd, sockets }
+    }
+
+    fn call(&self, method: &str, params: Value) -> Value {
+        self.plexd.call(method, params)
+    }
+
+    fn vhost_socket(&self) -> PathBuf {
+        self.sockets.path().join(CTRLR)
+    }
+
+    /// `vhost_get_controllers` for [`CTRLR`].
+    fn controller(&self) -> Value {
+        let v = self.call("vhost_get_controllers", json!({"name": CTRLR}));
+        v[0].clone()
+    }
+
+    fn sessions(&self) -> usize {
+        self.controller()["sessions"]
+            .as_array()
+            .expect("sessions array")
+            .len()
+    }
+
+    fn iostat(&self, bdev: &str) -> Value {
+        self.call("bdev_get_iostat", json!({"name": bdev}))["bdevs"][0].clone()
+    }
+
+    /// Stops plexd (SIGTERM) and returns its log; used when a test fails.
+    fn stop_for_log(&mut self) -> String {
+        if let Ok(None) = self.plexd.child.try_wait() {
+            self.plexd.stop(libc::SIGTERM);
+        }
+        self.plexd.stderr()
+    }
+
+    /// Panics with the guest's serial log and plexd's log unless the guest script passed.
+    fn expect_pass(&mut self, what: &str, g: &GuestRun) {
+        if g.status != Some(0) {
+            let plexd_log = self.stop_for_log();
+            panic!(
+                "guest {what} failed: run-guest.sh exit status {:?} (the script's status; 124 = \
+                 timeout, 125 = no PLEXD-GUEST-EXIT line)\n--- guest serial log ---\n{}\n\
+                 --- plexd log ---\n{plexd_log}",
+                g.status, g.log
+            );
+        }
+    }
+}
+
+/// The output of one guest run.
+struct GuestRun {
+    status: Option<i32>,
+    log: String,
+}
+
+/// `run-guest.sh SCRIPT` with a vhost-user-blk device (two queues) on `socket`.
+fn guest_command(script: &str, append: &str, socket: &Path) -> Command {
+    // x86 truncates the kernel command line at 2048 bytes; run-guest.sh adds ~30.
+    assert!(append.len() < 1900, "GUEST_APPEND too long: {append}");
+    let mut cmd = Command::new("bash");
+    cmd.arg(guest_dir().join("run-guest.sh"))
+        .arg(guest_dir().join(script))
+        .arg("-chardev")
+        .arg(format!("socket,id=vub0,path={}", path_str(socket)))
+        .arg("-device")
+        .arg("vhost-user-blk-pci,chardev=vub0,num-queues=2")
+        .env("GUEST_TIMEOUT", GUEST_TIMEOUT.to_string())
+        .env("GUEST_APPEND", append)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Boots the guest, runs `script` to the end, and returns its status and serial log.
+fn run_guest(script: &str, append: &str, socket: &Path) -> GuestRun {
+    let out = guest_command(script, append, socket)
+        .output()
+        .expect("run tests/guest/run-guest.sh (bash)");
+    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&out.stderr));
+    // Shown by the test harness if a later host-side check fails (or with --nocapture).
+    println!("--- guest serial log ({script}) ---\n{log}");
+    GuestRun {
+        status: out.status.code(),
+        log,
+    }
+}
+
+/// A guest running in the background; QEMU is killed on drop if still running.
+struct BackgroundGuest {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: String,
+    pidfile: PathBuf,
+}
+
+impl BackgroundGuest {
+    fn spawn(mut cmd: Command, pidfile: PathBuf) -> BackgroundGuest {
+        cmd.arg("-pidfile")
+            .arg(&pidfile)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run tests/guest/run-guest.sh (bash)");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        BackgroundGuest {
+            child,
+            lines,
+            log: String::new(),
+            pidfile,
+        }
+    }
+
+    /// Collects output until a line equals `marker` (true), or the guest's output ends or the
+    /// guest timeout passes (false). `None` collects until the output ends.
+    fn collect_until(&mut self, marker: Option<&str>) -> bool {
+        let end = Instant::now() + Duration::from_secs(GUEST_TIMEOUT + 20);
+        while Instant::now() < end {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    self.log.push_str(&line);
+                    self.log.push('\n');
+                    if marker == Some(line.as_str()) {
+                        return true;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        false
+    }
+
+    /// Waits for the guest to finish; returns its status and the whole serial log.
+    fn finish(mut self) -> GuestRun {
+        self.collect_until(None);
+        let status = self.child.wait().ok().and_then(|s| s.code());
+        println!("--- guest serial log ---\n{}", self.log);
+        GuestRun {
+            status,
+            log: std::mem::take(&mut self.log),
+        }
+    }
+}
+
+impl Drop for BackgroundGuest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // run-guest.sh runs QEMU under timeout(1), in its own process group: kill QEMU.
+            if let Some(pid) = std::fs::read_to_string(&self.pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) on the QEMU this guest started (its -pidfile).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic bytes for the host's pattern (xorshift64*, seeded by the offset), so every
+/// 8 bytes of the disk differ.
+fn host_pattern(off: u64, len: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len as usize);
+    let mut x = off ^ 0x9e37_79b9_7f4a_7c15;
+    while (out.len() as u64) < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len as usize);
+    out
+}
+
+/// The guest's pattern, as `data-check.sh` writes it: a 64-byte record per 64 bytes, the one
+/// at absolute offset O being `"{tag} {O:016x} "` padded with '.' to 63 bytes, plus '\n'.
+fn guest_pattern(off: u64, len: u64, tag: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len as usize);
+    for o in (off..off + len).step_by(64) {
+        let rec = format!("{tag} {o:016x} ");
+        out.extend_from_slice(format!("{rec:.<63}\n").as_bytes());
+    }
+    assert_eq!(out.len() as u64, len, "{len} is not a multiple of 64");
+    out
+}
+
+/// SHA-256 (hex) of `data`, by the host's `sha256sum` (coreutils).
+fn sha256(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("sha256sum output");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("write to sha256sum");
+    let s = String::from_utf8(out.stdout).expect("utf-8");
+    let hex = s.split_whitespace().next().expect("sha256sum output");
+    assert_eq!(hex.len(), 64, "bad sha256sum output: {s}");
+    hex.to_string()
+}
+
+/// Creates a `len`-byte file whose `(offset, length)` regions hold the host pattern; the rest
+/// is zeros.
+fn disk_file(dir: &Path, len: u64, regions: &[(u64, u64)]) -> PathBuf {
+    let path = dir.join("disk.img");
+    let f = std::fs::File::create(&path).expect("create disk file");
+    f.set_len(len).expect("size disk file");
+    for &(off, n) in regions {
+        f.write_all_at(&host_pattern(off, n), off)
+            .expect("write host pattern");
+    }
+    f.sync_all().expect("sync disk file");
+    path
+}
+
+/// `plexd_check=OFF:LEN:SHA256` words for the host pattern in `regions`.
+fn check_words(regions: &[(u64, u64)]) -> Vec<String> {
+    regions
+        .iter()
+        .map(|&(off, n)| format!("plexd_check={off}:{n}:{}", sha256(&host_pattern(off, n))))
+        .collect()
+}
+
+/// Asserts `data[off..off + expected.len()] == expected`, naming the first differing byte.
+fn assert_region(data: &[u8], off: u64, expected: &[u8], what: &str) {
+    let got = &data[off as usize..off as usize + expected.len()];
+    if let Some(i) = got.iter().zip(expected).position(|(a, b)| a != b) {
+        let at = off as usize + i;
+        let ctx = &data[at - (i % 64)..(at - (i % 64) + 64).min(data.len())];
+        panic!(
+            "{what} [{off}, +{}): first difference at byte {at}: {:#04x}, expected {:#04x}; \
+             the 64 bytes there: {:?}",
+            expected.len(),
+            got[i],
+            expected[i],
+            String::from_utf8_lossy(ctx)
+        );
+    }
+}
+
+#[test]
+fn malloc_export_passes_the_guest_selftest() {
+    let _one = one_guest_at_a_time();
+    let mut t = Target::start();
+    t.call(
+        "bdev_malloc_create",
+        json!({"name": "Malloc0", "num_blocks": DISK / 512, "block_size": 512}),
+    );
+    t.call(
+        "vhost_create_blk_controller",
+        json!({"ctrlr": CTRLR, "dev_name": "Malloc0"}),
+    );
+
+    let g = run_guest(
+        "selftest.sh",
+        &format!("plexd_disk_size={DISK} plexd_disk_serial=Malloc0 plexd_disk_queues=2"),
+        &t.vhost_socket(),
+    );
+    t.expect_pass("selftest.sh", &g);
+    for step in [
+        "selftest: serial 'Malloc0'",
+        "selftest: queues 2,",
+        "selftest: flush ok",
+        "selftest: blkdiscard ok",
+        "selftest: PASS",
+    ] {
+        assert!(
+            g.log.contains(step),
+            "no '{step}' in the guest log:\n{}",
+            g.log
+        );
+    }
+
+    // The guest's requests reached the bdev: both queues' writes, the flushes and the discard.
+    let s = t.iostat("Malloc0");
+    assert!(s["num_write_ops"].as_u64() > Some(0), "{s}");
+    assert!(s["num_read_ops"].as_u64() > Some(0), "{s}");
+    assert!(s["num_flush_ops"].as_u64() > Some(0), "no flush: {s}");
+    assert!(s["num_unmap_ops"].as_u64() > Some(0), "no discard: {s}");
+    assert_eq!(s["bytes_unmapped"].as_u64(), Some(DISK), "{s}");
+    assert_eq!(s["io_error"].as_u64(), Some(0), "{s}");
+    assert_eq!(t.plexd.stop(libc::SIGTERM), Some(0));
+}
+
+#[test]
+fn uring_export_carries_data_between_host_and_guest() {
+    let _one = one_guest_at_a_time();
+    let files = tempfile::tempdir().expect("tempdir");
+    // Host pattern, guest writes right after each host region (catches writes that spill over
+    // a boundary), the last block included; fio gets [32 MiB, 48 MiB) to itself.
+    let host = [(0, 4 * KIB), (MIB, 64 * KIB), (DISK - 260 * KIB, 256 * KIB)];
+    let guest = [
+        (4 * KIB, 4 * KIB, "g-first"),
+        (MIB + 64 * KIB, MIB, "g-middle"),
+        (DISK - 4 * KIB, 4 * KIB, "g-last"),
+    ];
+    let fio = (32 * MIB, 16 * MIB);
+    let path = disk_file(files.path(), DISK, &host);
+
+    let mut t = Target::start();
+    t.call(
+        "bdev_uring_create",
+        json!({"name": "Uring0", "filename": path_str(&path), "block_size": 4096}),
+    );
+    t.call(
+        "vhost_create_blk_controller",
+        json!({"ctrlr": CTRLR, "dev_name": "Uring0"}),
+    );
+
+    let mut words = vec![
+        format!("plexd_disk_size={DISK}"),
+        "plexd_lbs=4096".to_string(),
+        "plexd_ro=0".to_string(),
+    ];
+    words.extend(check_words(&host));
+    words.extend(
+        guest
+            .iter()
+            .map(|(off, n, tag)| format!("plexd_write={off}:{n}:{tag}")),
+    );
+    words.push(format!("plexd_fio={}:{}", fio.0, fio.1));
+    let g = run_guest("data-check.sh", &words.join(" "), &t.vhost_socket());
+    t.expect_pass("data-check.sh", &g);
+    assert!(g.log.contains("data-check: PASS"), "{}", g.log);
+    assert_eq!(t.plexd.stop(libc::SIGTERM), Some(0), "plexd exit status");
+
+    let data = std::fs::read(&path).expect("read disk file");
+    assert_eq!(data.len() as u64, DISK);
+    for &(off, n) in &host {
+        assert_region(&data, off, &host_pattern(off, n), "host pattern");
+    }
+    for &(off, n, tag) in &guest {
+        assert_region(&data, off, &guest_pattern(off, n, tag), "guest pattern");
+    }
+    // Nobody wrote anywhere else.
+    let mut used: Vec<(u64, u64)> = host.to_vec();
+    used.extend(guest.iter().map(|&(o, n, _)| (o, n)));
+    used.push(fio);
+    used.sort_unstable();
+    let mut pos = 0;
+    for (off, n) in used.into_iter().chain([(DISK, 0)]) {
+        if off > pos {
+            assert_region(&data, pos, &vec![0; (off - pos) as usize], "untouched");
+        }
+        pos = pos.max(off + n);
+    }
+}
+
+#[test]
+fn readonly_export_is_read_only_in_the_guest() {
+    let _one = one_guest_at_a_time();
+    let files = tempfile::tempdir().expect("tempdir");
+    let len = 16 * MIB;
+    let host = [(0, MIB), (8 * MIB, 64 * KIB)];
+    let path = disk_file(files.path(), len, &host);
+    let before = std::fs::read(&path).expect("read disk file");
+
+    let mut t = Target::start();
+    t.call(
+        "bdev_uring_create",
+        json!({"name": "Uring0", "filename": path_str(&path), "block_size": 512}),
+    );
+    t.call(
+        "vhost_create_blk_controller",
+        json!({"ctrlr": CTRLR, "dev_name": "Uring0", "readonly": true}),
+    );
+    assert_eq!(
+        t.controller()["backend_specific"]["block"]["readonly"],
+        true
+    );
+
+    let mut words = vec![
+        format!("plexd_disk_size={len}"),
+        "plexd_lbs=512".to_string(),
+        "plexd_ro=1".to_string(),
+    ];
+    words.extend(check_words(&host));
+    words.push("plexd_write_fails=0".to_string());
+    words.push(format!("plexd_write_fails={}", 8 * MIB));
+    let g = run_guest("data-check.sh", &words.join(" "), &t.vhost_socket());
+    t.expect_pass("data-check.sh (read-only)", &g);
+    assert!(g.log.contains("data-check: PASS"), "{}", g.log);
+
+    let s = t.iostat("Uring0");
+    assert!(s["num_read_ops"].as_u64() > Some(0), "{s}");
+    assert_eq!(s["num_write_ops"].as_u64(), Some(0), "{s}");
+    assert_eq!(t.plexd.stop(libc::SIGTERM), Some(0), "plexd exit status");
+    let after = std::fs::read(&path).expect("read disk file");
+    assert!(after == before, "the read-only export changed the file");
+}
+
+#[test]
+fn controller_cannot_be_deleted_while_a_guest_is_connected() {
+    let _one = one_guest_at_a_time();
+    let mut t = Target::start();
+    t.call(
+        "bdev_malloc_create",
+        json!({"name": "Malloc0", "num_blocks": DISK / 512, "block_size": 512}),
+    );
+    t.call(
+        "vhost_create_blk_controller",
+        json!({"ctrlr": CTRLR, "dev_name": "Malloc0"}),
+    );
+    assert_eq!(t.sessions(), 0, "{}", t.controller());
+
+    // The guest does I/O, prints PLEXD-GUEST-READY, and waits for "release" on its second
+    // serial port before more I/O: the host's checks run while it is surely connected.
+    let ctl = t.sockets.path().join("ctl.sock");
+    let mut cmd = guest_command(
+        "data-check.sh",
+        &format!(
+            "plexd_disk_size={DISK} plexd_fio=0:{} plexd_handshake=1",
+            8 * MIB
+        ),
+        &t.vhost_socket(),
+    );
+    cmd.env("GUEST_CTL_SOCKET", &ctl);
+    let mut guest = BackgroundGuest::spawn(cmd, t.sockets.path().join("qemu.pid"));
+    if !guest.collect_until(Some("PLEXD-GUEST-READY")) {
+        let g = guest.finish();
+        t.expect_pass("data-check.sh (handshake)", &g);
+        panic!("the guest ended without PLEXD-GUEST-READY:\n{}", g.log);
+    }
+
+    let c = t.controller();
+    assert_eq!(t.sessions(), 1, "no session while the guest runs: {c}");
+    assert_eq!(c["sessions"][0]["started"], true, "{c}");
+    let (code, msg) = t
+        .plexd
+        .call_err("vhost_delete_controller", json!({"ctrlr": CTRLR}));
+    assert_eq!(code, -16, "{msg}");
+    let (code, msg) = t
+        .plexd
+        .call_err("bdev_malloc_delete", json!({"name": "Malloc0"}));
+    assert_eq!(
+        code, -16,
+        "a bdev exported to a running guest was deleted: {msg}"
+    );
+    assert!(t.vhost_socket().exists());
+
+    // Release the guest: it does I/O again (the refused delete left the device working).
+    let mut s = UnixStream::connect(&ctl).expect("connect to the guest's control serial port");
+    s.write_all(b"release\n").expect("write release");
+    let g = guest.finish();
+    drop(s);
+    t.expect_pass("data-check.sh (handshake)", &g);
+    assert!(g.log.contains("data-check: released"), "{}", g.log);
+    assert!(g.log.contains("fio after-release"), "{}", g.log);
+
+    // QEMU has exited; the session ends once plexd has seen the disconnect.
+    let end = Instant::now() + Duration::from_secs(30);
+    while t.sessions() != 0 {
+        assert!(
+            Instant::now() < end,
+            "the session outlived the guest by 30 s: {}",
+            t.controller()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.call("vhost_delete_controller", json!({"ctrlr": CTRLR}));
+    assert_eq!(t.call("vhost_get_controllers", json!({})), json!([]));
+    assert!(
+        !t.vhost_socket().exists(),
+        "the controller's socket is left"
+    );
+    t.call("bdev_malloc_delete", json!({"name": "Malloc0"}));
+    assert!(t.plexd.names().is_empty());
+    assert_eq!(t.plexd.stop(libc::SIGTERM), Some(0), "plexd exit status");
+}
