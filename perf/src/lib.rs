@@ -1,11 +1,14 @@
 //! plexperf's library: benchmark jobs that drive plexd's engine in-process, and the report.
 //!
-//! [`run_jobs`] starts one [`job::Job`] per spec on its reactor and waits for all of them.
+//! [`run_jobs`] starts one [`job::Job`] per spec on its reactor and waits for all of them;
+//! [`vhost::run`] drives a vhost-user-blk back-end through its socket instead.
 
 #![warn(missing_docs)]
 
 pub mod job;
+pub mod plot;
 pub mod report;
+pub mod vhost;
 pub mod workload;
 
 use std::sync::atomic::AtomicU64;

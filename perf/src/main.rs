@@ -1,25 +1,31 @@
-//! `plexperf`: bdevperf's flags against plexd's engine running in this process.
+//! `plexperf`: bdevperf's flags against plexd's engine running in this process, or against
+//! any vhost-user-blk back-end through its socket (`--vhost-user`).
 //!
-//! Example: `plexperf --json demo.json -T Malloc0 -q 128 -o 4096 -w randread -t 5`.
+//! Examples:
+//! `plexperf --json demo.json -T Malloc0 -q 128 -o 4096 -w randread -t 5`;
+//! `plexperf --vhost-user /var/tmp/vhost.0 --queues 2 -q 64 -w randrw -t 5`.
 
-use std::path::PathBuf;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use plexd_control::MethodTable;
 use plexd_engine::reactor::{parse_cpumask, PollMode};
 use plexd_engine::Engine;
-use plexd_perf::{report, run_jobs, JobSpec, Workload};
-use serde_json::Value;
+use plexd_perf::vhost::{self, BufferPlacement, VhostSpec};
+use plexd_perf::{plot, report, run_jobs, JobResult, JobSpec, Workload};
+use serde_json::{json, Value};
 
-/// A bdevperf-class benchmark running plexd's engine in-process.
+/// A bdevperf-class benchmark running plexd's engine in-process, or a vhost-user client.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Queue depth per job.
+    /// Queue depth per job (per virtqueue with --vhost-user).
     #[arg(short = 'q', default_value_t = 128)]
     queue_depth: u32,
     /// I/O size in bytes.
@@ -34,9 +40,10 @@ struct Args {
     /// Read percentage for rw/randrw.
     #[arg(short = 'M', default_value_t = 50)]
     read_pct: u32,
-    /// Reactor cpumask.
-    #[arg(short = 'm', default_value = "0x1")]
-    cpumask: String,
+    /// Reactor cpumask (default 0x1). With --vhost-user: the CPUs the queue threads are pinned
+    /// to, round-robin (default: not pinned).
+    #[arg(short = 'm')]
+    cpumask: Option<String>,
     /// SPDK-format JSON config creating the bdevs.
     #[arg(long = "json")]
     config: Option<PathBuf>,
@@ -52,10 +59,97 @@ struct Args {
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
     output: String,
-    /// Stop each job after this many requests instead of after -t.
+    /// Stop each job (each queue) after this many requests instead of after -t.
     #[arg(long)]
     ios: Option<u64>,
+    /// Drive a vhost-user-blk back-end through this socket instead of in-process bdevs.
+    #[arg(long = "vhost-user", value_name = "SOCKET")]
+    vhost_user: Option<PathBuf>,
+    /// Virtqueues to drive with --vhost-user, one thread each.
+    #[arg(long, default_value_t = 1)]
+    queues: u32,
+    /// Virtqueue size with --vhost-user (default: 3 descriptors per request of -q, ≤ 1024).
+    #[arg(long)]
+    queue_size: Option<u32>,
+    /// With --vhost-user, sleep on the call eventfd instead of busy-polling the used ring.
+    #[arg(long)]
+    vhost_interrupt: bool,
+    /// Where the shared buffer region is mapped: above-rings or anywhere.
+    #[arg(long, default_value = "above-rings", hide = true)]
+    buffer_placement: BufferPlacement,
+    /// Draw the latency distribution into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Count heap allocations on the I/O threads (reactors, or the vhost queue threads) over
+    /// the run after a warm-up, and report them per I/O.
+    #[arg(long)]
+    count_allocs: bool,
+    /// Never print the live progress line (it is shown only when stdout is a terminal).
+    #[arg(long)]
+    no_progress: bool,
 }
+
+// ---- allocation accounting -------------------------------------------------------------
+
+/// A global allocator that counts allocations made on threads marked as I/O threads.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set on I/O threads (by a message to each reactor, or first thing on a queue thread).
+    /// Const-initialised and drop-free, so the allocator may read it at any time.
+    static IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[inline]
+fn count() {
+    if IO_THREAD.try_with(|c| c.get()).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments
+// unchanged; counting touches only a thread-local flag and an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded verbatim; the caller upholds GlobalAlloc::alloc's contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded verbatim.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded verbatim; `ptr` came from this allocator (i.e. System).
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded verbatim; `ptr` came from System with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn mark_io_thread() {
+    IO_THREAD.with(|c| c.set(true));
+}
+
+fn no_mark() {}
+
+/// Allocations seen on I/O threads over a window of completed requests.
+#[derive(Debug, Clone, Copy)]
+struct AllocWindow {
+    allocations: u64,
+    ios: u64,
+}
+
+// ---- the run -----------------------------------------------------------------------------
 
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the provided, properly sized struct.
@@ -99,8 +193,102 @@ fn load_config(engine: &Arc<Engine>, path: &PathBuf) -> Result<Vec<String>, Stri
     Ok(created)
 }
 
-fn run(args: Args) -> Result<bool, String> {
-    let cores = parse_cpumask(&args.cpumask).map_err(|e| e.to_string())?;
+/// What the main thread watches while the jobs run.
+struct Watch {
+    /// Completed requests so far (all jobs).
+    progress: Arc<AtomicU64>,
+    /// Set when the jobs have returned.
+    done: Arc<AtomicBool>,
+    /// Planned run time, if time-bound.
+    time: Option<f64>,
+    /// Planned request count over all jobs, if count-bound.
+    total_ios: Option<u64>,
+    show_progress: bool,
+    count_allocs: bool,
+}
+
+/// Shows the progress line and takes the allocation window until the jobs are done.
+fn watch(w: &Watch) -> Option<AllocWindow> {
+    let t0 = Instant::now();
+    // Allocation window: from 20% to 85% of the run (by time or by requests), so start-up and
+    // the end of the run (results, histograms) stay outside.
+    let at = |f: f64| -> (Option<f64>, Option<u64>) {
+        (
+            w.time.map(|t| t * f),
+            w.total_ios.map(|n| (n as f64 * f) as u64),
+        )
+    };
+    let reached = |(t, n): (Option<f64>, Option<u64>), now: f64, p: u64| {
+        t.is_some_and(|t| now >= t) || n.is_some_and(|n| p >= n)
+    };
+    let (from, to) = (at(0.2), at(0.85));
+    let mut first: Option<(u64, u64)> = None;
+    let mut window = None;
+    let mut last_print = (0.0f64, 0u64);
+    let mut out = std::io::stdout();
+    while !w.done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(if w.count_allocs { 1 } else { 50 }));
+        let now = t0.elapsed().as_secs_f64();
+        let p = w.progress.load(Ordering::Relaxed);
+        if w.count_allocs {
+            if first.is_none() && reached(from, now, p) {
+                first = Some((p, ALLOCATIONS.load(Ordering::Relaxed)));
+            } else if let (Some((p0, a0)), None) = (first, window) {
+                if reached(to, now, p) {
+                    window = Some(AllocWindow {
+                        allocations: ALLOCATIONS.load(Ordering::Relaxed) - a0,
+                        ios: p - p0,
+                    });
+                }
+            }
+        }
+        if w.show_progress && now - last_print.0 >= 1.0 {
+            let rate = (p - last_print.1) as f64 / (now - last_print.0);
+            let of = match (w.time, w.total_ios) {
+                (Some(t), _) => format!("{now:5.1}/{t:.1} s"),
+                (None, Some(n)) => format!("{p}/{n} I/Os"),
+                _ => format!("{now:5.1} s"),
+            };
+            let _ = write!(
+                out,
+                "\r\x1b[K[{of}] {:>12.0} IOPS (last second), {p} I/Os done",
+                rate
+            );
+            let _ = out.flush();
+            last_print = (now, p);
+        }
+    }
+    if w.show_progress {
+        let _ = write!(out, "\r\x1b[K");
+        let _ = out.flush();
+    }
+    window
+}
+
+/// A run's results and what is printed around them.
+struct Outcome {
+    results: Vec<JobResult>,
+    cpu: f64,
+    allocs: Option<AllocWindow>,
+    extra: Value,
+    title: String,
+}
+
+fn duration(args: &Args) -> Option<Duration> {
+    if args.ios.is_some() {
+        None
+    } else {
+        Some(Duration::from_secs_f64(args.time))
+    }
+}
+
+fn show_progress(args: &Args) -> bool {
+    !args.no_progress && std::io::stdout().is_terminal()
+}
+
+fn run_local(args: &Args) -> Result<Outcome, String> {
+    let cores =
+        parse_cpumask(args.cpumask.as_deref().unwrap_or("0x1")).map_err(|e| e.to_string())?;
     let engine = Engine::start(&cores, args.poll_mode).map_err(|e| e.to_string())?;
     let created = match &args.config {
         Some(p) => load_config(&engine, p)?,
@@ -132,41 +320,193 @@ fn run(args: Args) -> Result<bool, String> {
                 io_size: args.io_size,
                 queue_depth: args.queue_depth,
                 read_pct: args.read_pct.min(100),
-                duration: if args.ios.is_some() {
-                    None
-                } else {
-                    Some(Duration::from_secs_f64(args.time))
-                },
+                duration: duration(args),
                 max_ios: args.ios,
                 seed: 0x5eed + specs.len() as u64,
             });
         }
     }
+    if args.count_allocs {
+        for i in 0..engine.reactors().len() {
+            engine
+                .reactors()
+                .call(i, mark_io_thread)
+                .ok_or("could not mark a reactor thread")?;
+        }
+    }
     let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let w = Watch {
+        progress: progress.clone(),
+        done: done.clone(),
+        time: args.ios.is_none().then_some(args.time),
+        total_ios: args.ios.map(|n| n * specs.len() as u64),
+        show_progress: show_progress(args),
+        count_allocs: args.count_allocs,
+    };
     let cpu0 = cpu_seconds();
-    let results = run_jobs(&engine, &specs, progress.clone()).map_err(|e| e.to_string())?;
+    let (results, allocs) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let r = run_jobs(&engine, &specs, progress.clone());
+            done.store(true, Ordering::Release);
+            r
+        });
+        let allocs = watch(&w);
+        (h.join(), allocs)
+    });
     let cpu = cpu_seconds() - cpu0;
-    let _ = progress.load(Ordering::Relaxed);
     engine.shutdown();
+    let results = results
+        .map_err(|_| "the job runner panicked".to_string())?
+        .map_err(|e| e.to_string())?;
+    let title = format!(
+        "plexperf: {} -w {} -q {} -o {} -m {}",
+        targets.join(","),
+        args.workload.name(),
+        args.queue_depth,
+        args.io_size,
+        args.cpumask.as_deref().unwrap_or("0x1")
+    );
+    Ok(Outcome {
+        results,
+        cpu,
+        allocs,
+        extra: json!({"mode": "in-process", "cpumask": args.cpumask.as_deref().unwrap_or("0x1")}),
+        title,
+    })
+}
+
+fn run_vhost(args: &Args, socket: &Path) -> Result<Outcome, String> {
+    let cpus: Vec<usize> = match &args.cpumask {
+        Some(m) => parse_cpumask(m)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|c| c as usize)
+            .collect(),
+        None => Vec::new(),
+    };
+    let spec = VhostSpec {
+        socket: socket.to_path_buf(),
+        queues: args.queues.max(1),
+        workload: args.workload,
+        io_size: args.io_size,
+        queue_depth: args.queue_depth,
+        read_pct: args.read_pct.min(100),
+        duration: duration(args),
+        max_ios: args.ios,
+        seed: 0x5eed,
+        poll: !args.vhost_interrupt,
+        queue_size: args.queue_size,
+        cpus,
+        placement: args.buffer_placement,
+        stop: None,
+    };
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let w = Watch {
+        progress: progress.clone(),
+        done: done.clone(),
+        time: args.ios.is_none().then_some(args.time),
+        total_ios: args.ios.map(|n| n * spec.queues as u64),
+        show_progress: show_progress(args),
+        count_allocs: args.count_allocs,
+    };
+    let hook: fn() = if args.count_allocs {
+        mark_io_thread
+    } else {
+        no_mark
+    };
+    let cpu0 = cpu_seconds();
+    let (r, allocs) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let r = vhost::run(&spec, progress.clone(), hook);
+            done.store(true, Ordering::Release);
+            r
+        });
+        let allocs = watch(&w);
+        (h.join(), allocs)
+    });
+    let cpu = cpu_seconds() - cpu0;
+    let (info, results) = r
+        .map_err(|_| "the vhost-user client panicked".to_string())?
+        .map_err(|e| e.to_string())?;
+    let title = format!(
+        "plexperf --vhost-user {} --queues {} -w {} -q {} -o {}",
+        socket.display(),
+        spec.queues,
+        args.workload.name(),
+        args.queue_depth,
+        args.io_size
+    );
+    Ok(Outcome {
+        results,
+        cpu,
+        allocs,
+        extra: json!({
+            "mode": "vhost-user", "socket": socket.display().to_string(), "queues": spec.queues,
+            "poll": spec.poll, "device": {"capacity": info.capacity, "block_size": info.block_size,
+            "max_queues": info.max_queues, "queue_size": info.queue_size},
+        }),
+        title,
+    })
+}
+
+fn run(args: Args) -> Result<bool, String> {
+    let o = match &args.vhost_user {
+        Some(sock) => run_vhost(&args, sock)?,
+        None => run_local(&args)?,
+    };
+    let ios: u64 = o.results.iter().map(|r| r.ios).sum();
+    if let Some(p) = &args.plot {
+        plot::latency_svg(&o.results, p, &o.title)?;
+    }
     if args.output == "json" {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report::json(&results, cpu)).unwrap_or_default()
-        );
+        let mut v = report::json(&o.results, o.cpu);
+        if let Value::Object(m) = &mut v {
+            if let Value::Object(extra) = o.extra {
+                m.extend(extra);
+            }
+            if args.count_allocs {
+                m.insert(
+                    "allocations".into(),
+                    match o.allocs {
+                        Some(a) => json!({
+                            "count": a.allocations, "ios": a.ios,
+                            "per_io": a.allocations as f64 / a.ios.max(1) as f64,
+                        }),
+                        None => Value::Null,
+                    },
+                );
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         print!(
             "{}",
-            report::table(&results, args.queue_depth, args.io_size)
+            report::table(&o.results, args.queue_depth, args.io_size)
         );
-        let ios: u64 = results.iter().map(|r| r.ios).sum();
         if ios > 0 {
             println!(
-                " CPU: {cpu:.2} s ({:.3} s per million I/Os)",
-                cpu * 1e6 / ios as f64
+                " CPU: {:.2} s ({:.3} s per million I/Os)",
+                o.cpu,
+                o.cpu * 1e6 / ios as f64
             );
         }
+        if args.count_allocs {
+            match o.allocs {
+                Some(a) => println!(
+                    " Allocations on I/O threads: {} over {} I/Os after warm-up ({:.4} per I/O)",
+                    a.allocations,
+                    a.ios,
+                    a.allocations as f64 / a.ios.max(1) as f64
+                ),
+                None => println!(" Allocations: the run was too short to measure a window"),
+            }
+        }
     }
-    Ok(results.iter().all(|r| r.errors == 0 && r.miscompares == 0))
+    Ok(o.results
+        .iter()
+        .all(|r| r.errors == 0 && r.miscompares == 0))
 }
 
 fn main() -> ExitCode {

@@ -65,6 +65,14 @@ impl Workload {
         }
     }
 
+    /// Whether requests carry data (everything but flush, unmap and write-zeroes).
+    pub fn has_data_transfer(self) -> bool {
+        !matches!(
+            self,
+            Workload::Unmap | Workload::Flush | Workload::WriteZeroes
+        )
+    }
+
     /// Whether offsets are random.
     pub fn random(self) -> bool {
         matches!(

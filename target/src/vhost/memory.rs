@@ -63,6 +63,21 @@ impl MemoryTable {
         user_addr
             .checked_add(size)
             .ok_or_else(|| err("address overflow".into()))?;
+        // A mapping may extend past the end of its file, but the first access there kills
+        // plexd with SIGBUS: refuse such a region (memfd and hugetlbfs files are regular
+        // files with a size).
+        let meta = file
+            .metadata()
+            .map_err(|e| err(format!("cannot stat the region's file: {e}")))?;
+        let end = mmap_offset
+            .checked_add(size)
+            .ok_or_else(|| err("file offset overflow".into()))?;
+        if meta.file_type().is_file() && end > meta.len() {
+            return Err(err(format!(
+                "the region ends past the end of its file ({} bytes)",
+                meta.len()
+            )));
+        }
         let mmap = MmapRegion::from_file(FileOffset::new(file, mmap_offset), len)
             .map_err(|e| err(e.to_string()))?;
         let mapping = GuestRegionMmap::new(mmap, GuestAddress(gpa))
@@ -99,8 +114,10 @@ impl MemoryTable {
 
     /// Builds the guest memory object handed to the reactors (an immutable snapshot).
     pub fn snapshot(&self) -> Result<Arc<GuestMemoryMmap>, MemoryError> {
-        let regions: Vec<Arc<GuestRegionMmap>> =
-            self.regions.iter().map(|r| r.mapping.clone()).collect();
+        // vm-memory wants regions in guest-address order; front-ends may add them in any order.
+        let mut sorted: Vec<&Region> = self.regions.iter().collect();
+        sorted.sort_by_key(|r| r.gpa);
+        let regions: Vec<Arc<GuestRegionMmap>> = sorted.iter().map(|r| r.mapping.clone()).collect();
         GuestMemoryMmap::from_arc_regions(regions)
             .map(Arc::new)
             .map_err(|e| MemoryError::Layout(e.to_string()))
