@@ -43,6 +43,9 @@ pub struct Plexd {
     pub socket: PathBuf,
     /// Temporary directory holding the socket (and anything else the test puts there).
     pub dir: tempfile::TempDir,
+    /// plexd's stderr, read continuously so a chatty plexd never blocks on a full pipe.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Options for starting plexd.
@@ -86,8 +89,30 @@ impl Plexd {
                 .expect("chmod");
             cmd.uid(uid).gid(uid);
         }
-        let child = cmd.spawn().expect("spawn plexd");
-        let mut p = Plexd { child, socket, dir };
+        let mut child = cmd.spawn().expect("spawn plexd");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log_reader = child.stderr.take().map(|mut err| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            })
+        });
+        let mut p = Plexd {
+            child,
+            socket,
+            dir,
+            log,
+            log_reader,
+        };
         if !opts.no_wait {
             p.wait_for_socket(Duration::from_secs(20));
         }
@@ -178,14 +203,13 @@ impl Plexd {
 
     /// What plexd wrote to stderr so far (only after it exited; empty otherwise).
     pub fn stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut s = String::new();
         if let Ok(Some(_)) = self.child.try_wait() {
-            if let Some(e) = self.child.stderr.as_mut() {
-                let _ = e.read_to_string(&mut s);
+            if let Some(r) = self.log_reader.take() {
+                let _ = r.join();
             }
+            return self.log.lock().map(|l| l.clone()).unwrap_or_default();
         }
-        s
+        String::new()
     }
 }
 
@@ -350,3 +374,6 @@ pub fn write_bdev_config(dir: &Path, file: &str, entries: &[Value]) -> PathBuf {
     .expect("write config");
     path
 }
+
+/// A driver-side vhost-user-blk client (guest memory, hand-laid virtqueues, the handshake).
+pub mod vhost_client;

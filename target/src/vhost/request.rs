@@ -98,6 +98,9 @@ pub enum ParseError {
     /// Data buffers have the wrong direction for the request type.
     #[error("data buffers have the wrong direction for the request type")]
     WrongDirection,
+    /// More than 4 GiB in total: virtio forbids it, and the used length could not say it.
+    #[error("request larger than 4 GiB")]
+    TooLarge,
 }
 
 impl ParseError {
@@ -112,6 +115,11 @@ impl ParseError {
 
 /// Flattens a chain into host memory pieces (cleared first). Returns an error if any
 /// descriptor cannot be mapped or the chain is too long.
+///
+/// virtio-queue's iterator ends a malformed chain silently (a loop or an over-long chain
+/// when its TTL runs out, a next index past the table, a nested indirect table, an unreadable
+/// descriptor, more than 4 GiB); the last descriptor it yielded then still says NEXT. Such a
+/// chain is refused rather than served as the prefix it yielded.
 pub fn flatten<M>(
     chain: DescriptorChain<M>,
     mem: &GuestMemoryMmap,
@@ -122,7 +130,9 @@ where
     M::Target: vm_memory::GuestMemory,
 {
     pieces.clear();
+    let mut cut_short = false;
     for desc in chain {
+        cut_short = desc.has_next();
         let len = desc.len() as usize;
         if len == 0 {
             continue;
@@ -142,6 +152,9 @@ where
                 writable: desc.is_write_only(),
             });
         }
+    }
+    if cut_short {
+        return Err(ParseError::TooLong);
     }
     Ok(())
 }
@@ -173,9 +186,16 @@ fn read_prefix(pieces: &[Piece], out: &mut [u8]) -> Option<(usize, usize)> {
 pub fn parse(pieces: &[Piece], data: &mut Vec<Piece>) -> Result<Parsed, ParseError> {
     data.clear();
     let last = pieces.last().ok_or(ParseError::NoStatus)?;
-    if !last.writable {
+    if !last.writable || last.len == 0 {
         return Err(ParseError::NoStatus);
     }
+    // The used length (data + status) is a u32, and virtio caps a chain at 4 GiB: a larger
+    // request cannot be answered (its used length would wrap, or overflow).
+    pieces
+        .iter()
+        .try_fold(0u64, |total, p| total.checked_add(p.len as u64))
+        .filter(|total| *total <= u32::MAX as u64)
+        .ok_or(ParseError::TooLarge)?;
     // SAFETY: `last.len >= 1` (empty descriptors are skipped in `flatten`), so the last byte
     // is inside the piece.
     let status = unsafe { last.ptr.add(last.len - 1) };

@@ -340,7 +340,7 @@ impl VringWorker {
                     IoType::Write
                 };
                 let used = if t == IoType::Read {
-                    parsed.data_len as u32 + 1
+                    u32::try_from(parsed.data_len).map_or(u32::MAX, |n| n.saturating_add(1))
                 } else {
                     1
                 };
