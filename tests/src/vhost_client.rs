@@ -1,12 +1,12 @@
 //! A driver-side vhost-user-blk client for tests: it plays the guest and QEMU at once.
 //!
-//! - [`GuestMem`]: "guest RAM", a memfd mapped into this process; its guest physical
-//!   addresses start at [`GPA_BASE`] so that GPA 0 lies outside guest memory.
-//! - [`VirtQueue`]: a split virtqueue laid out by hand in guest memory (descriptor table,
+//! - `GuestMem`: "guest RAM", a memfd mapped into this process; its guest physical
+//!   addresses start at `GPA_BASE` so that GPA 0 lies outside guest memory.
+//! - `VirtQueue`: a split virtqueue laid out by hand in guest memory (descriptor table,
 //!   available ring, used ring). Tests write any descriptor they like, including invalid ones.
-//! - [`Heap`]: a bump allocator for request buffers over a region filled with a known pattern,
+//! - `Heap`: a bump allocator for request buffers over a region filled with a known pattern,
 //!   so a test can prove that the device wrote nothing outside the buffers it was given.
-//! - [`Client`]: the vhost-user handshake through `vhost::vhost_user::Frontend` (owner,
+//! - `Client`: the vhost-user handshake through `vhost::vhost_user::Frontend` (owner,
 //!   features, protocol features, memory table, ring set-up) and small helpers for well-formed
 //!   virtio-blk requests.
 //!
@@ -114,7 +114,7 @@ fn map_shared(file: &File, size: usize) -> *mut u8 {
 }
 
 impl GuestMem {
-    /// Creates `size` bytes of zeroed guest memory at [`GPA_BASE`].
+    /// Creates `size` bytes of zeroed guest memory at `GPA_BASE`.
     pub fn new(size: usize) -> GuestMem {
         // SAFETY: memfd_create with a NUL-terminated name; the result is checked below.
         let fd = unsafe { libc::memfd_create(c"plexd-test-guest".as_ptr(), libc::MFD_CLOEXEC) };
@@ -418,7 +418,7 @@ impl VirtQueue {
     }
 
     /// Writes descriptor `i` (any index: tests may write past the table on purpose only
-    /// through [`write_table`]).
+    /// through `write_table`).
     pub fn set_desc(&self, mem: &GuestMem, i: u16, d: Desc) {
         assert!(i < self.size);
         mem.write(self.desc + 16 * i as u64, &d.bytes());
