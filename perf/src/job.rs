@@ -17,6 +17,9 @@ use crate::workload::{check_pattern, fill_pattern, Rng, Workload};
 /// Where a finished job sends its result: (job index, result or error).
 pub type ResultSender = crossbeam::channel::Sender<(usize, Result<JobResult, String>)>;
 
+/// Completions reported to the shared progress counter at a time.
+const PROGRESS_BATCH: u64 = 64;
+
 /// What a job does.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -91,6 +94,9 @@ struct State {
     slots: Vec<Slot>,
     first_tick: u64,
     stopping: bool,
+    /// Completions not yet added to the shared progress counter (batched so that jobs on
+    /// different reactors do not bounce one cache line on every request).
+    unreported: u64,
     done: Option<ResultSender>,
 }
 
@@ -200,6 +206,7 @@ impl Job {
                     .collect(),
                 first_tick: now,
                 stopping: false,
+                unreported: 0,
                 done: Some(done),
             }),
             spec,
@@ -299,6 +306,10 @@ impl Job {
             return;
         }
         let Some(done) = st.done.take() else { return };
+        if st.unreported > 0 {
+            self.progress.fetch_add(st.unreported, Ordering::Relaxed);
+            st.unreported = 0;
+        }
         let runtime = tsc::ticks_to_duration(tsc::ticks().wrapping_sub(st.first_tick));
         let r = JobResult {
             bdev: self.spec.bdev.clone(),
@@ -351,7 +362,11 @@ impl IoCompletion for Job {
             }
             if !read_back {
                 st.hist.saturating_record(now.wrapping_sub(start).max(1));
-                self.progress.fetch_add(1, Ordering::Relaxed);
+                st.unreported += 1;
+                if st.unreported >= PROGRESS_BATCH {
+                    self.progress.fetch_add(st.unreported, Ordering::Relaxed);
+                    st.unreported = 0;
+                }
             }
         }
         if read_back {
