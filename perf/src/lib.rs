@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc_count;
 pub mod job;
 pub mod plot;
 pub mod report;

@@ -5,7 +5,6 @@
 //! `plexperf --json demo.json -T Malloc0 -q 128 -o 4096 -w randread -t 5`;
 //! `plexperf --vhost-user /var/tmp/vhost.0 --queues 2 -q 64 -w randrw -t 5`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,53 +90,13 @@ struct Args {
 
 // ---- allocation accounting -------------------------------------------------------------
 
-/// A global allocator that counts allocations made on threads marked as I/O threads.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Set on I/O threads (by a message to each reactor, or first thing on a queue thread).
-    /// Const-initialised and drop-free, so the allocator may read it at any time.
-    static IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-#[inline]
-fn count() {
-    if IO_THREAD.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments
-// unchanged; counting touches only a thread-local flag and an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim; the caller upholds GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim; `ptr` came from this allocator (i.e. System).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded verbatim; `ptr` came from System with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// Counts allocations made on threads marked as I/O threads (`--count-allocs`).
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: plexd_perf::alloc_count::CountingAllocator =
+    plexd_perf::alloc_count::CountingAllocator;
 
 fn mark_io_thread() {
-    IO_THREAD.with(|c| c.set(true));
+    plexd_perf::alloc_count::mark_this_thread();
 }
 
 fn no_mark() {}
@@ -232,11 +191,11 @@ fn watch(w: &Watch) -> Option<AllocWindow> {
         let p = w.progress.load(Ordering::Relaxed);
         if w.count_allocs {
             if first.is_none() && reached(from, now, p) {
-                first = Some((p, ALLOCATIONS.load(Ordering::Relaxed)));
+                first = Some((p, plexd_perf::alloc_count::allocations()));
             } else if let (Some((p0, a0)), None) = (first, window) {
                 if reached(to, now, p) {
                     window = Some(AllocWindow {
-                        allocations: ALLOCATIONS.load(Ordering::Relaxed) - a0,
+                        allocations: plexd_perf::alloc_count::allocations() - a0,
                         ios: p - p0,
                     });
                 }

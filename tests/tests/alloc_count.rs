@@ -3,7 +3,6 @@
 //! then 200k) requests through every driver in steady state and must see none. Threads of the
 //! test harness itself are not counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,49 +13,10 @@ use plexd_engine::Engine;
 use plexd_perf::{run_jobs, JobSpec, Workload};
 use serde_json::json;
 
-struct Counting;
-
-/// Allocations made on reactor threads (the I/O path runs there and only there).
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Set on reactor threads by a message; const-initialised and drop-free, so the
-    /// allocator may read it at any time.
-    static ON_REACTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if ON_REACTOR.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments
-// unchanged; counting touches only an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim; the caller upholds GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim; `ptr` came from this allocator (i.e. System).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded verbatim; `ptr` came from System with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// Counts allocations on marked (reactor) threads.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: plexd_perf::alloc_count::CountingAllocator =
+    plexd_perf::alloc_count::CountingAllocator;
 
 /// Runs `warmup + window*2 + tail` requests and returns the allocations seen while the
 /// middle `window` requests ran, for two consecutive windows.
@@ -101,7 +61,7 @@ fn allocations_in_windows(
         }
         (
             progress.load(Ordering::Relaxed),
-            ALLOCATIONS.load(Ordering::Relaxed),
+            plexd_perf::alloc_count::allocations(),
         )
     };
     let (p0, a0) = wait_for(warmup);
@@ -136,8 +96,18 @@ fn steady_state_io_makes_no_heap_allocation() {
     let engine = Engine::start(&[0], PollMode::Adaptive).expect("engine");
     engine
         .reactors()
-        .call(0, || ON_REACTOR.with(|c| c.set(true)))
+        .call(0, plexd_perf::alloc_count::mark_this_thread)
         .expect("mark the reactor thread");
+    // The counter must be live, or a zero below would prove nothing.
+    let before = plexd_perf::alloc_count::allocations();
+    engine
+        .reactors()
+        .call(0, || drop(std::hint::black_box(vec![1u8; 64])))
+        .expect("allocate on the reactor");
+    assert!(
+        plexd_perf::alloc_count::allocations() > before,
+        "the counting allocator is not installed"
+    );
     let mut t = MethodTable::new();
     plexd_engine::register_rpcs(&mut t, &engine);
     let call = |m: &str, p: serde_json::Value| {

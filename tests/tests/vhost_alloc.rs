@@ -6,7 +6,6 @@
 //! one. Both must see none. Threads of the test itself and the vhost control thread are not
 //! counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,51 +15,12 @@ use plexd_control::MethodTable;
 use plexd_engine::reactor::PollMode;
 use plexd_engine::Engine;
 use plexd_tests::vhost_client::*;
-use serde_json::json;
 
-struct Counting;
-
-/// Allocations made on reactor threads.
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Set on reactor threads by a message; const-initialised and drop-free, so the
-    /// allocator may read it at any time.
-    static ON_REACTOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if ON_REACTOR.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments
-// unchanged; counting touches only an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim; the caller upholds GlobalAlloc::alloc's contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded verbatim; `ptr` came from this allocator (i.e. System).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded verbatim; `ptr` came from System with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// Counts allocations on marked (reactor) threads.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: plexd_perf::alloc_count::CountingAllocator =
+    plexd_perf::alloc_count::CountingAllocator;
+use serde_json::json;
 
 const QD: u16 = 32;
 const IO: u32 = 4096;
@@ -170,7 +130,7 @@ fn vhost_hot_path_makes_no_heap_allocation() {
     let engine = Engine::start(&[0], PollMode::Adaptive).expect("engine");
     engine
         .reactors()
-        .call(0, || ON_REACTOR.with(|c| c.set(true)))
+        .call(0, plexd_perf::alloc_count::mark_this_thread)
         .expect("mark the reactor thread");
     let mut t = MethodTable::new();
     plexd_engine::register_rpcs(&mut t, &engine);
@@ -210,7 +170,7 @@ fn vhost_hot_path_makes_no_heap_allocation() {
         }
         Some((
             progress.load(Ordering::Relaxed),
-            ALLOCATIONS.load(Ordering::Relaxed),
+            plexd_perf::alloc_count::allocations(),
             Instant::now(),
         ))
     };
