@@ -1,6 +1,9 @@
 //! Parameter pieces shared by driver RPCs.
 
+use plexd_control::jsonrpc::parse_params;
 use plexd_control::RpcError;
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 /// Parses an optional uuid parameter.
 pub(crate) fn parse_uuid(u: Option<&str>) -> Result<Option<uuid::Uuid>, RpcError> {
@@ -30,4 +33,22 @@ pub(crate) fn default_name(engine: &crate::Engine, prefix: &str) -> String {
         .map(|i| format!("{prefix}{i}"))
         .find(|n| engine.bdevs().check_free(n).is_ok())
         .unwrap_or_else(|| prefix.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    name: String,
+}
+
+/// `bdev_<driver>_delete {name}`: deletes a bdev of the driver whose product name is
+/// `product` and answers `true` (SPDK's shape for every delete method).
+pub(crate) fn delete_bdev(
+    engine: &crate::Engine,
+    params: Option<Value>,
+    product: &str,
+) -> Result<Value, RpcError> {
+    let p: DeleteParams = parse_params(params)?;
+    engine.delete_bdev(&p.name, Some(product))?;
+    Ok(json!(true))
 }

@@ -29,12 +29,6 @@ struct Create {
     nowait: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Delete {
-    name: String,
-}
-
 /// The request types an aio bdev supports.
 fn io_types(readonly: bool, fallocate: bool) -> IoTypeSet {
     let mut t = IoTypeSet::all();
@@ -97,9 +91,7 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
 
 /// Deletes an aio bdev (after its requests finish and the file is flushed).
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Delete = parse_params(Some(p))?;
-    engine.delete_bdev(&p.name, Some(PRODUCT_NAME))?;
-    Ok(json!(true))
+    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
 }
 
 /// Registers the aio methods.

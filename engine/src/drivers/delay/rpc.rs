@@ -25,12 +25,6 @@ struct Create {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Delete {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct UpdateLatency {
     delay_bdev_name: String,
     latency_type: String,
@@ -54,9 +48,7 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
 
 /// `bdev_delay_delete {name}`.
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Delete = parse_params(Some(p))?;
-    engine.delete_bdev(&p.name, Some(PRODUCT_NAME))?;
-    Ok(json!(true))
+    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
 }
 
 /// `bdev_delay_update_latency {delay_bdev_name, latency_type, latency_us}`.

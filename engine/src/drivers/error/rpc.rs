@@ -57,9 +57,7 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
 
 /// `bdev_error_delete {name}`.
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: ByName = parse_params(Some(p))?;
-    engine.delete_bdev(&p.name, Some(PRODUCT_NAME))?;
-    Ok(json!(true))
+    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
 }
 
 fn lookup(engine: &Engine, name: &str) -> Result<Arc<ErrorState>, RpcError> {

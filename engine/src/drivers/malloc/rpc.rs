@@ -29,12 +29,6 @@ struct Create {
     numa_id: Option<i32>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Delete {
-    name: String,
-}
-
 /// Memory plexd will agree to give one RAM bdev.
 const MAX_BYTES: u64 = 1 << 40;
 
@@ -82,8 +76,6 @@ pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
     });
     let e = engine.clone();
     table.runtime("bdev_malloc_delete", move |p| {
-        let p: Delete = parse_params(p)?;
-        e.delete_bdev(&p.name, Some("Malloc disk"))?;
-        Ok(json!(true))
+        crate::drivers::params::delete_bdev(&e, p, "Malloc disk")
     });
 }

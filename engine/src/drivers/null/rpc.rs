@@ -33,12 +33,6 @@ struct Create {
     preferred_unmap_granularity: Option<u32>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Delete {
-    name: String,
-}
-
 /// Largest null bdev (it uses no memory; the limit keeps byte offsets in range).
 const MAX_BYTES: u64 = 1 << 60;
 
@@ -90,8 +84,6 @@ pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
     });
     let e = engine.clone();
     table.runtime("bdev_null_delete", move |p| {
-        let p: Delete = parse_params(p)?;
-        e.delete_bdev(&p.name, Some("Null disk"))?;
-        Ok(json!(true))
+        crate::drivers::params::delete_bdev(&e, p, "Null disk")
     });
 }

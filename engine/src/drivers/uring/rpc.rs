@@ -22,12 +22,6 @@ struct Create {
     uuid: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Delete {
-    name: String,
-}
-
 /// Creates a uring bdev on a file or block device; returns its name. Opens the file here, on
 /// the calling (control) thread.
 pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
@@ -69,9 +63,7 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
 
 /// Deletes a uring bdev (after its requests finish and the file is flushed).
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Delete = parse_params(Some(p))?;
-    engine.delete_bdev(&p.name, Some(PRODUCT_NAME))?;
-    Ok(json!(true))
+    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
 }
 
 /// Registers the uring methods.
