@@ -116,6 +116,10 @@ impl ParseError {
 /// Flattens a chain into host memory pieces (cleared first). Returns an error if any
 /// descriptor cannot be mapped or the chain is too long.
 ///
+/// plexd serves requests with its own walker ([`super::chain::flatten_head`]); this one, built
+/// on virtio-queue's iterator, is kept as the independent reference the fuzz target and the
+/// property tests compare it with.
+///
 /// virtio-queue's iterator ends a malformed chain silently (a loop or an over-long chain
 /// when its TTL runs out, a next index past the table, a nested indirect table, an unreadable
 /// descriptor, more than 4 GiB); the last descriptor it yielded then still says NEXT. Such a
