@@ -13,6 +13,7 @@ pub mod bdev;
 pub mod drivers;
 mod engine;
 pub mod reactor;
+pub mod volume;
 
 pub use engine::Engine;
 

@@ -1,0 +1,28 @@
+//! The volume manager (after Veritas VxVM): VM disks with a private region, disk groups whose
+//! configuration database lives on their own disks, subdisks, plexes (concat, stripe), and
+//! volumes (1–32 plexes, mirrored when more than one) published as bdevs.
+//!
+//! - [`ondisk`]: the private-region format (labels, config-copy slots), crc32c everywhere.
+//! - [`objects`]: the object model as stored in the config database (disks, subdisks, plexes,
+//!   volumes, states).
+//! - [`alloc`]: vxassist-style space allocation.
+//! - [`layout`]: the block mapping of a plex (concat, stripe) onto disks.
+//! - [`disk`]: reading and writing a VM disk's private region through the bdev layer.
+//! - [`configdb`]: choosing the configuration to import (newest valid copy, split brain).
+//! - [`driver`]: the volume bdev: the I/O path that splits requests over plexes and disks.
+//! - [`manager`]: disk groups and the operations on them; commits before publishing.
+//! - [`task`]: long-running operations (plex attach, resync) with progress.
+//! - [`print`]: `vxprint -ht`-style listings.
+//! - [`rpc`]: the `dg_*`, `disk_*`, `volume_*`, `plex_*`, `vm_print`, `task_*` methods.
+
+pub mod alloc;
+pub mod configdb;
+pub mod disk;
+pub mod driver;
+pub mod layout;
+pub mod manager;
+pub mod objects;
+pub mod ondisk;
+pub mod print;
+pub mod rpc;
+pub mod task;
