@@ -1,1 +1,548 @@
-//! (being written)
+//! The object model as stored in a disk group's configuration database: VM disks, subdisks,
+//! plexes and volumes with their states (after VxVM). Lengths and offsets are in blocks of the
+//! group's block size; subdisk offsets are relative to the disk's public region.
+//!
+//! This is the JSON payload of every config copy (see `docs/on-disk-format.md`), so field
+//! names are part of the on-disk format: add fields with `#[serde(default)]`, never rename.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The most plexes a volume may have.
+pub const MAX_PLEXES: usize = 32;
+
+/// Default stripe unit: 64 KiB.
+pub const DEFAULT_STRIPE_UNIT_BYTES: u64 = 64 * 1024;
+
+/// A plex's administrative state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PlexState {
+    /// Never written: contents undefined.
+    Empty,
+    /// In sync and the volume was stopped cleanly.
+    Clean,
+    /// In sync (or being kept in sync) while the volume runs.
+    Active,
+    /// Missed writes: must be resynchronised before it serves reads.
+    Stale,
+    /// Taken offline by the administrator.
+    Offline,
+    /// Detached after an I/O failure.
+    Iofail,
+    /// A log-only plex.
+    Log,
+    /// Being attached (copy in progress); removed again if the operation is abandoned.
+    Temp,
+    /// Being removed.
+    Temprm,
+    /// Being removed together with its subdisks.
+    Temprmsd,
+}
+
+impl PlexState {
+    /// The name `vxprint` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlexState::Empty => "EMPTY",
+            PlexState::Clean => "CLEAN",
+            PlexState::Active => "ACTIVE",
+            PlexState::Stale => "STALE",
+            PlexState::Offline => "OFFLINE",
+            PlexState::Iofail => "IOFAIL",
+            PlexState::Log => "LOG",
+            PlexState::Temp => "TEMP",
+            PlexState::Temprm => "TEMPRM",
+            PlexState::Temprmsd => "TEMPRMSD",
+        }
+    }
+
+    /// Whether the plex holds the volume's current data (a source for reads and copies).
+    pub fn is_in_sync(self) -> bool {
+        matches!(self, PlexState::Clean | PlexState::Active)
+    }
+}
+
+/// Kernel (I/O) state of a plex or volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum KernelState {
+    /// I/O flows.
+    Enabled,
+    /// No reads or writes go there; administrative operations are allowed.
+    Detached,
+    /// Not accessible.
+    Disabled,
+}
+
+impl KernelState {
+    /// The name `vxprint` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelState::Enabled => "ENABLED",
+            KernelState::Detached => "DETACHED",
+            KernelState::Disabled => "DISABLED",
+        }
+    }
+}
+
+/// A volume's administrative state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VolumeState {
+    /// Created, never started.
+    Empty,
+    /// Stopped cleanly: every in-sync plex holds the same data.
+    Clean,
+    /// Started (also what a crash leaves behind: then the mirrors need a resync).
+    Active,
+    /// Read-writeback resynchronisation running.
+    Sync,
+    /// Needs a resync before it is consistent.
+    Needsync,
+}
+
+impl VolumeState {
+    /// The name `vxprint` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeState::Empty => "EMPTY",
+            VolumeState::Clean => "CLEAN",
+            VolumeState::Active => "ACTIVE",
+            VolumeState::Sync => "SYNC",
+            VolumeState::Needsync => "NEEDSYNC",
+        }
+    }
+}
+
+/// Why a VM disk cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DiskCondition {
+    /// Present and usable.
+    Ok,
+    /// Its bdev was not found at import.
+    Nodevice,
+    /// I/O to it failed; it takes no new allocations and its plexes are detached.
+    Failed,
+    /// Removed from the group while still referenced (kept so its plexes stay explained).
+    Removed,
+}
+
+/// How a plex lays out its subdisks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type")]
+pub enum PlexLayout {
+    /// Subdisks end to end.
+    Concat,
+    /// `ncol` columns interleaved in units of `stripe_unit` blocks.
+    Stripe {
+        /// Number of columns.
+        ncol: u32,
+        /// Stripe unit in blocks.
+        stripe_unit: u64,
+    },
+}
+
+impl PlexLayout {
+    /// Number of columns (1 for concat).
+    pub fn ncol(&self) -> u32 {
+        match self {
+            PlexLayout::Concat => 1,
+            PlexLayout::Stripe { ncol, .. } => *ncol,
+        }
+    }
+
+    /// The name `vxprint` shows.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PlexLayout::Concat => "CONCAT",
+            PlexLayout::Stripe { .. } => "STRIPE",
+        }
+    }
+}
+
+/// Which plex serves a read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase", tag = "policy", content = "plex")]
+pub enum ReadPolicy {
+    /// Alternate between in-sync plexes.
+    Round,
+    /// Always the named plex while it is usable.
+    Prefer(String),
+    /// Automatic: round-robin (striped plexes are preferred over concat ones when mixed).
+    #[default]
+    Select,
+}
+
+impl ReadPolicy {
+    /// The name `vxprint` shows.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReadPolicy::Round => "ROUND",
+            ReadPolicy::Prefer(_) => "PREFER",
+            ReadPolicy::Select => "SELECT",
+        }
+    }
+}
+
+/// A VM disk: a bdev in the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    /// Name in the group (`disk01`).
+    pub name: String,
+    /// The id written in the disk's label.
+    pub disk_id: Uuid,
+    /// The bdev it was last seen on (informational; disks are found by id).
+    pub device: String,
+    /// The serial this configuration expects the disk's label to carry.
+    pub expected_serial: u64,
+    /// Length of the public region in blocks.
+    pub public_len: u64,
+    /// Where the public region starts, in blocks from the start of the bdev.
+    pub public_offset: u64,
+    /// Reserved for hot-relocation.
+    #[serde(default)]
+    pub spare: bool,
+    /// Never used by hot-relocation.
+    #[serde(default)]
+    pub nohotuse: bool,
+    /// Whether it is usable.
+    pub condition: DiskCondition,
+}
+
+/// A subdisk: a contiguous extent of a disk's public region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubdiskRecord {
+    /// Name (`disk01-01`).
+    pub name: String,
+    /// The disk (by name in the group).
+    pub disk: String,
+    /// First block in the disk's public region.
+    pub disk_offset: u64,
+    /// Length in blocks.
+    pub len: u64,
+    /// The plex it belongs to, if associated.
+    pub plex: Option<String>,
+    /// Column within a striped plex (0 for concat).
+    pub column: u32,
+    /// Offset of this subdisk within its column (concat: within the plex).
+    pub column_offset: u64,
+}
+
+/// A plex: one copy of a volume's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlexRecord {
+    /// Name (`vol01-01`).
+    pub name: String,
+    /// The volume it belongs to, if associated.
+    pub volume: Option<String>,
+    /// Layout.
+    pub layout: PlexLayout,
+    /// Administrative state.
+    pub state: PlexState,
+    /// Kernel state.
+    pub kstate: KernelState,
+    /// Copy checkpoint of an attach or resync in progress: blocks below it are in sync.
+    #[serde(default)]
+    pub sync_offset: Option<u64>,
+}
+
+/// A volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Name (`vol01`); the bdev is `<dg>/<name>`.
+    pub name: String,
+    /// The bdev's uuid (stable across restarts and imports).
+    pub uuid: Uuid,
+    /// Length in blocks.
+    pub len: u64,
+    /// Administrative state.
+    pub state: VolumeState,
+    /// Kernel state.
+    pub kstate: KernelState,
+    /// Read policy.
+    pub read_policy: ReadPolicy,
+    /// The layout it was created with (`concat`, `stripe`, `mirror`, `mirror-stripe`, ...).
+    pub layout: String,
+    /// Whether it is started at import (set by volume_start, cleared by volume_stop).
+    pub autostart: bool,
+    /// Resync checkpoint after a crash: blocks below it are known identical on every plex.
+    #[serde(default)]
+    pub resync_offset: Option<u64>,
+}
+
+/// The whole configuration of a disk group (the config database's payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DgConfig {
+    /// Group name.
+    pub name: String,
+    /// Group id (also in every member's label).
+    pub id: Uuid,
+    /// Block size of every member disk and volume.
+    pub block_size: u32,
+    /// How many disks hold config copies (0: every disk).
+    pub nconfig: u32,
+    /// VM disks.
+    pub disks: Vec<DiskRecord>,
+    /// Subdisks.
+    pub subdisks: Vec<SubdiskRecord>,
+    /// Plexes.
+    pub plexes: Vec<PlexRecord>,
+    /// Volumes.
+    pub volumes: Vec<VolumeRecord>,
+}
+
+impl DgConfig {
+    /// A disk by name.
+    pub fn disk(&self, name: &str) -> Option<&DiskRecord> {
+        self.disks.iter().find(|d| d.name == name)
+    }
+
+    /// A disk by name, mutably.
+    pub fn disk_mut(&mut self, name: &str) -> Option<&mut DiskRecord> {
+        self.disks.iter_mut().find(|d| d.name == name)
+    }
+
+    /// A volume by name.
+    pub fn volume(&self, name: &str) -> Option<&VolumeRecord> {
+        self.volumes.iter().find(|v| v.name == name)
+    }
+
+    /// A volume by name, mutably.
+    pub fn volume_mut(&mut self, name: &str) -> Option<&mut VolumeRecord> {
+        self.volumes.iter_mut().find(|v| v.name == name)
+    }
+
+    /// A plex by name.
+    pub fn plex(&self, name: &str) -> Option<&PlexRecord> {
+        self.plexes.iter().find(|p| p.name == name)
+    }
+
+    /// A plex by name, mutably.
+    pub fn plex_mut(&mut self, name: &str) -> Option<&mut PlexRecord> {
+        self.plexes.iter_mut().find(|p| p.name == name)
+    }
+
+    /// The plexes of a volume, in name order.
+    pub fn plexes_of(&self, volume: &str) -> Vec<&PlexRecord> {
+        let mut v: Vec<&PlexRecord> = self
+            .plexes
+            .iter()
+            .filter(|p| p.volume.as_deref() == Some(volume))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The subdisks of a plex, ordered by column then offset in the column.
+    pub fn subdisks_of(&self, plex: &str) -> Vec<&SubdiskRecord> {
+        let mut v: Vec<&SubdiskRecord> = self
+            .subdisks
+            .iter()
+            .filter(|s| s.plex.as_deref() == Some(plex))
+            .collect();
+        v.sort_by_key(|s| (s.column, s.column_offset));
+        v
+    }
+
+    /// The subdisks on a disk, ordered by offset.
+    pub fn subdisks_on(&self, disk: &str) -> Vec<&SubdiskRecord> {
+        let mut v: Vec<&SubdiskRecord> = self.subdisks.iter().filter(|s| s.disk == disk).collect();
+        v.sort_by_key(|s| s.disk_offset);
+        v
+    }
+
+    /// Free extents `(offset, len)` of a disk's public region, in blocks, sorted.
+    pub fn free_space(&self, disk: &str) -> Vec<(u64, u64)> {
+        let Some(d) = self.disk(disk) else {
+            return Vec::new();
+        };
+        let mut free = Vec::new();
+        let mut at = 0;
+        for sd in self.subdisks_on(disk) {
+            if sd.disk_offset > at {
+                free.push((at, sd.disk_offset - at));
+            }
+            at = at.max(sd.disk_offset + sd.len);
+        }
+        if d.public_len > at {
+            free.push((at, d.public_len - at));
+        }
+        free
+    }
+
+    /// The next free name `<prefix>NN` (two digits at least), as VxVM numbers objects.
+    pub fn next_name(&self, prefix: &str, taken: impl Fn(&str) -> bool) -> String {
+        (1..)
+            .map(|i| format!("{prefix}{i:02}"))
+            .find(|n| !taken(n))
+            .unwrap_or_else(|| format!("{prefix}x"))
+    }
+
+    /// Whether any object (disk, subdisk, plex, volume) already has `name`.
+    pub fn name_taken(&self, name: &str) -> bool {
+        self.disks.iter().any(|d| d.name == name)
+            || self.subdisks.iter().any(|s| s.name == name)
+            || self.plexes.iter().any(|p| p.name == name)
+            || self.volumes.iter().any(|v| v.name == name)
+    }
+
+    /// Checks internal consistency: unique names, subdisks inside their disks and never
+    /// overlapping, references that resolve, at most [`MAX_PLEXES`] plexes per volume.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for n in self
+            .disks
+            .iter()
+            .map(|d| &d.name)
+            .chain(self.subdisks.iter().map(|s| &s.name))
+            .chain(self.plexes.iter().map(|p| &p.name))
+            .chain(self.volumes.iter().map(|v| &v.name))
+        {
+            if !names.insert(n.as_str()) {
+                return Err(format!("two objects are named '{n}'"));
+            }
+        }
+        for d in &self.disks {
+            let sds = self.subdisks_on(&d.name);
+            let mut end = 0;
+            for sd in sds {
+                if sd.len == 0 {
+                    return Err(format!("subdisk {} has no blocks", sd.name));
+                }
+                if sd.disk_offset < end {
+                    return Err(format!("subdisk {} overlaps another subdisk", sd.name));
+                }
+                end = sd.disk_offset.saturating_add(sd.len);
+                if end > d.public_len {
+                    return Err(format!("subdisk {} ends beyond disk {}", sd.name, d.name));
+                }
+            }
+        }
+        for sd in &self.subdisks {
+            if self.disk(&sd.disk).is_none() {
+                return Err(format!("subdisk {} is on unknown disk {}", sd.name, sd.disk));
+            }
+            if let Some(p) = &sd.plex {
+                let Some(pl) = self.plex(p) else {
+                    return Err(format!("subdisk {} is in unknown plex {p}", sd.name));
+                };
+                if sd.column >= pl.layout.ncol() {
+                    return Err(format!("subdisk {} is in a column plex {p} lacks", sd.name));
+                }
+            }
+        }
+        for p in &self.plexes {
+            if let Some(v) = &p.volume {
+                if self.volume(v).is_none() {
+                    return Err(format!("plex {} is in unknown volume {v}", p.name));
+                }
+            }
+        }
+        for v in &self.volumes {
+            if self.plexes_of(&v.name).len() > MAX_PLEXES {
+                return Err(format!("volume {} has more than {MAX_PLEXES} plexes", v.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DgConfig {
+        DgConfig {
+            name: "dg01".into(),
+            id: Uuid::nil(),
+            block_size: 512,
+            nconfig: 0,
+            disks: vec![DiskRecord {
+                name: "disk01".into(),
+                disk_id: Uuid::nil(),
+                device: "Malloc0".into(),
+                expected_serial: 1,
+                public_len: 1000,
+                public_offset: 8192,
+                spare: false,
+                nohotuse: false,
+                condition: DiskCondition::Ok,
+            }],
+            subdisks: vec![
+                SubdiskRecord {
+                    name: "disk01-01".into(),
+                    disk: "disk01".into(),
+                    disk_offset: 100,
+                    len: 100,
+                    plex: None,
+                    column: 0,
+                    column_offset: 0,
+                },
+                SubdiskRecord {
+                    name: "disk01-02".into(),
+                    disk: "disk01".into(),
+                    disk_offset: 300,
+                    len: 50,
+                    plex: None,
+                    column: 0,
+                    column_offset: 0,
+                },
+            ],
+            plexes: vec![],
+            volumes: vec![],
+        }
+    }
+
+    #[test]
+    fn free_space_is_the_gaps() {
+        assert_eq!(
+            cfg().free_space("disk01"),
+            vec![(0, 100), (200, 100), (350, 650)]
+        );
+    }
+
+    #[test]
+    fn validate_catches_overlap_and_duplicates() {
+        let mut c = cfg();
+        assert!(c.validate().is_ok());
+        c.subdisks[1].disk_offset = 150;
+        assert!(c.validate().unwrap_err().contains("overlaps"));
+        let mut c = cfg();
+        c.subdisks[1].name = "disk01".into();
+        assert!(c.validate().unwrap_err().contains("two objects"));
+        let mut c = cfg();
+        c.subdisks[1].disk_offset = 990;
+        assert!(c.validate().unwrap_err().contains("beyond"));
+    }
+
+    #[test]
+    fn names_count_up() {
+        let c = cfg();
+        assert_eq!(c.next_name("disk01-", |n| c.name_taken(n)), "disk01-03");
+    }
+
+    #[test]
+    fn json_field_names_are_stable() {
+        let p = PlexRecord {
+            name: "vol01-01".into(),
+            volume: Some("vol01".into()),
+            layout: PlexLayout::Stripe {
+                ncol: 2,
+                stripe_unit: 128,
+            },
+            state: PlexState::Iofail,
+            kstate: KernelState::Detached,
+            sync_offset: None,
+        };
+        let j = serde_json::to_value(&p).unwrap();
+        assert_eq!(j["layout"]["type"], "stripe");
+        assert_eq!(j["state"], "IOFAIL");
+        assert_eq!(j["kstate"], "DETACHED");
+        let back: PlexRecord = serde_json::from_value(j).unwrap();
+        assert_eq!(back, p);
+        let rp = serde_json::to_value(ReadPolicy::Prefer("vol01-02".into())).unwrap();
+        assert_eq!(rp, serde_json::json!({"policy": "prefer", "plex": "vol01-02"}));
+    }
+}
