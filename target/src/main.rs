@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use plexd_control::{RpcServer, RpcState, ServerLimits};
 use plexd_engine::reactor::{parse_cpumask, PollMode};
+use plexd_engine::volume::manager::VolumeManager;
 use plexd_engine::Engine;
 use serde_json::Value;
 
@@ -98,6 +99,16 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Imports every disk group found on the bdevs that exist now (failures are logged: a group
+/// in split brain waits for `dg_import select_copy`, the rest of plexd starts).
+fn import_disk_groups(vm: &VolumeManager) {
+    match vm.dg_import(None, None, None) {
+        Ok(groups) if !groups.is_empty() => tracing::info!("imported disk groups: {groups:?}"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("disk group import at start-up: {}", with_causes(&e)),
+    }
+}
+
 fn run(args: Args) -> Result<(), String> {
     let cores = parse_cpumask(&args.cpumask).map_err(|e| with_causes(&e))?;
     let engine = Engine::start(&cores, args.poll_mode).map_err(|e| with_causes(&e))?;
@@ -115,8 +126,10 @@ fn run(args: Args) -> Result<(), String> {
     // Start in the start-up state while the config's start-up methods run.
     let fw = Framework::new(engine.clone(), RpcState::Startup);
     let vhost = Controllers::new(engine.clone(), args.vhost_socket_dir.clone());
+    let vm = VolumeManager::new(engine.clone());
     fw.install_methods(|t| {
         plexd_engine::register_rpcs(t, &engine);
+        plexd_engine::volume::rpc::register(t, &vm);
         plexd::vhost::rpc::register(t, &vhost, cores.clone());
     });
     fw.add_subsystem(bdev_subsystem(&engine));
@@ -142,6 +155,16 @@ fn run(args: Args) -> Result<(), String> {
         }
     } else if state == RpcState::Runtime {
         let _ = fw.start_init();
+    }
+    // Disk groups live on the bdevs the config created: import them once those exist.
+    if fw.state() == RpcState::Runtime {
+        import_disk_groups(&vm);
+    } else {
+        let v = vm.clone();
+        fw.on_init(move || {
+            import_disk_groups(&v);
+            Ok(())
+        });
     }
 
     let limits = ServerLimits {
@@ -170,6 +193,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     server.shutdown();
     vhost.shutdown_all();
+    vm.shutdown();
     engine.shutdown();
     tracing::info!("plexd stopped");
     fatal.map_or(Ok(()), Err)

@@ -1,1 +1,963 @@
-//! (being written)
+//! Disk groups: creating them from bdevs, committing their configuration to the disks,
+//! importing and deporting them, and turning their volumes into bdevs.
+//!
+//! Every change follows one rule: build the new configuration, [`commit`](Group::commit) it
+//! (config copies into each holder's inactive slot, then the labels' serials), and only then
+//! publish it to the I/O path. One mutex serialises the control plane; the I/O path never
+//! takes it (it reads the published maps).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use super::alloc::AllocError;
+use super::configdb::{self, ChooseError, FoundCopy, FoundDisk};
+use super::disk::{self, DiskError};
+use super::driver::{self, VolumeEvent, VolumeShared};
+use super::objects::{DgConfig, DiskCondition, DiskRecord, KernelState, PlexState, VolumeState};
+use super::ondisk::{self, DiskState, Label, NAME_MAX};
+use crate::bdev::{Bdev, BdevError};
+use crate::Engine;
+
+/// Errors of volume-manager operations; each maps to an errno for JSON-RPC.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// No such object.
+    #[error("no {kind} named '{name}'")]
+    NotFound {
+        /// Object kind (disk group, volume, plex, disk, bdev).
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// The name is taken.
+    #[error("{kind} '{name}' already exists")]
+    Exists {
+        /// Object kind.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A parameter is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// The object is in use.
+    #[error("{0}")]
+    Busy(String),
+    /// Not enough disks or space.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// A private-region operation failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The bdev layer refused.
+    #[error(transparent)]
+    Bdev(#[from] BdevError),
+    /// No configuration can be imported automatically.
+    #[error(transparent)]
+    Choose(#[from] ChooseError),
+    /// The configuration could not be made durable; nothing changed.
+    #[error(
+        "the configuration change could not be written to any disk ({0}); nothing was changed"
+    )]
+    Commit(String),
+}
+
+impl VmError {
+    /// The errno returned over JSON-RPC.
+    pub fn errno(&self) -> i32 {
+        match self {
+            VmError::NotFound { .. } => libc::ENOENT,
+            VmError::Exists { .. } => libc::EEXIST,
+            VmError::Invalid(_) => libc::EINVAL,
+            VmError::Busy(_) => libc::EBUSY,
+            VmError::Alloc(_) => libc::ENOSPC,
+            VmError::Disk(_) => libc::EIO,
+            VmError::Bdev(e) => e.errno(),
+            VmError::Choose(_) => libc::EEXIST,
+            VmError::Commit(_) => libc::EIO,
+        }
+    }
+}
+
+impl From<VmError> for plexd_control::RpcError {
+    fn from(e: VmError) -> Self {
+        plexd_control::RpcError::errno(e.errno(), e.to_string())
+    }
+}
+
+/// A present member disk.
+pub(crate) struct Member {
+    pub(crate) bdev: Arc<Bdev>,
+    pub(crate) label: Label,
+    /// The slot holding this disk's newest valid copy (the next copy goes to the other one).
+    pub(crate) active_slot: Option<u32>,
+}
+
+/// An imported disk group.
+pub(crate) struct Group {
+    pub(crate) cfg: DgConfig,
+    pub(crate) seq: u64,
+    /// Present disks by name in the group.
+    pub(crate) members: BTreeMap<String, Member>,
+    /// Started volumes (registered bdevs) by volume name.
+    pub(crate) volumes: BTreeMap<String, Arc<VolumeShared>>,
+    /// Map generations handed out.
+    pub(crate) generation: u64,
+}
+
+/// The owner string of a group's claims on its disks.
+fn claim_owner(dg: &str) -> String {
+    format!("disk group {dg}")
+}
+
+/// Checks a disk group, disk, volume or plex name.
+pub fn check_name(kind: &str, name: &str) -> Result<(), VmError> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(VmError::Invalid(format!(
+            "invalid {kind} name '{name}': use 1-{NAME_MAX} letters, digits, '_', '-' or '.', not starting with '-'"
+        )))
+    }
+}
+
+impl Group {
+    /// Makes `cfg` durable as the group's next configuration: copies first (each into the
+    /// holder's inactive slot, flushed), then every present member's label serial. On error
+    /// nothing durable changed and the group keeps its old configuration.
+    pub(crate) fn commit(&mut self, engine: &Engine, mut cfg: DgConfig) -> Result<(), VmError> {
+        cfg.validate()
+            .map_err(|e| VmError::Invalid(format!("internal: invalid configuration: {e}")))?;
+        let seq = self.seq + 1;
+        for d in cfg.disks.iter_mut() {
+            if self.members.contains_key(&d.name) && d.condition == DiskCondition::Ok {
+                d.expected_serial = seq;
+            }
+        }
+        let payload = serde_json::to_vec(&cfg)
+            .map_err(|e| VmError::Invalid(format!("internal: cannot encode config: {e}")))?;
+        let commit_id = Uuid::new_v4();
+        let holders: Vec<String> = {
+            let mut ok: Vec<&DiskRecord> = cfg
+                .disks
+                .iter()
+                .filter(|d| d.condition == DiskCondition::Ok && self.members.contains_key(&d.name))
+                .collect();
+            ok.sort_by(|a, b| a.name.cmp(&b.name));
+            let n = if cfg.nconfig == 0 {
+                ok.len()
+            } else {
+                cfg.nconfig as usize
+            };
+            ok.into_iter().take(n).map(|d| d.name.clone()).collect()
+        };
+        if holders.is_empty() {
+            return Err(VmError::Commit("the group has no usable disk".into()));
+        }
+        // Encode once per holder layout (all disks of a group share the default layout, but
+        // check the size against each before writing anything).
+        let mut encoded = Vec::with_capacity(holders.len());
+        for h in &holders {
+            let m = &self.members[h];
+            let buf = ondisk::encode_config_copy(cfg.id, seq, commit_id, &payload, &m.label.layout)
+                .map_err(|e| {
+                    VmError::Invalid(format!(
+                        "the configuration ({} bytes) does not fit disk {h}'s config area: {e}",
+                        payload.len()
+                    ))
+                })?;
+            encoded.push(buf);
+        }
+        let mut written = 0;
+        let mut errors = Vec::new();
+        for (h, buf) in holders.iter().zip(&encoded) {
+            let Some(m) = self.members.get_mut(h) else {
+                continue;
+            };
+            let slot = match m.active_slot {
+                Some(s) => (s + 1) % m.label.layout.config_slots,
+                None => 0,
+            };
+            match disk::write_copy(engine, &m.bdev, &m.label, slot, buf) {
+                Ok(()) => {
+                    m.active_slot = Some(slot);
+                    written += 1;
+                }
+                Err(e) => {
+                    tracing::error!(dg = %cfg.name, disk = %h, "config copy write failed: {e}");
+                    errors.push(format!("{h}: {e}"));
+                }
+            }
+        }
+        if written == 0 {
+            return Err(VmError::Commit(errors.join("; ")));
+        }
+        for (name, m) in self.members.iter_mut() {
+            let Some(rec) = cfg.disks.iter().find(|d| &d.name == name) else {
+                continue;
+            };
+            if rec.condition != DiskCondition::Ok {
+                continue;
+            }
+            let mut l = m.label.clone();
+            l.serial = seq;
+            l.dg_id = cfg.id;
+            l.dg_name = cfg.name.clone();
+            l.disk_name = name.clone();
+            l.state = DiskState::Imported;
+            match disk::write_label(engine, &m.bdev, &l) {
+                Ok(()) => m.label = l,
+                Err(e) => tracing::error!(dg = %cfg.name, disk = %name, "label write failed: {e}"),
+            }
+        }
+        tracing::debug!(dg = %cfg.name, seq, copies = written, "configuration committed");
+        self.cfg = cfg;
+        self.seq = seq;
+        Ok(())
+    }
+}
+
+/// The volume manager: every imported disk group.
+pub struct VolumeManager {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) groups: Mutex<BTreeMap<String, Group>>,
+    pub(crate) events: crossbeam::channel::Sender<VolumeEvent>,
+    pub(crate) tasks: Arc<super::task::TaskList>,
+    /// Itself, for the threads tasks run on.
+    pub(crate) me: std::sync::Weak<VolumeManager>,
+}
+
+impl VolumeManager {
+    /// A manager with no groups; starts the thread that records I/O failures.
+    pub fn new(engine: Arc<Engine>) -> Arc<VolumeManager> {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let vm = Arc::new_cyclic(|me| VolumeManager {
+            me: me.clone(),
+            engine,
+            groups: Mutex::new(BTreeMap::new()),
+            events: tx,
+            tasks: Arc::new(super::task::TaskList::default()),
+        });
+        let weak = Arc::downgrade(&vm);
+        let spawned = std::thread::Builder::new()
+            .name("vm_events".into())
+            .spawn(move || {
+                while let Ok(ev) = rx.recv() {
+                    match weak.upgrade() {
+                        Some(vm) => vm.handle_event(ev),
+                        None => break,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the volume manager's event thread: {e}");
+        }
+        vm
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The task list.
+    pub fn tasks(&self) -> &Arc<super::task::TaskList> {
+        &self.tasks
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates disk group `name` from the bdevs `disks` (initialising each; `force`
+    /// overwrites labels that are foreign, corrupt or of another group).
+    pub fn dg_create(&self, name: &str, disks: &[String], force: bool) -> Result<(), VmError> {
+        check_name("disk group", name)?;
+        if disks.is_empty() {
+            return Err(VmError::Invalid(
+                "a disk group needs at least one disk".into(),
+            ));
+        }
+        let mut groups = self.lock();
+        if groups.contains_key(name) {
+            return Err(VmError::Exists {
+                kind: "disk group",
+                name: name.into(),
+            });
+        }
+        let bdevs = self.check_new_disks(disks, force)?;
+        let bs = bdevs[0].block_size();
+        let claimed = self.claim_all(name, &bdevs)?;
+        let result = (|| {
+            let mut cfg = DgConfig {
+                name: name.to_string(),
+                id: Uuid::new_v4(),
+                block_size: bs,
+                nconfig: 0,
+                disks: Vec::new(),
+                subdisks: Vec::new(),
+                plexes: Vec::new(),
+                volumes: Vec::new(),
+            };
+            let mut group = Group {
+                cfg: cfg.clone(),
+                seq: 0,
+                members: BTreeMap::new(),
+                volumes: BTreeMap::new(),
+                generation: 0,
+            };
+            for b in &bdevs {
+                let label = disk::init(&self.engine, b, force)?;
+                let dm = cfg.next_name("disk", |n| cfg.name_taken(n));
+                cfg.disks.push(disk_record(&dm, b, &label));
+                group.members.insert(
+                    dm,
+                    Member {
+                        bdev: b.clone(),
+                        label,
+                        active_slot: None,
+                    },
+                );
+            }
+            group.commit(&self.engine, cfg)?;
+            Ok(group)
+        })();
+        match result {
+            Ok(g) => {
+                tracing::info!(dg = %name, disks = disks.len(), "disk group created");
+                groups.insert(name.to_string(), g);
+                Ok(())
+            }
+            Err(e) => {
+                release_all(&claimed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks bdevs that are to join a group: they exist, are unclaimed, are listed once,
+    /// share a block size, and (unless `force`) carry nothing initialising would destroy.
+    fn check_new_disks(&self, disks: &[String], force: bool) -> Result<Vec<Arc<Bdev>>, VmError> {
+        let mut out: Vec<Arc<Bdev>> = Vec::new();
+        for d in disks {
+            let b = self.engine.bdevs().get(d).map_err(|_| VmError::NotFound {
+                kind: "bdev",
+                name: d.clone(),
+            })?;
+            if out.iter().any(|o| o.id() == b.id()) {
+                return Err(VmError::Invalid(format!("bdev '{d}' is listed twice")));
+            }
+            if let Some(owner) = b.claimed_by() {
+                return Err(VmError::Busy(format!(
+                    "bdev '{d}' is in use by {owner}; a disk can belong to one disk group only"
+                )));
+            }
+            if driver::shared_of(&b).is_some() {
+                return Err(VmError::Invalid(format!(
+                    "bdev '{d}' is a volume; volumes cannot be disks of a disk group"
+                )));
+            }
+            if let Some(first) = out.first() {
+                if first.block_size() != b.block_size() {
+                    return Err(VmError::Invalid(format!(
+                        "bdev '{d}' has block size {} but '{}' has {}; a disk group's disks must share one block size",
+                        b.block_size(),
+                        first.name(),
+                        first.block_size()
+                    )));
+                }
+            }
+            if !force {
+                if let Some(what) = disk::occupant(&self.engine, &b)? {
+                    return Err(VmError::Busy(format!(
+                        "bdev '{d}' {what}; pass force to overwrite it"
+                    )));
+                }
+            }
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    fn claim_all(&self, dg: &str, bdevs: &[Arc<Bdev>]) -> Result<Vec<Arc<Bdev>>, VmError> {
+        let mut claimed = Vec::new();
+        for b in bdevs {
+            if let Err(e) = b.claim(&claim_owner(dg)) {
+                release_all(&claimed);
+                return Err(e.into());
+            }
+            claimed.push(b.clone());
+        }
+        Ok(claimed)
+    }
+
+    /// Adds bdev `disk` to group `dg` as `name` (default: the next `diskNN`).
+    pub fn dg_add_disk(
+        &self,
+        dg: &str,
+        disk: &str,
+        name: Option<&str>,
+        force: bool,
+    ) -> Result<String, VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if let Some(n) = name {
+            check_name("disk", n)?;
+            if g.cfg.name_taken(n) {
+                return Err(VmError::Exists {
+                    kind: "object",
+                    name: n.into(),
+                });
+            }
+        }
+        let b = self.check_new_disks(&[disk.to_string()], force)?.remove(0);
+        if b.block_size() != g.cfg.block_size {
+            return Err(VmError::Invalid(format!(
+                "bdev '{disk}' has block size {} but disk group '{dg}' uses {}",
+                b.block_size(),
+                g.cfg.block_size
+            )));
+        }
+        b.claim(&claim_owner(dg))?;
+        let result = (|| {
+            let label = disk::init(&self.engine, &b, force)?;
+            let mut cfg = g.cfg.clone();
+            let dm = match name {
+                Some(n) => n.to_string(),
+                None => cfg.next_name("disk", |n| cfg.name_taken(n)),
+            };
+            cfg.disks.push(disk_record(&dm, &b, &label));
+            g.members.insert(
+                dm.clone(),
+                Member {
+                    bdev: b.clone(),
+                    label,
+                    active_slot: None,
+                },
+            );
+            if let Err(e) = g.commit(&self.engine, cfg) {
+                g.members.remove(&dm);
+                return Err(e);
+            }
+            Ok(dm)
+        })();
+        if result.is_err() {
+            b.release_claim();
+        }
+        result
+    }
+
+    /// Removes disk `name` (which must hold no subdisks) from group `dg`; its label is reset
+    /// to a free VM disk and its bdev released.
+    pub fn dg_remove_disk(&self, dg: &str, name: &str) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if g.cfg.disk(name).is_none() {
+            return Err(VmError::NotFound {
+                kind: "disk",
+                name: format!("{dg}/{name}"),
+            });
+        }
+        let sds: Vec<String> = g
+            .cfg
+            .subdisks_on(name)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        if !sds.is_empty() {
+            return Err(VmError::Busy(format!(
+                "disk {name} holds subdisks {}; move or delete them first",
+                sds.join(", ")
+            )));
+        }
+        if g.cfg.disks.len() == 1 {
+            return Err(VmError::Busy(format!(
+                "disk {name} is the last disk of disk group '{dg}'; deport the group instead"
+            )));
+        }
+        let mut cfg = g.cfg.clone();
+        cfg.disks.retain(|d| d.name != name);
+        let member = g.members.remove(name);
+        if let Err(e) = g.commit(&self.engine, cfg) {
+            if let Some(m) = member {
+                g.members.insert(name.to_string(), m);
+            }
+            return Err(e);
+        }
+        if let Some(m) = member {
+            let mut l = m.label.clone();
+            l.dg_id = Uuid::nil();
+            l.dg_name.clear();
+            l.disk_name.clear();
+            l.state = DiskState::Free;
+            if let Err(e) = disk::write_label(&self.engine, &m.bdev, &l) {
+                tracing::warn!(disk = %name, "could not reset the removed disk's label: {e}");
+            }
+            m.bdev.release_claim();
+        }
+        Ok(())
+    }
+
+    /// Sets a disk's spare / nohotuse flags.
+    pub fn disk_set(
+        &self,
+        dg: &str,
+        name: &str,
+        spare: Option<bool>,
+        nohotuse: Option<bool>,
+    ) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        let mut cfg = g.cfg.clone();
+        let d = cfg.disk_mut(name).ok_or_else(|| VmError::NotFound {
+            kind: "disk",
+            name: format!("{dg}/{name}"),
+        })?;
+        if let Some(s) = spare {
+            d.spare = s;
+        }
+        if let Some(n) = nohotuse {
+            d.nohotuse = n;
+        }
+        g.commit(&self.engine, cfg)
+    }
+
+    /// Deports group `dg`: stops its volumes (refused while one is exported), marks its disks
+    /// deported and releases them, so another plexd can import the group.
+    pub fn dg_deport(&self, dg: &str) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        for (v, shared) in &g.volumes {
+            if let Ok(b) = self.engine.bdevs().get(shared.name()) {
+                if let Some(owner) = b.claimed_by() {
+                    return Err(VmError::Busy(format!(
+                        "volume {v} is in use by {owner}; release it before deporting '{dg}'"
+                    )));
+                }
+            }
+        }
+        let names: Vec<String> = g.volumes.keys().cloned().collect();
+        for v in names {
+            self.stop_volume(g, &v, false)?;
+        }
+        let cfg = g.cfg.clone();
+        g.commit(&self.engine, cfg)?;
+        for (name, m) in g.members.iter_mut() {
+            let mut l = m.label.clone();
+            l.state = DiskState::Deported;
+            match disk::write_label(&self.engine, &m.bdev, &l) {
+                Ok(()) => m.label = l,
+                Err(e) => tracing::warn!(disk = %name, "could not mark disk deported: {e}"),
+            }
+        }
+        if let Some(g) = groups.remove(dg) {
+            for m in g.members.values() {
+                m.bdev.release_claim();
+            }
+        }
+        self.tasks.cancel_group(dg);
+        tracing::info!(dg = %dg, "disk group deported");
+        Ok(())
+    }
+
+    /// Imports disk groups found on bdevs: `name` (or every group found), scanning `disks`
+    /// (or every unclaimed bdev). `select_copy` names the bdev whose config copy to trust
+    /// when the group's copies disagree. Returns the names of the groups imported.
+    pub fn dg_import(
+        &self,
+        name: Option<&str>,
+        disks: Option<&[String]>,
+        select_copy: Option<&str>,
+    ) -> Result<Vec<String>, VmError> {
+        let mut groups = self.lock();
+        let candidates: Vec<Arc<Bdev>> = match disks {
+            Some(list) => list
+                .iter()
+                .map(|d| {
+                    self.engine.bdevs().get(d).map_err(|_| VmError::NotFound {
+                        kind: "bdev",
+                        name: d.clone(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            None => self
+                .engine
+                .bdevs()
+                .list()
+                .into_iter()
+                .filter(|b| b.claimed_by().is_none() && driver::shared_of(b).is_none())
+                .collect(),
+        };
+        // Group the labelled disks by group id.
+        let mut found: BTreeMap<Uuid, Vec<(Arc<Bdev>, Label)>> = BTreeMap::new();
+        for b in candidates {
+            if b.claimed_by().is_some() {
+                if disks.is_some() {
+                    return Err(VmError::Busy(format!(
+                        "bdev '{}' is in use by {}",
+                        b.name(),
+                        b.claimed_by().unwrap_or_default()
+                    )));
+                }
+                continue;
+            }
+            let label = match disk::read_label(&self.engine, &b) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(bdev = %b.name(), "not a VM disk: {e}");
+                    continue;
+                }
+            };
+            if label.dg_id.is_nil() || name.is_some_and(|n| n != label.dg_name) {
+                continue;
+            }
+            found.entry(label.dg_id).or_default().push((b, label));
+        }
+        if found.is_empty() {
+            return match name {
+                Some(n) => Err(VmError::NotFound {
+                    kind: "disk group on the scanned bdevs",
+                    name: n.into(),
+                }),
+                None => Ok(Vec::new()),
+            };
+        }
+        let mut imported = Vec::new();
+        let mut first_err = None;
+        for (_, members) in found {
+            let dg_name = members[0].1.dg_name.clone();
+            match self.import_one(&mut groups, &dg_name, members, select_copy) {
+                Ok(()) => imported.push(dg_name),
+                Err(e) => {
+                    tracing::error!(dg = %dg_name, "import failed: {e}");
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        match (imported.is_empty(), first_err) {
+            (true, Some(e)) => Err(e),
+            (false, Some(e)) if name.is_some() => Err(e),
+            _ => Ok(imported),
+        }
+    }
+
+    fn import_one(
+        &self,
+        groups: &mut BTreeMap<String, Group>,
+        dg_name: &str,
+        members: Vec<(Arc<Bdev>, Label)>,
+        select_copy: Option<&str>,
+    ) -> Result<(), VmError> {
+        if let Some(g) = groups.get(dg_name) {
+            let what = if g.cfg.id == members[0].1.dg_id {
+                "is already imported".to_string()
+            } else {
+                format!(
+                    "is the name of another imported group (id {}); deport it first",
+                    g.cfg.id
+                )
+            };
+            return Err(VmError::Exists {
+                kind: "disk group",
+                name: format!("{dg_name}' {what}; '"),
+            })
+            .map_err(|_| VmError::Busy(format!("disk group '{dg_name}' {what}")));
+        }
+        let mut copies = Vec::new();
+        let mut found_disks = Vec::new();
+        let mut slots: BTreeMap<String, Option<(u32, u64)>> = BTreeMap::new();
+        for (b, label) in &members {
+            found_disks.push(FoundDisk {
+                bdev: b.name().to_string(),
+                label: label.clone(),
+            });
+            let mut best: Option<(u32, u64)> = None;
+            for (slot, r) in disk::read_copies(&self.engine, b, label) {
+                let raw = match r {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        tracing::debug!(bdev = %b.name(), slot, "no usable config copy: {e}");
+                        continue;
+                    }
+                };
+                if raw.header.dg_id != label.dg_id {
+                    continue;
+                }
+                let config: DgConfig = match serde_json::from_slice(&raw.payload) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(bdev = %b.name(), slot, "config copy does not parse: {e}");
+                        continue;
+                    }
+                };
+                if best.is_none_or(|(_, s)| raw.header.seq > s) {
+                    best = Some((slot, raw.header.seq));
+                }
+                copies.push(FoundCopy {
+                    bdev: b.name().to_string(),
+                    slot,
+                    seq: raw.header.seq,
+                    commit_id: raw.header.commit_id,
+                    config,
+                });
+            }
+            slots.insert(b.name().to_string(), best);
+        }
+        let chosen = configdb::choose(dg_name, &found_disks, &copies, select_copy)?;
+        let mut cfg = chosen.copy.config.clone();
+        let mut group = Group {
+            cfg: cfg.clone(),
+            seq: chosen.copy.seq,
+            members: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            generation: 0,
+        };
+        let mut to_claim = Vec::new();
+        for d in cfg.disks.iter_mut() {
+            let hit = members.iter().find(|(_, l)| l.disk_id == d.disk_id);
+            match hit {
+                Some((b, l)) => {
+                    if d.condition == DiskCondition::Nodevice {
+                        d.condition = DiskCondition::Ok;
+                    }
+                    d.device = b.name().to_string();
+                    group.members.insert(
+                        d.name.clone(),
+                        Member {
+                            bdev: b.clone(),
+                            label: l.clone(),
+                            active_slot: slots.get(b.name()).copied().flatten().map(|(s, _)| s),
+                        },
+                    );
+                    to_claim.push(b.clone());
+                }
+                None => {
+                    if d.condition == DiskCondition::Ok {
+                        tracing::warn!(dg = %dg_name, disk = %d.name, "disk not found: NODEVICE");
+                        d.condition = DiskCondition::Nodevice;
+                    }
+                }
+            }
+        }
+        if group.members.is_empty() {
+            return Err(VmError::Invalid(format!(
+                "none of disk group '{dg_name}''s disks are present"
+            )));
+        }
+        let claimed = self.claim_all(dg_name, &to_claim)?;
+        super::ops::recover_at_import(&mut cfg, &chosen.lagging, &group);
+        if let Err(e) = group.commit(&self.engine, cfg) {
+            release_all(&claimed);
+            return Err(e);
+        }
+        tracing::info!(
+            dg = %dg_name,
+            seq = group.seq,
+            disks = group.members.len(),
+            "disk group imported"
+        );
+        groups.insert(dg_name.to_string(), group);
+        if let Some(g) = groups.get_mut(dg_name) {
+            let autostart: Vec<String> = g
+                .cfg
+                .volumes
+                .iter()
+                .filter(|v| v.autostart)
+                .map(|v| v.name.clone())
+                .collect();
+            for v in autostart {
+                if let Err(e) = self.start_volume(g, &v) {
+                    tracing::error!(dg = %dg_name, volume = %v, "cannot start volume: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every volume cleanly (state CLEAN) and releases the disks; plexd calls this at
+    /// shutdown, while the reactors still run.
+    pub fn shutdown(&self) {
+        self.tasks.cancel_all();
+        let mut groups = self.lock();
+        for (dg, g) in groups.iter_mut() {
+            let names: Vec<String> = g.volumes.keys().cloned().collect();
+            for v in names {
+                if let Err(e) = self.stop_volume(g, &v, true) {
+                    tracing::error!(dg = %dg, volume = %v, "clean stop failed: {e}");
+                }
+            }
+            for m in g.members.values() {
+                m.bdev.release_claim();
+            }
+        }
+        groups.clear();
+    }
+
+    fn handle_event(&self, ev: VolumeEvent) {
+        match ev {
+            VolumeEvent::WriteFailed {
+                volume,
+                map,
+                plexes,
+                id,
+            } => {
+                let names: Vec<String> = map
+                    .plexes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| plexes & (1 << i) != 0)
+                    .map(|(_, p)| p.name.clone())
+                    .collect();
+                let mut groups = self.lock();
+                let r = self.detach_failed(&mut groups, volume.name(), &names);
+                if let Err(e) = r {
+                    tracing::error!(
+                        volume = %volume.name(),
+                        "cannot record the failed plexes {names:?}: {e}; disabling the volume"
+                    );
+                    let cur = volume.map();
+                    volume.publish(driver::VolumeMap {
+                        generation: cur.generation + 1,
+                        disks: cur.disks.clone(),
+                        plexes: cur.plexes.clone(),
+                        read_policy: cur.read_policy,
+                        read_source: cur.read_source,
+                        enabled: false,
+                    });
+                }
+                volume.ack_event(id);
+            }
+            VolumeEvent::ReadFailed { volume, map, plex } => {
+                let name = map.plexes.get(plex).map_or("?", |p| p.name.as_str());
+                tracing::warn!(volume = %volume.name(), plex = %name, "read failed; served from another plex");
+            }
+        }
+    }
+
+    fn detach_failed(
+        &self,
+        groups: &mut BTreeMap<String, Group>,
+        bdev_name: &str,
+        plexes: &[String],
+    ) -> Result<(), VmError> {
+        let (dg, vol) = bdev_name
+            .split_once('/')
+            .ok_or_else(|| VmError::Invalid(format!("'{bdev_name}' is not a volume name")))?;
+        let g = group_mut(groups, dg)?;
+        let mut cfg = g.cfg.clone();
+        let mut changed = false;
+        for p in plexes {
+            if let Some(pl) = cfg.plex_mut(p) {
+                if pl.kstate == KernelState::Enabled {
+                    tracing::error!(dg = %dg, volume = %vol, plex = %p, "write failed: plex detached (IOFAIL)");
+                    pl.state = PlexState::Iofail;
+                    pl.kstate = KernelState::Detached;
+                    pl.sync_offset = None;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        g.commit(&self.engine, cfg)?;
+        self.publish(g, vol);
+        Ok(())
+    }
+
+    /// Rebuilds and publishes volume `vol`'s map from the group's configuration.
+    pub(crate) fn publish(&self, g: &mut Group, vol: &str) {
+        let Some(shared) = g.volumes.get(vol).cloned() else {
+            return;
+        };
+        g.generation += 1;
+        match super::ops::build_map(g, vol, g.generation) {
+            Ok(m) => shared.publish(m),
+            Err(e) => tracing::error!(volume = %vol, "cannot build the volume's map: {e}"),
+        }
+    }
+
+    /// Names of imported groups.
+    pub fn group_names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// A copy of group `dg`'s configuration and its sequence number.
+    pub fn config(&self, dg: &str) -> Result<(DgConfig, u64), VmError> {
+        let groups = self.lock();
+        let g = groups.get(dg).ok_or_else(|| VmError::NotFound {
+            kind: "disk group",
+            name: dg.into(),
+        })?;
+        Ok((g.cfg.clone(), g.seq))
+    }
+
+    /// The bdev of every present member disk of `dg`, by disk name.
+    pub fn member_bdevs(&self, dg: &str) -> Result<BTreeMap<String, String>, VmError> {
+        let groups = self.lock();
+        let g = groups.get(dg).ok_or_else(|| VmError::NotFound {
+            kind: "disk group",
+            name: dg.into(),
+        })?;
+        Ok(g.members
+            .iter()
+            .map(|(n, m)| (n.clone(), m.bdev.name().to_string()))
+            .collect())
+    }
+
+    /// Whether volume `vol` of `dg` is started (has a bdev).
+    pub fn is_started(&self, dg: &str, vol: &str) -> bool {
+        self.lock()
+            .get(dg)
+            .is_some_and(|g| g.volumes.contains_key(vol))
+    }
+}
+
+pub(crate) fn group_mut<'a>(
+    groups: &'a mut BTreeMap<String, Group>,
+    dg: &str,
+) -> Result<&'a mut Group, VmError> {
+    groups.get_mut(dg).ok_or_else(|| VmError::NotFound {
+        kind: "disk group",
+        name: dg.into(),
+    })
+}
+
+fn disk_record(name: &str, b: &Bdev, label: &Label) -> DiskRecord {
+    let bs = b.block_size() as u64;
+    DiskRecord {
+        name: name.to_string(),
+        disk_id: label.disk_id,
+        device: b.name().to_string(),
+        expected_serial: 0,
+        public_len: label.layout.public_len / bs,
+        public_offset: label.layout.public_offset / bs,
+        spare: false,
+        nohotuse: false,
+        condition: DiskCondition::Ok,
+    }
+}
+
+fn release_all(bdevs: &[Arc<Bdev>]) {
+    for b in bdevs {
+        b.release_claim();
+    }
+}
+
+/// Whether a volume state means "was running": a crash leaves ACTIVE (or SYNC) behind.
+pub(crate) fn was_running(s: VolumeState) -> bool {
+    matches!(
+        s,
+        VolumeState::Active | VolumeState::Sync | VolumeState::Needsync
+    )
+}

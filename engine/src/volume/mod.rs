@@ -11,8 +11,10 @@
 //! - [`configdb`]: choosing the configuration to import (newest valid copy, split brain).
 //! - [`driver`]: the volume bdev: the I/O path that splits requests over plexes and disks.
 //! - [`manager`]: disk groups and the operations on them; commits before publishing.
+//! - [`ops`]: volume and plex operations (create, start, stop, delete, detach).
 //! - [`task`]: long-running operations (plex attach, resync) with progress.
-//! - [`print`]: `vxprint -ht`-style listings.
+//! - [`resync`]: crash resync and plex attach, run as tasks.
+//! - [`print`](mod@print): `vxprint -ht`-style listings.
 //! - [`rpc`]: the `dg_*`, `disk_*`, `volume_*`, `plex_*`, `vm_print`, `task_*` methods.
 
 pub mod alloc;
@@ -23,6 +25,11 @@ pub mod layout;
 pub mod manager;
 pub mod objects;
 pub mod ondisk;
+pub mod ops;
 pub mod print;
+pub mod resync;
 pub mod rpc;
 pub mod task;
+
+#[cfg(test)]
+mod tests;

@@ -422,7 +422,10 @@ impl DgConfig {
         }
         for sd in &self.subdisks {
             if self.disk(&sd.disk).is_none() {
-                return Err(format!("subdisk {} is on unknown disk {}", sd.name, sd.disk));
+                return Err(format!(
+                    "subdisk {} is on unknown disk {}",
+                    sd.name, sd.disk
+                ));
             }
             if let Some(p) = &sd.plex {
                 let Some(pl) = self.plex(p) else {
@@ -442,7 +445,10 @@ impl DgConfig {
         }
         for v in &self.volumes {
             if self.plexes_of(&v.name).len() > MAX_PLEXES {
-                return Err(format!("volume {} has more than {MAX_PLEXES} plexes", v.name));
+                return Err(format!(
+                    "volume {} has more than {MAX_PLEXES} plexes",
+                    v.name
+                ));
             }
         }
         Ok(())
@@ -543,6 +549,9 @@ mod tests {
         let back: PlexRecord = serde_json::from_value(j).unwrap();
         assert_eq!(back, p);
         let rp = serde_json::to_value(ReadPolicy::Prefer("vol01-02".into())).unwrap();
-        assert_eq!(rp, serde_json::json!({"policy": "prefer", "plex": "vol01-02"}));
+        assert_eq!(
+            rp,
+            serde_json::json!({"policy": "prefer", "plex": "vol01-02"})
+        );
     }
 }

@@ -1,1 +1,241 @@
-//! (being written)
+//! Read-only views of the volume manager: `dg_list`, `disk_list` and `vm_print` (the object
+//! tree in `vxprint -ht` columns; lengths and offsets in 512-byte sectors, as VxVM prints).
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use super::manager::{Group, VmError, VolumeManager};
+use super::objects::{KernelState, PlexLayout, ReadPolicy};
+
+/// The `vxprint -ht` header block.
+pub const HEADER: &str = "\
+DG NAME         NCONFIG      NLOG     MINORS   GROUP-ID
+DM NAME         DEVICE       TYPE     PRIVLEN  PUBLEN   STATE
+V  NAME         RVG/VSET/CO  KSTATE   STATE    LENGTH   READPOL   PREFPLEX UTYPE
+PL NAME         VOLUME       KSTATE   STATE    LENGTH   LAYOUT    NCOL/WID MODE
+SD NAME         PLEX         DISK     DISKOFFS LENGTH   [COL/]OFF DEVICE   MODE
+";
+
+/// Formats one group's tree in `vxprint -ht` columns.
+pub(crate) fn print_group(g: &Group, out: &mut String) {
+    let cfg = &g.cfg;
+    let sect = cfg.block_size as u64 / 512;
+    let nconfig = if cfg.nconfig == 0 {
+        "default".to_string()
+    } else {
+        cfg.nconfig.to_string()
+    };
+    let _ = writeln!(
+        out,
+        "dg {:<12} {:<12} {:<8} {:<8} {}",
+        cfg.name, nconfig, "default", 0, cfg.id
+    );
+    for d in &cfg.disks {
+        let member = g.members.get(&d.name);
+        let device = member.map_or("-".to_string(), |m| m.bdev.name().to_string());
+        let privlen = d.public_offset * sect;
+        let mut state = match d.condition {
+            super::objects::DiskCondition::Ok => "-".to_string(),
+            c => format!("{c:?}").to_uppercase(),
+        };
+        if d.spare {
+            state = "SPARE".into();
+        }
+        if d.nohotuse {
+            state.push_str(if state == "-" { "" } else { "," });
+            state = state.trim_start_matches('-').to_string() + "NOHOTUSE";
+        }
+        let _ = writeln!(
+            out,
+            "dm {:<12} {:<12} {:<8} {:<8} {:<8} {}",
+            d.name,
+            device,
+            "auto",
+            privlen,
+            d.public_len * sect,
+            state
+        );
+    }
+    for v in &cfg.volumes {
+        let _ = writeln!(out);
+        let prefer = match &v.read_policy {
+            ReadPolicy::Prefer(p) => p.as_str(),
+            _ => "-",
+        };
+        let _ = writeln!(
+            out,
+            "v  {:<12} {:<12} {:<8} {:<8} {:<8} {:<9} {:<8} fsgen",
+            v.name,
+            "-",
+            if g.volumes.contains_key(&v.name) {
+                v.kstate.as_str()
+            } else {
+                KernelState::Disabled.as_str()
+            },
+            v.state.as_str(),
+            v.len * sect,
+            v.read_policy.as_str(),
+            prefer,
+        );
+        for p in cfg.plexes_of(&v.name) {
+            let sds = cfg.subdisks_of(&p.name);
+            let plen: u64 = match p.layout {
+                PlexLayout::Concat => sds.iter().map(|s| s.len).sum(),
+                PlexLayout::Stripe { ncol, stripe_unit } => {
+                    let shortest = (0..ncol)
+                        .map(|c| {
+                            sds.iter()
+                                .filter(|s| s.column == c)
+                                .map(|s| s.len)
+                                .sum::<u64>()
+                        })
+                        .min()
+                        .unwrap_or(0);
+                    ncol as u64 * (shortest / stripe_unit.max(1) * stripe_unit)
+                }
+            };
+            let wid = match p.layout {
+                PlexLayout::Concat => "-".to_string(),
+                PlexLayout::Stripe { ncol, stripe_unit } => {
+                    format!("{ncol}/{}", stripe_unit * sect)
+                }
+            };
+            let mode = if p.sync_offset.is_some() { "WO" } else { "RW" };
+            let _ = writeln!(
+                out,
+                "pl {:<12} {:<12} {:<8} {:<8} {:<8} {:<9} {:<8} {}",
+                p.name,
+                v.name,
+                p.kstate.as_str(),
+                p.state.as_str(),
+                plen * sect,
+                p.layout.as_str(),
+                wid,
+                mode
+            );
+            for s in sds {
+                let device = g
+                    .members
+                    .get(&s.disk)
+                    .map_or("-".to_string(), |m| m.bdev.name().to_string());
+                let off = match p.layout {
+                    PlexLayout::Concat => format!("{}", s.column_offset * sect),
+                    PlexLayout::Stripe { .. } => {
+                        format!("{}/{}", s.column, s.column_offset * sect)
+                    }
+                };
+                let mode = if g.members.contains_key(&s.disk) {
+                    "ENA"
+                } else {
+                    "NDEV"
+                };
+                let _ = writeln!(
+                    out,
+                    "sd {:<12} {:<12} {:<8} {:<8} {:<8} {:<9} {:<8} {}",
+                    s.name,
+                    p.name,
+                    s.disk,
+                    s.disk_offset * sect,
+                    s.len * sect,
+                    off,
+                    device,
+                    mode
+                );
+            }
+        }
+    }
+}
+
+impl VolumeManager {
+    /// `vm_print`: the object tree of one group (or all) in `vxprint -ht` columns.
+    pub fn vm_print(&self, dg: Option<&str>) -> Result<String, VmError> {
+        let groups = self.lock();
+        let mut out = String::from(HEADER);
+        let mut any = false;
+        for (name, g) in groups.iter() {
+            if dg.is_some_and(|d| d != name) {
+                continue;
+            }
+            any = true;
+            out.push('\n');
+            print_group(g, &mut out);
+        }
+        if let (Some(d), false) = (dg, any) {
+            return Err(VmError::NotFound {
+                kind: "disk group",
+                name: d.into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `dg_list`: imported groups.
+    pub fn dg_list(&self, name: Option<&str>) -> Result<Value, VmError> {
+        let groups = self.lock();
+        let mut out = Vec::new();
+        for (n, g) in groups.iter() {
+            if name.is_some_and(|x| x != n) {
+                continue;
+            }
+            out.push(json!({
+                "name": n,
+                "id": g.cfg.id.to_string(),
+                "seq": g.seq,
+                "block_size": g.cfg.block_size,
+                "nconfig": g.cfg.nconfig,
+                "disks": g.cfg.disks.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+                "volumes": g.cfg.volumes.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
+                "free_blocks": g.cfg.disks.iter()
+                    .filter(|d| !d.spare)
+                    .map(|d| g.cfg.free_space(&d.name).iter().map(|(_, l)| l).sum::<u64>())
+                    .sum::<u64>(),
+            }));
+        }
+        if let (Some(x), true) = (name, out.is_empty()) {
+            return Err(VmError::NotFound {
+                kind: "disk group",
+                name: x.into(),
+            });
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// `disk_list`: the disks of imported groups.
+    pub fn disk_list(&self, dg: Option<&str>) -> Result<Value, VmError> {
+        let groups = self.lock();
+        if let Some(d) = dg {
+            if !groups.contains_key(d) {
+                return Err(VmError::NotFound {
+                    kind: "disk group",
+                    name: d.into(),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for (n, g) in groups.iter() {
+            if dg.is_some_and(|x| x != n) {
+                continue;
+            }
+            for d in &g.cfg.disks {
+                let m = g.members.get(&d.name);
+                out.push(json!({
+                    "dg": n,
+                    "name": d.name,
+                    "device": m.map(|m| m.bdev.name().to_string()),
+                    "disk_id": d.disk_id.to_string(),
+                    "condition": d.condition,
+                    "serial": m.map(|m| m.label.serial),
+                    "expected_serial": d.expected_serial,
+                    "spare": d.spare,
+                    "nohotuse": d.nohotuse,
+                    "public_offset_blocks": d.public_offset,
+                    "public_blocks": d.public_len,
+                    "free_blocks": g.cfg.free_space(&d.name).iter().map(|(_, l)| l).sum::<u64>(),
+                    "subdisks": g.cfg.subdisks_on(&d.name).iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                }));
+            }
+        }
+        Ok(Value::Array(out))
+    }
+}

@@ -1,1 +1,326 @@
-//! (being written)
+//! The volume manager's JSON-RPC methods: `dg_*`, `disk_*`, `volume_*`, `plex_*`,
+//! `vm_print`, `task_list`, `task_wait`. Names and parameters are fixed so scripts can rely
+//! on them (see `docs/rpc.md`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use plexd_control::jsonrpc::parse_params;
+use plexd_control::{MethodTable, RpcError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::manager::VolumeManager;
+use super::ops::VolumeCreate;
+use super::task::TaskState;
+
+/// A size: bytes as a number, or a string with a unit (`512M`, `1G`, `4096`, `10GiB`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> Result<u64, RpcError> {
+        match self {
+            Size::Bytes(b) => Ok(*b),
+            Size::Text(s) => parse_size(s).ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "size '{s}' is not understood: use bytes or a number with K, M, G or T"
+                ))
+            }),
+        }
+    }
+}
+
+/// Parses `123`, `64K`, `512M`, `1G`, `2T`, `1GiB`, `1.5G` (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    if num.contains('.') {
+        let f: f64 = num.parse().ok()?;
+        let v = f * mult as f64;
+        (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
+    } else {
+        num.parse::<u64>().ok()?.checked_mul(mult)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DgCreate {
+    name: String,
+    disks: Vec<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DgAddDisk {
+    dg: String,
+    disk: String,
+    name: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DgDisk {
+    dg: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByName {
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DgImport {
+    name: Option<String>,
+    disks: Option<Vec<String>>,
+    select_copy: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OptDg {
+    dg: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskSet {
+    dg: String,
+    name: String,
+    spare: Option<bool>,
+    nohotuse: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolCreate {
+    dg: String,
+    name: String,
+    size: Size,
+    layout: Option<String>,
+    ncol: Option<u32>,
+    nmirror: Option<u32>,
+    stripe_unit_kb: Option<u64>,
+    read_policy: Option<String>,
+    prefer_plex: Option<String>,
+    alloc: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlexAttach {
+    dg: String,
+    volume: String,
+    plex: Option<String>,
+    alloc: Option<Vec<String>>,
+    delay_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlexDetach {
+    dg: String,
+    plex: String,
+    #[serde(default)]
+    dissociate: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskWait {
+    id: u64,
+    timeout_ms: Option<u64>,
+}
+
+fn opt<T: for<'de> Deserialize<'de> + Default>(p: Option<Value>) -> Result<T, RpcError> {
+    match p {
+        None | Some(Value::Null) => Ok(T::default()),
+        p => parse_params(p),
+    }
+}
+
+/// Registers the volume manager's methods.
+pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
+    let m = vm.clone();
+    t.runtime("dg_create", move |p| {
+        let p: DgCreate = parse_params(p)?;
+        m.dg_create(&p.name, &p.disks, p.force)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("dg_add_disk", move |p| {
+        let p: DgAddDisk = parse_params(p)?;
+        Ok(json!(m.dg_add_disk(
+            &p.dg,
+            &p.disk,
+            p.name.as_deref(),
+            p.force
+        )?))
+    });
+    let m = vm.clone();
+    t.runtime("dg_remove_disk", move |p| {
+        let p: DgDisk = parse_params(p)?;
+        m.dg_remove_disk(&p.dg, &p.name)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("dg_deport", move |p| {
+        let p: ByName = parse_params(p)?;
+        m.dg_deport(&p.name)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("dg_import", move |p| {
+        let p: DgImport = opt(p)?;
+        let names = m.dg_import(
+            p.name.as_deref(),
+            p.disks.as_deref(),
+            p.select_copy.as_deref(),
+        )?;
+        Ok(json!(names))
+    });
+    let m = vm.clone();
+    t.runtime("dg_list", move |p| {
+        let p: OptDg = opt(p)?;
+        m.dg_list(p.name.as_deref().or(p.dg.as_deref()))
+            .map_err(Into::into)
+    });
+    let m = vm.clone();
+    t.runtime("disk_list", move |p| {
+        let p: OptDg = opt(p)?;
+        m.disk_list(p.dg.as_deref()).map_err(Into::into)
+    });
+    let m = vm.clone();
+    t.runtime("disk_set", move |p| {
+        let p: DiskSet = parse_params(p)?;
+        m.disk_set(&p.dg, &p.name, p.spare, p.nohotuse)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("volume_create", move |p| {
+        let p: VolCreate = parse_params(p)?;
+        let req = VolumeCreate {
+            dg: p.dg,
+            name: p.name,
+            size: p.size.bytes()?,
+            layout: p.layout.unwrap_or_else(|| "concat".into()),
+            ncol: p.ncol,
+            nmirror: p.nmirror,
+            stripe_unit_kb: p.stripe_unit_kb,
+            read_policy: p.read_policy,
+            prefer_plex: p.prefer_plex,
+            alloc: p.alloc,
+        };
+        Ok(json!(m.volume_create(&req)?))
+    });
+    let m = vm.clone();
+    t.runtime("volume_delete", move |p| {
+        let p: DgDisk = parse_params(p)?;
+        m.volume_delete(&p.dg, &p.name)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("volume_start", move |p| {
+        let p: DgDisk = parse_params(p)?;
+        m.volume_start(&p.dg, &p.name)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("volume_stop", move |p| {
+        let p: DgDisk = parse_params(p)?;
+        m.volume_stop(&p.dg, &p.name)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("volume_list", move |p| {
+        let p: OptDg = opt(p)?;
+        m.volume_list(p.dg.as_deref(), p.name.as_deref())
+            .map_err(Into::into)
+    });
+    let m = vm.clone();
+    t.runtime("plex_attach", move |p| {
+        let p: PlexAttach = parse_params(p)?;
+        let id = m.plex_attach(
+            &p.dg,
+            &p.volume,
+            p.plex.as_deref(),
+            p.alloc.as_deref(),
+            Duration::from_millis(p.delay_ms.unwrap_or(0)),
+        )?;
+        Ok(json!({ "task": id }))
+    });
+    let m = vm.clone();
+    t.runtime("plex_detach", move |p| {
+        let p: PlexDetach = parse_params(p)?;
+        m.plex_detach(&p.dg, &p.plex, p.dissociate)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("vm_print", move |p| {
+        let p: OptDg = opt(p)?;
+        Ok(json!(m.vm_print(p.dg.as_deref())?))
+    });
+    let m = vm.clone();
+    t.runtime("task_list", move |_p| {
+        Ok(Value::Array(
+            m.tasks().list().iter().map(|t| t.json()).collect(),
+        ))
+    });
+    let m = vm.clone();
+    t.runtime("task_wait", move |p| {
+        let p: TaskWait = parse_params(p)?;
+        let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(600_000));
+        let task = m
+            .tasks()
+            .wait(p.id, timeout)
+            .ok_or_else(|| RpcError::errno(libc::ENOENT, format!("no task {}", p.id)))?;
+        if task.state() == TaskState::Running {
+            return Err(RpcError::errno(
+                libc::ETIMEDOUT,
+                format!("task {} is still running after {timeout:?}", p.id),
+            ));
+        }
+        Ok(task.json())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64K"), Some(65536));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_size("2 t"), Some(2 << 40));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("1Q"), None);
+        assert_eq!(parse_size("99999999999999999999T"), None);
+    }
+}

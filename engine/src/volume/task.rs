@@ -1,1 +1,446 @@
-//! (being written)
+//! Long-running operations (resync after a crash, plex attach) as tasks with an id,
+//! progress, rate and ETA, and the copy engine they share.
+//!
+//! A copy runs chunk by chunk on its own thread. For each chunk it raises the volume's
+//! [`SyncBarrier`] on the chunk, waits until no guest write to it is in flight, copies the
+//! chunk from the source plex to the targets, and lowers the barrier; guest writes that hit a
+//! raised barrier wait in their channel. So a guest write can never be overwritten by an older
+//! copy of its block, and mirrors end identical. Progress is checkpointed in the configuration
+//! so a copy resumes after a crash.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::layout::PlexGeometry;
+use crate::bdev::blocking::run_io;
+use crate::bdev::{Bdev, IoType};
+use crate::Engine;
+
+/// Number of barrier buckets per volume (blocks hash onto them by chunk).
+const BUCKETS: usize = 1024;
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Bucket {
+    pending: AtomicU32,
+    raised: AtomicU32,
+}
+
+/// Keeps copies and guest writes to the same chunk apart (md's resync barrier): writers count
+/// themselves in the chunk's bucket before they look at the map, the copier raises the
+/// bucket's barrier and waits for the count to drain. Lock-free on the writer side.
+pub struct SyncBarrier {
+    shift: u32,
+    buckets: Box<[Bucket]>,
+}
+
+impl SyncBarrier {
+    /// A barrier whose buckets cover `chunk_blocks` (a power of two) blocks each.
+    pub fn new(chunk_blocks: u64) -> SyncBarrier {
+        SyncBarrier {
+            shift: chunk_blocks.max(1).next_power_of_two().trailing_zeros(),
+            buckets: (0..BUCKETS).map(|_| Bucket::default()).collect(),
+        }
+    }
+
+    /// Blocks per chunk.
+    pub fn chunk_blocks(&self) -> u64 {
+        1 << self.shift
+    }
+
+    fn range(&self, offset: u64, num: u64) -> (u64, u64) {
+        let first = offset >> self.shift;
+        let last = (offset + num.max(1) - 1) >> self.shift;
+        (first, last.min(first + BUCKETS as u64 - 1))
+    }
+
+    fn bucket(&self, chunk: u64) -> &Bucket {
+        &self.buckets[(chunk % BUCKETS as u64) as usize]
+    }
+
+    /// A writer enters `[offset, offset + num)`: returns false (and leaves) if a copy holds
+    /// part of it; the writer must retry later.
+    pub fn enter(&self, offset: u64, num: u64) -> bool {
+        let (first, last) = self.range(offset, num);
+        for c in first..=last {
+            self.bucket(c).pending.fetch_add(1, Ordering::SeqCst);
+        }
+        let blocked = (first..=last).any(|c| self.bucket(c).raised.load(Ordering::SeqCst) != 0);
+        if blocked {
+            self.leave(offset, num);
+        }
+        !blocked
+    }
+
+    /// A writer that entered leaves.
+    pub fn leave(&self, offset: u64, num: u64) {
+        let (first, last) = self.range(offset, num);
+        for c in first..=last {
+            self.bucket(c).pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The copier takes chunk `chunk`: raises its barrier and waits until no writer is
+    /// inside (or `cancel` is set; then it returns false with the barrier lowered).
+    fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
+        let b = self.bucket(chunk);
+        b.raised.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        while b.pending.load(Ordering::SeqCst) != 0 {
+            if cancel.load(Ordering::Relaxed) {
+                self.lower(chunk);
+                return false;
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        true
+    }
+
+    fn lower(&self, chunk: u64) {
+        self.bucket(chunk).raised.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How a task ended, or that it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Stopped by an operation (volume stop, deport, plex detach, shutdown); resumes from
+    /// its checkpoint when the volume next starts.
+    Cancelled,
+    /// Failed; the message says why.
+    Failed(String),
+}
+
+/// One long-running operation.
+pub struct Task {
+    /// Id for `task_wait`.
+    pub id: u64,
+    /// What it does (`resync`, `plex_attach`).
+    pub kind: &'static str,
+    /// Disk group.
+    pub dg: String,
+    /// Volume.
+    pub volume: String,
+    /// Plex being written (attach), if one.
+    pub plex: Option<String>,
+    total: u64,
+    start_offset: u64,
+    done: AtomicU64,
+    started: Instant,
+    state: Mutex<TaskState>,
+    finished: std::sync::Condvar,
+    cancel: AtomicBool,
+    /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O happens
+    /// after a cancel returns.
+    chunk: Mutex<()>,
+}
+
+impl Task {
+    /// The task's state.
+    pub fn state(&self) -> TaskState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Blocks copied so far (including where it resumed from).
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Whether the task was asked to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_state(&self, s: TaskState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.finished.notify_all();
+    }
+
+    fn cancel_and_wait(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        drop(self.chunk.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The task as `task_list` shows it.
+    pub fn json(&self) -> Value {
+        let done = self.done();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let copied = done.saturating_sub(self.start_offset);
+        let rate = if elapsed > 0.0 {
+            copied as f64 / elapsed
+        } else {
+            0.0
+        };
+        let left = self.total.saturating_sub(done);
+        let eta = if rate > 0.0 && self.state() == TaskState::Running {
+            Some((left as f64 / rate).ceil() as u64)
+        } else {
+            None
+        };
+        let (state, error) = match self.state() {
+            TaskState::Running => ("running", None),
+            TaskState::Done => ("done", None),
+            TaskState::Cancelled => ("cancelled", None),
+            TaskState::Failed(m) => ("failed", Some(m)),
+        };
+        json!({
+            "id": self.id,
+            "kind": self.kind,
+            "dg": self.dg,
+            "volume": self.volume,
+            "plex": self.plex,
+            "state": state,
+            "error": error,
+            "done_blocks": done,
+            "total_blocks": self.total,
+            "percent": if self.total == 0 { 100.0 } else { (done as f64 * 100.0 / self.total as f64 * 10.0).floor() / 10.0 },
+            "rate_blocks_per_sec": rate.round() as u64,
+            "eta_secs": eta,
+            "elapsed_secs": (elapsed * 10.0).round() / 10.0,
+        })
+    }
+}
+
+/// Every task of this plexd (finished ones are kept for `task_list`).
+#[derive(Default)]
+pub struct TaskList {
+    tasks: Mutex<Vec<Arc<Task>>>,
+    next: AtomicU64,
+}
+
+impl TaskList {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Task>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a running task.
+    pub(crate) fn add(
+        &self,
+        kind: &'static str,
+        dg: &str,
+        volume: &str,
+        plex: Option<&str>,
+        start: u64,
+        total: u64,
+    ) -> Arc<Task> {
+        let t = Arc::new(Task {
+            id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
+            kind,
+            dg: dg.to_string(),
+            volume: volume.to_string(),
+            plex: plex.map(str::to_string),
+            total,
+            start_offset: start,
+            done: AtomicU64::new(start),
+            started: Instant::now(),
+            state: Mutex::new(TaskState::Running),
+            finished: std::sync::Condvar::new(),
+            cancel: AtomicBool::new(false),
+            chunk: Mutex::new(()),
+        });
+        self.lock().push(t.clone());
+        t
+    }
+
+    /// Every task.
+    pub fn list(&self) -> Vec<Arc<Task>> {
+        self.lock().clone()
+    }
+
+    /// A task by id.
+    pub fn get(&self, id: u64) -> Option<Arc<Task>> {
+        self.lock().iter().find(|t| t.id == id).cloned()
+    }
+
+    /// Waits until task `id` is no longer running (or `timeout`); returns it.
+    pub fn wait(&self, id: u64, timeout: Duration) -> Option<Arc<Task>> {
+        let t = self.get(id)?;
+        let st = t.state.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = t
+            .finished
+            .wait_timeout_while(st, timeout, |s| *s == TaskState::Running)
+            .unwrap_or_else(|p| p.into_inner());
+        Some(t)
+    }
+
+    fn cancel_where(&self, f: impl Fn(&Task) -> bool) {
+        let hit: Vec<Arc<Task>> = self
+            .lock()
+            .iter()
+            .filter(|t| t.state() == TaskState::Running && f(t))
+            .cloned()
+            .collect();
+        for t in hit {
+            t.cancel_and_wait();
+        }
+    }
+
+    /// Stops the running tasks of a group.
+    pub fn cancel_group(&self, dg: &str) {
+        self.cancel_where(|t| t.dg == dg);
+    }
+
+    /// Stops the running tasks of a volume.
+    pub fn cancel_volume(&self, dg: &str, volume: &str) {
+        self.cancel_where(|t| t.dg == dg && t.volume == volume);
+    }
+
+    /// Stops the running task writing a plex.
+    pub fn cancel_plex(&self, dg: &str, plex: &str) {
+        self.cancel_where(|t| t.dg == dg && t.plex.as_deref() == Some(plex));
+    }
+
+    /// Stops every running task.
+    pub fn cancel_all(&self) {
+        self.cancel_where(|_| true);
+    }
+
+    /// Whether a task is running on the volume.
+    pub fn busy(&self, dg: &str, volume: &str) -> bool {
+        self.lock()
+            .iter()
+            .any(|t| t.state() == TaskState::Running && t.dg == dg && t.volume == volume)
+    }
+}
+
+/// One plex's geometry and disks, for the copy engine.
+pub(crate) struct CopyPlex {
+    pub(crate) geometry: PlexGeometry,
+    pub(crate) disks: Vec<Arc<Bdev>>,
+}
+
+/// Reads `[offset, offset + num)` of a plex into `buf`.
+fn plex_io(
+    engine: &Engine,
+    p: &CopyPlex,
+    bs: u64,
+    offset: u64,
+    num: u64,
+    op: IoType,
+    buf: &mut [u8],
+) -> Result<(), String> {
+    let mut segs = Vec::new();
+    p.geometry
+        .map(offset, num, |s| segs.push(s))
+        .map_err(|e| e.to_string())?;
+    for s in segs {
+        let disk = p
+            .disks
+            .get(s.target as usize)
+            .ok_or("plex refers to an unknown disk")?;
+        let range = (s.req_offset * bs) as usize..((s.req_offset + s.len) * bs) as usize;
+        let data = match op {
+            IoType::Write => Some(&buf[range.clone()]),
+            _ => None,
+        };
+        let out = run_io(
+            engine,
+            0,
+            disk,
+            op,
+            s.target_offset * bs,
+            s.len * bs,
+            data,
+            Duration::from_secs(60),
+        )
+        .map_err(|e| e.to_string())?;
+        if op == IoType::Read {
+            buf[range].copy_from_slice(&out);
+        }
+    }
+    Ok(())
+}
+
+/// Copies `[task.done, end)` from `source` to every plex in `targets`, chunk by chunk under
+/// the barrier. Calls `checkpoint(offset)` about once a second; stops early (Ok(false)) when
+/// the task is cancelled. `delay` is slept between chunks (throttle).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy(
+    engine: &Engine,
+    task: &Task,
+    barrier: &SyncBarrier,
+    source: &CopyPlex,
+    targets: &[CopyPlex],
+    bs: u64,
+    end: u64,
+    delay: Duration,
+    mut checkpoint: impl FnMut(u64),
+) -> Result<bool, String> {
+    let chunk = barrier.chunk_blocks();
+    let mut buf = vec![0u8; (chunk * bs) as usize];
+    let mut last_ck = Instant::now();
+    loop {
+        let at = task.done();
+        if at >= end {
+            return Ok(true);
+        }
+        // Chunks are aligned so that one chunk is one barrier bucket.
+        let n = (chunk - at % chunk).min(end - at);
+        {
+            let _g = task.chunk.lock().unwrap_or_else(|p| p.into_inner());
+            if task.cancelled() {
+                return Ok(false);
+            }
+            let c = at / chunk;
+            if !barrier.raise(c, &task.cancel) {
+                return Ok(false);
+            }
+            let data = &mut buf[..(n * bs) as usize];
+            let r = plex_io(engine, source, bs, at, n, IoType::Read, data).and_then(|_| {
+                targets
+                    .iter()
+                    .try_for_each(|t| plex_io(engine, t, bs, at, n, IoType::Write, data))
+            });
+            barrier.lower(c);
+            r?;
+            task.done.store(at + n, Ordering::Relaxed);
+        }
+        if last_ck.elapsed() >= Duration::from_secs(1) {
+            checkpoint(at + n);
+            last_ck = Instant::now();
+        }
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barrier_turns_writers_away_only_from_raised_chunks() {
+        let b = SyncBarrier::new(2048);
+        let cancel = AtomicBool::new(false);
+        assert!(b.raise(1, &cancel));
+        assert!(b.enter(0, 8), "chunk 0 is free");
+        assert!(!b.enter(2048, 8), "chunk 1 is being copied");
+        assert!(
+            !b.enter(2040, 16),
+            "a write spanning into chunk 1 waits too"
+        );
+        b.lower(1);
+        assert!(b.enter(2048, 8));
+        b.leave(2048, 8);
+        // A writer inside makes the copier wait until it leaves (cancel ends the wait).
+        cancel.store(true, Ordering::Relaxed);
+        assert!(!b.raise(0, &cancel), "writer still inside chunk 0");
+        b.leave(0, 8);
+        cancel.store(false, Ordering::Relaxed);
+        assert!(b.raise(0, &cancel));
+        b.lower(0);
+    }
+}

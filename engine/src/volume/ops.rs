@@ -1,0 +1,802 @@
+//! Volume and plex operations: create, delete, start, stop, detach; building the I/O map
+//! from the configuration; cleaning up half-done operations at import.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::alloc::{self, AllocRequest, DiskSpace};
+use super::driver::{self, MapReadPolicy, PlexMap, VolumeBdev, VolumeMap, VolumeShared};
+use super::layout::{Column, Extent, PlexGeometry};
+use super::manager::{check_name, group_mut, was_running, Group, VmError, VolumeManager};
+use super::objects::{
+    DgConfig, DiskCondition, KernelState, PlexLayout, PlexRecord, PlexState, ReadPolicy,
+    SubdiskRecord, VolumeRecord, VolumeState, DEFAULT_STRIPE_UNIT_BYTES, MAX_PLEXES,
+};
+use crate::bdev::blocking::run_io;
+use crate::bdev::{BdevSpec, IoType, IoTypeSet};
+
+/// The layouts `volume_create` accepts.
+pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe";
+
+/// What `volume_create` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeCreate {
+    /// Disk group.
+    pub dg: String,
+    /// Volume name.
+    pub name: String,
+    /// Size in bytes (rounded up to the block size).
+    pub size: u64,
+    /// Layout (see [`LAYOUTS`]).
+    pub layout: String,
+    /// Columns for striped layouts.
+    pub ncol: Option<u32>,
+    /// Plexes.
+    pub nmirror: Option<u32>,
+    /// Stripe unit in KiB (default 64).
+    pub stripe_unit_kb: Option<u64>,
+    /// Read policy (`round`, `select`, `prefer`).
+    pub read_policy: Option<String>,
+    /// Plex for the `prefer` policy.
+    pub prefer_plex: Option<String>,
+    /// Disks (names in the group or bdev names) to allocate from.
+    pub alloc: Option<Vec<String>>,
+}
+
+/// Builds the I/O map of volume `vol` from the group's configuration. Plexes that cannot do
+/// I/O (detached, on missing disks) are left out.
+pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeMap, String> {
+    let cfg = &g.cfg;
+    let v = cfg.volume(vol).ok_or_else(|| format!("no volume {vol}"))?;
+    let mut disks: Vec<Arc<crate::bdev::Bdev>> = Vec::new();
+    let mut plexes = Vec::new();
+    for p in cfg.plexes_of(vol) {
+        if p.kstate != KernelState::Enabled {
+            continue;
+        }
+        let sds = cfg.subdisks_of(&p.name);
+        let usable = !sds.is_empty()
+            && sds.iter().all(|s| {
+                g.members.contains_key(&s.disk)
+                    && cfg
+                        .disk(&s.disk)
+                        .is_some_and(|d| d.condition == DiskCondition::Ok)
+            });
+        if !usable {
+            continue;
+        }
+        let mut columns = vec![Column::default(); p.layout.ncol() as usize];
+        for s in sds {
+            let m = &g.members[&s.disk];
+            let d = cfg.disk(&s.disk).ok_or("disk vanished")?;
+            let target = match disks.iter().position(|b| b.id() == m.bdev.id()) {
+                Some(i) => i,
+                None => {
+                    disks.push(m.bdev.clone());
+                    disks.len() - 1
+                }
+            };
+            columns[s.column as usize].extents.push(Extent {
+                target: target as u32,
+                offset: d.public_offset + s.disk_offset,
+                len: s.len,
+            });
+        }
+        let geometry = match p.layout {
+            PlexLayout::Concat => PlexGeometry::concat(columns.remove(0)),
+            PlexLayout::Stripe { stripe_unit, .. } => PlexGeometry::stripe(columns, stripe_unit),
+        }
+        .map_err(|e| format!("plex {}: {e}", p.name))?;
+        if geometry.len() < v.len {
+            return Err(format!(
+                "plex {} holds {} blocks, less than the volume's {}",
+                p.name,
+                geometry.len(),
+                v.len
+            ));
+        }
+        let attaching = p.sync_offset.is_some();
+        plexes.push(PlexMap {
+            name: p.name.clone(),
+            geometry,
+            readable: p.state.is_in_sync() && !attaching,
+            writable: p.state.is_in_sync() || attaching,
+        });
+    }
+    let read_policy = match &v.read_policy {
+        ReadPolicy::Prefer(name) => match plexes.iter().position(|p| &p.name == name) {
+            Some(i) => MapReadPolicy::Prefer(i),
+            None => MapReadPolicy::RoundRobin,
+        },
+        _ => MapReadPolicy::RoundRobin,
+    };
+    let read_source = if v.state == VolumeState::Sync {
+        plexes.iter().position(|p| p.readable)
+    } else {
+        None
+    };
+    let enabled = plexes.iter().any(|p| p.readable);
+    Ok(VolumeMap {
+        generation,
+        disks,
+        plexes,
+        read_policy,
+        read_source,
+        enabled,
+    })
+}
+
+/// Cleans up what a crash left half done, before the imported configuration is committed:
+/// creations that never finished are rolled back, removals rolled forward, plexes on
+/// missing disks detached and marked STALE (a disk that comes back is never trusted as in
+/// sync).
+pub(crate) fn recover_at_import(cfg: &mut DgConfig, _lagging: &[String], g: &Group) {
+    // Volumes whose creation did not finish.
+    let unfinished: Vec<String> = cfg
+        .volumes
+        .iter()
+        .filter(|v| {
+            v.state == VolumeState::Empty
+                && cfg
+                    .plexes_of(&v.name)
+                    .iter()
+                    .any(|p| p.state == PlexState::Temp)
+        })
+        .map(|v| v.name.clone())
+        .collect();
+    for v in unfinished {
+        tracing::warn!(dg = %cfg.name, volume = %v, "rolling back a volume creation that did not finish");
+        remove_volume(cfg, &v);
+    }
+    // Plex removals in progress: finish them.
+    let removing: Vec<(String, PlexState)> = cfg
+        .plexes
+        .iter()
+        .filter(|p| matches!(p.state, PlexState::Temprm | PlexState::Temprmsd))
+        .map(|p| (p.name.clone(), p.state))
+        .collect();
+    for (p, st) in removing {
+        tracing::warn!(dg = %cfg.name, plex = %p, "finishing a plex removal that did not finish");
+        remove_plex(cfg, &p, st == PlexState::Temprmsd);
+    }
+    // Plexes on disks that are missing or failed.
+    let bad_disks: Vec<String> = cfg
+        .disks
+        .iter()
+        .filter(|d| d.condition != DiskCondition::Ok || !g.members.contains_key(&d.name))
+        .map(|d| d.name.clone())
+        .collect();
+    let hit: Vec<String> = cfg
+        .subdisks
+        .iter()
+        .filter(|s| bad_disks.contains(&s.disk))
+        .filter_map(|s| s.plex.clone())
+        .collect();
+    for p in cfg.plexes.iter_mut().filter(|p| hit.contains(&p.name)) {
+        if p.kstate == KernelState::Enabled {
+            tracing::warn!(dg = %cfg.name, plex = %p.name, "plex has subdisks on a missing disk: detached, STALE");
+            p.kstate = KernelState::Detached;
+        }
+        if p.state.is_in_sync() {
+            p.state = PlexState::Stale;
+        }
+        p.sync_offset = None;
+    }
+}
+
+/// Removes a volume, its plexes and their subdisks from `cfg`.
+fn remove_volume(cfg: &mut DgConfig, vol: &str) {
+    let plexes: Vec<String> = cfg.plexes_of(vol).iter().map(|p| p.name.clone()).collect();
+    for p in plexes {
+        remove_plex(cfg, &p, true);
+    }
+    cfg.volumes.retain(|v| v.name != vol);
+}
+
+/// Removes a plex from `cfg`, deleting its subdisks (`with_subdisks`) or leaving them
+/// dissociated.
+fn remove_plex(cfg: &mut DgConfig, plex: &str, with_subdisks: bool) {
+    if with_subdisks {
+        cfg.subdisks.retain(|s| s.plex.as_deref() != Some(plex));
+    } else {
+        for s in cfg.subdisks.iter_mut() {
+            if s.plex.as_deref() == Some(plex) {
+                s.plex = None;
+            }
+        }
+    }
+    cfg.plexes.retain(|p| p.name != plex);
+}
+
+fn parse_read_policy(p: Option<&str>, prefer: Option<&str>) -> Result<ReadPolicy, VmError> {
+    match (p.unwrap_or("select"), prefer) {
+        ("select", None) => Ok(ReadPolicy::Select),
+        ("round", None) => Ok(ReadPolicy::Round),
+        ("prefer", Some(pl)) => Ok(ReadPolicy::Prefer(pl.to_string())),
+        ("prefer", None) => Err(VmError::Invalid(
+            "read_policy prefer needs prefer_plex, the plex to read from".into(),
+        )),
+        (_, Some(_)) => Err(VmError::Invalid(
+            "prefer_plex is only meaningful with read_policy prefer".into(),
+        )),
+        (other, _) => Err(VmError::Invalid(format!(
+            "unknown read_policy '{other}': use round, select or prefer"
+        ))),
+    }
+}
+
+impl VolumeManager {
+    /// Creates a volume: allocates its subdisks, records it (plexes TEMP), zeroes mirrors so
+    /// their copies start identical, records it ACTIVE and starts it as bdev `<dg>/<name>`.
+    pub fn volume_create(&self, req: &VolumeCreate) -> Result<String, VmError> {
+        check_name("volume", &req.name)?;
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, &req.dg)?;
+        let cfg0 = g.cfg.clone();
+        if cfg0.name_taken(&req.name) {
+            return Err(VmError::Exists {
+                kind: "object",
+                name: format!("{}/{}", req.dg, req.name),
+            });
+        }
+        let bdev_name = format!("{}/{}", req.dg, req.name);
+        self.engine.bdevs().check_free(&bdev_name)?;
+        let bs = cfg0.block_size as u64;
+        if req.size == 0 {
+            return Err(VmError::Invalid("size must be greater than 0".into()));
+        }
+        let len = req.size.div_ceil(bs);
+        let (striped, default_mirrors) = match req.layout.as_str() {
+            "concat" => (false, 1),
+            "stripe" => (true, 1),
+            "mirror" => (false, 2),
+            "mirror-stripe" => (true, 2),
+            "stripe-mirror" => {
+                return Err(VmError::Invalid(
+                    "layout stripe-mirror is not supported yet; use mirror-stripe".into(),
+                ))
+            }
+            other => {
+                return Err(VmError::Invalid(format!(
+                    "unknown layout '{other}': use one of {LAYOUTS}"
+                )))
+            }
+        };
+        let nmirror = req.nmirror.unwrap_or(default_mirrors);
+        if nmirror == 0 || nmirror as usize > MAX_PLEXES {
+            return Err(VmError::Invalid(format!(
+                "nmirror {nmirror} is out of range: a volume has 1 to {MAX_PLEXES} plexes"
+            )));
+        }
+        if !striped && req.ncol.is_some_and(|n| n != 1) {
+            return Err(VmError::Invalid(format!(
+                "ncol is for striped layouts; layout {} has one column",
+                req.layout
+            )));
+        }
+        let usable_disks = cfg0
+            .disks
+            .iter()
+            .filter(|d| d.condition == DiskCondition::Ok && !d.spare)
+            .count() as u32;
+        let ncol = if striped {
+            req.ncol
+                .unwrap_or_else(|| (usable_disks / nmirror).clamp(2, 8))
+        } else {
+            1
+        };
+        if striped && ncol < 2 {
+            return Err(VmError::Invalid(format!(
+                "a stripe needs at least 2 columns, not {ncol}"
+            )));
+        }
+        let su_bytes = req
+            .stripe_unit_kb
+            .map_or(DEFAULT_STRIPE_UNIT_BYTES, |k| k.saturating_mul(1024));
+        if striped && (su_bytes == 0 || !su_bytes.is_multiple_of(bs)) {
+            return Err(VmError::Invalid(format!(
+                "stripe_unit_kb must be a non-zero multiple of the block size ({bs} bytes)"
+            )));
+        }
+        let stripe_unit = su_bytes / bs;
+        let mut read_policy =
+            parse_read_policy(req.read_policy.as_deref(), req.prefer_plex.as_deref())?;
+        let alloc_disks = match &req.alloc {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|d| {
+                        cfg0.disks
+                            .iter()
+                            .find(|r| &r.name == d || &r.device == d)
+                            .map(|r| r.name.clone())
+                            .ok_or_else(|| {
+                                VmError::Invalid(format!(
+                                    "'{d}' is not a disk of disk group '{}'",
+                                    req.dg
+                                ))
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let space: Vec<DiskSpace> = cfg0
+            .disks
+            .iter()
+            .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
+            .map(|d| DiskSpace {
+                disk: d.name.clone(),
+                free: cfg0.free_space(&d.name),
+                spare: d.spare,
+                nohotuse: d.nohotuse,
+            })
+            .collect();
+        let plan = alloc::allocate(
+            &space,
+            &AllocRequest {
+                len,
+                nmirror,
+                ncol,
+                stripe_unit: if striped { stripe_unit } else { 1 },
+                disks: alloc_disks,
+                exclude: Vec::new(),
+            },
+        )?;
+        // Record the volume with its plexes TEMP: a crash before it is finished rolls it back.
+        let mut cfg = cfg0.clone();
+        let mut plex_names = Vec::new();
+        for pa in &plan {
+            let pname = cfg.next_name(&format!("{}-", req.name), |n| cfg.name_taken(n));
+            for (col, extents) in pa.columns.iter().enumerate() {
+                let mut at = 0;
+                for (disk, off, l) in extents {
+                    let sname = cfg.next_name(&format!("{disk}-"), |n| cfg.name_taken(n));
+                    cfg.subdisks.push(SubdiskRecord {
+                        name: sname,
+                        disk: disk.clone(),
+                        disk_offset: *off,
+                        len: *l,
+                        plex: Some(pname.clone()),
+                        column: col as u32,
+                        column_offset: at,
+                    });
+                    at += l;
+                }
+            }
+            cfg.plexes.push(PlexRecord {
+                name: pname.clone(),
+                volume: Some(req.name.clone()),
+                layout: if striped {
+                    PlexLayout::Stripe { ncol, stripe_unit }
+                } else {
+                    PlexLayout::Concat
+                },
+                state: PlexState::Temp,
+                kstate: KernelState::Disabled,
+                sync_offset: None,
+            });
+            plex_names.push(pname);
+        }
+        if let ReadPolicy::Prefer(p) = &read_policy {
+            // Accept "01" style shorthands as well as full plex names.
+            if !plex_names.contains(p) {
+                let full = format!("{}-{p}", req.name);
+                if plex_names.contains(&full) {
+                    read_policy = ReadPolicy::Prefer(full);
+                } else {
+                    return Err(VmError::Invalid(format!(
+                        "prefer_plex '{p}' is not one of the new volume's plexes ({})",
+                        plex_names.join(", ")
+                    )));
+                }
+            }
+        }
+        let layout_name = match (striped, nmirror > 1) {
+            (false, false) => "concat",
+            (true, false) => "stripe",
+            (false, true) => "mirror",
+            (true, true) => "mirror-stripe",
+        };
+        cfg.volumes.push(VolumeRecord {
+            name: req.name.clone(),
+            uuid: Uuid::new_v4(),
+            len,
+            state: VolumeState::Empty,
+            kstate: KernelState::Disabled,
+            read_policy,
+            layout: layout_name.to_string(),
+            autostart: false,
+            resync_offset: None,
+        });
+        g.commit(&self.engine, cfg.clone())?;
+        // Mirrors start identical: zero every plex's subdisks.
+        if nmirror > 1 {
+            if let Err(e) = self.zero_subdisks(g, &plex_names) {
+                let mut back = g.cfg.clone();
+                remove_volume(&mut back, &req.name);
+                if let Err(e2) = g.commit(&self.engine, back) {
+                    tracing::error!("cannot roll back volume {}: {e2}", req.name);
+                }
+                return Err(e);
+            }
+        }
+        for p in cfg.plexes.iter_mut() {
+            if plex_names.contains(&p.name) {
+                p.state = PlexState::Clean;
+                p.kstate = KernelState::Enabled;
+            }
+        }
+        if let Some(v) = cfg.volume_mut(&req.name) {
+            v.state = VolumeState::Clean;
+            v.autostart = true;
+        }
+        g.commit(&self.engine, cfg)?;
+        self.start_volume(g, &req.name)?;
+        tracing::info!(dg = %req.dg, volume = %req.name, layout = layout_name, blocks = len, "volume created");
+        Ok(bdev_name)
+    }
+
+    fn zero_subdisks(&self, g: &Group, plexes: &[String]) -> Result<(), VmError> {
+        const CHUNK: u64 = 64 << 20;
+        let bs = g.cfg.block_size as u64;
+        for p in plexes {
+            for s in g.cfg.subdisks_of(p) {
+                let m = &g.members[&s.disk];
+                let d = g.cfg.disk(&s.disk).ok_or_else(|| VmError::NotFound {
+                    kind: "disk",
+                    name: s.disk.clone(),
+                })?;
+                let start = (d.public_offset + s.disk_offset) * bs;
+                let end = start + s.len * bs;
+                let zeroes = m.bdev.io_types().contains(IoType::WriteZeroes);
+                let mut at = start;
+                while at < end {
+                    let n = (end - at).min(CHUNK);
+                    if zeroes {
+                        run_io(
+                            &self.engine,
+                            0,
+                            &m.bdev,
+                            IoType::WriteZeroes,
+                            at,
+                            n,
+                            None,
+                            Duration::from_secs(120),
+                        )
+                        .map_err(|e| VmError::Disk(e.into()))?;
+                    } else {
+                        let z = vec![0u8; n as usize];
+                        run_io(
+                            &self.engine,
+                            0,
+                            &m.bdev,
+                            IoType::Write,
+                            at,
+                            n,
+                            Some(&z),
+                            Duration::from_secs(120),
+                        )
+                        .map_err(|e| VmError::Disk(e.into()))?;
+                    }
+                    at += n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a volume: registers bdev `<dg>/<name>`. A volume that was running when plexd
+    /// died (state ACTIVE) with more than one in-sync plex is started in SYNC: reads come from
+    /// one plex while a resync makes the others equal to it.
+    pub fn volume_start(&self, dg: &str, name: &str) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if g.cfg.volume(name).is_none() {
+            return Err(not_found_volume(dg, name));
+        }
+        if g.volumes.contains_key(name) {
+            return Err(VmError::Busy(format!(
+                "volume {dg}/{name} is already started"
+            )));
+        }
+        self.start_volume(g, name)
+    }
+
+    /// Stops a volume cleanly (refused while it is exported): its bdev goes away and it is
+    /// recorded CLEAN, and it is not started at the next import.
+    pub fn volume_stop(&self, dg: &str, name: &str) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if g.cfg.volume(name).is_none() {
+            return Err(not_found_volume(dg, name));
+        }
+        if !g.volumes.contains_key(name) {
+            return Err(VmError::Invalid(format!(
+                "volume {dg}/{name} is not started"
+            )));
+        }
+        self.stop_volume(g, name, false)
+    }
+
+    pub(crate) fn start_volume(&self, g: &mut Group, name: &str) -> Result<(), VmError> {
+        let dg = g.cfg.name.clone();
+        let mut cfg = g.cfg.clone();
+        let readable: Vec<String> = cfg
+            .plexes_of(name)
+            .iter()
+            .filter(|p| p.state.is_in_sync() && p.kstate == KernelState::Enabled)
+            .map(|p| p.name.clone())
+            .collect();
+        if readable.is_empty() {
+            return Err(VmError::Invalid(format!(
+                "volume {dg}/{name} has no plex with current data (every plex is stale, detached or on a missing disk); attach or recover a plex first"
+            )));
+        }
+        let Some(v) = cfg.volume_mut(name) else {
+            return Err(not_found_volume(&dg, name));
+        };
+        let needs_sync = was_running(v.state) && readable.len() > 1;
+        v.state = if needs_sync {
+            VolumeState::Sync
+        } else {
+            VolumeState::Active
+        };
+        if needs_sync && v.resync_offset.is_none() {
+            v.resync_offset = Some(0);
+        }
+        v.kstate = KernelState::Enabled;
+        v.autostart = true;
+        let (uuid, len) = (v.uuid, v.len);
+        for p in cfg.plexes.iter_mut() {
+            if p.volume.as_deref() == Some(name) && p.state == PlexState::Clean {
+                p.state = PlexState::Active;
+            }
+        }
+        // The volume is recorded ACTIVE (dirty) before any write can reach it.
+        g.commit(&self.engine, cfg)?;
+        g.generation += 1;
+        let map = build_map(g, name, g.generation).map_err(VmError::Invalid)?;
+        let io_types = volume_io_types(&map);
+        let bdev_name = format!("{dg}/{name}");
+        let shared = VolumeShared::new(
+            bdev_name.clone(),
+            map,
+            g.cfg.block_size,
+            self.events.clone(),
+        );
+        let spec = BdevSpec {
+            name: bdev_name,
+            aliases: Vec::new(),
+            uuid: Some(uuid),
+            block_size: g.cfg.block_size,
+            num_blocks: len,
+            io_types,
+        };
+        self.engine
+            .add_bdev(spec, Box::new(VolumeBdev::new(shared.clone())))?;
+        g.volumes.insert(name.to_string(), shared);
+        if needs_sync {
+            self.start_resync(g, name);
+        }
+        self.resume_attaches(g, name);
+        Ok(())
+    }
+
+    pub(crate) fn stop_volume(
+        &self,
+        g: &mut Group,
+        name: &str,
+        shutting_down: bool,
+    ) -> Result<(), VmError> {
+        let dg = g.cfg.name.clone();
+        let bdev_name = format!("{dg}/{name}");
+        if let Ok(b) = self.engine.bdevs().get(&bdev_name) {
+            if let Some(owner) = b.claimed_by() {
+                return Err(VmError::Busy(format!(
+                    "volume {bdev_name} is in use by {owner}; release it first"
+                )));
+            }
+        }
+        self.tasks.cancel_volume(&dg, name);
+        self.engine
+            .delete_bdev(&bdev_name, Some(driver::PRODUCT_NAME))?;
+        g.volumes.remove(name);
+        let mut cfg = g.cfg.clone();
+        let syncing = cfg
+            .volume(name)
+            .is_some_and(|v| v.state == VolumeState::Sync);
+        if let Some(v) = cfg.volume_mut(name) {
+            if !syncing {
+                v.state = VolumeState::Clean;
+            }
+            v.kstate = KernelState::Disabled;
+            if !shutting_down {
+                v.autostart = false;
+            }
+        }
+        if !syncing {
+            for p in cfg.plexes.iter_mut() {
+                if p.volume.as_deref() == Some(name) && p.state == PlexState::Active {
+                    p.state = PlexState::Clean;
+                }
+            }
+        }
+        g.commit(&self.engine, cfg)?;
+        tracing::info!(dg = %dg, volume = %name, "volume stopped");
+        Ok(())
+    }
+
+    /// Deletes a volume with its plexes and subdisks (refused while it is exported).
+    pub fn volume_delete(&self, dg: &str, name: &str) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if g.cfg.volume(name).is_none() {
+            return Err(not_found_volume(dg, name));
+        }
+        if g.volumes.contains_key(name) {
+            self.stop_volume(g, name, false)?;
+        }
+        let mut cfg = g.cfg.clone();
+        remove_volume(&mut cfg, name);
+        g.commit(&self.engine, cfg)?;
+        tracing::info!(dg = %dg, volume = %name, "volume deleted");
+        Ok(())
+    }
+
+    /// Detaches a plex (no more I/O; state OFFLINE), or with `dissociate` removes it from its
+    /// volume and deletes its subdisks. The last plex with current data cannot be detached.
+    pub fn plex_detach(&self, dg: &str, plex: &str, dissociate: bool) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        let p = g.cfg.plex(plex).cloned().ok_or_else(|| VmError::NotFound {
+            kind: "plex",
+            name: format!("{dg}/{plex}"),
+        })?;
+        let vol = p.volume.clone().unwrap_or_default();
+        let others_in_sync = g
+            .cfg
+            .plexes_of(&vol)
+            .iter()
+            .filter(|o| o.name != plex && o.state.is_in_sync() && o.kstate == KernelState::Enabled)
+            .count();
+        let this_in_sync = p.state.is_in_sync() && p.kstate == KernelState::Enabled;
+        if this_in_sync && others_in_sync == 0 && !vol.is_empty() {
+            return Err(VmError::Busy(format!(
+                "plex {plex} is the last plex of volume {dg}/{vol} with current data; it cannot be detached"
+            )));
+        }
+        self.tasks.cancel_plex(dg, plex);
+        let mut cfg = g.cfg.clone();
+        if dissociate {
+            remove_plex(&mut cfg, plex, true);
+        } else if let Some(pl) = cfg.plex_mut(plex) {
+            pl.kstate = KernelState::Detached;
+            if pl.state.is_in_sync() {
+                pl.state = PlexState::Offline;
+            }
+            pl.sync_offset = None;
+        }
+        g.commit(&self.engine, cfg)?;
+        if !vol.is_empty() {
+            self.publish(g, &vol);
+        }
+        Ok(())
+    }
+
+    /// `volume_list`: volumes with their plexes and subdisks.
+    pub fn volume_list(&self, dg: Option<&str>, name: Option<&str>) -> Result<Value, VmError> {
+        let groups = self.lock();
+        if let Some(d) = dg {
+            if !groups.contains_key(d) {
+                return Err(VmError::NotFound {
+                    kind: "disk group",
+                    name: d.into(),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for (gname, g) in groups.iter() {
+            if dg.is_some_and(|d| d != gname) {
+                continue;
+            }
+            for v in &g.cfg.volumes {
+                if name.is_some_and(|n| n != v.name) {
+                    continue;
+                }
+                out.push(volume_json(g, v));
+            }
+        }
+        if let (Some(n), true) = (name, out.is_empty()) {
+            return Err(VmError::NotFound {
+                kind: "volume",
+                name: n.into(),
+            });
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+fn not_found_volume(dg: &str, name: &str) -> VmError {
+    VmError::NotFound {
+        kind: "volume",
+        name: format!("{dg}/{name}"),
+    }
+}
+
+/// What a volume supports: data, flush and reset always; write-zeroes and unmap when every
+/// disk can (unmap becomes write-zeroes on mirrors).
+fn volume_io_types(map: &VolumeMap) -> IoTypeSet {
+    let mut t = vec![IoType::Read, IoType::Write, IoType::Flush, IoType::Reset];
+    let all = |op| map.disks.iter().all(|d| d.io_types().contains(op));
+    if all(IoType::WriteZeroes) {
+        t.push(IoType::WriteZeroes);
+        if all(IoType::Unmap) {
+            t.push(IoType::Unmap);
+        }
+    }
+    IoTypeSet::of(&t)
+}
+
+/// One volume as `volume_list` shows it.
+pub(crate) fn volume_json(g: &Group, v: &VolumeRecord) -> Value {
+    let bs = g.cfg.block_size as u64;
+    let plexes: Vec<Value> = g
+        .cfg
+        .plexes_of(&v.name)
+        .iter()
+        .map(|p| {
+            let (ncol, su) = match p.layout {
+                PlexLayout::Concat => (1, None),
+                PlexLayout::Stripe { ncol, stripe_unit } => (ncol, Some(stripe_unit)),
+            };
+            let sds: Vec<Value> = g
+                .cfg
+                .subdisks_of(&p.name)
+                .iter()
+                .map(|s| {
+                    json!({
+                        "name": s.name,
+                        "disk": s.disk,
+                        "device": g.members.get(&s.disk).map(|m| m.bdev.name().to_string()),
+                        "disk_offset": s.disk_offset,
+                        "len": s.len,
+                        "column": s.column,
+                        "column_offset": s.column_offset,
+                    })
+                })
+                .collect();
+            let len: u64 = g.cfg.subdisks_of(&p.name).iter().map(|s| s.len).sum();
+            json!({
+                "name": p.name,
+                "state": p.state,
+                "kstate": p.kstate,
+                "layout": p.layout.as_str().to_lowercase(),
+                "ncol": ncol,
+                "stripe_unit_blocks": su,
+                "len": len,
+                "sync_offset": p.sync_offset,
+                "subdisks": sds,
+            })
+        })
+        .collect();
+    json!({
+        "dg": g.cfg.name,
+        "name": v.name,
+        "bdev": format!("{}/{}", g.cfg.name, v.name),
+        "uuid": v.uuid.to_string(),
+        "block_size": bs,
+        "num_blocks": v.len,
+        "size_bytes": v.len * bs,
+        "layout": v.layout,
+        "state": v.state,
+        "kstate": v.kstate,
+        "read_policy": v.read_policy.as_str().to_lowercase(),
+        "prefer_plex": match &v.read_policy { ReadPolicy::Prefer(p) => Some(p.clone()), _ => None },
+        "started": g.volumes.contains_key(&v.name),
+        "resync_offset": v.resync_offset,
+        "plexes": plexes,
+    })
+}

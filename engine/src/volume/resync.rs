@@ -1,0 +1,383 @@
+//! Copies that make plexes equal, run as tasks: the read-writeback resync of a mirrored
+//! volume that was running when plexd died, and plex attach (a new or stale mirror brought up
+//! to date while guests keep writing). Both checkpoint their progress in the configuration
+//! and resume from it when the volume next starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::alloc::{self, AllocRequest, DiskSpace};
+use super::driver::VolumeMap;
+use super::manager::{group_mut, Group, VmError, VolumeManager};
+use super::objects::{
+    DiskCondition, KernelState, PlexRecord, PlexState, SubdiskRecord, VolumeState,
+};
+use super::task::{self, CopyPlex, Task, TaskState};
+
+fn copy_plex(map: &VolumeMap, idx: usize) -> CopyPlex {
+    CopyPlex {
+        geometry: map.plexes[idx].geometry.clone(),
+        disks: map.disks.clone(),
+    }
+}
+
+impl VolumeManager {
+    /// Starts the resync of volume `vol` (state SYNC): every other writable plex is made equal
+    /// to the map's read source, from the recorded checkpoint on.
+    pub(crate) fn start_resync(&self, g: &mut Group, vol: &str) {
+        let dg = g.cfg.name.clone();
+        let (Some(shared), Some(v)) = (g.volumes.get(vol).cloned(), g.cfg.volume(vol)) else {
+            return;
+        };
+        let map = shared.map();
+        let Some(src) = map.read_source else {
+            return;
+        };
+        let targets: Vec<CopyPlex> = (0..map.plexes.len())
+            .filter(|&i| i != src && map.plexes[i].writable)
+            .map(|i| copy_plex(&map, i))
+            .collect();
+        let source = copy_plex(&map, src);
+        let start = v.resync_offset.unwrap_or(0).min(v.len);
+        let len = v.len;
+        let bs = g.cfg.block_size as u64;
+        let task = self.tasks.add("resync", &dg, vol, None, start, len);
+        tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
+        let Some(vm) = self.me.upgrade() else {
+            return;
+        };
+        let vol = vol.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("resync {dg}/{vol}"))
+            .spawn(move || {
+                let r = task::copy(
+                    &vm.engine,
+                    &task,
+                    shared.barrier(),
+                    &source,
+                    &targets,
+                    bs,
+                    len,
+                    Duration::ZERO,
+                    |off| vm.checkpoint(&task, |cfg| {
+                        if let Some(v) = cfg.volume_mut(&task.volume) {
+                            v.resync_offset = Some(off);
+                        }
+                    }),
+                );
+                vm.finish_task(&task, r, |g, t| {
+                    let mut cfg = g.cfg.clone();
+                    if let Some(v) = cfg.volume_mut(&t.volume) {
+                        v.state = VolumeState::Active;
+                        v.resync_offset = None;
+                    }
+                    g.commit(&vm.engine, cfg)?;
+                    vm.publish(g, &t.volume);
+                    tracing::info!(dg = %t.dg, volume = %t.volume, "resync complete: every plex holds the same data");
+                    Ok(())
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the resync thread: {e}");
+        }
+    }
+
+    /// Restarts the attach copies of volume `vol`'s plexes that have a checkpoint.
+    pub(crate) fn resume_attaches(&self, g: &mut Group, vol: &str) {
+        let plexes: Vec<(String, u64)> = g
+            .cfg
+            .plexes_of(vol)
+            .iter()
+            .filter(|p| p.kstate == KernelState::Enabled)
+            .filter_map(|p| p.sync_offset.map(|o| (p.name.clone(), o)))
+            .collect();
+        for (p, off) in plexes {
+            if let Err(e) = self.spawn_attach(g, vol, &p, off, Duration::ZERO) {
+                tracing::error!(volume = %vol, plex = %p, "cannot resume the attach: {e}");
+            }
+        }
+    }
+
+    /// Adds a mirror to a started volume: a new plex allocated like the volume's first plex on
+    /// disks the volume does not use yet (or `plex`, an existing stale or detached plex of the
+    /// volume), which receives every write at once and is filled in the background from an
+    /// in-sync plex. Returns the task id.
+    pub fn plex_attach(
+        &self,
+        dg: &str,
+        vol: &str,
+        plex: Option<&str>,
+        alloc_disks: Option<&[String]>,
+        delay: Duration,
+    ) -> Result<u64, VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        let v = g
+            .cfg
+            .volume(vol)
+            .cloned()
+            .ok_or_else(|| VmError::NotFound {
+                kind: "volume",
+                name: format!("{dg}/{vol}"),
+            })?;
+        if !g.volumes.contains_key(vol) {
+            return Err(VmError::Invalid(format!(
+                "volume {dg}/{vol} is not started; start it before attaching a plex"
+            )));
+        }
+        if self.tasks.busy(dg, vol) {
+            return Err(VmError::Busy(format!(
+                "volume {dg}/{vol} is locked by another operation (a resync or attach is running); wait for it with task_wait"
+            )));
+        }
+        let plexes: Vec<PlexRecord> = g.cfg.plexes_of(vol).into_iter().cloned().collect();
+        let Some(model) = plexes
+            .iter()
+            .find(|p| p.state.is_in_sync() && p.kstate == KernelState::Enabled)
+            .cloned()
+        else {
+            return Err(VmError::Invalid(format!(
+                "volume {dg}/{vol} has no plex with current data to copy from"
+            )));
+        };
+        let mut cfg = g.cfg.clone();
+        let name = match plex {
+            Some(p) => {
+                let rec = plexes
+                    .iter()
+                    .find(|r| r.name == p)
+                    .ok_or_else(|| VmError::NotFound {
+                        kind: "plex of this volume",
+                        name: format!("{dg}/{p}"),
+                    })?;
+                if rec.state.is_in_sync() && rec.kstate == KernelState::Enabled {
+                    return Err(VmError::Invalid(format!(
+                        "plex {p} is already attached and in sync"
+                    )));
+                }
+                let on_bad_disk = cfg.subdisks_of(p).iter().any(|s| {
+                    !g.members.contains_key(&s.disk)
+                        || cfg
+                            .disk(&s.disk)
+                            .is_some_and(|d| d.condition != DiskCondition::Ok)
+                });
+                if on_bad_disk {
+                    return Err(VmError::Invalid(format!(
+                        "plex {p} has subdisks on a missing or failed disk; attach a new plex instead"
+                    )));
+                }
+                p.to_string()
+            }
+            None => {
+                if plexes.len() >= super::objects::MAX_PLEXES {
+                    return Err(VmError::Invalid(format!(
+                        "volume {dg}/{vol} already has {} plexes",
+                        plexes.len()
+                    )));
+                }
+                let used: Vec<String> = plexes
+                    .iter()
+                    .flat_map(|p| cfg.subdisks_of(&p.name))
+                    .map(|s| s.disk.clone())
+                    .collect();
+                let space: Vec<DiskSpace> = cfg
+                    .disks
+                    .iter()
+                    .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
+                    .map(|d| DiskSpace {
+                        disk: d.name.clone(),
+                        free: cfg.free_space(&d.name),
+                        spare: d.spare,
+                        nohotuse: d.nohotuse,
+                    })
+                    .collect();
+                let disks = match alloc_disks {
+                    None => None,
+                    Some(list) => Some(
+                        list.iter()
+                            .map(|d| {
+                                cfg.disks
+                                    .iter()
+                                    .find(|r| &r.name == d || &r.device == d)
+                                    .map(|r| r.name.clone())
+                                    .ok_or_else(|| {
+                                        VmError::Invalid(format!(
+                                            "'{d}' is not a disk of disk group '{dg}'"
+                                        ))
+                                    })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                    ),
+                };
+                let plan = alloc::allocate(
+                    &space,
+                    &AllocRequest {
+                        len: v.len,
+                        nmirror: 1,
+                        ncol: model.layout.ncol(),
+                        stripe_unit: match model.layout {
+                            super::objects::PlexLayout::Stripe { stripe_unit, .. } => stripe_unit,
+                            super::objects::PlexLayout::Concat => 1,
+                        },
+                        disks,
+                        exclude: used,
+                    },
+                )?;
+                let pname = cfg.next_name(&format!("{vol}-"), |n| cfg.name_taken(n));
+                for (col, extents) in plan[0].columns.iter().enumerate() {
+                    let mut at = 0;
+                    for (disk, off, l) in extents {
+                        let sname = cfg.next_name(&format!("{disk}-"), |n| cfg.name_taken(n));
+                        cfg.subdisks.push(SubdiskRecord {
+                            name: sname,
+                            disk: disk.clone(),
+                            disk_offset: *off,
+                            len: *l,
+                            plex: Some(pname.clone()),
+                            column: col as u32,
+                            column_offset: at,
+                        });
+                        at += l;
+                    }
+                }
+                cfg.plexes.push(PlexRecord {
+                    name: pname.clone(),
+                    volume: Some(vol.to_string()),
+                    layout: model.layout,
+                    state: PlexState::Stale,
+                    kstate: KernelState::Detached,
+                    sync_offset: None,
+                });
+                pname
+            }
+        };
+        if let Some(p) = cfg.plex_mut(&name) {
+            p.state = PlexState::Stale;
+            p.kstate = KernelState::Enabled;
+            p.sync_offset = Some(0);
+        }
+        g.commit(&self.engine, cfg)?;
+        self.publish(g, vol);
+        self.spawn_attach(g, vol, &name, 0, delay)
+    }
+
+    fn spawn_attach(
+        &self,
+        g: &mut Group,
+        vol: &str,
+        plex: &str,
+        from: u64,
+        delay: Duration,
+    ) -> Result<u64, VmError> {
+        let dg = g.cfg.name.clone();
+        let shared = g
+            .volumes
+            .get(vol)
+            .cloned()
+            .ok_or_else(|| VmError::Invalid(format!("volume {dg}/{vol} is not started")))?;
+        let len = g.cfg.volume(vol).map_or(0, |v| v.len);
+        let map = shared.map();
+        let target = map
+            .plexes
+            .iter()
+            .position(|p| p.name == plex && p.writable)
+            .ok_or_else(|| VmError::Invalid(format!("plex {plex} is not receiving writes")))?;
+        let src =
+            map.plexes.iter().position(|p| p.readable).ok_or_else(|| {
+                VmError::Invalid(format!("volume {dg}/{vol} has no readable plex"))
+            })?;
+        let source = copy_plex(&map, src);
+        let targets = vec![copy_plex(&map, target)];
+        let bs = g.cfg.block_size as u64;
+        let task = self
+            .tasks
+            .add("plex_attach", &dg, vol, Some(plex), from.min(len), len);
+        let id = task.id;
+        let vm = self
+            .me
+            .upgrade()
+            .ok_or_else(|| VmError::Invalid("the volume manager is shutting down".into()))?;
+        tracing::info!(dg = %dg, volume = %vol, plex = %plex, from, "plex attach started (copying from {})", map.plexes[src].name);
+        std::thread::Builder::new()
+            .name(format!("attach {plex}"))
+            .spawn(move || {
+                let pname = task.plex.clone().unwrap_or_default();
+                let r = task::copy(
+                    &vm.engine,
+                    &task,
+                    shared.barrier(),
+                    &source,
+                    &targets,
+                    bs,
+                    len,
+                    delay,
+                    |off| {
+                        vm.checkpoint(&task, |cfg| {
+                            if let Some(p) = cfg.plex_mut(&pname) {
+                                p.sync_offset = Some(off);
+                            }
+                        })
+                    },
+                );
+                vm.finish_task(&task, r, |g, t| {
+                    let mut cfg = g.cfg.clone();
+                    if let Some(p) = t.plex.as_deref().and_then(|p| cfg.plex_mut(p)) {
+                        p.state = PlexState::Active;
+                        p.sync_offset = None;
+                    }
+                    g.commit(&vm.engine, cfg)?;
+                    vm.publish(g, &t.volume);
+                    tracing::info!(dg = %t.dg, volume = %t.volume, plex = ?t.plex, "plex attach complete");
+                    Ok(())
+                });
+            })
+            .map_err(|e| VmError::Invalid(format!("cannot start the attach thread: {e}")))?;
+        Ok(id)
+    }
+
+    /// Records a copy's progress (skipped once the task was cancelled: whoever cancelled it
+    /// owns the configuration now).
+    fn checkpoint(&self, task: &Task, f: impl FnOnce(&mut super::objects::DgConfig)) {
+        let mut groups = self.lock();
+        if task.cancelled() {
+            return;
+        }
+        let Some(g) = groups.get_mut(&task.dg) else {
+            return;
+        };
+        let mut cfg = g.cfg.clone();
+        f(&mut cfg);
+        if let Err(e) = g.commit(&self.engine, cfg) {
+            tracing::warn!(dg = %task.dg, volume = %task.volume, "cannot record copy progress: {e}");
+        }
+    }
+
+    fn finish_task(
+        &self,
+        task: &Arc<Task>,
+        r: Result<bool, String>,
+        done: impl FnOnce(&mut Group, &Task) -> Result<(), VmError>,
+    ) {
+        let mut groups = self.lock();
+        match r {
+            Ok(true) if !task.cancelled() => {
+                let res = match groups.get_mut(&task.dg) {
+                    Some(g) => done(g, task),
+                    None => Err(VmError::NotFound {
+                        kind: "disk group",
+                        name: task.dg.clone(),
+                    }),
+                };
+                match res {
+                    Ok(()) => task.set_state(TaskState::Done),
+                    Err(e) => task.set_state(TaskState::Failed(e.to_string())),
+                }
+            }
+            Ok(_) => task.set_state(TaskState::Cancelled),
+            Err(e) => {
+                tracing::error!(dg = %task.dg, volume = %task.volume, "{} failed: {e}", task.kind);
+                task.set_state(TaskState::Failed(e));
+            }
+        }
+    }
+}
