@@ -312,13 +312,19 @@ pub fn write_copy(
     slot: u32,
     encoded: &[u8],
 ) -> Result<(), DiskError> {
-    io(
-        engine,
-        bdev,
-        IoType::Write,
-        label.layout.slot_offset(slot),
-        encoded.len() as u64,
-        Some(encoded),
-    )?;
+    // In pieces, as a large write reaches a real disk: a crash can leave any prefix of them,
+    // which the payload crc then rejects (the other slot still holds the previous copy).
+    const PIECE: usize = 64 << 10;
+    let base = label.layout.slot_offset(slot);
+    for (i, piece) in encoded.chunks(PIECE).enumerate() {
+        io(
+            engine,
+            bdev,
+            IoType::Write,
+            base + (i * PIECE) as u64,
+            piece.len() as u64,
+            Some(piece),
+        )?;
+    }
     flush(engine, bdev)
 }

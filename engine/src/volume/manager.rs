@@ -619,6 +619,11 @@ impl VolumeManager {
             if label.dg_id.is_nil() || name.is_some_and(|n| n != label.dg_name) {
                 continue;
             }
+            // As in VxVM, a deported group is imported only when asked for by name.
+            if name.is_none() && label.state == DiskState::Deported {
+                tracing::info!(bdev = %b.name(), dg = %label.dg_name, "deported disk group: import it by name");
+                continue;
+            }
             found.entry(label.dg_id).or_default().push((b, label));
         }
         if found.is_empty() {
@@ -795,6 +800,25 @@ impl VolumeManager {
                 if let Err(e) = self.stop_volume(g, &v, true) {
                     tracing::error!(dg = %dg, volume = %v, "clean stop failed: {e}");
                 }
+            }
+            for m in g.members.values() {
+                m.bdev.release_claim();
+            }
+        }
+        groups.clear();
+    }
+
+    /// Simulates a crash for tests: volumes vanish and disks are released without any
+    /// write to the disks (their configuration stays as the last commit left it).
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        self.tasks.cancel_all();
+        let mut groups = self.lock();
+        for (dg, g) in groups.iter_mut() {
+            for v in g.volumes.keys() {
+                let _ = self
+                    .engine
+                    .delete_bdev(&format!("{dg}/{v}"), Some(driver::PRODUCT_NAME));
             }
             for m in g.members.values() {
                 m.bdev.release_claim();

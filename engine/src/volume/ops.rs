@@ -229,8 +229,9 @@ fn parse_read_policy(p: Option<&str>, prefer: Option<&str>) -> Result<ReadPolicy
 }
 
 impl VolumeManager {
-    /// Creates a volume: allocates its subdisks, records it (plexes TEMP), zeroes mirrors so
-    /// their copies start identical, records it ACTIVE and starts it as bdev `<dg>/<name>`.
+    /// Creates a volume: allocates its subdisks, records it (plexes TEMP), zeroes them (a new
+    /// volume never shows an old one's data, and mirrors start identical), records it CLEAN
+    /// and starts it as bdev `<dg>/<name>`.
     pub fn volume_create(&self, req: &VolumeCreate) -> Result<String, VmError> {
         check_name("volume", &req.name)?;
         let mut groups = self.lock();
@@ -412,8 +413,9 @@ impl VolumeManager {
             resync_offset: None,
         });
         g.commit(&self.engine, cfg.clone())?;
-        // Mirrors start identical: zero every plex's subdisks.
-        if nmirror > 1 {
+        // A new volume reads as zeroes (never as an old volume's data), and mirrors start
+        // identical.
+        {
             if let Err(e) = self.zero_subdisks(g, &plex_names) {
                 let mut back = g.cfg.clone();
                 remove_volume(&mut back, &req.name);
