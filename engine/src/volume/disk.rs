@@ -314,7 +314,7 @@ pub fn write_copy(
 ) -> Result<(), DiskError> {
     // In pieces, as a large write reaches a real disk: a crash can leave any prefix of them,
     // which the payload crc then rejects (the other slot still holds the previous copy).
-    const PIECE: usize = 64 << 10;
+    const PIECE: usize = 4096;
     let base = label.layout.slot_offset(slot);
     for (i, piece) in encoded.chunks(PIECE).enumerate() {
         io(
