@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use plexd_control::MethodTable;
 use plexd_engine::reactor::{parse_cpumask, PollMode};
+use plexd_engine::volume::manager::VolumeManager;
 use plexd_engine::Engine;
 use plexd_perf::vhost::{self, BufferPlacement, VhostSpec};
 use plexd_perf::{plot, report, run_jobs, JobResult, JobSpec, Workload};
@@ -119,12 +120,17 @@ fn cpu_seconds() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
-fn load_config(engine: &Arc<Engine>, path: &PathBuf) -> Result<Vec<String>, String> {
+fn load_config(
+    engine: &Arc<Engine>,
+    vm: &Arc<VolumeManager>,
+    path: &PathBuf,
+) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let root: Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut table = MethodTable::new();
     plexd_engine::register_rpcs(&mut table, engine);
+    plexd_engine::volume::rpc::register(&mut table, vm);
     let mut created = Vec::new();
     for sub in root
         .get("subsystems")
@@ -249,8 +255,10 @@ fn run_local(args: &Args) -> Result<Outcome, String> {
     let cores =
         parse_cpumask(args.cpumask.as_deref().unwrap_or("0x1")).map_err(|e| e.to_string())?;
     let engine = Engine::start(&cores, args.poll_mode).map_err(|e| e.to_string())?;
+    // Configs may build disk groups and volumes (dg_create, volume_create) to measure them.
+    let vm = VolumeManager::new(engine.clone());
     let created = match &args.config {
-        Some(p) => load_config(&engine, p)?,
+        Some(p) => load_config(&engine, &vm, p)?,
         None => Vec::new(),
     };
     let targets = if args.targets.is_empty() {
@@ -314,6 +322,7 @@ fn run_local(args: &Args) -> Result<Outcome, String> {
         (h.join(), allocs)
     });
     let cpu = cpu_seconds() - cpu0;
+    vm.shutdown();
     engine.shutdown();
     let results = results
         .map_err(|_| "the job runner panicked".to_string())?

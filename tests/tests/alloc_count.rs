@@ -1,6 +1,7 @@
 //! The hot path makes no heap allocation: a counting global allocator watches the reactor
 //! thread (where every request is submitted, driven and completed) over a window of 100k (and
-//! then 200k) requests through every driver in steady state and must see none. Threads of the
+//! then 200k) requests through every driver and through striped and mirrored volumes in
+//! steady state and must see none. Threads of the
 //! test harness itself are not counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use plexd_control::MethodTable;
 use plexd_engine::reactor::PollMode;
+use plexd_engine::volume::manager::VolumeManager;
 use plexd_engine::Engine;
 use plexd_perf::{run_jobs, JobSpec, Workload};
 use serde_json::json;
@@ -108,8 +110,10 @@ fn steady_state_io_makes_no_heap_allocation() {
         plexd_perf::alloc_count::allocations() > before,
         "the counting allocator is not installed"
     );
+    let vm = VolumeManager::new(engine.clone());
     let mut t = MethodTable::new();
     plexd_engine::register_rpcs(&mut t, &engine);
+    plexd_engine::volume::rpc::register(&mut t, &vm);
     let call = |m: &str, p: serde_json::Value| {
         let method = t.get(m).unwrap_or_else(|| panic!("no method {m}"));
         (method.handler)(Some(p)).unwrap_or_else(|e| panic!("{m}: {}", e.message))
@@ -144,6 +148,24 @@ fn steady_state_io_makes_no_heap_allocation() {
         json!({"name": "Delay0", "base_bdev_name": "Malloc2", "avg_read_latency": 5,
                "p99_read_latency": 10, "avg_write_latency": 5, "p99_write_latency": 10}),
     );
+    for i in 0..4 {
+        call(
+            "bdev_malloc_create",
+            json!({"name": format!("Disk{i}"), "num_blocks": 49152, "block_size": 512}),
+        );
+    }
+    call(
+        "dg_create",
+        json!({"name": "dg", "disks": ["Disk0", "Disk1", "Disk2", "Disk3"]}),
+    );
+    call(
+        "volume_create",
+        json!({"dg": "dg", "name": "stripe", "size": "16M", "layout": "stripe", "ncol": 4}),
+    );
+    call(
+        "volume_create",
+        json!({"dg": "dg", "name": "mirror", "size": "16M", "layout": "mirror-stripe", "ncol": 2}),
+    );
     let cases = [
         ("Null0", Workload::RandRead),
         ("Malloc0", Workload::RandRw),
@@ -152,6 +174,9 @@ fn steady_state_io_makes_no_heap_allocation() {
         ("Aio0", Workload::RandRw),
         ("EE_Malloc1", Workload::RandRw),
         ("Delay0", Workload::RandRw),
+        ("dg/stripe", Workload::RandRw),
+        ("dg/mirror", Workload::RandRw),
+        ("dg/mirror", Workload::Verify),
     ];
     let mut failures = Vec::new();
     for (bdev, w) in cases {
@@ -161,6 +186,7 @@ fn steady_state_io_makes_no_heap_allocation() {
             failures.push(format!("{bdev}/{}: {first} then {second}", w.name()));
         }
     }
+    vm.shutdown();
     engine.shutdown();
     assert!(
         failures.is_empty(),
