@@ -134,6 +134,8 @@ pub enum VolumeEvent {
 /// The state of one volume shared by its channels and the volume manager.
 pub struct VolumeShared {
     name: String,
+    dg: String,
+    volume: String,
     map: ArcSwap<VolumeMap>,
     generation: AtomicU64,
     events: crossbeam::channel::Sender<VolumeEvent>,
@@ -145,14 +147,18 @@ pub struct VolumeShared {
 }
 
 impl VolumeShared {
-    /// Shared state for volume `name` (`<dg>/<volume>`) with its first map.
+    /// Shared state for volume `volume` of group `dg`, bdev `name`, with its first map.
     pub fn new(
         name: String,
+        dg: &str,
+        volume: &str,
         map: VolumeMap,
         block_size: u32,
         events: crossbeam::channel::Sender<VolumeEvent>,
     ) -> Arc<VolumeShared> {
         Arc::new(VolumeShared {
+            dg: dg.to_string(),
+            volume: volume.to_string(),
             barrier: SyncBarrier::new(COPY_CHUNK_BYTES / block_size.max(1) as u64),
             name,
             generation: AtomicU64::new(map.generation),
@@ -168,6 +174,16 @@ impl VolumeShared {
     /// The bdev name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The disk group.
+    pub fn dg(&self) -> &str {
+        &self.dg
+    }
+
+    /// The volume's name in its group.
+    pub fn volume(&self) -> &str {
+        &self.volume
     }
 
     /// The current map.
@@ -207,12 +223,15 @@ impl VolumeShared {
 /// The volume's bdev driver.
 pub struct VolumeBdev {
     shared: Arc<VolumeShared>,
+    saved: Option<Value>,
 }
 
 impl VolumeBdev {
-    /// A driver for `shared`.
-    pub fn new(shared: Arc<VolumeShared>) -> Self {
-        VolumeBdev { shared }
+    /// A driver for `shared`; `saved` is the `{method, params}` that recreates it in a saved
+    /// config (volumes made with `bdev_raid_create`), `None` for volumes that come back from
+    /// their disk group's own configuration.
+    pub fn new(shared: Arc<VolumeShared>, saved: Option<Value>) -> Self {
+        VolumeBdev { shared, saved }
     }
 
     /// The shared state.
@@ -271,8 +290,9 @@ impl BdevDriver for VolumeBdev {
     }
 
     fn config(&self, _bdev: &Bdev) -> Option<Value> {
-        // Volumes come back from their disk group's configuration, not from saved RPCs.
-        None
+        // Volumes come back from their disk group's configuration, not from saved RPCs; only
+        // raid bdevs are recreated (re-assembled from their disks) by SPDK's method.
+        self.saved.clone()
     }
 }
 

@@ -568,6 +568,36 @@ impl VolumeManager {
         Ok(())
     }
 
+    /// Destroys group `dg` (which must have no volumes): every disk's label is reset to a free
+    /// VM disk and its bdev released.
+    pub fn dg_destroy(&self, dg: &str) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if !g.cfg.volumes.is_empty() {
+            let names: Vec<&str> = g.cfg.volumes.iter().map(|v| v.name.as_str()).collect();
+            return Err(VmError::Busy(format!(
+                "disk group '{dg}' still has volumes {}; delete them first",
+                names.join(", ")
+            )));
+        }
+        self.tasks.cancel_group(dg);
+        if let Some(g) = groups.remove(dg) {
+            for (name, m) in &g.members {
+                let mut l = m.label.clone();
+                l.dg_id = Uuid::nil();
+                l.dg_name.clear();
+                l.disk_name.clear();
+                l.state = DiskState::Free;
+                if let Err(e) = disk::write_label(&self.engine, &m.bdev, &l) {
+                    tracing::warn!(disk = %name, "could not reset the label: {e}");
+                }
+                m.bdev.release_claim();
+            }
+        }
+        tracing::info!(dg = %dg, "disk group destroyed");
+        Ok(())
+    }
+
     /// Imports disk groups found on bdevs: `name` (or every group found), scanning `disks`
     /// (or every unclaimed bdev). `select_copy` names the bdev whose config copy to trust
     /// when the group's copies disagree. Returns the names of the groups imported.
@@ -815,11 +845,12 @@ impl VolumeManager {
         self.tasks.cancel_all();
         let mut groups = self.lock();
         for (dg, g) in groups.iter_mut() {
-            for v in g.volumes.keys() {
+            for shared in g.volumes.values() {
                 let _ = self
                     .engine
-                    .delete_bdev(&format!("{dg}/{v}"), Some(driver::PRODUCT_NAME));
+                    .delete_bdev(shared.name(), Some(driver::PRODUCT_NAME));
             }
+            let _ = dg;
             for m in g.members.values() {
                 m.bdev.release_claim();
             }
@@ -843,7 +874,7 @@ impl VolumeManager {
                     .map(|(_, p)| p.name.clone())
                     .collect();
                 let mut groups = self.lock();
-                let r = self.detach_failed(&mut groups, volume.name(), &names);
+                let r = self.detach_failed(&mut groups, volume.dg(), volume.volume(), &names);
                 if let Err(e) = r {
                     tracing::error!(
                         volume = %volume.name(),
@@ -871,12 +902,10 @@ impl VolumeManager {
     fn detach_failed(
         &self,
         groups: &mut BTreeMap<String, Group>,
-        bdev_name: &str,
+        dg: &str,
+        vol: &str,
         plexes: &[String],
     ) -> Result<(), VmError> {
-        let (dg, vol) = bdev_name
-            .split_once('/')
-            .ok_or_else(|| VmError::Invalid(format!("'{bdev_name}' is not a volume name")))?;
         let g = group_mut(groups, dg)?;
         let mut cfg = g.cfg.clone();
         let mut changed = false;

@@ -15,6 +15,7 @@
 //! - [`task`]: long-running operations (plex attach, resync) with progress.
 //! - [`resync`]: crash resync and plex attach, run as tasks.
 //! - [`print`](mod@print): `vxprint -ht`-style listings.
+//! - [`raid`]: SPDK's `bdev_raid_*` methods (raid0, raid1, concat) mapped onto volumes.
 //! - [`rpc`]: the `dg_*`, `disk_*`, `volume_*`, `plex_*`, `vm_print`, `task_*` methods.
 
 pub mod alloc;
@@ -27,6 +28,7 @@ pub mod objects;
 pub mod ondisk;
 pub mod ops;
 pub mod print;
+pub mod raid;
 pub mod resync;
 pub mod rpc;
 pub mod task;

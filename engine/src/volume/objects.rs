@@ -270,6 +270,21 @@ pub struct VolumeRecord {
     /// Resync checkpoint after a crash: blocks below it are known identical on every plex.
     #[serde(default)]
     pub resync_offset: Option<u64>,
+    /// The bdev name when it is not `<dg>/<name>` (volumes made by `bdev_raid_create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bdev_name: Option<String>,
+    /// The SPDK raid level of a volume made by `bdev_raid_create` (raid0, raid1, concat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid_level: Option<String>,
+}
+
+impl VolumeRecord {
+    /// The volume's bdev name in group `dg`.
+    pub fn bdev(&self, dg: &str) -> String {
+        self.bdev_name
+            .clone()
+            .unwrap_or_else(|| format!("{dg}/{}", self.name))
+    }
 }
 
 /// The whole configuration of a disk group (the config database's payload).

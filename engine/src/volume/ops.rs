@@ -46,6 +46,19 @@ pub struct VolumeCreate {
     pub alloc: Option<Vec<String>>,
 }
 
+/// A volume whose subdisks are chosen, for [`VolumeManager::create_from_plan`].
+pub(crate) struct NewVolume<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) len: u64,
+    pub(crate) plan: Vec<alloc::PlexAlloc>,
+    pub(crate) layout: PlexLayout,
+    pub(crate) layout_name: &'static str,
+    pub(crate) read_policy: ReadPolicy,
+    pub(crate) uuid: Option<Uuid>,
+    pub(crate) bdev_name: Option<String>,
+    pub(crate) raid_level: Option<String>,
+}
+
 /// Builds the I/O map of volume `vol` from the group's configuration. Plexes that cannot do
 /// I/O (detached, on missing disks) are left out.
 pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeMap, String> {
@@ -243,8 +256,9 @@ impl VolumeManager {
                 name: format!("{}/{}", req.dg, req.name),
             });
         }
-        let bdev_name = format!("{}/{}", req.dg, req.name);
-        self.engine.bdevs().check_free(&bdev_name)?;
+        self.engine
+            .bdevs()
+            .check_free(&format!("{}/{}", req.dg, req.name))?;
         let bs = cfg0.block_size as u64;
         if req.size == 0 {
             return Err(VmError::Invalid("size must be greater than 0".into()));
@@ -303,7 +317,7 @@ impl VolumeManager {
             )));
         }
         let stripe_unit = su_bytes / bs;
-        let mut read_policy =
+        let read_policy =
             parse_read_policy(req.read_policy.as_deref(), req.prefer_plex.as_deref())?;
         let alloc_disks = match &req.alloc {
             None => None,
@@ -346,11 +360,46 @@ impl VolumeManager {
                 exclude: Vec::new(),
             },
         )?;
+        let layout_name = match (striped, nmirror > 1) {
+            (false, false) => "concat",
+            (true, false) => "stripe",
+            (false, true) => "mirror",
+            (true, true) => "mirror-stripe",
+        };
+        self.create_from_plan(
+            g,
+            NewVolume {
+                name: &req.name,
+                len,
+                plan,
+                layout: if striped {
+                    PlexLayout::Stripe { ncol, stripe_unit }
+                } else {
+                    PlexLayout::Concat
+                },
+                layout_name,
+                read_policy,
+                uuid: None,
+                bdev_name: None,
+                raid_level: None,
+            },
+        )
+    }
+
+    /// Records, zeroes and starts a volume whose subdisks are already chosen.
+    pub(crate) fn create_from_plan(
+        &self,
+        g: &mut Group,
+        nv: NewVolume<'_>,
+    ) -> Result<String, VmError> {
+        let dg = g.cfg.name.clone();
+        let name = nv.name;
+        let mut read_policy = nv.read_policy;
         // Record the volume with its plexes TEMP: a crash before it is finished rolls it back.
-        let mut cfg = cfg0.clone();
+        let mut cfg = g.cfg.clone();
         let mut plex_names = Vec::new();
-        for pa in &plan {
-            let pname = cfg.next_name(&format!("{}-", req.name), |n| cfg.name_taken(n));
+        for pa in &nv.plan {
+            let pname = cfg.next_name(&format!("{name}-"), |n| cfg.name_taken(n));
             for (col, extents) in pa.columns.iter().enumerate() {
                 let mut at = 0;
                 for (disk, off, l) in extents {
@@ -369,12 +418,8 @@ impl VolumeManager {
             }
             cfg.plexes.push(PlexRecord {
                 name: pname.clone(),
-                volume: Some(req.name.clone()),
-                layout: if striped {
-                    PlexLayout::Stripe { ncol, stripe_unit }
-                } else {
-                    PlexLayout::Concat
-                },
+                volume: Some(name.to_string()),
+                layout: nv.layout,
                 state: PlexState::Temp,
                 kstate: KernelState::Disabled,
                 sync_offset: None,
@@ -384,7 +429,7 @@ impl VolumeManager {
         if let ReadPolicy::Prefer(p) = &read_policy {
             // Accept "01" style shorthands as well as full plex names.
             if !plex_names.contains(p) {
-                let full = format!("{}-{p}", req.name);
+                let full = format!("{name}-{p}");
                 if plex_names.contains(&full) {
                     read_policy = ReadPolicy::Prefer(full);
                 } else {
@@ -395,35 +440,44 @@ impl VolumeManager {
                 }
             }
         }
-        let layout_name = match (striped, nmirror > 1) {
-            (false, false) => "concat",
-            (true, false) => "stripe",
-            (false, true) => "mirror",
-            (true, true) => "mirror-stripe",
-        };
-        cfg.volumes.push(VolumeRecord {
-            name: req.name.clone(),
-            uuid: Uuid::new_v4(),
-            len,
+        let record = VolumeRecord {
+            name: name.to_string(),
+            uuid: nv.uuid.unwrap_or_else(Uuid::new_v4),
+            len: nv.len,
             state: VolumeState::Empty,
             kstate: KernelState::Disabled,
             read_policy,
-            layout: layout_name.to_string(),
+            layout: nv.layout_name.to_string(),
             autostart: false,
             resync_offset: None,
-        });
+            bdev_name: nv.bdev_name,
+            raid_level: nv.raid_level,
+        };
+        let bdev_name = record.bdev(&dg);
+        self.engine.bdevs().check_free(&bdev_name)?;
+        if self
+            .engine
+            .bdevs()
+            .list()
+            .iter()
+            .any(|b| b.uuid() == record.uuid)
+        {
+            return Err(VmError::Exists {
+                kind: "bdev with uuid",
+                name: record.uuid.to_string(),
+            });
+        }
+        cfg.volumes.push(record);
         g.commit(&self.engine, cfg.clone())?;
         // A new volume reads as zeroes (never as an old volume's data), and mirrors start
         // identical.
-        {
-            if let Err(e) = self.zero_subdisks(g, &plex_names) {
-                let mut back = g.cfg.clone();
-                remove_volume(&mut back, &req.name);
-                if let Err(e2) = g.commit(&self.engine, back) {
-                    tracing::error!("cannot roll back volume {}: {e2}", req.name);
-                }
-                return Err(e);
+        if let Err(e) = self.zero_subdisks(g, &plex_names) {
+            let mut back = g.cfg.clone();
+            remove_volume(&mut back, name);
+            if let Err(e2) = g.commit(&self.engine, back) {
+                tracing::error!("cannot roll back volume {name}: {e2}");
             }
+            return Err(e);
         }
         for p in cfg.plexes.iter_mut() {
             if plex_names.contains(&p.name) {
@@ -431,13 +485,13 @@ impl VolumeManager {
                 p.kstate = KernelState::Enabled;
             }
         }
-        if let Some(v) = cfg.volume_mut(&req.name) {
+        if let Some(v) = cfg.volume_mut(name) {
             v.state = VolumeState::Clean;
             v.autostart = true;
         }
         g.commit(&self.engine, cfg)?;
-        self.start_volume(g, &req.name)?;
-        tracing::info!(dg = %req.dg, volume = %req.name, layout = layout_name, blocks = len, "volume created");
+        self.start_volume(g, name)?;
+        tracing::info!(dg = %dg, volume = %name, layout = nv.layout_name, blocks = nv.len, "volume created");
         Ok(bdev_name)
     }
 
@@ -562,9 +616,14 @@ impl VolumeManager {
         g.generation += 1;
         let map = build_map(g, name, g.generation).map_err(VmError::Invalid)?;
         let io_types = volume_io_types(&map);
-        let bdev_name = format!("{dg}/{name}");
+        let bdev_name = g
+            .cfg
+            .volume(name)
+            .map_or_else(|| format!("{dg}/{name}"), |v| v.bdev(&dg));
         let shared = VolumeShared::new(
             bdev_name.clone(),
+            &dg,
+            name,
             map,
             g.cfg.block_size,
             self.events.clone(),
@@ -578,7 +637,13 @@ impl VolumeManager {
             io_types,
         };
         self.engine
-            .add_bdev(spec, Box::new(VolumeBdev::new(shared.clone())))?;
+            .add_bdev(
+                spec,
+                Box::new(VolumeBdev::new(
+                    shared.clone(),
+                    super::raid::saved_config(g, name),
+                )),
+            )?;
         g.volumes.insert(name.to_string(), shared);
         if needs_sync {
             self.start_resync(g, name);
@@ -594,7 +659,10 @@ impl VolumeManager {
         shutting_down: bool,
     ) -> Result<(), VmError> {
         let dg = g.cfg.name.clone();
-        let bdev_name = format!("{dg}/{name}");
+        let bdev_name = g
+            .cfg
+            .volume(name)
+            .map_or_else(|| format!("{dg}/{name}"), |v| v.bdev(&dg));
         if let Ok(b) = self.engine.bdevs().get(&bdev_name) {
             if let Some(owner) = b.claimed_by() {
                 return Err(VmError::Busy(format!(
@@ -787,7 +855,8 @@ pub(crate) fn volume_json(g: &Group, v: &VolumeRecord) -> Value {
     json!({
         "dg": g.cfg.name,
         "name": v.name,
-        "bdev": format!("{}/{}", g.cfg.name, v.name),
+        "bdev": v.bdev(&g.cfg.name),
+        "raid_level": v.raid_level,
         "uuid": v.uuid.to_string(),
         "block_size": bs,
         "num_blocks": v.len,

@@ -1,5 +1,5 @@
 //! The volume manager's JSON-RPC methods: `dg_*`, `disk_*`, `volume_*`, `plex_*`,
-//! `vm_print`, `task_list`, `task_wait`. Names and parameters are fixed so scripts can rely
+//! `vm_print`, `task_list`, `task_wait` (and, from [`super::raid`], `bdev_raid_*`). Names and parameters are fixed so scripts can rely
 //! on them (see `docs/rpc.md`).
 
 use std::sync::Arc;
@@ -163,8 +163,9 @@ fn opt<T: for<'de> Deserialize<'de> + Default>(p: Option<Value>) -> Result<T, Rp
     }
 }
 
-/// Registers the volume manager's methods.
+/// Registers the volume manager's methods (and SPDK's `bdev_raid_*`, which map onto it).
 pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
+    super::raid::register(t, vm);
     let m = vm.clone();
     t.runtime("dg_create", move |p| {
         let p: DgCreate = parse_params(p)?;
@@ -191,6 +192,12 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     t.runtime("dg_deport", move |p| {
         let p: ByName = parse_params(p)?;
         m.dg_deport(&p.name)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("dg_destroy", move |p| {
+        let p: ByName = parse_params(p)?;
+        m.dg_destroy(&p.name)?;
         Ok(json!(true))
     });
     let m = vm.clone();

@@ -1,0 +1,476 @@
+//! SPDK's `bdev_raid_create / delete / get_bdevs / add_base_bdev / remove_base_bdev` for
+//! raid0, raid1 and concat, mapped onto the volume manager: a raid bdev `R` is disk group `R`
+//! (one VM disk per base bdev, in order) holding one volume `R` whose bdev is named `R`:
+//!
+//! - raid0: one striped plex, one column per base bdev, `strip_size_kb` stripe unit;
+//! - raid1: one concat plex per base bdev (a mirror), rebuilt by plex attach;
+//! - concat: one concat plex over every base bdev in order.
+//!
+//! The group's labels play the part of SPDK's superblock: deleting the raid resets them, and
+//! `bdev_raid_create` on bdevs that already carry raid `R` re-assembles it instead of
+//! formatting them (so a saved config loads again).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::alloc::PlexAlloc;
+use super::manager::{group_mut, Group, VmError, VolumeManager};
+use super::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
+use super::ops::NewVolume;
+use plexd_control::jsonrpc::parse_params;
+use plexd_control::{MethodTable, RpcError};
+
+/// A raid level as SPDK names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaidLevel {
+    /// Striping.
+    Raid0,
+    /// Mirroring.
+    Raid1,
+    /// Concatenation.
+    Concat,
+}
+
+impl RaidLevel {
+    /// Parses SPDK's names (`raid0`/`0`, `raid1`/`1`, `concat`).
+    pub fn parse(s: &str) -> Result<RaidLevel, VmError> {
+        match s {
+            "raid0" | "0" => Ok(RaidLevel::Raid0),
+            "raid1" | "1" => Ok(RaidLevel::Raid1),
+            "concat" => Ok(RaidLevel::Concat),
+            "raid5f" | "5f" => Err(VmError::Invalid(
+                "raid5f is not supported by plexd yet; use raid0, raid1 or concat".into(),
+            )),
+            other => Err(VmError::Invalid(format!(
+                "unknown raid_level '{other}': use raid0, raid1 or concat"
+            ))),
+        }
+    }
+
+    /// SPDK's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RaidLevel::Raid0 => "raid0",
+            RaidLevel::Raid1 => "raid1",
+            RaidLevel::Concat => "concat",
+        }
+    }
+}
+
+/// The saved-config entry that recreates a raid volume, or `None` for other volumes.
+pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
+    let v = g.cfg.volume(vol)?;
+    let level = v.raid_level.clone()?;
+    let strip = g
+        .cfg
+        .plexes_of(vol)
+        .first()
+        .and_then(|p| match p.layout {
+            PlexLayout::Stripe { stripe_unit, .. } => {
+                Some(stripe_unit * g.cfg.block_size as u64 / 1024)
+            }
+            PlexLayout::Concat => None,
+        })
+        .unwrap_or(0);
+    Some(json!({
+        "method": "bdev_raid_create",
+        "params": {
+            "name": v.bdev(&g.cfg.name),
+            "raid_level": level,
+            "strip_size_kb": strip,
+            "uuid": v.uuid.to_string(),
+            "base_bdevs": base_bdev_names(g),
+            "superblock": true,
+        }
+    }))
+}
+
+/// The group's member bdevs in disk order (missing ones by their last known device).
+fn base_bdev_names(g: &Group) -> Vec<String> {
+    g.cfg
+        .disks
+        .iter()
+        .map(|d| {
+            g.members
+                .get(&d.name)
+                .map_or(d.device.clone(), |m| m.bdev.name().to_string())
+        })
+        .collect()
+}
+
+impl VolumeManager {
+    /// `bdev_raid_create`: builds (or re-assembles) raid bdev `name` over `base_bdevs`.
+    pub fn raid_create(
+        &self,
+        name: &str,
+        level: RaidLevel,
+        base_bdevs: &[String],
+        strip_size_kb: Option<u64>,
+        uuid: Option<uuid::Uuid>,
+    ) -> Result<String, VmError> {
+        if base_bdevs.is_empty() {
+            return Err(VmError::Invalid("base_bdevs must name at least one bdev".into()));
+        }
+        if level == RaidLevel::Raid1 && base_bdevs.len() < 2 {
+            return Err(VmError::Invalid("raid1 needs at least 2 base bdevs".into()));
+        }
+        if level == RaidLevel::Raid0 && strip_size_kb == Some(0) {
+            return Err(VmError::Invalid("strip_size_kb must be greater than 0".into()));
+        }
+        if self.group_names().iter().any(|g| g == name) {
+            return Err(VmError::Exists {
+                kind: "raid bdev",
+                name: name.into(),
+            });
+        }
+        // Bdevs that already carry this raid are re-assembled, not formatted.
+        if self.carries_group(name, base_bdevs) {
+            self.dg_import(Some(name), Some(base_bdevs), None)?;
+            tracing::info!(raid = %name, "raid bdev re-assembled from its base bdevs");
+            return Ok(name.to_string());
+        }
+        self.engine.bdevs().check_free(name)?;
+        self.dg_create(name, base_bdevs, false)?;
+        let r = self.raid_volume(name, level, strip_size_kb, uuid);
+        if r.is_err() {
+            let _ = self.dg_destroy(name);
+        }
+        r
+    }
+
+    fn carries_group(&self, name: &str, bdevs: &[String]) -> bool {
+        bdevs.iter().all(|b| {
+            self.engine.bdevs().get(b).ok().is_some_and(|b| {
+                b.claimed_by().is_none()
+                    && super::disk::read_label(&self.engine, &b)
+                        .is_ok_and(|l| !l.dg_id.is_nil() && l.dg_name == name)
+            })
+        })
+    }
+
+    fn raid_volume(
+        &self,
+        name: &str,
+        level: RaidLevel,
+        strip_size_kb: Option<u64>,
+        uuid: Option<uuid::Uuid>,
+    ) -> Result<String, VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, name)?;
+        let bs = g.cfg.block_size as u64;
+        let disks: Vec<(String, u64)> = g
+            .cfg
+            .disks
+            .iter()
+            .map(|d| (d.name.clone(), d.public_len))
+            .collect();
+        let min = disks.iter().map(|(_, l)| *l).min().unwrap_or(0);
+        let (plan, len, layout, layout_name) = match level {
+            RaidLevel::Raid0 => {
+                let su_bytes = strip_size_kb.unwrap_or(64) * 1024;
+                if !su_bytes.is_multiple_of(bs) {
+                    return Err(VmError::Invalid(format!(
+                        "strip_size_kb must be a multiple of the block size ({bs} bytes)"
+                    )));
+                }
+                let su = su_bytes / bs;
+                let col = min / su * su;
+                if col == 0 {
+                    return Err(VmError::Invalid(
+                        "the base bdevs are smaller than one strip".into(),
+                    ));
+                }
+                let plan = vec![PlexAlloc {
+                    columns: disks.iter().map(|(d, _)| vec![(d.clone(), 0, col)]).collect(),
+                }];
+                let ncol = disks.len() as u32;
+                let layout = if ncol == 1 {
+                    PlexLayout::Concat
+                } else {
+                    PlexLayout::Stripe {
+                        ncol,
+                        stripe_unit: su,
+                    }
+                };
+                (plan, col * disks.len() as u64, layout, "stripe")
+            }
+            RaidLevel::Raid1 => {
+                let plan = disks
+                    .iter()
+                    .map(|(d, _)| PlexAlloc {
+                        columns: vec![vec![(d.clone(), 0, min)]],
+                    })
+                    .collect();
+                (plan, min, PlexLayout::Concat, "mirror")
+            }
+            RaidLevel::Concat => {
+                let plan = vec![PlexAlloc {
+                    columns: vec![disks.iter().map(|(d, l)| (d.clone(), 0, *l)).collect()],
+                }];
+                let len = disks.iter().map(|(_, l)| l).sum();
+                (plan, len, PlexLayout::Concat, "concat")
+            }
+        };
+        self.create_from_plan(
+            g,
+            NewVolume {
+                name,
+                len,
+                plan,
+                layout,
+                layout_name,
+                read_policy: ReadPolicy::Select,
+                uuid,
+                bdev_name: Some(name.to_string()),
+                raid_level: Some(level.name().to_string()),
+            },
+        )
+    }
+
+    /// `bdev_raid_delete`: removes raid bdev `name` and frees its base bdevs.
+    pub fn raid_delete(&self, name: &str) -> Result<(), VmError> {
+        self.raid_group(name)?;
+        self.volume_delete(name, name)?;
+        self.dg_destroy(name)
+    }
+
+    fn raid_group(&self, name: &str) -> Result<(), VmError> {
+        let groups = self.lock();
+        let is_raid = groups
+            .get(name)
+            .and_then(|g| g.cfg.volume(name))
+            .is_some_and(|v| v.raid_level.is_some());
+        if is_raid {
+            Ok(())
+        } else {
+            Err(VmError::NotFound {
+                kind: "raid bdev",
+                name: name.into(),
+            })
+        }
+    }
+
+    /// `bdev_raid_get_bdevs`: raid bdevs in `category` (all, online, configuring, offline).
+    pub fn raid_list(&self, category: &str) -> Result<Value, VmError> {
+        if !matches!(category, "all" | "online" | "configuring" | "offline") {
+            return Err(VmError::Invalid(format!(
+                "unknown category '{category}': use all, online, configuring or offline"
+            )));
+        }
+        let groups = self.lock();
+        let mut out = Vec::new();
+        for g in groups.values() {
+            for v in g.cfg.volumes.iter().filter(|v| v.raid_level.is_some()) {
+                let plexes = g.cfg.plexes_of(&v.name);
+                let operational: Vec<String> = plexes
+                    .iter()
+                    .filter(|p| p.state.is_in_sync() && p.kstate == KernelState::Enabled)
+                    .flat_map(|p| g.cfg.subdisks_of(&p.name))
+                    .map(|s| s.disk.clone())
+                    .collect();
+                let started = g.volumes.contains_key(&v.name);
+                let state = if started { "online" } else { "offline" };
+                if category != "all" && category != state {
+                    continue;
+                }
+                let bs = g.cfg.block_size as u64;
+                let strip = plexes
+                    .first()
+                    .and_then(|p| match p.layout {
+                        PlexLayout::Stripe { stripe_unit, .. } => Some(stripe_unit * bs / 1024),
+                        PlexLayout::Concat => None,
+                    })
+                    .unwrap_or(0);
+                let base: Vec<Value> = g
+                    .cfg
+                    .disks
+                    .iter()
+                    .map(|d| {
+                        let m = g.members.get(&d.name);
+                        json!({
+                            "name": m.map_or(d.device.clone(), |m| m.bdev.name().to_string()),
+                            "uuid": m.map(|m| m.bdev.uuid().to_string()),
+                            "is_configured": m.is_some() && d.condition == DiskCondition::Ok
+                                && operational.contains(&d.name),
+                            "data_offset": d.public_offset,
+                            "data_size": d.public_len,
+                        })
+                    })
+                    .collect();
+                let discovered = g.members.len();
+                out.push(json!({
+                    "name": v.bdev(&g.cfg.name),
+                    "uuid": v.uuid.to_string(),
+                    "strip_size_kb": strip,
+                    "state": state,
+                    "raid_level": v.raid_level,
+                    "superblock": true,
+                    "num_base_bdevs": g.cfg.disks.len(),
+                    "num_base_bdevs_discovered": discovered,
+                    "num_base_bdevs_operational": operational.len(),
+                    "base_bdevs_list": base,
+                }));
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// `bdev_raid_add_base_bdev`: adds `base` to raid1 `raid` as a new mirror, rebuilt in the
+    /// background (see `task_list`).
+    pub fn raid_add_base(&self, raid: &str, base: &str) -> Result<u64, VmError> {
+        self.raid_group(raid)?;
+        let level = {
+            let groups = self.lock();
+            groups
+                .get(raid)
+                .and_then(|g| g.cfg.volume(raid))
+                .and_then(|v| v.raid_level.clone())
+        };
+        if level.as_deref() != Some("raid1") {
+            return Err(VmError::Invalid(format!(
+                "base bdevs can be added only to raid1 bdevs; '{raid}' is {}",
+                level.unwrap_or_default()
+            )));
+        }
+        let disk = self.dg_add_disk(raid, base, None, false)?;
+        match self.plex_attach(raid, raid, None, Some(&[disk.clone()]), Duration::ZERO) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                let _ = self.dg_remove_disk(raid, &disk);
+                Err(e)
+            }
+        }
+    }
+
+    /// `bdev_raid_remove_base_bdev`: removes base bdev `base` from the raid1 holding it.
+    pub fn raid_remove_base(&self, base: &str) -> Result<(), VmError> {
+        let (raid, disk, plex) = {
+            let groups = self.lock();
+            let mut hit = None;
+            for g in groups.values() {
+                let Some(v) = g.cfg.volumes.iter().find(|v| v.raid_level.is_some()) else {
+                    continue;
+                };
+                let Some(d) = g
+                    .cfg
+                    .disks
+                    .iter()
+                    .find(|d| g.members.get(&d.name).is_some_and(|m| m.bdev.name() == base))
+                else {
+                    continue;
+                };
+                if v.raid_level.as_deref() != Some("raid1") {
+                    return Err(VmError::Invalid(format!(
+                        "'{base}' belongs to {} bdev '{}'; only raid1 base bdevs can be removed",
+                        v.raid_level.clone().unwrap_or_default(),
+                        g.cfg.name
+                    )));
+                }
+                let plex = g
+                    .cfg
+                    .subdisks_on(&d.name)
+                    .first()
+                    .and_then(|s| s.plex.clone());
+                hit = Some((g.cfg.name.clone(), d.name.clone(), plex));
+            }
+            hit.ok_or_else(|| VmError::NotFound {
+                kind: "raid base bdev",
+                name: base.into(),
+            })?
+        };
+        if let Some(p) = plex {
+            self.plex_detach(&raid, &p, true)?;
+        }
+        self.dg_remove_disk(&raid, &disk)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    name: String,
+    raid_level: String,
+    base_bdevs: BaseBdevs,
+    strip_size_kb: Option<u64>,
+    uuid: Option<String>,
+    superblock: Option<bool>,
+}
+
+/// SPDK accepts the list as an array or as one space-separated string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BaseBdevs {
+    List(Vec<String>),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByName {
+    name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct List {
+    category: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBase {
+    raid_bdev: String,
+    base_bdev: String,
+}
+
+/// Registers the `bdev_raid_*` methods.
+pub fn register(t: &mut MethodTable, vm: &std::sync::Arc<VolumeManager>) {
+    let m = vm.clone();
+    t.runtime("bdev_raid_create", move |p| {
+        let p: Create = parse_params(p)?;
+        if p.superblock == Some(false) {
+            tracing::info!(raid = %p.name, "superblock=false: plexd always keeps its configuration on the base bdevs");
+        }
+        let level = RaidLevel::parse(&p.raid_level)?;
+        let base: Vec<String> = match p.base_bdevs {
+            BaseBdevs::List(l) => l,
+            BaseBdevs::Text(s) => s.split_whitespace().map(str::to_string).collect(),
+        };
+        let uuid = match p.uuid.as_deref() {
+            None => None,
+            Some(s) => Some(uuid::Uuid::parse_str(s).map_err(|e| {
+                RpcError::invalid_params(format!("invalid uuid '{s}': {e}"))
+            })?),
+        };
+        m.raid_create(&p.name, level, &base, p.strip_size_kb, uuid)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("bdev_raid_delete", move |p| {
+        let p: ByName = parse_params(p)?;
+        m.raid_delete(&p.name)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("bdev_raid_get_bdevs", move |p| {
+        let p: List = match p {
+            None | Some(Value::Null) => List::default(),
+            p => parse_params(p)?,
+        };
+        Ok(m.raid_list(p.category.as_deref().unwrap_or("all"))?)
+    });
+    let m = vm.clone();
+    t.runtime("bdev_raid_add_base_bdev", move |p| {
+        let p: AddBase = parse_params(p)?;
+        m.raid_add_base(&p.raid_bdev, &p.base_bdev)?;
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("bdev_raid_remove_base_bdev", move |p| {
+        let p: ByName = parse_params(p)?;
+        m.raid_remove_base(&p.name)?;
+        Ok(json!(true))
+    });
+}
