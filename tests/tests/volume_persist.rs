@@ -1,0 +1,580 @@
+//! Volumes outlive the process: a disk group's configuration lives on its disks, so a plexd
+//! restarted on the same file bdevs finds the same volumes with the same data.
+//!
+//! - After SIGKILL, every volume comes back with the same objects (names, sizes, uuids,
+//!   plexes, subdisks) and data; mirrored volumes, which were ACTIVE (dirty) at the kill, are
+//!   resynced (a `resync` task each), the others are not.
+//! - After SIGTERM, the newest configuration copy on the disks records every volume CLEAN;
+//!   the restart brings them back ACTIVE with no resync at all.
+//! - A deported group moves to another plexd with `dg_import`, data intact; a deported group
+//!   is not imported behind the administrator's back when a plexd starts (VxVM's rule).
+//! - A config saved with `plexctl save-config` while volumes are exported brings plexd back
+//!   with the exports.
+//!
+//! Data goes through the real vhost-user-blk path (`plexd_tests::vhost_client`); the disks
+//! are aio bdevs on 64 MiB files in a temporary directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use plexd_tests::vhost_client::{
+    data_pattern, Client, ClientOpts, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+};
+use plexd_tests::{write_bdev_config, Plexd, PlexdOpts};
+use serde_json::{json, Value};
+
+const DISK_BYTES: u64 = 64 << 20;
+const VOL_BYTES: u64 = 8 << 20;
+const SECTOR: u64 = 512;
+/// Bytes per write: crosses several 64 KiB stripe units.
+const CHUNK: usize = 192 << 10;
+
+/// Files, sockets and the config that recreates the file bdevs.
+struct Rig {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+}
+
+impl Rig {
+    /// `disks` files of 64 MiB, each an aio bdev of the same name in the config.
+    fn new(disks: &[&str]) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("vhost")).expect("vhost socket dir");
+        let mut entries = Vec::new();
+        for d in disks {
+            let f = dir.path().join(format!("{d}.img"));
+            std::fs::File::create(&f)
+                .and_then(|h| h.set_len(DISK_BYTES))
+                .expect("backing file");
+            entries.push(json!({"method": "bdev_aio_create",
+                "params": {"name": d, "filename": f, "block_size": 512}}));
+        }
+        let cfg = write_bdev_config(dir.path(), "bdevs.json", &entries);
+        Rig { dir, cfg }
+    }
+
+    fn sockets(&self) -> PathBuf {
+        self.dir.path().join("vhost")
+    }
+
+    fn file(&self, disk: &str) -> PathBuf {
+        self.dir.path().join(format!("{disk}.img"))
+    }
+
+    /// plexd with the bdev config (it imports the groups it finds on them).
+    fn start(&self) -> Plexd {
+        self.start_with_config(&self.cfg)
+    }
+
+    fn start_with_config(&self, cfg: &Path) -> Plexd {
+        Plexd::start_with(PlexdOpts {
+            args: vec![
+                "-S".into(),
+                self.sockets().display().to_string(),
+                "--config".into(),
+                cfg.display().to_string(),
+            ],
+            ..Default::default()
+        })
+    }
+
+    /// plexd without a config: no bdevs, so nothing to import at start-up.
+    fn start_bare(&self) -> Plexd {
+        Plexd::start_args(&["-S", &self.sockets().display().to_string()])
+    }
+
+    /// Exports `bdev` on controller `ctrlr` and connects a client to it.
+    fn export(&self, plexd: &Plexd, ctrlr: &str, bdev: &str) -> Client {
+        plexd.call(
+            "vhost_create_blk_controller",
+            json!({"ctrlr": ctrlr, "dev_name": bdev}),
+        );
+        self.connect(ctrlr)
+    }
+
+    /// Disconnects `c` from controller `ctrlr`, waits until plexd has seen the disconnect and
+    /// deletes the controller (which releases the bdev).
+    fn unexport(&self, plexd: &Plexd, ctrlr: &str, c: Client) {
+        drop(c);
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = plexd.call("vhost_get_controllers", json!({"name": ctrlr}));
+            if v[0]["sessions"].as_array().is_none_or(Vec::is_empty) {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "{ctrlr} still has a session 20 s after the client left: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        plexd.call("vhost_delete_controller", json!({"ctrlr": ctrlr}));
+    }
+
+    fn connect(&self, ctrlr: &str) -> Client {
+        Client::connect(&self.sockets().join(ctrlr), &ClientOpts::default())
+            .unwrap_or_else(|e| panic!("vhost client on {ctrlr}: {e}"))
+    }
+}
+
+/// What a test wrote to one volume: (sector, bytes).
+type Written = Vec<(u64, Vec<u8>)>;
+
+/// Writes distinct data (from `seed`) at the start, the end and two unaligned places of a
+/// volume of `bytes`, checking each write completes.
+fn write_patterns(c: &mut Client, seed: u64, bytes: u64) -> Written {
+    let sectors = bytes / SECTOR;
+    let chunk = CHUNK as u64 / SECTOR;
+    let at = [0, sectors / 3 + 7, sectors / 2 + 129, sectors - chunk];
+    let mut out = Vec::new();
+    for (i, s) in at.into_iter().enumerate() {
+        let mut data = data_pattern(seed * 16 + i as u64, CHUNK);
+        let (st, _) = c
+            .io(VIRTIO_BLK_T_OUT, s, &mut data)
+            .unwrap_or_else(|e| panic!("write at sector {s}: {e}"));
+        assert_eq!(st, VIRTIO_BLK_S_OK, "write at sector {s}: status {st}");
+        out.push((s, data));
+    }
+    out
+}
+
+/// Reads back what `write_patterns` wrote and asserts it is there.
+fn check_patterns(c: &mut Client, what: &str, written: &Written) {
+    for (s, data) in written {
+        let mut r = vec![0u8; data.len()];
+        let (st, _) = c
+            .io(VIRTIO_BLK_T_IN, *s, &mut r)
+            .unwrap_or_else(|e| panic!("{what}: read at sector {s}: {e}"));
+        assert_eq!(
+            st, VIRTIO_BLK_S_OK,
+            "{what}: read at sector {s}: status {st}"
+        );
+        assert!(
+            &r == data,
+            "{what}: sector {s}: the data read back is not what was written"
+        );
+    }
+}
+
+/// `volume_list` by volume name, without the fields a restart may legitimately change (the
+/// volume's state and resync checkpoint).
+fn volumes_sans_state(plexd: &Plexd, dg: &str) -> BTreeMap<String, Value> {
+    let list = plexd.call("volume_list", json!({"dg": dg}));
+    list.as_array()
+        .unwrap_or_else(|| panic!("volume_list is not an array: {list}"))
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            let o = v.as_object_mut().expect("volume object");
+            o.remove("state");
+            o.remove("resync_offset");
+            (o["name"].as_str().expect("name").to_string(), v)
+        })
+        .collect()
+}
+
+fn volume_states(plexd: &Plexd, dg: &str) -> BTreeMap<String, String> {
+    let list = plexd.call("volume_list", json!({"dg": dg}));
+    list.as_array()
+        .expect("volume_list array")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().expect("name").to_string(),
+                v["state"].as_str().expect("state").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The tasks of `kind` by volume name.
+fn tasks_of(plexd: &Plexd, kind: &str) -> BTreeMap<String, u64> {
+    let list = plexd.call("task_list", json!({}));
+    list.as_array()
+        .unwrap_or_else(|| panic!("task_list is not an array: {list}"))
+        .iter()
+        .filter(|t| t["kind"] == kind)
+        .map(|t| {
+            (
+                t["volume"].as_str().expect("task volume").to_string(),
+                t["id"].as_u64().expect("task id"),
+            )
+        })
+        .collect()
+}
+
+/// The newest configuration copy (highest `seq`) on a disk file, parsed
+/// (docs/on-disk-format.md: two 1.5 MiB slots from 1 MiB, a 4096-byte header, JSON payload).
+fn newest_config_on_disk(file: &Path) -> Value {
+    let bytes = std::fs::read(file).expect("read disk file");
+    let mut best: Option<(u64, Value)> = None;
+    for slot in 0..2u64 {
+        let off = (1 << 20) + slot * (3 << 19);
+        let h = &bytes[off as usize..off as usize + 4096];
+        if &h[0..8] != b"PLEXDCF\0" {
+            continue;
+        }
+        let seq = u64::from_le_bytes(h[32..40].try_into().expect("seq"));
+        let len = u64::from_le_bytes(h[56..64].try_into().expect("payload_len")) as usize;
+        let start = off as usize + 4096;
+        let cfg: Value = serde_json::from_slice(&bytes[start..start + len])
+            .unwrap_or_else(|e| panic!("config payload of {} slot {slot}: {e}", file.display()));
+        if best.as_ref().is_none_or(|(s, _)| seq > *s) {
+            best = Some((seq, cfg));
+        }
+    }
+    best.unwrap_or_else(|| panic!("no configuration copy on {}", file.display()))
+        .1
+}
+
+const DISKS: [&str; 4] = ["d0", "d1", "d2", "d3"];
+/// (volume, layout, vhost controller).
+const VOLUMES: [(&str, &str, &str); 4] = [
+    ("cat", "concat", "vcat"),
+    ("str", "stripe", "vstr"),
+    ("mir", "mirror", "vmir"),
+    ("mst", "mirror-stripe", "vmst"),
+];
+
+/// Creates group `pdg` on the rig's disks with one volume of each layout, exports them and
+/// writes distinct data to each; returns what was written, by volume.
+fn populate(rig: &Rig, plexd: &Plexd) -> BTreeMap<String, Written> {
+    plexd.call("dg_create", json!({"name": "pdg", "disks": DISKS}));
+    let mut written = BTreeMap::new();
+    for (i, (name, layout, ctrlr)) in VOLUMES.iter().enumerate() {
+        let bdev = plexd.call(
+            "volume_create",
+            json!({"dg": "pdg", "name": name, "size": VOL_BYTES, "layout": layout}),
+        );
+        assert_eq!(bdev, json!(format!("pdg/{name}")));
+        let mut c = rig.export(plexd, ctrlr, &format!("pdg/{name}"));
+        let w = write_patterns(&mut c, i as u64 + 1, VOL_BYTES);
+        check_patterns(&mut c, &format!("{name} before the restart"), &w);
+        written.insert(name.to_string(), w);
+    }
+    written
+}
+
+/// Exports every volume again and checks its data.
+fn check_all(rig: &Rig, plexd: &Plexd, written: &BTreeMap<String, Written>, when: &str) {
+    for (name, _, ctrlr) in VOLUMES {
+        let mut c = rig.export(plexd, ctrlr, &format!("pdg/{name}"));
+        check_patterns(&mut c, &format!("{name} {when}"), &written[name]);
+        rig.unexport(plexd, ctrlr, c);
+    }
+}
+
+/// Both plexes of the mirror volume hold the volume's data byte for byte: read them from the
+/// disk files at the subdisks' offsets.
+fn check_mirror_plexes_equal(rig: &Rig, plexd: &Plexd, written: &Written) {
+    let v = &plexd.call("volume_list", json!({"dg": "pdg", "name": "mir"}))[0];
+    let disks: BTreeMap<String, u64> = plexd
+        .call("disk_list", json!({"dg": "pdg"}))
+        .as_array()
+        .expect("disk_list")
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().expect("disk name").to_string(),
+                d["public_offset_blocks"].as_u64().expect("public offset"),
+            )
+        })
+        .collect();
+    let plexes = v["plexes"].as_array().expect("plexes");
+    assert_eq!(plexes.len(), 2, "mirror volume has two plexes: {v}");
+    for p in plexes {
+        let sds = p["subdisks"].as_array().expect("subdisks");
+        assert_eq!(sds.len(), 1, "8 MiB plex on one subdisk: {p}");
+        let sd = &sds[0];
+        let file = rig.file(sd["device"].as_str().expect("subdisk device"));
+        let start = (disks[sd["disk"].as_str().expect("disk")]
+            + sd["disk_offset"].as_u64().expect("offset"))
+            * SECTOR;
+        let bytes = std::fs::read(&file).expect("read disk file");
+        for (s, data) in written {
+            let at = (start + s * SECTOR) as usize;
+            assert!(
+                &bytes[at..at + data.len()] == data.as_slice(),
+                "plex {} on {}: sector {s} does not hold the volume's data",
+                p["name"],
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn volumes_and_data_survive_sigkill_and_sigterm() {
+    let rig = Rig::new(&DISKS);
+    let mut first = rig.start();
+    let written = populate(&rig, &first);
+    let before = volumes_sans_state(&first, "pdg");
+    assert_eq!(before.len(), 4, "four volumes: {before:?}");
+    for (name, v) in &before {
+        assert_eq!(v["num_blocks"], json!(VOL_BYTES / SECTOR), "{name}: {v}");
+        assert_eq!(v["started"], json!(true), "{name}: {v}");
+    }
+    assert_eq!(
+        volume_states(&first, "pdg").values().collect::<Vec<_>>(),
+        ["ACTIVE"; 4],
+        "every started volume is recorded ACTIVE"
+    );
+    // ... and on the disks, so a crash is noticed at the next import.
+    for d in DISKS {
+        let cfg = newest_config_on_disk(&rig.file(d));
+        for v in cfg["volumes"].as_array().expect("volumes in config") {
+            assert_eq!(
+                v["state"], "ACTIVE",
+                "{d}: started volume {} is recorded {} on disk",
+                v["name"], v["state"]
+            );
+        }
+    }
+    let dg_before = first.call("dg_list", json!({}));
+
+    // Crash: nothing is stopped cleanly.
+    first.stop(libc::SIGKILL);
+    drop(first);
+
+    let mut second = rig.start();
+    let dg_after = second.call("dg_list", json!({}));
+    assert_eq!(
+        dg_after[0]["name"], "pdg",
+        "group imported at start: {dg_after}"
+    );
+    assert_eq!(dg_after[0]["id"], dg_before[0]["id"], "same group");
+    assert_eq!(dg_after[0]["disks"], dg_before[0]["disks"]);
+    assert_eq!(dg_after[0]["volumes"], dg_before[0]["volumes"]);
+    let after = volumes_sans_state(&second, "pdg");
+    assert_eq!(
+        after, before,
+        "the volumes' objects changed across SIGKILL + restart"
+    );
+    for (name, st) in volume_states(&second, "pdg") {
+        let ok: &[&str] = if name.starts_with('m') {
+            &["SYNC", "ACTIVE"]
+        } else {
+            &["ACTIVE"]
+        };
+        assert!(
+            ok.contains(&st.as_str()),
+            "{name} is {st} after a crash; expected one of {ok:?}"
+        );
+    }
+    let resyncs = tasks_of(&second, "resync");
+    assert_eq!(
+        resyncs.keys().collect::<Vec<_>>(),
+        ["mir", "mst"],
+        "exactly the mirrored volumes, dirty at the crash, are resynced"
+    );
+    for (vol, id) in &resyncs {
+        let t = second.call("task_wait", json!({"id": id, "timeout_ms": 30000}));
+        assert_eq!(t["state"], "done", "resync of {vol}: {t}");
+        assert_eq!(t["dg"], "pdg");
+    }
+    assert_eq!(
+        volume_states(&second, "pdg").values().collect::<Vec<_>>(),
+        ["ACTIVE"; 4],
+        "every volume ACTIVE once the resyncs are done"
+    );
+    check_all(&rig, &second, &written, "after SIGKILL + restart");
+    check_mirror_plexes_equal(&rig, &second, &written["mir"]);
+
+    // Clean stop: the volumes are recorded CLEAN on the disks.
+    assert_eq!(second.stop(libc::SIGTERM), Some(0), "clean exit");
+    drop(second);
+    for d in DISKS {
+        let cfg = newest_config_on_disk(&rig.file(d));
+        let vols = cfg["volumes"].as_array().expect("volumes in config");
+        assert_eq!(vols.len(), 4, "{d}: {cfg}");
+        for v in vols {
+            assert_eq!(
+                v["state"], "CLEAN",
+                "{d}: after SIGTERM volume {} is recorded {}",
+                v["name"], v["state"]
+            );
+        }
+    }
+
+    let third = rig.start();
+    assert_eq!(
+        volumes_sans_state(&third, "pdg"),
+        before,
+        "the volumes' objects changed across SIGTERM + restart"
+    );
+    assert_eq!(
+        volume_states(&third, "pdg").values().collect::<Vec<_>>(),
+        ["ACTIVE"; 4],
+        "clean volumes start ACTIVE"
+    );
+    let tasks = third.call("task_list", json!({}));
+    assert_eq!(
+        tasks,
+        json!([]),
+        "no resync after a clean shutdown: {tasks}"
+    );
+    check_all(&rig, &third, &written, "after SIGTERM + restart");
+}
+
+/// Group `mdg`: one mirror volume on two disks, with data; exported on `ctrlr` meanwhile.
+fn deportable_group(rig: &Rig, plexd: &Plexd) -> Written {
+    plexd.call("dg_create", json!({"name": "mdg", "disks": ["d0", "d1"]}));
+    plexd.call(
+        "volume_create",
+        json!({"dg": "mdg", "name": "m", "size": VOL_BYTES, "layout": "mirror"}),
+    );
+    let mut c = rig.export(plexd, "vm", "mdg/m");
+    let w = write_patterns(&mut c, 7, VOL_BYTES);
+    // Deport refuses an exported volume (checked in volume_bad_input); release it.
+    rig.unexport(plexd, "vm", c);
+    w
+}
+
+#[test]
+fn deported_group_moves_to_another_plexd() {
+    let rig = Rig::new(&["d0", "d1"]);
+    let mut first = rig.start();
+    let written = deportable_group(&rig, &first);
+    let objects = first.call("volume_list", json!({"dg": "mdg"}));
+    let id = first.call("dg_list", json!({}))[0]["id"].clone();
+
+    first.call("dg_deport", json!({"name": "mdg"}));
+    assert_eq!(first.call("dg_list", json!({})), json!([]), "deported");
+    assert!(
+        !first.names().iter().any(|n| n == "mdg/m"),
+        "the deported group's volume is gone: {:?}",
+        first.names()
+    );
+    // Its disks are free for another owner (here: a claim by this plexd's vhost).
+    first.call(
+        "vhost_create_blk_controller",
+        json!({"ctrlr": "raw", "dev_name": "d0"}),
+    );
+    first.call("vhost_delete_controller", json!({"ctrlr": "raw"}));
+    assert_eq!(first.stop(libc::SIGTERM), Some(0));
+    drop(first);
+
+    // A second plexd, with the bdevs created after start-up: nothing is imported until asked.
+    let second = rig.start_bare();
+    for d in ["d0", "d1"] {
+        second.call(
+            "bdev_aio_create",
+            json!({"name": d, "filename": rig.file(d), "block_size": 512}),
+        );
+    }
+    assert_eq!(second.call("dg_list", json!({})), json!([]));
+    let imported = second.call("dg_import", json!({"name": "mdg"}));
+    assert_eq!(imported, json!(["mdg"]));
+    let dg = &second.call("dg_list", json!({}))[0];
+    assert_eq!(dg["id"], id, "the same group: {dg}");
+    let disks = second.call("disk_list", json!({"dg": "mdg"}));
+    for d in disks.as_array().expect("disks") {
+        assert_eq!(d["condition"], "OK", "{d}");
+    }
+    let v = &second.call("volume_list", json!({"dg": "mdg", "name": "m"}))[0];
+    if v["started"] != json!(true) {
+        // Deport stopped the volume; as with VxVM, it is started after the import.
+        second.call("volume_start", json!({"dg": "mdg", "name": "m"}));
+    }
+    let mut now = second.call("volume_list", json!({"dg": "mdg"}));
+    let mut then = objects.clone();
+    for l in [&mut now, &mut then] {
+        for v in l.as_array_mut().expect("volumes") {
+            v.as_object_mut().expect("volume").remove("state");
+        }
+    }
+    assert_eq!(
+        now, then,
+        "the volume's objects changed across deport/import"
+    );
+    assert_eq!(
+        second.call("volume_list", json!({"dg": "mdg", "name": "m"}))[0]["state"],
+        "ACTIVE"
+    );
+    assert_eq!(
+        tasks_of(&second, "resync"),
+        BTreeMap::new(),
+        "a deported volume was stopped cleanly: no resync"
+    );
+    let mut c = rig.export(&second, "vm", "mdg/m");
+    check_patterns(&mut c, "after deport + import", &written);
+}
+
+#[test]
+#[ignore = "BUG: plexd's start-up import (dg_import with no name) also imports deported groups"]
+fn deported_group_is_not_imported_at_start_up() {
+    let rig = Rig::new(&["d0", "d1"]);
+    let mut first = rig.start();
+    let written = deportable_group(&rig, &first);
+    first.call("dg_deport", json!({"name": "mdg"}));
+    assert_eq!(first.stop(libc::SIGTERM), Some(0));
+    drop(first);
+
+    // Started on the same disks, plexd must leave the deported group alone (VxVM: a deported
+    // group is imported only by an explicit `vxdg import <name>`; it may be meant for
+    // another host).
+    let second = rig.start();
+    assert_eq!(
+        second.call("dg_list", json!({})),
+        json!([]),
+        "a deported group was imported at start-up"
+    );
+    assert!(
+        !second.names().iter().any(|n| n == "mdg/m"),
+        "a deported group's volume was started: {:?}",
+        second.names()
+    );
+    // An import of everything found (no name) leaves it alone too; by name it comes back.
+    assert_eq!(second.call("dg_import", json!({})), json!([]));
+    assert_eq!(
+        second.call("dg_import", json!({"name": "mdg"})),
+        json!(["mdg"])
+    );
+    let v = &second.call("volume_list", json!({"dg": "mdg", "name": "m"}))[0];
+    if v["started"] != json!(true) {
+        second.call("volume_start", json!({"dg": "mdg", "name": "m"}));
+    }
+    let mut c = rig.export(&second, "vm", "mdg/m");
+    check_patterns(&mut c, "after deport + restart + import", &written);
+}
+
+#[test]
+#[ignore = "BUG: a saved config that exports a volume fails to load: vhost controllers are created before disk groups are imported (plexd exits: no bdev named 'sdg/s')"]
+fn saved_config_with_exported_volumes_restarts() {
+    let rig = Rig::new(&["d0", "d1"]);
+    let mut first = rig.start();
+    first.call("dg_create", json!({"name": "sdg", "disks": ["d0", "d1"]}));
+    first.call(
+        "volume_create",
+        json!({"dg": "sdg", "name": "s", "size": VOL_BYTES, "layout": "stripe"}),
+    );
+    let mut c = rig.export(&first, "vs", "sdg/s");
+    let written = write_patterns(&mut c, 9, VOL_BYTES);
+    drop(c);
+    // What an operator does to make the running setup the boot config.
+    let out = first.plexctl(&["save-config"]);
+    assert!(out.status.success(), "plexctl save-config: {out:?}");
+    let saved: Value = serde_json::from_slice(&out.stdout).expect("save-config prints JSON");
+    assert!(
+        saved.to_string().contains("sdg/s"),
+        "the saved config holds the volume's export: {saved}"
+    );
+    let cfg = rig.dir.path().join("saved.json");
+    std::fs::write(&cfg, &out.stdout).expect("write the saved config");
+    first.stop(libc::SIGKILL);
+    drop(first);
+
+    let second = rig.start_with_config(&cfg);
+    let ctrls = second.call("vhost_get_controllers", json!({}));
+    assert!(
+        ctrls
+            .as_array()
+            .expect("controllers")
+            .iter()
+            .any(|c| c["ctrlr"] == "vs"),
+        "the export of sdg/s did not come back: {ctrls}"
+    );
+    let mut c = rig.connect("vs");
+    check_patterns(&mut c, "after restart from the saved config", &written);
+}
