@@ -154,12 +154,10 @@ pub fn apply(
         let f = Arc::downgrade(fw);
         fw.on_init(move || {
             let Some(fw) = f.upgrade() else { return Ok(()) };
-            for e in &runtime {
-                if let Err(err) = run(&fw, e, ignore_errors) {
-                    let msg = err.to_string();
-                    fw.fail_fatally(msg.clone());
-                    return Err(plexd_control::RpcError::internal(msg));
-                }
+            if let Err(err) = run_in_order(&fw, &runtime, ignore_errors) {
+                let msg = err.to_string();
+                fw.fail_fatally(msg.clone());
+                return Err(plexd_control::RpcError::internal(msg));
             }
             Ok(())
         });
@@ -168,8 +166,21 @@ pub fn apply(
     if fw.state() == RpcState::Startup {
         let _ = fw.start_init();
     }
-    for e in &runtime {
+    run_in_order(fw, &runtime, ignore_errors)
+}
+
+/// Runs entries in file order, telling the framework when each subsystem's entries are done.
+fn run_in_order(fw: &Framework, entries: &[Entry], ignore_errors: bool) -> Result<(), ConfigError> {
+    let mut current: Option<&str> = None;
+    for e in entries {
+        if let Some(prev) = current.filter(|p| *p != e.subsystem) {
+            fw.subsystem_loaded(prev);
+        }
+        current = Some(&e.subsystem);
         run(fw, e, ignore_errors)?;
+    }
+    if let Some(last) = current {
+        fw.subsystem_loaded(last);
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub struct Subsystem {
 }
 
 type InitHook = Box<dyn FnOnce() -> Result<(), RpcError> + Send>;
+type LoadedHook = (&'static str, Arc<dyn Fn() + Send + Sync>);
 
 /// Framework state shared by every RPC connection.
 pub struct Framework {
@@ -32,6 +33,7 @@ pub struct Framework {
     init_done: Condvar,
     subsystems: RwLock<Vec<Subsystem>>,
     init_hooks: Mutex<Vec<InitHook>>,
+    loaded_hooks: Mutex<Vec<LoadedHook>>,
     fatal: Mutex<Option<String>>,
 }
 
@@ -45,6 +47,7 @@ impl Framework {
             init_done: Condvar::new(),
             subsystems: RwLock::new(Vec::new()),
             init_hooks: Mutex::new(Vec::new()),
+            loaded_hooks: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
         })
     }
@@ -69,6 +72,31 @@ impl Framework {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(hook));
+    }
+
+    /// Registers work to run when a config file's entries of subsystem `name` have all been
+    /// applied, before the next subsystem's (e.g. importing disk groups from the bdevs the
+    /// `bdev` entries created, before `vhost_blk` entries export their volumes).
+    pub fn on_subsystem_loaded(&self, name: &'static str, hook: impl Fn() + Send + Sync + 'static) {
+        self.loaded_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name, Arc::new(hook)));
+    }
+
+    /// Runs the hooks registered for subsystem `name` (see [`Framework::on_subsystem_loaded`]).
+    pub fn subsystem_loaded(&self, name: &str) {
+        let hooks: Vec<Arc<dyn Fn() + Send + Sync>> = self
+            .loaded_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, h)| h.clone())
+            .collect();
+        for h in hooks {
+            h();
+        }
     }
 
     /// Records an error that must stop plexd and asks the main thread to stop (as SPDK stops

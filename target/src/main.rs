@@ -140,6 +140,11 @@ fn run(args: Args) -> Result<(), String> {
         config: Box::new(move || plexd::vhost::rpc::saved_config(&v)),
     });
 
+    // Disk groups live on the bdevs a config creates: import them as soon as the config's
+    // bdev entries are applied, so its vhost entries can export volumes.
+    let v = vm.clone();
+    fw.on_subsystem_loaded("bdev", move || import_disk_groups(&v));
+
     if let Some(path) = &args.config {
         let entries = match config::read(path) {
             Ok(e) => e,
@@ -156,7 +161,7 @@ fn run(args: Args) -> Result<(), String> {
     } else if state == RpcState::Runtime {
         let _ = fw.start_init();
     }
-    // Disk groups live on the bdevs the config created: import them once those exist.
+    // And whatever else exists once the framework runs (no config, or no bdev entries).
     if fw.state() == RpcState::Runtime {
         import_disk_groups(&vm);
     } else {

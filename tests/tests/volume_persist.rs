@@ -502,7 +502,6 @@ fn deported_group_moves_to_another_plexd() {
 }
 
 #[test]
-#[ignore = "BUG: plexd's start-up import (dg_import with no name) also imports deported groups"]
 fn deported_group_is_not_imported_at_start_up() {
     let rig = Rig::new(&["d0", "d1"]);
     let mut first = rig.start();
@@ -540,7 +539,6 @@ fn deported_group_is_not_imported_at_start_up() {
 }
 
 #[test]
-#[ignore = "BUG: a saved config that exports a volume fails to load: vhost controllers are created before disk groups are imported (plexd exits: no bdev named 'sdg/s')"]
 fn saved_config_with_exported_volumes_restarts() {
     let rig = Rig::new(&["d0", "d1"]);
     let mut first = rig.start();

@@ -73,7 +73,9 @@ impl VmError {
             VmError::Invalid(_) => libc::EINVAL,
             VmError::Busy(_) => libc::EBUSY,
             VmError::Alloc(_) => libc::ENOSPC,
-            VmError::Disk(_) => libc::EIO,
+            VmError::Disk(DiskError::Io(_)) => libc::EIO,
+            VmError::Disk(DiskError::InUse { .. }) => libc::EBUSY,
+            VmError::Disk(_) => libc::EINVAL,
             VmError::Bdev(e) => e.errno(),
             VmError::Choose(_) => libc::EEXIST,
             VmError::Commit(_) => libc::EIO,
@@ -375,6 +377,13 @@ impl VolumeManager {
                     )));
                 }
             }
+            // Every disk must fit before any is written.
+            let len = b.num_blocks() * b.block_size() as u64;
+            if let Err(e) = ondisk::RegionLayout::for_disk(len, b.block_size()) {
+                return Err(VmError::Invalid(format!(
+                    "bdev '{d}' cannot be a VM disk: {e}"
+                )));
+            }
             if !force {
                 if let Some(what) = disk::occupant(&self.engine, &b)? {
                     return Err(VmError::Busy(format!(
@@ -545,8 +554,9 @@ impl VolumeManager {
             }
         }
         let names: Vec<String> = g.volumes.keys().cloned().collect();
+        // Stopped cleanly but still marked to start: the importing host brings them back.
         for v in names {
-            self.stop_volume(g, &v, false)?;
+            self.stop_volume(g, &v, true)?;
         }
         let cfg = g.cfg.clone();
         g.commit(&self.engine, cfg)?;

@@ -636,14 +636,13 @@ impl VolumeManager {
             num_blocks: len,
             io_types,
         };
-        self.engine
-            .add_bdev(
-                spec,
-                Box::new(VolumeBdev::new(
-                    shared.clone(),
-                    super::raid::saved_config(g, name),
-                )),
-            )?;
+        self.engine.add_bdev(
+            spec,
+            Box::new(VolumeBdev::new(
+                shared.clone(),
+                super::raid::saved_config(g, name),
+            )),
+        )?;
         g.volumes.insert(name.to_string(), shared);
         if needs_sync {
             self.start_resync(g, name);

@@ -111,13 +111,17 @@ impl VolumeManager {
         uuid: Option<uuid::Uuid>,
     ) -> Result<String, VmError> {
         if base_bdevs.is_empty() {
-            return Err(VmError::Invalid("base_bdevs must name at least one bdev".into()));
+            return Err(VmError::Invalid(
+                "base_bdevs must name at least one bdev".into(),
+            ));
         }
         if level == RaidLevel::Raid1 && base_bdevs.len() < 2 {
             return Err(VmError::Invalid("raid1 needs at least 2 base bdevs".into()));
         }
         if level == RaidLevel::Raid0 && strip_size_kb == Some(0) {
-            return Err(VmError::Invalid("strip_size_kb must be greater than 0".into()));
+            return Err(VmError::Invalid(
+                "strip_size_kb must be greater than 0".into(),
+            ));
         }
         if self.group_names().iter().any(|g| g == name) {
             return Err(VmError::Exists {
@@ -183,7 +187,10 @@ impl VolumeManager {
                     ));
                 }
                 let plan = vec![PlexAlloc {
-                    columns: disks.iter().map(|(d, _)| vec![(d.clone(), 0, col)]).collect(),
+                    columns: disks
+                        .iter()
+                        .map(|(d, _)| vec![(d.clone(), 0, col)])
+                        .collect(),
                 }];
                 let ncol = disks.len() as u32;
                 let layout = if ncol == 1 {
@@ -353,12 +360,11 @@ impl VolumeManager {
                 let Some(v) = g.cfg.volumes.iter().find(|v| v.raid_level.is_some()) else {
                     continue;
                 };
-                let Some(d) = g
-                    .cfg
-                    .disks
-                    .iter()
-                    .find(|d| g.members.get(&d.name).is_some_and(|m| m.bdev.name() == base))
-                else {
+                let Some(d) = g.cfg.disks.iter().find(|d| {
+                    g.members
+                        .get(&d.name)
+                        .is_some_and(|m| m.bdev.name() == base)
+                }) else {
                     continue;
                 };
                 if v.raid_level.as_deref() != Some("raid1") {

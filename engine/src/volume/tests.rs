@@ -611,12 +611,18 @@ mod raid {
             assert_eq!(b.num_blocks(), blocks, "{name}");
             let data = pattern(b.num_blocks(), 1 << 20);
             write(&e, &b, (b.num_blocks() * 512) - (1 << 20), &data).unwrap();
-            assert_eq!(read(&e, &b, (b.num_blocks() * 512) - (1 << 20), 1 << 20).unwrap(), data);
+            assert_eq!(
+                read(&e, &b, (b.num_blocks() * 512) - (1 << 20), 1 << 20).unwrap(),
+                data
+            );
         }
         let list = vm.raid_list("all").unwrap();
         assert_eq!(list.as_array().unwrap().len(), 3);
         let saved = super::super::raid::saved_config(vm.lock().get("R1").unwrap(), "R1");
-        assert_eq!(saved.unwrap()["params"]["base_bdevs"], serde_json::json!(["M2", "M3"]));
+        assert_eq!(
+            saved.unwrap()["params"]["base_bdevs"],
+            serde_json::json!(["M2", "M3"])
+        );
 
         // raid1: remove a base bdev, keep serving, add another one back (rebuilt).
         let r1 = e.bdevs().get("R1").unwrap();
