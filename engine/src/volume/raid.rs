@@ -342,7 +342,13 @@ impl VolumeManager {
             )));
         }
         let disk = self.dg_add_disk(raid, base, None, false)?;
-        match self.plex_attach(raid, raid, None, Some(&[disk.clone()]), Duration::ZERO) {
+        match self.plex_attach(
+            raid,
+            raid,
+            None,
+            Some(std::slice::from_ref(&disk)),
+            Duration::ZERO,
+        ) {
             Ok(id) => Ok(id),
             Err(e) => {
                 let _ = self.dg_remove_disk(raid, &disk);
