@@ -277,3 +277,172 @@ fn load_config_failure_names_the_method_and_exits_1() {
     );
     assert!(p.names().is_empty());
 }
+
+/// The volume manager through plexctl: a disk group on malloc bdevs, a mirrored volume, the
+/// tables, the `vxprint`-style tree, and a plex attach followed to its end.
+#[test]
+fn volume_manager_commands() {
+    let p = Plexd::start();
+    for m in ["M0", "M1", "M2"] {
+        ok(&p, &["bdev", "malloc", "create", m, "--size", "32MiB"]);
+    }
+    assert_eq!(ok(&p, &["dg", "create", "dg01", "M0", "M1"]), "");
+    assert_eq!(ok(&p, &["dg", "add-disk", "dg01", "M2"]).trim(), "disk03");
+    let out = ok(
+        &p,
+        &[
+            "volume", "create", "dg01", "vol01", "8MiB", "--layout", "mirror",
+        ],
+    );
+    assert_eq!(out.trim(), "dg01/vol01");
+    let bdev = p.call("bdev_get_bdevs", json!({"name": "dg01/vol01"}));
+    assert_eq!(bdev[0]["num_blocks"], 16384);
+
+    let groups = ok(&p, &["dg", "list"]);
+    let row = groups
+        .lines()
+        .find(|l| l.starts_with("dg01 "))
+        .unwrap_or_else(|| panic!("no dg01 row in:\n{groups}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["dg01", "3", "1"], "{groups}");
+
+    let disks = ok(&p, &["disk", "list", "--dg", "dg01"]);
+    assert_eq!(disks.lines().count(), 4, "{disks}");
+    assert!(disks.starts_with("DG "), "{disks}");
+    ok(&p, &["disk", "set", "dg01", "disk03", "--nohotuse", "true"]);
+    let disks = ok(&p, &["disk", "list"]);
+    assert!(
+        disks
+            .lines()
+            .any(|l| l.contains("disk03") && l.ends_with("nohotuse")),
+        "{disks}"
+    );
+
+    let volumes = ok(&p, &["volume", "list"]);
+    let row = volumes
+        .lines()
+        .find(|l| l.starts_with("dg01/vol01 "))
+        .unwrap_or_else(|| panic!("no dg01/vol01 row in:\n{volumes}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "dg01/vol01",
+            "8",
+            "MiB",
+            "mirror",
+            "ACTIVE",
+            "ENABLED",
+            "2",
+            "yes"
+        ],
+        "{volumes}"
+    );
+    let listed = parse(&ok(
+        &p,
+        &["--json", "volume", "list", "--dg", "dg01", "vol01"],
+    ));
+    assert_eq!(listed, p.call("volume_list", json!({"dg": "dg01"})));
+
+    let tree = ok(&p, &["print"]);
+    assert!(
+        tree.starts_with("DG NAME         NCONFIG"),
+        "no vxprint header:\n{tree}"
+    );
+    assert!(tree.contains("\nV  NAME "), "{tree}");
+    assert!(
+        tree.lines().any(|l| l.starts_with("v  vol01 ")),
+        "no volume line:\n{tree}"
+    );
+    assert_eq!(tree, ok(&p, &["print", "dg01"]));
+    assert_eq!(tree.matches("\npl vol01-").count(), 2, "{tree}");
+
+    assert_eq!(
+        ok(&p, &["task", "list"]),
+        "ID  KIND  VOLUME  PLEX  STATE  PROGRESS  RATE  ETA\n"
+    );
+    // A third mirror; --wait follows the copy (stderr is a pipe: plain progress lines).
+    let out = p.plexctl(&["plex", "attach", "dg01", "vol01", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "task 1 (plex_attach of dg01/vol01, plex vol01-03): done\n"
+    );
+    assert!(stderr(&out).contains("100.0%  done"), "{}", stderr(&out));
+    let tasks = ok(&p, &["task", "list"]);
+    let cells: Vec<&str> = tasks
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "1",
+            "plex_attach",
+            "dg01/vol01",
+            "vol01-03",
+            "done",
+            "100.0%",
+            "-",
+            "-"
+        ],
+        "{tasks}"
+    );
+    let waited = parse(&ok(&p, &["--json", "task", "wait", "1"]));
+    assert_eq!(waited["state"], "done");
+    assert_eq!(waited["total_blocks"], 16384);
+
+    ok(&p, &["plex", "detach", "dg01", "vol01-03", "--dissociate"]);
+    ok(&p, &["volume", "stop", "dg01", "vol01"]);
+    assert!(!p.names().contains(&"dg01/vol01".to_string()));
+    ok(&p, &["volume", "start", "dg01", "vol01"]);
+    assert!(p.names().contains(&"dg01/vol01".to_string()));
+    ok(&p, &["volume", "delete", "dg01", "vol01"]);
+    ok(&p, &["dg", "remove-disk", "dg01", "disk03"]);
+    ok(&p, &["dg", "deport", "dg01"]);
+    assert_eq!(
+        ok(&p, &["dg", "list"]),
+        "NAME  DISKS  VOLUMES  FREE  SEQ  ID\n"
+    );
+    assert_eq!(ok(&p, &["dg", "import"]).trim(), "dg01");
+}
+
+#[test]
+fn volume_manager_errors_exit_1_and_unknown_tasks_too() {
+    let p = Plexd::start();
+    let (code, msg) = p.call_err("volume_list", json!({"dg": "nope"}));
+    let out = p.plexctl(&["volume", "list", "--dg", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&msg), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("code {code}")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = p.plexctl(&["task", "wait", "9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no task 9"), "{}", stderr(&out));
+    let out = p.plexctl(&["--json", "task", "wait", "9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("-2"), "{}", stderr(&out));
+
+    // Usage errors are caught before anything is sent.
+    let out = p.plexctl(&[
+        "volume",
+        "create",
+        "dg01",
+        "v",
+        "1G",
+        "--stripe-unit",
+        "1000",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("whole number of KiB"),
+        "{}",
+        stderr(&out)
+    );
+}

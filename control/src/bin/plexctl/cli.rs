@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 use crate::size::size_arg;
@@ -110,6 +110,28 @@ pub enum Command {
     /// vhost-user-blk exports: a bdev served to a QEMU guest as a virtio-blk disk.
     #[command(subcommand)]
     Vhost(VhostCommand),
+    /// Disk groups of the volume manager: sets of bdevs that hold volumes.
+    #[command(subcommand)]
+    Dg(DgCommand),
+    /// The disks (member bdevs) of disk groups.
+    #[command(subcommand)]
+    Disk(DiskCommand),
+    /// Volumes: bdevs named DG/NAME built from plexes on a disk group's disks.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Plexes (mirrors) of volumes.
+    #[command(subcommand)]
+    Plex(PlexCommand),
+    /// Show the volume manager's objects as a tree in `vxprint -ht` columns (vm_print).
+    ///
+    /// Lengths and offsets are in 512-byte sectors, as VxVM prints them.
+    Print {
+        /// Only this disk group; default all.
+        dg: Option<String>,
+    },
+    /// Long-running volume manager operations (resync, plex attach).
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Call any method with raw JSON params and print the result as JSON.
     Call {
         /// The method name, e.g. bdev_get_bdevs.
@@ -444,6 +466,262 @@ pub enum VhostCommand {
     },
 }
 
+/// `plexctl dg ...`
+#[derive(Debug, Subcommand)]
+pub enum DgCommand {
+    /// Create a disk group from bdevs (dg_create); each becomes a disk named diskNN.
+    ///
+    /// Every bdev is initialised (a label and a private region at its start) and claimed by
+    /// the group. The bdevs must share one block size.
+    Create {
+        /// Name of the new disk group.
+        name: String,
+        /// The bdevs to use as its disks.
+        #[arg(value_name = "BDEV", required = true)]
+        bdevs: Vec<String>,
+        /// Initialise bdevs even if they hold another group's disk, a foreign or corrupt label.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add a bdev to a disk group as a new disk (dg_add_disk); prints the disk's name.
+    AddDisk {
+        /// The disk group.
+        dg: String,
+        /// The bdev to add.
+        bdev: String,
+        /// Name for the disk; default the next free diskNN.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Initialise the bdev even if it holds a label.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a disk that holds no subdisks from its group (dg_remove_disk).
+    RemoveDisk {
+        /// The disk group.
+        dg: String,
+        /// The disk (e.g. disk02), not the bdev.
+        disk: String,
+    },
+    /// Stop a disk group's volumes and release its disks (dg_deport), so that another plexd
+    /// can import it.
+    Deport {
+        /// The disk group.
+        name: String,
+    },
+    /// Import disk groups found on bdevs (dg_import); prints the groups imported.
+    Import {
+        /// Only this disk group; default every group found.
+        name: Option<String>,
+        /// Scan only this bdev (repeatable); default every unclaimed bdev.
+        #[arg(long = "disk", value_name = "BDEV")]
+        disks: Vec<String>,
+        /// Trust the configuration copy on this bdev when the copies disagree (split brain).
+        #[arg(long, value_name = "BDEV")]
+        select_copy: Option<String>,
+    },
+    /// List imported disk groups, or show one (dg_list).
+    List {
+        /// Only this disk group.
+        name: Option<String>,
+    },
+}
+
+/// `plexctl disk ...`
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// List the disks of imported disk groups (disk_list).
+    List {
+        /// Only the disks of this disk group.
+        #[arg(long, value_name = "DG")]
+        dg: Option<String>,
+    },
+    /// Set a disk's flags (disk_set).
+    #[command(group(ArgGroup::new("flags").required(true).multiple(true)))]
+    Set {
+        /// The disk group.
+        dg: String,
+        /// The disk (e.g. disk02).
+        disk: String,
+        /// Keep the disk as a hot spare: new volumes are not allocated on it.
+        #[arg(long, value_name = "BOOL", group = "flags")]
+        spare: Option<bool>,
+        /// Do not use the disk for hot relocation.
+        #[arg(long, value_name = "BOOL", group = "flags")]
+        nohotuse: Option<bool>,
+    },
+}
+
+/// Volume layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// One plex, subdisks end to end.
+    Concat,
+    /// One plex striped over columns.
+    Stripe,
+    /// Mirrored concat plexes (2 unless --nmirror).
+    Mirror,
+    /// Mirrored striped plexes.
+    MirrorStripe,
+}
+
+impl Layout {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Concat => "concat",
+            Layout::Stripe => "stripe",
+            Layout::Mirror => "mirror",
+            Layout::MirrorStripe => "mirror-stripe",
+        }
+    }
+}
+
+/// Which plex serves a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadPolicy {
+    /// Alternate between the in-sync plexes.
+    Round,
+    /// Automatic (the daemon's default).
+    Select,
+    /// Always the plex given with --prefer-plex while it is usable.
+    Prefer,
+}
+
+impl ReadPolicy {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadPolicy::Round => "round",
+            ReadPolicy::Select => "select",
+            ReadPolicy::Prefer => "prefer",
+        }
+    }
+}
+
+/// `plexctl volume create` arguments.
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// The disk group.
+    pub dg: String,
+    /// Name of the new volume; its bdev is DG/NAME.
+    pub name: String,
+    /// Size (e.g. 10GiB); rounded up to whole blocks.
+    #[arg(value_parser = size_arg)]
+    pub size: u64,
+    /// Layout [daemon default: concat].
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<Layout>,
+    /// Number of stripe columns (striped layouts; default from the number of disks).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ncol: Option<u32>,
+    /// Number of plexes (mirror layouts default to 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub nmirror: Option<u32>,
+    /// Stripe unit, a whole number of KiB (e.g. 64K, the daemon's default).
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub stripe_unit: Option<u64>,
+    /// Read policy [daemon default: select]; --prefer-plex alone implies prefer.
+    #[arg(long, value_name = "POLICY")]
+    pub read_policy: Option<ReadPolicy>,
+    /// The plex to read from with --read-policy prefer (full name, or 01 for NAME-01).
+    #[arg(long, value_name = "PLEX")]
+    pub prefer_plex: Option<String>,
+    /// Allocate only on this disk (disk name or bdev; repeatable).
+    #[arg(long = "alloc", value_name = "DISK")]
+    pub alloc: Vec<String>,
+}
+
+/// `plexctl volume ...`
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume and start it as bdev DG/NAME (volume_create); prints the bdev's name.
+    Create(VolumeCreateArgs),
+    /// Delete a volume with its plexes and subdisks (volume_delete).
+    Delete {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+    },
+    /// Start a volume: register its bdev DG/NAME (volume_start).
+    Start {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+    },
+    /// Stop a volume cleanly: its bdev goes away (volume_stop).
+    Stop {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+    },
+    /// List volumes, or show one (volume_list).
+    List {
+        /// Only the volumes of this disk group.
+        #[arg(long, value_name = "DG")]
+        dg: Option<String>,
+        /// Only this volume.
+        name: Option<String>,
+    },
+}
+
+/// `plexctl plex ...`
+#[derive(Debug, Subcommand)]
+pub enum PlexCommand {
+    /// Add a mirror to a started volume, or bring a stale plex back (plex_attach).
+    ///
+    /// The plex receives writes at once and is filled in the background by a task; without
+    /// --wait this prints the task's id and returns, with it plexctl follows the task as
+    /// `task wait` does.
+    Attach {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        volume: String,
+        /// Re-attach this existing (stale, offline or detached) plex instead of a new one.
+        #[arg(long, value_name = "PLEX")]
+        plex: Option<String>,
+        /// Allocate the new plex only on this disk (disk name or bdev; repeatable).
+        #[arg(long = "alloc", value_name = "DISK")]
+        alloc: Vec<String>,
+        /// Sleep this long between copied chunks (throttle).
+        #[arg(long, value_name = "MS")]
+        delay_ms: Option<u64>,
+        /// Wait for the copy to finish, as `task wait` does.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop I/O to a plex (state OFFLINE), or remove it from its volume (plex_detach).
+    Detach {
+        /// The disk group.
+        dg: String,
+        /// The plex (e.g. vol01-02).
+        plex: String,
+        /// Also remove the plex from its volume and delete its subdisks.
+        #[arg(long)]
+        dissociate: bool,
+    },
+}
+
+/// `plexctl task ...`
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// List running and finished tasks (task_list).
+    List,
+    /// Wait for a task to finish, showing its progress (task_list, or task_wait with --json).
+    ///
+    /// Exits 1 if the task failed or was cancelled. The progress bar goes to standard error
+    /// when it is a terminal; otherwise a line about every 2 seconds. With --json, prints the
+    /// finished task. --timeout limits each call to the daemon, not the wait.
+    Wait {
+        /// The task's id (from `plex attach` or `task list`).
+        id: u64,
+    },
+}
+
 /// clap value parser for `--timeout`: positive, finite seconds.
 fn timeout_arg(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
@@ -572,6 +850,104 @@ mod tests {
         let err =
             Cli::try_parse_from(["plexctl", "vhost", "create", "vhost.0"]).expect_err("must fail");
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn vm_commands_need_their_arguments() {
+        let parse = |args: &str| {
+            Cli::try_parse_from(std::iter::once("plexctl").chain(args.split_whitespace()))
+        };
+        let kind = |args: &str| parse(args).expect_err(args).kind();
+        use clap::error::ErrorKind::*;
+        assert_eq!(kind("dg create dg01"), MissingRequiredArgument);
+        assert!(parse("dg create dg01 M0").is_ok());
+        assert_eq!(kind("dg add-disk dg01"), MissingRequiredArgument);
+        assert_eq!(kind("volume create dg01 vol01"), MissingRequiredArgument);
+        assert_eq!(kind("volume create dg01 vol01 1Q"), ValueValidation);
+        assert_eq!(kind("volume delete dg01"), MissingRequiredArgument);
+        assert_eq!(kind("plex detach dg01"), MissingRequiredArgument);
+        assert_eq!(kind("task wait"), MissingRequiredArgument);
+        assert_eq!(kind("task wait three"), ValueValidation);
+    }
+
+    #[test]
+    fn volume_create_options_are_checked() {
+        let parse = |args: &str| {
+            Cli::try_parse_from(
+                ["plexctl", "volume", "create", "dg01", "vol01", "1G"]
+                    .into_iter()
+                    .chain(args.split_whitespace()),
+            )
+        };
+        let cli = parse("--layout mirror-stripe --read-policy prefer").expect("parse");
+        match cli.command {
+            Command::Volume(VolumeCommand::Create(a)) => {
+                assert_eq!(a.size, 1 << 30);
+                assert_eq!(a.layout, Some(Layout::MirrorStripe));
+                assert_eq!(a.read_policy, Some(ReadPolicy::Prefer));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for bad in [
+            "--layout raid5",
+            "--layout stripe-mirror",
+            "--read-policy fastest",
+            "--ncol 0",
+            "--nmirror 0",
+            "--stripe-unit 64Q",
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert!(
+                matches!(
+                    err.kind(),
+                    clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn disk_set_needs_a_flag_with_a_boolean() {
+        let parse = |args: &str| {
+            Cli::try_parse_from(
+                ["plexctl", "disk", "set", "dg01", "disk01"]
+                    .into_iter()
+                    .chain(args.split_whitespace()),
+            )
+        };
+        assert!(parse("--spare true").is_ok());
+        assert!(parse("--nohotuse false --spare true").is_ok());
+        let err = parse("").expect_err("no flag");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse("--spare").expect_err("no value");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let err = parse("--spare maybe").expect_err("not a boolean");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn plex_attach_wait_and_import_disks() {
+        let cli = Cli::try_parse_from([
+            "plexctl", "plex", "attach", "dg01", "vol01", "--wait", "--alloc", "disk03", "--alloc",
+            "disk04",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::Plex(PlexCommand::Attach { wait, alloc, .. }) => {
+                assert!(wait);
+                assert_eq!(alloc, ["disk03", "disk04"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["plexctl", "dg", "import", "--disk", "M0"]).expect("parse");
+        match cli.command {
+            Command::Dg(DgCommand::Import { name, disks, .. }) => {
+                assert_eq!(name, None);
+                assert_eq!(disks, ["M0"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@ use clap_complete::Shell;
 use serde_json::{json, Map, Value};
 
 use crate::cli::{
-    AioCommand, BdevCommand, Command, DelayCommand, ErrorCommand, FrameworkCommand, MallocCommand,
-    MemCreateArgs, NullCommand, ThreadCommand, UringCommand, VhostCommand,
+    AioCommand, BdevCommand, Command, DelayCommand, DgCommand, DiskCommand, ErrorCommand,
+    FrameworkCommand, MallocCommand, MemCreateArgs, NullCommand, PlexCommand, ReadPolicy,
+    TaskCommand, ThreadCommand, UringCommand, VhostCommand, VolumeCommand, VolumeCreateArgs,
 };
 
 /// How a method's result is shown when `--json` is not given.
@@ -31,6 +32,18 @@ pub enum Output {
     Iostat,
     /// `vhost_get_controllers` table.
     VhostControllers,
+    /// `dg_list` table.
+    DiskGroups,
+    /// `disk_list` table (sizes from a `dg_list` lookup).
+    Disks,
+    /// `volume_list` table.
+    Volumes,
+    /// `task_list` table (rates from a `volume_list` lookup).
+    Tasks,
+    /// `plex_attach`: the id of the task it started.
+    TaskStarted,
+    /// A string result printed as it is (`vm_print`).
+    Text,
     /// A create method: the new object's name.
     Name,
     /// Nothing (the result is `true`).
@@ -48,6 +61,9 @@ pub struct Request {
     pub params: Option<Value>,
     /// Human rendering of the result.
     pub output: Output,
+    /// A method (called without params) whose result the human rendering also needs, e.g.
+    /// `dg_list` for block sizes. Skipped with `--json`; if it fails, the table shows `-`.
+    pub lookup: Option<&'static str>,
 }
 
 impl Request {
@@ -56,7 +72,13 @@ impl Request {
             method: method.to_string(),
             params,
             output,
+            lookup: None,
         }
+    }
+
+    fn with_lookup(mut self, method: &'static str) -> Self {
+        self.lookup = Some(method);
+        self
     }
 }
 
@@ -99,6 +121,10 @@ pub enum Plan {
     LoadConfig(Input),
     /// Print a completion script; no daemon needed.
     Completions(Shell),
+    /// Follow a task until it is no longer running.
+    WaitTask(u64),
+    /// One call that starts a task (its result is `{"task": id}`), then [`Plan::WaitTask`].
+    StartTask(Request),
 }
 
 /// A command line that parsed but does not make sense.
@@ -135,6 +161,15 @@ pub enum CommandError {
     /// Corruption options with an error type that does not corrupt.
     #[error("--corrupt-offset and --corrupt-value only apply to --error-type corrupt_data")]
     CorruptOptions,
+    /// The daemon takes the stripe unit in KiB.
+    #[error("--stripe-unit {0} is not a whole number of KiB")]
+    StripeUnitKib(u64),
+    /// `--prefer-plex` with a read policy other than prefer.
+    #[error("--prefer-plex only applies to --read-policy prefer, not {0}")]
+    PreferPlexPolicy(&'static str),
+    /// `--read-policy prefer` without the plex.
+    #[error("--read-policy prefer needs --prefer-plex, the plex to read from")]
+    PreferNeedsPlex,
 }
 
 /// Maps a parsed command to its plan.
@@ -175,6 +210,19 @@ pub fn plan(command: &Command) -> Result<Plan, CommandError> {
         Command::LoadConfig { file } => Ok(Plan::LoadConfig(Input::from_path(file))),
         Command::Bdev(b) => bdev(b).map(Plan::Call),
         Command::Vhost(v) => Ok(Plan::Call(vhost(v))),
+        Command::Dg(d) => Ok(Plan::Call(dg(d))),
+        Command::Disk(d) => Ok(Plan::Call(disk(d))),
+        Command::Volume(v) => volume(v).map(Plan::Call),
+        Command::Plex(p) => Ok(plex(p)),
+        Command::Print { dg } => call(
+            "vm_print",
+            dg.as_ref().map(|d| json!({"dg": d})),
+            Output::Text,
+        ),
+        Command::Task(TaskCommand::List) => Ok(Plan::Call(
+            Request::new("task_list", None, Output::Tasks).with_lookup("volume_list"),
+        )),
+        Command::Task(TaskCommand::Wait { id }) => Ok(Plan::WaitTask(*id)),
         Command::Call { method, params } => match params.as_deref() {
             Some("-") => Ok(Plan::CallWithStdin {
                 method: method.clone(),
@@ -358,6 +406,217 @@ fn vhost(command: &VhostCommand) -> Request {
             })),
             Output::Silent,
         ),
+    }
+}
+
+fn dg(command: &DgCommand) -> Request {
+    let req =
+        |method: &str, params: Value, output: Output| Request::new(method, Some(params), output);
+    match command {
+        DgCommand::Create { name, bdevs, force } => {
+            let mut p = Map::new();
+            p.insert("name".into(), json!(name));
+            p.insert("disks".into(), json!(bdevs));
+            if *force {
+                p.insert("force".into(), json!(true));
+            }
+            req("dg_create", Value::Object(p), Output::Silent)
+        }
+        DgCommand::AddDisk {
+            dg,
+            bdev,
+            name,
+            force,
+        } => {
+            let mut p = Map::new();
+            p.insert("dg".into(), json!(dg));
+            p.insert("disk".into(), json!(bdev));
+            if let Some(n) = name {
+                p.insert("name".into(), json!(n));
+            }
+            if *force {
+                p.insert("force".into(), json!(true));
+            }
+            req("dg_add_disk", Value::Object(p), Output::Name)
+        }
+        DgCommand::RemoveDisk { dg, disk } => req(
+            "dg_remove_disk",
+            json!({"dg": dg, "name": disk}),
+            Output::Silent,
+        ),
+        DgCommand::Deport { name } => req("dg_deport", json!({"name": name}), Output::Silent),
+        DgCommand::Import {
+            name,
+            disks,
+            select_copy,
+        } => {
+            let mut p = Map::new();
+            if let Some(n) = name {
+                p.insert("name".into(), json!(n));
+            }
+            if !disks.is_empty() {
+                p.insert("disks".into(), json!(disks));
+            }
+            if let Some(c) = select_copy {
+                p.insert("select_copy".into(), json!(c));
+            }
+            let params = (!p.is_empty()).then_some(Value::Object(p));
+            Request::new("dg_import", params, Output::Lines)
+        }
+        DgCommand::List { name } => Request::new(
+            "dg_list",
+            name.as_ref().map(|n| json!({"name": n})),
+            Output::DiskGroups,
+        ),
+    }
+}
+
+fn disk(command: &DiskCommand) -> Request {
+    match command {
+        DiskCommand::List { dg } => Request::new(
+            "disk_list",
+            dg.as_ref().map(|d| json!({"dg": d})),
+            Output::Disks,
+        )
+        .with_lookup("dg_list"),
+        DiskCommand::Set {
+            dg,
+            disk,
+            spare,
+            nohotuse,
+        } => {
+            let mut p = Map::new();
+            p.insert("dg".into(), json!(dg));
+            p.insert("name".into(), json!(disk));
+            if let Some(s) = spare {
+                p.insert("spare".into(), json!(s));
+            }
+            if let Some(n) = nohotuse {
+                p.insert("nohotuse".into(), json!(n));
+            }
+            Request::new("disk_set", Some(Value::Object(p)), Output::Silent)
+        }
+    }
+}
+
+fn volume(command: &VolumeCommand) -> Result<Request, CommandError> {
+    let dg_name = |method: &str, dg: &str, name: &str| {
+        Request::new(
+            method,
+            Some(json!({"dg": dg, "name": name})),
+            Output::Silent,
+        )
+    };
+    Ok(match command {
+        VolumeCommand::Create(args) => {
+            Request::new("volume_create", Some(volume_create(args)?), Output::Name)
+        }
+        VolumeCommand::Delete { dg, name } => dg_name("volume_delete", dg, name),
+        VolumeCommand::Start { dg, name } => dg_name("volume_start", dg, name),
+        VolumeCommand::Stop { dg, name } => dg_name("volume_stop", dg, name),
+        VolumeCommand::List { dg, name } => {
+            let mut p = Map::new();
+            if let Some(d) = dg {
+                p.insert("dg".into(), json!(d));
+            }
+            if let Some(n) = name {
+                p.insert("name".into(), json!(n));
+            }
+            let params = (!p.is_empty()).then_some(Value::Object(p));
+            Request::new("volume_list", params, Output::Volumes)
+        }
+    })
+}
+
+/// Params for `volume_create`: the size in bytes, the stripe unit in KiB, and a read policy
+/// that fits `--prefer-plex` (which alone implies `prefer`).
+fn volume_create(args: &VolumeCreateArgs) -> Result<Value, CommandError> {
+    let mut p = Map::new();
+    p.insert("dg".into(), json!(args.dg));
+    p.insert("name".into(), json!(args.name));
+    p.insert("size".into(), json!(nonzero(args.size, "size")?));
+    if let Some(layout) = args.layout {
+        p.insert("layout".into(), json!(layout.as_str()));
+    }
+    if let Some(n) = args.ncol {
+        p.insert("ncol".into(), json!(n));
+    }
+    if let Some(n) = args.nmirror {
+        p.insert("nmirror".into(), json!(n));
+    }
+    if let Some(su) = args.stripe_unit {
+        let su = nonzero(su, "--stripe-unit")?;
+        if su % 1024 != 0 {
+            return Err(CommandError::StripeUnitKib(su));
+        }
+        p.insert("stripe_unit_kb".into(), json!(su / 1024));
+    }
+    let policy = match (args.read_policy, &args.prefer_plex) {
+        (Some(ReadPolicy::Prefer), None) => return Err(CommandError::PreferNeedsPlex),
+        (Some(other), Some(_)) if other != ReadPolicy::Prefer => {
+            return Err(CommandError::PreferPlexPolicy(other.as_str()))
+        }
+        (None, Some(_)) => Some(ReadPolicy::Prefer),
+        (policy, _) => policy,
+    };
+    if let Some(policy) = policy {
+        p.insert("read_policy".into(), json!(policy.as_str()));
+    }
+    if let Some(plex) = &args.prefer_plex {
+        p.insert("prefer_plex".into(), json!(plex));
+    }
+    if !args.alloc.is_empty() {
+        p.insert("alloc".into(), json!(args.alloc));
+    }
+    Ok(Value::Object(p))
+}
+
+fn plex(command: &PlexCommand) -> Plan {
+    match command {
+        PlexCommand::Attach {
+            dg,
+            volume,
+            plex,
+            alloc,
+            delay_ms,
+            wait,
+        } => {
+            let mut p = Map::new();
+            p.insert("dg".into(), json!(dg));
+            p.insert("volume".into(), json!(volume));
+            if let Some(pl) = plex {
+                p.insert("plex".into(), json!(pl));
+            }
+            if !alloc.is_empty() {
+                p.insert("alloc".into(), json!(alloc));
+            }
+            if let Some(ms) = delay_ms {
+                p.insert("delay_ms".into(), json!(ms));
+            }
+            let request = Request::new("plex_attach", Some(Value::Object(p)), Output::TaskStarted);
+            if *wait {
+                Plan::StartTask(request)
+            } else {
+                Plan::Call(request)
+            }
+        }
+        PlexCommand::Detach {
+            dg,
+            plex,
+            dissociate,
+        } => {
+            let mut p = Map::new();
+            p.insert("dg".into(), json!(dg));
+            p.insert("plex".into(), json!(plex));
+            if *dissociate {
+                p.insert("dissociate".into(), json!(true));
+            }
+            Plan::Call(Request::new(
+                "plex_detach",
+                Some(Value::Object(p)),
+                Output::Silent,
+            ))
+        }
     }
 }
 
@@ -821,6 +1080,237 @@ mod tests {
             parse_params("{} {}"),
             Err(CommandError::BadJson(_))
         ));
+    }
+
+    #[test]
+    fn disk_groups() {
+        check(
+            "dg create dg01 M0 M1",
+            "dg_create",
+            Some(json!({"name": "dg01", "disks": ["M0", "M1"]})),
+            Output::Silent,
+        );
+        check(
+            "dg create dg01 M0 --force",
+            "dg_create",
+            Some(json!({"name": "dg01", "disks": ["M0"], "force": true})),
+            Output::Silent,
+        );
+        check(
+            "dg add-disk dg01 M2",
+            "dg_add_disk",
+            Some(json!({"dg": "dg01", "disk": "M2"})),
+            Output::Name,
+        );
+        check(
+            "dg add-disk dg01 M2 --name fast01 --force",
+            "dg_add_disk",
+            Some(json!({"dg": "dg01", "disk": "M2", "name": "fast01", "force": true})),
+            Output::Name,
+        );
+        check(
+            "dg remove-disk dg01 disk02",
+            "dg_remove_disk",
+            Some(json!({"dg": "dg01", "name": "disk02"})),
+            Output::Silent,
+        );
+        check(
+            "dg deport dg01",
+            "dg_deport",
+            Some(json!({"name": "dg01"})),
+            Output::Silent,
+        );
+        check("dg import", "dg_import", None, Output::Lines);
+        check(
+            "dg import dg01 --disk M0 --disk M1 --select-copy M1",
+            "dg_import",
+            Some(json!({"name": "dg01", "disks": ["M0", "M1"], "select_copy": "M1"})),
+            Output::Lines,
+        );
+        check("dg list", "dg_list", None, Output::DiskGroups);
+        check(
+            "dg list dg01",
+            "dg_list",
+            Some(json!({"name": "dg01"})),
+            Output::DiskGroups,
+        );
+    }
+
+    #[test]
+    fn disks_and_their_flags() {
+        let Ok(Plan::Call(r)) = plan_of("disk list --dg dg01") else {
+            panic!("disk list is one call");
+        };
+        assert_eq!(
+            (r.method.as_str(), r.params, r.output, r.lookup),
+            (
+                "disk_list",
+                Some(json!({"dg": "dg01"})),
+                Output::Disks,
+                Some("dg_list")
+            )
+        );
+        check("disk list", "disk_list", None, Output::Disks);
+        check(
+            "disk set dg01 disk03 --spare true",
+            "disk_set",
+            Some(json!({"dg": "dg01", "name": "disk03", "spare": true})),
+            Output::Silent,
+        );
+        check(
+            "disk set dg01 disk03 --spare false --nohotuse true",
+            "disk_set",
+            Some(json!({"dg": "dg01", "name": "disk03", "spare": false, "nohotuse": true})),
+            Output::Silent,
+        );
+    }
+
+    #[test]
+    fn volume_create_sends_bytes_and_kib() {
+        check(
+            "volume create dg01 vol01 1G",
+            "volume_create",
+            Some(json!({"dg": "dg01", "name": "vol01", "size": 1u64 << 30})),
+            Output::Name,
+        );
+        check(
+            "volume create dg01 v 100MB --layout mirror-stripe --ncol 3 --nmirror 2 \
+             --stripe-unit 128K --read-policy round --alloc disk01 --alloc M3",
+            "volume_create",
+            Some(json!({
+                "dg": "dg01", "name": "v", "size": 100_000_000, "layout": "mirror-stripe",
+                "ncol": 3, "nmirror": 2, "stripe_unit_kb": 128, "read_policy": "round",
+                "alloc": ["disk01", "M3"]
+            })),
+            Output::Name,
+        );
+        // --prefer-plex alone implies the prefer policy.
+        for args in [
+            "volume create dg01 v 8M --layout mirror --prefer-plex 02",
+            "volume create dg01 v 8M --layout mirror --read-policy prefer --prefer-plex 02",
+        ] {
+            check(
+                args,
+                "volume_create",
+                Some(json!({
+                    "dg": "dg01", "name": "v", "size": 8 << 20, "layout": "mirror",
+                    "read_policy": "prefer", "prefer_plex": "02"
+                })),
+                Output::Name,
+            );
+        }
+    }
+
+    #[test]
+    fn volume_create_rejects_what_the_daemon_would() {
+        assert_eq!(
+            plan_of("volume create dg01 v 0"),
+            Err(CommandError::Zero("size"))
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --layout stripe --stripe-unit 1536"),
+            Err(CommandError::StripeUnitKib(1536))
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --layout stripe --stripe-unit 0"),
+            Err(CommandError::Zero("--stripe-unit"))
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --read-policy prefer"),
+            Err(CommandError::PreferNeedsPlex)
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --read-policy round --prefer-plex v-01"),
+            Err(CommandError::PreferPlexPolicy("round"))
+        );
+    }
+
+    #[test]
+    fn volumes() {
+        for (verb, method) in [
+            ("delete", "volume_delete"),
+            ("start", "volume_start"),
+            ("stop", "volume_stop"),
+        ] {
+            check(
+                &format!("volume {verb} dg01 vol01"),
+                method,
+                Some(json!({"dg": "dg01", "name": "vol01"})),
+                Output::Silent,
+            );
+        }
+        check("volume list", "volume_list", None, Output::Volumes);
+        check(
+            "volume list --dg dg01 vol01",
+            "volume_list",
+            Some(json!({"dg": "dg01", "name": "vol01"})),
+            Output::Volumes,
+        );
+        check(
+            "volume list vol01",
+            "volume_list",
+            Some(json!({"name": "vol01"})),
+            Output::Volumes,
+        );
+    }
+
+    #[test]
+    fn plexes() {
+        check(
+            "plex attach dg01 vol01",
+            "plex_attach",
+            Some(json!({"dg": "dg01", "volume": "vol01"})),
+            Output::TaskStarted,
+        );
+        check(
+            "plex attach dg01 vol01 --plex vol01-02 --alloc disk03 --delay-ms 5",
+            "plex_attach",
+            Some(json!({
+                "dg": "dg01", "volume": "vol01", "plex": "vol01-02", "alloc": ["disk03"],
+                "delay_ms": 5
+            })),
+            Output::TaskStarted,
+        );
+        match plan_of("plex attach dg01 vol01 --wait") {
+            Ok(Plan::StartTask(r)) => {
+                assert_eq!(r.method, "plex_attach");
+                assert_eq!(r.params, Some(json!({"dg": "dg01", "volume": "vol01"})));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        check(
+            "plex detach dg01 vol01-02",
+            "plex_detach",
+            Some(json!({"dg": "dg01", "plex": "vol01-02"})),
+            Output::Silent,
+        );
+        check(
+            "plex detach dg01 vol01-02 --dissociate",
+            "plex_detach",
+            Some(json!({"dg": "dg01", "plex": "vol01-02", "dissociate": true})),
+            Output::Silent,
+        );
+    }
+
+    #[test]
+    fn print_and_tasks() {
+        check("print", "vm_print", None, Output::Text);
+        check(
+            "print dg01",
+            "vm_print",
+            Some(json!({"dg": "dg01"})),
+            Output::Text,
+        );
+        match plan_of("task list") {
+            Ok(Plan::Call(r)) => {
+                assert_eq!(
+                    (r.method.as_str(), r.params, r.output, r.lookup),
+                    ("task_list", None, Output::Tasks, Some("volume_list"))
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(plan_of("task wait 7"), Ok(Plan::WaitTask(7)));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! The parts: `cli` defines the command tree (clap), `commands` maps a parsed command to the
 //! JSON-RPC call it makes (a pure function, tested without a daemon), `config` implements
-//! `save-config` / `load-config` on top of plain calls, `render` turns results into tables with
-//! the help of `table` and `size`. This file connects them to the client and owns the exit
+//! `save-config` / `load-config` on top of plain calls, `tasks` follows volume manager tasks
+//! (`task wait`), `render` turns results into tables with the help of `table` and `size`. This file connects them to the client and owns the exit
 //! status: 0 on success, 1 when the daemon answers with an error (or a call fails), 2 for usage
 //! errors and when the daemon cannot be reached.
 
@@ -13,10 +13,11 @@ mod config;
 mod render;
 mod size;
 mod table;
+mod tasks;
 
 use std::error::Error;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,7 +29,7 @@ use serde_json::Value;
 use crate::cli::Cli;
 use crate::commands::{Input, Plan};
 use crate::config::{ConfigError, Rpc};
-use crate::render::{pretty, render};
+use crate::render::{pretty, render_with, task_outcome};
 
 impl Rpc for RpcClient {
     type Error = ClientError;
@@ -55,6 +56,8 @@ enum Failure {
     ConfigJson { what: String, reason: String },
     /// Writing the output failed for a reason other than a closed pipe (exit 1).
     Write(io::Error),
+    /// A task failed, was cancelled or cannot be followed (exit 1).
+    Task(String),
 }
 
 impl Failure {
@@ -113,6 +116,7 @@ impl fmt::Display for Failure {
             }
             Failure::ConfigJson { what, reason } => write!(f, "{what} is not valid JSON: {reason}"),
             Failure::Write(e) => write!(f, "cannot write output: {}", io_reason(e)),
+            Failure::Task(message) => f.write_str(message),
         }
     }
 }
@@ -166,9 +170,30 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let text = if cli.json {
                 pretty(&result)
             } else {
-                render(request.output, &result)
+                // The lookup only improves the table; without it the cells show `-`.
+                let lookup = request
+                    .lookup
+                    .and_then(|method| client.call(method, None).ok());
+                render_with(request.output, &result, lookup.as_ref())
             };
             emit(text.as_bytes())
+        }
+        Plan::WaitTask(id) => {
+            let mut client = connect(cli)?;
+            wait_task(cli, &mut client, id)
+        }
+        Plan::StartTask(request) => {
+            let mut client = connect(cli)?;
+            let result = client
+                .call(&request.method, request.params)
+                .map_err(Failure::Call)?;
+            let id = result.get("task").and_then(Value::as_u64).ok_or_else(|| {
+                Failure::Task(format!(
+                    "{} did not return a task id: {result}",
+                    request.method
+                ))
+            })?;
+            wait_task(cli, &mut client, id)
         }
         Plan::CallWithStdin { method } => {
             let text = read_input(&Input::Stdin)?;
@@ -191,6 +216,37 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let mut client = connect(cli)?;
             config::load_config(&mut client, &config).map_err(Failure::Config)
         }
+    }
+}
+
+/// Follows task `id` to its end: progress on stderr and a final line on stdout, or with
+/// `--json` the task as `task_wait` returns it. A failed or cancelled task is an error.
+fn wait_task(cli: &Cli, client: &mut RpcClient, id: u64) -> Result<(), Failure> {
+    let task = if cli.json {
+        let task = tasks::wait(client, id, tasks::wait_slice(cli.timeout), |e| {
+            e.rpc_code() == Some(-i64::from(libc::ETIMEDOUT))
+        })
+        .map_err(Failure::Call)?;
+        emit(pretty(&task).as_bytes())?;
+        task
+    } else {
+        let mut err = io::stderr().lock();
+        let tty = err.is_terminal();
+        let progress = tasks::Progress {
+            out: &mut err,
+            tty,
+            poll: tasks::POLL,
+            plain_every: tasks::PLAIN_EVERY,
+        };
+        tasks::follow(client, id, progress).map_err(|e| match e {
+            tasks::WaitError::Call(e) => Failure::Call(e),
+            tasks::WaitError::Task(m) => Failure::Task(m),
+        })?
+    };
+    match task_outcome(&task) {
+        Ok(line) if !cli.json => emit(line.as_bytes()),
+        Ok(_) => Ok(()),
+        Err(message) => Err(Failure::Task(message)),
     }
 }
 

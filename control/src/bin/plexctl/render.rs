@@ -2,17 +2,26 @@
 //! shows as `-` rather than failing, so a newer daemon's extra or changed fields never break
 //! the CLI (and `--json` always shows everything).
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::commands::Output;
-use crate::size::format_size;
+use crate::size::{format_rate, format_size};
 use crate::table::Table;
 
 /// Shown for a field the reply lacks.
 const MISSING: &str = "-";
 
 /// Renders `result` for people; the returned text ends in a newline unless it is empty.
+#[cfg(test)]
 pub fn render(output: Output, result: &Value) -> String {
+    render_with(output, result, None)
+}
+
+/// Like `render`, with the result of the request's lookup method (see
+/// [`crate::commands::Request::lookup`]) when there is one and it succeeded.
+pub fn render_with(output: Output, result: &Value, lookup: Option<&Value>) -> String {
     match output {
         Output::Version => match result.get("version").and_then(Value::as_str) {
             Some(v) => format!("{v}\n"),
@@ -28,6 +37,19 @@ pub fn render(output: Output, result: &Value) -> String {
         Output::Bdevs => bdevs(result),
         Output::Iostat => iostat(result),
         Output::VhostControllers => vhost_controllers(result),
+        Output::DiskGroups => disk_groups(result),
+        Output::Disks => disks(result, &group_block_sizes(lookup)),
+        Output::Volumes => volumes(result),
+        Output::Tasks => tasks(result, &volume_block_sizes(lookup)),
+        Output::TaskStarted => match u64_field(result, "task") {
+            Some(id) => format!("task {id} started; follow it with: plexctl task wait {id}\n"),
+            None => pretty(result),
+        },
+        Output::Text => match result {
+            Value::String(s) if s.is_empty() || s.ends_with('\n') => s.clone(),
+            Value::String(s) => format!("{s}\n"),
+            other => pretty(other),
+        },
         Output::Name => match result {
             Value::String(name) => format!("{name}\n"),
             Value::Bool(true) | Value::Null => String::new(),
@@ -282,6 +304,252 @@ fn vhost_controllers(result: &Value) -> String {
     t.render()
 }
 
+/// The number of items in the array at `key`, or `-`.
+fn count(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or_else(|| MISSING.to_string(), |a| a.len().to_string())
+}
+
+/// `blocks * block_size` as a human size, or `-` if either is unknown.
+fn blocks_size(blocks: Option<u64>, block_size: Option<u64>) -> String {
+    blocks
+        .zip(block_size)
+        .and_then(|(n, bs)| n.checked_mul(bs))
+        .map_or_else(|| MISSING.to_string(), format_size)
+}
+
+/// `dg_list`: one row per disk group.
+fn disk_groups(result: &Value) -> String {
+    let Some(list) = result.as_array() else {
+        return pretty(result);
+    };
+    let mut t = Table::new(&["NAME", "DISKS", "VOLUMES", "FREE", "SEQ", "ID"]).right(&[1, 2, 3, 4]);
+    for g in list {
+        t.row(vec![
+            field(g, "name"),
+            count(g, "disks"),
+            count(g, "volumes"),
+            blocks_size(u64_field(g, "free_blocks"), u64_field(g, "block_size")),
+            field(g, "seq"),
+            field(g, "id"),
+        ]);
+    }
+    t.render()
+}
+
+/// Block size by disk group, from a `dg_list` reply.
+fn group_block_sizes(dg_list: Option<&Value>) -> HashMap<String, u64> {
+    dg_list
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            let name = g.get("name")?.as_str()?;
+            Some((name.to_string(), u64_field(g, "block_size")?))
+        })
+        .collect()
+}
+
+/// Block size by (disk group, volume), from a `volume_list` reply.
+fn volume_block_sizes(volume_list: Option<&Value>) -> HashMap<(String, String), u64> {
+    volume_list
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let dg = v.get("dg")?.as_str()?;
+            let name = v.get("name")?.as_str()?;
+            Some((
+                (dg.to_string(), name.to_string()),
+                u64_field(v, "block_size")?,
+            ))
+        })
+        .collect()
+}
+
+/// `disk_list`: one row per disk; sizes need the group's block size (from `dg_list`).
+fn disks(result: &Value, block_sizes: &HashMap<String, u64>) -> String {
+    let Some(list) = result.as_array() else {
+        return pretty(result);
+    };
+    let mut t =
+        Table::new(&["DG", "NAME", "DEVICE", "CONDITION", "SIZE", "FREE", "FLAGS"]).right(&[4, 5]);
+    for d in list {
+        let bs = d
+            .get("dg")
+            .and_then(Value::as_str)
+            .and_then(|g| block_sizes.get(g).copied());
+        let flags: Vec<&str> = [("spare", "spare"), ("nohotuse", "nohotuse")]
+            .into_iter()
+            .filter(|(key, _)| d.get(*key).and_then(Value::as_bool) == Some(true))
+            .map(|(_, name)| name)
+            .collect();
+        t.row(vec![
+            field(d, "dg"),
+            field(d, "name"),
+            field(d, "device"),
+            field(d, "condition"),
+            blocks_size(u64_field(d, "public_blocks"), bs),
+            blocks_size(u64_field(d, "free_blocks"), bs),
+            if flags.is_empty() {
+                MISSING.to_string()
+            } else {
+                flags.join(",")
+            },
+        ]);
+    }
+    t.render()
+}
+
+/// `volume_list`: one row per volume.
+fn volumes(result: &Value) -> String {
+    let Some(list) = result.as_array() else {
+        return pretty(result);
+    };
+    let mut t = Table::new(&[
+        "VOLUME", "SIZE", "LAYOUT", "STATE", "KSTATE", "PLEXES", "STARTED",
+    ])
+    .right(&[1, 5]);
+    for v in list {
+        let size = u64_field(v, "size_bytes")
+            .or_else(|| u64_field(v, "num_blocks")?.checked_mul(u64_field(v, "block_size")?));
+        t.row(vec![
+            format!("{}/{}", field(v, "dg"), field(v, "name")),
+            size.map_or_else(|| MISSING.to_string(), format_size),
+            field(v, "layout"),
+            field(v, "state"),
+            field(v, "kstate"),
+            count(v, "plexes"),
+            yes_no(v, "started"),
+        ]);
+    }
+    t.render()
+}
+
+/// The block size of a task's volume, if `block_sizes` knows it.
+fn task_block_size(task: &Value, block_sizes: &HashMap<(String, String), u64>) -> Option<u64> {
+    let dg = task.get("dg")?.as_str()?;
+    let vol = task.get("volume")?.as_str()?;
+    block_sizes.get(&(dg.to_string(), vol.to_string())).copied()
+}
+
+/// `task_list`: one row per task; RATE and ETA only while it runs.
+fn tasks(result: &Value, block_sizes: &HashMap<(String, String), u64>) -> String {
+    let Some(list) = result.as_array() else {
+        return pretty(result);
+    };
+    let mut t = Table::new(&[
+        "ID", "KIND", "VOLUME", "PLEX", "STATE", "PROGRESS", "RATE", "ETA",
+    ])
+    .right(&[0, 5, 6, 7]);
+    for task in list {
+        let running = task.get("state").and_then(Value::as_str) == Some("running");
+        let (rate, eta) = if running {
+            (
+                task_rate(task, task_block_size(task, block_sizes)),
+                task_eta(task),
+            )
+        } else {
+            (MISSING.to_string(), MISSING.to_string())
+        };
+        t.row(vec![
+            field(task, "id"),
+            field(task, "kind"),
+            format!("{}/{}", field(task, "dg"), field(task, "volume")),
+            field(task, "plex"),
+            field(task, "state"),
+            task_percent(task),
+            rate,
+            eta,
+        ]);
+    }
+    t.render()
+}
+
+fn task_percent(task: &Value) -> String {
+    task.get("percent")
+        .and_then(Value::as_f64)
+        .map_or_else(|| MISSING.to_string(), |p| format!("{p:.1}%"))
+}
+
+/// The copy rate in bytes per second when the block size is known, else in blocks per second.
+fn task_rate(task: &Value, block_size: Option<u64>) -> String {
+    let Some(blocks) = u64_field(task, "rate_blocks_per_sec") else {
+        return MISSING.to_string();
+    };
+    match block_size.and_then(|bs| blocks.checked_mul(bs)) {
+        Some(bytes) => format_rate(bytes),
+        None => format!("{blocks} blocks/s"),
+    }
+}
+
+fn task_eta(task: &Value) -> String {
+    u64_field(task, "eta_secs").map_or_else(|| MISSING.to_string(), format_duration)
+}
+
+/// Seconds as `8s`, `2m05s` or `1h02m`.
+pub fn format_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// Width of the progress bar, in characters between the brackets.
+const BAR_WIDTH: usize = 20;
+
+/// One progress line of `task wait`:
+/// `task 3 [#########-----------]  45.2%  12.3 MiB/s  ETA 8s`.
+pub fn progress_line(task: &Value, block_size: Option<u64>) -> String {
+    let percent = task.get("percent").and_then(Value::as_f64).unwrap_or(0.0);
+    let filled = ((percent.clamp(0.0, 100.0) / 100.0 * BAR_WIDTH as f64) as usize).min(BAR_WIDTH);
+    let bar = format!("{}{}", "#".repeat(filled), "-".repeat(BAR_WIDTH - filled));
+    let mut line = format!(
+        "task {} [{bar}] {:>6}",
+        field(task, "id"),
+        task_percent(task)
+    );
+    if task.get("state").and_then(Value::as_str) == Some("running") {
+        line.push_str(&format!("  {}", task_rate(task, block_size)));
+        if let Some(eta) = u64_field(task, "eta_secs") {
+            line.push_str(&format!("  ETA {}", format_duration(eta)));
+        }
+    } else {
+        line.push_str(&format!("  {}", field(task, "state")));
+    }
+    line
+}
+
+/// A task named for messages: `task 3 (plex_attach of dg01/vol01, plex vol01-02)`.
+pub fn task_title(task: &Value) -> String {
+    let mut s = format!(
+        "task {} ({} of {}/{}",
+        field(task, "id"),
+        field(task, "kind"),
+        field(task, "dg"),
+        field(task, "volume")
+    );
+    if let Some(plex) = task.get("plex").and_then(Value::as_str) {
+        s.push_str(&format!(", plex {plex}"));
+    }
+    s.push(')');
+    s
+}
+
+/// How a finished task ended: `Ok(line)` if it is done, `Err(message)` if it failed or was
+/// cancelled (or is in a state this plexctl does not know).
+pub fn task_outcome(task: &Value) -> Result<String, String> {
+    let title = task_title(task);
+    match task.get("state").and_then(Value::as_str) {
+        Some("done") => Ok(format!("{title}: done\n")),
+        Some("failed") => Err(format!("{title} failed: {}", field(task, "error"))),
+        Some("cancelled") => Err(format!("{title} was cancelled")),
+        _ => Err(format!("{title} ended in state {}", field(task, "state"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -416,6 +684,129 @@ mod tests {
     }
 
     #[test]
+    fn disk_group_table() {
+        let reply = json!([
+            {"name": "dg01", "id": "390e8001-afdb-4789-bf43-ab52e69cb9b6", "seq": 7,
+             "block_size": 512, "nconfig": 0, "disks": ["disk01", "disk02", "disk03"],
+             "volumes": ["vol01", "vol02"], "free_blocks": 131072}
+        ]);
+        assert_eq!(
+            render(Output::DiskGroups, &reply),
+            "NAME  DISKS  VOLUMES    FREE  SEQ  ID\n\
+             dg01      3        2  64 MiB    7  390e8001-afdb-4789-bf43-ab52e69cb9b6\n"
+        );
+    }
+
+    #[test]
+    fn disk_table_takes_block_sizes_from_dg_list() {
+        let reply = json!([
+            {"dg": "dg01", "name": "disk01", "device": "M0", "condition": "OK",
+             "spare": false, "nohotuse": false, "public_blocks": 57344, "free_blocks": 36864},
+            {"dg": "dg01", "name": "disk03", "device": null, "condition": "NODEVICE",
+             "spare": true, "nohotuse": true, "public_blocks": 57344, "free_blocks": 57344}
+        ]);
+        let groups = json!([{"name": "dg01", "block_size": 512}]);
+        assert_eq!(
+            render_with(Output::Disks, &reply, Some(&groups)),
+            "DG    NAME    DEVICE  CONDITION    SIZE    FREE  FLAGS\n\
+             dg01  disk01  M0      OK         28 MiB  18 MiB  -\n\
+             dg01  disk03  -       NODEVICE   28 MiB  28 MiB  spare,nohotuse\n"
+        );
+        // Without the lookup the sizes are unknown.
+        let out = render(Output::Disks, &reply);
+        let row: Vec<&str> = out
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            row,
+            vec!["dg01", "disk01", "M0", "OK", "-", "-", "-"],
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn volume_table() {
+        let reply = json!([
+            {"dg": "dg01", "name": "vol01", "block_size": 512, "num_blocks": 16384,
+             "size_bytes": 8388608, "layout": "mirror", "state": "ACTIVE", "kstate": "ENABLED",
+             "started": true, "plexes": [{"name": "vol01-01"}, {"name": "vol01-02"}]},
+            {"dg": "dg01", "name": "vol02", "block_size": 4096, "num_blocks": 3,
+             "layout": "stripe", "state": "CLEAN", "kstate": "DISABLED", "started": false,
+             "plexes": [{"name": "vol02-01"}]}
+        ]);
+        assert_eq!(
+            render(Output::Volumes, &reply),
+            "VOLUME        SIZE  LAYOUT  STATE   KSTATE    PLEXES  STARTED\n\
+             dg01/vol01   8 MiB  mirror  ACTIVE  ENABLED        2  yes\n\
+             dg01/vol02  12 KiB  stripe  CLEAN   DISABLED       1  no\n"
+        );
+    }
+
+    #[test]
+    fn task_table_and_progress() {
+        let running = json!({"id": 4, "kind": "plex_attach", "dg": "dg01", "volume": "vol01",
+            "plex": "vol01-04", "state": "running", "error": null, "done_blocks": 7372,
+            "total_blocks": 16384, "percent": 45.0, "rate_blocks_per_sec": 25190,
+            "eta_secs": 125, "elapsed_secs": 0.3});
+        let failed = json!({"id": 2, "kind": "resync", "dg": "dg01", "volume": "vol02",
+            "plex": null, "state": "failed", "error": "read failed", "done_blocks": 0,
+            "total_blocks": 8, "percent": 0.0, "rate_blocks_per_sec": 0, "eta_secs": null,
+            "elapsed_secs": 1.0});
+        let reply = json!([failed, running]);
+        let volumes = json!([{"dg": "dg01", "name": "vol01", "block_size": 512}]);
+        assert_eq!(
+            render_with(Output::Tasks, &reply, Some(&volumes)),
+            "ID  KIND         VOLUME      PLEX      STATE    PROGRESS        RATE    ETA\n \
+              2  resync       dg01/vol02  -         failed       0.0%           -      -\n \
+              4  plex_attach  dg01/vol01  vol01-04  running     45.0%  12.3 MiB/s  2m05s\n"
+        );
+        // Unknown block size: blocks per second.
+        assert!(render(Output::Tasks, &reply).contains("25190 blocks/s"));
+        assert_eq!(
+            progress_line(&running, Some(512)),
+            "task 4 [#########-----------]  45.0%  12.3 MiB/s  ETA 2m05s"
+        );
+        assert_eq!(
+            progress_line(&failed, None),
+            "task 2 [--------------------]   0.0%  failed"
+        );
+        assert_eq!(
+            task_outcome(&failed),
+            Err("task 2 (resync of dg01/vol02) failed: read failed".to_string())
+        );
+        let mut done = running.clone();
+        done["state"] = json!("done");
+        assert_eq!(
+            task_outcome(&done),
+            Ok("task 4 (plex_attach of dg01/vol01, plex vol01-04): done\n".to_string())
+        );
+        done["state"] = json!("cancelled");
+        assert!(task_outcome(&done).unwrap_err().ends_with("was cancelled"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(59), "59s");
+        assert_eq!(format_duration(60), "1m00s");
+        assert_eq!(format_duration(3599), "59m59s");
+        assert_eq!(format_duration(3600 * 25 + 120), "25h02m");
+    }
+
+    #[test]
+    fn printed_text_and_started_tasks() {
+        assert_eq!(render(Output::Text, &json!("DG NAME\n")), "DG NAME\n");
+        assert_eq!(render(Output::Text, &json!("x")), "x\n");
+        assert_eq!(
+            render(Output::TaskStarted, &json!({"task": 3})),
+            "task 3 started; follow it with: plexctl task wait 3\n"
+        );
+    }
+
+    #[test]
     fn unexpected_shapes_fall_back_to_json() {
         for output in [
             Output::Bdevs,
@@ -423,6 +814,11 @@ mod tests {
             Output::Reactors,
             Output::ThreadStats,
             Output::VhostControllers,
+            Output::DiskGroups,
+            Output::Disks,
+            Output::Volumes,
+            Output::Tasks,
+            Output::TaskStarted,
         ] {
             assert_eq!(render(output, &json!("odd")), "\"odd\"\n");
         }

@@ -118,6 +118,22 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// Formats a rate in bytes per second with one decimal (`12.3 MiB/s`); below 1 KiB/s, whole
+/// bytes (`512 B/s`).
+pub fn format_rate(bytes_per_sec: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes_per_sec < 1024 {
+        return format!("{bytes_per_sec} B/s");
+    }
+    let mut unit = 0;
+    let mut value = bytes_per_sec as f64 / 1024.0;
+    while unit + 1 < UNITS.len() && value >= 1024.0 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}/s", UNITS[unit])
+}
+
 /// clap value parser wrapper for [`parse_size`].
 pub fn size_arg(text: &str) -> Result<u64, String> {
     parse_size(text).map_err(|e| e.to_string())
@@ -236,5 +252,15 @@ mod tests {
         assert_eq!(format_size(3 << 29), "1.5 GiB");
         assert_eq!(format_size(1 << 40), "1 TiB");
         assert_eq!(format_size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(format_rate(0), "0 B/s");
+        assert_eq!(format_rate(1023), "1023 B/s");
+        assert_eq!(format_rate(1024), "1.0 KiB/s");
+        assert_eq!(format_rate(12_897_485), "12.3 MiB/s");
+        assert_eq!(format_rate(3 << 29), "1.5 GiB/s");
+        assert_eq!(format_rate(u64::MAX), "16.0 EiB/s");
     }
 }
