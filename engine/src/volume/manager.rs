@@ -1,7 +1,7 @@
 //! Disk groups: creating them from bdevs, committing their configuration to the disks,
 //! importing and deporting them, and turning their volumes into bdevs.
 //!
-//! Every change follows one rule: build the new configuration, [`commit`](Group::commit) it
+//! Every change follows one rule: build the new configuration, commit it
 //! (config copies into each holder's inactive slot, then the labels' serials), and only then
 //! publish it to the I/O path. One mutex serialises the control plane; the I/O path never
 //! takes it (it reads the published maps).
@@ -712,11 +712,7 @@ impl VolumeManager {
                     g.cfg.id
                 )
             };
-            return Err(VmError::Exists {
-                kind: "disk group",
-                name: format!("{dg_name}' {what}; '"),
-            })
-            .map_err(|_| VmError::Busy(format!("disk group '{dg_name}' {what}")));
+            return Err(VmError::Busy(format!("disk group '{dg_name}' {what}")));
         }
         let mut copies = Vec::new();
         let mut found_disks = Vec::new();

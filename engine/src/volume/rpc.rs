@@ -14,7 +14,7 @@ use super::manager::VolumeManager;
 use super::ops::VolumeCreate;
 use super::task::TaskState;
 
-/// A size: bytes as a number, or a string with a unit (`512M`, `1G`, `4096`, `10GiB`).
+/// A size: bytes as a number, or a string with a unit (`512M`, `1G`, `4096`, `10GiB`, `100MB`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Size {
@@ -35,7 +35,8 @@ impl Size {
     }
 }
 
-/// Parses `123`, `64K`, `512M`, `1G`, `2T`, `1GiB`, `1.5G` (binary units).
+/// Parses `123`, `64K`/`64KiB`, `512M`, `1G`, `2T`, `1.5G` (1024-based) and `100MB`, `1GB`
+/// (1000-based), as `plexctl` does.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s
@@ -44,10 +45,14 @@ pub fn parse_size(s: &str) -> Option<u64> {
     let (num, unit) = s.split_at(split);
     let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
+        "K" | "KIB" => 1 << 10,
+        "M" | "MIB" => 1 << 20,
+        "G" | "GIB" => 1 << 30,
+        "T" | "TIB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
         _ => return None,
     };
     if num.contains('.') {
@@ -326,6 +331,7 @@ mod tests {
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
         assert_eq!(parse_size("2 t"), Some(2 << 40));
+        assert_eq!(parse_size("100MB"), Some(100_000_000));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("1Q"), None);
         assert_eq!(parse_size("99999999999999999999T"), None);

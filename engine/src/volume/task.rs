@@ -140,6 +140,8 @@ pub struct Task {
     done: AtomicU64,
     started: Instant,
     state: Mutex<TaskState>,
+    /// Seconds from start to the end, once it ended.
+    ended_after: Mutex<Option<f64>>,
     finished: std::sync::Condvar,
     cancel: AtomicBool,
     /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O happens
@@ -164,6 +166,10 @@ impl Task {
     }
 
     pub(crate) fn set_state(&self, s: TaskState) {
+        if s != TaskState::Running {
+            *self.ended_after.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(self.started.elapsed().as_secs_f64());
+        }
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
         self.finished.notify_all();
     }
@@ -176,7 +182,11 @@ impl Task {
     /// The task as `task_list` shows it.
     pub fn json(&self) -> Value {
         let done = self.done();
-        let elapsed = self.started.elapsed().as_secs_f64();
+        let elapsed = self
+            .ended_after
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|| self.started.elapsed().as_secs_f64());
         let copied = done.saturating_sub(self.start_offset);
         let rate = if elapsed > 0.0 {
             copied as f64 / elapsed
@@ -246,6 +256,7 @@ impl TaskList {
             done: AtomicU64::new(start),
             started: Instant::now(),
             state: Mutex::new(TaskState::Running),
+            ended_after: Mutex::new(None),
             finished: std::sync::Condvar::new(),
             cancel: AtomicBool::new(false),
             chunk: Mutex::new(()),
