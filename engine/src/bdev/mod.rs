@@ -217,6 +217,8 @@ pub struct Bdev {
     driver: Box<dyn BdevDriver>,
     claim: Mutex<Option<String>>,
     stats: Mutex<Vec<Arc<ChannelStats>>>,
+    /// The current size (volumes grow).
+    num_blocks: std::sync::atomic::AtomicU64,
 }
 
 impl Bdev {
@@ -225,6 +227,7 @@ impl Bdev {
         let uuid = spec.uuid.unwrap_or_else(uuid::Uuid::new_v4);
         Bdev {
             id,
+            num_blocks: std::sync::atomic::AtomicU64::new(spec.num_blocks),
             spec,
             uuid,
             driver,
@@ -260,7 +263,14 @@ impl Bdev {
 
     /// Number of blocks.
     pub fn num_blocks(&self) -> u64 {
-        self.spec.num_blocks
+        self.num_blocks.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Changes the size (a volume that grew). Requests are checked against the new size from
+    /// now on; the driver must already serve it.
+    pub(crate) fn set_num_blocks(&self, n: u64) {
+        self.num_blocks
+            .store(n, std::sync::atomic::Ordering::Release);
     }
 
     /// Supported request types.
@@ -343,7 +353,7 @@ impl std::fmt::Debug for Bdev {
         f.debug_struct("Bdev")
             .field("name", &self.spec.name)
             .field("block_size", &self.spec.block_size)
-            .field("num_blocks", &self.spec.num_blocks)
+            .field("num_blocks", &self.num_blocks())
             .finish()
     }
 }

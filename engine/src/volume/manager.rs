@@ -107,6 +107,8 @@ pub(crate) struct Group {
     pub(crate) volumes: BTreeMap<String, Arc<VolumeShared>>,
     /// Map generations handed out.
     pub(crate) generation: u64,
+    /// Subdisk moves in progress, by volume.
+    pub(crate) moves: BTreeMap<String, super::reshape::Move>,
 }
 
 /// The owner string of a group's claims on its disks.
@@ -315,6 +317,7 @@ impl VolumeManager {
                 members: BTreeMap::new(),
                 volumes: BTreeMap::new(),
                 generation: 0,
+                moves: BTreeMap::new(),
             };
             for b in &bdevs {
                 let label = disk::init(&self.engine, b, force)?;
@@ -762,6 +765,7 @@ impl VolumeManager {
             members: BTreeMap::new(),
             volumes: BTreeMap::new(),
             generation: 0,
+            moves: BTreeMap::new(),
         };
         let mut to_claim = Vec::new();
         for d in cfg.disks.iter_mut() {

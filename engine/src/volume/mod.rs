@@ -16,6 +16,7 @@
 //! - [`resync`]: crash resync and plex attach, run as tasks.
 //! - [`print`](mod@print): `vxprint -ht`-style listings.
 //! - [`raid`]: SPDK's `bdev_raid_*` methods (raid0, raid1, concat) mapped onto volumes.
+//! - [`reshape`]: volume grow and subdisk move.
 //! - [`rpc`]: the `dg_*`, `disk_*`, `volume_*`, `plex_*`, `vm_print`, `task_*` methods.
 
 pub mod alloc;
@@ -29,6 +30,7 @@ pub mod ondisk;
 pub mod ops;
 pub mod print;
 pub mod raid;
+pub mod reshape;
 pub mod resync;
 pub mod rpc;
 pub mod task;

@@ -59,8 +59,67 @@ pub(crate) struct NewVolume<'a> {
     pub(crate) raid_level: Option<String>,
 }
 
+/// Builds the geometry of plex `plex` from its subdisks, with `swap` = (old subdisk, new
+/// subdisk) substituted (a subdisk move's shadow plex). Disks are added to `disks`.
+pub(crate) fn plex_geometry(
+    g: &Group,
+    plex: &PlexRecord,
+    swap: Option<(&str, &SubdiskRecord)>,
+    disks: &mut Vec<Arc<crate::bdev::Bdev>>,
+) -> Result<Option<PlexGeometry>, String> {
+    let cfg = &g.cfg;
+    let mut sds: Vec<SubdiskRecord> = cfg.subdisks_of(&plex.name).into_iter().cloned().collect();
+    if let Some((old, new)) = swap {
+        for s in sds.iter_mut().filter(|s| s.name == old) {
+            let (column, column_offset, plex) = (s.column, s.column_offset, s.plex.clone());
+            *s = new.clone();
+            s.column = column;
+            s.column_offset = column_offset;
+            s.plex = plex;
+        }
+    }
+    let usable = !sds.is_empty()
+        && sds.iter().all(|s| {
+            g.members.contains_key(&s.disk)
+                && cfg
+                    .disk(&s.disk)
+                    .is_some_and(|d| d.condition == DiskCondition::Ok)
+        });
+    if !usable {
+        return Ok(None);
+    }
+    let mut columns = vec![Column::default(); plex.layout.ncol() as usize];
+    for s in &sds {
+        let m = &g.members[&s.disk];
+        let d = cfg.disk(&s.disk).ok_or("disk vanished")?;
+        let target = match disks.iter().position(|b| b.id() == m.bdev.id()) {
+            Some(i) => i,
+            None => {
+                disks.push(m.bdev.clone());
+                disks.len() - 1
+            }
+        };
+        columns
+            .get_mut(s.column as usize)
+            .ok_or_else(|| format!("subdisk {} is in a column plex {} lacks", s.name, plex.name))?
+            .extents
+            .push(Extent {
+                target: target as u32,
+                offset: d.public_offset + s.disk_offset,
+                len: s.len,
+            });
+    }
+    match plex.layout {
+        PlexLayout::Concat => PlexGeometry::concat(columns.remove(0)),
+        PlexLayout::Stripe { stripe_unit, .. } => PlexGeometry::stripe(columns, stripe_unit),
+    }
+    .map(Some)
+    .map_err(|e| format!("plex {}: {e}", plex.name))
+}
+
 /// Builds the I/O map of volume `vol` from the group's configuration. Plexes that cannot do
-/// I/O (detached, on missing disks) are left out.
+/// I/O (detached, on missing disks) are left out; a subdisk move in progress adds its shadow
+/// plex (write-only).
 pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeMap, String> {
     let cfg = &g.cfg;
     let v = cfg.volume(vol).ok_or_else(|| format!("no volume {vol}"))?;
@@ -70,39 +129,9 @@ pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeM
         if p.kstate != KernelState::Enabled {
             continue;
         }
-        let sds = cfg.subdisks_of(&p.name);
-        let usable = !sds.is_empty()
-            && sds.iter().all(|s| {
-                g.members.contains_key(&s.disk)
-                    && cfg
-                        .disk(&s.disk)
-                        .is_some_and(|d| d.condition == DiskCondition::Ok)
-            });
-        if !usable {
+        let Some(geometry) = plex_geometry(g, p, None, &mut disks)? else {
             continue;
-        }
-        let mut columns = vec![Column::default(); p.layout.ncol() as usize];
-        for s in sds {
-            let m = &g.members[&s.disk];
-            let d = cfg.disk(&s.disk).ok_or("disk vanished")?;
-            let target = match disks.iter().position(|b| b.id() == m.bdev.id()) {
-                Some(i) => i,
-                None => {
-                    disks.push(m.bdev.clone());
-                    disks.len() - 1
-                }
-            };
-            columns[s.column as usize].extents.push(Extent {
-                target: target as u32,
-                offset: d.public_offset + s.disk_offset,
-                len: s.len,
-            });
-        }
-        let geometry = match p.layout {
-            PlexLayout::Concat => PlexGeometry::concat(columns.remove(0)),
-            PlexLayout::Stripe { stripe_unit, .. } => PlexGeometry::stripe(columns, stripe_unit),
-        }
-        .map_err(|e| format!("plex {}: {e}", p.name))?;
+        };
         if geometry.len() < v.len {
             return Err(format!(
                 "plex {} holds {} blocks, less than the volume's {}",
@@ -112,10 +141,21 @@ pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeM
             ));
         }
         let attaching = p.sync_offset.is_some();
+        let in_sync = p.state.is_in_sync() && !attaching;
+        if let Some(mv) = g.moves.get(vol).filter(|m| m.plex == p.name && in_sync) {
+            if let Some(shadow) = plex_geometry(g, p, Some((&mv.old, &mv.new)), &mut disks)? {
+                plexes.push(PlexMap {
+                    name: format!("{}{}", p.name, super::reshape::SHADOW_SUFFIX),
+                    geometry: shadow,
+                    readable: false,
+                    writable: true,
+                });
+            }
+        }
         plexes.push(PlexMap {
             name: p.name.clone(),
             geometry,
-            readable: p.state.is_in_sync() && !attaching,
+            readable: in_sync,
             writable: p.state.is_in_sync() || attaching,
         });
     }
@@ -175,6 +215,17 @@ pub(crate) fn recover_at_import(cfg: &mut DgConfig, _lagging: &[String], g: &Gro
         tracing::warn!(dg = %cfg.name, plex = %p, "finishing a plex removal that did not finish");
         remove_plex(cfg, &p, st == PlexState::Temprmsd);
     }
+    // Subdisks no plex owns are what an unfinished grow or move left behind.
+    let orphans: Vec<String> = cfg
+        .subdisks
+        .iter()
+        .filter(|s| s.plex.is_none())
+        .map(|s| s.name.clone())
+        .collect();
+    for sd in &orphans {
+        tracing::warn!(dg = %cfg.name, subdisk = %sd, "removing a subdisk an unfinished grow or move left behind");
+    }
+    cfg.subdisks.retain(|s| s.plex.is_some());
     // Plexes on disks that are missing or failed.
     let bad_disks: Vec<String> = cfg
         .disks
@@ -496,10 +547,20 @@ impl VolumeManager {
     }
 
     fn zero_subdisks(&self, g: &Group, plexes: &[String]) -> Result<(), VmError> {
+        let sds: Vec<SubdiskRecord> = plexes
+            .iter()
+            .flat_map(|p| g.cfg.subdisks_of(p))
+            .cloned()
+            .collect();
+        self.zero_extents(g, &sds)
+    }
+
+    /// Writes zeroes over the given subdisks (write-zeroes where the disk has it).
+    pub(crate) fn zero_extents(&self, g: &Group, sds: &[SubdiskRecord]) -> Result<(), VmError> {
         const CHUNK: u64 = 64 << 20;
         let bs = g.cfg.block_size as u64;
-        for p in plexes {
-            for s in g.cfg.subdisks_of(p) {
+        {
+            for s in sds {
                 let m = &g.members[&s.disk];
                 let d = g.cfg.disk(&s.disk).ok_or_else(|| VmError::NotFound {
                     kind: "disk",

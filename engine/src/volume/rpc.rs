@@ -147,6 +147,23 @@ struct PlexAttach {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct VolResize {
+    dg: String,
+    name: String,
+    size: Size,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SdMove {
+    dg: String,
+    subdisk: String,
+    disk: Option<String>,
+    delay_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PlexDetach {
     dg: String,
     plex: String,
@@ -254,6 +271,23 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
         let p: DgDisk = parse_params(p)?;
         m.volume_delete(&p.dg, &p.name)?;
         Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("volume_resize", move |p| {
+        let p: VolResize = parse_params(p)?;
+        let blocks = m.volume_resize(&p.dg, &p.name, p.size.bytes()?)?;
+        Ok(json!({ "num_blocks": blocks }))
+    });
+    let m = vm.clone();
+    t.runtime("subdisk_move", move |p| {
+        let p: SdMove = parse_params(p)?;
+        let id = m.subdisk_move(
+            &p.dg,
+            &p.subdisk,
+            p.disk.as_deref(),
+            Duration::from_millis(p.delay_ms.unwrap_or(0)),
+        )?;
+        Ok(json!({ "task": id }))
     });
     let m = vm.clone();
     t.runtime("volume_start", move |p| {

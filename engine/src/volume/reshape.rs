@@ -1,0 +1,414 @@
+//! Layout changes of a started volume: growing it, and moving a subdisk to another place
+//! (what hot-relocation and disk evacuation use).
+//!
+//! Both take their new space as subdisks that belong to no plex first (committed, so the
+//! space is never handed out twice) and make them part of the volume only in a later commit:
+//! a crash in between leaves orphan subdisks that the next import removes, and the volume as
+//! it was (rolled back, never half changed).
+//!
+//! - Grow: the new subdisks are zeroed, then one commit extends every plex and the volume;
+//!   the new map is published before the bdev's size grows.
+//! - Move: while guests write, a write-only *shadow* of the plex (the plex with the moving
+//!   subdisk swapped for the new one) receives every write, and a copy task fills it under
+//!   the write barrier; one commit then swaps the subdisks.
+
+use std::time::Duration;
+
+use super::alloc::{self, AllocRequest, DiskSpace};
+use super::manager::{group_mut, Group, VmError, VolumeManager};
+use super::objects::{DgConfig, DiskCondition, KernelState, PlexLayout, SubdiskRecord};
+use super::task::{self, CopyPlex, TaskState};
+
+/// Suffix of a shadow plex's name in the I/O map (never in the configuration).
+pub const SHADOW_SUFFIX: &str = "~move";
+
+/// A subdisk move in progress.
+#[derive(Debug, Clone)]
+pub struct Move {
+    /// The plex.
+    pub plex: String,
+    /// The subdisk being moved.
+    pub old: String,
+    /// Its new place (a subdisk no plex owns yet).
+    pub new: SubdiskRecord,
+}
+
+/// Free space the allocator may use, never on `exclude`.
+fn space(cfg: &DgConfig, g: &Group) -> Vec<DiskSpace> {
+    cfg.disks
+        .iter()
+        .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
+        .map(|d| DiskSpace {
+            disk: d.name.clone(),
+            free: cfg.free_space(&d.name),
+            spare: d.spare,
+            nohotuse: d.nohotuse,
+        })
+        .collect()
+}
+
+/// Allocates `len` blocks as orphan subdisks in `cfg` (not on `exclude`, only on `only` if
+/// given); returns them in order.
+fn take_space(
+    cfg: &mut DgConfig,
+    g: &Group,
+    len: u64,
+    exclude: Vec<String>,
+    only: Option<Vec<String>>,
+    contiguous: bool,
+) -> Result<Vec<SubdiskRecord>, VmError> {
+    let plan = alloc::allocate(
+        &space(cfg, g),
+        &AllocRequest {
+            len,
+            nmirror: 1,
+            ncol: 1,
+            stripe_unit: 1,
+            disks: only,
+            exclude,
+        },
+    )?;
+    let extents = plan
+        .into_iter()
+        .next()
+        .and_then(|p| p.columns.into_iter().next())
+        .unwrap_or_default();
+    if contiguous && extents.len() != 1 {
+        return Err(VmError::Invalid(format!(
+            "no single free extent of {len} blocks on the usable disks; a subdisk must be contiguous"
+        )));
+    }
+    let mut out = Vec::new();
+    for (disk, off, l) in extents {
+        let name = cfg.next_name(&format!("{disk}-"), |n| cfg.name_taken(n));
+        let sd = SubdiskRecord {
+            name,
+            disk,
+            disk_offset: off,
+            len: l,
+            plex: None,
+            column: 0,
+            column_offset: 0,
+        };
+        cfg.subdisks.push(sd.clone());
+        out.push(sd);
+    }
+    Ok(out)
+}
+
+impl VolumeManager {
+    /// Grows volume `name` to `size` bytes (rounded up to the block size): every plex gets
+    /// more space (stripes per column) on disks no other plex or column of the volume uses.
+    /// Returns the new length in blocks. Shrinking is refused.
+    pub fn volume_resize(&self, dg: &str, name: &str, size: u64) -> Result<u64, VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        let v = g
+            .cfg
+            .volume(name)
+            .cloned()
+            .ok_or_else(|| VmError::NotFound {
+                kind: "volume",
+                name: format!("{dg}/{name}"),
+            })?;
+        let bs = g.cfg.block_size as u64;
+        let new_len = size.div_ceil(bs);
+        if new_len < v.len {
+            return Err(VmError::Invalid(format!(
+                "volume {dg}/{name} has {} bytes; shrinking it to {size} would destroy the data at its end and is not supported",
+                v.len * bs
+            )));
+        }
+        if new_len == v.len {
+            return Ok(v.len);
+        }
+        if v.raid_level.is_some() {
+            return Err(VmError::Invalid(format!(
+                "'{name}' is a raid bdev; its size is fixed by its base bdevs"
+            )));
+        }
+        if self.tasks.busy(dg, name) || g.moves.contains_key(name) {
+            return Err(VmError::Busy(format!(
+                "volume {dg}/{name} is locked by another operation (a resync, attach or move is running)"
+            )));
+        }
+        let mut cfg = g.cfg.clone();
+        let plexes: Vec<_> = cfg.plexes_of(name).into_iter().cloned().collect();
+        // (subdisk, plex, column, column offset) to associate once zeroed.
+        let mut added: Vec<(SubdiskRecord, String, u32, u64)> = Vec::new();
+        for p in &plexes {
+            let sds: Vec<SubdiskRecord> = cfg.subdisks_of(&p.name).into_iter().cloned().collect();
+            if sds.iter().any(|s| !g.members.contains_key(&s.disk)) {
+                return Err(VmError::Invalid(format!(
+                    "plex {} has subdisks on a missing disk; remove it (plex_detach dissociate) before growing",
+                    p.name
+                )));
+            }
+            let other_plex_disks: Vec<String> = plexes
+                .iter()
+                .filter(|o| o.name != p.name)
+                .flat_map(|o| cfg.subdisks_of(&o.name))
+                .map(|s| s.disk.clone())
+                .collect();
+            let (ncol, want_col) = match p.layout {
+                PlexLayout::Concat => (1, new_len),
+                PlexLayout::Stripe { ncol, stripe_unit } => (
+                    ncol,
+                    new_len.div_ceil(ncol as u64).div_ceil(stripe_unit) * stripe_unit,
+                ),
+            };
+            for c in 0..ncol {
+                let have: u64 = sds.iter().filter(|s| s.column == c).map(|s| s.len).sum();
+                if want_col <= have {
+                    continue;
+                }
+                let mut exclude = other_plex_disks.clone();
+                exclude.extend(sds.iter().filter(|s| s.column != c).map(|s| s.disk.clone()));
+                exclude.extend(
+                    added
+                        .iter()
+                        .filter(|(_, pl, col, _)| pl != &p.name || *col != c)
+                        .map(|(s, _, _, _)| s.disk.clone()),
+                );
+                let mut at = have;
+                for sd in take_space(&mut cfg, g, want_col - have, exclude, None, false)? {
+                    let l = sd.len;
+                    added.push((sd, p.name.clone(), c, at));
+                    at += l;
+                }
+            }
+        }
+        // 1. The space is taken (orphans), 2. zeroed, 3. made part of the volume.
+        g.commit(&self.engine, cfg.clone())?;
+        let sds: Vec<SubdiskRecord> = added.iter().map(|(s, ..)| s.clone()).collect();
+        if let Err(e) = self.zero_extents(g, &sds) {
+            let mut back = g.cfg.clone();
+            back.subdisks
+                .retain(|s| !sds.iter().any(|n| n.name == s.name));
+            let _ = g.commit(&self.engine, back);
+            return Err(e);
+        }
+        for (sd, plex, col, at) in &added {
+            if let Some(s) = cfg.subdisks.iter_mut().find(|s| s.name == sd.name) {
+                s.plex = Some(plex.clone());
+                s.column = *col;
+                s.column_offset = *at;
+            }
+        }
+        if let Some(v) = cfg.volume_mut(name) {
+            v.len = new_len;
+        }
+        g.commit(&self.engine, cfg)?;
+        if let Some(shared) = g.volumes.get(name).cloned() {
+            self.publish(g, name);
+            if let Ok(b) = self.engine.bdevs().get(shared.name()) {
+                b.set_num_blocks(new_len);
+            }
+        }
+        tracing::info!(dg = %dg, volume = %name, blocks = new_len, "volume grown");
+        Ok(new_len)
+    }
+
+    /// Moves subdisk `sd` of a started volume to free space on `to` (a disk of the group; by
+    /// default any disk the volume's other plexes and columns do not use), copying its
+    /// contents in the background while guests keep writing. Returns the task id.
+    pub fn subdisk_move(
+        &self,
+        dg: &str,
+        sd: &str,
+        to: Option<&str>,
+        delay: Duration,
+    ) -> Result<u64, VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        let old = g
+            .cfg
+            .subdisks
+            .iter()
+            .find(|s| s.name == sd)
+            .cloned()
+            .ok_or_else(|| VmError::NotFound {
+                kind: "subdisk",
+                name: format!("{dg}/{sd}"),
+            })?;
+        let plex_name = old
+            .plex
+            .clone()
+            .ok_or_else(|| VmError::Invalid(format!("subdisk {sd} belongs to no plex")))?;
+        let plex = g
+            .cfg
+            .plex(&plex_name)
+            .cloned()
+            .ok_or_else(|| VmError::NotFound {
+                kind: "plex",
+                name: plex_name.clone(),
+            })?;
+        let vol = plex
+            .volume
+            .clone()
+            .ok_or_else(|| VmError::Invalid(format!("plex {plex_name} belongs to no volume")))?;
+        if !g.volumes.contains_key(&vol) {
+            return Err(VmError::Invalid(format!(
+                "volume {dg}/{vol} is not started; start it before moving its subdisks"
+            )));
+        }
+        if !(plex.state.is_in_sync()
+            && plex.kstate == KernelState::Enabled
+            && plex.sync_offset.is_none())
+        {
+            return Err(VmError::Invalid(format!(
+                "plex {plex_name} is not in sync; attach or recover it instead of moving its subdisks"
+            )));
+        }
+        if self.tasks.busy(dg, &vol) || g.moves.contains_key(&vol) {
+            return Err(VmError::Busy(format!(
+                "volume {dg}/{vol} is locked by another operation (a resync, attach or move is running)"
+            )));
+        }
+        let only = match to {
+            None => None,
+            Some(d) => {
+                let rec = g
+                    .cfg
+                    .disks
+                    .iter()
+                    .find(|r| r.name == d || r.device == d)
+                    .ok_or_else(|| {
+                        VmError::Invalid(format!("'{d}' is not a disk of disk group '{dg}'"))
+                    })?;
+                Some(vec![rec.name.clone()])
+            }
+        };
+        // Never onto a disk another plex or column of the volume uses (nor the same disk).
+        let mut exclude: Vec<String> = g
+            .cfg
+            .plexes_of(&vol)
+            .iter()
+            .flat_map(|p| g.cfg.subdisks_of(&p.name))
+            .filter(|s| !(s.plex.as_deref() == Some(plex_name.as_str()) && s.column == old.column))
+            .map(|s| s.disk.clone())
+            .collect();
+        exclude.push(old.disk.clone());
+        if let Some(o) = &only {
+            if exclude.contains(&o[0]) {
+                return Err(VmError::Invalid(format!(
+                    "disk {} already holds data of volume {dg}/{vol} (or is the subdisk's own disk); the move would lose redundancy",
+                    o[0]
+                )));
+            }
+        }
+        let mut cfg = g.cfg.clone();
+        let new = take_space(&mut cfg, g, old.len, exclude, only, true)?.remove(0);
+        g.commit(&self.engine, cfg)?;
+        g.moves.insert(
+            vol.clone(),
+            Move {
+                plex: plex_name.clone(),
+                old: old.name.clone(),
+                new: new.clone(),
+            },
+        );
+        self.publish(g, &vol);
+        let shared = g
+            .volumes
+            .get(&vol)
+            .cloned()
+            .ok_or_else(|| VmError::Invalid(format!("volume {dg}/{vol} is not started")))?;
+        let map = shared.map();
+        let src = map.plexes.iter().position(|p| p.name == plex_name);
+        let dst = map
+            .plexes
+            .iter()
+            .position(|p| p.name == format!("{plex_name}{SHADOW_SUFFIX}"));
+        let (Some(src), Some(dst)) = (src, dst) else {
+            g.moves.remove(&vol);
+            self.publish(g, &vol);
+            return Err(VmError::Invalid(format!(
+                "plex {plex_name} is not in the volume's map"
+            )));
+        };
+        let copy_plex = |i: usize| CopyPlex {
+            geometry: map.plexes[i].geometry.clone(),
+            disks: map.disks.clone(),
+        };
+        let (source, target) = (copy_plex(src), copy_plex(dst));
+        let len = g.cfg.volume(&vol).map_or(0, |v| v.len);
+        // A concat plex only needs the subdisk's own range copied; a stripe column is spread
+        // over the whole plex.
+        let (from, end) = match plex.layout {
+            PlexLayout::Concat => (
+                old.column_offset.min(len),
+                (old.column_offset + old.len).min(len),
+            ),
+            PlexLayout::Stripe { .. } => (0, len),
+        };
+        let bs = g.cfg.block_size as u64;
+        let task = self
+            .tasks
+            .add("subdisk_move", dg, &vol, Some(&plex_name), from, end);
+        let id = task.id;
+        let vm = self
+            .me
+            .upgrade()
+            .ok_or_else(|| VmError::Invalid("the volume manager is shutting down".into()))?;
+        tracing::info!(dg = %dg, subdisk = %sd, to = %new.name, "subdisk move started");
+        std::thread::Builder::new()
+            .name(format!("move {sd}"))
+            .spawn(move || {
+                let r = task::copy(
+                    &vm.engine,
+                    &task,
+                    shared.barrier(),
+                    &source,
+                    &[target],
+                    bs,
+                    end,
+                    delay,
+                    |_| {},
+                );
+                let mut groups = vm.lock();
+                let Some(g) = groups.get_mut(&task.dg) else {
+                    task.set_state(TaskState::Cancelled);
+                    return;
+                };
+                let Some(mv) = g.moves.remove(&task.volume) else {
+                    task.set_state(TaskState::Cancelled);
+                    return;
+                };
+                let mut cfg = g.cfg.clone();
+                let outcome = match r {
+                    Ok(true) if !task.cancelled() => {
+                        // Swap: the new subdisk takes the old one's place.
+                        let place = cfg.subdisks.iter().find(|s| s.name == mv.old).cloned();
+                        cfg.subdisks.retain(|s| s.name != mv.old);
+                        if let (Some(place), Some(n)) = (
+                            place,
+                            cfg.subdisks.iter_mut().find(|s| s.name == mv.new.name),
+                        ) {
+                            n.plex = place.plex;
+                            n.column = place.column;
+                            n.column_offset = place.column_offset;
+                        }
+                        TaskState::Done
+                    }
+                    Ok(_) => TaskState::Cancelled,
+                    Err(e) => TaskState::Failed(e),
+                };
+                if outcome != TaskState::Done {
+                    cfg.subdisks.retain(|s| s.name != mv.new.name);
+                }
+                let committed = g.commit(&vm.engine, cfg);
+                vm.publish(g, &task.volume);
+                match (committed, outcome) {
+                    (Ok(()), TaskState::Done) => {
+                        tracing::info!(dg = %task.dg, from = %mv.old, to = %mv.new.name, "subdisk moved");
+                        task.set_state(TaskState::Done);
+                    }
+                    (Ok(()), other) => task.set_state(other),
+                    (Err(e), _) => task.set_state(TaskState::Failed(e.to_string())),
+                }
+            })
+            .map_err(|e| VmError::Invalid(format!("cannot start the move thread: {e}")))?;
+        Ok(id)
+    }
+}
