@@ -8,12 +8,17 @@
 //!   the guest's pattern is found in the file after plexd stops, nothing else is touched;
 //! - a read-only controller is read-only in the guest, and the file is unchanged;
 //! - a controller cannot be deleted while a guest is connected, and can be afterwards.
+//! - a mirror-stripe volume of the volume manager (two plexes of two columns on four aio
+//!   file disks) passes the self-test, then keeps a guest's patterns and fio data; after a
+//!   clean stop both plexes, rebuilt from the disk files, hold the same bytes, with the
+//!   guest's data where the stripe mapping puts it and zeros (the discard) everywhere else.
 //!
 //! Each test starts its own plexd (`-m 0x3`, two reactors) and one guest; guests run one at a
 //! time (they are CPU-bound under TCG). A failing guest script fails the test with the guest's
 //! serial log and plexd's log in the message. Needs `qemu-system-x86_64` and the guest image:
 //! `scripts/install-test-deps.sh` (or `tests/guest/build-guest.sh`) provides both.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
@@ -548,4 +553,329 @@ fn controller_cannot_be_deleted_while_a_guest_is_connected() {
     t.call("bdev_malloc_delete", json!({"name": "Malloc0"}));
     assert!(t.plexd.names().is_empty());
     assert_eq!(t.plexd.stop(libc::SIGTERM), Some(0), "plexd exit status");
+}
+
+/// Disk group, volume and bdev of the mirror-stripe test.
+const DG: &str = "dg01";
+const VOL: &str = "vol01";
+const VOL_BDEV: &str = "dg01/vol01";
+/// 96 MiB: two columns of 48 MiB fit in each disk's 60 MiB public region.
+const VOL_LEN: u64 = 96 * MIB;
+const STRIPE_UNIT: u64 = 64 * KIB;
+const SECTOR: u64 = 512;
+
+/// A JSON number field (panics naming the object if it is missing).
+fn num(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number '{key}' in {v}"))
+}
+
+/// A JSON string field.
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string '{key}' in {v}"))
+}
+
+/// The host's view of one disk of the group: where its public region starts and its bytes.
+struct HostDisk {
+    public_offset: u64,
+    bytes: Vec<u8>,
+}
+
+/// Rebuilds a striped plex's first `len` blocks from its subdisks on the disk files: logical
+/// block b lives in column (b / su) % ncol at column offset (b / (su * ncol)) * su + b % su,
+/// in the column's subdisk covering that offset, at disk block public_offset + disk_offset +
+/// (column offset - subdisk column_offset).
+fn plex_image(plex: &Value, disks: &BTreeMap<String, HostDisk>, len: u64) -> Vec<u8> {
+    assert_eq!(plex["layout"], "stripe", "{plex}");
+    let ncol = num(plex, "ncol");
+    let su = num(plex, "stripe_unit_blocks");
+    let sds = plex["subdisks"].as_array().expect("subdisks");
+    let mut out = vec![0u8; (len * SECTOR) as usize];
+    let mut b = 0;
+    while b < len {
+        let col = (b / su) % ncol;
+        let co = (b / (su * ncol)) * su + b % su;
+        let sd = sds
+            .iter()
+            .find(|s| {
+                num(s, "column") == col
+                    && (num(s, "column_offset")..num(s, "column_offset") + num(s, "len"))
+                        .contains(&co)
+            })
+            .unwrap_or_else(|| panic!("no subdisk of {plex} holds column {col} offset {co}"));
+        let within = co - num(sd, "column_offset");
+        let n = (su - b % su).min(num(sd, "len") - within).min(len - b);
+        let disk = &disks[text(sd, "disk")];
+        let from = ((disk.public_offset + num(sd, "disk_offset") + within) * SECTOR) as usize;
+        let to = (b * SECTOR) as usize;
+        let bytes = (n * SECTOR) as usize;
+        out[to..to + bytes].copy_from_slice(&disk.bytes[from..from + bytes]);
+        b += n;
+    }
+    out
+}
+
+/// Reads the group's disk files (by bdev name in `files`) and rebuilds both plexes of the
+/// volume; asserts the layout asked for: two stripe plexes of two columns with a 64 KiB stripe
+/// unit, on four different disks.
+fn mirror_images(
+    vol: &Value,
+    disk_list: &Value,
+    files: &BTreeMap<String, PathBuf>,
+) -> [Vec<u8>; 2] {
+    let disks: BTreeMap<String, HostDisk> = disk_list
+        .as_array()
+        .expect("disk_list")
+        .iter()
+        .map(|d| {
+            let path = &files[text(d, "device")];
+            let bytes = std::fs::read(path).expect("read disk file");
+            assert_eq!(bytes.len() as u64, DISK);
+            let public_offset = num(d, "public_offset_blocks");
+            (
+                text(d, "name").to_string(),
+                HostDisk {
+                    public_offset,
+                    bytes,
+                },
+            )
+        })
+        .collect();
+    let len = num(vol, "num_blocks");
+    assert_eq!(len * SECTOR, VOL_LEN, "{vol}");
+    let plexes = vol["plexes"].as_array().expect("plexes");
+    assert_eq!(plexes.len(), 2, "two plexes: {vol}");
+    let mut used = Vec::new();
+    for p in plexes {
+        assert_eq!(num(p, "ncol"), 2, "{p}");
+        assert_eq!(num(p, "stripe_unit_blocks"), STRIPE_UNIT / SECTOR, "{p}");
+        for sd in p["subdisks"].as_array().expect("subdisks") {
+            used.push(text(sd, "disk").to_string());
+        }
+    }
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!(
+        used.len(),
+        4,
+        "the plexes do not use four different disks: {vol}"
+    );
+    [
+        plex_image(&plexes[0], &disks, len),
+        plex_image(&plexes[1], &disks, len),
+    ]
+}
+
+/// Asserts the two plexes hold the same bytes, naming the first difference.
+fn assert_plexes_equal(images: &[Vec<u8>; 2], vol: &Value, when: &str) {
+    let [a, b] = images;
+    if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+        let row = i - i % 64;
+        panic!(
+            "{when}: the plexes differ first at volume byte {i} (block {}): {:#04x} vs {:#04x}; \
+             the 64 bytes there: {:?} vs {:?}\nvolume: {vol}",
+            i as u64 / SECTOR,
+            a[i],
+            b[i],
+            String::from_utf8_lossy(&a[row..row + 64]),
+            String::from_utf8_lossy(&b[row..row + 64]),
+        );
+    }
+}
+
+/// `vm_print` shows the volume and both its plexes ENABLED ACTIVE; `volume_list` agrees and
+/// no task (resync) is running. Returns the `volume_list` entry.
+fn assert_volume_active(t: &Target, when: &str) -> Value {
+    let print = t.call("vm_print", json!({"dg": DG}));
+    let print = print.as_str().expect("vm_print text");
+    let rows: Vec<Vec<&str>> = print
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .collect();
+    // v NAME RVG KSTATE STATE ...; pl NAME VOLUME KSTATE STATE ...
+    let v: Vec<_> = rows
+        .iter()
+        .filter(|r| r.len() > 4 && r[0] == "v" && r[1] == VOL)
+        .collect();
+    assert_eq!(
+        v.len(),
+        1,
+        "{when}: no one 'v {VOL}' line in vm_print:\n{print}"
+    );
+    assert_eq!(
+        (v[0][3], v[0][4]),
+        ("ENABLED", "ACTIVE"),
+        "{when}: volume state in vm_print:\n{print}"
+    );
+    let pl: Vec<_> = rows
+        .iter()
+        .filter(|r| r.len() > 4 && r[0] == "pl" && r[2] == VOL)
+        .collect();
+    assert_eq!(pl.len(), 2, "{when}: plexes of {VOL} in vm_print:\n{print}");
+    for p in pl {
+        assert_eq!(
+            (p[3], p[4]),
+            ("ENABLED", "ACTIVE"),
+            "{when}: plex {} in vm_print:\n{print}",
+            p[1]
+        );
+    }
+
+    let vol = t.call("volume_list", json!({"dg": DG, "name": VOL}))[0].clone();
+    assert_eq!(vol["state"], "ACTIVE", "{when}: {vol}");
+    assert_eq!(vol["kstate"], "ENABLED", "{when}: {vol}");
+    for p in vol["plexes"].as_array().expect("plexes") {
+        assert_eq!(p["state"], "ACTIVE", "{when}: {p}");
+        assert_eq!(p["kstate"], "ENABLED", "{when}: {p}");
+        assert!(p["sync_offset"].is_null(), "{when}: {p}");
+    }
+    let tasks = t.call("task_list", json!({}));
+    assert!(
+        tasks
+            .as_array()
+            .expect("task_list")
+            .iter()
+            .all(|k| k["state"] != "running"),
+        "{when}: a task is running: {tasks}"
+    );
+    vol
+}
+
+#[test]
+fn mirror_stripe_volume_passes_fio_verify_in_a_guest() {
+    let _one = one_guest_at_a_time();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = Target::start();
+    // Four 64 MiB files as aio disks; fallocate gives them (and so the volume) discard.
+    let mut files = BTreeMap::new();
+    for i in 0..4 {
+        let name = format!("aio{i}");
+        let path = dir.path().join(format!("{name}.img"));
+        let f = std::fs::File::create(&path).expect("create disk file");
+        f.set_len(DISK).expect("size disk file");
+        t.call(
+            "bdev_aio_create",
+            json!({"name": name, "filename": path_str(&path), "block_size": 512,
+                   "fallocate": true}),
+        );
+        files.insert(name, path);
+    }
+    let names: Vec<&String> = files.keys().collect();
+    t.call("dg_create", json!({"name": DG, "disks": names}));
+    let bdev = t.call(
+        "volume_create",
+        json!({"dg": DG, "name": VOL, "size": VOL_LEN, "layout": "mirror-stripe",
+               "ncol": 2, "nmirror": 2, "stripe_unit_kb": STRIPE_UNIT / KIB}),
+    );
+    assert_eq!(bdev, json!(VOL_BDEV));
+    t.call(
+        "vhost_create_blk_controller",
+        json!({"ctrlr": CTRLR, "dev_name": VOL_BDEV}),
+    );
+
+    // 1. The self-test: size, serial, two queues, fio verify (one job, then two), flush and
+    //    a discard of the whole volume (write-zeroes on both plexes).
+    let g = run_guest(
+        "selftest.sh",
+        &format!("plexd_disk_size={VOL_LEN} plexd_disk_serial={VOL_BDEV} plexd_disk_queues=2"),
+        &t.vhost_socket(),
+    );
+    t.expect_pass("selftest.sh", &g);
+    for step in [
+        &format!("selftest: /dev/vda size {VOL_LEN} bytes") as &str,
+        &format!("selftest: serial '{VOL_BDEV}'"),
+        "selftest: queues 2,",
+        "selftest: flush ok",
+        "selftest: blkdiscard ok",
+        "selftest: PASS",
+    ] {
+        assert!(
+            g.log.contains(step),
+            "no '{step}' in the guest log:\n{}",
+            g.log
+        );
+    }
+    let s = t.iostat(VOL_BDEV);
+    assert!(s["num_write_ops"].as_u64() > Some(0), "{s}");
+    assert!(s["num_read_ops"].as_u64() > Some(0), "{s}");
+    assert!(s["num_flush_ops"].as_u64() > Some(0), "no flush: {s}");
+    assert!(s["num_unmap_ops"].as_u64() > Some(0), "no discard: {s}");
+    assert_eq!(s["bytes_unmapped"].as_u64(), Some(VOL_LEN), "{s}");
+    assert_eq!(s["io_error"].as_u64(), Some(0), "{s}");
+    let vol = assert_volume_active(&t, "after selftest.sh");
+    // The discard zeroed every block of both plexes (the guest is gone, its I/O complete).
+    let disk_list = t.call("disk_list", json!({"dg": DG}));
+    let images = mirror_images(&vol, &disk_list, &files);
+    assert_plexes_equal(&images, &vol, "after selftest.sh");
+    if let Some(i) = images[0].iter().position(|&x| x != 0) {
+        panic!(
+            "after the guest's discard, volume byte {i} is {:#04x}, not 0",
+            images[0][i]
+        );
+    }
+
+    // 2. Data that stays: guest patterns at the first block, across a stripe unit boundary
+    //    (column 0 -> 1), across a stripe row boundary (column 1 -> 0 of the next row) and at
+    //    the last block, and fio verify on [32 MiB, 48 MiB).
+    let guest = [
+        (0, 4 * KIB, "g-first"),
+        (STRIPE_UNIT - 4 * KIB, 8 * KIB, "g-unit"),
+        (2 * STRIPE_UNIT - 4 * KIB, 8 * KIB, "g-row"),
+        (VOL_LEN - 4 * KIB, 4 * KIB, "g-last"),
+    ];
+    let fio = (32 * MIB, 16 * MIB);
+    let mut words = vec![
+        format!("plexd_disk_size={VOL_LEN}"),
+        "plexd_lbs=512".to_string(),
+        "plexd_ro=0".to_string(),
+    ];
+    words.extend(
+        guest
+            .iter()
+            .map(|(off, n, tag)| format!("plexd_write={off}:{n}:{tag}")),
+    );
+    words.push(format!("plexd_fio={}:{}", fio.0, fio.1));
+    let g = run_guest("data-check.sh", &words.join(" "), &t.vhost_socket());
+    t.expect_pass("data-check.sh", &g);
+    assert!(g.log.contains("data-check: PASS"), "{}", g.log);
+    assert_eq!(t.iostat(VOL_BDEV)["io_error"].as_u64(), Some(0));
+
+    // 3. Still ENABLED ACTIVE; then a clean stop, and both plexes from the disk files.
+    let vol = assert_volume_active(&t, "after data-check.sh");
+    let disk_list = t.call("disk_list", json!({"dg": DG}));
+    assert_eq!(t.plexd.stop(libc::SIGTERM), Some(0), "plexd exit status");
+    let images = mirror_images(&vol, &disk_list, &files);
+    assert_plexes_equal(&images, &vol, "after data-check.sh");
+    let data = &images[0];
+    for &(off, n, tag) in &guest {
+        assert_region(
+            data,
+            off,
+            &guest_pattern(off, n, tag),
+            "guest pattern in the plexes",
+        );
+    }
+    let fio_bytes = &data[fio.0 as usize..(fio.0 + fio.1) as usize];
+    let nonzero = fio_bytes
+        .chunks(4096)
+        .filter(|c| c.iter().any(|&x| x != 0))
+        .count();
+    assert!(
+        nonzero * 4096 * 10 >= fio.1 as usize * 9,
+        "fio's range holds only {nonzero} non-zero 4 KiB blocks"
+    );
+    // Nothing else was written since the discard.
+    let mut used: Vec<(u64, u64)> = guest.iter().map(|&(o, n, _)| (o, n)).collect();
+    used.push(fio);
+    used.sort_unstable();
+    let mut pos = 0;
+    for (off, n) in used.into_iter().chain([(VOL_LEN, 0)]) {
+        if off > pos {
+            assert_region(data, pos, &vec![0; (off - pos) as usize], "untouched");
+        }
+        pos = pos.max(off + n);
+    }
 }
