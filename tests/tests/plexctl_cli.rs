@@ -406,7 +406,9 @@ fn volume_manager_commands() {
         ok(&p, &["dg", "list"]),
         "NAME  DISKS  VOLUMES  FREE  SEQ  ID\n"
     );
-    assert_eq!(ok(&p, &["dg", "import"]).trim(), "dg01");
+    // A deported group is imported only by name (as VxVM does).
+    assert_eq!(ok(&p, &["dg", "import"]).trim(), "");
+    assert_eq!(ok(&p, &["dg", "import", "dg01"]).trim(), "dg01");
 }
 
 #[test]
