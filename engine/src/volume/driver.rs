@@ -8,7 +8,8 @@
 //! segment per plex, from [`PlexGeometry::map`]) run on the disks.
 //!
 //! - Reads go to one readable plex (read policy); if any piece fails, the whole read is
-//!   retried on another readable plex, and the manager is told.
+//!   retried on another readable plex, and the manager is told to rewrite the range on the
+//!   plex that failed (from the one that served it).
 //! - Writes (and write-zeroes; unmaps become write-zeroes on mirrors so the copies stay
 //!   identical) go to every writable plex in parallel and complete when all have. If a plex
 //!   fails but an in-sync plex succeeded, the request is held until the manager has durably
@@ -120,14 +121,22 @@ pub enum VolumeEvent {
         /// Id to acknowledge.
         id: u64,
     },
-    /// A read from this plex failed and was served from another (or failed everywhere).
-    ReadFailed {
+    /// Reads of `[offset, offset + num)` failed on the `bad` plexes and succeeded on `good`:
+    /// rewrite the range on the bad plexes from the good one (under the write barrier), and
+    /// count the errors.
+    ReadRepair {
         /// The volume.
         volume: Arc<VolumeShared>,
         /// The map the read used.
         map: Arc<VolumeMap>,
-        /// Index into `map.plexes`.
-        plex: usize,
+        /// Indices into `map.plexes` whose read failed.
+        bad: u64,
+        /// Index of the plex that served the read.
+        good: usize,
+        /// First block.
+        offset: u64,
+        /// Blocks.
+        num: u64,
     },
 }
 
@@ -581,6 +590,20 @@ impl ChanState {
         let s = &self.slots[idx as usize];
         let (kind, failed, touched, errno) = (s.kind, s.failed, s.touched, s.errno);
         if failed == 0 {
+            let bad = s.tried & !touched;
+            if kind == Kind::Read && bad != 0 {
+                // Served by another plex after a failure: have the failed ones repaired.
+                if let Some(p) = s.parent.as_ref() {
+                    let _ = core.shared.events.send(VolumeEvent::ReadRepair {
+                        volume: core.shared.clone(),
+                        map: self.map.clone(),
+                        bad,
+                        good: touched.trailing_zeros() as usize,
+                        offset: p.offset_blocks(),
+                        num: p.num_blocks(),
+                    });
+                }
+            }
             if let Some(p) = self.release_slot(idx, &core.shared.barrier) {
                 p.complete(IoStatus::Success);
             }
@@ -588,13 +611,7 @@ impl ChanState {
         }
         match kind {
             Kind::Read => {
-                let plex = failed.trailing_zeros() as usize;
                 core.shared.read_errors.fetch_add(1, Ordering::Relaxed);
-                let _ = core.shared.events.send(VolumeEvent::ReadFailed {
-                    volume: core.shared.clone(),
-                    map: self.map.clone(),
-                    plex,
-                });
                 self.start_read(idx, core);
             }
             Kind::Write | Kind::Flush => {

@@ -109,6 +109,8 @@ pub(crate) struct Group {
     pub(crate) generation: u64,
     /// Subdisk moves in progress, by volume.
     pub(crate) moves: BTreeMap<String, super::reshape::Move>,
+    /// Read errors repaired per plex since import (past a budget the plex is detached).
+    pub(crate) read_errors: BTreeMap<String, u32>,
 }
 
 /// The owner string of a group's claims on its disks.
@@ -318,6 +320,7 @@ impl VolumeManager {
                 volumes: BTreeMap::new(),
                 generation: 0,
                 moves: BTreeMap::new(),
+                read_errors: BTreeMap::new(),
             };
             for b in &bdevs {
                 let label = disk::init(&self.engine, b, force)?;
@@ -766,6 +769,7 @@ impl VolumeManager {
             volumes: BTreeMap::new(),
             generation: 0,
             moves: BTreeMap::new(),
+            read_errors: BTreeMap::new(),
         };
         let mut to_claim = Vec::new();
         for d in cfg.disks.iter_mut() {
@@ -884,7 +888,13 @@ impl VolumeManager {
                     .map(|(_, p)| p.name.clone())
                     .collect();
                 let mut groups = self.lock();
-                let r = self.detach_failed(&mut groups, volume.dg(), volume.volume(), &names);
+                let r = self.detach_failed(
+                    &mut groups,
+                    volume.dg(),
+                    volume.volume(),
+                    &names,
+                    "a write failed",
+                );
                 if let Err(e) = r {
                     tracing::error!(
                         volume = %volume.name(),
@@ -902,19 +912,35 @@ impl VolumeManager {
                 }
                 volume.ack_event(id);
             }
-            VolumeEvent::ReadFailed { volume, map, plex } => {
-                let name = map.plexes.get(plex).map_or("?", |p| p.name.as_str());
-                tracing::warn!(volume = %volume.name(), plex = %name, "read failed; served from another plex");
+            VolumeEvent::ReadRepair {
+                volume,
+                map,
+                bad,
+                good,
+                offset,
+                num,
+            } => {
+                // On its own thread: the repair waits for writes in flight, and a write may be
+                // waiting for this thread to record a detach.
+                if let Some(vm) = self.me.upgrade() {
+                    let spawned = std::thread::Builder::new()
+                        .name("vm_repair".into())
+                        .spawn(move || vm.repair_read(&volume, &map, bad, good, offset, num));
+                    if let Err(e) = spawned {
+                        tracing::error!("cannot start a read repair: {e}");
+                    }
+                }
             }
         }
     }
 
-    fn detach_failed(
+    pub(crate) fn detach_failed(
         &self,
         groups: &mut BTreeMap<String, Group>,
         dg: &str,
         vol: &str,
         plexes: &[String],
+        why: &str,
     ) -> Result<(), VmError> {
         let g = group_mut(groups, dg)?;
         let mut cfg = g.cfg.clone();
@@ -922,7 +948,7 @@ impl VolumeManager {
         for p in plexes {
             if let Some(pl) = cfg.plex_mut(p) {
                 if pl.kstate == KernelState::Enabled {
-                    tracing::error!(dg = %dg, volume = %vol, plex = %p, "write failed: plex detached (IOFAIL)");
+                    tracing::error!(dg = %dg, volume = %vol, plex = %p, "{why}: plex detached (IOFAIL)");
                     pl.state = PlexState::Iofail;
                     pl.kstate = KernelState::Detached;
                     pl.sync_offset = None;

@@ -908,6 +908,7 @@ pub(crate) fn volume_json(g: &Group, v: &VolumeRecord) -> Value {
                 "stripe_unit_blocks": su,
                 "len": len,
                 "sync_offset": p.sync_offset,
+                "read_errors": g.read_errors.get(&p.name).copied().unwrap_or(0),
                 "subdisks": sds,
             })
         })

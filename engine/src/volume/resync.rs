@@ -381,3 +381,108 @@ impl VolumeManager {
         }
     }
 }
+
+/// Read errors a plex may have repaired (since import) before it is detached.
+pub const READ_ERROR_BUDGET: u32 = 8;
+
+impl VolumeManager {
+    /// Rewrites `[offset, offset + num)` on the plexes in `bad` (whose reads failed) from plex
+    /// `good`, chunk by chunk under the write barrier (so no guest write in between is
+    /// overwritten). A plex whose rewrite fails, or that has used up its read-error budget, is
+    /// detached (IOFAIL); the volume keeps serving from the others.
+    pub(crate) fn repair_read(
+        &self,
+        volume: &Arc<super::driver::VolumeShared>,
+        map: &VolumeMap,
+        bad: u64,
+        good: usize,
+        offset: u64,
+        num: u64,
+    ) {
+        let Some(bs) = map.disks.first().map(|d| d.block_size() as u64) else {
+            return;
+        };
+        let source = copy_plex(map, good);
+        for b in (0..map.plexes.len()).filter(|b| bad & (1 << b) != 0) {
+            let name = map.plexes[b].name.clone();
+            let target = copy_plex(map, b);
+            let r = repair_range(
+                &self.engine,
+                volume.barrier(),
+                &source,
+                &target,
+                bs,
+                offset,
+                num,
+            );
+            let mut groups = self.lock();
+            let (dg, vol) = (volume.dg(), volume.volume());
+            let detach = match &r {
+                Err(e) => {
+                    tracing::error!(dg = %dg, volume = %vol, plex = %name, "rewriting blocks {offset}+{num} after a read error failed: {e}");
+                    Some("a read error could not be repaired")
+                }
+                Ok(()) => {
+                    let count = groups.get_mut(dg).map_or(0, |g| {
+                        let c = g.read_errors.entry(name.clone()).or_insert(0);
+                        *c += 1;
+                        *c
+                    });
+                    tracing::warn!(dg = %dg, volume = %vol, plex = %name, errors = count, "read error repaired: blocks {offset}+{num} rewritten from {}", map.plexes[good].name);
+                    (count > READ_ERROR_BUDGET).then_some("too many read errors")
+                }
+            };
+            if let Some(why) = detach {
+                if let Err(e) = self.detach_failed(&mut groups, dg, vol, &[name.clone()], why) {
+                    tracing::error!(dg = %dg, volume = %vol, plex = %name, "cannot record the detach: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Copies `[offset, offset + num)` from `source` to `target`, one barrier chunk at a time.
+fn repair_range(
+    engine: &crate::Engine,
+    barrier: &super::task::SyncBarrier,
+    source: &CopyPlex,
+    target: &CopyPlex,
+    bs: u64,
+    offset: u64,
+    num: u64,
+) -> Result<(), String> {
+    let chunk = barrier.chunk_blocks();
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let end = offset + num;
+    let mut at = offset;
+    while at < end {
+        let c = at / chunk;
+        let n = (chunk - at % chunk).min(end - at);
+        let mut buf = vec![0u8; (n * bs) as usize];
+        barrier.raise(c, &never);
+        let r = task::plex_io(
+            engine,
+            source,
+            bs,
+            at,
+            n,
+            crate::bdev::IoType::Read,
+            &mut buf,
+        )
+        .and_then(|_| {
+            task::plex_io(
+                engine,
+                target,
+                bs,
+                at,
+                n,
+                crate::bdev::IoType::Write,
+                &mut buf,
+            )
+        });
+        barrier.lower(c);
+        r?;
+        at += n;
+    }
+    Ok(())
+}

@@ -85,7 +85,7 @@ impl SyncBarrier {
 
     /// The copier takes chunk `chunk`: raises its barrier and waits until no writer is
     /// inside (or `cancel` is set; then it returns false with the barrier lowered).
-    fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
+    pub(crate) fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
         let b = self.bucket(chunk);
         b.raised.fetch_add(1, Ordering::SeqCst);
         let mut spins = 0u32;
@@ -104,7 +104,7 @@ impl SyncBarrier {
         true
     }
 
-    fn lower(&self, chunk: u64) {
+    pub(crate) fn lower(&self, chunk: u64) {
         self.bucket(chunk).raised.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -333,7 +333,7 @@ pub(crate) struct CopyPlex {
 }
 
 /// Reads `[offset, offset + num)` of a plex into `buf`.
-fn plex_io(
+pub(crate) fn plex_io(
     engine: &Engine,
     p: &CopyPlex,
     bs: u64,
