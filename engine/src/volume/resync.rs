@@ -433,7 +433,9 @@ impl VolumeManager {
                 }
             };
             if let Some(why) = detach {
-                if let Err(e) = self.detach_failed(&mut groups, dg, vol, &[name.clone()], why) {
+                if let Err(e) =
+                    self.detach_failed(&mut groups, dg, vol, std::slice::from_ref(&name), why)
+                {
                     tracing::error!(dg = %dg, volume = %vol, plex = %name, "cannot record the detach: {e}");
                 }
             }
