@@ -559,7 +559,7 @@ impl VolumeManager {
                 }
             }
         }
-        let names: Vec<String> = g.volumes.keys().cloned().collect();
+        let names = top_volumes(g);
         // Stopped cleanly but still marked to start: the importing host brings them back.
         for v in names {
             self.stop_volume(g, &v, true)?;
@@ -821,7 +821,7 @@ impl VolumeManager {
                 .cfg
                 .volumes
                 .iter()
-                .filter(|v| v.autostart)
+                .filter(|v| v.autostart && v.parent.is_none())
                 .map(|v| v.name.clone())
                 .collect();
             for v in autostart {
@@ -839,8 +839,7 @@ impl VolumeManager {
         self.tasks.cancel_all();
         let mut groups = self.lock();
         for (dg, g) in groups.iter_mut() {
-            let names: Vec<String> = g.volumes.keys().cloned().collect();
-            for v in names {
+            for v in top_volumes(g) {
                 if let Err(e) = self.stop_volume(g, &v, true) {
                     tracing::error!(dg = %dg, volume = %v, "clean stop failed: {e}");
                 }
@@ -859,7 +858,15 @@ impl VolumeManager {
         self.tasks.cancel_all();
         let mut groups = self.lock();
         for (dg, g) in groups.iter_mut() {
-            for shared in g.volumes.values() {
+            // Layered volumes first, then their (released) sub-volumes.
+            let mut all: Vec<&Arc<VolumeShared>> = g.volumes.values().collect();
+            all.sort_by_key(|v| g.cfg.volume(v.volume()).is_some_and(|r| r.parent.is_some()));
+            for shared in all {
+                if let Ok(b) = self.engine.bdevs().get(shared.name()) {
+                    if g.cfg.volume(shared.volume()).is_some_and(|r| r.parent.is_some()) {
+                        b.release_claim();
+                    }
+                }
                 let _ = self
                     .engine
                     .delete_bdev(shared.name(), Some(driver::PRODUCT_NAME));
@@ -970,7 +977,7 @@ impl VolumeManager {
             return;
         };
         g.generation += 1;
-        match super::ops::build_map(g, vol, g.generation) {
+        match super::ops::build_map(&self.engine, g, vol, g.generation) {
             Ok(m) => shared.publish(m),
             Err(e) => tracing::error!(volume = %vol, "cannot build the volume's map: {e}"),
         }
@@ -1035,6 +1042,15 @@ fn disk_record(name: &str, b: &Bdev, label: &Label) -> DiskRecord {
         nohotuse: false,
         condition: DiskCondition::Ok,
     }
+}
+
+/// Started volumes that are not sub-volumes (stopping those stops their sub-volumes).
+fn top_volumes(g: &Group) -> Vec<String> {
+    g.volumes
+        .keys()
+        .filter(|v| g.cfg.volume(v).is_none_or(|r| r.parent.is_none()))
+        .cloned()
+        .collect()
 }
 
 fn release_all(bdevs: &[Arc<Bdev>]) {

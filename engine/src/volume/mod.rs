@@ -6,6 +6,7 @@
 //! - [`objects`]: the object model as stored in the config database (disks, subdisks, plexes,
 //!   volumes, states).
 //! - [`alloc`]: vxassist-style space allocation.
+//! - [`layered`]: stripe-mirror volumes, whose columns are mirrored sub-volumes.
 //! - [`layout`]: the block mapping of a plex (concat, stripe) onto disks.
 //! - [`disk`]: reading and writing a VM disk's private region through the bdev layer.
 //! - [`configdb`]: choosing the configuration to import (newest valid copy, split brain).
@@ -23,6 +24,7 @@ pub mod alloc;
 pub mod configdb;
 pub mod disk;
 pub mod driver;
+pub mod layered;
 pub mod layout;
 pub mod manager;
 pub mod objects;

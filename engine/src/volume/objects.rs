@@ -228,6 +228,10 @@ pub struct SubdiskRecord {
     pub column: u32,
     /// Offset of this subdisk within its column (concat: within the plex).
     pub column_offset: u64,
+    /// For a layered volume's top plex: the sub-volume this piece is (then `disk` is empty
+    /// and `disk_offset` is the offset in the sub-volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subvolume: Option<String>,
 }
 
 /// A plex: one copy of a volume's data.
@@ -276,6 +280,9 @@ pub struct VolumeRecord {
     /// The SPDK raid level of a volume made by `bdev_raid_create` (raid0, raid1, concat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raid_level: Option<String>,
+    /// For a sub-volume of a layered volume (stripe-mirror): the volume it is a column of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl VolumeRecord {
@@ -436,7 +443,14 @@ impl DgConfig {
             }
         }
         for sd in &self.subdisks {
-            if self.disk(&sd.disk).is_none() {
+            if let Some(sv) = &sd.subvolume {
+                if self.volume(sv).is_none_or(|v| v.parent.is_none()) {
+                    return Err(format!(
+                        "subdisk {} refers to unknown sub-volume {sv}",
+                        sd.name
+                    ));
+                }
+            } else if self.disk(&sd.disk).is_none() {
                 return Err(format!(
                     "subdisk {} is on unknown disk {}",
                     sd.name, sd.disk
@@ -500,6 +514,7 @@ mod tests {
                     plex: None,
                     column: 0,
                     column_offset: 0,
+                    subvolume: None,
                 },
                 SubdiskRecord {
                     name: "disk01-02".into(),
@@ -509,6 +524,7 @@ mod tests {
                     plex: None,
                     column: 0,
                     column_offset: 0,
+                    subvolume: None,
                 },
             ],
             plexes: vec![],

@@ -19,7 +19,7 @@ use crate::bdev::blocking::run_io;
 use crate::bdev::{BdevSpec, IoType, IoTypeSet};
 
 /// The layouts `volume_create` accepts.
-pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe";
+pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe, stripe-mirror";
 
 /// What `volume_create` is asked for.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +62,7 @@ pub(crate) struct NewVolume<'a> {
 /// Builds the geometry of plex `plex` from its subdisks, with `swap` = (old subdisk, new
 /// subdisk) substituted (a subdisk move's shadow plex). Disks are added to `disks`.
 pub(crate) fn plex_geometry(
+    engine: &crate::Engine,
     g: &Group,
     plex: &PlexRecord,
     swap: Option<(&str, &SubdiskRecord)>,
@@ -78,24 +79,37 @@ pub(crate) fn plex_geometry(
             s.plex = plex;
         }
     }
-    let usable = !sds.is_empty()
-        && sds.iter().all(|s| {
-            g.members.contains_key(&s.disk)
-                && cfg
-                    .disk(&s.disk)
-                    .is_some_and(|d| d.condition == DiskCondition::Ok)
-        });
-    if !usable {
+    // Each piece's bdev and where the piece starts on it: a disk's public region, or a
+    // started sub-volume (layered volumes).
+    let mut placed = Vec::with_capacity(sds.len());
+    for s in &sds {
+        let at = match &s.subvolume {
+            Some(sv) => g
+                .volumes
+                .get(sv)
+                .and_then(|shared| engine.bdevs().get(shared.name()).ok())
+                .map(|b| (b, s.disk_offset)),
+            None => match (g.members.get(&s.disk), cfg.disk(&s.disk)) {
+                (Some(m), Some(d)) if d.condition == DiskCondition::Ok => {
+                    Some((m.bdev.clone(), d.public_offset + s.disk_offset))
+                }
+                _ => None,
+            },
+        };
+        match at {
+            Some(a) => placed.push(a),
+            None => return Ok(None),
+        }
+    }
+    if sds.is_empty() {
         return Ok(None);
     }
     let mut columns = vec![Column::default(); plex.layout.ncol() as usize];
-    for s in &sds {
-        let m = &g.members[&s.disk];
-        let d = cfg.disk(&s.disk).ok_or("disk vanished")?;
-        let target = match disks.iter().position(|b| b.id() == m.bdev.id()) {
+    for (s, (bdev, offset)) in sds.iter().zip(placed) {
+        let target = match disks.iter().position(|b| b.id() == bdev.id()) {
             Some(i) => i,
             None => {
-                disks.push(m.bdev.clone());
+                disks.push(bdev);
                 disks.len() - 1
             }
         };
@@ -105,7 +119,7 @@ pub(crate) fn plex_geometry(
             .extents
             .push(Extent {
                 target: target as u32,
-                offset: d.public_offset + s.disk_offset,
+                offset,
                 len: s.len,
             });
     }
@@ -120,7 +134,12 @@ pub(crate) fn plex_geometry(
 /// Builds the I/O map of volume `vol` from the group's configuration. Plexes that cannot do
 /// I/O (detached, on missing disks) are left out; a subdisk move in progress adds its shadow
 /// plex (write-only).
-pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeMap, String> {
+pub(crate) fn build_map(
+    engine: &crate::Engine,
+    g: &Group,
+    vol: &str,
+    generation: u64,
+) -> Result<VolumeMap, String> {
     let cfg = &g.cfg;
     let v = cfg.volume(vol).ok_or_else(|| format!("no volume {vol}"))?;
     let mut disks: Vec<Arc<crate::bdev::Bdev>> = Vec::new();
@@ -129,7 +148,7 @@ pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeM
         if p.kstate != KernelState::Enabled {
             continue;
         }
-        let Some(geometry) = plex_geometry(g, p, None, &mut disks)? else {
+        let Some(geometry) = plex_geometry(engine, g, p, None, &mut disks)? else {
             continue;
         };
         if geometry.len() < v.len {
@@ -143,7 +162,7 @@ pub(crate) fn build_map(g: &Group, vol: &str, generation: u64) -> Result<VolumeM
         let attaching = p.sync_offset.is_some();
         let in_sync = p.state.is_in_sync() && !attaching;
         if let Some(mv) = g.moves.get(vol).filter(|m| m.plex == p.name && in_sync) {
-            if let Some(shadow) = plex_geometry(g, p, Some((&mv.old, &mv.new)), &mut disks)? {
+            if let Some(shadow) = plex_geometry(engine, g, p, Some((&mv.old, &mv.new)), &mut disks)? {
                 plexes.push(PlexMap {
                     name: format!("{}{}", p.name, super::reshape::SHADOW_SUFFIX),
                     geometry: shadow,
@@ -252,7 +271,16 @@ pub(crate) fn recover_at_import(cfg: &mut DgConfig, _lagging: &[String], g: &Gro
 }
 
 /// Removes a volume, its plexes and their subdisks from `cfg`.
-fn remove_volume(cfg: &mut DgConfig, vol: &str) {
+pub(crate) fn remove_volume(cfg: &mut DgConfig, vol: &str) {
+    let subs: Vec<String> = cfg
+        .volumes
+        .iter()
+        .filter(|v| v.parent.as_deref() == Some(vol))
+        .map(|v| v.name.clone())
+        .collect();
+    for sv in subs {
+        remove_volume(cfg, &sv);
+    }
     let plexes: Vec<String> = cfg.plexes_of(vol).iter().map(|p| p.name.clone()).collect();
     for p in plexes {
         remove_plex(cfg, &p, true);
@@ -320,11 +348,7 @@ impl VolumeManager {
             "stripe" => (true, 1),
             "mirror" => (false, 2),
             "mirror-stripe" => (true, 2),
-            "stripe-mirror" => {
-                return Err(VmError::Invalid(
-                    "layout stripe-mirror is not supported yet; use mirror-stripe".into(),
-                ))
-            }
+            "stripe-mirror" => (true, 2),
             other => {
                 return Err(VmError::Invalid(format!(
                     "unknown layout '{other}': use one of {LAYOUTS}"
@@ -411,6 +435,9 @@ impl VolumeManager {
                 exclude: Vec::new(),
             },
         )?;
+        if req.layout == "stripe-mirror" {
+            return self.create_layered(g, &req.name, len, plan, stripe_unit, read_policy);
+        }
         let layout_name = match (striped, nmirror > 1) {
             (false, false) => "concat",
             (true, false) => "stripe",
@@ -463,6 +490,7 @@ impl VolumeManager {
                         plex: Some(pname.clone()),
                         column: col as u32,
                         column_offset: at,
+                        subvolume: None,
                     });
                     at += l;
                 }
@@ -503,6 +531,7 @@ impl VolumeManager {
             resync_offset: None,
             bdev_name: nv.bdev_name,
             raid_level: nv.raid_level,
+            parent: None,
         };
         let bdev_name = record.bdev(&dg);
         self.engine.bdevs().check_free(&bdev_name)?;
@@ -546,7 +575,7 @@ impl VolumeManager {
         Ok(bdev_name)
     }
 
-    fn zero_subdisks(&self, g: &Group, plexes: &[String]) -> Result<(), VmError> {
+    pub(crate) fn zero_subdisks(&self, g: &Group, plexes: &[String]) -> Result<(), VmError> {
         let sds: Vec<SubdiskRecord> = plexes
             .iter()
             .flat_map(|p| g.cfg.subdisks_of(p))
@@ -630,6 +659,7 @@ impl VolumeManager {
         if g.cfg.volume(name).is_none() {
             return Err(not_found_volume(dg, name));
         }
+        refuse_subvolume(g, name, "stop")?;
         if !g.volumes.contains_key(name) {
             return Err(VmError::Invalid(format!(
                 "volume {dg}/{name} is not started"
@@ -674,8 +704,10 @@ impl VolumeManager {
         }
         // The volume is recorded ACTIVE (dirty) before any write can reach it.
         g.commit(&self.engine, cfg)?;
+        // A layered volume's columns are sub-volumes: they run first.
+        self.start_subvolumes(g, name)?;
         g.generation += 1;
-        let map = build_map(g, name, g.generation).map_err(VmError::Invalid)?;
+        let map = build_map(&self.engine, g, name, g.generation).map_err(VmError::Invalid)?;
         let io_types = volume_io_types(&map);
         let bdev_name = g
             .cfg
@@ -755,6 +787,7 @@ impl VolumeManager {
             }
         }
         g.commit(&self.engine, cfg)?;
+        self.stop_subvolumes(g, name, shutting_down)?;
         tracing::info!(dg = %dg, volume = %name, "volume stopped");
         Ok(())
     }
@@ -766,6 +799,7 @@ impl VolumeManager {
         if g.cfg.volume(name).is_none() {
             return Err(not_found_volume(dg, name));
         }
+        refuse_subvolume(g, name, "delete")?;
         if g.volumes.contains_key(name) {
             self.stop_volume(g, name, false)?;
         }
@@ -849,6 +883,16 @@ impl VolumeManager {
     }
 }
 
+/// Sub-volumes are started, stopped and deleted with their layered volume only.
+pub(crate) fn refuse_subvolume(g: &Group, name: &str, what: &str) -> Result<(), VmError> {
+    match g.cfg.volume(name).and_then(|v| v.parent.clone()) {
+        Some(parent) => Err(VmError::Invalid(format!(
+            "{name} is a sub-volume (a column) of layered volume {parent}; {what} {parent} instead"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn not_found_volume(dg: &str, name: &str) -> VmError {
     VmError::NotFound {
         kind: "volume",
@@ -895,6 +939,7 @@ pub(crate) fn volume_json(g: &Group, v: &VolumeRecord) -> Value {
                         "len": s.len,
                         "column": s.column,
                         "column_offset": s.column_offset,
+                        "subvolume": s.subvolume,
                     })
                 })
                 .collect();
@@ -918,6 +963,7 @@ pub(crate) fn volume_json(g: &Group, v: &VolumeRecord) -> Value {
         "name": v.name,
         "bdev": v.bdev(&g.cfg.name),
         "raid_level": v.raid_level,
+        "parent": v.parent,
         "uuid": v.uuid.to_string(),
         "block_size": bs,
         "num_blocks": v.len,

@@ -15,6 +15,7 @@ DM NAME         DEVICE       TYPE     PRIVLEN  PUBLEN   STATE
 V  NAME         RVG/VSET/CO  KSTATE   STATE    LENGTH   READPOL   PREFPLEX UTYPE
 PL NAME         VOLUME       KSTATE   STATE    LENGTH   LAYOUT    NCOL/WID MODE
 SD NAME         PLEX         DISK     DISKOFFS LENGTH   [COL/]OFF DEVICE   MODE
+SV NAME         PLEX         VOLNAME  VOLOFFS  LENGTH   [COL/]OFF AM/NM    MODE
 ";
 
 /// Formats one group's tree in `vxprint -ht` columns.
@@ -115,6 +116,20 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
                 mode
             );
             for s in sds {
+                if let Some(sv) = &s.subvolume {
+                    let _ = writeln!(
+                        out,
+                        "sv {:<12} {:<12} {:<8} {:<8} {:<8} {:<9} {:<8} ENA",
+                        s.name,
+                        p.name,
+                        sv,
+                        s.disk_offset * sect,
+                        s.len * sect,
+                        format!("{}/{}", s.column, s.column_offset * sect),
+                        "-",
+                    );
+                    continue;
+                }
                 let device = g
                     .members
                     .get(&s.disk)

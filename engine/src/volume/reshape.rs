@@ -89,6 +89,7 @@ fn take_space(
             plex: None,
             column: 0,
             column_offset: 0,
+            subvolume: None,
         };
         cfg.subdisks.push(sd.clone());
         out.push(sd);
@@ -125,6 +126,11 @@ impl VolumeManager {
         if v.raid_level.is_some() {
             return Err(VmError::Invalid(format!(
                 "'{name}' is a raid bdev; its size is fixed by its base bdevs"
+            )));
+        }
+        if v.parent.is_some() || !super::layered::subvolumes(g, name).is_empty() {
+            return Err(VmError::Invalid(format!(
+                "growing layered (stripe-mirror) volumes is not supported yet: {dg}/{name}"
             )));
         }
         if self.tasks.busy(dg, name) || g.moves.contains_key(name) {
@@ -231,6 +237,11 @@ impl VolumeManager {
                 kind: "subdisk",
                 name: format!("{dg}/{sd}"),
             })?;
+        if let Some(sv) = &old.subvolume {
+            return Err(VmError::Invalid(format!(
+                "{sd} is sub-volume {sv} of a layered volume; move that sub-volume's subdisks instead"
+            )));
+        }
         let plex_name = old
             .plex
             .clone()

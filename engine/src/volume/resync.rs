@@ -130,6 +130,13 @@ impl VolumeManager {
                 "volume {dg}/{vol} is locked by another operation (a resync or attach is running); wait for it with task_wait"
             )));
         }
+        let subs = super::layered::subvolumes(g, vol);
+        if !subs.is_empty() {
+            return Err(VmError::Invalid(format!(
+                "{dg}/{vol} is a layered volume: attach mirrors to its sub-volumes ({})",
+                subs.join(", ")
+            )));
+        }
         let plexes: Vec<PlexRecord> = g.cfg.plexes_of(vol).into_iter().cloned().collect();
         let Some(model) = plexes
             .iter()
@@ -175,11 +182,22 @@ impl VolumeManager {
                         plexes.len()
                     )));
                 }
-                let used: Vec<String> = plexes
+                let mut used: Vec<String> = plexes
                     .iter()
                     .flat_map(|p| cfg.subdisks_of(&p.name))
                     .map(|s| s.disk.clone())
                     .collect();
+                // A column of a layered volume stays off its sibling columns' disks.
+                if let Some(parent) = v.parent.as_deref() {
+                    for sib in super::layered::subvolumes(g, parent) {
+                        used.extend(
+                            cfg.plexes_of(&sib)
+                                .iter()
+                                .flat_map(|p| cfg.subdisks_of(&p.name))
+                                .map(|s| s.disk.clone()),
+                        );
+                    }
+                }
                 let space: Vec<DiskSpace> = cfg
                     .disks
                     .iter()
@@ -236,6 +254,7 @@ impl VolumeManager {
                             plex: Some(pname.clone()),
                             column: col as u32,
                             column_offset: at,
+                            subvolume: None,
                         });
                         at += l;
                     }
