@@ -448,3 +448,165 @@ fn volume_manager_errors_exit_1_and_unknown_tasks_too() {
         stderr(&out)
     );
 }
+
+/// The subdisks of a volume's first plex in a `volume list --json` reply: (name, disk, device).
+fn subdisks_of(volumes: &Value) -> Vec<(String, String, String)> {
+    volumes[0]["plexes"][0]["subdisks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no subdisks in {volumes}"))
+        .iter()
+        .map(|s| {
+            let text = |k: &str| {
+                s[k].as_str()
+                    .unwrap_or_else(|| panic!("{k} in {s}"))
+                    .to_string()
+            };
+            (text("name"), text("disk"), text("device"))
+        })
+        .collect()
+}
+
+/// `volume resize`, `subdisk move --wait` and `dg destroy`: a concat volume grows, one of its
+/// subdisks moves to another disk while the volume stays started, and a destroyed group's
+/// bdevs make a new group without `--force`.
+#[test]
+fn volume_resize_subdisk_move_and_dg_destroy() {
+    let p = Plexd::start();
+    for m in ["M0", "M1", "M2"] {
+        ok(&p, &["bdev", "malloc", "create", m, "--size", "64MiB"]);
+    }
+    ok(&p, &["dg", "create", "dg01", "M0", "M1", "M2"]);
+    assert_eq!(
+        ok(&p, &["volume", "create", "dg01", "vol01", "8M"]).trim(),
+        "dg01/vol01"
+    );
+    let list = |p: &Plexd| {
+        parse(&ok(
+            p,
+            &["--json", "volume", "list", "--dg", "dg01", "vol01"],
+        ))
+    };
+    assert_eq!(list(&p)[0]["num_blocks"], 16384);
+
+    // Grow: the new size, human-readably; then the daemon's view and the bdev agree.
+    assert_eq!(
+        ok(&p, &["volume", "resize", "dg01", "vol01", "16M"]),
+        "dg01/vol01: 16 MiB (32768 blocks)\n"
+    );
+    let volumes = list(&p);
+    assert_eq!(volumes[0]["num_blocks"], 32768, "{volumes}");
+    assert_eq!(volumes[0]["size_bytes"], 16 << 20, "{volumes}");
+    let bdev = p.call("bdev_get_bdevs", json!({"name": "dg01/vol01"}));
+    assert_eq!(bdev[0]["num_blocks"], 32768);
+    // --json shows the daemon's reply.
+    assert_eq!(
+        parse(&ok(
+            &p,
+            &["--json", "volume", "resize", "dg01", "vol01", "16MiB"]
+        )),
+        json!({"num_blocks": 32768})
+    );
+    // Shrinking is the daemon's EINVAL.
+    let out = p.plexctl(&["volume", "resize", "dg01", "vol01", "8M"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("code -22"), "{}", stderr(&out));
+    assert_eq!(list(&p)[0]["num_blocks"], 32768);
+
+    // Move the first subdisk to a disk the volume does not use, named by its bdev.
+    let before = subdisks_of(&volumes);
+    let (sd, from_disk, _) = before[0].clone();
+    let disks = parse(&ok(&p, &["--json", "disk", "list", "--dg", "dg01"]));
+    let (to_disk, to_bdev) = disks
+        .as_array()
+        .expect("disk list")
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().expect("name").to_string(),
+                d["device"].as_str().expect("device").to_string(),
+            )
+        })
+        .find(|(name, _)| before.iter().all(|(_, disk, _)| disk != name))
+        .unwrap_or_else(|| panic!("every disk holds vol01: {before:?}"));
+    let out = p.plexctl(&["subdisk", "move", "dg01", &sd, "--to", &to_bdev, "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "task 1 (subdisk_move of dg01/vol01, plex vol01-01): done\n"
+    );
+    assert!(stderr(&out).contains("100.0%  done"), "{}", stderr(&out));
+    let volumes = list(&p);
+    let after = subdisks_of(&volumes);
+    assert_eq!(after.len(), before.len(), "{volumes}");
+    assert!(after.iter().all(|(name, _, _)| *name != sd), "{volumes}");
+    assert!(
+        after
+            .iter()
+            .any(|(_, disk, device)| *disk == to_disk && *device == to_bdev),
+        "no subdisk on {to_disk} ({to_bdev}): {volumes}"
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|(_, disk, _)| *disk == from_disk)
+            .count()
+            + 1,
+        before
+            .iter()
+            .filter(|(_, disk, _)| *disk == from_disk)
+            .count(),
+        "{volumes}"
+    );
+    assert_eq!(volumes[0]["num_blocks"], 32768, "{volumes}");
+    assert_eq!(volumes[0]["started"], true, "{volumes}");
+    // Another subdisk: not onto its own disk; without --to and --wait the daemon picks a disk
+    // and plexctl prints the task's id.
+    let (sd2, disk2, _) = after
+        .iter()
+        .find(|(_, disk, _)| *disk != to_disk)
+        .cloned()
+        .unwrap_or_else(|| panic!("a second subdisk: {volumes}"));
+    let out = p.plexctl(&["subdisk", "move", "dg01", &sd2, "--to", &disk2]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("code -22"), "{}", stderr(&out));
+    assert_eq!(
+        ok(&p, &["subdisk", "move", "dg01", &sd2, "--delay-ms", "1"]),
+        "task 2 started; follow it with: plexctl task wait 2\n"
+    );
+    assert_eq!(
+        ok(&p, &["task", "wait", "2"]),
+        "task 2 (subdisk_move of dg01/vol01, plex vol01-01): done\n"
+    );
+    let volumes = list(&p);
+    let moved = subdisks_of(&volumes);
+    assert!(
+        moved
+            .iter()
+            .all(|(name, disk, _)| *name != sd2 && *disk != disk2),
+        "{volumes}"
+    );
+
+    // A group with volumes is not destroyed.
+    let out = p.plexctl(&["dg", "destroy", "dg01"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("vol01"), "{}", stderr(&out));
+    ok(&p, &["volume", "delete", "dg01", "vol01"]);
+    assert_eq!(ok(&p, &["dg", "destroy", "dg01"]), "");
+    assert_eq!(
+        ok(&p, &["dg", "list"]),
+        "NAME  DISKS  VOLUMES  FREE  SEQ  ID\n"
+    );
+    for b in p
+        .call("bdev_get_bdevs", json!({}))
+        .as_array()
+        .expect("bdevs")
+    {
+        assert_eq!(b["claimed"], false, "{b}");
+    }
+    // Nothing is left to import, and the bdevs make a new group without --force.
+    assert_eq!(ok(&p, &["dg", "import"]), "");
+    assert_eq!(ok(&p, &["dg", "create", "dg01", "M0", "M1", "M2"]), "");
+    let groups = parse(&ok(&p, &["--json", "dg", "list", "dg01"]));
+    assert_eq!(groups[0]["disks"], json!(["disk01", "disk02", "disk03"]));
+    assert_eq!(groups[0]["volumes"], json!([]));
+}

@@ -294,3 +294,167 @@ fn spdk_kill_instance_sigterm_exits_zero_and_removes_the_socket() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!p.socket.exists(), "socket left behind");
 }
+
+/// The raid bdev named `name` in a `bdev_raid_get_bdevs` reply.
+fn raid<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("bdev_raid_get_bdevs: not an array: {list}"))
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no raid bdev {name} in {list}"))
+}
+
+/// The names of a raid bdev's configured base bdevs, in order.
+fn configured_bases(raid: &Value) -> Vec<String> {
+    raid["base_bdevs_list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no base_bdevs_list in {raid}"))
+        .iter()
+        .filter(|b| b["is_configured"] == true)
+        .map(|b| b["name"].as_str().expect("base bdev name").to_string())
+        .collect()
+}
+
+/// SPDK's client drives plexd's `bdev_raid_*` methods (raid bdevs on the volume manager) with
+/// its own command-line syntax: create raid0 and raid1, list them, see them as bdevs and in
+/// `save_config`, remove a raid1 base bdev, delete a raid and reuse its base bdevs.
+#[test]
+fn spdk_rpc_drives_raid_bdevs() {
+    let p = Plexd::start();
+    let s = p.socket.as_path();
+    for m in ["M0", "M1", "M2", "M3"] {
+        assert_eq!(
+            spdk(s, &["bdev_malloc_create", "-b", m, "64", "512"], None).trim(),
+            m
+        );
+    }
+    spdk(
+        s,
+        &[
+            "bdev_raid_create",
+            "-n",
+            "R0",
+            "-z",
+            "64",
+            "-r",
+            "raid0",
+            "-b",
+            "M0 M1",
+        ],
+        None,
+    );
+    spdk(
+        s,
+        &["bdev_raid_create", "-n", "R1", "-r", "raid1", "-b", "M2 M3"],
+        None,
+    );
+
+    let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
+    assert_eq!(raids.as_array().map(Vec::len), Some(2), "{raids}");
+    for (name, level, bases) in [("R0", "raid0", ["M0", "M1"]), ("R1", "raid1", ["M2", "M3"])] {
+        let r = raid(&raids, name);
+        assert_eq!(r["raid_level"], level, "{r}");
+        assert_eq!(r["state"], "online", "{r}");
+        assert_eq!(r["num_base_bdevs"], 2, "{r}");
+        assert_eq!(r["num_base_bdevs_discovered"], 2, "{r}");
+        assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
+        assert_eq!(configured_bases(r), bases, "{r}");
+    }
+    assert_eq!(raid(&raids, "R0")["strip_size_kb"], 64);
+    assert_eq!(
+        spdk_json(s, &["bdev_raid_get_bdevs", "online"]),
+        raids,
+        "both raids are online"
+    );
+    assert_eq!(spdk_json(s, &["bdev_raid_get_bdevs", "offline"]), json!([]));
+
+    // Each base bdev keeps its first 4 MiB (label and private region), so a raid0 of two
+    // 64 MiB bdevs holds 2 × 60 MiB, a raid1 60 MiB.
+    let data_blocks = (64 - 4) << 11;
+    let r0 = spdk_json(s, &["bdev_get_bdevs", "-b", "R0"]);
+    assert_eq!(r0[0]["name"], "R0", "{r0}");
+    assert_eq!(r0[0]["block_size"], 512, "{r0}");
+    assert_eq!(r0[0]["num_blocks"], 2 * data_blocks, "{r0}");
+    assert_eq!(r0[0]["uuid"], raid(&raids, "R0")["uuid"], "{r0}");
+    let r1 = spdk_json(s, &["bdev_get_bdevs", "-b", "R1"]);
+    assert_eq!(r1[0]["num_blocks"], data_blocks, "{r1}");
+    let all = bdevs(s);
+    for m in ["M0", "M1", "M2", "M3"] {
+        assert_eq!(bdev(&all, m)["claimed"], true, "{m} is a raid's base bdev");
+    }
+
+    // save_config recreates both raids.
+    let config: Value =
+        serde_json::from_str(&spdk(s, &["save_config"], None)).expect("save_config is JSON");
+    let creates: Vec<&Value> = config["subsystems"]
+        .as_array()
+        .expect("subsystems")
+        .iter()
+        .filter_map(|sub| sub["config"].as_array())
+        .flatten()
+        .filter(|c| c["method"] == "bdev_raid_create")
+        .map(|c| &c["params"])
+        .collect();
+    assert_eq!(creates.len(), 2, "{config}");
+    let saved = |name: &str| {
+        *creates
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no bdev_raid_create for {name}: {config}"))
+    };
+    assert_eq!(saved("R0")["raid_level"], "raid0");
+    assert_eq!(saved("R0")["strip_size_kb"], 64);
+    assert_eq!(saved("R0")["base_bdevs"], json!(["M0", "M1"]));
+    assert_eq!(saved("R1")["raid_level"], "raid1");
+    assert_eq!(saved("R1")["base_bdevs"], json!(["M2", "M3"]));
+
+    // A raid1 loses a base bdev: it stays online on the other, with its size, and the removed
+    // bdev is free again.
+    assert_eq!(
+        spdk(s, &["bdev_raid_remove_base_bdev", "M3"], None).trim(),
+        ""
+    );
+    let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
+    let r = raid(&raids, "R1");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs_discovered"], 1, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 1, "{r}");
+    assert_eq!(configured_bases(r), ["M2"], "{r}");
+    let r1 = spdk_json(s, &["bdev_get_bdevs", "-b", "R1"]);
+    assert_eq!(r1[0]["num_blocks"], data_blocks, "{r1}");
+    assert_eq!(bdev(&bdevs(s), "M3")["claimed"], false);
+    // raid0 has no redundancy: its base bdevs cannot be removed.
+    let err = spdk_fails(s, &["bdev_raid_remove_base_bdev", "M0"]);
+    assert!(err.contains("-22"), "{err}");
+
+    // Deleting a raid frees its base bdevs: a new raid can be built on them. (spdk-rpc sends
+    // `clear_sb`, false unless `-c` is given.)
+    assert_eq!(spdk(s, &["bdev_raid_delete", "R0"], None).trim(), "");
+    let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
+    assert_eq!(raids.as_array().map(Vec::len), Some(1), "{raids}");
+    let all = bdevs(s);
+    assert!(all.iter().all(|b| b["name"] != "R0"), "R0 is still a bdev");
+    for m in ["M0", "M1"] {
+        assert_eq!(bdev(&all, m)["claimed"], false, "{m} is still claimed");
+    }
+    spdk(
+        s,
+        &[
+            "bdev_raid_create",
+            "-n",
+            "R0",
+            "-r",
+            "concat",
+            "-b",
+            "M0 M1",
+        ],
+        None,
+    );
+    let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
+    let r = raid(&raids, "R0");
+    assert_eq!(r["raid_level"], "concat", "{r}");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(configured_bases(r), ["M0", "M1"], "{r}");
+    let r0 = spdk_json(s, &["bdev_get_bdevs", "-b", "R0"]);
+    assert_eq!(r0[0]["num_blocks"], 2 * data_blocks, "{r0}");
+}

@@ -122,6 +122,9 @@ pub enum Command {
     /// Plexes (mirrors) of volumes.
     #[command(subcommand)]
     Plex(PlexCommand),
+    /// Subdisks: the extents of disks that make up plexes.
+    #[command(subcommand)]
+    Subdisk(SubdiskCommand),
     /// Show the volume manager's objects as a tree in `vxprint -ht` columns (vm_print).
     ///
     /// Lengths and offsets are in 512-byte sectors, as VxVM prints them.
@@ -129,7 +132,7 @@ pub enum Command {
         /// Only this disk group; default all.
         dg: Option<String>,
     },
-    /// Long-running volume manager operations (resync, plex attach).
+    /// Long-running volume manager operations (resync, plex attach, subdisk move).
     #[command(subcommand)]
     Task(TaskCommand),
     /// Call any method with raw JSON params and print the result as JSON.
@@ -525,6 +528,14 @@ pub enum DgCommand {
         /// Only this disk group.
         name: Option<String>,
     },
+    /// Destroy a disk group that has no volumes (dg_destroy).
+    ///
+    /// Every disk's label is reset to a free disk and its bdev released, so the bdevs can be
+    /// used again (by `dg create` without --force, for instance).
+    Destroy {
+        /// The disk group.
+        name: String,
+    },
 }
 
 /// `plexctl disk ...`
@@ -658,6 +669,19 @@ pub enum VolumeCommand {
         /// The volume.
         name: String,
     },
+    /// Grow a volume to SIZE (volume_resize); prints its new size.
+    ///
+    /// Every plex gets more space (striped plexes per column) on disks the volume's other
+    /// plexes and columns do not use; the new space reads as zeroes. Shrinking is refused.
+    Resize {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+        /// The new size (e.g. 20GiB); rounded up to whole blocks.
+        #[arg(value_parser = size_arg)]
+        size: u64,
+    },
     /// List volumes, or show one (volume_list).
     List {
         /// Only the volumes of this disk group.
@@ -706,6 +730,33 @@ pub enum PlexCommand {
     },
 }
 
+/// `plexctl subdisk ...`
+#[derive(Debug, Subcommand)]
+pub enum SubdiskCommand {
+    /// Move a subdisk of a started volume to free space on another disk (subdisk_move).
+    ///
+    /// The subdisk's contents are copied in the background by a task while the volume stays
+    /// in use; the new subdisk takes the old one's place when the copy is done. Without
+    /// --wait this prints the task's id and returns, with it plexctl follows the task as
+    /// `task wait` does.
+    Move {
+        /// The disk group.
+        dg: String,
+        /// The subdisk (e.g. disk01-01).
+        subdisk: String,
+        /// Move it to this disk (disk name or bdev); default any disk the volume's other
+        /// plexes and columns do not use.
+        #[arg(long = "to", value_name = "DISK")]
+        to: Option<String>,
+        /// Sleep this long between copied chunks (throttle).
+        #[arg(long, value_name = "MS")]
+        delay_ms: Option<u64>,
+        /// Wait for the copy to finish, as `task wait` does.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
 /// `plexctl task ...`
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
@@ -717,7 +768,7 @@ pub enum TaskCommand {
     /// when it is a terminal; otherwise a line about every 2 seconds. With --json, prints the
     /// finished task. --timeout limits each call to the daemon, not the wait.
     Wait {
-        /// The task's id (from `plex attach` or `task list`).
+        /// The task's id (from `plex attach`, `subdisk move` or `task list`).
         id: u64,
     },
 }
@@ -866,6 +917,18 @@ mod tests {
         assert_eq!(kind("volume create dg01 vol01 1Q"), ValueValidation);
         assert_eq!(kind("volume delete dg01"), MissingRequiredArgument);
         assert_eq!(kind("plex detach dg01"), MissingRequiredArgument);
+        assert_eq!(kind("volume resize dg01 vol01"), MissingRequiredArgument);
+        assert_eq!(kind("volume resize dg01 vol01 2X"), ValueValidation);
+        assert!(parse("volume resize dg01 vol01 2G").is_ok());
+        assert_eq!(kind("subdisk move dg01"), MissingRequiredArgument);
+        assert_eq!(kind("subdisk move dg01 disk01-01 --to"), InvalidValue);
+        assert_eq!(
+            kind("subdisk move dg01 disk01-01 --delay-ms soon"),
+            ValueValidation
+        );
+        assert!(parse("subdisk move dg01 disk01-01").is_ok());
+        assert_eq!(kind("dg destroy"), MissingRequiredArgument);
+        assert!(parse("dg destroy dg01").is_ok());
         assert_eq!(kind("task wait"), MissingRequiredArgument);
         assert_eq!(kind("task wait three"), ValueValidation);
     }
@@ -946,6 +1009,54 @@ mod tests {
                 assert_eq!(name, None);
                 assert_eq!(disks, ["M0"]);
             }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn volume_resize_takes_units_and_subdisk_move_its_options() {
+        let cli = Cli::try_parse_from(["plexctl", "volume", "resize", "dg01", "vol01", "1.5G"])
+            .expect("parse");
+        match cli.command {
+            Command::Volume(VolumeCommand::Resize { dg, name, size }) => {
+                assert_eq!((dg.as_str(), name.as_str()), ("dg01", "vol01"));
+                assert_eq!(size, 3 << 29);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "plexctl",
+            "subdisk",
+            "move",
+            "dg01",
+            "disk01-01",
+            "--to",
+            "disk03",
+            "--delay-ms",
+            "5",
+            "--wait",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::Subdisk(SubdiskCommand::Move {
+                dg,
+                subdisk,
+                to,
+                delay_ms,
+                wait,
+            }) => {
+                assert_eq!((dg.as_str(), subdisk.as_str()), ("dg01", "disk01-01"));
+                assert_eq!(to.as_deref(), Some("disk03"));
+                assert_eq!(delay_ms, Some(5));
+                assert!(wait);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["plexctl", "subdisk", "move", "dg01", "sd"]).expect("parse");
+        match cli.command {
+            Command::Subdisk(SubdiskCommand::Move {
+                to, delay_ms, wait, ..
+            }) => assert_eq!((to, delay_ms, wait), (None, None, false)),
             other => panic!("unexpected {other:?}"),
         }
     }

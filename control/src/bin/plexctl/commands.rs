@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 use crate::cli::{
     AioCommand, BdevCommand, Command, DelayCommand, DgCommand, DiskCommand, ErrorCommand,
     FrameworkCommand, MallocCommand, MemCreateArgs, NullCommand, PlexCommand, ReadPolicy,
-    TaskCommand, ThreadCommand, UringCommand, VhostCommand, VolumeCommand, VolumeCreateArgs,
+    SubdiskCommand, TaskCommand, ThreadCommand, UringCommand, VhostCommand, VolumeCommand,
+    VolumeCreateArgs,
 };
 
 /// How a method's result is shown when `--json` is not given.
@@ -40,8 +41,10 @@ pub enum Output {
     Volumes,
     /// `task_list` table (rates from a `volume_list` lookup).
     Tasks,
-    /// `plex_attach`: the id of the task it started.
+    /// `plex_attach`, `subdisk_move`: the id of the task it started.
     TaskStarted,
+    /// `volume_resize`: the new size (block size and name from a `volume_list` lookup).
+    Resized,
     /// A string result printed as it is (`vm_print`).
     Text,
     /// A create method: the new object's name.
@@ -61,9 +64,18 @@ pub struct Request {
     pub params: Option<Value>,
     /// Human rendering of the result.
     pub output: Output,
-    /// A method (called without params) whose result the human rendering also needs, e.g.
-    /// `dg_list` for block sizes. Skipped with `--json`; if it fails, the table shows `-`.
-    pub lookup: Option<&'static str>,
+    /// A call whose result the human rendering also needs, e.g. `dg_list` for block sizes.
+    /// Made after the request; skipped with `--json`; if it fails, the output shows `-`.
+    pub lookup: Option<Lookup>,
+}
+
+/// A second call made only for the human rendering (see [`Request::lookup`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    /// Method name.
+    pub method: &'static str,
+    /// Params; `None` sends none.
+    pub params: Option<Value>,
 }
 
 impl Request {
@@ -76,8 +88,8 @@ impl Request {
         }
     }
 
-    fn with_lookup(mut self, method: &'static str) -> Self {
-        self.lookup = Some(method);
+    fn with_lookup(mut self, method: &'static str, params: Option<Value>) -> Self {
+        self.lookup = Some(Lookup { method, params });
         self
     }
 }
@@ -214,13 +226,14 @@ pub fn plan(command: &Command) -> Result<Plan, CommandError> {
         Command::Disk(d) => Ok(Plan::Call(disk(d))),
         Command::Volume(v) => volume(v).map(Plan::Call),
         Command::Plex(p) => Ok(plex(p)),
+        Command::Subdisk(s) => Ok(subdisk(s)),
         Command::Print { dg } => call(
             "vm_print",
             dg.as_ref().map(|d| json!({"dg": d})),
             Output::Text,
         ),
         Command::Task(TaskCommand::List) => Ok(Plan::Call(
-            Request::new("task_list", None, Output::Tasks).with_lookup("volume_list"),
+            Request::new("task_list", None, Output::Tasks).with_lookup("volume_list", None),
         )),
         Command::Task(TaskCommand::Wait { id }) => Ok(Plan::WaitTask(*id)),
         Command::Call { method, params } => match params.as_deref() {
@@ -468,6 +481,7 @@ fn dg(command: &DgCommand) -> Request {
             name.as_ref().map(|n| json!({"name": n})),
             Output::DiskGroups,
         ),
+        DgCommand::Destroy { name } => req("dg_destroy", json!({"name": name}), Output::Silent),
     }
 }
 
@@ -478,7 +492,7 @@ fn disk(command: &DiskCommand) -> Request {
             dg.as_ref().map(|d| json!({"dg": d})),
             Output::Disks,
         )
-        .with_lookup("dg_list"),
+        .with_lookup("dg_list", None),
         DiskCommand::Set {
             dg,
             disk,
@@ -514,6 +528,12 @@ fn volume(command: &VolumeCommand) -> Result<Request, CommandError> {
         VolumeCommand::Delete { dg, name } => dg_name("volume_delete", dg, name),
         VolumeCommand::Start { dg, name } => dg_name("volume_start", dg, name),
         VolumeCommand::Stop { dg, name } => dg_name("volume_stop", dg, name),
+        VolumeCommand::Resize { dg, name, size } => Request::new(
+            "volume_resize",
+            Some(json!({"dg": dg, "name": name, "size": nonzero(*size, "size")?})),
+            Output::Resized,
+        )
+        .with_lookup("volume_list", Some(json!({"dg": dg, "name": name}))),
         VolumeCommand::List { dg, name } => {
             let mut p = Map::new();
             if let Some(d) = dg {
@@ -616,6 +636,34 @@ fn plex(command: &PlexCommand) -> Plan {
                 Some(Value::Object(p)),
                 Output::Silent,
             ))
+        }
+    }
+}
+
+fn subdisk(command: &SubdiskCommand) -> Plan {
+    match command {
+        SubdiskCommand::Move {
+            dg,
+            subdisk,
+            to,
+            delay_ms,
+            wait,
+        } => {
+            let mut p = Map::new();
+            p.insert("dg".into(), json!(dg));
+            p.insert("subdisk".into(), json!(subdisk));
+            if let Some(disk) = to {
+                p.insert("disk".into(), json!(disk));
+            }
+            if let Some(ms) = delay_ms {
+                p.insert("delay_ms".into(), json!(ms));
+            }
+            let request = Request::new("subdisk_move", Some(Value::Object(p)), Output::TaskStarted);
+            if *wait {
+                Plan::StartTask(request)
+            } else {
+                Plan::Call(request)
+            }
         }
     }
 }
@@ -1127,6 +1175,12 @@ mod tests {
             Some(json!({"name": "dg01", "disks": ["M0", "M1"], "select_copy": "M1"})),
             Output::Lines,
         );
+        check(
+            "dg destroy dg01",
+            "dg_destroy",
+            Some(json!({"name": "dg01"})),
+            Output::Silent,
+        );
         check("dg list", "dg_list", None, Output::DiskGroups);
         check(
             "dg list dg01",
@@ -1147,7 +1201,10 @@ mod tests {
                 "disk_list",
                 Some(json!({"dg": "dg01"})),
                 Output::Disks,
-                Some("dg_list")
+                Some(Lookup {
+                    method: "dg_list",
+                    params: None
+                })
             )
         );
         check("disk list", "disk_list", None, Output::Disks);
@@ -1255,6 +1312,65 @@ mod tests {
     }
 
     #[test]
+    fn volume_resize_sends_bytes_and_looks_the_volume_up() {
+        check(
+            "volume resize dg01 vol01 2G",
+            "volume_resize",
+            Some(json!({"dg": "dg01", "name": "vol01", "size": 2u64 << 30})),
+            Output::Resized,
+        );
+        check(
+            "volume resize dg01 vol01 100MB",
+            "volume_resize",
+            Some(json!({"dg": "dg01", "name": "vol01", "size": 100_000_000})),
+            Output::Resized,
+        );
+        let Ok(Plan::Call(r)) = plan_of("volume resize dg01 vol01 16M") else {
+            panic!("volume resize is one call");
+        };
+        assert_eq!(
+            r.lookup,
+            Some(Lookup {
+                method: "volume_list",
+                params: Some(json!({"dg": "dg01", "name": "vol01"}))
+            })
+        );
+        assert_eq!(
+            plan_of("volume resize dg01 vol01 0"),
+            Err(CommandError::Zero("size"))
+        );
+    }
+
+    #[test]
+    fn subdisk_move_starts_a_task() {
+        check(
+            "subdisk move dg01 disk01-01",
+            "subdisk_move",
+            Some(json!({"dg": "dg01", "subdisk": "disk01-01"})),
+            Output::TaskStarted,
+        );
+        check(
+            "subdisk move dg01 disk01-01 --to disk03 --delay-ms 5",
+            "subdisk_move",
+            Some(json!({
+                "dg": "dg01", "subdisk": "disk01-01", "disk": "disk03", "delay_ms": 5
+            })),
+            Output::TaskStarted,
+        );
+        match plan_of("subdisk move dg01 disk01-01 --to M2 --wait") {
+            Ok(Plan::StartTask(r)) => {
+                assert_eq!(r.method, "subdisk_move");
+                assert_eq!(
+                    r.params,
+                    Some(json!({"dg": "dg01", "subdisk": "disk01-01", "disk": "M2"}))
+                );
+                assert_eq!(r.output, Output::TaskStarted);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn plexes() {
         check(
             "plex attach dg01 vol01",
@@ -1305,7 +1421,15 @@ mod tests {
             Ok(Plan::Call(r)) => {
                 assert_eq!(
                     (r.method.as_str(), r.params, r.output, r.lookup),
-                    ("task_list", None, Output::Tasks, Some("volume_list"))
+                    (
+                        "task_list",
+                        None,
+                        Output::Tasks,
+                        Some(Lookup {
+                            method: "volume_list",
+                            params: None
+                        })
+                    )
                 );
             }
             other => panic!("unexpected {other:?}"),

@@ -173,7 +173,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 // The lookup only improves the table; without it the cells show `-`.
                 let lookup = request
                     .lookup
-                    .and_then(|method| client.call(method, None).ok());
+                    .and_then(|l| client.call(l.method, l.params).ok());
                 render_with(request.output, &result, lookup.as_ref())
             };
             emit(text.as_bytes())

@@ -45,6 +45,7 @@ pub fn render_with(output: Output, result: &Value, lookup: Option<&Value>) -> St
             Some(id) => format!("task {id} started; follow it with: plexctl task wait {id}\n"),
             None => pretty(result),
         },
+        Output::Resized => resized(result, lookup),
         Output::Text => match result {
             Value::String(s) if s.is_empty() || s.ends_with('\n') => s.clone(),
             Value::String(s) => format!("{s}\n"),
@@ -427,6 +428,29 @@ fn volumes(result: &Value) -> String {
     t.render()
 }
 
+/// `volume_resize`: `dg01/vol01: 16 MiB (32768 blocks)`, the name and block size taken from
+/// the `volume_list` lookup; without it, only the block count.
+fn resized(result: &Value, lookup: Option<&Value>) -> String {
+    let Some(blocks) = u64_field(result, "num_blocks") else {
+        return pretty(result);
+    };
+    let volume = lookup
+        .and_then(Value::as_array)
+        .and_then(|list| list.first());
+    let size = volume
+        .and_then(|v| u64_field(v, "block_size"))
+        .and_then(|bs| blocks.checked_mul(bs));
+    match (volume, size) {
+        (Some(v), Some(bytes)) => format!(
+            "{}/{}: {} ({blocks} blocks)\n",
+            field(v, "dg"),
+            field(v, "name"),
+            format_size(bytes)
+        ),
+        _ => format!("{blocks} blocks\n"),
+    }
+}
+
 /// The block size of a task's volume, if `block_sizes` knows it.
 fn task_block_size(task: &Value, block_sizes: &HashMap<(String, String), u64>) -> Option<u64> {
     let dg = task.get("dg")?.as_str()?;
@@ -788,6 +812,28 @@ mod tests {
     }
 
     #[test]
+    fn resized_volume_size_from_the_lookup() {
+        let reply = json!({"num_blocks": 32768});
+        let volumes = json!([{"dg": "dg01", "name": "vol01", "block_size": 512,
+            "num_blocks": 32768, "size_bytes": 16777216}]);
+        assert_eq!(
+            render_with(Output::Resized, &reply, Some(&volumes)),
+            "dg01/vol01: 16 MiB (32768 blocks)\n"
+        );
+        let odd = json!([{"dg": "dg01", "name": "vol02", "block_size": 4096}]);
+        assert_eq!(
+            render_with(Output::Resized, &json!({"num_blocks": 3}), Some(&odd)),
+            "dg01/vol02: 12 KiB (3 blocks)\n"
+        );
+        // Without the lookup (or with an odd one) only the block count is known.
+        assert_eq!(render(Output::Resized, &reply), "32768 blocks\n");
+        assert_eq!(
+            render_with(Output::Resized, &reply, Some(&json!([]))),
+            "32768 blocks\n"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(format_duration(0), "0s");
         assert_eq!(format_duration(59), "59s");
@@ -819,6 +865,7 @@ mod tests {
             Output::Volumes,
             Output::Tasks,
             Output::TaskStarted,
+            Output::Resized,
         ] {
             assert_eq!(render(output, &json!("odd")), "\"odd\"\n");
         }

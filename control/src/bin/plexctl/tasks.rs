@@ -1,6 +1,7 @@
-//! `task wait` and `plex attach --wait`: follow a volume manager task until it is no longer
-//! running. Without `--json`, plexctl polls `task_list` and draws progress; with it, it calls
-//! `task_wait` (in slices, so no single call outlives `--timeout`) and prints the task.
+//! `task wait`, `plex attach --wait` and `subdisk move --wait`: follow a volume manager task
+//! until it is no longer running. Without `--json`, plexctl polls `task_list` and draws
+//! progress; with it, it calls `task_wait` (in slices, so no single call outlives `--timeout`)
+//! and prints the task.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
