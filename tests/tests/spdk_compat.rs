@@ -417,6 +417,10 @@ fn spdk_rpc_drives_raid_bdevs() {
     let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
     let r = raid(&raids, "R1");
     assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(
+        r["num_base_bdevs"], 2,
+        "the removed bdev leaves an empty slot: {r}"
+    );
     assert_eq!(r["num_base_bdevs_discovered"], 1, "{r}");
     assert_eq!(r["num_base_bdevs_operational"], 1, "{r}");
     assert_eq!(configured_bases(r), ["M2"], "{r}");

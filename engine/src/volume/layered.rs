@@ -60,7 +60,12 @@ impl VolumeManager {
         let mut top_sds = Vec::new();
         for c in 0..ncol {
             let sv = format!("{name}-L{:02}", c + 1);
-            if cfg.name_taken(&sv) || self.engine.bdevs().check_free(&format!("{dg}/{sv}")).is_err()
+            if cfg.name_taken(&sv)
+                || self
+                    .engine
+                    .bdevs()
+                    .check_free(&format!("{dg}/{sv}"))
+                    .is_err()
             {
                 return Err(VmError::Exists {
                     kind: "object",
@@ -107,6 +112,7 @@ impl VolumeManager {
                 resync_offset: None,
                 bdev_name: None,
                 raid_level: None,
+                raid_slots: None,
                 parent: Some(name.to_string()),
             });
             top_sds.push(SubdiskRecord {
@@ -152,6 +158,7 @@ impl VolumeManager {
             resync_offset: None,
             bdev_name: None,
             raid_level: None,
+            raid_slots: None,
             parent: None,
         });
         // Recorded with every plex TEMP: a crash before the end rolls the whole tree back.

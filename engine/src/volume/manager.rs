@@ -863,7 +863,10 @@ impl VolumeManager {
             all.sort_by_key(|v| g.cfg.volume(v.volume()).is_some_and(|r| r.parent.is_some()));
             for shared in all {
                 if let Ok(b) = self.engine.bdevs().get(shared.name()) {
-                    if g.cfg.volume(shared.volume()).is_some_and(|r| r.parent.is_some()) {
+                    if g.cfg
+                        .volume(shared.volume())
+                        .is_some_and(|r| r.parent.is_some())
+                    {
                         b.release_claim();
                     }
                 }

@@ -280,6 +280,10 @@ pub struct VolumeRecord {
     /// The SPDK raid level of a volume made by `bdev_raid_create` (raid0, raid1, concat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raid_level: Option<String>,
+    /// For a raid bdev: how many base bdevs it was built with (a removed one leaves an empty
+    /// slot, as in SPDK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid_slots: Option<u32>,
     /// For a sub-volume of a layered volume (stripe-mirror): the volume it is a column of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,

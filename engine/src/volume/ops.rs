@@ -162,7 +162,8 @@ pub(crate) fn build_map(
         let attaching = p.sync_offset.is_some();
         let in_sync = p.state.is_in_sync() && !attaching;
         if let Some(mv) = g.moves.get(vol).filter(|m| m.plex == p.name && in_sync) {
-            if let Some(shadow) = plex_geometry(engine, g, p, Some((&mv.old, &mv.new)), &mut disks)? {
+            if let Some(shadow) = plex_geometry(engine, g, p, Some((&mv.old, &mv.new)), &mut disks)?
+            {
                 plexes.push(PlexMap {
                     name: format!("{}{}", p.name, super::reshape::SHADOW_SUFFIX),
                     geometry: shadow,
@@ -530,6 +531,7 @@ impl VolumeManager {
             autostart: false,
             resync_offset: None,
             bdev_name: nv.bdev_name,
+            raid_slots: nv.raid_level.as_ref().map(|_| g.cfg.disks.len() as u32),
             raid_level: nv.raid_level,
             parent: None,
         };

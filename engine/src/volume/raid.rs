@@ -115,9 +115,6 @@ impl VolumeManager {
                 "base_bdevs must name at least one bdev".into(),
             ));
         }
-        if level == RaidLevel::Raid1 && base_bdevs.len() < 2 {
-            return Err(VmError::Invalid("raid1 needs at least 2 base bdevs".into()));
-        }
         if level == RaidLevel::Raid0 && strip_size_kb == Some(0) {
             return Err(VmError::Invalid(
                 "strip_size_kb must be greater than 0".into(),
@@ -134,6 +131,9 @@ impl VolumeManager {
             self.dg_import(Some(name), Some(base_bdevs), None)?;
             tracing::info!(raid = %name, "raid bdev re-assembled from its base bdevs");
             return Ok(name.to_string());
+        }
+        if level == RaidLevel::Raid1 && base_bdevs.len() < 2 {
+            return Err(VmError::Invalid("raid1 needs at least 2 base bdevs".into()));
         }
         self.engine.bdevs().check_free(name)?;
         self.dg_create(name, base_bdevs, false)?;
@@ -306,6 +306,15 @@ impl VolumeManager {
                         })
                     })
                     .collect();
+                let slots = (v.raid_slots.unwrap_or(0) as usize).max(g.cfg.disks.len());
+                let mut base = base;
+                // A removed base bdev leaves an empty slot (as SPDK reports it).
+                for _ in g.cfg.disks.len()..slots {
+                    base.push(json!({
+                        "name": null, "uuid": null, "is_configured": false,
+                        "data_offset": 0, "data_size": 0,
+                    }));
+                }
                 let discovered = g.members.len();
                 out.push(json!({
                     "name": v.bdev(&g.cfg.name),
@@ -314,7 +323,7 @@ impl VolumeManager {
                     "state": state,
                     "raid_level": v.raid_level,
                     "superblock": true,
-                    "num_base_bdevs": g.cfg.disks.len(),
+                    "num_base_bdevs": slots,
                     "num_base_bdevs_discovered": discovered,
                     "num_base_bdevs_operational": operational.len(),
                     "base_bdevs_list": base,
@@ -424,6 +433,15 @@ struct ByName {
     name: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delete {
+    name: String,
+    /// SPDK's "wipe the superblock" flag: plexd always resets the labels on delete.
+    #[allow(dead_code)]
+    clear_sb: Option<bool>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct List {
@@ -461,7 +479,7 @@ pub fn register(t: &mut MethodTable, vm: &std::sync::Arc<VolumeManager>) {
     });
     let m = vm.clone();
     t.runtime("bdev_raid_delete", move |p| {
-        let p: ByName = parse_params(p)?;
+        let p: Delete = parse_params(p)?;
         m.raid_delete(&p.name)?;
         Ok(json!(true))
     });

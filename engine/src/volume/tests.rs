@@ -70,9 +70,15 @@ fn every_layout_reads_back_what_was_written() {
     let vm = VolumeManager::new(e.clone());
     let d = disks(&e, 4, 32);
     vm.dg_create("dg01", &d, false).unwrap();
-    for (i, layout) in ["concat", "stripe", "mirror", "mirror-stripe", "stripe-mirror"]
-        .iter()
-        .enumerate()
+    for (i, layout) in [
+        "concat",
+        "stripe",
+        "mirror",
+        "mirror-stripe",
+        "stripe-mirror",
+    ]
+    .iter()
+    .enumerate()
     {
         let v = create(&vm, &format!("v{i}"), 8 << 20, layout);
         assert_eq!(v.num_blocks(), 8 << 11);
@@ -164,7 +170,13 @@ mod model {
         let vm = VolumeManager::new(e.clone());
         let d = disks(&e, 4, 16);
         vm.dg_create("dg01", &d, false).unwrap();
-        for layout in ["concat", "stripe", "mirror", "mirror-stripe", "stripe-mirror"] {
+        for layout in [
+            "concat",
+            "stripe",
+            "mirror",
+            "mirror-stripe",
+            "stripe-mirror",
+        ] {
             let mut runner = TestRunner::new(Config {
                 cases: 12,
                 failure_persistence: None,
@@ -1002,7 +1014,10 @@ mod layered {
         let data = pattern(7, 8 << 20);
         write(&e, &vol, 0, &data).unwrap();
         let (cfg, _) = vm.config("dg01").unwrap();
-        assert_eq!(cfg.volume("vol01-L01").unwrap().parent.as_deref(), Some("vol01"));
+        assert_eq!(
+            cfg.volume("vol01-L01").unwrap().parent.as_deref(),
+            Some("vol01")
+        );
         let print = vm.vm_print(Some("dg01")).unwrap();
         assert!(print.contains("sv vol01-S01"), "{print}");
         // Sub-volumes belong to their parent.
@@ -1044,12 +1059,18 @@ mod layered {
                 p.state
             );
         }
-        let other_sv = if victim_sv == "vol01-L01" { "vol01-L02" } else { "vol01-L01" };
+        let other_sv = if victim_sv == "vol01-L01" {
+            "vol01-L02"
+        } else {
+            "vol01-L01"
+        };
         assert!(cfg
             .plexes_of(other_sv)
             .iter()
             .all(|p| p.state == PlexState::Active && p.kstate == KernelState::Enabled));
-        error::state_of(&e.bdevs().get(&d[1]).unwrap()).unwrap().clear();
+        error::state_of(&e.bdevs().get(&d[1]).unwrap())
+            .unwrap()
+            .clear();
         // Crash: every column resyncs on its own; the layered volume comes back whole.
         drop(vol);
         vm.crash();
@@ -1065,11 +1086,19 @@ mod layered {
         let id = vm2
             .plex_attach("dg01", &victim_sv, Some(&victim_plex), None, Duration::ZERO)
             .unwrap();
-        assert_eq!(vm2.tasks().wait(id, Duration::from_secs(60)).unwrap().state(), TaskState::Done);
+        assert_eq!(
+            vm2.tasks()
+                .wait(id, Duration::from_secs(60))
+                .unwrap()
+                .state(),
+            TaskState::Done
+        );
         let (cfg, _) = vm2.config("dg01").unwrap();
         assert!(cfg.plexes.iter().all(|p| p.state == PlexState::Active));
         assert!(cfg.volumes.iter().all(|v| v.state == VolumeState::Active));
-        assert!(vm2.plex_attach("dg01", "vol01", None, None, Duration::ZERO).is_err());
+        assert!(vm2
+            .plex_attach("dg01", "vol01", None, None, Duration::ZERO)
+            .is_err());
         drop(vol);
         vm2.volume_delete("dg01", "vol01").unwrap();
         let (cfg, _) = vm2.config("dg01").unwrap();
