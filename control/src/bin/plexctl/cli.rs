@@ -574,6 +574,8 @@ pub enum Layout {
     Mirror,
     /// Mirrored striped plexes.
     MirrorStripe,
+    /// One striped plex whose columns are mirrored sub-volumes (layered).
+    StripeMirror,
 }
 
 impl Layout {
@@ -584,6 +586,7 @@ impl Layout {
             Layout::Stripe => "stripe",
             Layout::Mirror => "mirror",
             Layout::MirrorStripe => "mirror-stripe",
+            Layout::StripeMirror => "stripe-mirror",
         }
     }
 }
