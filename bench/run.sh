@@ -113,6 +113,16 @@ for bdev in null malloc uring; do
   done
 done
 
+# ---- 1b. volumes (in-process): a single RAM bdev vs a 4-column stripe and a 2-way mirror over
+# RAM bdevs (bench/volumes.json), side by side, one reactor, QD 128.
+for w in randread randwrite; do
+  for target in Single bench/stripe4 bench/mirror2; do
+    record volume "volume-${target#bench/}-$w" target="${target#bench/}" w=$w -- \
+      "$PERF" --json bench/volumes.json -T "$target" -q 128 -o 4096 -w "$w" -t "$T" -m 0x1 \
+      --output json --no-progress
+  done
+done
+
 # ---- 2. vhost-user path ------------------------------------------------------------------
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 wait_socket() { # path pid
@@ -379,6 +389,26 @@ L += ["", "IOPS per CPU-s: requests completed per second of CPU the plexperf pro
       "measured when the machine was quiet, so compare it with the per-CPU-second column when the load is high."]
 L.append("")
 
+# ---- volume table
+L += ["## Volumes (in-process, 1 reactor, QD 128, 4 KiB)", "",
+      "`bench/volumes.json`: `Single` is one 256 MiB RAM bdev; `stripe4` a 256 MiB 4-column stripe "
+      "(64 KiB stripe unit) and `mirror2` a 256 MiB 2-way mirror, both in a disk group over four RAM bdevs. "
+      "Runs side by side in this run; the ratio is against `Single` with the same workload.", "",
+      "| volume | workload | IOPS | vs Single | p50 µs | p99 µs | CPU s per M I/O |", "|---|---|---|---|---|---|---|"]
+for w in ["randread", "randwrite"]:
+    base = find("volume", target="Single", w=w)
+    for t in ["Single", "stripe4", "mirror2"]:
+        r = find("volume", target=t, w=w)
+        c = r["data"].get("cpu_seconds_per_million_ios") if r and r["data"] else None
+        L.append(f"| {t} | {w} | {fmt_iops(iops(r))} | {ratio(iops(r), iops(base))} | "
+                 f"{fmt(lat(r,'p50'))} | {fmt(lat(r,'p99'))} | {fmt(c, 3)} |")
+    s4 = find("volume", target="stripe4", w=w)
+    if w == "randread":
+        goals.append(("4-column stripe over RAM bdevs: randread costs < 10% vs one RAM bdev (issue 4)",
+                      bool(iops(s4) and iops(base) and iops(s4) >= 0.9 * iops(base)),
+                      ratio(iops(s4), iops(base))))
+L.append("")
+
 # ---- vhost table
 L += ["## vhost-user path (plexperf --vhost-user client, 1 queue, 4 KiB randread)", "",
       "Back-end pinned to CPU 0 (plexd: one reactor, default adaptive polling; qemu-storage-daemon: one iothread, "
@@ -408,7 +438,7 @@ goals.append(("vhost null QD 128: plexd ≥ 2× qemu-storage-daemon IOPS",
 goals.append(("vhost null QD 128: plexd p99 below qemu-storage-daemon's",
               bool(lat(p, "p99") and lat(q, "p99") and lat(p, "p99") < lat(q, "p99")),
               f"{fmt(lat(p, 'p99'))} µs vs {fmt(lat(q, 'p99'))} µs"))
-L += ["## Goals of issue 5 in this run", "", "| goal | met | measured |", "|---|---|---|"]
+L += ["## Goals in this run", "", "| goal | met | measured |", "|---|---|---|"]
 L += [f"| {g} | {'yes' if ok else 'no'} | {m} |" for g, ok, m in goals] + [""]
 
 failed = [r for r in rows if r["rc"] != 0 or r["data"] is None]
