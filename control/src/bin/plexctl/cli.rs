@@ -956,7 +956,7 @@ mod tests {
         }
         for bad in [
             "--layout raid5",
-            "--layout stripe-mirror",
+            "--layout stripe_mirror",
             "--read-policy fastest",
             "--ncol 0",
             "--nmirror 0",
