@@ -247,12 +247,17 @@ fn volume_create_refusals_change_nothing() {
             ENOSPC,
             "at least 4 disks",
         ),
+        (
+            vc(json!({"layout": "stripe-mirror", "ncol": 2})),
+            ENOSPC,
+            "at least 4 disks",
+        ),
         // Layout parameters that make no sense.
         (vc(json!({"layout": "raid5"})), EINVAL, "unknown layout"),
         (
-            vc(json!({"layout": "stripe-mirror"})),
+            vc(json!({"layout": "stripe-mirror", "ncol": 1, "nmirror": 2})),
             EINVAL,
-            "mirror-stripe",
+            "2 columns",
         ),
         (
             vc(json!({"layout": "stripe", "ncol": 1})),

@@ -521,6 +521,16 @@ impl VolumeManager {
         Ok(())
     }
 
+    /// Sets how many disks hold config copies (0: every disk). Fewer copies make commits
+    /// cheaper on large groups; each copy is still crc-checked and two-slotted.
+    pub fn dg_set(&self, dg: &str, nconfig: u32) -> Result<(), VmError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        let mut cfg = g.cfg.clone();
+        cfg.nconfig = nconfig;
+        g.commit(&self.engine, cfg)
+    }
+
     /// Sets a disk's spare / nohotuse flags.
     pub fn disk_set(
         &self,

@@ -71,6 +71,14 @@ struct DgCreate {
     disks: Vec<String>,
     #[serde(default)]
     force: bool,
+    nconfig: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DgSet {
+    name: String,
+    nconfig: u32,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +200,15 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     t.runtime("dg_create", move |p| {
         let p: DgCreate = parse_params(p)?;
         m.dg_create(&p.name, &p.disks, p.force)?;
+        if let Some(n) = p.nconfig {
+            m.dg_set(&p.name, n)?;
+        }
+        Ok(json!(true))
+    });
+    let m = vm.clone();
+    t.runtime("dg_set", move |p| {
+        let p: DgSet = parse_params(p)?;
+        m.dg_set(&p.name, p.nconfig)?;
         Ok(json!(true))
     });
     let m = vm.clone();

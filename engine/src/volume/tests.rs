@@ -1108,3 +1108,36 @@ mod layered {
         e.shutdown();
     }
 }
+
+/// With nconfig 1 only one disk holds config copies; the group still imports from it, and a
+/// disk holding none is no source.
+#[test]
+fn nconfig_limits_the_disks_holding_copies() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.dg_set("dg01", 1).unwrap();
+    create(&vm, "v", 1 << 20, "concat");
+    let (_, seq) = vm.config("dg01").unwrap();
+    vm.crash();
+    let vm2 = VolumeManager::new(e.clone());
+    // Only disk01 (first by name) holds the newest copy: importing from the others alone
+    // finds an older one at best.
+    let newest_on = |bdev: &str| {
+        let b = e.bdevs().get(bdev).unwrap();
+        let l = super::disk::read_label(&e, &b).unwrap();
+        super::disk::read_copies(&e, &b, &l)
+            .into_iter()
+            .filter_map(|(_, c)| c.ok())
+            .map(|c| c.header.seq)
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(newest_on(&d[0]), seq);
+    assert!(newest_on(&d[1]) < seq && newest_on(&d[2]) < seq);
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    assert!(vm2.config("dg01").unwrap().0.volume("v").is_some());
+    vm2.shutdown();
+    e.shutdown();
+}
