@@ -111,6 +111,9 @@ pub(crate) struct Group {
     pub(crate) moves: BTreeMap<String, super::reshape::Move>,
     /// Read errors repaired per plex since import (past a budget the plex is detached).
     pub(crate) read_errors: BTreeMap<String, u32>,
+    /// Volumes taken offline after a failure that left no in-sync plex or could not be
+    /// recorded: no I/O until an administrator restarts them (volume_stop, volume_start).
+    pub(crate) disabled: std::collections::BTreeSet<String>,
 }
 
 /// The owner string of a group's claims on its disks.
@@ -321,6 +324,7 @@ impl VolumeManager {
                 generation: 0,
                 moves: BTreeMap::new(),
                 read_errors: BTreeMap::new(),
+                disabled: Default::default(),
             };
             for b in &bdevs {
                 let label = disk::init(&self.engine, b, force)?;
@@ -780,6 +784,7 @@ impl VolumeManager {
             generation: 0,
             moves: BTreeMap::new(),
             read_errors: BTreeMap::new(),
+            disabled: Default::default(),
         };
         let mut to_claim = Vec::new();
         for d in cfg.disks.iter_mut() {
@@ -908,27 +913,36 @@ impl VolumeManager {
                     .map(|(_, p)| p.name.clone())
                     .collect();
                 let mut groups = self.lock();
-                let r = self.detach_failed(
-                    &mut groups,
-                    volume.dg(),
-                    volume.volume(),
-                    &names,
-                    "a write failed",
-                );
+                let (dg, vol) = (volume.dg(), volume.volume());
+                let (shadows, real): (Vec<String>, Vec<String>) = names
+                    .into_iter()
+                    .partition(|n| n.ends_with(super::reshape::SHADOW_SUFFIX));
+                if !shadows.is_empty() {
+                    if let Some(g) = groups.get_mut(dg) {
+                        self.abandon_move(g, vol, "a write to the new place failed");
+                    }
+                }
+                let r = if real.is_empty() {
+                    Ok(())
+                } else {
+                    self.detach_failed(&mut groups, dg, vol, &real, "a write failed")
+                };
                 if let Err(e) = r {
-                    tracing::error!(
-                        volume = %volume.name(),
-                        "cannot record the failed plexes {names:?}: {e}; disabling the volume"
-                    );
-                    let cur = volume.map();
-                    volume.publish(driver::VolumeMap {
-                        generation: cur.generation + 1,
-                        disks: cur.disks.clone(),
-                        plexes: cur.plexes.clone(),
-                        read_policy: cur.read_policy,
-                        read_source: cur.read_source,
-                        enabled: false,
-                    });
+                    match groups.get_mut(dg) {
+                        Some(g) => self.disable(g, vol, &e.to_string()),
+                        None => {
+                            tracing::error!(volume = %volume.name(), "cannot record the failed plexes {real:?}: {e}; disabling the volume");
+                            let cur = volume.map();
+                            volume.publish(driver::VolumeMap {
+                                generation: cur.generation + 1,
+                                disks: cur.disks.clone(),
+                                plexes: cur.plexes.clone(),
+                                read_policy: cur.read_policy,
+                                read_source: cur.read_source,
+                                enabled: false,
+                            });
+                        }
+                    }
                 }
                 volume.ack_event(id);
             }
@@ -964,24 +978,105 @@ impl VolumeManager {
     ) -> Result<(), VmError> {
         let g = group_mut(groups, dg)?;
         let mut cfg = g.cfg.clone();
-        let mut changed = false;
-        for p in plexes {
-            if let Some(pl) = cfg.plex_mut(p) {
-                if pl.kstate == KernelState::Enabled {
-                    tracing::error!(dg = %dg, volume = %vol, plex = %p, "{why}: plex detached (IOFAIL)");
-                    pl.state = PlexState::Iofail;
-                    pl.kstate = KernelState::Detached;
-                    pl.sync_offset = None;
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
+        let detaching: Vec<String> = plexes
+            .iter()
+            .filter(|p| {
+                cfg.plex(p)
+                    .is_some_and(|pl| pl.kstate == KernelState::Enabled)
+            })
+            .cloned()
+            .collect();
+        if detaching.is_empty() {
             return Ok(());
         }
-        g.commit(&self.engine, cfg)?;
+        let left = cfg
+            .plexes_of(vol)
+            .iter()
+            .filter(|p| {
+                !detaching.contains(&p.name)
+                    && p.kstate == KernelState::Enabled
+                    && p.state.is_in_sync()
+                    && p.sync_offset.is_none()
+            })
+            .count();
+        if left == 0 {
+            // The last copy with current data is never detached: the volume goes offline
+            // instead, and what failed is in the log (failure scenario 8).
+            return Err(VmError::Busy(format!(
+                "{why} on {}, the last plex(es) of {dg}/{vol} with current data",
+                detaching.join(", ")
+            )));
+        }
+        for p in &detaching {
+            if let Some(pl) = cfg.plex_mut(p) {
+                tracing::error!(dg = %dg, volume = %vol, plex = %p, "{why}: plex detached (IOFAIL)");
+                pl.state = PlexState::Iofail;
+                pl.kstate = KernelState::Detached;
+                pl.sync_offset = None;
+            }
+        }
+        // Copies reading or writing these plexes stop before the map changes (a copy must
+        // never carry a detached plex's data into a plex that takes new writes).
+        let stopped = self.tasks.cancel_using(dg, vol, &detaching);
+        let committed = g.commit(&self.engine, cfg);
         self.publish(g, vol);
-        Ok(())
+        self.restart_copies(g, vol, &detaching, stopped);
+        committed
+    }
+
+    /// After plexes left a volume: restarts the copies `stopped` for them that can go on
+    /// from another source (from their checkpoints: what they copied before equals every
+    /// remaining plex, which took every write since).
+    pub(crate) fn restart_copies(
+        &self,
+        g: &mut Group,
+        vol: &str,
+        gone: &[String],
+        stopped: Vec<Arc<super::task::Task>>,
+    ) {
+        let dg = g.cfg.name.clone();
+        for t in stopped {
+            match t.kind {
+                "resync" => {
+                    let readable = g
+                        .cfg
+                        .plexes_of(vol)
+                        .iter()
+                        .filter(|p| p.kstate == KernelState::Enabled && p.state.is_in_sync())
+                        .count();
+                    if readable > 1 {
+                        self.start_resync(g, vol);
+                    } else {
+                        // One copy left: nothing to make equal.
+                        let mut cfg = g.cfg.clone();
+                        if let Some(v) = cfg.volume_mut(vol) {
+                            v.state = VolumeState::Active;
+                            v.resync_offset = None;
+                        }
+                        if g.commit(&self.engine, cfg).is_ok() {
+                            self.publish(g, vol);
+                        }
+                    }
+                }
+                "plex_attach" => {
+                    let Some(p) = t.plex.clone().filter(|p| !gone.contains(p)) else {
+                        continue;
+                    };
+                    let from = g.cfg.plex(&p).and_then(|r| r.sync_offset).unwrap_or(0);
+                    if let Err(e) = self.spawn_attach(g, vol, &p, from, std::time::Duration::ZERO) {
+                        tracing::error!(dg = %dg, volume = %vol, plex = %p, "cannot restart the attach: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Takes volume `vol` offline (sticky until it is restarted): every request fails.
+    pub(crate) fn disable(&self, g: &mut Group, vol: &str, why: &str) {
+        tracing::error!(dg = %g.cfg.name, volume = %vol, "volume disabled: {why}");
+        g.disabled.insert(vol.to_string());
+        self.publish(g, vol);
     }
 
     /// Rebuilds and publishes volume `vol`'s map from the group's configuration.

@@ -10,7 +10,8 @@
 //! - [`layout`]: the block mapping of a plex (concat, stripe) onto disks.
 //! - [`disk`]: reading and writing a VM disk's private region through the bdev layer.
 //! - [`configdb`]: choosing the configuration to import (newest valid copy, split brain).
-//! - [`driver`]: the volume bdev: the I/O path that splits requests over plexes and disks.
+//! - [`driver`]: the volume bdev: its published map, shared state and events.
+//! - [`channel`]: the per-reactor I/O path that splits requests over plexes and disks.
 //! - [`manager`]: disk groups and the operations on them; commits before publishing.
 //! - [`ops`]: volume and plex operations (create, start, stop, delete, detach).
 //! - [`task`]: long-running operations (plex attach, resync) with progress.
@@ -21,6 +22,7 @@
 //! - [`rpc`]: the `dg_*`, `disk_*`, `volume_*`, `plex_*`, `vm_print`, `task_*` methods.
 
 pub mod alloc;
+pub mod channel;
 pub mod configdb;
 pub mod disk;
 pub mod driver;

@@ -191,7 +191,7 @@ pub(crate) fn build_map(
     } else {
         None
     };
-    let enabled = plexes.iter().any(|p| p.readable);
+    let enabled = plexes.iter().any(|p| p.readable) && !g.disabled.contains(vol);
     Ok(VolumeMap {
         generation,
         disks,
@@ -688,12 +688,16 @@ impl VolumeManager {
             return Err(not_found_volume(&dg, name));
         };
         let needs_sync = was_running(v.state) && readable.len() > 1;
+        // Still ENABLED means plexd died while the volume ran: writes after the last
+        // checkpoint may have reached only some plexes, so copies start over. After a clean
+        // stop (DISABLED) they resume from their checkpoints.
+        let crashed = v.kstate == KernelState::Enabled;
         v.state = if needs_sync {
             VolumeState::Sync
         } else {
             VolumeState::Active
         };
-        if needs_sync && v.resync_offset.is_none() {
+        if needs_sync && (crashed || v.resync_offset.is_none()) {
             v.resync_offset = Some(0);
         }
         v.kstate = KernelState::Enabled;
@@ -703,7 +707,12 @@ impl VolumeManager {
             if p.volume.as_deref() == Some(name) && p.state == PlexState::Clean {
                 p.state = PlexState::Active;
             }
+            if p.volume.as_deref() == Some(name) && crashed && p.sync_offset.is_some() {
+                p.sync_offset = Some(0);
+            }
         }
+        // Restarting is the administrator's way back from a disabled volume.
+        g.disabled.remove(name);
         // The volume is recorded ACTIVE (dirty) before any write can reach it.
         g.commit(&self.engine, cfg)?;
         // A layered volume's columns are sub-volumes: they run first.
@@ -834,7 +843,10 @@ impl VolumeManager {
                 "plex {plex} is the last plex of volume {dg}/{vol} with current data; it cannot be detached"
             )));
         }
-        self.tasks.cancel_plex(dg, plex);
+        // Copies reading or writing the plex stop before the map changes.
+        let stopped = self
+            .tasks
+            .cancel_using(dg, &vol, std::slice::from_ref(&plex.to_string()));
         let mut cfg = g.cfg.clone();
         if dissociate {
             remove_plex(&mut cfg, plex, true);
@@ -845,11 +857,12 @@ impl VolumeManager {
             }
             pl.sync_offset = None;
         }
-        g.commit(&self.engine, cfg)?;
+        let committed = g.commit(&self.engine, cfg);
         if !vol.is_empty() {
             self.publish(g, &vol);
+            self.restart_copies(g, &vol, &[plex.to_string()], stopped);
         }
-        Ok(())
+        committed
     }
 
     /// `volume_list`: volumes with their plexes and subdisks.

@@ -98,6 +98,23 @@ fn take_space(
 }
 
 impl VolumeManager {
+    /// Drops the subdisk move running on `vol` (its copy stops, the new place is freed, the
+    /// shadow leaves the map); the subdisk stays where it was, with every write.
+    pub(crate) fn abandon_move(&self, g: &mut Group, vol: &str, why: &str) {
+        let dg = g.cfg.name.clone();
+        self.tasks.cancel_kind(&dg, vol, "subdisk_move");
+        let Some(mv) = g.moves.remove(vol) else {
+            return;
+        };
+        tracing::error!(dg = %dg, subdisk = %mv.old, to = %mv.new.name, "subdisk move abandoned: {why}");
+        let mut cfg = g.cfg.clone();
+        cfg.subdisks.retain(|s| s.name != mv.new.name);
+        if let Err(e) = g.commit(&self.engine, cfg) {
+            tracing::warn!(dg = %dg, "could not free {} now (the next import will): {e}", mv.new.name);
+        }
+        self.publish(g, vol);
+    }
+
     /// Grows volume `name` to `size` bytes (rounded up to the block size): every plex gets
     /// more space (stripes per column) on disks no other plex or column of the volume uses.
     /// Returns the new length in blocks. Shrinking is refused.
@@ -354,9 +371,15 @@ impl VolumeManager {
             PlexLayout::Stripe { .. } => (0, len),
         };
         let bs = g.cfg.block_size as u64;
-        let task = self
-            .tasks
-            .add("subdisk_move", dg, &vol, Some(&plex_name), from, end);
+        let task = self.tasks.add(
+            "subdisk_move",
+            dg,
+            &vol,
+            Some(&plex_name),
+            Some(&plex_name),
+            from,
+            end,
+        );
         let id = task.id;
         let vm = self
             .me

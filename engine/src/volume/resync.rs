@@ -41,7 +41,10 @@ impl VolumeManager {
         let start = v.resync_offset.unwrap_or(0).min(v.len);
         let len = v.len;
         let bs = g.cfg.block_size as u64;
-        let task = self.tasks.add("resync", &dg, vol, None, start, len);
+        let source_name = map.plexes[src].name.clone();
+        let task = self
+            .tasks
+            .add("resync", &dg, vol, None, Some(&source_name), start, len);
         tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
         let Some(vm) = self.me.upgrade() else {
             return;
@@ -280,7 +283,7 @@ impl VolumeManager {
         self.spawn_attach(g, vol, &name, 0, delay)
     }
 
-    fn spawn_attach(
+    pub(crate) fn spawn_attach(
         &self,
         g: &mut Group,
         vol: &str,
@@ -308,9 +311,15 @@ impl VolumeManager {
         let source = copy_plex(&map, src);
         let targets = vec![copy_plex(&map, target)];
         let bs = g.cfg.block_size as u64;
-        let task = self
-            .tasks
-            .add("plex_attach", &dg, vol, Some(plex), from.min(len), len);
+        let task = self.tasks.add(
+            "plex_attach",
+            &dg,
+            vol,
+            Some(plex),
+            Some(&map.plexes[src].name),
+            from.min(len),
+            len,
+        );
         let id = task.id;
         let vm = self
             .me
@@ -333,17 +342,27 @@ impl VolumeManager {
                     |off| {
                         vm.checkpoint(&task, |cfg| {
                             if let Some(p) = cfg.plex_mut(&pname) {
-                                p.sync_offset = Some(off);
+                                if p.kstate == KernelState::Enabled && p.sync_offset.is_some() {
+                                    p.sync_offset = Some(off);
+                                }
                             }
                         })
                     },
                 );
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
-                    if let Some(p) = t.plex.as_deref().and_then(|p| cfg.plex_mut(p)) {
-                        p.state = PlexState::Active;
-                        p.sync_offset = None;
+                    let Some(p) = t.plex.as_deref().and_then(|p| cfg.plex_mut(p)) else {
+                        return Err(VmError::Invalid("the plex being attached is gone".into()));
+                    };
+                    // Only a plex that took every write during the copy may become ACTIVE.
+                    if p.kstate != KernelState::Enabled || p.sync_offset.is_none() {
+                        return Err(VmError::Invalid(format!(
+                            "plex {} was detached during the copy",
+                            p.name
+                        )));
                     }
+                    p.state = PlexState::Active;
+                    p.sync_offset = None;
                     g.commit(&vm.engine, cfg)?;
                     vm.publish(g, &t.volume);
                     tracing::info!(dg = %t.dg, volume = %t.volume, plex = ?t.plex, "plex attach complete");
@@ -421,13 +440,20 @@ impl VolumeManager {
         let Some(bs) = map.disks.first().map(|d| d.block_size() as u64) else {
             return;
         };
+        if good >= map.plexes.len() {
+            return;
+        }
         let source = copy_plex(map, good);
         for b in (0..map.plexes.len()).filter(|b| bad & (1 << b) != 0) {
             let name = map.plexes[b].name.clone();
             let target = copy_plex(map, b);
+            let Some(good_name) = map.plexes.get(good).map(|p| p.name.clone()) else {
+                return;
+            };
             let r = repair_range(
                 &self.engine,
-                volume.barrier(),
+                volume,
+                (&good_name, &name),
                 &source,
                 &target,
                 bs,
@@ -462,16 +488,21 @@ impl VolumeManager {
     }
 }
 
-/// Copies `[offset, offset + num)` from `source` to `target`, one barrier chunk at a time.
+/// Copies `[offset, offset + num)` from `source` to `target`, one barrier chunk at a time,
+/// skipping chunks once the source no longer serves reads or the target no longer takes
+/// writes in the current map (`names`: source, target).
+#[allow(clippy::too_many_arguments)]
 fn repair_range(
     engine: &crate::Engine,
-    barrier: &super::task::SyncBarrier,
+    volume: &super::driver::VolumeShared,
+    names: (&str, &str),
     source: &CopyPlex,
     target: &CopyPlex,
     bs: u64,
     offset: u64,
     num: u64,
 ) -> Result<(), String> {
+    let barrier = volume.barrier();
     let chunk = barrier.chunk_blocks();
     let never = std::sync::atomic::AtomicBool::new(false);
     let end = offset + num;
@@ -481,6 +512,13 @@ fn repair_range(
         let n = (chunk - at % chunk).min(end - at);
         let mut buf = vec![0u8; (n * bs) as usize];
         barrier.raise(c, &never);
+        let cur = volume.map();
+        let still = cur.plexes.iter().any(|p| p.name == names.0 && p.readable)
+            && cur.plexes.iter().any(|p| p.name == names.1 && p.writable);
+        if !still {
+            barrier.lower(c);
+            return Ok(());
+        }
         let r = task::plex_io(
             engine,
             source,

@@ -27,6 +27,8 @@ const BUCKETS: usize = 1024;
 struct Bucket {
     pending: AtomicU32,
     raised: AtomicU32,
+    /// Held by the one copier working on the chunk (copiers exclude each other).
+    copier: AtomicU32,
 }
 
 /// Keeps copies and guest writes to the same chunk apart (md's resync barrier): writers count
@@ -87,6 +89,23 @@ impl SyncBarrier {
     /// inside (or `cancel` is set; then it returns false with the barrier lowered).
     pub(crate) fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
         let b = self.bucket(chunk);
+        // One copier per chunk at a time (a resync and a read repair must not cross-copy).
+        let mut spins = 0u32;
+        while b
+            .copier
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            if cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
         b.raised.fetch_add(1, Ordering::SeqCst);
         let mut spins = 0u32;
         while b.pending.load(Ordering::SeqCst) != 0 {
@@ -105,7 +124,9 @@ impl SyncBarrier {
     }
 
     pub(crate) fn lower(&self, chunk: u64) {
-        self.bucket(chunk).raised.fetch_sub(1, Ordering::SeqCst);
+        let b = self.bucket(chunk);
+        b.raised.fetch_sub(1, Ordering::SeqCst);
+        b.copier.store(0, Ordering::SeqCst);
     }
 }
 
@@ -133,8 +154,10 @@ pub struct Task {
     pub dg: String,
     /// Volume.
     pub volume: String,
-    /// Plex being written (attach), if one.
+    /// Plex being written (attach, move), if one.
     pub plex: Option<String>,
+    /// Plex being read from: detaching it stops the copy.
+    pub source: Option<String>,
     total: u64,
     start_offset: u64,
     done: AtomicU64,
@@ -211,6 +234,7 @@ impl Task {
             "dg": self.dg,
             "volume": self.volume,
             "plex": self.plex,
+            "source": self.source,
             "state": state,
             "error": error,
             "done_blocks": done,
@@ -236,12 +260,14 @@ impl TaskList {
     }
 
     /// Registers a running task.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &self,
         kind: &'static str,
         dg: &str,
         volume: &str,
         plex: Option<&str>,
+        source: Option<&str>,
         start: u64,
         total: u64,
     ) -> Arc<Task> {
@@ -251,6 +277,7 @@ impl TaskList {
             dg: dg.to_string(),
             volume: volume.to_string(),
             plex: plex.map(str::to_string),
+            source: source.map(str::to_string),
             total,
             start_offset: start,
             done: AtomicU64::new(start),
@@ -311,6 +338,33 @@ impl TaskList {
     /// Stops the running task writing a plex.
     pub fn cancel_plex(&self, dg: &str, plex: &str) {
         self.cancel_where(|t| t.dg == dg && t.plex.as_deref() == Some(plex));
+    }
+
+    /// Stops the running tasks of a volume that write or read one of `plexes`, and returns
+    /// them (their owner may restart them with another source).
+    pub fn cancel_using(&self, dg: &str, volume: &str, plexes: &[String]) -> Vec<Arc<Task>> {
+        let uses = |t: &Task| {
+            [&t.plex, &t.source]
+                .iter()
+                .any(|p| p.as_ref().is_some_and(|p| plexes.contains(p)))
+        };
+        let hit: Vec<Arc<Task>> = self
+            .lock()
+            .iter()
+            .filter(|t| {
+                t.state() == TaskState::Running && t.dg == dg && t.volume == volume && uses(t)
+            })
+            .cloned()
+            .collect();
+        for t in &hit {
+            t.cancel_and_wait();
+        }
+        hit
+    }
+
+    /// Stops the running tasks of `kind` on a volume.
+    pub fn cancel_kind(&self, dg: &str, volume: &str, kind: &str) {
+        self.cancel_where(|t| t.dg == dg && t.volume == volume && t.kind == kind);
     }
 
     /// Stops every running task.
