@@ -1,7 +1,7 @@
 //! A volume's queue on one reactor: the I/O path from a volume request to its disks.
 //!
 //! Each request is bound, for its whole life, to the map that was current when it started (a
-//! [`View`]: the map, its flush targets and this reactor's channels to its disks). Plex
+//! view: the map, its flush targets and this reactor's channels to its disks). Plex
 //! indices in its masks, its children and the events it sends all refer to that map, so a map
 //! published meanwhile (a plex detached, attached, a move's shadow added) cannot make a
 //! completion count the wrong plex. Views are kept while requests use them and dropped after;
