@@ -1361,3 +1361,70 @@ mod copy_safety {
         e.shutdown();
     }
 }
+
+/// A write that fails on a subdisk move's new place (the shadow) abandons the move: the
+/// subdisk stays where it was, with every acknowledged write, and the new space is freed.
+#[test]
+fn a_failing_move_destination_abandons_the_move() {
+    use crate::drivers::delay::{self, Latencies};
+    use crate::drivers::error::{self, Arming, ErrorKind, InjectTarget};
+    use std::time::Duration;
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    // disk01 is slow (the copy takes a while), disk02 fails writes on demand.
+    let m = disks(&e, 2, 16);
+    let slow = Latencies {
+        avg_read: 20_000,
+        p99_read: 20_000,
+        avg_write: 20_000,
+        p99_write: 20_000,
+    };
+    delay::create(&e, "D0", &m[0], slow, None).unwrap();
+    let ee = error::create(&e, &m[1], None).unwrap().name().to_string();
+    vm.dg_create("dg01", &["D0".to_string(), ee.clone()], false)
+        .unwrap();
+    let vol = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: 8 << 20,
+            layout: "concat".into(),
+            alloc: Some(vec!["disk01".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&vol).unwrap();
+    let data = pattern(6, 8 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let sd = cfg.subdisks_of("vol01-01")[0].clone();
+    assert_eq!(sd.disk, "disk01");
+    let id = vm
+        .subdisk_move("dg01", &sd.name, Some("disk02"), Duration::from_millis(20))
+        .unwrap();
+    // Once the copy is past the first MiB, one write to the new place fails: a guest write
+    // into the part already copied.
+    let task = vm.tasks().get(id).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while task.done() < 2048 + 2048 {
+        assert!(std::time::Instant::now() < end, "the copy does not advance");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    error::state_of(&e.bdevs().get(&ee).unwrap())
+        .unwrap()
+        .inject(InjectTarget::Write, &Arming::new(ErrorKind::Failure, 1))
+        .unwrap();
+    let late = pattern(7, 4096);
+    write(&e, &vol, 0, &late).expect("the real plex took the write");
+    let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
+    assert_ne!(t.state(), crate::volume::task::TaskState::Done);
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(cfg.subdisks.len(), 1, "the new place is freed");
+    assert_eq!(cfg.subdisks[0].name, sd.name, "the subdisk did not move");
+    let mut want = data;
+    want[..4096].copy_from_slice(&late);
+    assert!(read(&e, &vol, 0, 8 << 20).unwrap() == want);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
