@@ -62,6 +62,18 @@ pub enum ChooseError {
         /// Bdevs whose copies can be selected.
         candidates: String,
     },
+    /// The disks carry a newer configuration than any copy found.
+    #[error("disk group '{group}': its disks were last changed by configuration {serial}, but the newest copy found is {newest}; the disks holding the current copies are missing. Attach them, or import the older configuration with dg_import select_copy=<bdev> (candidates: {candidates})")]
+    CurrentCopyMissing {
+        /// Group name.
+        group: String,
+        /// The newest serial a present disk carries.
+        serial: u64,
+        /// The newest copy found.
+        newest: u64,
+        /// Bdevs whose copies can be selected.
+        candidates: String,
+    },
     /// `select_copy` named a bdev without a valid copy.
     #[error("bdev '{0}' holds no valid configuration copy of this disk group")]
     NoSuchCopy(String),
@@ -123,6 +135,17 @@ pub fn choose(
                 ));
             }
         }
+    }
+    // Disks ahead of every copy present: the disks that held the current configuration are
+    // missing (fewer config copies than disks), not two halves that each moved on.
+    let max_serial = disks.iter().map(|d| d.label.serial).max().unwrap_or(0);
+    if !ahead.is_empty() && copies.iter().all(|c| c.seq < max_serial) {
+        return Err(ChooseError::CurrentCopyMissing {
+            group: group.into(),
+            serial: max_serial,
+            newest: newest.seq,
+            candidates: candidates(),
+        });
     }
     if !ahead.is_empty() {
         return Err(ChooseError::SplitBrain {
@@ -307,5 +330,39 @@ mod tests {
             choose("dg", &[], &[], None),
             Err(ChooseError::NoCopy(_))
         ));
+    }
+
+    #[test]
+    fn missing_copy_holders_are_not_called_split_brain() {
+        // nconfig 1: only "a" held current copies (seq 9); b and c were relabelled at 9 but
+        // carry copies from seq 4. Without "a" the import is refused, and says why.
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
+        let disks = vec![
+            FoundDisk {
+                bdev: "b".into(),
+                label: label(ids[1], 9),
+            },
+            FoundDisk {
+                bdev: "c".into(),
+                label: label(ids[2], 9),
+            },
+        ];
+        let copies = vec![
+            copy("b", 4, 4, config(&ids, &[4, 4, 4])),
+            copy("c", 4, 4, config(&ids, &[4, 4, 4])),
+        ];
+        let e = choose("dg", &disks, &copies, None).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ChooseError::CurrentCopyMissing {
+                    serial: 9,
+                    newest: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(choose("dg", &disks, &copies, Some("b")).is_ok());
     }
 }
