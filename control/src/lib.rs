@@ -11,6 +11,7 @@ pub mod client;
 pub mod jsonrpc;
 pub mod methods;
 pub mod server;
+pub mod size;
 
 pub use client::{ClientError, RpcClient};
 pub use jsonrpc::{ErrorCode, RpcError};

@@ -20,7 +20,7 @@ use super::manager::{group_mut, Group, VmError, VolumeManager};
 use super::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
 use super::ops::NewVolume;
 use plexd_control::jsonrpc::parse_params;
-use plexd_control::{MethodTable, RpcError};
+use plexd_control::MethodTable;
 
 /// A raid level as SPDK names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,7 +442,7 @@ struct Delete {
     clear_sb: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct List {
     category: Option<String>,
@@ -468,12 +468,7 @@ pub fn register(t: &mut MethodTable, vm: &std::sync::Arc<VolumeManager>) {
             BaseBdevs::List(l) => l,
             BaseBdevs::Text(s) => s.split_whitespace().map(str::to_string).collect(),
         };
-        let uuid = match p.uuid.as_deref() {
-            None => None,
-            Some(s) => Some(uuid::Uuid::parse_str(s).map_err(|e| {
-                RpcError::invalid_params(format!("invalid uuid '{s}': {e}"))
-            })?),
-        };
+        let uuid = crate::drivers::params::parse_uuid(p.uuid.as_deref())?;
         m.raid_create(&p.name, level, &base, p.strip_size_kb, uuid)?;
         Ok(json!(true))
     });
@@ -485,10 +480,7 @@ pub fn register(t: &mut MethodTable, vm: &std::sync::Arc<VolumeManager>) {
     });
     let m = vm.clone();
     t.runtime("bdev_raid_get_bdevs", move |p| {
-        let p: List = match p {
-            None | Some(Value::Null) => List::default(),
-            p => parse_params(p)?,
-        };
+        let p: List = parse_params(p)?;
         Ok(m.raid_list(p.category.as_deref().unwrap_or("all"))?)
     });
     let m = vm.clone();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plexd_control::jsonrpc::parse_params;
+use plexd_control::size::parse_size;
 use plexd_control::{MethodTable, RpcError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,41 +27,10 @@ impl Size {
     fn bytes(&self) -> Result<u64, RpcError> {
         match self {
             Size::Bytes(b) => Ok(*b),
-            Size::Text(s) => parse_size(s).ok_or_else(|| {
-                RpcError::invalid_params(format!(
-                    "size '{s}' is not understood: use bytes or a number with K, M, G or T"
-                ))
-            }),
+            Size::Text(s) => {
+                parse_size(s).map_err(|e| RpcError::invalid_params(format!("size: {e}")))
+            }
         }
-    }
-}
-
-/// Parses `123`, `64K`/`64KiB`, `512M`, `1G`, `2T`, `1.5G` (1024-based) and `100MB`, `1GB`
-/// (1000-based), as `plexctl` does.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KIB" => 1 << 10,
-        "M" | "MIB" => 1 << 20,
-        "G" | "GIB" => 1 << 30,
-        "T" | "TIB" => 1 << 40,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        _ => return None,
-    };
-    if num.contains('.') {
-        let f: f64 = num.parse().ok()?;
-        let v = f * mult as f64;
-        (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
-    } else {
-        num.parse::<u64>().ok()?.checked_mul(mult)
     }
 }
 
@@ -104,7 +74,7 @@ struct ByName {
     name: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DgImport {
     name: Option<String>,
@@ -112,7 +82,7 @@ struct DgImport {
     select_copy: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OptDg {
     dg: Option<String>,
@@ -186,13 +156,6 @@ struct TaskWait {
     timeout_ms: Option<u64>,
 }
 
-fn opt<T: for<'de> Deserialize<'de> + Default>(p: Option<Value>) -> Result<T, RpcError> {
-    match p {
-        None | Some(Value::Null) => Ok(T::default()),
-        p => parse_params(p),
-    }
-}
-
 /// Registers the volume manager's methods (and SPDK's `bdev_raid_*`, which map onto it).
 pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     super::raid::register(t, vm);
@@ -241,7 +204,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     });
     let m = vm.clone();
     t.runtime("dg_import", move |p| {
-        let p: DgImport = opt(p)?;
+        let p: DgImport = parse_params(p)?;
         let names = m.dg_import(
             p.name.as_deref(),
             p.disks.as_deref(),
@@ -251,13 +214,13 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     });
     let m = vm.clone();
     t.runtime("dg_list", move |p| {
-        let p: OptDg = opt(p)?;
+        let p: OptDg = parse_params(p)?;
         m.dg_list(p.name.as_deref().or(p.dg.as_deref()))
             .map_err(Into::into)
     });
     let m = vm.clone();
     t.runtime("disk_list", move |p| {
-        let p: OptDg = opt(p)?;
+        let p: OptDg = parse_params(p)?;
         m.disk_list(p.dg.as_deref()).map_err(Into::into)
     });
     let m = vm.clone();
@@ -320,7 +283,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     });
     let m = vm.clone();
     t.runtime("volume_list", move |p| {
-        let p: OptDg = opt(p)?;
+        let p: OptDg = parse_params(p)?;
         m.volume_list(p.dg.as_deref(), p.name.as_deref())
             .map_err(Into::into)
     });
@@ -344,7 +307,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     });
     let m = vm.clone();
     t.runtime("vm_print", move |p| {
-        let p: OptDg = opt(p)?;
+        let p: OptDg = parse_params(p)?;
         Ok(json!(m.vm_print(p.dg.as_deref())?))
     });
     let m = vm.clone();
@@ -373,18 +336,19 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use plexd_control::size::parse_size;
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("64K"), Some(65536));
-        assert_eq!(parse_size("1G"), Some(1 << 30));
-        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
-        assert_eq!(parse_size("2 t"), Some(2 << 40));
-        assert_eq!(parse_size("100MB"), Some(100_000_000));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("1Q"), None);
-        assert_eq!(parse_size("99999999999999999999T"), None);
+        let p = |s: &str| parse_size(s).ok();
+        assert_eq!(p("4096"), Some(4096));
+        assert_eq!(p("64K"), Some(65536));
+        assert_eq!(p("1G"), Some(1 << 30));
+        assert_eq!(p("1.5GiB"), Some(3 << 29));
+        assert_eq!(p("2 t"), Some(2 << 40));
+        assert_eq!(p("100MB"), Some(100_000_000));
+        assert_eq!(p("x"), None);
+        assert_eq!(p("1Q"), None);
+        assert_eq!(p("99999999999999999999T"), None);
     }
 }

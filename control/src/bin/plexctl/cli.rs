@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
-use crate::size::size_arg;
+use plexd_control::size::size_arg;
 
 /// The daemon's default RPC socket.
 pub const DEFAULT_SOCKET: &str = "/var/tmp/plexd.sock";

@@ -11,7 +11,6 @@ mod cli;
 mod commands;
 mod config;
 mod render;
-mod size;
 mod table;
 mod tasks;
 

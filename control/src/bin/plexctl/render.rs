@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::commands::Output;
-use crate::size::{format_rate, format_size};
 use crate::table::Table;
+use plexd_control::size::{format_rate, format_size};
 
 /// Shown for a field the reply lacks.
 const MISSING: &str = "-";

@@ -1,5 +1,6 @@
-//! Byte sizes with units, as typed on the command line (`64MiB`, `4k`, `1.5G`, `100MB`) and as
-//! shown in tables (`64 MiB`).
+//! Byte sizes with units, as typed on the command line or sent in RPC parameters (`64MiB`,
+//! `4k`, `1.5G`, `100MB`) and as shown in tables (`64 MiB`). plexctl and the daemon share it, so
+//! a size means the same on both sides.
 //!
 //! Units are case-insensitive. The single letters and the IEC names are powers of 1024
 //! (`K` = `KiB` = 1024, `M` = `MiB`, `G` = `GiB`, `T` = `TiB`, `P` = `PiB`); the SI names with a
