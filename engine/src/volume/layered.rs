@@ -74,31 +74,13 @@ impl VolumeManager {
             }
             let col_len: u64 = plan[0].columns[c].iter().map(|(_, _, l)| l).sum();
             for pa in &plan {
-                let pname = cfg.next_name(&format!("{sv}-"), |n| cfg.name_taken(n));
-                let mut at = 0;
-                for (disk, off, l) in &pa.columns[c] {
-                    let sname = cfg.next_name(&format!("{disk}-"), |n| cfg.name_taken(n));
-                    cfg.subdisks.push(SubdiskRecord {
-                        name: sname,
-                        disk: disk.clone(),
-                        disk_offset: *off,
-                        len: *l,
-                        plex: Some(pname.clone()),
-                        column: 0,
-                        column_offset: at,
-                        subvolume: None,
-                    });
-                    at += l;
-                }
-                cfg.plexes.push(PlexRecord {
-                    name: pname.clone(),
-                    volume: Some(sv.clone()),
-                    layout: PlexLayout::Concat,
-                    state: PlexState::Temp,
-                    kstate: KernelState::Disabled,
-                    sync_offset: None,
-                });
-                real_plexes.push(pname);
+                real_plexes.push(cfg.add_plex(
+                    &sv,
+                    PlexLayout::Concat,
+                    PlexState::Temp,
+                    KernelState::Disabled,
+                    std::slice::from_ref(&pa.columns[c]),
+                ));
             }
             cfg.volumes.push(VolumeRecord {
                 name: sv.clone(),

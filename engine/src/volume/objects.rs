@@ -406,6 +406,46 @@ impl DgConfig {
             .unwrap_or_else(|| format!("{prefix}x"))
     }
 
+    /// Adds a plex of `volume` (named `<volume>-NN`) whose columns are the given extents
+    /// `(disk, offset, len)`, each column's extents end to end, as subdisks `<disk>-NN`.
+    /// Returns the plex's name.
+    pub fn add_plex(
+        &mut self,
+        volume: &str,
+        layout: PlexLayout,
+        state: PlexState,
+        kstate: KernelState,
+        columns: &[Vec<(String, u64, u64)>],
+    ) -> String {
+        let pname = self.next_name(&format!("{volume}-"), |n| self.name_taken(n));
+        for (col, extents) in columns.iter().enumerate() {
+            let mut at = 0;
+            for (disk, off, len) in extents {
+                let name = self.next_name(&format!("{disk}-"), |n| self.name_taken(n));
+                self.subdisks.push(SubdiskRecord {
+                    name,
+                    disk: disk.clone(),
+                    disk_offset: *off,
+                    len: *len,
+                    plex: Some(pname.clone()),
+                    column: col as u32,
+                    column_offset: at,
+                    subvolume: None,
+                });
+                at += len;
+            }
+        }
+        self.plexes.push(PlexRecord {
+            name: pname.clone(),
+            volume: Some(volume.to_string()),
+            layout,
+            state,
+            kstate,
+            sync_offset: None,
+        });
+        pname
+    }
+
     /// Whether any object (disk, subdisk, plex, volume) already has `name`.
     pub fn name_taken(&self, name: &str) -> bool {
         self.disks.iter().any(|d| d.name == name)

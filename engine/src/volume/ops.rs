@@ -46,6 +46,37 @@ pub struct VolumeCreate {
     pub alloc: Option<Vec<String>>,
 }
 
+/// Free space on the group's usable disks (present, condition OK) in `cfg`, as the allocator
+/// sees it.
+pub(crate) fn usable_space(g: &Group, cfg: &DgConfig) -> Vec<DiskSpace> {
+    cfg.disks
+        .iter()
+        .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
+        .map(|d| DiskSpace {
+            disk: d.name.clone(),
+            free: cfg.free_space(&d.name),
+            spare: d.spare,
+            nohotuse: d.nohotuse,
+        })
+        .collect()
+}
+
+/// The group's disk names for `names`, each a disk name or the bdev it is on.
+pub(crate) fn resolve_disks(cfg: &DgConfig, names: &[String]) -> Result<Vec<String>, VmError> {
+    names
+        .iter()
+        .map(|d| {
+            cfg.disks
+                .iter()
+                .find(|r| &r.name == d || &r.device == d)
+                .map(|r| r.name.clone())
+                .ok_or_else(|| {
+                    VmError::Invalid(format!("'{d}' is not a disk of disk group '{}'", cfg.name))
+                })
+        })
+        .collect()
+}
+
 /// A volume whose subdisks are chosen, for [`VolumeManager::create_from_plan`].
 pub(crate) struct NewVolume<'a> {
     pub(crate) name: &'a str,
@@ -395,36 +426,12 @@ impl VolumeManager {
         let stripe_unit = su_bytes / bs;
         let read_policy =
             parse_read_policy(req.read_policy.as_deref(), req.prefer_plex.as_deref())?;
-        let alloc_disks = match &req.alloc {
-            None => None,
-            Some(list) => Some(
-                list.iter()
-                    .map(|d| {
-                        cfg0.disks
-                            .iter()
-                            .find(|r| &r.name == d || &r.device == d)
-                            .map(|r| r.name.clone())
-                            .ok_or_else(|| {
-                                VmError::Invalid(format!(
-                                    "'{d}' is not a disk of disk group '{}'",
-                                    req.dg
-                                ))
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        let space: Vec<DiskSpace> = cfg0
-            .disks
-            .iter()
-            .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
-            .map(|d| DiskSpace {
-                disk: d.name.clone(),
-                free: cfg0.free_space(&d.name),
-                spare: d.spare,
-                nohotuse: d.nohotuse,
-            })
-            .collect();
+        let alloc_disks = req
+            .alloc
+            .as_deref()
+            .map(|l| resolve_disks(&cfg0, l))
+            .transpose()?;
+        let space = usable_space(g, &cfg0);
         let plan = alloc::allocate(
             &space,
             &AllocRequest {
@@ -478,33 +485,13 @@ impl VolumeManager {
         let mut cfg = g.cfg.clone();
         let mut plex_names = Vec::new();
         for pa in &nv.plan {
-            let pname = cfg.next_name(&format!("{name}-"), |n| cfg.name_taken(n));
-            for (col, extents) in pa.columns.iter().enumerate() {
-                let mut at = 0;
-                for (disk, off, l) in extents {
-                    let sname = cfg.next_name(&format!("{disk}-"), |n| cfg.name_taken(n));
-                    cfg.subdisks.push(SubdiskRecord {
-                        name: sname,
-                        disk: disk.clone(),
-                        disk_offset: *off,
-                        len: *l,
-                        plex: Some(pname.clone()),
-                        column: col as u32,
-                        column_offset: at,
-                        subvolume: None,
-                    });
-                    at += l;
-                }
-            }
-            cfg.plexes.push(PlexRecord {
-                name: pname.clone(),
-                volume: Some(name.to_string()),
-                layout: nv.layout,
-                state: PlexState::Temp,
-                kstate: KernelState::Disabled,
-                sync_offset: None,
-            });
-            plex_names.push(pname);
+            plex_names.push(cfg.add_plex(
+                name,
+                nv.layout,
+                PlexState::Temp,
+                KernelState::Disabled,
+                &pa.columns,
+            ));
         }
         if let ReadPolicy::Prefer(p) = &read_policy {
             // Accept "01" style shorthands as well as full plex names.
@@ -590,47 +577,39 @@ impl VolumeManager {
     pub(crate) fn zero_extents(&self, g: &Group, sds: &[SubdiskRecord]) -> Result<(), VmError> {
         const CHUNK: u64 = 64 << 20;
         let bs = g.cfg.block_size as u64;
-        {
-            for s in sds {
-                let m = &g.members[&s.disk];
-                let d = g.cfg.disk(&s.disk).ok_or_else(|| VmError::NotFound {
+        // Only for disks without write-zeroes: one buffer of zeroes, written chunk by chunk.
+        let mut zeroes: Vec<u8> = Vec::new();
+        for s in sds {
+            let (Some(m), Some(d)) = (g.members.get(&s.disk), g.cfg.disk(&s.disk)) else {
+                return Err(VmError::NotFound {
                     kind: "disk",
                     name: s.disk.clone(),
-                })?;
-                let start = (d.public_offset + s.disk_offset) * bs;
-                let end = start + s.len * bs;
-                let zeroes = m.bdev.io_types().contains(IoType::WriteZeroes);
-                let mut at = start;
-                while at < end {
-                    let n = (end - at).min(CHUNK);
-                    if zeroes {
-                        run_io(
-                            &self.engine,
-                            0,
-                            &m.bdev,
-                            IoType::WriteZeroes,
-                            at,
-                            n,
-                            None,
-                            Duration::from_secs(120),
-                        )
-                        .map_err(|e| VmError::Disk(e.into()))?;
-                    } else {
-                        let z = vec![0u8; n as usize];
-                        run_io(
-                            &self.engine,
-                            0,
-                            &m.bdev,
-                            IoType::Write,
-                            at,
-                            n,
-                            Some(&z),
-                            Duration::from_secs(120),
-                        )
-                        .map_err(|e| VmError::Disk(e.into()))?;
-                    }
-                    at += n;
-                }
+                });
+            };
+            let start = (d.public_offset + s.disk_offset) * bs;
+            let end = start + s.len * bs;
+            let native = m.bdev.io_types().contains(IoType::WriteZeroes);
+            let mut at = start;
+            while at < end {
+                let n = (end - at).min(CHUNK);
+                let (op, data) = if native {
+                    (IoType::WriteZeroes, None)
+                } else {
+                    zeroes.resize(n as usize, 0);
+                    (IoType::Write, Some(&zeroes[..n as usize]))
+                };
+                run_io(
+                    &self.engine,
+                    0,
+                    &m.bdev,
+                    op,
+                    at,
+                    n,
+                    data,
+                    Duration::from_secs(120),
+                )
+                .map_err(|e| VmError::Disk(e.into()))?;
+                at += n;
             }
         }
         Ok(())

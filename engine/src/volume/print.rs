@@ -36,17 +36,21 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
         let member = g.members.get(&d.name);
         let device = member.map_or("-".to_string(), |m| m.bdev.name().to_string());
         let privlen = d.public_offset * sect;
-        let mut state = match d.condition {
-            super::objects::DiskCondition::Ok => "-".to_string(),
-            c => format!("{c:?}").to_uppercase(),
-        };
+        let mut flags: Vec<String> = Vec::new();
+        if d.condition != super::objects::DiskCondition::Ok {
+            flags.push(format!("{:?}", d.condition).to_uppercase());
+        }
         if d.spare {
-            state = "SPARE".into();
+            flags.push("SPARE".into());
         }
         if d.nohotuse {
-            state.push_str(if state == "-" { "" } else { "," });
-            state = state.trim_start_matches('-').to_string() + "NOHOTUSE";
+            flags.push("NOHOTUSE".into());
         }
+        let state = if flags.is_empty() {
+            "-".to_string()
+        } else {
+            flags.join(",")
+        };
         let _ = writeln!(
             out,
             "dm {:<12} {:<12} {:<8} {:<8} {:<8} {}",

@@ -14,9 +14,9 @@
 
 use std::time::Duration;
 
-use super::alloc::{self, AllocRequest, DiskSpace};
+use super::alloc::{self, AllocRequest};
 use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{DgConfig, DiskCondition, KernelState, PlexLayout, SubdiskRecord};
+use super::objects::{DgConfig, KernelState, PlexLayout, SubdiskRecord};
 use super::task::{self, CopyPlex, TaskState};
 
 /// Suffix of a shadow plex's name in the I/O map (never in the configuration).
@@ -33,20 +33,6 @@ pub struct Move {
     pub new: SubdiskRecord,
 }
 
-/// Free space the allocator may use, never on `exclude`.
-fn space(cfg: &DgConfig, g: &Group) -> Vec<DiskSpace> {
-    cfg.disks
-        .iter()
-        .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
-        .map(|d| DiskSpace {
-            disk: d.name.clone(),
-            free: cfg.free_space(&d.name),
-            spare: d.spare,
-            nohotuse: d.nohotuse,
-        })
-        .collect()
-}
-
 /// Allocates `len` blocks as orphan subdisks in `cfg` (not on `exclude`, only on `only` if
 /// given); returns them in order.
 fn take_space(
@@ -58,7 +44,7 @@ fn take_space(
     contiguous: bool,
 ) -> Result<Vec<SubdiskRecord>, VmError> {
     let plan = alloc::allocate(
-        &space(cfg, g),
+        &super::ops::usable_space(g, cfg),
         &AllocRequest {
             len,
             nmirror: 1,
@@ -293,20 +279,9 @@ impl VolumeManager {
                 "volume {dg}/{vol} is locked by another operation (a resync, attach or move is running)"
             )));
         }
-        let only = match to {
-            None => None,
-            Some(d) => {
-                let rec = g
-                    .cfg
-                    .disks
-                    .iter()
-                    .find(|r| r.name == d || r.device == d)
-                    .ok_or_else(|| {
-                        VmError::Invalid(format!("'{d}' is not a disk of disk group '{dg}'"))
-                    })?;
-                Some(vec![rec.name.clone()])
-            }
-        };
+        let only = to
+            .map(|d| super::ops::resolve_disks(&g.cfg, &[d.to_string()]))
+            .transpose()?;
         // Never onto a disk another plex or column of the volume uses (nor the same disk).
         let mut exclude: Vec<String> = g
             .cfg

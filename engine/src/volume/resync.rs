@@ -6,12 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::alloc::{self, AllocRequest, DiskSpace};
+use super::alloc::{self, AllocRequest};
 use super::driver::VolumeMap;
 use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{
-    DiskCondition, KernelState, PlexRecord, PlexState, SubdiskRecord, VolumeState,
-};
+use super::objects::{DiskCondition, KernelState, PlexRecord, PlexState, VolumeState};
 use super::task::{self, CopyPlex, Task, TaskState};
 
 fn copy_plex(map: &VolumeMap, idx: usize) -> CopyPlex {
@@ -201,35 +199,10 @@ impl VolumeManager {
                         );
                     }
                 }
-                let space: Vec<DiskSpace> = cfg
-                    .disks
-                    .iter()
-                    .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
-                    .map(|d| DiskSpace {
-                        disk: d.name.clone(),
-                        free: cfg.free_space(&d.name),
-                        spare: d.spare,
-                        nohotuse: d.nohotuse,
-                    })
-                    .collect();
-                let disks = match alloc_disks {
-                    None => None,
-                    Some(list) => Some(
-                        list.iter()
-                            .map(|d| {
-                                cfg.disks
-                                    .iter()
-                                    .find(|r| &r.name == d || &r.device == d)
-                                    .map(|r| r.name.clone())
-                                    .ok_or_else(|| {
-                                        VmError::Invalid(format!(
-                                            "'{d}' is not a disk of disk group '{dg}'"
-                                        ))
-                                    })
-                            })
-                            .collect::<Result<Vec<_>, _>>()?,
-                    ),
-                };
+                let space = super::ops::usable_space(g, &cfg);
+                let disks = alloc_disks
+                    .map(|l| super::ops::resolve_disks(&cfg, l))
+                    .transpose()?;
                 let plan = alloc::allocate(
                     &space,
                     &AllocRequest {
@@ -244,33 +217,13 @@ impl VolumeManager {
                         exclude: used,
                     },
                 )?;
-                let pname = cfg.next_name(&format!("{vol}-"), |n| cfg.name_taken(n));
-                for (col, extents) in plan[0].columns.iter().enumerate() {
-                    let mut at = 0;
-                    for (disk, off, l) in extents {
-                        let sname = cfg.next_name(&format!("{disk}-"), |n| cfg.name_taken(n));
-                        cfg.subdisks.push(SubdiskRecord {
-                            name: sname,
-                            disk: disk.clone(),
-                            disk_offset: *off,
-                            len: *l,
-                            plex: Some(pname.clone()),
-                            column: col as u32,
-                            column_offset: at,
-                            subvolume: None,
-                        });
-                        at += l;
-                    }
-                }
-                cfg.plexes.push(PlexRecord {
-                    name: pname.clone(),
-                    volume: Some(vol.to_string()),
-                    layout: model.layout,
-                    state: PlexState::Stale,
-                    kstate: KernelState::Detached,
-                    sync_offset: None,
-                });
-                pname
+                cfg.add_plex(
+                    vol,
+                    model.layout,
+                    PlexState::Stale,
+                    KernelState::Detached,
+                    &plan[0].columns,
+                )
             }
         };
         if let Some(p) = cfg.plex_mut(&name) {

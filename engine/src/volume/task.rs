@@ -90,35 +90,18 @@ impl SyncBarrier {
     pub(crate) fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
         let b = self.bucket(chunk);
         // One copier per chunk at a time (a resync and a read repair must not cross-copy).
-        let mut spins = 0u32;
-        while b
-            .copier
-            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            if cancel.load(Ordering::Relaxed) {
-                return false;
-            }
-            spins += 1;
-            if spins < 100 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
+        let took = || {
+            b.copier
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        };
+        if !wait_until(took, cancel) {
+            return false;
         }
         b.raised.fetch_add(1, Ordering::SeqCst);
-        let mut spins = 0u32;
-        while b.pending.load(Ordering::SeqCst) != 0 {
-            if cancel.load(Ordering::Relaxed) {
-                self.lower(chunk);
-                return false;
-            }
-            spins += 1;
-            if spins < 100 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
+        if !wait_until(|| b.pending.load(Ordering::SeqCst) == 0, cancel) {
+            self.lower(chunk);
+            return false;
         }
         true
     }
@@ -128,6 +111,24 @@ impl SyncBarrier {
         b.raised.fetch_sub(1, Ordering::SeqCst);
         b.copier.store(0, Ordering::SeqCst);
     }
+}
+
+/// Spins briefly, then sleeps in 50 µs steps, until `done` holds (true) or `cancel` is set
+/// (false).
+fn wait_until(mut done: impl FnMut() -> bool, cancel: &AtomicBool) -> bool {
+    let mut spins = 0u32;
+    while !done() {
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        spins += 1;
+        if spins < 100 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    true
 }
 
 /// How a task ended, or that it runs.
