@@ -230,6 +230,13 @@ mod tests {
         }
     }
 
+    fn found(bdev: &str, id: Uuid, serial: u64) -> FoundDisk {
+        FoundDisk {
+            bdev: bdev.into(),
+            label: label(id, serial),
+        }
+    }
+
     fn copy(bdev: &str, seq: u64, commit: u128, cfg: DgConfig) -> FoundCopy {
         FoundCopy {
             bdev: bdev.into(),
@@ -243,16 +250,7 @@ mod tests {
     #[test]
     fn newest_wins_and_laggards_are_named() {
         let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
-        let disks = vec![
-            FoundDisk {
-                bdev: "a".into(),
-                label: label(ids[0], 5),
-            },
-            FoundDisk {
-                bdev: "b".into(),
-                label: label(ids[1], 4),
-            },
-        ];
+        let disks = vec![found("a", ids[0], 5), found("b", ids[1], 4)];
         let copies = vec![
             copy("a", 5, 5, config(&ids, &[5, 5])),
             copy("b", 4, 4, config(&ids, &[4, 4])),
@@ -266,16 +264,7 @@ mod tests {
     fn halves_changed_independently_is_split_brain() {
         let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
         // Side a committed seq 7 without b (expects b at 3); side b committed seq 5 alone.
-        let disks = vec![
-            FoundDisk {
-                bdev: "a".into(),
-                label: label(ids[0], 7),
-            },
-            FoundDisk {
-                bdev: "b".into(),
-                label: label(ids[1], 5),
-            },
-        ];
+        let disks = vec![found("a", ids[0], 7), found("b", ids[1], 5)];
         let copies = vec![
             copy("a", 7, 7, config(&ids, &[7, 3])),
             copy("b", 5, 50, config(&ids, &[3, 5])),
@@ -295,16 +284,7 @@ mod tests {
     #[test]
     fn only_one_side_changed_is_not_split_brain() {
         let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
-        let disks = vec![
-            FoundDisk {
-                bdev: "a".into(),
-                label: label(ids[0], 7),
-            },
-            FoundDisk {
-                bdev: "b".into(),
-                label: label(ids[1], 3),
-            },
-        ];
+        let disks = vec![found("a", ids[0], 7), found("b", ids[1], 3)];
         let copies = vec![
             copy("a", 7, 7, config(&ids, &[7, 3])),
             copy("b", 3, 3, config(&ids, &[3, 3])),
@@ -337,16 +317,7 @@ mod tests {
         // nconfig 1: only "a" held current copies (seq 9); b and c were relabelled at 9 but
         // carry copies from seq 4. Without "a" the import is refused, and says why.
         let ids = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
-        let disks = vec![
-            FoundDisk {
-                bdev: "b".into(),
-                label: label(ids[1], 9),
-            },
-            FoundDisk {
-                bdev: "c".into(),
-                label: label(ids[2], 9),
-            },
-        ];
+        let disks = vec![found("b", ids[1], 9), found("c", ids[2], 9)];
         let copies = vec![
             copy("b", 4, 4, config(&ids, &[4, 4, 4])),
             copy("c", 4, 4, config(&ids, &[4, 4, 4])),
