@@ -169,7 +169,8 @@ fn every_layout_reads_back_what_was_written() {
     e.shutdown();
 }
 
-/// Reads `len` blocks at `offset` of plex `plex` of a started volume straight from its disks.
+/// Reads `len` blocks at `offset` of plex `plex` straight from its disks. Written apart from
+/// `task::plex_io` on purpose: the tests check the copy engine with it.
 pub(crate) fn plex_read(
     vm: &VolumeManager,
     vol: &Bdev,
