@@ -45,11 +45,14 @@ as_root() {
   fi
 }
 
+# A new machine's apt lists can be older than the archive: versions they name may no longer be
+# downloadable ("Can't find a source to download version ..."). Every path that resolves or
+# installs packages refreshes them first, once per run; the cached path below never does.
 apt_updated=0
 apt_update_once() {
   if [ "$apt_updated" -eq 0 ]; then
-    log "apt-get update"
-    as_root apt-get update -q >&2
+    log "apt-get update (refreshing the package lists before resolving versions)"
+    as_root apt-get update -q >&2 || log "warning: apt-get update failed; continuing with the lists we have"
     apt_updated=1
   fi
 }
@@ -57,8 +60,8 @@ apt_update_once() {
 # ---- host tools (installed only when missing; apt never removes anything here) ------------
 apt_install() {
   local opts=(-y -q --no-install-recommends --no-remove)
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install "${opts[@]}" "$@" >&2 ||
-    { apt_update_once; as_root env DEBIAN_FRONTEND=noninteractive apt-get install "${opts[@]}" "$@" >&2; }
+  apt_update_once
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install "${opts[@]}" "$@" >&2
 }
 # qemu-system-x86 must match an installed qemu-utils / qemu-system-common: e.g. qemu-utils
 # 10.0 from bookworm-backports (qemu-storage-daemon) Breaks qemu-system-common 7.2, and a
@@ -69,6 +72,7 @@ install_qemu() {
   v=$(dpkg-query -W -f='${Status} ${Version}\n' qemu-utils qemu-system-common 2>/dev/null |
       awk '$3 == "installed" { print $4; exit }')
   if [ -z "$v" ]; then apt_install qemu-system-x86; return; fi
+  apt_update_once
   if apt-cache madison qemu-system-x86 | awk -F' *[|] *' -v v="$v" '$2 == v { f = 1 } END { exit !f }'; then
     apt_install "qemu-system-x86=$v"; return
   fi
@@ -114,8 +118,7 @@ t0=$(date +%s)
 log "building the test guest in $out"
 
 # ---- resolve packages ---------------------------------------------------------------------
-candidate() { apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }'; }
-case $(candidate "$kernel_meta") in "" | "(none)") apt_update_once ;; esac
+apt_update_once
 kernel_pkg=$(apt-cache depends "$kernel_meta" | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
 [ -n "$kernel_pkg" ] || die "cannot resolve the kernel package $kernel_meta depends on"
 
@@ -160,7 +163,8 @@ done < <(apt-cache show --no-all-versions "${pkgs[@]}" |
 for p in "${pkgs[@]}"; do [ -n "${deb_of[$p]:-}" ] || die "no candidate for package $p"; done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "downloading ${#missing[@]} .deb(s) into $debs_dir"
-  (cd "$debs_dir" && apt-get -q -o APT::Sandbox::User=root download "${missing[@]}" >&2)
+  (cd "$debs_dir" && apt-get -q -o APT::Sandbox::User=root download "${missing[@]}" >&2) ||
+    die "apt-get download failed although the package lists were just refreshed; see the apt error above"
 fi
 # Drop .debs no longer wanted (e.g. superseded versions).
 for f in "$debs_dir"/*.deb; do
