@@ -72,6 +72,19 @@ pub struct VolumeMap {
 }
 
 impl VolumeMap {
+    /// This map with every request refused (`enabled` false), as generation `generation`:
+    /// what is published when a volume must go offline and no new map can be built.
+    pub fn disabled(&self, generation: u64) -> VolumeMap {
+        VolumeMap {
+            generation,
+            disks: self.disks.clone(),
+            plexes: self.plexes.clone(),
+            read_policy: self.read_policy,
+            read_source: self.read_source,
+            enabled: false,
+        }
+    }
+
     pub(crate) fn readable_mask(&self) -> u64 {
         mask_of(self.plexes.iter().map(|p| p.readable))
     }

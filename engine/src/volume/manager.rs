@@ -242,6 +242,9 @@ pub struct VolumeManager {
     pub(crate) tasks: Arc<super::task::TaskList>,
     /// Itself, for the threads tasks run on.
     pub(crate) me: std::sync::Weak<VolumeManager>,
+    /// Test hook: the next this many map publications fail as if the map could not be built.
+    #[cfg(test)]
+    pub(crate) fail_publishes: std::sync::atomic::AtomicU32,
 }
 
 impl VolumeManager {
@@ -254,6 +257,8 @@ impl VolumeManager {
             groups: Mutex::new(BTreeMap::new()),
             events: tx,
             tasks: Arc::new(super::task::TaskList::default()),
+            #[cfg(test)]
+            fail_publishes: Default::default(),
         });
         let weak = Arc::downgrade(&vm);
         let spawned = std::thread::Builder::new()
@@ -1079,15 +1084,39 @@ impl VolumeManager {
         self.publish(g, vol);
     }
 
-    /// Rebuilds and publishes volume `vol`'s map from the group's configuration.
+    /// Rebuilds and publishes volume `vol`'s map from the group's configuration; if it
+    /// cannot be built, disables the volume (every request fails until it is restarted).
     pub(crate) fn publish(&self, g: &mut Group, vol: &str) {
         let Some(shared) = g.volumes.get(vol).cloned() else {
             return;
         };
         g.generation += 1;
-        match super::ops::build_map(&self.engine, g, vol, g.generation) {
+        #[cfg(test)]
+        let injected = self
+            .fail_publishes
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        #[cfg(not(test))]
+        let injected = false;
+        let built = if injected {
+            Err("injected map failure (test)".to_string())
+        } else {
+            super::ops::build_map(&self.engine, g, vol, g.generation)
+        };
+        match built {
             Ok(m) => shared.publish(m),
-            Err(e) => tracing::error!(volume = %vol, "cannot build the volume's map: {e}"),
+            Err(e) => {
+                // The I/O path would go on with the old map, which may still read and write
+                // plexes the configuration has just removed (and writes held for a detach
+                // would be acknowledged over it): take the volume offline instead.
+                tracing::error!(dg = %g.cfg.name, volume = %vol, "cannot build the volume's map: {e}; volume disabled");
+                g.disabled.insert(vol.to_string());
+                shared.publish(shared.map().disabled(g.generation));
+            }
         }
     }
 

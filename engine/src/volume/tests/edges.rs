@@ -63,3 +63,50 @@ fn zero_length_write_zeroes_and_unmap_complete_and_hold_no_barrier() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A mirrored write fails on one plex; the detach is committed but the new map cannot be
+/// published. The held write must not be acknowledged over the old map (which still has the
+/// failed plex): it fails, and the volume goes offline until it is restarted.
+#[test]
+fn a_map_that_cannot_be_published_disables_the_volume() {
+    use crate::drivers::error::InjectTarget;
+    use crate::volume::objects::{KernelState, PlexState};
+    use std::sync::atomic::Ordering;
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 2 << 20, "mirror");
+    let old = pattern(21, 64 << 10);
+    write(&e, &vol, 0, &old).unwrap();
+    let victim = plex_on(&vm, "disk02");
+    vm.fail_publishes.store(1, Ordering::SeqCst);
+    inject(&e, &d[1], InjectTarget::Write, 1);
+    let new = pattern(22, 4096);
+    let r = write(&e, &vol, 0, &new);
+    assert!(
+        matches!(r, Err(BlockingIoError::Failed { errno, .. }) if errno == libc::EIO),
+        "the held write was acknowledged over the old map: {r:?}"
+    );
+    assert_eq!(
+        plex_state(&vm, &victim),
+        (PlexState::Iofail, KernelState::Detached),
+        "the detach itself was committed"
+    );
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    assert!(!shared.map().enabled, "the volume is offline");
+    let r = read(&e, &vol, 8192, 4096);
+    assert!(
+        matches!(r, Err(BlockingIoError::Failed { errno, .. }) if errno == libc::ENXIO),
+        "reads fail while the volume is offline: {r:?}"
+    );
+    drop((vol, shared));
+    // The administrator's way back: restart it; it serves from the plex left.
+    vm.volume_stop("dg01", "vol01").unwrap();
+    vm.volume_start("dg01", "vol01").unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    assert_eq!(read(&e, &vol, 8192, 8192).unwrap(), old[8192..16384]);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
