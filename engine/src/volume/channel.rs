@@ -540,6 +540,18 @@ impl ChanState {
         let op = io.io_type();
         let is_write = matches!(op, IoType::Write | IoType::WriteZeroes | IoType::Unmap);
         let barrier = core.shared.barrier();
+        if io.num_blocks() == 0 && matches!(op, IoType::WriteZeroes | IoType::Unmap) {
+            // No block to touch: nothing to split, so no child would ever complete it. As
+            // SPDK's bdev layer does, a zero-length unmap is invalid and a zero-length
+            // write-zeroes is done; neither enters the barrier.
+            let status = if op == IoType::Unmap {
+                IoStatus::Failed(libc::EINVAL)
+            } else {
+                IoStatus::Success
+            };
+            io.complete(status);
+            return None;
+        }
         if is_write {
             // Count in before looking at the map, so a copy that raises the barrier after
             // this either waits for this write or is seen by it (see `task::SyncBarrier`).

@@ -72,6 +72,19 @@ pub struct VolumeMap {
 }
 
 impl VolumeMap {
+    /// This map with every request refused (`enabled` false), as generation `generation`:
+    /// what is published when a volume must go offline and no new map can be built.
+    pub fn disabled(&self, generation: u64) -> VolumeMap {
+        VolumeMap {
+            generation,
+            disks: self.disks.clone(),
+            plexes: self.plexes.clone(),
+            read_policy: self.read_policy,
+            read_source: self.read_source,
+            enabled: false,
+        }
+    }
+
     pub(crate) fn readable_mask(&self) -> u64 {
         mask_of(self.plexes.iter().map(|p| p.readable))
     }
@@ -151,6 +164,7 @@ pub struct VolumeShared {
     pub(crate) acked_event: AtomicU64,
     pub(crate) read_errors: AtomicU64,
     pub(crate) write_errors: AtomicU64,
+    pub(crate) read_repairs_dropped: AtomicU64,
     barrier: SyncBarrier,
 }
 
@@ -177,6 +191,7 @@ impl VolumeShared {
             acked_event: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            read_repairs_dropped: AtomicU64::new(0),
         })
     }
 
@@ -226,6 +241,12 @@ impl VolumeShared {
     /// Plex write failures seen.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Read repairs not run because the repair queue was full (the failing range is left as
+    /// it was; the next read there fails over and asks again).
+    pub fn read_repairs_dropped(&self) -> u64 {
+        self.read_repairs_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -277,6 +298,7 @@ impl BdevDriver for VolumeBdev {
                 })).collect::<Vec<_>>(),
                 "read_errors": self.shared.read_errors(),
                 "write_errors": self.shared.write_errors(),
+                "read_repairs_dropped": self.shared.read_repairs_dropped(),
             }),
         ))
     }

@@ -242,6 +242,11 @@ pub struct VolumeManager {
     pub(crate) tasks: Arc<super::task::TaskList>,
     /// Itself, for the threads tasks run on.
     pub(crate) me: std::sync::Weak<VolumeManager>,
+    /// Read repairs waiting for their worker.
+    pub(crate) repairs: super::repair::RepairQueue,
+    /// Test hook: the next this many map publications fail as if the map could not be built.
+    #[cfg(test)]
+    pub(crate) fail_publishes: std::sync::atomic::AtomicU32,
 }
 
 impl VolumeManager {
@@ -254,6 +259,9 @@ impl VolumeManager {
             groups: Mutex::new(BTreeMap::new()),
             events: tx,
             tasks: Arc::new(super::task::TaskList::default()),
+            repairs: super::repair::RepairQueue::new(me.clone()),
+            #[cfg(test)]
+            fail_publishes: Default::default(),
         });
         let weak = Arc::downgrade(&vm);
         let spawned = std::thread::Builder::new()
@@ -776,9 +784,17 @@ impl VolumeManager {
         }
         let chosen = configdb::choose(dg_name, &found_disks, &copies, select_copy)?;
         let mut cfg = chosen.copy.config.clone();
+        // The import's commit must be newer than everything on the disks, copies the
+        // administrator rejected (select_copy) included: one with the same or a higher
+        // sequence number would bring the split brain back at the next import.
+        let newest_seen = copies
+            .iter()
+            .map(|c| c.seq)
+            .chain(members.iter().map(|(_, l)| l.serial))
+            .fold(chosen.copy.seq, u64::max);
         let mut group = Group {
             cfg: cfg.clone(),
-            seq: chosen.copy.seq,
+            seq: newest_seen,
             members: BTreeMap::new(),
             volumes: BTreeMap::new(),
             generation: 0,
@@ -954,16 +970,16 @@ impl VolumeManager {
                 offset,
                 num,
             } => {
-                // On its own thread: the repair waits for writes in flight, and a write may be
-                // waiting for this thread to record a detach.
-                if let Some(vm) = self.me.upgrade() {
-                    let spawned = std::thread::Builder::new()
-                        .name("vm_repair".into())
-                        .spawn(move || vm.repair_read(&volume, &map, bad, good, offset, num));
-                    if let Err(e) = spawned {
-                        tracing::error!("cannot start a read repair: {e}");
-                    }
-                }
+                // On the repair worker: the repair waits for writes in flight, and a write may
+                // be waiting for this thread to record a detach.
+                self.repairs.submit(super::repair::RepairJob {
+                    volume,
+                    map,
+                    bad,
+                    good,
+                    offset,
+                    num,
+                });
             }
         }
     }
@@ -1079,15 +1095,39 @@ impl VolumeManager {
         self.publish(g, vol);
     }
 
-    /// Rebuilds and publishes volume `vol`'s map from the group's configuration.
+    /// Rebuilds and publishes volume `vol`'s map from the group's configuration; if it
+    /// cannot be built, disables the volume (every request fails until it is restarted).
     pub(crate) fn publish(&self, g: &mut Group, vol: &str) {
         let Some(shared) = g.volumes.get(vol).cloned() else {
             return;
         };
         g.generation += 1;
-        match super::ops::build_map(&self.engine, g, vol, g.generation) {
+        #[cfg(test)]
+        let injected = self
+            .fail_publishes
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        #[cfg(not(test))]
+        let injected = false;
+        let built = if injected {
+            Err("injected map failure (test)".to_string())
+        } else {
+            super::ops::build_map(&self.engine, g, vol, g.generation)
+        };
+        match built {
             Ok(m) => shared.publish(m),
-            Err(e) => tracing::error!(volume = %vol, "cannot build the volume's map: {e}"),
+            Err(e) => {
+                // The I/O path would go on with the old map, which may still read and write
+                // plexes the configuration has just removed (and writes held for a detach
+                // would be acknowledged over it): take the volume offline instead.
+                tracing::error!(dg = %g.cfg.name, volume = %vol, "cannot build the volume's map: {e}; volume disabled");
+                g.disabled.insert(vol.to_string());
+                shared.publish(shared.map().disabled(g.generation));
+            }
         }
     }
 
