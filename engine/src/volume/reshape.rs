@@ -351,6 +351,7 @@ impl VolumeManager {
             dg,
             &vol,
             Some(&plex_name),
+            &[],
             Some(&plex_name),
             from,
             end,
@@ -374,6 +375,7 @@ impl VolumeManager {
                     end,
                     delay,
                     |_| {},
+                    |_, _| false,
                 );
                 let mut groups = vm.lock();
                 let Some(g) = groups.get_mut(&task.dg) else {
