@@ -111,6 +111,37 @@ impl SyncBarrier {
         b.raised.fetch_sub(1, Ordering::SeqCst);
         b.copier.store(0, Ordering::SeqCst);
     }
+
+    /// Takes every chunk of the volume, as [`SyncBarrier::raise`] does one: returns once no
+    /// write is in flight anywhere (writes held until their failure is recorded included),
+    /// with new writes waiting in their channels until the guard drops. `None` (nothing
+    /// raised) if `cancel` is set meanwhile.
+    pub(crate) fn raise_all<'a>(&'a self, cancel: &AtomicBool) -> Option<AllRaised<'a>> {
+        for c in 0..BUCKETS as u64 {
+            if !self.raise(c, cancel) {
+                (0..c).for_each(|k| self.lower(k));
+                return None;
+            }
+        }
+        Some(AllRaised(self))
+    }
+
+    /// Whether a copier holds some chunk (tests watch a quiesce with it).
+    #[cfg(test)]
+    pub(crate) fn any_raised(&self) -> bool {
+        self.buckets
+            .iter()
+            .any(|b| b.raised.load(Ordering::SeqCst) != 0)
+    }
+}
+
+/// Every chunk of a volume held by one copier ([`SyncBarrier::raise_all`]); lowered on drop.
+pub(crate) struct AllRaised<'a>(&'a SyncBarrier);
+
+impl Drop for AllRaised<'_> {
+    fn drop(&mut self) {
+        (0..BUCKETS as u64).for_each(|c| self.0.lower(c));
+    }
 }
 
 /// Spins briefly, then sleeps in 50 µs steps, until `done` holds (true) or `cancel` is set
@@ -188,6 +219,11 @@ pub(crate) enum HookPoint<'a> {
         /// First block of the chunk.
         at: u64,
     },
+    /// A subdisk move copied everything and is about to wait for writes in flight before
+    /// it swaps the subdisks.
+    MoveCopied,
+    /// The event thread is about to handle a failed write.
+    WriteFailed,
 }
 
 /// A test hook, called at every [`HookPoint`] of one volume manager.
@@ -208,6 +244,11 @@ impl Task {
     /// Whether the task was asked to stop.
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The flag cancelling sets (for waits that must end on a cancel).
+    pub(crate) fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
     }
 
     /// Calls the test hook, if one is set.
@@ -291,6 +332,15 @@ pub struct TaskList {
 impl TaskList {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Task>>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls the test hook, if one is set.
+    #[cfg(test)]
+    pub(crate) fn hook(&self, p: HookPoint<'_>) {
+        let h = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(h) = h {
+            h(p);
+        }
     }
 
     /// Registers a running task that writes `targets` (besides `plex`).

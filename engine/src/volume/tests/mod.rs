@@ -356,7 +356,6 @@ pub(crate) fn set_hook(
 }
 
 /// Holds every resync of `vm` before it copies the chunk at or past block `at` (once).
-#[allow(irrefutable_let_patterns)]
 pub(crate) fn hold_resync_at(vm: &VolumeManager, at: u64) -> Arc<Gate> {
     let gate = Gate::new();
     let g = gate.clone();
