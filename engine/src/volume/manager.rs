@@ -928,6 +928,8 @@ impl VolumeManager {
                     .filter(|(i, _)| plexes & (1 << i) != 0)
                     .map(|(_, p)| p.name.clone())
                     .collect();
+                #[cfg(test)]
+                self.tasks.hook(super::task::HookPoint::WriteFailed);
                 let mut groups = self.lock();
                 let (dg, vol) = (volume.dg(), volume.volume());
                 let (shadows, real): (Vec<String>, Vec<String>) = names

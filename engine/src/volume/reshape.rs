@@ -351,6 +351,7 @@ impl VolumeManager {
             dg,
             &vol,
             Some(&plex_name),
+            &[],
             Some(&plex_name),
             from,
             end,
@@ -374,7 +375,20 @@ impl VolumeManager {
                     end,
                     delay,
                     |_| {},
+                    |_, _| false,
                 );
+                // No swap while a write that used the shadow is in flight or waits for its
+                // failure to be recorded: such a failure must still find the move (and
+                // abandon it) rather than be acknowledged over a swapped plex that lacks the
+                // write. Writes wait in their channels until the new map is published.
+                let _quiet = match &r {
+                    Ok(true) if !task.cancelled() => {
+                        #[cfg(test)]
+                        task.hook(task::HookPoint::MoveCopied);
+                        shared.barrier().raise_all(task.cancel_flag())
+                    }
+                    _ => None,
+                };
                 let mut groups = vm.lock();
                 let Some(g) = groups.get_mut(&task.dg) else {
                     task.set_state(TaskState::Cancelled);

@@ -31,18 +31,29 @@ impl VolumeManager {
         let Some(src) = map.read_source else {
             return;
         };
-        let targets: Vec<CopyPlex> = (0..map.plexes.len())
+        let target_idx: Vec<usize> = (0..map.plexes.len())
             .filter(|&i| i != src && map.plexes[i].writable)
-            .map(|i| copy_plex(&map, i))
+            .collect();
+        let targets: Vec<CopyPlex> = target_idx.iter().map(|&i| copy_plex(&map, i)).collect();
+        let names: Vec<String> = target_idx
+            .iter()
+            .map(|&i| map.plexes[i].name.clone())
             .collect();
         let source = copy_plex(&map, src);
         let start = v.resync_offset.unwrap_or(0).min(v.len);
         let len = v.len;
         let bs = g.cfg.block_size as u64;
         let source_name = map.plexes[src].name.clone();
-        let task = self
-            .tasks
-            .add("resync", &dg, vol, None, Some(&source_name), start, len);
+        let task = self.tasks.add(
+            "resync",
+            &dg,
+            vol,
+            None,
+            &names,
+            Some(&source_name),
+            start,
+            len,
+        );
         tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
         let Some(vm) = self.me.upgrade() else {
             return;
@@ -65,6 +76,7 @@ impl VolumeManager {
                             v.resync_offset = Some(off);
                         }
                     }),
+                    |i, e| vm.resync_target_failed(&task, &names[i], e),
                 );
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
@@ -269,6 +281,7 @@ impl VolumeManager {
             &dg,
             vol,
             Some(plex),
+            &[],
             Some(&map.plexes[src].name),
             from.min(len),
             len,
@@ -301,6 +314,7 @@ impl VolumeManager {
                             }
                         })
                     },
+                    |_, _| false,
                 );
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
@@ -324,6 +338,30 @@ impl VolumeManager {
             })
             .map_err(|e| VmError::Invalid(format!("cannot start the attach thread: {e}")))?;
         Ok(id)
+    }
+
+    /// A resync's write to target `plex` failed: the plex is detached (IOFAIL, durable), which
+    /// stops this resync and starts it again from its checkpoint without that plex, so the
+    /// other targets still get in sync. Returns false if the detach could not be recorded.
+    fn resync_target_failed(&self, task: &Task, plex: &str, err: &str) -> bool {
+        let mut groups = self.lock();
+        if task.cancelled() {
+            return true;
+        }
+        tracing::error!(dg = %task.dg, volume = %task.volume, plex = %plex, "resync write failed: {err}");
+        match self.detach_failed(
+            &mut groups,
+            &task.dg,
+            &task.volume,
+            &[plex.to_string()],
+            "a resync write failed",
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(dg = %task.dg, volume = %task.volume, plex = %plex, "cannot record the failed resync target: {e}");
+                false
+            }
+        }
     }
 
     /// Records a copy's progress (skipped once the task was cancelled: whoever cancelled it

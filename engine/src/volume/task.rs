@@ -111,6 +111,37 @@ impl SyncBarrier {
         b.raised.fetch_sub(1, Ordering::SeqCst);
         b.copier.store(0, Ordering::SeqCst);
     }
+
+    /// Takes every chunk of the volume, as [`SyncBarrier::raise`] does one: returns once no
+    /// write is in flight anywhere (writes held until their failure is recorded included),
+    /// with new writes waiting in their channels until the guard drops. `None` (nothing
+    /// raised) if `cancel` is set meanwhile.
+    pub(crate) fn raise_all<'a>(&'a self, cancel: &AtomicBool) -> Option<AllRaised<'a>> {
+        for c in 0..BUCKETS as u64 {
+            if !self.raise(c, cancel) {
+                (0..c).for_each(|k| self.lower(k));
+                return None;
+            }
+        }
+        Some(AllRaised(self))
+    }
+
+    /// Whether a copier holds some chunk (tests watch a quiesce with it).
+    #[cfg(test)]
+    pub(crate) fn any_raised(&self) -> bool {
+        self.buckets
+            .iter()
+            .any(|b| b.raised.load(Ordering::SeqCst) != 0)
+    }
+}
+
+/// Every chunk of a volume held by one copier ([`SyncBarrier::raise_all`]); lowered on drop.
+pub(crate) struct AllRaised<'a>(&'a SyncBarrier);
+
+impl Drop for AllRaised<'_> {
+    fn drop(&mut self) {
+        (0..BUCKETS as u64).for_each(|c| self.0.lower(c));
+    }
 }
 
 /// Spins briefly, then sleeps in 50 µs steps, until `done` holds (true) or `cancel` is set
@@ -159,6 +190,9 @@ pub struct Task {
     pub plex: Option<String>,
     /// Plex being read from: detaching it stops the copy.
     pub source: Option<String>,
+    /// Plexes being written (the resync's targets; the attached or moved plex): detaching
+    /// or dissociating one stops the copy before its space can be freed.
+    pub targets: Vec<String>,
     total: u64,
     start_offset: u64,
     done: AtomicU64,
@@ -171,7 +205,30 @@ pub struct Task {
     /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O happens
     /// after a cancel returns.
     chunk: Mutex<()>,
+    #[cfg(test)]
+    hook: Option<Hook>,
 }
+
+/// Places where a test can stop a copy or the event thread to force an interleaving.
+#[cfg(test)]
+pub(crate) enum HookPoint<'a> {
+    /// A copy is about to take the chunk starting at block `at`.
+    Chunk {
+        /// The copy.
+        task: &'a Task,
+        /// First block of the chunk.
+        at: u64,
+    },
+    /// A subdisk move copied everything and is about to wait for writes in flight before
+    /// it swaps the subdisks.
+    MoveCopied,
+    /// The event thread is about to handle a failed write.
+    WriteFailed,
+}
+
+/// A test hook, called at every [`HookPoint`] of one volume manager.
+#[cfg(test)]
+pub(crate) type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
 
 impl Task {
     /// The task's state.
@@ -187,6 +244,19 @@ impl Task {
     /// Whether the task was asked to stop.
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The flag cancelling sets (for waits that must end on a cancel).
+    pub(crate) fn cancel_flag(&self) -> &AtomicBool {
+        &self.cancel
+    }
+
+    /// Calls the test hook, if one is set.
+    #[cfg(test)]
+    pub(crate) fn hook(&self, p: HookPoint<'_>) {
+        if let Some(h) = &self.hook {
+            h(p);
+        }
     }
 
     pub(crate) fn set_state(&self, s: TaskState) {
@@ -236,6 +306,7 @@ impl Task {
             "volume": self.volume,
             "plex": self.plex,
             "source": self.source,
+            "targets": self.targets,
             "state": state,
             "error": error,
             "done_blocks": done,
@@ -253,6 +324,9 @@ impl Task {
 pub struct TaskList {
     tasks: Mutex<Vec<Arc<Task>>>,
     next: AtomicU64,
+    /// Test hook handed to every task (and called by the manager at its own hook points).
+    #[cfg(test)]
+    pub(crate) hook: Mutex<Option<Hook>>,
 }
 
 impl TaskList {
@@ -260,7 +334,16 @@ impl TaskList {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a running task.
+    /// Calls the test hook, if one is set.
+    #[cfg(test)]
+    pub(crate) fn hook(&self, p: HookPoint<'_>) {
+        let h = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(h) = h {
+            h(p);
+        }
+    }
+
+    /// Registers a running task that writes `targets` (besides `plex`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &self,
@@ -268,10 +351,13 @@ impl TaskList {
         dg: &str,
         volume: &str,
         plex: Option<&str>,
+        targets: &[String],
         source: Option<&str>,
         start: u64,
         total: u64,
     ) -> Arc<Task> {
+        let mut written: Vec<String> = plex.iter().map(|p| p.to_string()).collect();
+        written.extend(targets.iter().filter(|t| Some(t.as_str()) != plex).cloned());
         let t = Arc::new(Task {
             id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
             kind,
@@ -279,6 +365,7 @@ impl TaskList {
             volume: volume.to_string(),
             plex: plex.map(str::to_string),
             source: source.map(str::to_string),
+            targets: written,
             total,
             start_offset: start,
             done: AtomicU64::new(start),
@@ -288,6 +375,8 @@ impl TaskList {
             finished: std::sync::Condvar::new(),
             cancel: AtomicBool::new(false),
             chunk: Mutex::new(()),
+            #[cfg(test)]
+            hook: self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         });
         self.lock().push(t.clone());
         t
@@ -342,12 +431,13 @@ impl TaskList {
     }
 
     /// Stops the running tasks of a volume that write or read one of `plexes`, and returns
-    /// them (their owner may restart them with another source).
+    /// them (their owner may restart them with another source or without that target).
     pub fn cancel_using(&self, dg: &str, volume: &str, plexes: &[String]) -> Vec<Arc<Task>> {
         let uses = |t: &Task| {
             [&t.plex, &t.source]
                 .iter()
                 .any(|p| p.as_ref().is_some_and(|p| plexes.contains(p)))
+                || t.targets.iter().any(|p| plexes.contains(p))
         };
         let hit: Vec<Arc<Task>> = self
             .lock()
@@ -431,7 +521,9 @@ pub(crate) fn plex_io(
 
 /// Copies `[task.done, end)` from `source` to every plex in `targets`, chunk by chunk under
 /// the barrier. Calls `checkpoint(offset)` about once a second; stops early (Ok(false)) when
-/// the task is cancelled. `delay` is slept between chunks (throttle).
+/// the task is cancelled. `delay` is slept between chunks (throttle). A write to a target
+/// that fails is handed to `target_failed(index, error)` once the chunk is released: true
+/// drops that target and goes on with the others, false fails the copy.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy(
     engine: &Engine,
@@ -443,10 +535,12 @@ pub(crate) fn copy(
     end: u64,
     delay: Duration,
     mut checkpoint: impl FnMut(u64),
+    mut target_failed: impl FnMut(usize, &str) -> bool,
 ) -> Result<bool, String> {
     let chunk = barrier.chunk_blocks();
     let mut buf = vec![0u8; (chunk * bs) as usize];
     let mut last_ck = Instant::now();
+    let mut dropped = vec![false; targets.len()];
     loop {
         let at = task.done();
         if at >= end {
@@ -454,6 +548,9 @@ pub(crate) fn copy(
         }
         // Chunks are aligned so that one chunk is one barrier bucket.
         let n = (chunk - at % chunk).min(end - at);
+        #[cfg(test)]
+        task.hook(HookPoint::Chunk { task, at });
+        let mut failed = Vec::new();
         {
             let _g = task.chunk.lock().unwrap_or_else(|p| p.into_inner());
             if task.cancelled() {
@@ -464,14 +561,22 @@ pub(crate) fn copy(
                 return Ok(false);
             }
             let data = &mut buf[..(n * bs) as usize];
-            let r = plex_io(engine, source, bs, at, n, IoType::Read, data).and_then(|_| {
-                targets
-                    .iter()
-                    .try_for_each(|t| plex_io(engine, t, bs, at, n, IoType::Write, data))
+            let r = plex_io(engine, source, bs, at, n, IoType::Read, data).map(|_| {
+                for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
+                    if let Err(e) = plex_io(engine, t, bs, at, n, IoType::Write, data) {
+                        failed.push((i, e));
+                    }
+                }
             });
             barrier.lower(c);
             r?;
             task.done.store(at + n, Ordering::Relaxed);
+        }
+        for (i, e) in failed {
+            if !target_failed(i, &e) {
+                return Err(e);
+            }
+            dropped[i] = true;
         }
         if last_ck.elapsed() >= Duration::from_secs(1) {
             checkpoint(at + n);

@@ -209,3 +209,136 @@ fn losing_every_plex_disables_the_volume_until_restarted() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// The device and the byte offset of plex `plex`'s first subdisk, and its disk's name.
+fn plex_disk(vm: &VolumeManager, plex: &str) -> String {
+    let (cfg, _) = vm.config("dg01").unwrap();
+    cfg.subdisks_of(plex)[0].disk.clone()
+}
+
+/// A crashed mirror comes back with `n` plexes in SYNC, its resync held before block `at`.
+/// Returns the new manager, the gate holding the resync, the data written and the plexes.
+fn crashed_mirror(
+    e: &Arc<Engine>,
+    d: &[String],
+    n: u32,
+    at: u64,
+) -> (Arc<VolumeManager>, Arc<Gate>, Vec<u8>, Vec<String>) {
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_create("dg01", d, false).unwrap();
+    let vol = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: 4 << 20,
+            layout: "mirror".into(),
+            nmirror: Some(n),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&vol).unwrap();
+    let data = pattern(21, 4 << 20);
+    write(e, &vol, 0, &data).unwrap();
+    let plexes = plex_names(&vm, "dg01", "vol01");
+    drop(vol);
+    vm.crash();
+    let vm2 = VolumeManager::new(e.clone());
+    let gate = hold_resync_at(&vm2, at);
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    gate.wait_reached("the resync");
+    (vm2, gate, data, plexes)
+}
+
+/// Dissociating a plex a crash resync writes stops that resync before the plex's space is
+/// freed: a volume created on that space keeps its data when the resync would have gone on.
+#[test]
+fn dissociating_a_resync_target_stops_its_writes_before_the_space_is_reused() {
+    let e = engine();
+    let d = disks(&e, 2, 16);
+    let (vm, gate, _, plexes) = crashed_mirror(&e, &d, 2, 2048);
+    let resync = vm
+        .tasks()
+        .list()
+        .into_iter()
+        .find(|t| t.kind == "resync")
+        .unwrap();
+    assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
+    let disk = plex_disk(&vm, &plexes[1]);
+    vm.plex_detach("dg01", &plexes[1], true).unwrap();
+    // The freed space holds a new volume now.
+    let new = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "new".into(),
+            size: 4 << 20,
+            layout: "concat".into(),
+            alloc: Some(vec![disk]),
+            ..Default::default()
+        })
+        .unwrap();
+    let new = e.bdevs().get(&new).unwrap();
+    let mine = pattern(22, 4 << 20);
+    write(&e, &new, 0, &mine).unwrap();
+    gate.open();
+    wait_until("the first resync to end", || {
+        resync.state() != TaskState::Running
+    });
+    assert!(
+        read(&e, &new, 0, 4 << 20).unwrap() == mine,
+        "the resync of {} wrote over volume new",
+        plexes[1]
+    );
+    assert_eq!(resync.state(), TaskState::Cancelled);
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(cfg.volume("vol01").unwrap().state, VolumeState::Active);
+    drop(new);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A crash resync of a 3-way mirror whose one target fails: that plex is detached (IOFAIL)
+/// and the other target is still brought in sync; the volume leaves SYNC.
+#[test]
+fn a_failing_resync_target_is_detached_and_the_others_complete() {
+    use crate::drivers::error::InjectTarget;
+    use crate::volume::objects::PlexState;
+    let e = engine();
+    let d = error_disks(&e, 3, 16);
+    let (vm, gate, data, plexes) = crashed_mirror(&e, &d, 3, 0);
+    let bad = plex_disk(&vm, &plexes[2]);
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let dev = cfg.disk(&bad).unwrap().device.clone();
+    inject(&e, &dev, InjectTarget::Write, 1 << 20);
+    gate.open();
+    wait_until("every resync to end", || {
+        vm.tasks()
+            .list()
+            .iter()
+            .all(|t| t.kind != "resync" || t.state() != TaskState::Running)
+    });
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(
+        cfg.volume("vol01").unwrap().state,
+        VolumeState::Active,
+        "the resync completed for the healthy plexes: {:?}",
+        vm.tasks()
+            .list()
+            .iter()
+            .map(|t| t.state())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        plex_state(&vm, &plexes[2]),
+        (PlexState::Iofail, KernelState::Detached)
+    );
+    assert_eq!(
+        plex_state(&vm, &plexes[1]),
+        (PlexState::Active, KernelState::Enabled)
+    );
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    assert!(plex_read(&vm, &vol, &plexes[1], 0, 4 << 11) == data);
+    err_state(&e, &dev).clear();
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}

@@ -306,3 +306,66 @@ fn a_failing_move_destination_abandons_the_move() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A point where a test holds a thread (a copy, the event thread) until it lets it go: the
+/// held thread calls [`Gate::block`], the test waits for it with [`Gate::wait_reached`] and
+/// releases it with [`Gate::open`]. Once open, `block` returns at once.
+#[derive(Default)]
+pub(crate) struct Gate {
+    st: std::sync::Mutex<(bool, bool)>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    pub(crate) fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    /// Marks the gate reached and waits until it is open.
+    pub(crate) fn block(&self) {
+        let mut st = self.st.lock().unwrap();
+        st.0 = true;
+        self.cv.notify_all();
+        while !st.1 {
+            st = self.cv.wait(st).unwrap();
+        }
+    }
+
+    /// Waits (up to 60 s) until a thread reached the gate.
+    pub(crate) fn wait_reached(&self, what: &str) {
+        let st = self.st.lock().unwrap();
+        let (st, _) = self
+            .cv
+            .wait_timeout_while(st, std::time::Duration::from_secs(60), |s| !s.0)
+            .unwrap();
+        assert!(st.0, "timed out waiting for {what}");
+    }
+
+    /// Lets every blocked thread go, now and later.
+    pub(crate) fn open(&self) {
+        self.st.lock().unwrap().1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Sets the test hook of `vm` (see [`crate::volume::task::HookPoint`]).
+pub(crate) fn set_hook(
+    vm: &VolumeManager,
+    f: impl Fn(crate::volume::task::HookPoint<'_>) + Send + Sync + 'static,
+) {
+    *vm.tasks().hook.lock().unwrap() = Some(Arc::new(f));
+}
+
+/// Holds every resync of `vm` before it copies the chunk at or past block `at` (once).
+pub(crate) fn hold_resync_at(vm: &VolumeManager, at: u64) -> Arc<Gate> {
+    let gate = Gate::new();
+    let g = gate.clone();
+    set_hook(vm, move |p| {
+        if let crate::volume::task::HookPoint::Chunk { task, at: a } = p {
+            if task.kind == "resync" && a >= at {
+                g.block();
+            }
+        }
+    });
+    gate
+}

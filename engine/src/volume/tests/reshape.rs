@@ -143,3 +143,97 @@ fn concat_subdisk_moves_under_writes() {
 fn mirror_stripe_column_moves_under_writes() {
     move_under_writes("mirror-stripe", 5);
 }
+
+/// A guest write that fails on a move's new place while the copy is already finished: the
+/// move must not swap before that failure is handled (it would then find no move, and the
+/// write would be acknowledged over a plex that now maps to the new place without it). The
+/// test holds the failure's handling until the move thread has either swapped or is waiting
+/// for the write.
+#[test]
+fn a_shadow_write_failing_as_the_move_swaps_is_never_lost() {
+    use crate::drivers::error::InjectTarget;
+    use crate::volume::task::HookPoint;
+    use std::sync::Mutex;
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let m = disks(&e, 2, 16);
+    let ee = crate::drivers::error::create(&e, &m[1], None)
+        .unwrap()
+        .name()
+        .to_string();
+    vm.dg_create("dg01", &[m[0].clone(), ee.clone()], false)
+        .unwrap();
+    let vol = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: 4 << 20,
+            layout: "concat".into(),
+            alloc: Some(vec!["disk01".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&vol).unwrap();
+    let data = pattern(31, 4 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let copied = Gate::new();
+    let failed_seen = Arc::new(AtomicBool::new(false));
+    // The move task, once known: the failure's handling waits until it ended (swapped) or
+    // its thread holds the barrier (waits for the failed write).
+    let moving: Arc<Mutex<Option<Arc<crate::volume::task::Task>>>> = Arc::default();
+    {
+        let (copied, failed_seen, moving, shared) = (
+            copied.clone(),
+            failed_seen.clone(),
+            moving.clone(),
+            shared.clone(),
+        );
+        set_hook(&vm, move |p| match p {
+            HookPoint::MoveCopied => copied.block(),
+            HookPoint::WriteFailed => {
+                failed_seen.store(true, Ordering::SeqCst);
+                let t = moving.lock().unwrap().clone().expect("the move task");
+                wait_until("the move to swap or to wait for the write", || {
+                    t.state() != TaskState::Running || shared.barrier().any_raised()
+                });
+            }
+            HookPoint::Chunk { .. } => {}
+        });
+    }
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let sd = cfg.subdisks_of("vol01-01")[0].clone();
+    let id = vm
+        .subdisk_move("dg01", &sd.name, Some("disk02"), Duration::ZERO)
+        .unwrap();
+    let task = vm.tasks().get(id).unwrap();
+    *moving.lock().unwrap() = Some(task.clone());
+    copied.wait_reached("the move's copy to finish");
+    // The next write to the new place fails: the guest's, on the shadow.
+    inject(&e, &ee, InjectTarget::Write, 1);
+    let late = pattern(32, 64 << 10);
+    let writer = {
+        let (e, vol, late) = (e.clone(), vol.clone(), late.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &late))
+    };
+    wait_until("the shadow write to fail", || {
+        failed_seen.load(Ordering::SeqCst)
+    });
+    copied.open();
+    writer
+        .join()
+        .unwrap()
+        .expect("the write reached the real plex");
+    vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
+    assert!(
+        read(&e, &vol, 0, late.len() as u64).unwrap() == late,
+        "an acknowledged write was lost (move ended {:?})",
+        task.state()
+    );
+    assert_eq!(task.state(), TaskState::Cancelled, "the move was abandoned");
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(cfg.subdisks_of("vol01-01")[0].name, sd.name);
+    drop((vol, shared));
+    vm.shutdown();
+    e.shutdown();
+}
