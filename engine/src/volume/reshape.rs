@@ -364,17 +364,19 @@ impl VolumeManager {
         std::thread::Builder::new()
             .name(format!("move {sd}"))
             .spawn(move || {
+                let targets = [target];
                 let r = task::copy(
                     &vm.engine,
                     &task,
                     shared.barrier(),
                     &source,
-                    &[target],
+                    &targets,
                     bs,
                     end,
                     delay,
                     |_| {},
                 );
+                let r = super::manager::flush_copied(&vm.engine, r, &targets);
                 let mut groups = vm.lock();
                 let Some(g) = groups.get_mut(&task.dg) else {
                     task.set_state(TaskState::Cancelled);
