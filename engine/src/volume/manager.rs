@@ -62,6 +62,15 @@ pub enum VmError {
         "the configuration change could not be written to any disk ({0}); nothing was changed"
     )]
     Commit(String),
+    /// A disk could not be flushed, so a state that depends on its data was not recorded.
+    #[error("cannot flush disk '{bdev}' (the change that needs its data on the media was not recorded): {source}")]
+    Flush {
+        /// The bdev.
+        bdev: String,
+        /// Why.
+        #[source]
+        source: DiskError,
+    },
 }
 
 impl VmError {
@@ -79,6 +88,7 @@ impl VmError {
             VmError::Bdev(e) => e.errno(),
             VmError::Choose(_) => libc::EEXIST,
             VmError::Commit(_) => libc::EIO,
+            VmError::Flush { .. } => libc::EIO,
         }
     }
 }
@@ -232,6 +242,58 @@ impl Group {
         self.seq = seq;
         Ok(())
     }
+}
+
+/// Flushes each of `disks` once: data written to them reaches their media before a commit
+/// records a state that vouches for it (CLEAN at stop, zeroing done, a copy complete). A
+/// config holder's own flush is no substitute: power can fail after the first holder's flush,
+/// before the other disks are flushed.
+pub(crate) fn flush_disks<'a>(
+    engine: &Engine,
+    disks: impl IntoIterator<Item = &'a Arc<Bdev>>,
+) -> Result<(), VmError> {
+    let mut done: Vec<u64> = Vec::new();
+    for d in disks {
+        if done.contains(&d.id()) {
+            continue;
+        }
+        done.push(d.id());
+        disk::flush(engine, d).map_err(|source| VmError::Flush {
+            bdev: d.name().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Flushes the disks the copy `targets` write to (see [`flush_disks`]).
+pub(crate) fn flush_targets(
+    engine: &Engine,
+    targets: &[super::task::CopyPlex],
+) -> Result<(), VmError> {
+    let disks = targets.iter().flat_map(|t| {
+        t.geometry
+            .columns()
+            .iter()
+            .flat_map(|c| c.extents.iter())
+            .filter_map(|e| t.disks.get(e.target as usize))
+    });
+    flush_disks(engine, disks)
+}
+
+/// After a copy: when it ran to its end (`Ok(true)`), flushes the disks its `targets` wrote
+/// to, so that the commit recording the copy complete comes after the copied data is
+/// durable; a failed flush fails the copy.
+pub(crate) fn flush_copied(
+    engine: &Engine,
+    r: Result<bool, String>,
+    targets: &[super::task::CopyPlex],
+) -> Result<bool, String> {
+    if r != Ok(true) {
+        return r;
+    }
+    flush_targets(engine, targets).map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 /// The volume manager: every imported disk group.

@@ -612,7 +612,12 @@ impl VolumeManager {
                 at += n;
             }
         }
-        Ok(())
+        // The zeroes are on the media before a commit says the space is zeroed.
+        super::manager::flush_disks(
+            &self.engine,
+            sds.iter()
+                .filter_map(|s| g.members.get(&s.disk).map(|m| &m.bdev)),
+        )
     }
 
     /// Starts a volume: registers bdev `<dg>/<name>`. A volume that was running when plexd
@@ -753,23 +758,39 @@ impl VolumeManager {
             }
         }
         self.tasks.cancel_volume(&dg, name);
+        let disks = g
+            .volumes
+            .get(name)
+            .map(|s| s.map().disks.clone())
+            .unwrap_or_default();
         self.engine
             .delete_bdev(&bdev_name, Some(driver::PRODUCT_NAME))?;
         g.volumes.remove(name);
+        // CLEAN vouches for every plex holding every write: only once every disk is flushed.
+        let clean = match super::manager::flush_disks(&self.engine, &disks) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(dg = %dg, volume = %name, "{e}; the volume stays ACTIVE and resyncs at its next start");
+                false
+            }
+        };
         let mut cfg = g.cfg.clone();
         let syncing = cfg
             .volume(name)
             .is_some_and(|v| v.state == VolumeState::Sync);
         if let Some(v) = cfg.volume_mut(name) {
-            if !syncing {
+            if clean && !syncing {
                 v.state = VolumeState::Clean;
             }
-            v.kstate = KernelState::Disabled;
+            // Not clean: left as a crash leaves it (ENABLED), so copies start over.
+            if clean {
+                v.kstate = KernelState::Disabled;
+            }
             if !shutting_down {
                 v.autostart = false;
             }
         }
-        if !syncing {
+        if clean && !syncing {
             for p in cfg.plexes.iter_mut() {
                 if p.volume.as_deref() == Some(name) && p.state == PlexState::Active {
                     p.state = PlexState::Clean;

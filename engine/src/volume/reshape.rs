@@ -365,18 +365,20 @@ impl VolumeManager {
         std::thread::Builder::new()
             .name(format!("move {sd}"))
             .spawn(move || {
+                let targets = [target];
                 let r = task::copy(
                     &vm.engine,
                     &task,
                     shared.barrier(),
                     &source,
-                    &[target],
+                    &targets,
                     bs,
                     end,
                     delay,
                     |_| {},
                     |_, _| false,
                 );
+                let r = super::manager::flush_copied(&vm.engine, r, &targets);
                 // No swap while a write that used the shadow is in flight or waits for its
                 // failure to be recorded: such a failure must still find the move (and
                 // abandon it) rather than be acknowledged over a swapped plex that lacks the

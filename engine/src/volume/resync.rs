@@ -71,13 +71,14 @@ impl VolumeManager {
                     bs,
                     len,
                     Duration::ZERO,
-                    |off| vm.checkpoint(&task, |cfg| {
+                    |off| vm.checkpoint(&task, &targets, |cfg| {
                         if let Some(v) = cfg.volume_mut(&task.volume) {
                             v.resync_offset = Some(off);
                         }
                     }),
                     |i, e| vm.resync_target_failed(&task, &names[i], e),
                 );
+                let r = super::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
                     if let Some(v) = cfg.volume_mut(&t.volume) {
@@ -306,7 +307,7 @@ impl VolumeManager {
                     len,
                     delay,
                     |off| {
-                        vm.checkpoint(&task, |cfg| {
+                        vm.checkpoint(&task, &targets, |cfg| {
                             if let Some(p) = cfg.plex_mut(&pname) {
                                 if p.kstate == KernelState::Enabled && p.sync_offset.is_some() {
                                     p.sync_offset = Some(off);
@@ -316,6 +317,7 @@ impl VolumeManager {
                     },
                     |_, _| false,
                 );
+                let r = super::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
                     let Some(p) = t.plex.as_deref().and_then(|p| cfg.plex_mut(p)) else {
@@ -364,9 +366,18 @@ impl VolumeManager {
         }
     }
 
-    /// Records a copy's progress (skipped once the task was cancelled: whoever cancelled it
-    /// owns the configuration now).
-    fn checkpoint(&self, task: &Task, f: impl FnOnce(&mut super::objects::DgConfig)) {
+    /// Records a copy's progress once the `targets`' disks are flushed (skipped once the task
+    /// was cancelled: whoever cancelled it owns the configuration now).
+    fn checkpoint(
+        &self,
+        task: &Task,
+        targets: &[CopyPlex],
+        f: impl FnOnce(&mut super::objects::DgConfig),
+    ) {
+        if let Err(e) = super::manager::flush_targets(&self.engine, targets) {
+            tracing::warn!(dg = %task.dg, volume = %task.volume, "copy progress not recorded: {e}");
+            return;
+        }
         let mut groups = self.lock();
         if task.cancelled() {
             return;

@@ -12,6 +12,7 @@ use crate::reactor::PollMode;
 use crate::Engine;
 
 mod copy_safety;
+mod durability;
 mod edges;
 mod failures;
 mod layered;

@@ -1,0 +1,200 @@
+//! What the disks hold after a power loss at the worst moment of a commit: data flushed
+//! before the configuration that vouches for it, config copies kept on healthy disks, and
+//! no CLEAN record over I/O that never finished.
+
+use std::time::Duration;
+
+use super::*;
+use crate::bdev::blocking::run_io;
+use crate::bdev::IoType;
+use crate::drivers::error::{Arming, CrashMode, ErrorKind, InjectTarget, MAX_NUM};
+use crate::volume::objects::{DgConfig, PlexState, VolumeState};
+use crate::volume::task::TaskState;
+
+/// Requests of kind `kind` still armed on error bdev `name` (0 once the injection was used).
+fn armed(e: &Engine, name: &str, kind: &str) -> u64 {
+    let b = e.bdevs().get(name).unwrap();
+    let (_, info) = b.driver().driver_specific().unwrap();
+    info["injections"][kind]["remaining"].as_u64().unwrap_or(0)
+}
+
+/// Holds the next write to error bdev `name` (it waits in the bdev until released).
+fn hold_next_write(e: &Engine, name: &str) {
+    err_state(e, name)
+        .inject(InjectTarget::Write, &Arming::new(ErrorKind::Pending, 1))
+        .unwrap();
+}
+
+/// Pulls the plug on every disk of `d`: what their volatile caches hold is lost, and every
+/// request from now on fails (nothing written after the power loss may reach a disk). The
+/// request held on `held` is then let go (it fails).
+fn power_loss(e: &Engine, d: &[String], held: &str) {
+    for n in d {
+        err_state(e, n)
+            .inject(InjectTarget::All, &Arming::new(ErrorKind::Failure, MAX_NUM))
+            .unwrap();
+        err_state(e, n).crash();
+    }
+    let b = e.bdevs().get(held).unwrap();
+    run_io(e, 0, &b, IoType::Reset, 0, 0, None, Duration::from_secs(10)).unwrap();
+}
+
+/// Power is back: the disks work again, with what reached their media.
+fn power_on(e: &Engine, d: &[String]) {
+    for n in d {
+        err_state(e, n).clear();
+        err_state(e, n).set_crash_mode(CrashMode::None, 0).unwrap();
+    }
+}
+
+/// The newest configuration copy on any of the bdevs `d` (what an import would read).
+fn newest_config(e: &Engine, d: &[String]) -> (DgConfig, u64) {
+    let mut best: Option<(DgConfig, u64)> = None;
+    for n in d {
+        let b = e.bdevs().get(n).unwrap();
+        let l = crate::volume::disk::read_label(e, &b).unwrap();
+        for (_, c) in crate::volume::disk::read_copies(e, &b, &l) {
+            let Ok(c) = c else { continue };
+            if best.as_ref().is_none_or(|(_, s)| c.header.seq > *s) {
+                let cfg: DgConfig = serde_json::from_slice(&c.payload).unwrap();
+                best = Some((cfg, c.header.seq));
+            }
+        }
+    }
+    best.expect("a config copy")
+}
+
+/// Reads `len` bytes at byte `offset` of plex `plex` of `cfg` straight from its (single)
+/// subdisk's bdev.
+fn raw_plex_read(e: &Engine, cfg: &DgConfig, plex: &str, offset: u64, len: u64) -> Vec<u8> {
+    let sd = cfg.subdisks_of(plex)[0].clone();
+    let disk = cfg.disk(&sd.disk).unwrap();
+    let b = e.bdevs().get(&disk.device).unwrap();
+    let at = (disk.public_offset + sd.disk_offset) * cfg.block_size as u64;
+    read(e, &b, at + offset, len).unwrap()
+}
+
+/// A clean stop whose power fails right after the first config holder flushed the CLEAN
+/// record: the mirrors' writes (acknowledged from volatile caches, never flushed by the
+/// guest) must be on every disk by then, or the import trusts a CLEAN volume whose plexes
+/// differ.
+#[test]
+fn power_loss_during_a_clean_stop_never_leaves_clean_over_unflushed_mirror_writes() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "mirror");
+    for n in &d {
+        err_state(&e, n)
+            .set_crash_mode(CrashMode::VolatileCache, 0)
+            .unwrap();
+    }
+    let data = pattern(5, 256 << 10);
+    write(&e, &vol, 0, &data).unwrap();
+    drop(vol);
+    // disk01 holds the first copy: the stop's commit writes and flushes it, then reaches
+    // disk02, whose first write is held: the power fails right there.
+    hold_next_write(&e, &d[1]);
+    let stopper = {
+        let vm = vm.clone();
+        std::thread::spawn(move || vm.volume_stop("dg01", "vol01"))
+    };
+    wait_until("the stop's commit to reach disk02", || {
+        armed(&e, &d[1], "write") == 0
+    });
+    power_loss(&e, &d, &d[1]);
+    stopper.join().unwrap().unwrap();
+    vm.crash();
+    power_on(&e, &d);
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    let (cfg, _) = vm2.config("dg01").unwrap();
+    assert_eq!(
+        cfg.volume("vol01").unwrap().state,
+        VolumeState::Clean,
+        "disk01 holds the stop's record"
+    );
+    vm2.volume_start("dg01", "vol01").unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    for p in plex_names(&vm2, "dg01", "vol01") {
+        assert!(
+            plex_read(&vm2, &vol, &p, 0, 512) == data,
+            "plex {p} lost writes made before the stop, yet the volume is recorded CLEAN (no resync)"
+        );
+    }
+    drop(vol);
+    vm2.shutdown();
+    e.shutdown();
+}
+
+/// A plex attach whose completion is recorded, then the power fails right after the first
+/// config holder's flush: the copied data must have been flushed to the new plex's disk
+/// before, or the configuration calls the plex in sync over blocks that are gone.
+#[test]
+fn power_loss_after_an_attach_completes_never_leaves_the_plex_in_sync_over_lost_data() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.volume_create(&VolumeCreate {
+        dg: "dg01".into(),
+        name: "vol01".into(),
+        size: 2 << 20,
+        layout: "mirror".into(),
+        alloc: Some(vec!["disk01".into(), "disk02".into()]),
+        ..Default::default()
+    })
+    .unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let data = pattern(8, 2 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    drop(vol);
+    // The new plex's disk keeps what the copy writes in its volatile cache.
+    err_state(&e, &d[2])
+        .set_crash_mode(CrashMode::VolatileCache, 0)
+        .unwrap();
+    // Two chunks, 400 ms apart: no checkpoint in between (they come once a second).
+    let id = vm
+        .plex_attach(
+            "dg01",
+            "vol01",
+            None,
+            Some(&["disk03".to_string()]),
+            Duration::from_millis(400),
+        )
+        .unwrap();
+    let task = vm.tasks().get(id).unwrap();
+    wait_until("the first chunk to be copied", || task.done() >= 2048);
+    // The completion's commit writes disk01's copy, flushes it, then reaches disk02.
+    hold_next_write(&e, &d[1]);
+    wait_until("the completion's commit to reach disk02", || {
+        armed(&e, &d[1], "write") == 0
+    });
+    power_loss(&e, &d, &d[1]);
+    let t = vm.tasks().wait(id, Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        t.state(),
+        TaskState::Done,
+        "the completion was recorded on disk01"
+    );
+    vm.crash();
+    power_on(&e, &d);
+    let (cfg, _) = newest_config(&e, &d);
+    let new = cfg
+        .subdisks
+        .iter()
+        .find(|s| s.disk == "disk03")
+        .and_then(|s| s.plex.clone())
+        .expect("the attached plex");
+    let p = cfg.plex(&new).unwrap();
+    if p.state.is_in_sync() && p.sync_offset.is_none() {
+        assert!(
+            raw_plex_read(&e, &cfg, &new, 0, 2 << 20) == data,
+            "plex {new} is recorded in sync ({:?}) but the data copied into it is gone",
+            p.state
+        );
+    } else {
+        assert_eq!(p.state, PlexState::Stale);
+    }
+}
