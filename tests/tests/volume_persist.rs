@@ -10,6 +10,8 @@
 //!   is not imported behind the administrator's back when a plexd starts (VxVM's rule).
 //! - A config saved with `plexctl save-config` while volumes are exported brings plexd back
 //!   with the exports.
+//! - A group holding a stripe-mirror (layered) volume deports after a restart from its saved
+//!   config (the volume's columns go with it) and imports again with the data intact.
 //!
 //! Data goes through the real vhost-user-blk path (`plexd_tests::vhost_client`); the disks
 //! are aio bdevs on 64 MiB files in a temporary directory.
@@ -575,4 +577,71 @@ fn saved_config_with_exported_volumes_restarts() {
     );
     let mut c = rig.connect("vs");
     check_patterns(&mut c, "after restart from the saved config", &written);
+}
+
+#[test]
+fn stripe_mirror_group_deports_after_restart_from_saved_config() {
+    let rig = Rig::new(&["d0", "d1", "d2", "d3"]);
+    let mut first = rig.start();
+    first.call(
+        "dg_create",
+        json!({"name": "ldg", "disks": ["d0", "d1", "d2", "d3"]}),
+    );
+    first.call(
+        "volume_create",
+        json!({"dg": "ldg", "name": "vsm", "size": VOL_BYTES, "layout": "stripe-mirror",
+               "ncol": 2}),
+    );
+    let mut c = rig.export(&first, "vl", "ldg/vsm");
+    let written = write_patterns(&mut c, 11, VOL_BYTES);
+    rig.unexport(&first, "vl", c);
+    let out = first.plexctl(&["save-config"]);
+    assert!(out.status.success(), "plexctl save-config: {out:?}");
+    let cfg = rig.dir.path().join("saved.json");
+    std::fs::write(&cfg, &out.stdout).expect("write the saved config");
+    assert_eq!(first.stop(libc::SIGTERM), Some(0));
+    drop(first);
+
+    let mut second = rig.start_with_config(&cfg);
+    assert!(
+        second.names().iter().any(|n| n == "ldg/vsm"),
+        "the stripe-mirror volume did not start at import: {:?}",
+        second.names()
+    );
+    let objects = second.call("volume_list", json!({"dg": "ldg"}));
+    let r = second
+        .client()
+        .call("dg_deport", Some(json!({"name": "ldg"})));
+    assert!(
+        r.is_ok(),
+        "dg_deport of a group with a stripe-mirror volume: {r:?}"
+    );
+    assert_eq!(second.call("dg_list", json!({})), json!([]), "deported");
+    for n in ["ldg/vsm", "ldg/vsm-L01", "ldg/vsm-L02"] {
+        assert!(
+            !second.names().iter().any(|b| b == n),
+            "{n} still registered after the deport: {:?}",
+            second.names()
+        );
+    }
+    assert_eq!(
+        second.call("dg_import", json!({"name": "ldg"})),
+        json!(["ldg"])
+    );
+    let v = &second.call("volume_list", json!({"dg": "ldg", "name": "vsm"}))[0];
+    if v["started"] != json!(true) {
+        second.call("volume_start", json!({"dg": "ldg", "name": "vsm"}));
+    }
+    let mut now = second.call("volume_list", json!({"dg": "ldg"}));
+    let mut then = objects;
+    for l in [&mut now, &mut then] {
+        for v in l.as_array_mut().expect("volumes") {
+            v.as_object_mut().expect("volume").remove("state");
+        }
+    }
+    assert_eq!(now, then, "the objects changed across deport/import");
+    let mut c = rig.export(&second, "vl", "ldg/vsm");
+    check_patterns(&mut c, "after restart, deport and import", &written);
+    rig.unexport(&second, "vl", c);
+    assert_eq!(second.stop(libc::SIGTERM), Some(0));
 }

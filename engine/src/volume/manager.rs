@@ -635,8 +635,14 @@ impl VolumeManager {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         for (v, shared) in &g.volumes {
+            // A sub-volume is claimed by its layered parent, which stops it.
+            let parent_claim = g
+                .cfg
+                .volume(v)
+                .and_then(|r| r.parent.as_deref())
+                .map(|p| super::layered::claim_owner(dg, p));
             if let Ok(b) = self.engine.bdevs().get(shared.name()) {
-                if let Some(owner) = b.claimed_by() {
+                if let Some(owner) = b.claimed_by().filter(|o| Some(o) != parent_claim.as_ref()) {
                     return Err(VmError::Busy(format!(
                         "volume {v} is in use by {owner}; release it before deporting '{dg}'"
                     )));
@@ -674,7 +680,14 @@ impl VolumeManager {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if !g.cfg.volumes.is_empty() {
-            let names: Vec<&str> = g.cfg.volumes.iter().map(|v| v.name.as_str()).collect();
+            // Sub-volumes go with their layered parent: name the parents only.
+            let names: Vec<&str> = g
+                .cfg
+                .volumes
+                .iter()
+                .filter(|v| v.parent.is_none())
+                .map(|v| v.name.as_str())
+                .collect();
             return Err(VmError::Busy(format!(
                 "disk group '{dg}' still has volumes {}; delete them first",
                 names.join(", ")

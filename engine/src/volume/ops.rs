@@ -629,6 +629,7 @@ impl VolumeManager {
         if g.cfg.volume(name).is_none() {
             return Err(not_found_volume(dg, name));
         }
+        refuse_subvolume(g, name, "start")?;
         if g.volumes.contains_key(name) {
             return Err(VmError::Busy(format!(
                 "volume {dg}/{name} is already started"

@@ -118,3 +118,113 @@ fn a_failed_disk_costs_stripe_mirror_only_its_column_mirror() {
     vm2.shutdown();
     e.shutdown();
 }
+
+/// A group holding a stripe-mirror volume deports with it (the parent stops first, then its
+/// columns), imports again with the data intact, deports again after a crash and re-import,
+/// and is destroyed once the volume is deleted. Stopping the parent stops its columns too.
+#[test]
+fn a_group_with_a_stripe_mirror_volume_deports_and_imports_whole() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vsm".into(),
+            size: 4 << 20,
+            layout: "stripe-mirror".into(),
+            ncol: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&vol).unwrap();
+    let data = pattern(21, 4 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    drop(vol);
+    let subs = ["dg01/vsm-L01", "dg01/vsm-L02"];
+
+    // volume_stop takes the columns down with the parent; volume_start brings them back.
+    vm.volume_stop("dg01", "vsm").unwrap();
+    for s in subs {
+        assert!(e.bdevs().get(s).is_err(), "{s} still registered after stop");
+    }
+    // A column does not start on its own (deport would then leave it behind).
+    let err = vm.volume_start("dg01", "vsm-L01").map(|()| "started");
+    assert!(
+        err.as_ref()
+            .is_err_and(|e| e.to_string().contains("sub-volume")),
+        "volume_start of a sub-volume: {err:?}"
+    );
+    vm.volume_start("dg01", "vsm").unwrap();
+    for s in subs {
+        assert!(e.bdevs().get(s).unwrap().claimed_by().is_some(), "{s}");
+    }
+    vm.volume_stop("dg01", "vsm").unwrap();
+    vm.volume_start("dg01", "vsm").unwrap();
+
+    vm.dg_deport("dg01")
+        .unwrap_or_else(|err| panic!("deport with a stripe-mirror volume: {err}"));
+    assert!(vm.group_names().is_empty());
+    for s in ["dg01/vsm"].iter().chain(subs.iter()) {
+        assert!(
+            e.bdevs().get(s).is_err(),
+            "{s} still registered after deport"
+        );
+    }
+    for m in &d {
+        assert!(e.bdevs().get(m).unwrap().claimed_by().is_none(), "{m}");
+    }
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    let vol = e.bdevs().get("dg01/vsm").unwrap();
+    assert_eq!(read(&e, &vol, 0, 4 << 20).unwrap(), data);
+    drop(vol);
+
+    // After a crash (no clean stop) and re-import, deport still works.
+    vm.crash();
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    for t in vm2.tasks().list() {
+        let t = vm2.tasks().wait(t.id, Duration::from_secs(60)).unwrap();
+        assert_eq!(t.state(), TaskState::Done, "{}", t.kind);
+    }
+    vm2.dg_deport("dg01")
+        .unwrap_or_else(|err| panic!("deport after re-import: {err}"));
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    let vol = e.bdevs().get("dg01/vsm").unwrap();
+    assert_eq!(read(&e, &vol, 0, 4 << 20).unwrap(), data);
+    drop(vol);
+    let (cfg, _) = vm2.config("dg01").unwrap();
+    assert!(
+        cfg.volumes.iter().all(|v| v.state == VolumeState::Active),
+        "{:?}",
+        cfg.volumes
+    );
+
+    // An exported parent still refuses the deport, naming the parent.
+    e.bdevs()
+        .get("dg01/vsm")
+        .unwrap()
+        .claim("test export")
+        .unwrap();
+    let err = vm2.dg_deport("dg01").unwrap_err().to_string();
+    assert!(
+        err.contains("dg01/vsm ") || err.contains("volume vsm "),
+        "{err}"
+    );
+    e.bdevs().get("dg01/vsm").unwrap().release_claim();
+
+    // Destroy: refused naming the top volume only; fine after the volume is deleted.
+    let err = vm2.dg_destroy("dg01").unwrap_err().to_string();
+    assert!(err.contains("vsm") && !err.contains("vsm-L01"), "{err}");
+    vm2.volume_delete("dg01", "vsm").unwrap();
+    for s in subs {
+        assert!(
+            e.bdevs().get(s).is_err(),
+            "{s} still registered after delete"
+        );
+    }
+    vm2.dg_destroy("dg01").unwrap();
+    vm2.shutdown();
+    e.shutdown();
+}
