@@ -164,6 +164,7 @@ pub struct VolumeShared {
     pub(crate) acked_event: AtomicU64,
     pub(crate) read_errors: AtomicU64,
     pub(crate) write_errors: AtomicU64,
+    pub(crate) read_repairs_dropped: AtomicU64,
     barrier: SyncBarrier,
 }
 
@@ -190,6 +191,7 @@ impl VolumeShared {
             acked_event: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            read_repairs_dropped: AtomicU64::new(0),
         })
     }
 
@@ -239,6 +241,12 @@ impl VolumeShared {
     /// Plex write failures seen.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Read repairs not run because the repair queue was full (the failing range is left as
+    /// it was; the next read there fails over and asks again).
+    pub fn read_repairs_dropped(&self) -> u64 {
+        self.read_repairs_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -290,6 +298,7 @@ impl BdevDriver for VolumeBdev {
                 })).collect::<Vec<_>>(),
                 "read_errors": self.shared.read_errors(),
                 "write_errors": self.shared.write_errors(),
+                "read_repairs_dropped": self.shared.read_repairs_dropped(),
             }),
         ))
     }

@@ -242,6 +242,8 @@ pub struct VolumeManager {
     pub(crate) tasks: Arc<super::task::TaskList>,
     /// Itself, for the threads tasks run on.
     pub(crate) me: std::sync::Weak<VolumeManager>,
+    /// Read repairs waiting for their worker.
+    pub(crate) repairs: super::repair::RepairQueue,
     /// Test hook: the next this many map publications fail as if the map could not be built.
     #[cfg(test)]
     pub(crate) fail_publishes: std::sync::atomic::AtomicU32,
@@ -257,6 +259,7 @@ impl VolumeManager {
             groups: Mutex::new(BTreeMap::new()),
             events: tx,
             tasks: Arc::new(super::task::TaskList::default()),
+            repairs: super::repair::RepairQueue::new(me.clone()),
             #[cfg(test)]
             fail_publishes: Default::default(),
         });
@@ -959,16 +962,16 @@ impl VolumeManager {
                 offset,
                 num,
             } => {
-                // On its own thread: the repair waits for writes in flight, and a write may be
-                // waiting for this thread to record a detach.
-                if let Some(vm) = self.me.upgrade() {
-                    let spawned = std::thread::Builder::new()
-                        .name("vm_repair".into())
-                        .spawn(move || vm.repair_read(&volume, &map, bad, good, offset, num));
-                    if let Err(e) = spawned {
-                        tracing::error!("cannot start a read repair: {e}");
-                    }
-                }
+                // On the repair worker: the repair waits for writes in flight, and a write may
+                // be waiting for this thread to record a detach.
+                self.repairs.submit(super::repair::RepairJob {
+                    volume,
+                    map,
+                    bad,
+                    good,
+                    offset,
+                    num,
+                });
             }
         }
     }

@@ -18,6 +18,7 @@
 //! - [`resync`]: crash resync and plex attach, run as tasks.
 //! - [`print`](mod@print): `vxprint -ht`-style listings.
 //! - [`raid`]: SPDK's `bdev_raid_*` methods (raid0, raid1, concat) mapped onto volumes.
+//! - [`repair`]: the read-repair worker and its bounded queue.
 //! - [`reshape`]: volume grow and subdisk move.
 //! - [`rpc`]: the `dg_*`, `disk_*`, `volume_*`, `plex_*`, `vm_print`, `task_*` methods.
 
@@ -34,6 +35,7 @@ pub mod ondisk;
 pub mod ops;
 pub mod print;
 pub mod raid;
+pub mod repair;
 pub mod reshape;
 pub mod resync;
 pub mod rpc;

@@ -110,3 +110,103 @@ fn a_map_that_cannot_be_published_disables_the_volume() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A mirror whose plex on disk02 fails the next `n` reads, with the barrier over the first
+/// MiB held (so every repair there waits), read until `n` reads have failed and been served
+/// by the other plex. Returns the volume and its plex on disk02.
+fn read_errors_with_repairs_held(
+    e: &Arc<Engine>,
+    vm: &VolumeManager,
+    n: u64,
+) -> (Arc<Bdev>, String, Vec<u8>) {
+    use crate::drivers::error::InjectTarget;
+    let d = error_disks(e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(vm, "vol01", 4 << 20, "mirror");
+    let data = pattern(31, 4096);
+    write(e, &vol, 0, &data).unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    assert!(shared.barrier().enter(0, 8), "nothing copies yet");
+    inject(e, &d[1], InjectTarget::Read, n);
+    while shared.read_errors() < n {
+        assert_eq!(read(e, &vol, 0, 4096).unwrap(), data);
+    }
+    assert_eq!(shared.read_errors(), n);
+    wait_until("the event thread to hand over every repair", || {
+        vm.repair_stats().requested == n
+    });
+    (vol, plex_on(vm, "disk02"), data)
+}
+
+/// Read errors whose repairs must wait (a write holds their chunk) run on one worker, not
+/// on a thread each, and each is still done once the chunk is free.
+#[test]
+fn read_repairs_run_on_one_bounded_worker() {
+    use crate::volume::objects::{KernelState, PlexState};
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let n = 6;
+    let (vol, victim, data) = read_errors_with_repairs_held(&e, &vm, n);
+    let st = vm.repair_stats();
+    assert!(
+        st.threads <= 1,
+        "{} repair threads for {n} read errors",
+        st.threads
+    );
+    crate::volume::driver::shared_of(&vol)
+        .unwrap()
+        .barrier()
+        .leave(0, 8);
+    wait_until("every repair", || {
+        let st = vm.repair_stats();
+        st.done + st.dropped == n
+    });
+    let st = vm.repair_stats();
+    assert_eq!(st.dropped, 0, "the queue had room for all: {st:?}");
+    assert_eq!(
+        vm.lock()["dg01"].read_errors.get(&victim).copied(),
+        Some(n as u32),
+        "each repair rewrote the range and counted"
+    );
+    assert_eq!(
+        plex_state(&vm, &victim),
+        (PlexState::Active, KernelState::Enabled)
+    );
+    assert_eq!(plex_read(&vm, &vol, &victim, 0, 8), data);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// More read errors than the repair queue holds: the worker stays one thread, the repairs
+/// that do not fit are dropped and counted (never lost silently), and the guest keeps
+/// reading the right data.
+#[test]
+fn a_full_repair_queue_drops_repairs_and_counts_them() {
+    use crate::volume::repair::REPAIR_QUEUE;
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let n = REPAIR_QUEUE as u64 + 4;
+    let (vol, _victim, data) = read_errors_with_repairs_held(&e, &vm, n);
+    let st = vm.repair_stats();
+    assert!(
+        st.threads <= 1,
+        "{} repair threads for {n} read errors",
+        st.threads
+    );
+    assert!(
+        st.dropped >= n - REPAIR_QUEUE as u64 - 1,
+        "repairs past the queue are dropped: {st:?}"
+    );
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    assert_eq!(shared.read_repairs_dropped(), st.dropped);
+    shared.barrier().leave(0, 8);
+    wait_until("every repair run or dropped", || {
+        let st = vm.repair_stats();
+        st.done + st.dropped == n
+    });
+    assert_eq!(read(&e, &vol, 0, 4096).unwrap(), data);
+    drop((vol, shared));
+    vm.shutdown();
+    e.shutdown();
+}
