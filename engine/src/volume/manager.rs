@@ -784,9 +784,17 @@ impl VolumeManager {
         }
         let chosen = configdb::choose(dg_name, &found_disks, &copies, select_copy)?;
         let mut cfg = chosen.copy.config.clone();
+        // The import's commit must be newer than everything on the disks, copies the
+        // administrator rejected (select_copy) included: one with the same or a higher
+        // sequence number would bring the split brain back at the next import.
+        let newest_seen = copies
+            .iter()
+            .map(|c| c.seq)
+            .chain(members.iter().map(|(_, l)| l.serial))
+            .fold(chosen.copy.seq, u64::max);
         let mut group = Group {
             cfg: cfg.clone(),
-            seq: chosen.copy.seq,
+            seq: newest_seen,
             members: BTreeMap::new(),
             volumes: BTreeMap::new(),
             generation: 0,

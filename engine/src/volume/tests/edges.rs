@@ -210,3 +210,59 @@ fn a_full_repair_queue_drops_repairs_and_counts_them() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// Split brain settled with `select_copy`: the import's commit must be newer than every copy
+/// on the disks, the rejected half's included, or the next import finds the rejected copy
+/// again (same sequence number: split brain once more; higher: the rejected half wins).
+/// The halves change disk flags, not volumes, so the import makes exactly one commit (a
+/// volume start would commit again and happen to bury the rejected copy).
+#[test]
+fn a_selected_copy_stays_chosen_at_the_next_import() {
+    for extra in [0, 1, 3] {
+        let e = engine();
+        let vm = VolumeManager::new(e.clone());
+        let d = disks(&e, 2, 16);
+        vm.dg_create("dg01", &d, false).unwrap();
+        vm.dg_deport("dg01").unwrap();
+        // Each half changes alone; half B commits `extra` times more.
+        vm.dg_import(Some("dg01"), Some(&d[..1]), None).unwrap();
+        vm.disk_set("dg01", "disk01", Some(true), None).unwrap();
+        let (_, seq_a) = vm.config("dg01").unwrap();
+        vm.dg_deport("dg01").unwrap();
+        vm.dg_import(Some("dg01"), Some(&d[1..]), None).unwrap();
+        vm.disk_set("dg01", "disk02", Some(true), None).unwrap();
+        for _ in 0..extra {
+            vm.dg_set("dg01", 0).unwrap();
+        }
+        let (_, seq_b) = vm.config("dg01").unwrap();
+        assert_eq!(seq_b, seq_a + extra, "the halves' histories as planned");
+        vm.dg_deport("dg01").unwrap();
+        let err = vm.dg_import(Some("dg01"), None, None).unwrap_err();
+        assert!(err.to_string().contains("split brain"), "{err}");
+        // The administrator keeps half A (never newer than B).
+        vm.dg_import(Some("dg01"), None, Some(&d[0])).unwrap();
+        let (cfg, seq) = vm.config("dg01").unwrap();
+        let chosen = |cfg: &crate::volume::objects::DgConfig| {
+            cfg.disk("disk01").unwrap().spare && !cfg.disk("disk02").unwrap().spare
+        };
+        assert!(chosen(&cfg), "extra {extra}: half A imported");
+        // Power loss right after: the next import must find half A again, with no split
+        // brain, and so must one after a clean deport.
+        vm.crash();
+        for round in 0..2 {
+            let vm2 = VolumeManager::new(e.clone());
+            let r = vm2.dg_import(Some("dg01"), None, None);
+            assert!(
+                r.is_ok(),
+                "extra {extra}, import {round} after the one at seq {seq}: {r:?}"
+            );
+            let (cfg, _) = vm2.config("dg01").unwrap();
+            assert!(
+                chosen(&cfg),
+                "extra {extra}, import {round}: the chosen copy won"
+            );
+            vm2.dg_deport("dg01").unwrap();
+        }
+        e.shutdown();
+    }
+}
