@@ -59,6 +59,19 @@ impl RaidLevel {
     }
 }
 
+/// The raid0 strip size when `strip_size_kb` is not given (SPDK's default).
+const DEFAULT_STRIP_KB: u64 = 64;
+
+/// A strip size in bytes, refused if it does not fit in 64 bits.
+fn strip_bytes(kb: u64) -> Result<u64, VmError> {
+    kb.checked_mul(1024).ok_or_else(|| {
+        VmError::Invalid(format!(
+            "strip_size_kb {kb} is too large: at most {} KiB",
+            u64::MAX / 1024
+        ))
+    })
+}
+
 /// The saved-config entry that recreates a raid volume, or `None` for other volumes.
 pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
     let v = g.cfg.volume(vol)?;
@@ -135,6 +148,11 @@ impl VolumeManager {
         if level == RaidLevel::Raid1 && base_bdevs.len() < 2 {
             return Err(VmError::Invalid("raid1 needs at least 2 base bdevs".into()));
         }
+        if level == RaidLevel::Raid0 {
+            // Everything checked before the disks are labelled: a failure past this point
+            // rolls back, but a group that was never made leaves the base bdevs untouched.
+            self.check_strip(base_bdevs, strip_size_kb)?;
+        }
         self.engine.bdevs().check_free(name)?;
         self.dg_create(name, base_bdevs, false)?;
         let r = self.raid_volume(name, level, strip_size_kb, uuid);
@@ -142,6 +160,39 @@ impl VolumeManager {
             let _ = self.dg_destroy(name);
         }
         r
+    }
+
+    /// Checks a raid0 strip size against every base bdev that exists: its byte count fits
+    /// in 64 bits, is a multiple of the bdev's block size, and fits the bdev's public region.
+    fn check_strip(
+        &self,
+        base_bdevs: &[String],
+        strip_size_kb: Option<u64>,
+    ) -> Result<(), VmError> {
+        let kb = strip_size_kb.unwrap_or(DEFAULT_STRIP_KB);
+        let bytes = strip_bytes(kb)?;
+        for name in base_bdevs {
+            // A missing bdev is reported by the group creation, with its own message.
+            let Ok(b) = self.engine.bdevs().get(name) else {
+                continue;
+            };
+            let bs = u64::from(b.block_size());
+            if !bytes.is_multiple_of(bs) {
+                return Err(VmError::Invalid(format!(
+                    "strip_size_kb {kb} is not a multiple of base bdev '{name}''s block size ({bs} bytes)"
+                )));
+            }
+            let len = b.num_blocks().saturating_mul(bs);
+            if let Ok(layout) = super::ondisk::RegionLayout::for_disk(len, b.block_size()) {
+                if bytes > layout.public_len {
+                    return Err(VmError::Invalid(format!(
+                        "strip_size_kb {kb} is larger than the {} KiB base bdev '{name}' has for data",
+                        layout.public_len / 1024
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn carries_group(&self, name: &str, bdevs: &[String]) -> bool {
@@ -173,7 +224,7 @@ impl VolumeManager {
         let min = disks.iter().map(|(_, l)| *l).min().unwrap_or(0);
         let (plan, len, layout, layout_name) = match level {
             RaidLevel::Raid0 => {
-                let su_bytes = strip_size_kb.unwrap_or(64) * 1024;
+                let su_bytes = strip_bytes(strip_size_kb.unwrap_or(DEFAULT_STRIP_KB))?;
                 if !su_bytes.is_multiple_of(bs) {
                     return Err(VmError::Invalid(format!(
                         "strip_size_kb must be a multiple of the block size ({bs} bytes)"

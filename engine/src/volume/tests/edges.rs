@@ -266,3 +266,53 @@ fn a_selected_copy_stays_chosen_at_the_next_import() {
         e.shutdown();
     }
 }
+
+/// `bdev_raid_create` with a strip size whose byte count overflows (or that no base bdev
+/// can hold) is refused with a clear error, and leaves nothing behind: no group, no raid
+/// bdev, base bdevs unclaimed and still blank; a valid create on them then works.
+#[test]
+fn raid0_strip_size_overflow_is_refused_and_creates_nothing() {
+    use serde_json::json;
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 2, 16);
+    let mut t = plexd_control::MethodTable::new();
+    crate::volume::raid::register(&mut t, &vm);
+    let create = t.get("bdev_raid_create").unwrap().handler.clone();
+    for strip in [u64::MAX / 512, 1 << 54, 16 << 10] {
+        let params = json!({
+            "name": "R0", "raid_level": "raid0", "strip_size_kb": strip, "base_bdevs": d,
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| create(Some(params))));
+        assert!(
+            vm.group_names().is_empty(),
+            "strip_size_kb {strip}: a group was left"
+        );
+        assert!(e.bdevs().get("R0").is_err());
+        for n in &d {
+            let b = e.bdevs().get(n).unwrap();
+            assert!(b.claimed_by().is_none(), "{n} left claimed");
+            assert!(
+                crate::volume::disk::read_label(&e, &b).is_err(),
+                "strip_size_kb {strip}: {n} was labelled"
+            );
+        }
+        let err = match r {
+            Ok(Err(err)) => err,
+            Ok(Ok(v)) => panic!("strip_size_kb {strip} accepted: {v}"),
+            Err(_) => panic!("strip_size_kb {strip}: bdev_raid_create panicked"),
+        };
+        assert!(
+            err.message.contains("strip_size_kb"),
+            "strip_size_kb {strip}: {}",
+            err.message
+        );
+    }
+    let ok = json!({
+        "name": "R0", "raid_level": "raid0", "strip_size_kb": 64, "base_bdevs": d,
+    });
+    create(Some(ok)).unwrap();
+    assert!(e.bdevs().get("R0").is_ok());
+    vm.shutdown();
+    e.shutdown();
+}
