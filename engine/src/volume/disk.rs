@@ -41,7 +41,9 @@ pub enum DiskError {
     },
     /// The bdev's block size cannot hold a private region.
     #[error(
-        "bdev '{bdev}' has block size {block_size}; VM disks need a block size that divides 4096"
+        "bdev '{bdev}' has block size {block_size}; VM disks need a power-of-two block size from {} to {} bytes",
+        ondisk::MIN_BLOCK_SIZE,
+        ondisk::MAX_BLOCK_SIZE
     )]
     BlockSize {
         /// The bdev.
@@ -57,6 +59,17 @@ pub enum DiskError {
         /// What is on it.
         what: String,
     },
+}
+
+/// The unit the private region is read and written in: a 4096-byte record, or the whole
+/// block holding it when blocks are larger (the rest of that block is zero).
+fn record_unit(bdev: &Bdev) -> u64 {
+    (LABEL_SIZE as u64).max(u64::from(bdev.block_size()))
+}
+
+/// `len` rounded up to a whole number of `bdev`'s blocks.
+fn whole_blocks(bdev: &Bdev, len: u64) -> u64 {
+    len.next_multiple_of(u64::from(bdev.block_size()))
 }
 
 fn io(
@@ -84,11 +97,12 @@ pub fn read_label(engine: &Engine, bdev: &Arc<Bdev>) -> Result<Label, DiskError>
     check_block_size(bdev)?;
     let mut best: Option<Label> = None;
     let mut first_err = None;
+    let unit = record_unit(bdev);
     for off in ondisk::label_probe_offsets(bdev.block_size()) {
-        if off + LABEL_SIZE as u64 > bdev.num_blocks() * bdev.block_size() as u64 {
+        if off + unit > bdev.num_blocks() * bdev.block_size() as u64 {
             continue;
         }
-        let buf = io(engine, bdev, IoType::Read, off, LABEL_SIZE as u64, None)?;
+        let buf = io(engine, bdev, IoType::Read, off, unit, None)?;
         match Label::decode(&buf) {
             Ok(l) => {
                 if best.as_ref().is_none_or(|b| l.serial > b.serial) {
@@ -110,10 +124,11 @@ pub fn read_label(engine: &Engine, bdev: &Arc<Bdev>) -> Result<Label, DiskError>
 
 /// Writes both label copies (primary, flush, backup, flush), so a torn write leaves one.
 pub fn write_label(engine: &Engine, bdev: &Arc<Bdev>, label: &Label) -> Result<(), DiskError> {
-    let buf = label.encode().map_err(|source| DiskError::Format {
+    let mut buf = label.encode().map_err(|source| DiskError::Format {
         bdev: bdev.name().to_string(),
         source,
     })?;
+    buf.resize(record_unit(bdev) as usize, 0);
     for off in label.layout.label_offsets {
         io(
             engine,
@@ -130,7 +145,7 @@ pub fn write_label(engine: &Engine, bdev: &Arc<Bdev>, label: &Label) -> Result<(
 
 fn check_block_size(bdev: &Bdev) -> Result<(), DiskError> {
     let bs = bdev.block_size();
-    if !4096u32.is_multiple_of(bs) {
+    if !ondisk::block_size_supported(bs) {
         return Err(DiskError::BlockSize {
             bdev: bdev.name().to_string(),
             block_size: bs,
@@ -178,7 +193,7 @@ pub fn init(engine: &Engine, bdev: &Arc<Bdev>, force: bool) -> Result<Label, Dis
             bdev: bdev.name().to_string(),
             source,
         })?;
-    let zeros = vec![0u8; SLOT_HEADER_SIZE];
+    let zeros = vec![0u8; record_unit(bdev) as usize];
     for s in 0..layout.config_slots {
         io(
             engine,
@@ -264,15 +279,8 @@ fn read_copy(
     slot: u32,
 ) -> Result<RawCopy, ConfigCopyError> {
     let at = label.layout.slot_offset(slot);
-    let hdr = io(
-        engine,
-        bdev,
-        IoType::Read,
-        at,
-        SLOT_HEADER_SIZE as u64,
-        None,
-    )
-    .map_err(|e| ConfigCopyError::Invalid(format!("cannot read: {e}")))?;
+    let hdr = io(engine, bdev, IoType::Read, at, record_unit(bdev), None)
+        .map_err(|e| ConfigCopyError::Invalid(format!("cannot read: {e}")))?;
     let header = ondisk::decode_config_header(&hdr)?;
     if header.payload_len > label.layout.max_payload() {
         return Err(ConfigCopyError::Invalid(format!(
@@ -280,10 +288,11 @@ fn read_copy(
             header.payload_len
         )));
     }
-    let padded = header.payload_len.div_ceil(4096) * 4096;
-    let mut payload = if padded == 0 {
+    let mut payload = if header.payload_len == 0 {
         Vec::new()
-    } else {
+    } else if bdev.block_size() as usize <= SLOT_HEADER_SIZE {
+        // The payload starts on a block boundary: read just it.
+        let padded = whole_blocks(bdev, header.payload_len);
         io(
             engine,
             bdev,
@@ -293,6 +302,13 @@ fn read_copy(
             None,
         )
         .map_err(|e| ConfigCopyError::Invalid(format!("cannot read: {e}")))?
+    } else {
+        // It shares its first block with the header: read both, keep the payload.
+        let len = whole_blocks(bdev, SLOT_HEADER_SIZE as u64 + header.payload_len);
+        let mut b = io(engine, bdev, IoType::Read, at, len, None)
+            .map_err(|e| ConfigCopyError::Invalid(format!("cannot read: {e}")))?;
+        b.drain(..SLOT_HEADER_SIZE);
+        b
     };
     payload.truncate(header.payload_len as usize);
     ondisk::verify_config_payload(&header, &payload)?;
@@ -314,14 +330,26 @@ pub fn write_copy(
 ) -> Result<(), DiskError> {
     // In pieces, as a large write reaches a real disk: a crash can leave any prefix of them,
     // which the payload crc then rejects (the other slot still holds the previous copy).
-    const PIECE: usize = 4096;
+    // A piece is 4096 bytes, or one block when blocks are larger; the copy is zero-padded to
+    // whole blocks (it ends 4096-aligned, and the slot is a whole number of blocks).
+    let piece_len = record_unit(bdev) as usize;
+    let whole = whole_blocks(bdev, encoded.len() as u64) as usize;
+    let padded;
+    let encoded = if whole == encoded.len() {
+        encoded
+    } else {
+        let mut v = encoded.to_vec();
+        v.resize(whole, 0);
+        padded = v;
+        &padded[..]
+    };
     let base = label.layout.slot_offset(slot);
-    for (i, piece) in encoded.chunks(PIECE).enumerate() {
+    for (i, piece) in encoded.chunks(piece_len).enumerate() {
         io(
             engine,
             bdev,
             IoType::Write,
-            base + (i * PIECE) as u64,
+            base + (i * piece_len) as u64,
             piece.len() as u64,
             Some(piece),
         )?;

@@ -244,9 +244,20 @@ pub struct RegionLayout {
     pub public_len: u64,
 }
 
+/// The smallest block size VM disks support.
+pub const MIN_BLOCK_SIZE: u32 = 512;
+/// The largest block size VM disks support.
+pub const MAX_BLOCK_SIZE: u32 = 65536;
+
+/// Whether VM disks support `block_size`: a power of two from [`MIN_BLOCK_SIZE`] to
+/// [`MAX_BLOCK_SIZE`].
+pub fn block_size_supported(block_size: u32) -> bool {
+    block_size.is_power_of_two() && (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size)
+}
+
 /// Whether VM disks support `block_size`: a power of two from 512 to 65536.
 fn check_block_size(block_size: u32) -> Result<(), String> {
-    if !block_size.is_power_of_two() || !(512..=65536).contains(&block_size) {
+    if !block_size_supported(block_size) {
         return Err(format!(
             "block size {block_size} is not supported for VM disks: it must be a power of two \
              between 512 and 65536"

@@ -1,5 +1,5 @@
 //! Read repairs: after a read failed on one mirror and was served by another, the range is
-//! rewritten on the failing plex ([`VolumeManager::repair_read`]). Repairs run on one worker
+//! rewritten on the failing plex (`VolumeManager::repair_read`). Repairs run on one worker
 //! thread per volume manager, fed by a bounded queue, so a burst of read errors cannot start
 //! a thread each.
 //!
