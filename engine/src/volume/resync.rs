@@ -519,6 +519,7 @@ fn repair_range(
             n,
             crate::bdev::IoType::Read,
             &mut buf,
+            barrier,
         )
         .and_then(|_| {
             task::plex_io(
@@ -529,6 +530,7 @@ fn repair_range(
                 n,
                 crate::bdev::IoType::Write,
                 &mut buf,
+                barrier,
             )
         });
         barrier.lower(c);
