@@ -52,7 +52,8 @@ impl IoCompletion for Sender {
 }
 
 /// Runs one request on reactor `reactor` and waits (up to `timeout`). For reads, returns the
-/// data; for writes, `data` is written.
+/// data; for writes, `data` is written. On a timeout the request may still complete later:
+/// callers that must know when it did use [`start_io`].
 #[allow(clippy::too_many_arguments)]
 pub fn run_io(
     engine: &Engine,
@@ -64,6 +65,51 @@ pub fn run_io(
     data: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Vec<u8>, BlockingIoError> {
+    start_io(engine, reactor, bdev, io_type, offset, len, data)?.wait(timeout)
+}
+
+/// A request started by [`start_io`], to wait for (as often as needed) with
+/// [`PendingIo::wait`].
+pub struct PendingIo {
+    rx: crossbeam::channel::Receiver<(IoStatus, Option<IoBuf>)>,
+    io_type: IoType,
+    bdev: Arc<Bdev>,
+    offset: u64,
+    len: u64,
+}
+
+impl PendingIo {
+    /// Waits up to `timeout` for the request: its data (reads) or `()` once it completed,
+    /// [`BlockingIoError::TimedOut`] if it still runs (wait again), or its error.
+    pub fn wait(&self, timeout: Duration) -> Result<Vec<u8>, BlockingIoError> {
+        let (t, b, offset, len) = (self.io_type, &self.bdev, self.offset, self.len);
+        match self.rx.recv_timeout(timeout) {
+            Ok((IoStatus::Success, buf)) => Ok(buf
+                .map(|b| b.as_slice()[..len as usize].to_vec())
+                .unwrap_or_default()),
+            Ok((IoStatus::Failed(e), _)) => Err(fail(t, b, offset, len, e)),
+            Ok((IoStatus::Pending, _)) => Err(fail(t, b, offset, len, libc::EIO)),
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                Err(BlockingIoError::TimedOut(timeout))
+            }
+            // The completion was dropped unanswered: it will never come.
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
+                Err(fail(t, b, offset, len, libc::EIO))
+            }
+        }
+    }
+}
+
+/// Starts one request on reactor `reactor` (for writes, `data` is written) without waiting.
+pub fn start_io(
+    engine: &Engine,
+    reactor: usize,
+    bdev: &Arc<Bdev>,
+    io_type: IoType,
+    offset: u64,
+    len: u64,
+    data: Option<&[u8]>,
+) -> Result<PendingIo, BlockingIoError> {
     let bs = bdev.block_size() as u64;
     if !offset.is_multiple_of(bs) || !len.is_multiple_of(bs) {
         return Err(BlockingIoError::Unaligned {
@@ -83,12 +129,11 @@ pub fn run_io(
         b.as_mut_slice()[..n].copy_from_slice(&d[..n]);
     }
     let b2 = bdev.clone();
-    let tx2 = tx.clone();
     let sent = engine.reactors().send_msg(reactor, move || {
         let ch = match b2.get_io_channel() {
             Ok(c) => c,
             Err(_) => {
-                let _ = tx2.send((IoStatus::Failed(libc::ENODEV), None));
+                let _ = tx.send((IoStatus::Failed(libc::ENODEV), None));
                 return;
             }
         };
@@ -97,21 +142,19 @@ pub fn run_io(
         if let Some(b) = buf {
             io.set_buf(b, len as usize);
         }
-        io.set_callback(Rc::new(Sender(tx2)), 0);
+        io.set_callback(Rc::new(Sender(tx)), 0);
         ch.submit(io);
     });
-    drop(tx);
     if !sent {
         return Err(fail(io_type, bdev, offset, len, libc::ENODEV));
     }
-    match rx.recv_timeout(timeout) {
-        Ok((IoStatus::Success, buf)) => Ok(buf
-            .map(|b| b.as_slice()[..len as usize].to_vec())
-            .unwrap_or_default()),
-        Ok((IoStatus::Failed(e), _)) => Err(fail(io_type, bdev, offset, len, e)),
-        Ok((IoStatus::Pending, _)) => Err(fail(io_type, bdev, offset, len, libc::EIO)),
-        Err(_) => Err(BlockingIoError::TimedOut(timeout)),
-    }
+    Ok(PendingIo {
+        rx,
+        io_type,
+        bdev: bdev.clone(),
+        offset,
+        len,
+    })
 }
 
 fn fail(t: IoType, bdev: &Bdev, offset: u64, len: u64, errno: i32) -> BlockingIoError {

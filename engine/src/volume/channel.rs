@@ -475,6 +475,15 @@ impl ChanState {
             Kind::Read => {
                 shared.read_errors.fetch_add(1, Ordering::Relaxed);
                 self.rebind_read(idx);
+                // During a resync only the source holds current data where the resync has
+                // not been yet: no other plex may serve that range (nor repair the source).
+                let syncing = self.view(self.cur).map.read_source.is_some();
+                let end = request_end(&self.slots[idx as usize]);
+                if syncing && !shared.resynced_through(end) {
+                    let e = if errno == 0 { libc::EIO } else { errno };
+                    self.complete_slot(idx, IoStatus::Failed(e), shared.barrier());
+                    return;
+                }
                 self.start_read(idx, core);
             }
             Kind::Write | Kind::Flush => {
@@ -614,6 +623,13 @@ impl ChanState {
         }
         n
     }
+}
+
+/// The block after the last one slot `s`'s request covers.
+fn request_end(s: &Slot) -> u64 {
+    s.parent
+        .as_ref()
+        .map_or(u64::MAX, |p| p.offset_blocks() + p.num_blocks())
 }
 
 /// Appends to `child` the bytes `[off, off + len)` of the data described by `iovs`.

@@ -10,7 +10,9 @@
 //!
 //! - Reads go to one readable plex (read policy); if any piece fails, the whole read is
 //!   retried on another readable plex, and the manager is told to rewrite the range on the
-//!   plex that failed (from the one that served it).
+//!   plex that failed (from the one that served it). During a resync reads come from the
+//!   resync source, and a failed one is retried elsewhere only in the range the resync has
+//!   already made equal; past it the read fails (the other plexes may hold older data).
 //! - Writes (and write-zeroes; unmaps become write-zeroes on mirrors so the copies stay
 //!   identical) go to every writable plex in parallel and complete when all have. If a plex
 //!   fails but an in-sync plex succeeded, the request is held until the manager has durably
@@ -166,6 +168,9 @@ pub struct VolumeShared {
     pub(crate) write_errors: AtomicU64,
     pub(crate) read_repairs_dropped: AtomicU64,
     barrier: SyncBarrier,
+    /// The resync running while the map has a read source: below its progress every
+    /// writable plex equals the source (failure path only reads it).
+    pub(crate) resync: arc_swap::ArcSwapOption<super::task::Task>,
 }
 
 impl VolumeShared {
@@ -192,6 +197,7 @@ impl VolumeShared {
             read_errors: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             read_repairs_dropped: AtomicU64::new(0),
+            resync: arc_swap::ArcSwapOption::empty(),
         })
     }
 
@@ -231,6 +237,12 @@ impl VolumeShared {
     /// The barrier that keeps copies (resync, attach) and guest writes apart.
     pub fn barrier(&self) -> &SyncBarrier {
         &self.barrier
+    }
+
+    /// Whether `[0, end)` is already resynced (every writable plex equals the read source
+    /// there). Only meaningful while the map has a read source.
+    pub(crate) fn resynced_through(&self, end: u64) -> bool {
+        self.resync.load().as_ref().is_some_and(|t| t.done() >= end)
     }
 
     /// Read errors seen (each retried on another plex when one was left).

@@ -54,6 +54,7 @@ impl VolumeManager {
             start,
             len,
         );
+        shared.resync.store(Some(task.clone()));
         tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
         let Some(vm) = self.me.upgrade() else {
             return;
@@ -529,6 +530,7 @@ fn repair_range(
             n,
             crate::bdev::IoType::Read,
             &mut buf,
+            barrier,
         )
         .and_then(|_| {
             task::plex_io(
@@ -539,6 +541,7 @@ fn repair_range(
                 n,
                 crate::bdev::IoType::Write,
                 &mut buf,
+                barrier,
             )
         });
         barrier.lower(c);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::layout::PlexGeometry;
-use crate::bdev::blocking::run_io;
+use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
 use crate::Engine;
 
@@ -37,7 +37,15 @@ struct Bucket {
 pub struct SyncBarrier {
     shift: u32,
     buckets: Box<[Bucket]>,
+    /// How long a copier waits for one of its I/Os before it warns (and waits on: the chunk
+    /// stays raised until the disk answers), in ms.
+    io_timeout_ms: AtomicU64,
+    /// Copy I/Os that outlived that timeout.
+    slow_ios: AtomicU64,
 }
+
+/// Default of [`SyncBarrier::io_timeout`].
+const COPY_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl SyncBarrier {
     /// A barrier whose buckets cover `chunk_blocks` (a power of two) blocks each.
@@ -45,7 +53,27 @@ impl SyncBarrier {
         SyncBarrier {
             shift: chunk_blocks.max(1).next_power_of_two().trailing_zeros(),
             buckets: (0..BUCKETS).map(|_| Bucket::default()).collect(),
+            io_timeout_ms: AtomicU64::new(COPY_IO_TIMEOUT.as_millis() as u64),
+            slow_ios: AtomicU64::new(0),
         }
+    }
+
+    /// How long a copier waits for one I/O before it logs that the disk is slow (it keeps
+    /// waiting, with the chunk locked: a copy write that landed after the chunk was released
+    /// could overwrite a newer guest write).
+    pub fn io_timeout(&self) -> Duration {
+        Duration::from_millis(self.io_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`SyncBarrier::io_timeout`] (at least 1 ms).
+    pub fn set_io_timeout(&self, t: Duration) {
+        self.io_timeout_ms
+            .store((t.as_millis() as u64).max(1), Ordering::Relaxed);
+    }
+
+    /// Copy I/Os that outlived [`SyncBarrier::io_timeout`] (each time it elapsed).
+    pub fn slow_ios(&self) -> u64 {
+        self.slow_ios.load(Ordering::Relaxed)
     }
 
     /// Blocks per chunk.
@@ -477,7 +505,11 @@ pub(crate) struct CopyPlex {
     pub(crate) disks: Vec<Arc<Bdev>>,
 }
 
-/// Reads `[offset, offset + num)` of a plex into `buf`.
+/// Reads `[offset, offset + num)` of a plex into `buf`, or writes `buf` there. Each I/O is
+/// waited for until it really completed, however long that takes (a warning every
+/// `barrier.io_timeout()`): the caller holds the chunk under `barrier`, and releasing it
+/// while a copy write is still in flight would let that write land after a newer guest write.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plex_io(
     engine: &Engine,
     p: &CopyPlex,
@@ -486,6 +518,7 @@ pub(crate) fn plex_io(
     num: u64,
     op: IoType,
     buf: &mut [u8],
+    barrier: &SyncBarrier,
 ) -> Result<(), String> {
     let mut segs = Vec::new();
     p.geometry
@@ -501,16 +534,27 @@ pub(crate) fn plex_io(
             IoType::Write => Some(&buf[range.clone()]),
             _ => None,
         };
-        let out = run_io(
-            engine,
-            0,
-            disk,
-            op,
-            s.target_offset * bs,
-            s.len * bs,
-            data,
-            Duration::from_secs(60),
-        )
+        let io = start_io(engine, 0, disk, op, s.target_offset * bs, s.len * bs, data)
+            .map_err(|e| e.to_string())?;
+        let mut waited = Duration::ZERO;
+        let out = loop {
+            let t = barrier.io_timeout();
+            match io.wait(t) {
+                Err(BlockingIoError::TimedOut(_)) => {
+                    waited += t;
+                    barrier.slow_ios.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        disk = %disk.name(),
+                        "copy {} of {} blocks at block {} has not completed after {:?}; its chunk stays locked (guest writes to it wait) until the disk answers",
+                        op.name(),
+                        s.len,
+                        s.target_offset,
+                        waited
+                    );
+                }
+                r => break r,
+            }
+        }
         .map_err(|e| e.to_string())?;
         if op == IoType::Read {
             buf[range].copy_from_slice(&out);
@@ -561,9 +605,9 @@ pub(crate) fn copy(
                 return Ok(false);
             }
             let data = &mut buf[..(n * bs) as usize];
-            let r = plex_io(engine, source, bs, at, n, IoType::Read, data).map(|_| {
+            let r = plex_io(engine, source, bs, at, n, IoType::Read, data, barrier).map(|_| {
                 for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
-                    if let Err(e) = plex_io(engine, t, bs, at, n, IoType::Write, data) {
+                    if let Err(e) = plex_io(engine, t, bs, at, n, IoType::Write, data, barrier) {
                         failed.push((i, e));
                     }
                 }

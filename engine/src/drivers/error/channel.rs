@@ -4,7 +4,8 @@
 //!
 //! Requests held by a `pending` injection stay in this channel until the bdev's generation
 //! changes (clear, reset), the channel is detached from its reactor (bdev deleted) or dropped;
-//! they then fail with ECANCELED.
+//! they then fail with ECANCELED. Requests held by a `hold` injection are passed down to the
+//! base instead when the generation changes (they land late).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -25,6 +26,10 @@ const TAG_PLAIN: u64 = 0;
 const TAG_CORRUPT_READ: u64 = 1;
 /// Flip the armed byte back: the write was corrupted in the caller's buffer before going down.
 const TAG_RESTORE_WRITE: u64 = 2;
+
+/// Marks a held request (in `driver_ctx`, above the generation) as `hold`: passed down, not
+/// failed, when released by a clear or a reset.
+const HOLD_FLAG: u64 = 1 << 63;
 
 /// Initial room for held requests (grows only if more are held at once).
 const PENDING_CAPACITY: usize = 64;
@@ -107,15 +112,21 @@ impl ErrorChannel {
         self.link.pass_down(io, cb, tag);
     }
 
-    /// Fails the held requests that `release` selects (by the generation they were held in).
-    fn release(&mut self, release: impl Fn(u64) -> bool) -> usize {
+    /// Lets go of the held requests that `release` selects (by the generation they were held
+    /// in): `hold` ones go down to the base if `pass`, every other one fails.
+    fn release(&mut self, release: impl Fn(u64) -> bool, pass: bool) -> usize {
         let mut n = 0;
         for _ in 0..self.pending.len() {
-            let Some(io) = self.pending.pop_front() else {
+            let Some(mut io) = self.pending.pop_front() else {
                 break;
             };
-            if release(io.driver_ctx) {
-                io.complete(IoStatus::Failed(libc::ECANCELED));
+            if release(io.driver_ctx & !HOLD_FLAG) {
+                if pass && io.driver_ctx & HOLD_FLAG != 0 {
+                    io.driver_ctx = 0;
+                    self.pass_down(io, TAG_PLAIN);
+                } else {
+                    io.complete(IoStatus::Failed(libc::ECANCELED));
+                }
                 n += 1;
             } else {
                 self.pending.push_back(io);
@@ -207,7 +218,7 @@ impl DriverChannel for ErrorChannel {
             // As SPDK: a reset aborts the requests every channel holds, then goes down.
             let gen = state.injections.bump();
             self.seen_gen = gen;
-            self.release(|g| g != gen);
+            self.release(|g| g != gen, true);
             self.pass_down(io, TAG_PLAIN);
             return Ok(());
         }
@@ -223,6 +234,11 @@ impl DriverChannel for ErrorChannel {
                 }
                 ErrorKind::Pending => {
                     io.driver_ctx = gen;
+                    self.pending.push_back(io);
+                    return Ok(());
+                }
+                ErrorKind::Hold => {
+                    io.driver_ctx = gen | HOLD_FLAG;
                     self.pending.push_back(io);
                     return Ok(());
                 }
@@ -256,10 +272,10 @@ impl DriverChannel for ErrorChannel {
         let mut n = 0;
         if gen != self.seen_gen {
             self.seen_gen = gen;
-            n += self.release(|g| g != gen);
+            n += self.release(|g| g != gen, true);
         }
         if !self.pending.is_empty() && self.detached() {
-            n += self.release(|_| true);
+            n += self.release(|_| true, false);
         }
         n
     }
@@ -273,7 +289,7 @@ impl DriverChannel for ErrorChannel {
 
 impl Drop for ErrorChannel {
     fn drop(&mut self) {
-        self.release(|_| true);
+        self.release(|_| true, false);
     }
 }
 

@@ -22,11 +22,14 @@ pub enum ErrorKind {
     CorruptData,
     /// The request is refused as "no resources now"; the bdev layer queues and retries it.
     Nomem,
+    /// Like `Pending`, but a clear or a reset passes the request down to the base instead
+    /// of failing it: it lands late (a disk that answers after its caller gave up).
+    Hold,
 }
 
 impl ErrorKind {
     /// The accepted names, for error messages.
-    pub const NAMES: &'static str = "failure, pending, corrupt_data, nomem";
+    pub const NAMES: &'static str = "failure, pending, corrupt_data, nomem, hold";
 
     /// Parses SPDK's `error_type` name.
     pub fn parse(s: &str) -> Option<ErrorKind> {
@@ -35,6 +38,7 @@ impl ErrorKind {
             "pending" => Some(ErrorKind::Pending),
             "corrupt_data" => Some(ErrorKind::CorruptData),
             "nomem" => Some(ErrorKind::Nomem),
+            "hold" => Some(ErrorKind::Hold),
             _ => None,
         }
     }
@@ -46,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Pending => "pending",
             ErrorKind::CorruptData => "corrupt_data",
             ErrorKind::Nomem => "nomem",
+            ErrorKind::Hold => "hold",
         }
     }
 
@@ -55,6 +60,7 @@ impl ErrorKind {
             ErrorKind::Pending => 2,
             ErrorKind::CorruptData => 3,
             ErrorKind::Nomem => 4,
+            ErrorKind::Hold => 5,
         }
     }
 
@@ -64,6 +70,7 @@ impl ErrorKind {
             2 => Some(ErrorKind::Pending),
             3 => Some(ErrorKind::CorruptData),
             4 => Some(ErrorKind::Nomem),
+            5 => Some(ErrorKind::Hold),
             _ => None,
         }
     }

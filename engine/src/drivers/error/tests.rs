@@ -290,6 +290,33 @@ fn pending_requests_wait_for_clear_then_fail() {
     }
 }
 
+/// `hold` keeps a write from the base until a clear, then lets it land (late, but whole).
+#[test]
+fn held_writes_land_when_cleared() {
+    let engine = engine_with_ee(PollMode::Adaptive);
+    let (ee, base) = bdevs(&engine);
+    inject(
+        &engine,
+        json!({"io_type": "write", "error_type": "hold", "num": 1}),
+    )
+    .unwrap();
+    let data = pattern(512, 7);
+    let io = blocking::start_io(&engine, 0, &ee, IoType::Write, 0, 512, Some(&data)).unwrap();
+    assert!(matches!(
+        io.wait(Duration::from_millis(100)),
+        Err(BlockingIoError::TimedOut(_))
+    ));
+    assert_eq!(
+        blocking::read(&engine, &base, 0, 512).unwrap(),
+        vec![0u8; 512]
+    );
+    inject(&engine, json!({"io_type": "clear", "error_type": "hold"})).unwrap();
+    io.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(blocking::read(&engine, &base, 0, 512).unwrap(), data);
+    drop((ee, base));
+    engine.shutdown();
+}
+
 #[test]
 fn deleting_the_error_bdev_fails_its_pending_requests() {
     let engine = engine_with_ee(PollMode::Interrupt);

@@ -342,3 +342,79 @@ fn a_failing_resync_target_is_detached_and_the_others_complete() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A resync write the target disk answers only after the copier's I/O timeout: the chunk
+/// stays locked until the write really completed, so a guest write to it lands after the
+/// copy's (older) data, never under it. The error bdev holds the copy write and lets it down
+/// to the disk when reset; the timeout is shortened so the test is quick.
+#[test]
+fn a_copy_write_that_outlives_its_timeout_keeps_its_chunk_locked() {
+    use crate::bdev::blocking::run_io;
+    use crate::bdev::IoType;
+    use crate::drivers::error::{Arming, ErrorKind, InjectTarget};
+    let e = engine();
+    let d = error_disks(&e, 2, 16);
+    let (vm, gate, data, plexes) = crashed_mirror(&e, &d, 2, 0);
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    shared.barrier().set_io_timeout(Duration::from_millis(200));
+    let resync = vm
+        .tasks()
+        .list()
+        .into_iter()
+        .find(|t| t.kind == "resync")
+        .unwrap();
+    assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let target = cfg
+        .disk(&plex_disk(&vm, &plexes[1]))
+        .unwrap()
+        .device
+        .clone();
+    // The resync's first write to the target hangs in the disk.
+    err_state(&e, &target)
+        .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+        .unwrap();
+    gate.open();
+    wait_until("the copy write to outlive its timeout", || {
+        shared.barrier().slow_ios() >= 1
+    });
+    let new = pattern(51, 64 << 10);
+    let writer = {
+        let (e, vol, new) = (e.clone(), vol.clone(), new.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &new))
+    };
+    // Either the guest write got through (the chunk was released), or the copier is still
+    // waiting for its write a timeout later (the chunk is held).
+    wait_until("the guest write to finish or the copier to wait on", || {
+        writer.is_finished() || shared.barrier().slow_ios() >= 2
+    });
+    // The disk answers: the held copy write lands now.
+    let disk = e.bdevs().get(&target).unwrap();
+    run_io(
+        &e,
+        0,
+        &disk,
+        IoType::Reset,
+        0,
+        0,
+        None,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    writer.join().unwrap().expect("the guest write");
+    wait_until("the resync to end", || resync.state() != TaskState::Running);
+    let mut want = data;
+    want[..new.len()].copy_from_slice(&new);
+    for p in &plexes {
+        assert!(
+            plex_read(&vm, &vol, p, 0, 4 << 11) == want,
+            "plex {p} does not hold the guest write (a late copy write landed over it; resync {:?})",
+            resync.state()
+        );
+    }
+    assert_eq!(resync.state(), TaskState::Done);
+    drop((vol, shared));
+    vm.shutdown();
+    e.shutdown();
+}

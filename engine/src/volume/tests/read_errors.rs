@@ -109,3 +109,77 @@ fn a_plex_past_its_read_error_budget_is_detached() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// During a crash resync, a read error on the resync source in a range the resync has not
+/// reached yet is not served from the other plex (which may hold older data there), and the
+/// source is not "repaired" from it: the read fails, the source keeps its data, and after the
+/// resync every plex holds it.
+#[test]
+fn a_read_error_on_the_resync_source_never_serves_or_copies_unsynced_data() {
+    use crate::volume::task::TaskState;
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "mirror");
+    let data = pattern(41, 4 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    let plexes = plex_names(&vm, "dg01", "vol01");
+    let (cfg, _) = vm.config("dg01").unwrap();
+    drop(vol);
+    vm.crash();
+    // The crash tore a write: plex 2 holds older bytes in the volume's third MiB.
+    let sd = cfg.subdisks_of(&plexes[1])[0].clone();
+    let disk = cfg.disk(&sd.disk).unwrap();
+    let raw = e.bdevs().get(&disk.device).unwrap();
+    let at = 2u64 << 20;
+    write(
+        &e,
+        &raw,
+        (disk.public_offset + sd.disk_offset) * 512 + at,
+        &vec![0xee; 1 << 20],
+    )
+    .unwrap();
+    let source_dev = {
+        let s = cfg.subdisks_of(&plexes[0])[0].disk.clone();
+        cfg.disk(&s).unwrap().device.clone()
+    };
+    let vm2 = VolumeManager::new(e.clone());
+    let gate = hold_resync_at(&vm2, 0);
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    gate.wait_reached("the resync");
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let resync = vm2
+        .tasks()
+        .list()
+        .into_iter()
+        .find(|t| t.kind == "resync")
+        .unwrap();
+    assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
+    inject(&e, &source_dev, InjectTarget::Read, 1);
+    // An error is a fair answer; the unsynced plex's bytes are not.
+    if let Ok(got) = read(&e, &vol, at, 64 << 10) {
+        assert!(
+            got == data[at as usize..(at + (64 << 10)) as usize],
+            "a read during the resync returned the unsynced plex's data"
+        );
+    }
+    gate.open();
+    assert_eq!(
+        vm2.tasks()
+            .wait(resync.id, std::time::Duration::from_secs(60))
+            .unwrap()
+            .state(),
+        TaskState::Done
+    );
+    assert!(
+        read(&e, &vol, 0, 4 << 20).unwrap() == data,
+        "the source was overwritten with the unsynced plex's data"
+    );
+    for p in &plexes {
+        assert!(plex_read(&vm2, &vol, p, 0, 4 << 11) == data, "plex {p}");
+    }
+    drop(vol);
+    vm2.shutdown();
+    e.shutdown();
+}
