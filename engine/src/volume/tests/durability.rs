@@ -198,3 +198,90 @@ fn power_loss_after_an_attach_completes_never_leaves_the_plex_in_sync_over_lost_
         assert_eq!(p.state, PlexState::Stale);
     }
 }
+
+/// The newest config sequence number among the copies on bdev `name`.
+fn newest_copy_on(e: &Engine, name: &str) -> u64 {
+    let b = e.bdevs().get(name).unwrap();
+    let l = crate::volume::disk::read_label(e, &b).unwrap();
+    crate::volume::disk::read_copies(e, &b, &l)
+        .into_iter()
+        .filter_map(|(_, c)| c.ok())
+        .map(|c| c.header.seq)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `nconfig` copies on three disks; a mirror on disk01 (the first holder) and disk02. disk01
+/// fails: its plex's detach is recorded on the next healthy disks instead (still `nconfig`
+/// current copies), the volume keeps serving from disk02, and a new manager over the same
+/// disks (disk01 back, with its older copy) imports the recorded failure.
+fn failing_holder_is_replaced(nconfig: u32) {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.dg_set("dg01", nconfig).unwrap();
+    vm.volume_create(&VolumeCreate {
+        dg: "dg01".into(),
+        name: "vol01".into(),
+        size: 4 << 20,
+        layout: "mirror".into(),
+        alloc: Some(vec!["disk01".into(), "disk02".into()]),
+        ..Default::default()
+    })
+    .unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let victim = plex_on(&vm, "disk01");
+    let before = pattern(1, 64 << 10);
+    write(&e, &vol, 0, &before).unwrap();
+    err_state(&e, &d[0])
+        .inject(InjectTarget::All, &Arming::new(ErrorKind::Failure, MAX_NUM))
+        .unwrap();
+    let data = pattern(2, 64 << 10);
+    write(&e, &vol, 1 << 20, &data).unwrap_or_else(|err| {
+        panic!("nconfig {nconfig}: the write must succeed on the healthy mirror: {err}")
+    });
+    assert_eq!(
+        plex_state(&vm, &victim),
+        (
+            PlexState::Iofail,
+            crate::volume::objects::KernelState::Detached
+        )
+    );
+    assert_eq!(read(&e, &vol, 1 << 20, 64 << 10).unwrap(), data);
+    let (_, seq) = vm.config("dg01").unwrap();
+    let current = d[1..]
+        .iter()
+        .filter(|n| newest_copy_on(&e, n) == seq)
+        .count();
+    assert_eq!(
+        current, nconfig as usize,
+        "nconfig {nconfig}: healthy disks holding the newest copy (seq {seq})"
+    );
+    drop(vol);
+    vm.crash();
+    err_state(&e, &d[0]).clear();
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    assert_eq!(
+        plex_state(&vm2, &victim).0,
+        PlexState::Iofail,
+        "nconfig {nconfig}: the import sees the recorded failure"
+    );
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    assert_eq!(read(&e, &vol, 0, 64 << 10).unwrap(), before);
+    assert_eq!(read(&e, &vol, 1 << 20, 64 << 10).unwrap(), data);
+    drop(vol);
+    vm2.shutdown();
+    e.shutdown();
+}
+
+#[test]
+fn nconfig_1_failing_holder_is_replaced_by_the_next_healthy_disk() {
+    failing_holder_is_replaced(1);
+}
+
+#[test]
+fn nconfig_2_failing_holder_is_replaced_by_the_next_healthy_disk() {
+    failing_holder_is_replaced(2);
+}
