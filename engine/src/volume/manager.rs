@@ -319,7 +319,12 @@ pub struct VolumeManager {
     pub(crate) tasks: Arc<super::task::TaskList>,
     /// Itself, for the threads tasks run on.
     pub(crate) me: std::sync::Weak<VolumeManager>,
+    /// How long a stop waits for a volume's requests in flight (ms).
+    pub(crate) stop_wait_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How long a stop waits for a volume's requests in flight by default.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl VolumeManager {
     /// A manager with no groups; starts the thread that records I/O failures.
@@ -331,6 +336,7 @@ impl VolumeManager {
             groups: Mutex::new(BTreeMap::new()),
             events: tx,
             tasks: Arc::new(super::task::TaskList::default()),
+            stop_wait_ms: std::sync::atomic::AtomicU64::new(STOP_WAIT.as_millis() as u64),
         });
         let weak = Arc::downgrade(&vm);
         let spawned = std::thread::Builder::new()
@@ -352,6 +358,22 @@ impl VolumeManager {
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Sets how long a stop (volume_stop, deport, shutdown) waits for a volume's requests in
+    /// flight before it gives up on recording the volume CLEAN (default [`STOP_WAIT`]).
+    pub fn set_stop_wait(&self, wait: std::time::Duration) {
+        self.stop_wait_ms.store(
+            wait.as_millis().try_into().unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// How long a stop waits for a volume's requests in flight.
+    pub(crate) fn stop_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.stop_wait_ms.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The task list.
@@ -928,7 +950,8 @@ impl VolumeManager {
         Ok(())
     }
 
-    /// Stops every volume cleanly (state CLEAN) and releases the disks; plexd calls this at
+    /// Stops every volume (state CLEAN, or ACTIVE when its requests did not drain in time or
+    /// a failure is unrecorded: see `volume_stop`) and releases the disks; plexd calls this at
     /// shutdown, while the reactors still run.
     pub fn shutdown(&self) {
         self.tasks.cancel_all();

@@ -285,3 +285,127 @@ fn nconfig_1_failing_holder_is_replaced_by_the_next_healthy_disk() {
 fn nconfig_2_failing_holder_is_replaced_by_the_next_healthy_disk() {
     failing_holder_is_replaced(2);
 }
+
+/// A stop whose wait for the volume's requests runs out while a write is still in flight
+/// (held in disk01) must not record the volume CLEAN: that write may reach one mirror and
+/// not the other, so the volume stays ACTIVE and resyncs at its next start.
+#[test]
+fn a_stop_with_a_write_still_in_flight_leaves_the_volume_active() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    vm.set_stop_wait(Duration::from_millis(200));
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "mirror");
+    hold_next_write(&e, &d[0]);
+    let writer = {
+        let (e, vol) = (e.clone(), vol.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &pattern(3, 4096)))
+    };
+    wait_until("the write to be held in disk01", || {
+        armed(&e, &d[0], "write") == 0
+    });
+    drop(vol);
+    vm.volume_stop("dg01", "vol01").unwrap();
+    vm.crash();
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    let (cfg, _) = vm2.config("dg01").unwrap();
+    let state = cfg.volume("vol01").unwrap().state;
+    assert!(
+        crate::volume::manager::was_running(state),
+        "a write was still in flight when the stop gave up waiting, yet the volume is recorded {state:?}"
+    );
+    // Let the held write go (it fails on disk01; the old manager can only fail it).
+    err_state(&e, &d[0]).clear();
+    let _ = writer.join().unwrap();
+    vm2.shutdown();
+    e.shutdown();
+}
+
+/// Shutdown while a mirrored write has failed on disk01 and its failure event waits for the
+/// manager (which the shutdown holds): the failure is never recorded, so the volume must not
+/// be recorded CLEAN. At the next start it resyncs, and the mirrors read the same again.
+#[test]
+fn a_shutdown_with_a_failure_unrecorded_leaves_the_volume_to_resync() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    vm.set_stop_wait(Duration::from_millis(500));
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "mirror");
+    let before = pattern(4, 4096);
+    write(&e, &vol, 0, &before).unwrap();
+    hold_next_write(&e, &d[0]);
+    let writer = {
+        let (e, vol) = (e.clone(), vol.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &pattern(5, 4096)))
+    };
+    wait_until("the write to be held in disk01", || {
+        armed(&e, &d[0], "write") == 0
+    });
+    drop(vol);
+    let stopper = {
+        let vm = vm.clone();
+        std::thread::spawn(move || vm.shutdown())
+    };
+    // The shutdown is stopping the volume: fail the held write now (on disk01 only).
+    wait_until("the shutdown to delete the volume's bdev", || {
+        e.bdevs().get("dg01/vol01").is_err()
+    });
+    err_state(&e, &d[0]).clear();
+    stopper.join().unwrap();
+    let _ = writer.join().unwrap();
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    let (cfg, _) = vm2.config("dg01").unwrap();
+    assert_eq!(
+        cfg.volume("vol01").unwrap().state,
+        VolumeState::Sync,
+        "the volume was recorded CLEAN over a write failure nobody recorded: no resync"
+    );
+    wait_until("the resync", || {
+        vm2.config("dg01").unwrap().0.volume("vol01").unwrap().state == VolumeState::Active
+    });
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let plexes = plex_names(&vm2, "dg01", "vol01");
+    assert!(
+        plex_read(&vm2, &vol, &plexes[0], 0, 8) == plex_read(&vm2, &vol, &plexes[1], 0, 8),
+        "the mirrors differ"
+    );
+    drop(vol);
+    vm2.shutdown();
+    e.shutdown();
+}
+
+/// A clean stop of a layered volume with nothing in flight records it and its sub-volumes
+/// CLEAN (the parent lets go of its columns before they are stopped, so their wait for
+/// requests in flight ends at once).
+#[test]
+fn a_clean_stop_of_a_stripe_mirror_records_every_sub_volume_clean() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    // A stop holding a reference to its columns would wait this out, then mark them unclean.
+    vm.set_stop_wait(Duration::from_secs(10));
+    let d = disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.volume_create(&VolumeCreate {
+        dg: "dg01".into(),
+        name: "vol01".into(),
+        size: 8 << 20,
+        layout: "stripe-mirror".into(),
+        ncol: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    write(&e, &vol, 0, &pattern(9, 1 << 20)).unwrap();
+    drop(vol);
+    vm.volume_stop("dg01", "vol01").unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    for v in &cfg.volumes {
+        assert_eq!(v.state, VolumeState::Clean, "{}", v.name);
+    }
+    vm.shutdown();
+    e.shutdown();
+}
