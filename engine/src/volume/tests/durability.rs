@@ -409,3 +409,60 @@ fn a_clean_stop_of_a_stripe_mirror_records_every_sub_volume_clean() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A subdisk move whose swap is recorded, then the power fails right after the first config
+/// holder's flush: the copied data must have been flushed to the new place before, or the
+/// volume now maps to blocks that never got it.
+#[test]
+fn power_loss_after_a_move_swap_never_maps_the_volume_to_lost_data() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.volume_create(&VolumeCreate {
+        dg: "dg01".into(),
+        name: "vol01".into(),
+        size: 1 << 20,
+        layout: "concat".into(),
+        alloc: Some(vec!["disk01".into()]),
+        ..Default::default()
+    })
+    .unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let data = pattern(10, 1 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    drop(vol);
+    err_state(&e, &d[1])
+        .set_crash_mode(CrashMode::VolatileCache, 0)
+        .unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let sd = cfg.subdisks_of("vol01-01")[0].name.clone();
+    // One chunk, then 400 ms before the swap.
+    let id = vm
+        .subdisk_move("dg01", &sd, Some("disk02"), Duration::from_millis(400))
+        .unwrap();
+    let task = vm.tasks().get(id).unwrap();
+    wait_until("the copy", || task.done() >= 2048);
+    // The swap's commit writes disk01's copy, flushes it, then reaches disk02.
+    hold_next_write(&e, &d[1]);
+    wait_until("the swap's commit to reach disk02", || {
+        armed(&e, &d[1], "write") == 0
+    });
+    power_loss(&e, &d, &d[1]);
+    let t = vm.tasks().wait(id, Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        t.state(),
+        TaskState::Done,
+        "the swap was recorded on disk01"
+    );
+    vm.crash();
+    power_on(&e, &d);
+    let (cfg, _) = newest_config(&e, &d);
+    let now = cfg.subdisks_of("vol01-01")[0].clone();
+    assert_eq!(now.disk, "disk02", "the recorded swap");
+    assert!(
+        raw_plex_read(&e, &cfg, "vol01-01", 0, 1 << 20) == data,
+        "the volume maps to {} on disk02, which lost the data copied into it",
+        now.name
+    );
+}
