@@ -47,26 +47,46 @@ impl Engine {
     /// Deletes an unclaimed bdev: unregisters it, drops every reactor's channel (requests in
     /// flight finish first), releases what it claimed, and lets the driver flush and close.
     pub fn delete_bdev(&self, name: &str, expect_product: Option<&str>) -> Result<(), BdevError> {
-        let bdev = self.bdevs.remove(name, expect_product)?;
-        self.teardown(&bdev);
-        tracing::info!(bdev = %name, "bdev deleted");
-        Ok(())
+        self.delete_bdev_within(name, expect_product, Duration::from_secs(5))
+            .map(|_| ())
     }
 
-    fn teardown(&self, bdev: &Arc<Bdev>) {
+    /// [`Engine::delete_bdev`], waiting at most `wait` for the requests in flight; returns
+    /// whether they all finished (false: some were still running when the bdev was closed).
+    pub fn delete_bdev_within(
+        &self,
+        name: &str,
+        expect_product: Option<&str>,
+        wait: Duration,
+    ) -> Result<bool, BdevError> {
+        let bdev = self.bdevs.remove(name, expect_product)?;
+        let drained = self.teardown(&bdev, wait);
+        if drained {
+            tracing::info!(bdev = %name, "bdev deleted");
+        } else {
+            tracing::warn!(bdev = %name, ?wait, "bdev deleted with requests still in flight");
+        }
+        Ok(drained)
+    }
+
+    /// Detaches `bdev` from every reactor, waits (at most `wait`) for the requests still
+    /// holding its channels, and closes it; returns whether they all finished.
+    fn teardown(&self, bdev: &Arc<Bdev>, wait: Duration) -> bool {
         let id = bdev.id();
         self.reactors.call_all(move || {
             Local::with(|l| l.remove_channel(id));
         });
-        // Wait (bounded) for requests still holding the channels.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(bdev) > 1 && std::time::Instant::now() < deadline {
+        let deadline = std::time::Instant::now() + wait;
+        let mut drained = Arc::strong_count(bdev) == 1;
+        while !drained && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
+            drained = Arc::strong_count(bdev) == 1;
         }
         bdev.driver().shutdown();
         for base in bdev.driver().base_bdevs() {
             base.release_claim();
         }
+        drained
     }
 
     /// Stops the reactors after in-flight requests finish, then flushes and closes every bdev,

@@ -229,6 +229,12 @@ impl VolumeShared {
         self.generation.store(g, Ordering::Release);
     }
 
+    /// Whether every failure event sent so far was handled (acknowledged).
+    pub fn events_handled(&self) -> bool {
+        let sent = self.next_event.load(Ordering::Acquire).saturating_sub(1);
+        self.acked_event.load(Ordering::Acquire) >= sent
+    }
+
     /// Marks events up to `id` handled: writes held for them complete.
     pub fn ack_event(&self, id: u64) {
         self.acked_event.fetch_max(id, Ordering::AcqRel);

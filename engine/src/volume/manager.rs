@@ -105,6 +105,8 @@ pub(crate) struct Member {
     pub(crate) label: Label,
     /// The slot holding this disk's newest valid copy (the next copy goes to the other one).
     pub(crate) active_slot: Option<u32>,
+    /// Its last config copy write failed: commits choose the other healthy disks first.
+    pub(crate) copy_failed: bool,
 }
 
 /// An imported disk group.
@@ -150,8 +152,9 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), VmError> {
 
 impl Group {
     /// Makes `cfg` durable as the group's next configuration: copies first (each into the
-    /// holder's inactive slot, flushed), then every present member's label serial. On error
-    /// nothing durable changed and the group keeps its old configuration.
+    /// holder's inactive slot, flushed; `nconfig` of them, a holder whose write fails replaced
+    /// by the next healthy disk), then every present member's label serial. On error nothing
+    /// durable changed and the group keeps its old configuration.
     pub(crate) fn commit(&mut self, engine: &Engine, mut cfg: DgConfig) -> Result<(), VmError> {
         cfg.validate()
             .map_err(|e| VmError::Invalid(format!("internal: invalid configuration: {e}")))?;
@@ -164,27 +167,31 @@ impl Group {
         let payload = serde_json::to_vec(&cfg)
             .map_err(|e| VmError::Invalid(format!("internal: cannot encode config: {e}")))?;
         let commit_id = Uuid::new_v4();
-        let holders: Vec<String> = {
-            let mut ok: Vec<&DiskRecord> = cfg
-                .disks
-                .iter()
-                .filter(|d| d.condition == DiskCondition::Ok && self.members.contains_key(&d.name))
-                .collect();
-            ok.sort_by(|a, b| a.name.cmp(&b.name));
-            let n = if cfg.nconfig == 0 {
-                ok.len()
-            } else {
-                cfg.nconfig as usize
-            };
-            ok.into_iter().take(n).map(|d| d.name.clone()).collect()
-        };
-        if holders.is_empty() {
+        // Every present, usable disk can hold a copy: those whose last copy write failed
+        // come last, then by name. `nconfig` copies are written to the first that take them;
+        // a disk whose write fails is replaced by the next one.
+        let mut candidates: Vec<(bool, String)> = cfg
+            .disks
+            .iter()
+            .filter(|d| d.condition == DiskCondition::Ok)
+            .filter_map(|d| {
+                self.members
+                    .get(&d.name)
+                    .map(|m| (m.copy_failed, d.name.clone()))
+            })
+            .collect();
+        candidates.sort();
+        if candidates.is_empty() {
             return Err(VmError::Commit("the group has no usable disk".into()));
         }
-        // Encode once per holder layout (all disks of a group share the default layout, but
-        // check the size against each before writing anything).
-        let mut encoded = Vec::with_capacity(holders.len());
-        for h in &holders {
+        let want = match cfg.nconfig {
+            0 => candidates.len(),
+            n => (n as usize).min(candidates.len()),
+        };
+        // Encode once per candidate (all disks of a group share the default layout, but check
+        // the size against each before writing anything).
+        let mut encoded = Vec::with_capacity(candidates.len());
+        for (_, h) in &candidates {
             let m = &self.members[h];
             let buf = ondisk::encode_config_copy(cfg.id, seq, commit_id, &payload, &m.label.layout)
                 .map_err(|e| {
@@ -197,7 +204,10 @@ impl Group {
         }
         let mut written = 0;
         let mut errors = Vec::new();
-        for (h, buf) in holders.iter().zip(&encoded) {
+        for ((_, h), buf) in candidates.iter().zip(&encoded) {
+            if written == want {
+                break;
+            }
             let Some(m) = self.members.get_mut(h) else {
                 continue;
             };
@@ -208,13 +218,18 @@ impl Group {
             match disk::write_copy(engine, &m.bdev, &m.label, slot, buf) {
                 Ok(()) => {
                     m.active_slot = Some(slot);
+                    m.copy_failed = false;
                     written += 1;
                 }
                 Err(e) => {
-                    tracing::error!(dg = %cfg.name, disk = %h, "config copy write failed: {e}");
+                    tracing::error!(dg = %cfg.name, disk = %h, "config copy write failed (the next healthy disk takes the copy): {e}");
+                    m.copy_failed = true;
                     errors.push(format!("{h}: {e}"));
                 }
             }
+        }
+        if written < want && written > 0 {
+            tracing::warn!(dg = %cfg.name, seq, copies = written, nconfig = want, "fewer config copies than wanted: no other healthy disk took one");
         }
         if written == 0 {
             return Err(VmError::Commit(errors.join("; ")));
@@ -309,7 +324,12 @@ pub struct VolumeManager {
     /// Test hook: the next this many map publications fail as if the map could not be built.
     #[cfg(test)]
     pub(crate) fail_publishes: std::sync::atomic::AtomicU32,
+    /// How long a stop waits for a volume's requests in flight (ms).
+    pub(crate) stop_wait_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How long a stop waits for a volume's requests in flight by default.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl VolumeManager {
     /// A manager with no groups; starts the thread that records I/O failures.
@@ -324,6 +344,7 @@ impl VolumeManager {
             repairs: super::repair::RepairQueue::new(me.clone()),
             #[cfg(test)]
             fail_publishes: Default::default(),
+            stop_wait_ms: std::sync::atomic::AtomicU64::new(STOP_WAIT.as_millis() as u64),
         });
         let weak = Arc::downgrade(&vm);
         let spawned = std::thread::Builder::new()
@@ -345,6 +366,22 @@ impl VolumeManager {
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Sets how long a stop (volume_stop, deport, shutdown) waits for a volume's requests in
+    /// flight before it gives up on recording the volume CLEAN (default [`STOP_WAIT`]).
+    pub fn set_stop_wait(&self, wait: std::time::Duration) {
+        self.stop_wait_ms.store(
+            wait.as_millis().try_into().unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// How long a stop waits for a volume's requests in flight.
+    pub(crate) fn stop_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.stop_wait_ms.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The task list.
@@ -406,6 +443,7 @@ impl VolumeManager {
                         bdev: b.clone(),
                         label,
                         active_slot: None,
+                        copy_failed: false,
                     },
                 );
             }
@@ -530,6 +568,7 @@ impl VolumeManager {
                     bdev: b.clone(),
                     label,
                     active_slot: None,
+                    copy_failed: false,
                 },
             );
             if let Err(e) = g.commit(&self.engine, cfg) {
@@ -892,6 +931,7 @@ impl VolumeManager {
                             bdev: b.clone(),
                             label: l.clone(),
                             active_slot: slots.get(b.name()).copied().flatten().map(|(s, _)| s),
+                            copy_failed: false,
                         },
                     );
                     to_claim.push(b.clone());
@@ -939,7 +979,8 @@ impl VolumeManager {
         Ok(())
     }
 
-    /// Stops every volume cleanly (state CLEAN) and releases the disks; plexd calls this at
+    /// Stops every volume (state CLEAN, or ACTIVE when its requests did not drain in time or
+    /// a failure is unrecorded: see `volume_stop`) and releases the disks; plexd calls this at
     /// shutdown, while the reactors still run.
     pub fn shutdown(&self) {
         self.tasks.cancel_all();

@@ -638,8 +638,10 @@ impl VolumeManager {
         self.start_volume(g, name)
     }
 
-    /// Stops a volume cleanly (refused while it is exported): its bdev goes away and it is
-    /// recorded CLEAN, and it is not started at the next import.
+    /// Stops a volume (refused while it is exported): its bdev goes away and it is not started
+    /// at the next import. It is recorded CLEAN only if its requests in flight finished within
+    /// the stop wait (see [`VolumeManager::set_stop_wait`]), every write failure was recorded
+    /// and its disks were flushed; otherwise it stays ACTIVE and resyncs at its next start.
     pub fn volume_stop(&self, dg: &str, name: &str) -> Result<(), VmError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
@@ -759,22 +761,32 @@ impl VolumeManager {
             }
         }
         self.tasks.cancel_volume(&dg, name);
-        let disks = g
-            .volumes
-            .get(name)
-            .map(|s| s.map().disks.clone())
-            .unwrap_or_default();
-        self.engine
-            .delete_bdev(&bdev_name, Some(driver::PRODUCT_NAME))?;
-        g.volumes.remove(name);
-        // CLEAN vouches for every plex holding every write: only once every disk is flushed.
-        let clean = match super::manager::flush_disks(&self.engine, &disks) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(dg = %dg, volume = %name, "{e}; the volume stays ACTIVE and resyncs at its next start");
-                false
-            }
+        let drained = self.engine.delete_bdev_within(
+            &bdev_name,
+            Some(driver::PRODUCT_NAME),
+            self.stop_wait(),
+        )?;
+        let shared = g.volumes.remove(name);
+        // CLEAN vouches for every plex holding every write: only once every request finished,
+        // every failure was recorded and every disk is flushed.
+        let unclean = if !drained {
+            Some("requests were still in flight when the stop stopped waiting".to_string())
+        } else if g.disabled.contains(name) {
+            Some("a failure could not be recorded (the volume is disabled)".to_string())
+        } else if shared.as_ref().is_some_and(|s| !s.events_handled()) {
+            Some("a write failure was not recorded yet".to_string())
+        } else {
+            let disks = shared.as_ref().map(|s| s.map().disks.clone());
+            super::manager::flush_disks(&self.engine, disks.iter().flatten())
+                .err()
+                .map(|e| e.to_string())
         };
+        if let Some(why) = &unclean {
+            tracing::warn!(dg = %dg, volume = %name, "{why}: the volume stays ACTIVE and resyncs at its next start");
+        }
+        let clean = unclean.is_none();
+        // Its map holds its sub-volumes' bdevs: let go before they are stopped below.
+        drop(shared);
         let mut cfg = g.cfg.clone();
         let syncing = cfg
             .volume(name)

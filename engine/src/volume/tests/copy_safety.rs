@@ -201,10 +201,10 @@ fn losing_every_plex_disables_the_volume_until_restarted() {
     vm.volume_start("dg01", "vol01").unwrap();
     let vol = e.bdevs().get("dg01/vol01").unwrap();
     assert!(read(&e, &vol, 0, 4096).is_ok());
-    assert_eq!(
-        vm.config("dg01").unwrap().0.volume("vol01").unwrap().state,
-        VolumeState::Active
-    );
+    // The failure was never recorded, so the stop left it ACTIVE: it resyncs, then runs.
+    wait_until("the resync after the restart", || {
+        vm.config("dg01").unwrap().0.volume("vol01").unwrap().state == VolumeState::Active
+    });
     drop(vol);
     vm.shutdown();
     e.shutdown();

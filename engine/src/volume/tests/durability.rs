@@ -198,3 +198,271 @@ fn power_loss_after_an_attach_completes_never_leaves_the_plex_in_sync_over_lost_
         assert_eq!(p.state, PlexState::Stale);
     }
 }
+
+/// The newest config sequence number among the copies on bdev `name`.
+fn newest_copy_on(e: &Engine, name: &str) -> u64 {
+    let b = e.bdevs().get(name).unwrap();
+    let l = crate::volume::disk::read_label(e, &b).unwrap();
+    crate::volume::disk::read_copies(e, &b, &l)
+        .into_iter()
+        .filter_map(|(_, c)| c.ok())
+        .map(|c| c.header.seq)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `nconfig` copies on three disks; a mirror on disk01 (the first holder) and disk02. disk01
+/// fails: its plex's detach is recorded on the next healthy disks instead (still `nconfig`
+/// current copies), the volume keeps serving from disk02, and a new manager over the same
+/// disks (disk01 back, with its older copy) imports the recorded failure.
+fn failing_holder_is_replaced(nconfig: u32) {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.dg_set("dg01", nconfig).unwrap();
+    vm.volume_create(&VolumeCreate {
+        dg: "dg01".into(),
+        name: "vol01".into(),
+        size: 4 << 20,
+        layout: "mirror".into(),
+        alloc: Some(vec!["disk01".into(), "disk02".into()]),
+        ..Default::default()
+    })
+    .unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let victim = plex_on(&vm, "disk01");
+    let before = pattern(1, 64 << 10);
+    write(&e, &vol, 0, &before).unwrap();
+    err_state(&e, &d[0])
+        .inject(InjectTarget::All, &Arming::new(ErrorKind::Failure, MAX_NUM))
+        .unwrap();
+    let data = pattern(2, 64 << 10);
+    write(&e, &vol, 1 << 20, &data).unwrap_or_else(|err| {
+        panic!("nconfig {nconfig}: the write must succeed on the healthy mirror: {err}")
+    });
+    assert_eq!(
+        plex_state(&vm, &victim),
+        (
+            PlexState::Iofail,
+            crate::volume::objects::KernelState::Detached
+        )
+    );
+    assert_eq!(read(&e, &vol, 1 << 20, 64 << 10).unwrap(), data);
+    let (_, seq) = vm.config("dg01").unwrap();
+    let current = d[1..]
+        .iter()
+        .filter(|n| newest_copy_on(&e, n) == seq)
+        .count();
+    assert_eq!(
+        current, nconfig as usize,
+        "nconfig {nconfig}: healthy disks holding the newest copy (seq {seq})"
+    );
+    drop(vol);
+    vm.crash();
+    err_state(&e, &d[0]).clear();
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    assert_eq!(
+        plex_state(&vm2, &victim).0,
+        PlexState::Iofail,
+        "nconfig {nconfig}: the import sees the recorded failure"
+    );
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    assert_eq!(read(&e, &vol, 0, 64 << 10).unwrap(), before);
+    assert_eq!(read(&e, &vol, 1 << 20, 64 << 10).unwrap(), data);
+    drop(vol);
+    vm2.shutdown();
+    e.shutdown();
+}
+
+#[test]
+fn nconfig_1_failing_holder_is_replaced_by_the_next_healthy_disk() {
+    failing_holder_is_replaced(1);
+}
+
+#[test]
+fn nconfig_2_failing_holder_is_replaced_by_the_next_healthy_disk() {
+    failing_holder_is_replaced(2);
+}
+
+/// A stop whose wait for the volume's requests runs out while a write is still in flight
+/// (held in disk01) must not record the volume CLEAN: that write may reach one mirror and
+/// not the other, so the volume stays ACTIVE and resyncs at its next start.
+#[test]
+fn a_stop_with_a_write_still_in_flight_leaves_the_volume_active() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    vm.set_stop_wait(Duration::from_millis(200));
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "mirror");
+    hold_next_write(&e, &d[0]);
+    let writer = {
+        let (e, vol) = (e.clone(), vol.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &pattern(3, 4096)))
+    };
+    wait_until("the write to be held in disk01", || {
+        armed(&e, &d[0], "write") == 0
+    });
+    drop(vol);
+    vm.volume_stop("dg01", "vol01").unwrap();
+    vm.crash();
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    let (cfg, _) = vm2.config("dg01").unwrap();
+    let state = cfg.volume("vol01").unwrap().state;
+    assert!(
+        crate::volume::manager::was_running(state),
+        "a write was still in flight when the stop gave up waiting, yet the volume is recorded {state:?}"
+    );
+    // Let the held write go (it fails on disk01; the old manager can only fail it).
+    err_state(&e, &d[0]).clear();
+    let _ = writer.join().unwrap();
+    vm2.shutdown();
+    e.shutdown();
+}
+
+/// Shutdown while a mirrored write has failed on disk01 and its failure event waits for the
+/// manager (which the shutdown holds): the failure is never recorded, so the volume must not
+/// be recorded CLEAN. At the next start it resyncs, and the mirrors read the same again.
+#[test]
+fn a_shutdown_with_a_failure_unrecorded_leaves_the_volume_to_resync() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    vm.set_stop_wait(Duration::from_millis(500));
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "mirror");
+    let before = pattern(4, 4096);
+    write(&e, &vol, 0, &before).unwrap();
+    hold_next_write(&e, &d[0]);
+    let writer = {
+        let (e, vol) = (e.clone(), vol.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &pattern(5, 4096)))
+    };
+    wait_until("the write to be held in disk01", || {
+        armed(&e, &d[0], "write") == 0
+    });
+    drop(vol);
+    let stopper = {
+        let vm = vm.clone();
+        std::thread::spawn(move || vm.shutdown())
+    };
+    // The shutdown is stopping the volume: fail the held write now (on disk01 only).
+    wait_until("the shutdown to delete the volume's bdev", || {
+        e.bdevs().get("dg01/vol01").is_err()
+    });
+    err_state(&e, &d[0]).clear();
+    stopper.join().unwrap();
+    let _ = writer.join().unwrap();
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    let (cfg, _) = vm2.config("dg01").unwrap();
+    assert_eq!(
+        cfg.volume("vol01").unwrap().state,
+        VolumeState::Sync,
+        "the volume was recorded CLEAN over a write failure nobody recorded: no resync"
+    );
+    wait_until("the resync", || {
+        vm2.config("dg01").unwrap().0.volume("vol01").unwrap().state == VolumeState::Active
+    });
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let plexes = plex_names(&vm2, "dg01", "vol01");
+    assert!(
+        plex_read(&vm2, &vol, &plexes[0], 0, 8) == plex_read(&vm2, &vol, &plexes[1], 0, 8),
+        "the mirrors differ"
+    );
+    drop(vol);
+    vm2.shutdown();
+    e.shutdown();
+}
+
+/// A clean stop of a layered volume with nothing in flight records it and its sub-volumes
+/// CLEAN (the parent lets go of its columns before they are stopped, so their wait for
+/// requests in flight ends at once).
+#[test]
+fn a_clean_stop_of_a_stripe_mirror_records_every_sub_volume_clean() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    // A stop holding a reference to its columns would wait this out, then mark them unclean.
+    vm.set_stop_wait(Duration::from_secs(10));
+    let d = disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.volume_create(&VolumeCreate {
+        dg: "dg01".into(),
+        name: "vol01".into(),
+        size: 8 << 20,
+        layout: "stripe-mirror".into(),
+        ncol: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    write(&e, &vol, 0, &pattern(9, 1 << 20)).unwrap();
+    drop(vol);
+    vm.volume_stop("dg01", "vol01").unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    for v in &cfg.volumes {
+        assert_eq!(v.state, VolumeState::Clean, "{}", v.name);
+    }
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A subdisk move whose swap is recorded, then the power fails right after the first config
+/// holder's flush: the copied data must have been flushed to the new place before, or the
+/// volume now maps to blocks that never got it.
+#[test]
+fn power_loss_after_a_move_swap_never_maps_the_volume_to_lost_data() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 2, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    vm.volume_create(&VolumeCreate {
+        dg: "dg01".into(),
+        name: "vol01".into(),
+        size: 1 << 20,
+        layout: "concat".into(),
+        alloc: Some(vec!["disk01".into()]),
+        ..Default::default()
+    })
+    .unwrap();
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let data = pattern(10, 1 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    drop(vol);
+    err_state(&e, &d[1])
+        .set_crash_mode(CrashMode::VolatileCache, 0)
+        .unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let sd = cfg.subdisks_of("vol01-01")[0].name.clone();
+    // One chunk, then 400 ms before the swap.
+    let id = vm
+        .subdisk_move("dg01", &sd, Some("disk02"), Duration::from_millis(400))
+        .unwrap();
+    let task = vm.tasks().get(id).unwrap();
+    wait_until("the copy", || task.done() >= 2048);
+    // The swap's commit writes disk01's copy, flushes it, then reaches disk02.
+    hold_next_write(&e, &d[1]);
+    wait_until("the swap's commit to reach disk02", || {
+        armed(&e, &d[1], "write") == 0
+    });
+    power_loss(&e, &d, &d[1]);
+    let t = vm.tasks().wait(id, Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        t.state(),
+        TaskState::Done,
+        "the swap was recorded on disk01"
+    );
+    vm.crash();
+    power_on(&e, &d);
+    let (cfg, _) = newest_config(&e, &d);
+    let now = cfg.subdisks_of("vol01-01")[0].clone();
+    assert_eq!(now.disk, "disk02", "the recorded swap");
+    assert!(
+        raw_plex_read(&e, &cfg, "vol01-01", 0, 1 << 20) == data,
+        "the volume maps to {} on disk02, which lost the data copied into it",
+        now.name
+    );
+}
