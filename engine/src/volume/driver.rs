@@ -12,7 +12,9 @@
 //!   retried on another readable plex, and the manager is told to rewrite the range on the
 //!   plex that failed (from the one that served it).
 //! - Writes (and write-zeroes; unmaps become write-zeroes on mirrors so the copies stay
-//!   identical) go to every writable plex in parallel and complete when all have. If a plex
+//!   identical) go to every writable plex in parallel and complete when all have. On a disk
+//!   without write-zeroes or unmap (a plex attached, moved or grown there after the volume
+//!   started with them) the channel emulates them (see [`super::channel`]). If a plex
 //!   fails but an in-sync plex succeeded, the request is held until the manager has durably
 //!   recorded that plex as detached (IOFAIL/DETACHED) and published a map without it; only
 //!   then is the write acknowledged. If no in-sync plex succeeded, the write fails.
