@@ -1,7 +1,8 @@
 //! The hot path makes no heap allocation: a counting global allocator watches the reactor
 //! thread (where every request is submitted, driven and completed) over a window of 100k (and
 //! then 200k) requests through every driver and through striped and mirrored volumes in
-//! steady state and must see none. Threads of the
+//! steady state (and write-zeroes and unmaps on a mirror whose new plex is on a disk without
+//! them, so they are written as zero buffers) and must see none. Threads of the
 //! test harness itself are not counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +96,7 @@ fn steady_state_io_makes_no_heap_allocation() {
         p.display().to_string()
     };
     let (uring_file, aio_file) = (file("uring.img"), file("aio.img"));
+    let plain_file = file("plain.img");
     let engine = Engine::start(&[0], PollMode::Adaptive).expect("engine");
     engine
         .reactors()
@@ -166,6 +168,30 @@ fn steady_state_io_makes_no_heap_allocation() {
         "volume_create",
         json!({"dg": "dg", "name": "mirror", "size": "16M", "layout": "mirror-stripe", "ncol": 2}),
     );
+    // A mirror whose second plex is on an aio disk without fallocate (no write-zeroes, no
+    // unmap): the volume keeps offering both, emulated on that disk.
+    call(
+        "bdev_malloc_create",
+        json!({"name": "Disk4", "num_blocks": 49152, "block_size": 512}),
+    );
+    call(
+        "bdev_aio_create",
+        json!({"name": "Plain0", "filename": plain_file}),
+    );
+    call(
+        "dg_create",
+        json!({"name": "zdg", "disks": ["Disk4", "Plain0"]}),
+    );
+    call(
+        "volume_create",
+        json!({"dg": "zdg", "name": "zv", "size": "16M", "layout": "concat", "alloc": ["Disk4"]}),
+    );
+    let task = call(
+        "plex_attach",
+        json!({"dg": "zdg", "volume": "zv", "alloc": ["Plain0"]}),
+    );
+    let done = call("task_wait", json!({"id": task["task"]}));
+    assert_eq!(done["state"], "done", "{done}");
     let cases = [
         ("Null0", Workload::RandRead),
         ("Malloc0", Workload::RandRw),
@@ -177,6 +203,8 @@ fn steady_state_io_makes_no_heap_allocation() {
         ("dg/stripe", Workload::RandRw),
         ("dg/mirror", Workload::RandRw),
         ("dg/mirror", Workload::Verify),
+        ("zdg/zv", Workload::WriteZeroes),
+        ("zdg/zv", Workload::Unmap),
     ];
     let mut failures = Vec::new();
     for (bdev, w) in cases {
@@ -185,6 +213,10 @@ fn steady_state_io_makes_no_heap_allocation() {
         if first != 0 || second != 0 {
             failures.push(format!("{bdev}/{}: {first} then {second}", w.name()));
         }
+    }
+    let plexes = call("volume_list", json!({"dg": "zdg", "name": "zv"}));
+    for p in plexes[0]["plexes"].as_array().expect("plexes") {
+        assert_eq!(p["state"], "ACTIVE", "write-zeroes detached a plex: {p}");
     }
     vm.shutdown();
     engine.shutdown();

@@ -9,23 +9,33 @@
 //!
 //! Steady state takes no lock and allocates nothing: the parent waits in a preallocated slot
 //! while its children (one per segment per plex) run on the disks.
+//!
+//! The volume's request types are fixed when it starts, but a plex attached, moved or grown
+//! later may sit on a disk without write-zeroes or unmap. There, write-zeroes become writes
+//! from one shared buffer of zeroes (allocated once, at the first channel's creation), and an
+//! unmap (sent to disks only when one plex takes writes; mirrors get write-zeroes) is a no-op:
+//! a volume promises nothing about what an unmapped range reads back as.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::driver::{VolumeEvent, VolumeMap, VolumeShared};
 use super::layout::Segment;
 use super::task::SyncBarrier;
-use crate::bdev::{BdevError, BdevIo, DriverChannel, IoChannel, IoCompletion, IoStatus, IoType};
+use crate::bdev::{
+    BdevError, BdevIo, DriverChannel, IoBuf, IoChannel, IoCompletion, IoStatus, IoType,
+};
 
 /// Preallocated parent slots per channel.
 const SLOTS: usize = 256;
 
 /// Creates a channel for the volume on the calling reactor.
 pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel>, BdevError> {
+    // Allocated here, off the I/O path, for write-zeroes emulated later.
+    zeroes();
     let view = View::load(shared.map())?;
     let core = Rc::new_cyclic(|me| Core {
         me: me.clone(),
@@ -330,6 +340,18 @@ impl ChanState {
                 parent.offset_blocks(),
                 parent.num_blocks(),
                 |seg: Segment| {
+                    let native = !matches!(op, IoType::WriteZeroes | IoType::Unmap)
+                        || map
+                            .disks
+                            .get(seg.target as usize)
+                            .is_some_and(|d| d.io_types().contains(op));
+                    if !native {
+                        if op == IoType::WriteZeroes {
+                            built += zero_writes(seg, bs, v, tag(idx, plex), &cb, scratch);
+                        }
+                        // An unmap the disk lacks: nothing to do (see the module doc).
+                        return;
+                    }
                     let mut c = BdevIo::alloc();
                     c.prep(op, seg.target_offset, seg.len);
                     if op.has_data() {
@@ -410,6 +432,11 @@ impl ChanState {
                 self.abort(idx, e, core.shared.barrier());
                 return;
             }
+        }
+        if self.slots[idx as usize].remaining == 0 {
+            // Only unmaps on disks without them: nothing went down.
+            self.complete_slot(idx, IoStatus::Success, core.shared.barrier());
+            return;
         }
         self.launch();
     }
@@ -630,6 +657,69 @@ fn request_end(s: &Slot) -> u64 {
     s.parent
         .as_ref()
         .map_or(u64::MAX, |p| p.offset_blocks() + p.num_blocks())
+}
+
+/// Bytes in the shared buffer of zeroes.
+const ZERO_BUF_BYTES: usize = 1 << 20;
+/// Segments per emulated write-zeroes child; within the iovec capacity a pooled request keeps
+/// (32), so building one never allocates.
+const ZERO_IOVS: usize = 16;
+
+/// The shared buffer of zeroes: [`ZERO_BUF_BYTES`] of a leaked, never freed [`IoBuf`].
+struct Zeroes(*mut u8);
+
+// SAFETY: the pointer is to a heap buffer that is leaked (lives for the whole process) and
+// that this module only ever hands to disks as the data of write requests, which they read
+// (an error bdev's `corrupt_data` injection on such a write flips one byte and flips it back
+// on completion, as on any caller's buffer); sharing it between threads shares memory that
+// is only read.
+unsafe impl Send for Zeroes {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Zeroes {}
+
+static ZEROES: OnceLock<Zeroes> = OnceLock::new();
+
+/// The shared buffer of zeroes (allocated by the first call; channel creation makes it).
+fn zeroes() -> *mut u8 {
+    ZEROES
+        .get_or_init(|| Zeroes(Box::leak(Box::new(IoBuf::new(ZERO_BUF_BYTES))).as_mut_ptr()))
+        .0
+}
+
+/// Builds into `scratch` the writes of zeroes that stand for a write-zeroes of `seg` on a disk
+/// without it: children of up to [`ZERO_IOVS`] × [`ZERO_BUF_BYTES`], every segment the shared
+/// buffer of zeroes. Returns how many.
+fn zero_writes(
+    seg: Segment,
+    bs: usize,
+    view: usize,
+    tag: u64,
+    cb: &Rc<dyn IoCompletion>,
+    scratch: &mut Vec<(usize, u32, BdevIo)>,
+) -> u32 {
+    let zeroes = zeroes();
+    let per_child = ((ZERO_IOVS * ZERO_BUF_BYTES) / bs.max(1)).max(1) as u64;
+    let mut built = 0;
+    let mut done = 0;
+    while done < seg.len {
+        let n = (seg.len - done).min(per_child);
+        let mut c = BdevIo::alloc();
+        c.prep(IoType::Write, seg.target_offset + done, n);
+        let mut left = n as usize * bs;
+        while left > 0 {
+            let k = left.min(ZERO_BUF_BYTES);
+            // SAFETY: `zeroes` is valid for `ZERO_BUF_BYTES >= k` bytes for the rest of the
+            // process (leaked), and the child is a write, so the disk only reads them; other
+            // requests reading the same zeroes meanwhile is sharing, not conflicting access.
+            unsafe { c.push_iov(zeroes, k) };
+            left -= k;
+        }
+        c.set_callback(cb.clone(), tag);
+        scratch.push((view, seg.target, c));
+        built += 1;
+        done += n;
+    }
+    built
 }
 
 /// Appends to `child` the bytes `[off, off + len)` of the data described by `iovs`.

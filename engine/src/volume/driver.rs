@@ -14,7 +14,9 @@
 //!   resync source, and a failed one is retried elsewhere only in the range the resync has
 //!   already made equal; past it the read fails (the other plexes may hold older data).
 //! - Writes (and write-zeroes; unmaps become write-zeroes on mirrors so the copies stay
-//!   identical) go to every writable plex in parallel and complete when all have. If a plex
+//!   identical) go to every writable plex in parallel and complete when all have. On a disk
+//!   without write-zeroes or unmap (a plex attached, moved or grown there after the volume
+//!   started with them) the channel emulates them (see [`super::channel`]). If a plex
 //!   fails but an in-sync plex succeeded, the request is held until the manager has durably
 //!   recorded that plex as detached (IOFAIL/DETACHED) and published a map without it; only
 //!   then is the write acknowledged. If no in-sync plex succeeded, the write fails.

@@ -193,6 +193,14 @@ impl VolumeManager {
         Ok(())
     }
 
+    /// Stops the sub-volumes of `vol` after `vol` failed to start (logged, not returned: the
+    /// start's own error is the one to report).
+    pub(crate) fn abandon_subvolumes(&self, g: &mut Group, vol: &str) {
+        if let Err(e) = self.stop_subvolumes(g, vol, true) {
+            tracing::error!(dg = %g.cfg.name, volume = %vol, "cannot stop the sub-volumes of a volume that did not start: {e}");
+        }
+    }
+
     /// Releases and stops the sub-volumes of `vol` (after `vol` itself stopped).
     pub(crate) fn stop_subvolumes(
         &self,

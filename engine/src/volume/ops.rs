@@ -702,10 +702,20 @@ impl VolumeManager {
         g.disabled.remove(name);
         // The volume is recorded ACTIVE (dirty) before any write can reach it.
         g.commit(&self.engine, cfg)?;
-        // A layered volume's columns are sub-volumes: they run first.
-        self.start_subvolumes(g, name)?;
+        // A layered volume's columns are sub-volumes: they run first, and stop again if the
+        // volume itself cannot start (nothing else would stop them).
+        if let Err(e) = self.start_subvolumes(g, name) {
+            self.abandon_subvolumes(g, name);
+            return Err(e);
+        }
         g.generation += 1;
-        let map = build_map(&self.engine, g, name, g.generation).map_err(VmError::Invalid)?;
+        let map = match build_map(&self.engine, g, name, g.generation) {
+            Ok(m) => m,
+            Err(e) => {
+                self.abandon_subvolumes(g, name);
+                return Err(VmError::Invalid(e));
+            }
+        };
         let io_types = volume_io_types(&map);
         let bdev_name = g
             .cfg
@@ -727,13 +737,16 @@ impl VolumeManager {
             num_blocks: len,
             io_types,
         };
-        self.engine.add_bdev(
+        if let Err(e) = self.engine.add_bdev(
             spec,
             Box::new(VolumeBdev::new(
                 shared.clone(),
                 super::raid::saved_config(g, name),
             )),
-        )?;
+        ) {
+            self.abandon_subvolumes(g, name);
+            return Err(e.into());
+        }
         g.volumes.insert(name.to_string(), shared);
         if needs_sync {
             self.start_resync(g, name);

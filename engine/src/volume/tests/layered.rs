@@ -228,3 +228,49 @@ fn a_group_with_a_stripe_mirror_volume_deports_and_imports_whole() {
     vm2.shutdown();
     e.shutdown();
 }
+
+/// A stripe-mirror volume that cannot start at import (its bdev name is taken) leaves no
+/// column running behind it, and the group still deports whole and imports again later.
+#[test]
+fn a_stripe_mirror_volume_that_cannot_start_leaves_no_column_behind() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vsm".into(),
+            size: 4 << 20,
+            layout: "stripe-mirror".into(),
+            ncol: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&vol).unwrap();
+    let data = pattern(22, 4 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    drop(vol);
+    vm.dg_deport("dg01").unwrap();
+    // Another bdev took the volume's name meanwhile: the import cannot start it.
+    malloc(&e, "dg01/vsm", 1);
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    assert!(!vm.is_started("dg01", "vsm"));
+    for s in ["dg01/vsm-L01", "dg01/vsm-L02"] {
+        assert!(
+            e.bdevs().get(s).is_err(),
+            "{s} runs although its parent did not start"
+        );
+    }
+    vm.dg_deport("dg01").unwrap();
+    for s in ["dg01/vsm-L01", "dg01/vsm-L02"] {
+        assert!(e.bdevs().get(s).is_err(), "{s} left behind by the deport");
+    }
+    e.delete_bdev("dg01/vsm", None).unwrap();
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    let vol = e.bdevs().get("dg01/vsm").unwrap();
+    assert_eq!(read(&e, &vol, 0, 4 << 20).unwrap(), data);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}

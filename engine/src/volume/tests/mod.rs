@@ -19,6 +19,7 @@ mod layered;
 mod model;
 mod raid;
 mod read_errors;
+mod request_types;
 mod reshape;
 
 pub(crate) fn engine() -> Arc<Engine> {
