@@ -15,7 +15,9 @@
 //!
 //! AIO has no fallocate command: with `fallocate: true`, unmap (`PUNCH_HOLE | KEEP_SIZE`) and
 //! write-zeroes (`ZERO_RANGE | KEEP_SIZE`) run synchronously inside `submit` (as SPDK does),
-//! which blocks the reactor for the call. Without it they are not supported, as in SPDK.
+//! which blocks the reactor for the call. Without it they are not supported, as in SPDK. On a
+//! file system that has neither fallocate mode, write-zeroes become (asynchronous) writes of
+//! zeroes and unmaps do nothing (see `drivers::file`, "Without fallocate").
 //! Native AIO is only asynchronous with `O_DIRECT`; on the buffered descriptor (file systems
 //! without `O_DIRECT`, unaligned buffers) `io_submit` completes the transfer before it returns.
 
@@ -180,6 +182,15 @@ impl AioBdev {
             block_size_override,
         }
     }
+
+    /// How write-zeroes and unmaps reach the file, for the driver info.
+    fn zero_modes(&self) -> (&'static str, &'static str) {
+        if self.fallocate && !self.readonly {
+            (self.file.write_zeroes_mode(), self.file.unmap_mode())
+        } else {
+            ("unsupported", "unsupported")
+        }
+    }
 }
 
 impl BdevDriver for AioBdev {
@@ -203,6 +214,8 @@ impl BdevDriver for AioBdev {
                 "readonly": self.readonly,
                 "fallocate": self.fallocate,
                 "nowait": false,
+                "write_zeroes": self.zero_modes().0,
+                "unmap": self.zero_modes().1,
             }),
         ))
     }
@@ -291,7 +304,7 @@ impl AioChannel {
             ..Iocb::default()
         };
         match x.op {
-            Op::Read | Op::Write => {
+            Op::Read | Op::Write | Op::ZeroFill => {
                 let (ptr, n, off) = x.segments(io.iovs(), self.file.direct_align());
                 cb.aio_lio_opcode = if x.op == Op::Read {
                     IOCB_CMD_PREADV
@@ -329,7 +342,8 @@ impl AioChannel {
             // SAFETY: each pointer is to the iocb of an occupied slot; the iovec arrays it
             // names live in the slot's BdevIo or the slot's scratch array, neither changed
             // until its completion is reaped, and the data buffers are valid until the
-            // request completes (`BdevIo::push_iov`). The context is destroyed (which waits
+            // request completes (`BdevIo::push_iov`) or are the shared zero buffer
+            // (`file::zeroes`, static, never written). The context is destroyed (which waits
             // for the kernel) before the slots are dropped.
             match unsafe { self.ctx.submit(&mut self.ptrs) } {
                 Ok(0) => break,
@@ -409,7 +423,8 @@ impl AioChannel {
         }
     }
 
-    /// Runs an unmap or write-zeroes now, with `fallocate(2)`.
+    /// Runs an unmap or write-zeroes now, with `fallocate(2)`; if the file system has no
+    /// fallocate, queues the write-zeroes as writes of zeroes instead.
     fn fallocate_now(&mut self, id: u32) {
         let Some(slot) = self.slots.get_mut(id as u64) else {
             return;
@@ -419,7 +434,15 @@ impl AioChannel {
                 break IoStatus::Failed(libc::EINVAL);
             };
             let res = self.file.fallocate(mode, slot.xfer.offset, slot.xfer.len);
-            match slot.xfer.on_result(res) {
+            let outcome = slot.xfer.on_result(res);
+            if let Some(errno) = slot.xfer.take_refused() {
+                self.file.note_no_fallocate(errno);
+            }
+            match outcome {
+                Outcome::Resubmit if slot.xfer.op == Op::ZeroFill => {
+                    self.queue(id);
+                    return;
+                }
                 Outcome::Resubmit => continue,
                 Outcome::Done(s) => break s,
             }
@@ -437,18 +460,19 @@ impl DriverChannel for AioChannel {
             Admit::Taken => return Ok(()),
             Admit::Later(io) => return Err(io),
         };
-        let Some(op) = Op::of(io.io_type()) else {
+        let Some(op) = self.file.op(io.io_type()) else {
             io.complete(IoStatus::Success);
             return Ok(());
         };
         let offset = io.offset_blocks().saturating_mul(self.block_size);
         let len = io.num_blocks().saturating_mul(self.block_size);
-        if matches!(op, Op::Fallocate { .. }) && len == 0 {
+        if matches!(op, Op::Fallocate { .. } | Op::ZeroFill) && len == 0 {
             io.complete(IoStatus::Success);
             return Ok(());
         }
         let direct = match (op, self.file.direct_align()) {
             (Op::Read | Op::Write, Some(a)) => a.fits(offset, io.iovs()),
+            (Op::ZeroFill, Some(_)) => true,
             _ => false,
         };
         let id = self.slots.insert(io)?;
@@ -501,6 +525,7 @@ mod tests {
 
     use super::*;
     use crate::bdev::{blocking, IoType};
+    use crate::drivers::file::inject::Scope;
     use crate::drivers::file::test_support::{self as t, Driver};
     use crate::reactor::PollMode;
     use crate::Engine;
@@ -532,6 +557,28 @@ mod tests {
     #[test]
     fn aio_unmap_and_write_zeroes_zero_their_range() {
         t::unmap_and_write_zeroes(&AIO);
+    }
+
+    #[test]
+    fn aio_write_zeroes_on_a_file_system_without_fallocate_are_emulated() {
+        let dir = tempfile::tempdir().unwrap();
+        t::write_zeroes_without_fallocate(&AIO, dir.path(), Some(Scope::Always));
+    }
+
+    #[test]
+    fn aio_write_zeroes_refused_at_run_time_fall_back_to_writing_zeroes() {
+        let dir = tempfile::tempdir().unwrap();
+        t::write_zeroes_without_fallocate(&AIO, dir.path(), Some(Scope::RunTime));
+    }
+
+    #[test]
+    fn aio_mirror_plex_on_a_file_system_without_fallocate_survives_discard() {
+        t::mirror_on_a_bdev_without_fallocate_keeps_both_plexes(&AIO);
+    }
+
+    #[test]
+    fn aio_write_zeroes_on_ramfs_are_emulated() {
+        t::write_zeroes_on_ramfs(&AIO);
     }
 
     #[test]
@@ -657,7 +704,7 @@ mod tests {
             a2.driver().driver_specific().unwrap(),
             (
                 "aio",
-                json!({"filename": p, "block_size_override": false, "readonly": false, "fallocate": false, "nowait": false})
+                json!({"filename": p, "block_size_override": false, "readonly": false, "fallocate": false, "nowait": false, "write_zeroes": "unsupported", "unmap": "unsupported"})
             )
         );
         assert_eq!(

@@ -60,6 +60,9 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         ));
     }
     let opened = open_backing(&p.filename, p.block_size, p.readonly)?;
+    if p.fallocate {
+        opened.backing.probe_fallocate();
+    }
     let spec = BdevSpec {
         name: p.name.clone(),
         aliases: Vec::new(),

@@ -25,11 +25,26 @@
 //! `EINVAL` from the direct descriptor is retried on the buffered one, and an unsupported
 //! `fallocate` mode is retried with the other mode that gives the same guarantee.
 //! [`ResetGate`] completes resets once the channel has nothing in flight.
+//!
+//! # Without fallocate
+//! Some file systems (ramfs, vfat, NFSv3, many FUSE file systems) have neither
+//! `FALLOC_FL_ZERO_RANGE` nor `FALLOC_FL_PUNCH_HOLE`. A bdev on such a file still offers
+//! write-zeroes and unmap, and keeps its word: write-zeroes are written as zeroes, from one
+//! shared buffer ([`zeroes`], allocated once on the control path) in pieces of at most
+//! [`ZERO_CHUNK`] bytes, and unmaps do nothing (an unmap is advisory: these bdevs promise
+//! nothing about what an unmapped range reads back as; a volume mirror sends write-zeroes
+//! where it needs zeroes). [`FileBacking::probe_fallocate`] finds this out at create time
+//! where it can without changing the file; otherwise the first request the kernel refuses
+//! (`EOPNOTSUPP`, `ENOSYS` or `EINVAL` for both modes) falls back and the bdev remembers it,
+//! so later requests go straight to the fallback. The change is logged once per bdev and shown
+//! in `bdev_get_bdevs` (`driver_specific`: `write_zeroes: "emulated"`, `unmap: "ignored"`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use crate::bdev::{validate_block_size, BdevError, BdevIo, IoBuf, IoStatus, IoType};
 
@@ -39,6 +54,25 @@ pub(crate) const IOV_MAX: usize = 1024;
 
 /// Transient errors retried per request before giving up.
 const MAX_RETRIES: u8 = 8;
+
+/// Bytes of zeroes an emulated write-zeroes writes per system call (the size of the shared
+/// zero buffer). A power of two above every direct-I/O alignment, so each piece starts
+/// aligned if the request did.
+pub(crate) const ZERO_CHUNK: usize = 1 << 20;
+
+/// The buffer of zeroes every emulated write-zeroes writes from, shared by all bdevs and never
+/// written to. The first call allocates it: [`open_backing`] makes that call, on the control
+/// path, so the I/O path only reads the pointer.
+pub(crate) fn zeroes() -> &'static [u8] {
+    static ZEROES: OnceLock<&'static [u8]> = OnceLock::new();
+    ZEROES.get_or_init(|| Box::leak(Box::new(IoBuf::new(ZERO_CHUNK))).as_slice())
+}
+
+/// Whether `errno`, from fallocate on a valid range, means the file system or device cannot
+/// do that mode (FUSE answers `ENOSYS`, some file systems `EINVAL`).
+fn fallocate_unsupported(errno: i32) -> bool {
+    matches!(errno, libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+}
 
 /// `_IOR(0x12, 114, u64)`: size of a block device in bytes.
 #[cfg(any(
@@ -98,6 +132,9 @@ pub(crate) struct FileBacking {
     logical_block_size: u32,
     buffered: File,
     direct: Option<(File, DirectAlign)>,
+    /// Set once fallocate is known not to work here: write-zeroes are written as zeroes and
+    /// unmaps do nothing.
+    no_fallocate: AtomicBool,
 }
 
 impl std::fmt::Debug for FileBacking {
@@ -107,6 +144,7 @@ impl std::fmt::Debug for FileBacking {
             .field("kind", &self.kind)
             .field("size", &self.size)
             .field("direct", &self.direct.as_ref().map(|d| d.1))
+            .field("no_fallocate", &self.no_fallocate.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -131,6 +169,8 @@ pub(crate) fn open_backing(
     block_size: Option<u32>,
     readonly: bool,
 ) -> Result<Opened, BdevError> {
+    // Allocated here, off the I/O path, for write-zeroes emulated later.
+    zeroes();
     let mut backing = FileBacking::open(path, readonly)?;
     let requested = block_size.filter(|&b| b != 0);
     let block_size = backing.choose_block_size(requested)?;
@@ -218,6 +258,7 @@ impl FileBacking {
             logical_block_size,
             buffered,
             direct: None,
+            no_fallocate: AtomicBool::new(false),
         })
     }
 
@@ -318,9 +359,95 @@ impl FileBacking {
     /// `fallocate(2)` on the file, synchronously; returns 0 or a negative errno, like a
     /// completion.
     pub(crate) fn fallocate(&self, mode: i32, offset: u64, len: u64) -> i64 {
+        self.fallocate_call(mode, offset, len, false)
+    }
+
+    /// Finds out at create time (control path: blocks), without changing the file, whether
+    /// fallocate works on it; if it does not, write-zeroes and unmap fall back from the start.
+    /// Only regular files opened for writing are probed: on a block device Linux zeroes
+    /// ranges itself when the device cannot (`ZERO_RANGE` never fails for lack of support),
+    /// and a file system that refuses only `ZERO_RANGE` (which cannot be probed without
+    /// allocating) is found by the first request.
+    pub(crate) fn probe_fallocate(&self) {
+        if self.kind != FileKind::Regular || self.readonly {
+            return;
+        }
+        // Punching a hole past the end of the file (the size kept) changes nothing: there is
+        // no data there. The size is read now, not at open, so nothing written since is hit.
+        let end = match self.buffered.metadata() {
+            Ok(m) => m.len(),
+            Err(_) => return,
+        };
+        let res = self.fallocate_call(PUNCH_HOLE, end, 4096, true);
+        match i32::try_from(-res) {
+            Ok(0) => {}
+            Ok(errno) if fallocate_unsupported(errno) => self.note_no_fallocate(errno),
+            Ok(errno) => tracing::debug!(
+                file = %self.path,
+                "fallocate probe on '{}' failed ({}); deciding on the first request",
+                self.path,
+                io::Error::from_raw_os_error(errno)
+            ),
+            Err(_) => {}
+        }
+    }
+
+    /// Records that fallocate does not work here (the kernel answered `errno` for every mode)
+    /// and warns, once per bdev. Later requests go straight to the fallback.
+    pub(crate) fn note_no_fallocate(&self, errno: i32) {
+        if !self.no_fallocate.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                file = %self.path,
+                "'{}' cannot zero or punch ranges with fallocate ({}): write-zeroes are \
+                 written as zeroes (slower, and the space is allocated) and unmaps do nothing",
+                self.path,
+                io::Error::from_raw_os_error(errno)
+            );
+        }
+    }
+
+    /// The operation for a request type on this file (`None`: nothing to do on the file,
+    /// complete the request at once: resets, and unmaps where fallocate does not work).
+    pub(crate) fn op(&self, t: IoType) -> Option<Op> {
+        if self.no_fallocate.load(Ordering::Relaxed) {
+            match t {
+                IoType::WriteZeroes => return Some(Op::ZeroFill),
+                IoType::Unmap => return None,
+                _ => {}
+            }
+        }
+        Op::of(t)
+    }
+
+    /// How write-zeroes reach the file, for the driver info: `"fallocate"` or `"emulated"`.
+    pub(crate) fn write_zeroes_mode(&self) -> &'static str {
+        if self.no_fallocate.load(Ordering::Relaxed) {
+            "emulated"
+        } else {
+            "fallocate"
+        }
+    }
+
+    /// How unmaps reach the file, for the driver info: `"fallocate"` or `"ignored"`.
+    pub(crate) fn unmap_mode(&self) -> &'static str {
+        if self.no_fallocate.load(Ordering::Relaxed) {
+            "ignored"
+        } else {
+            "fallocate"
+        }
+    }
+
+    fn fallocate_call(&self, mode: i32, offset: u64, len: u64, probe: bool) -> i64 {
         let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
             return -(libc::EINVAL as i64);
         };
+        // Tests stand in for a file system without fallocate (see `inject`).
+        #[cfg(test)]
+        if inject::refused(&self.path, probe, true) {
+            return -(libc::EOPNOTSUPP as i64);
+        }
+        #[cfg(not(test))]
+        let _ = probe;
         // SAFETY: fallocate takes no pointers; the descriptor is open for as long as `self`.
         let rc = unsafe { libc::fallocate(self.buffered.as_raw_fd(), mode, off, len) };
         if rc == 0 {
@@ -418,13 +545,19 @@ pub(crate) enum Op {
     Write,
     /// fdatasync.
     Flush,
-    /// fallocate with `mode`; `alt` is tried once if `mode` is not supported.
+    /// fallocate with `mode`; `alt` is tried once if `mode` is not supported. If neither is,
+    /// a write-zeroes becomes [`Op::ZeroFill`] and an unmap succeeds without doing anything.
     Fallocate {
         /// The mode tried first.
         mode: i32,
         /// The fallback mode, if not used yet.
         alt: Option<i32>,
+        /// Whether the range must read back as zeroes (write-zeroes, not unmap).
+        zeroes: bool,
     },
+    /// writev of zeroes from the shared buffer, [`ZERO_CHUNK`] bytes at a time: write-zeroes
+    /// where fallocate does not work.
+    ZeroFill,
 }
 
 impl Op {
@@ -437,10 +570,12 @@ impl Op {
             IoType::Unmap => Some(Op::Fallocate {
                 mode: PUNCH_HOLE,
                 alt: Some(ZERO_RANGE),
+                zeroes: false,
             }),
             IoType::WriteZeroes => Some(Op::Fallocate {
                 mode: ZERO_RANGE,
                 alt: Some(PUNCH_HOLE),
+                zeroes: true,
             }),
             IoType::Reset => None,
         }
@@ -469,6 +604,8 @@ pub(crate) struct Transfer {
     /// Whether the next submission uses the direct descriptor.
     pub(crate) direct: bool,
     retries: u8,
+    /// The errno with which the kernel refused both fallocate modes, until taken.
+    refused: Option<i32>,
     scratch: Vec<libc::iovec>,
 }
 
@@ -481,6 +618,7 @@ impl Transfer {
             done: 0,
             direct: false,
             retries: 0,
+            refused: None,
             scratch: Vec::with_capacity(8),
         }
     }
@@ -493,6 +631,13 @@ impl Transfer {
         self.done = 0;
         self.direct = direct;
         self.retries = 0;
+        self.refused = None;
+    }
+
+    /// The errno with which the kernel refused fallocate (both modes) for this request, once:
+    /// the channel then records that fallocate does not work on the file.
+    pub(crate) fn take_refused(&mut self) -> Option<i32> {
+        self.refused.take()
     }
 
     /// The iovecs and file offset for the next readv/writev: the untransferred rest of `iovs`,
@@ -505,6 +650,24 @@ impl Transfer {
         align: Option<DirectAlign>,
     ) -> (*const libc::iovec, usize, u64) {
         let offset = self.offset + self.done;
+        if self.op == Op::ZeroFill {
+            let z = zeroes();
+            // Both fit: `done < len` while the request runs, and the piece is at most the
+            // buffer's length.
+            let piece = usize::try_from(self.len - self.done.min(self.len))
+                .unwrap_or(usize::MAX)
+                .min(z.len());
+            self.scratch.clear();
+            self.scratch.push(libc::iovec {
+                // The kernel only reads from it (writev).
+                iov_base: z.as_ptr() as *mut libc::c_void,
+                iov_len: piece,
+            });
+            if self.direct && !align.is_some_and(|a| a.fits(offset, &self.scratch)) {
+                self.direct = false;
+            }
+            return (self.scratch.as_ptr(), 1, offset);
+        }
         let mut skip = usize::try_from(self.done).unwrap_or(usize::MAX);
         let mut first = 0;
         while first < iovs.len() && skip >= iovs[first].iov_len {
@@ -539,7 +702,7 @@ impl Transfer {
     pub(crate) fn on_result(&mut self, res: i64) -> Outcome {
         if res < 0 {
             let errno = i32::try_from(-res).unwrap_or(libc::EIO);
-            let rw = matches!(self.op, Op::Read | Op::Write);
+            let rw = matches!(self.op, Op::Read | Op::Write | Op::ZeroFill);
             if (errno == libc::EAGAIN || errno == libc::EINTR) && self.retries < MAX_RETRIES {
                 self.retries += 1;
                 return Outcome::Resubmit;
@@ -548,16 +711,33 @@ impl Transfer {
                 self.direct = false;
                 return Outcome::Resubmit;
             }
-            if errno == libc::EOPNOTSUPP {
-                if let Op::Fallocate { alt: Some(m), .. } = self.op {
-                    self.op = Op::Fallocate { mode: m, alt: None };
+            if let Op::Fallocate { alt, zeroes, .. } = self.op {
+                if fallocate_unsupported(errno) {
+                    if let Some(m) = alt {
+                        self.op = Op::Fallocate {
+                            mode: m,
+                            alt: None,
+                            zeroes,
+                        };
+                        return Outcome::Resubmit;
+                    }
+                    self.refused = Some(errno);
+                    if !zeroes {
+                        // An unmap is advisory: nothing to do.
+                        return Outcome::Done(IoStatus::Success);
+                    }
+                    self.op = Op::ZeroFill;
+                    self.done = 0;
+                    self.retries = 0;
+                    // `segments` keeps it only where the alignment allows.
+                    self.direct = true;
                     return Outcome::Resubmit;
                 }
             }
             return Outcome::Done(IoStatus::Failed(errno));
         }
         match self.op {
-            Op::Read | Op::Write => {
+            Op::Read | Op::Write | Op::ZeroFill => {
                 let n = res as u64;
                 if n == 0 {
                     // No progress (end of file: the file shrank under us): never report a
@@ -709,6 +889,9 @@ impl ResetGate {
         inflight == 0 && !self.waiting.is_empty()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod inject;
 
 #[cfg(test)]
 mod tests;

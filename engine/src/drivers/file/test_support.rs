@@ -637,3 +637,196 @@ pub(crate) fn block_device(d: &Driver) {
         "device last block",
     );
 }
+
+/// A ramfs, a file system without any `fallocate` mode, mounted on a fresh directory and
+/// unmounted on drop.
+pub(crate) struct Ramfs {
+    dir: tempfile::TempDir,
+}
+
+impl Ramfs {
+    /// Mounts one, or says why it cannot (mounting needs `CAP_SYS_ADMIN`).
+    pub(crate) fn mount() -> Result<Ramfs, std::io::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir()?;
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_bytes())?;
+        // SAFETY: every pointer is a valid NUL-terminated string alive for the call; ramfs
+        // takes no mount data.
+        let rc = unsafe {
+            libc::mount(
+                c"ramfs".as_ptr(),
+                target.as_ptr(),
+                c"ramfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Ramfs { dir })
+    }
+
+    /// Where it is mounted.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(target) = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()) {
+            // SAFETY: `target` is a valid NUL-terminated path alive for the call.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// On a file system without `fallocate` (a real one in `dir`, or one stood in for by
+/// `inject`): write-zeroes succeed and read back as zeroes (across more than one piece of the
+/// shared zero buffer), unmaps succeed, later requests go straight to the fallback (no
+/// fallocate attempted again), the driver info says so, and nothing else changes.
+pub(crate) fn write_zeroes_without_fallocate(
+    d: &Driver,
+    dir: &Path,
+    inject: Option<super::inject::Scope>,
+) {
+    const MIB: usize = 1 << 20;
+    let path = dir.join("nofalloc.img");
+    let mut want = pattern(21, 4 * MIB);
+    std::fs::write(&path, &want).unwrap();
+    let p = path.to_str().unwrap();
+    if let Some(scope) = inject {
+        super::inject::no_fallocate(p, scope);
+    }
+    let engine = Engine::start(&[0], PollMode::Adaptive).unwrap();
+    (d.create)(&engine, d.params("Z0", &path, json!({"block_size": 4096}))).unwrap();
+    let b = engine.bdevs().get("Z0").unwrap();
+    assert!(b.io_types().contains(IoType::WriteZeroes));
+    assert!(b.io_types().contains(IoType::Unmap));
+    let (_, before) = b.driver().driver_specific().unwrap();
+
+    let (zoff, zlen) = (64 << 10, MIB + MIB / 2 + 4096);
+    run(&engine, &b, IoType::WriteZeroes, zoff as u64, zlen as u64)
+        .expect("write-zeroes on a file system without fallocate");
+    // The probe at create time finds what it can see; the rest is found by the first request.
+    let found_at_create = if inject == Some(super::inject::Scope::RunTime) {
+        "fallocate"
+    } else {
+        "emulated"
+    };
+    assert_eq!(before["write_zeroes"], json!(found_at_create), "{before}");
+    want[zoff..zoff + zlen].fill(0);
+    let after_first = inject.map(|_| super::inject::attempts(p));
+    // Found by the probe: one refused call, none by the request. Found by the request: both
+    // modes refused once, then the zeroes were written.
+    let calls = if found_at_create == "emulated" { 1 } else { 2 };
+    assert_eq!(after_first.unwrap_or(calls), calls, "fallocate calls");
+    let (_, ds) = b.driver().driver_specific().unwrap();
+    assert_eq!(ds["write_zeroes"], json!("emulated"), "{ds}");
+    assert_eq!(ds["unmap"], json!("ignored"), "{ds}");
+
+    run(&engine, &b, IoType::WriteZeroes, 3 * MIB as u64, 8192).unwrap();
+    want[3 * MIB..3 * MIB + 8192].fill(0);
+    // Unmap promises nothing about what the range reads back as: only that it succeeds.
+    let (uoff, ulen) = (2 * MIB + 4096, 16 << 10);
+    run(&engine, &b, IoType::Unmap, uoff as u64, ulen as u64).unwrap();
+    run(&engine, &b, IoType::Flush, 0, 0).unwrap();
+    if let Some(n) = after_first {
+        assert_eq!(
+            super::inject::attempts(p),
+            n,
+            "later requests must not try fallocate again"
+        );
+    }
+    let mut got = blocking::read(&engine, &b, 0, 4 * MIB as u64).unwrap();
+    want[uoff..uoff + ulen].copy_from_slice(&got[uoff..uoff + ulen]);
+    same(&got, &want, "after emulated write-zeroes");
+    drop(b);
+    (d.delete)(&engine, json!({"name": "Z0"})).unwrap();
+    engine.shutdown();
+    got = std::fs::read(&path).unwrap();
+    same(&got, &want, "file bytes after emulated write-zeroes");
+}
+
+/// [`write_zeroes_without_fallocate`] on a real ramfs, if this process may mount one.
+pub(crate) fn write_zeroes_on_ramfs(d: &Driver) {
+    match Ramfs::mount() {
+        Ok(fs) => write_zeroes_without_fallocate(d, fs.path(), None),
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a ramfs here ({e}); the injected tests cover it")
+        }
+    }
+}
+
+/// What a user of a volume sees: a mirror over two file bdevs, one of them on a file system
+/// whose fallocate the kernel starts refusing once the volume runs (the create-time probe and
+/// the volume's zeroing passed, so the bdev and the volume both offer write-zeroes and unmap).
+/// The guest's write-zeroes and discards must not detach that plex, and the volume holds
+/// zeroes where write-zeroes went.
+pub(crate) fn mirror_on_a_bdev_without_fallocate_keeps_both_plexes(d: &Driver) {
+    use crate::volume::manager::VolumeManager;
+    use crate::volume::objects::{KernelState, PlexState};
+    use crate::volume::ops::VolumeCreate;
+
+    const MIB: u64 = 1 << 20;
+    const SIZE: u64 = 8 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.img");
+    let bad = dir.path().join("nofalloc.img");
+    for p in [&good, &bad] {
+        std::fs::File::create(p).unwrap().set_len(16 * MIB).unwrap();
+    }
+    let engine = Engine::start(&[0], PollMode::Adaptive).unwrap();
+    (d.create)(&engine, d.params("FG", &good, json!({}))).unwrap();
+    (d.create)(&engine, d.params("FB", &bad, json!({}))).unwrap();
+    let vm = VolumeManager::new(engine.clone());
+    vm.dg_create("dg01", &["FG".into(), "FB".into()], false)
+        .unwrap();
+    let name = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: SIZE,
+            layout: "mirror".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = engine.bdevs().get(&name).unwrap();
+    assert!(vol.io_types().contains(IoType::WriteZeroes));
+    assert!(vol.io_types().contains(IoType::Unmap));
+    let mut want = pattern(31, SIZE as usize);
+    blocking::write(&engine, &vol, 0, &want).unwrap();
+    super::inject::no_fallocate(bad.to_str().unwrap(), super::inject::Scope::RunTime);
+
+    let plexes = || {
+        let (cfg, _) = vm.config("dg01").unwrap();
+        cfg.plexes_of("vol01")
+            .iter()
+            .map(|p| (p.name.clone(), p.state, p.kstate))
+            .collect::<Vec<_>>()
+    };
+    run(&engine, &vol, IoType::WriteZeroes, MIB, 2 * MIB + 4096).expect("the guest's write-zeroes");
+    want[MIB as usize..(3 * MIB + 4096) as usize].fill(0);
+    run(&engine, &vol, IoType::Unmap, 5 * MIB, 64 << 10).expect("the guest's discard");
+    // On a mirror the volume turns an unmap into write-zeroes, so the copies stay equal.
+    want[5 * MIB as usize..(5 * MIB + (64 << 10)) as usize].fill(0);
+    for (p, state, kstate) in plexes() {
+        assert_eq!(
+            (state, kstate),
+            (PlexState::Active, KernelState::Enabled),
+            "plex {p} after the guest's write-zeroes and discard"
+        );
+    }
+    same(
+        &blocking::read(&engine, &vol, 0, SIZE).unwrap(),
+        &want,
+        "volume after write-zeroes",
+    );
+    drop(vol);
+    vm.shutdown();
+    (d.delete)(&engine, json!({"name": "FG"})).unwrap();
+    (d.delete)(&engine, json!({"name": "FB"})).unwrap();
+    engine.shutdown();
+}

@@ -78,13 +78,53 @@ fn unsupported_fallocate_mode_falls_back_once() {
         x.op,
         Op::Fallocate {
             mode: ZERO_RANGE,
-            alt: None
+            alt: None,
+            zeroes: false,
         }
     );
+    assert_eq!(x.take_refused(), None);
+    // Neither mode: an unmap is advisory and succeeds.
     assert_eq!(
         x.on_result(-(libc::EOPNOTSUPP as i64)),
-        Outcome::Done(IoStatus::Failed(libc::EOPNOTSUPP))
+        Outcome::Done(IoStatus::Success)
     );
+    assert_eq!(x.take_refused(), Some(libc::EOPNOTSUPP));
+    assert_eq!(x.take_refused(), None, "reported once");
+    // Other errors are errors.
+    x.begin(Op::of(IoType::WriteZeroes).unwrap(), 0, 4096, false);
+    assert_eq!(
+        x.on_result(-(libc::ENOSPC as i64)),
+        Outcome::Done(IoStatus::Failed(libc::ENOSPC))
+    );
+    assert_eq!(x.take_refused(), None);
+}
+
+#[test]
+fn write_zeroes_without_fallocate_become_writes_of_the_zero_buffer() {
+    let len = (ZERO_CHUNK + 8192) as u64;
+    let mut x = Transfer::new();
+    x.begin(Op::of(IoType::WriteZeroes).unwrap(), 4096, len, false);
+    assert_eq!(x.on_result(-(libc::ENOSYS as i64)), Outcome::Resubmit);
+    assert_eq!(x.on_result(-(libc::EOPNOTSUPP as i64)), Outcome::Resubmit);
+    assert_eq!(
+        (x.op, x.take_refused()),
+        (Op::ZeroFill, Some(libc::EOPNOTSUPP))
+    );
+    let align = Some(DirectAlign { mem: 512, len: 512 });
+    let (p, n, off) = x.segments(&[], align);
+    // SAFETY: `p` points to `n` iovecs in the transfer's scratch array, alive until the
+    // next call.
+    let seg = unsafe { std::slice::from_raw_parts(p, n) };
+    assert_eq!((n, off, seg[0].iov_len), (1, 4096, ZERO_CHUNK));
+    assert_eq!(seg[0].iov_base as usize, zeroes().as_ptr() as usize);
+    assert!(x.direct, "the zero buffer is aligned for direct I/O");
+    assert_eq!(x.on_result(ZERO_CHUNK as i64), Outcome::Resubmit);
+    let (p, n, off) = x.segments(&[], align);
+    // SAFETY: as above.
+    let seg = unsafe { std::slice::from_raw_parts(p, n) };
+    assert_eq!((off, seg[0].iov_len), (4096 + ZERO_CHUNK as u64, 8192));
+    assert_eq!(x.on_result(8192), Outcome::Done(IoStatus::Success));
+    assert!(zeroes().iter().all(|&b| b == 0));
 }
 
 #[test]

@@ -14,8 +14,10 @@
 //! Unmap is `fallocate(PUNCH_HOLE | KEEP_SIZE)` and write-zeroes `fallocate(ZERO_RANGE |
 //! KEEP_SIZE)`, asynchronously through the ring, on regular files and block devices alike
 //! (Linux implements both modes for block devices as discard/zero-out); if one mode is not
-//! supported the other, which gives the same guarantee, is tried. Resets complete once the
-//! channel has nothing in flight.
+//! supported the other, which gives the same guarantee, is tried. On a file system with
+//! neither, write-zeroes become writes of zeroes through the ring and unmaps do nothing (see
+//! `drivers::file`, "Without fallocate"). Resets complete once the channel has nothing in
+//! flight.
 
 pub mod rpc;
 
@@ -62,7 +64,14 @@ impl BdevDriver for UringBdev {
     }
 
     fn driver_specific(&self) -> Option<(&'static str, Value)> {
-        Some(("uring", json!({ "filename": self.file.path() })))
+        Some((
+            "uring",
+            json!({
+                "filename": self.file.path(),
+                "write_zeroes": self.file.write_zeroes_mode(),
+                "unmap": self.file.unmap_mode(),
+            }),
+        ))
     }
 
     fn config(&self, bdev: &Bdev) -> Option<Value> {
@@ -136,8 +145,15 @@ impl UringChannel {
             return true;
         };
         let x = &mut slot.xfer;
+        // Tests stand in for a file system without fallocate (see `file::inject`).
+        #[cfg(test)]
+        let fake = matches!(x.op, Op::Fallocate { .. })
+            && super::file::inject::refused(self.file.path(), false, true);
+        #[cfg(not(test))]
+        let fake = false;
         let entry = match x.op {
-            Op::Read | Op::Write => {
+            Op::Fallocate { .. } if fake => opcode::Nop::new().build(),
+            Op::Read | Op::Write | Op::ZeroFill => {
                 let (ptr, n, off) = x.segments(io.iovs(), self.file.direct_align());
                 let fd = types::Fd(self.file.fd(x.direct));
                 if x.op == Op::Read {
@@ -162,7 +178,8 @@ impl UringChannel {
         // - the iovec array is either the request's own (owned by the BdevIo held in slot `id`,
         //   not modified while in flight) or the slot's scratch array (not touched until the
         //   slot's next `segments` call, which only happens after this entry completes);
-        // - the data buffers are valid until the request completes (`BdevIo::push_iov`);
+        // - the data buffers are valid until the request completes (`BdevIo::push_iov`), or
+        //   are the shared zero buffer (`file::zeroes`, static, never written);
         // - the descriptors belong to `self.file`, which this channel keeps alive, and the
         //   channel does not drop the ring before reaping everything (see `Drop`).
         let pushed = unsafe { sq.push(&entry) }.is_ok();
@@ -222,8 +239,20 @@ impl UringChannel {
             tracing::warn!(file = %self.file.path(), "io_uring completion for unknown request {id}");
             return;
         };
+        #[cfg(test)]
+        let res = if matches!(slot.xfer.op, Op::Fallocate { .. })
+            && super::file::inject::refused(self.file.path(), false, false)
+        {
+            -(libc::EOPNOTSUPP as i64)
+        } else {
+            res
+        };
         let was_direct = slot.xfer.direct;
-        match slot.xfer.on_result(res) {
+        let outcome = slot.xfer.on_result(res);
+        if let Some(errno) = slot.xfer.take_refused() {
+            self.file.note_no_fallocate(errno);
+        }
+        match outcome {
             Outcome::Resubmit => {
                 if was_direct && !slot.xfer.direct && res == -(libc::EINVAL as i64) {
                     tracing::debug!(file = %self.file.path(), "direct I/O refused; retried buffered");
@@ -249,13 +278,13 @@ impl DriverChannel for UringChannel {
             Admit::Taken => return Ok(()),
             Admit::Later(io) => return Err(io),
         };
-        let Some(op) = Op::of(io.io_type()) else {
+        let Some(op) = self.file.op(io.io_type()) else {
             io.complete(IoStatus::Success);
             return Ok(());
         };
         let offset = io.offset_blocks().saturating_mul(self.block_size);
         let len = io.num_blocks().saturating_mul(self.block_size);
-        if matches!(op, Op::Fallocate { .. }) && len == 0 {
+        if matches!(op, Op::Fallocate { .. } | Op::ZeroFill) && len == 0 {
             io.complete(IoStatus::Success);
             return Ok(());
         }
@@ -264,6 +293,7 @@ impl DriverChannel for UringChannel {
         }
         let direct = match (op, self.file.direct_align()) {
             (Op::Read | Op::Write, Some(a)) => a.fits(offset, io.iovs()),
+            (Op::ZeroFill, Some(_)) => true,
             _ => false,
         };
         let id = self.slots.insert(io)?;
@@ -325,6 +355,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::drivers::file::inject::Scope;
     use crate::drivers::file::test_support::{self as t, Driver};
 
     const URING: Driver = Driver {
@@ -354,6 +385,28 @@ mod tests {
     #[test]
     fn uring_unmap_and_write_zeroes_zero_their_range() {
         t::unmap_and_write_zeroes(&URING);
+    }
+
+    #[test]
+    fn uring_write_zeroes_on_a_file_system_without_fallocate_are_emulated() {
+        let dir = tempfile::tempdir().unwrap();
+        t::write_zeroes_without_fallocate(&URING, dir.path(), Some(Scope::Always));
+    }
+
+    #[test]
+    fn uring_write_zeroes_refused_at_run_time_fall_back_to_writing_zeroes() {
+        let dir = tempfile::tempdir().unwrap();
+        t::write_zeroes_without_fallocate(&URING, dir.path(), Some(Scope::RunTime));
+    }
+
+    #[test]
+    fn uring_mirror_plex_on_a_file_system_without_fallocate_survives_discard() {
+        t::mirror_on_a_bdev_without_fallocate_keeps_both_plexes(&URING);
+    }
+
+    #[test]
+    fn uring_write_zeroes_on_ramfs_are_emulated() {
+        t::write_zeroes_on_ramfs(&URING);
     }
 
     #[test]
@@ -397,7 +450,7 @@ mod tests {
         assert_eq!(cfg["params"]["block_size"], json!(4096));
         assert_eq!(
             b.driver().driver_specific().unwrap().1,
-            json!({"filename": path.to_str().unwrap()})
+            json!({"filename": path.to_str().unwrap(), "write_zeroes": "fallocate", "unmap": "fallocate"})
         );
         assert!(b.io_types().contains(crate::bdev::IoType::Unmap));
         drop(b);

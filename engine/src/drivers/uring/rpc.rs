@@ -39,6 +39,7 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         ));
     }
     let opened = open_backing(&p.filename, p.block_size, false)?;
+    opened.backing.probe_fallocate();
     let spec = BdevSpec {
         name: p.name.clone(),
         aliases: Vec::new(),
