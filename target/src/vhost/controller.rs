@@ -8,15 +8,21 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use plexd_engine::bdev::Bdev;
 use plexd_engine::Engine;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 use super::backend::{BlkBackend, Export};
+
+/// How long a ring stop (GET_VRING_BASE, disable, reset, disconnect) waits for the requests
+/// in flight before it logs that the ring is still draining; see
+/// [`Controllers::set_stop_wait`].
+pub const DEFAULT_STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Queues offered to a front-end (GET_QUEUE_NUM); they are spread over the controller's
 /// reactors round-robin.
@@ -103,6 +109,12 @@ impl Controller {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// How many times a ring stop has waited a whole stop-wait period for requests still in
+    /// flight (a slow or stuck bdev behind the ring).
+    pub fn stop_overruns(&self) -> u64 {
+        self.export.stop_overruns.load(Ordering::Relaxed)
+    }
+
     fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         // SAFETY: shutdown(2) on the listening socket we own; it wakes the blocked accept().
@@ -129,6 +141,7 @@ pub struct Controllers {
     engine: Arc<Engine>,
     socket_dir: PathBuf,
     map: Mutex<BTreeMap<String, Arc<Controller>>>,
+    stop_wait_ms: AtomicU64,
 }
 
 fn is_fatal(e: &VuError) -> bool {
@@ -180,7 +193,16 @@ impl Controllers {
             engine,
             socket_dir,
             map: Mutex::new(BTreeMap::new()),
+            stop_wait_ms: AtomicU64::new(DEFAULT_STOP_WAIT.as_millis() as u64),
         })
+    }
+
+    /// Sets how long a ring stop waits for requests in flight before it logs (and counts)
+    /// that the ring is still draining, for controllers created afterwards (default
+    /// [`DEFAULT_STOP_WAIT`]; tests shorten it).
+    pub fn set_stop_wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.stop_wait_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The directory sockets are created in.
@@ -264,6 +286,7 @@ impl Controllers {
                 source,
             });
         }
+        let stop = Arc::new(AtomicBool::new(false));
         let export = Export {
             ctrlr: name.to_string(),
             bdev: bdev.clone(),
@@ -271,10 +294,12 @@ impl Controllers {
             reactors,
             num_queues: MAX_QUEUES,
             engine: self.engine.clone(),
+            stop_wait: Duration::from_millis(self.stop_wait_ms.load(Ordering::Relaxed)),
+            shutting_down: stop.clone(),
+            stop_overruns: Arc::new(AtomicU64::new(0)),
         };
         let connected = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU32::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
         let listener_fd = listener.as_raw_fd();
         let current: Arc<Mutex<Option<UnixStream>>> = Arc::new(Mutex::new(None));
         let (c2, n2, s2, e2, cur2) = (
