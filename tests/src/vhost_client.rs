@@ -116,6 +116,12 @@ fn map_shared(file: &File, size: usize) -> *mut u8 {
 impl GuestMem {
     /// Creates `size` bytes of zeroed guest memory at `GPA_BASE`.
     pub fn new(size: usize) -> GuestMem {
+        Self::new_at(size, GPA_BASE)
+    }
+
+    /// Creates `size` bytes of zeroed guest memory at guest physical address `gpa` (a further
+    /// region, for ADD_MEM_REG).
+    pub fn new_at(size: usize, gpa: u64) -> GuestMem {
         // SAFETY: memfd_create with a NUL-terminated name; the result is checked below.
         let fd = unsafe { libc::memfd_create(c"plexd-test-guest".as_ptr(), libc::MFD_CLOEXEC) };
         assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
@@ -127,7 +133,7 @@ impl GuestMem {
             file,
             base,
             size,
-            gpa: GPA_BASE,
+            gpa,
             extra: Mutex::new(Vec::new()),
         }
     }
@@ -849,6 +855,25 @@ impl Client {
             self.fe
                 .set_mem_table(&[self.mem.region(user_addr, size)])
                 .map(|_| ()),
+        )
+    }
+
+    /// ADD_MEM_REG: adds all of `region` (at its own guest physical address) to the table.
+    pub fn add_mem_region(&mut self, region: &GuestMem) -> Result<(), String> {
+        vu(
+            "ADD_MEM_REG",
+            self.fe
+                .add_mem_region(&region.region(region.user_addr(), region.size() as u64))
+                .map(|_| ()),
+        )
+    }
+
+    /// REM_MEM_REG: removes `region` (added with [`Client::add_mem_region`]).
+    pub fn remove_mem_region(&mut self, region: &GuestMem) -> Result<(), String> {
+        vu(
+            "REM_MEM_REG",
+            self.fe
+                .remove_mem_region(&region.region(region.user_addr(), region.size() as u64)),
         )
     }
 

@@ -183,6 +183,20 @@ fn expect_rejected(
     writable: &[(u64, u64)],
     driver_area: &[u8],
 ) -> Result<(), String> {
+    expect_rejected_as(a, head, status, false, writable, driver_area)
+}
+
+/// As [`expect_rejected`]; with `reachable`, the status byte is a valid device-writable byte
+/// at the end of the chain, so it must say IOERR (a driver that pre-zeroes the status would
+/// take an untouched one for success).
+fn expect_rejected_as(
+    a: &mut Client,
+    head: u16,
+    status: Option<u64>,
+    reachable: bool,
+    writable: &[(u64, u64)],
+    driver_area: &[u8],
+) -> Result<(), String> {
     let u =
         a.vq.wait_used(&a.mem, REJECT_TIMEOUT)
             .ok_or("the malformed request was never returned to the driver")?;
@@ -200,6 +214,16 @@ fn expect_rejected(
         ensure(b == pattern(st) || b == VIRTIO_BLK_S_IOERR, || {
             format!("status byte {b:#04x}: want IOERR ({VIRTIO_BLK_S_IOERR}) or untouched")
         })?;
+        ensure(
+            !reachable || (b == VIRTIO_BLK_S_IOERR && u.len == 1),
+            || {
+                format!(
+                    "status byte {b:#04x}, used length {}: the status byte was reachable, want \
+                 IOERR and used length 1",
+                    u.len
+                )
+            },
+        )?;
     }
     check_memory(a, writable, driver_area)
 }
@@ -244,12 +268,22 @@ fn malformed(
     opts: &ClientOpts,
     build: impl FnOnce(&mut Client, u64) -> (u16, Option<u64>, Vec<(u64, u64)>),
 ) -> Result<(), String> {
+    malformed_as(env, opts, false, build)
+}
+
+/// As [`malformed`]; `reachable`: see [`expect_rejected_as`].
+fn malformed_as(
+    env: &mut Env,
+    opts: &ClientOpts,
+    reachable: bool,
+    build: impl FnOnce(&mut Client, u64) -> (u16, Option<u64>, Vec<(u64, u64)>),
+) -> Result<(), String> {
     let mut a = env.connect_with("A", opts)?;
     let sector = env.a_sectors(16);
     let baseline = read_sectors(&mut a, sector, 16)?;
     let (head, status, writable) = build(&mut a, sector);
     let area = submit(&mut a, head);
-    expect_rejected(&mut a, head, status, &writable, &area)?;
+    expect_rejected_as(&mut a, head, status, reachable, &writable, &area)?;
     ensure(read_sectors(&mut a, sector, 16)? == baseline, || {
         "a malformed write reached the disk".into()
     })?;
@@ -427,7 +461,8 @@ fn with_bad_descriptor(
     which: usize,
     bad: impl Fn(&Client) -> Desc,
 ) -> Result<(), String> {
-    malformed(env, &ClientOpts::default(), |a, sector| {
+    // Only a bad status descriptor leaves no status byte to answer in.
+    malformed_as(env, &ClientOpts::default(), which != 2, |a, sector| {
         let h = hdr(a, t, sector);
         let d = a.heap.put(&a.mem, &data_pattern(sector, 1024));
         let st = a.heap.alloc(1);

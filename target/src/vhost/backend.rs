@@ -296,18 +296,52 @@ impl BlkBackend {
         }
     }
 
+    /// Hands a snapshot of the memory table to every running ring and waits until each has
+    /// applied it: the front-end is acknowledged only afterwards, so every request it submits
+    /// after the acknowledgement is translated with the new table (a request parsed with the
+    /// old one would miss a region just added).
     fn publish_memory(&mut self) -> VuResult<()> {
         let snap = self.memory.snapshot().map_err(|e| {
             tracing::error!(ctrlr = %self.export.ctrlr, "{e}");
             VuError::InvalidParam
         })?;
-        for v in self.vrings.iter() {
+        let export = &self.export;
+        let mut pending = Vec::new();
+        for (i, v) in self.vrings.iter().enumerate() {
             if let Some(r) = &v.running {
-                let _ = r.cmds.send(Cmd::SetMem(snap.clone()));
-                self.export.engine.reactors().send_msg(r.reactor, || {});
+                let (tx, rx) = crossbeam::channel::bounded(1);
+                if r.cmds.send(Cmd::SetMem(snap.clone(), tx)).is_ok() {
+                    export.engine.reactors().send_msg(r.reactor, || {});
+                    pending.push((i, rx));
+                }
+            }
+        }
+        for (i, rx) in pending {
+            let mut waited = Duration::ZERO;
+            loop {
+                match rx.recv_timeout(export.stop_wait) {
+                    // Applied, or the worker is gone (it fetches nothing any more).
+                    Ok(()) | Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+                    Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                        waited += export.stop_wait;
+                        if export.shutting_down.load(Ordering::SeqCst) {
+                            tracing::error!(ctrlr = %export.ctrlr, queue = i, "the memory table change was not applied within {waited:?} and the controller is shutting down");
+                            return Err(VuError::BackendInternalError);
+                        }
+                        tracing::warn!(ctrlr = %export.ctrlr, queue = i, "the virtqueue's reactor has not applied the new memory table after {waited:?}; still waiting");
+                    }
+                }
             }
         }
         self.mem = Some(snap);
+        // Rings set up and enabled before the front-end sent any memory start now.
+        for i in 0..self.vrings.len() {
+            if self.vrings[i].running.is_none() {
+                if let Err(e) = self.maybe_start(i) {
+                    tracing::warn!(ctrlr = %self.export.ctrlr, queue = i, "virtqueue not started with the new memory table: {e}");
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! then lets its reactor sleep on the kick eventfd. Completions are batched: one interrupt per
 //! reactor iteration at most, and only if the guest asked for one (`needs_notification`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -21,12 +21,92 @@ use plexd_engine::reactor::{register_poller, Poller};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::flatten_head;
+use super::chain::{find_status, flatten_head};
 use super::inflight::InflightQueue;
 use super::request::{
-    parse, read_range_seg, write_id, write_status, Kind, Piece, VIRTIO_BLK_S_IOERR,
+    parse, read_range_seg, write_id, write_status, Kind, ParseError, Piece, VIRTIO_BLK_S_IOERR,
     VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
+
+/// Interleaving hooks for tests (feature `test-hooks`, off in normal builds): a test can hold
+/// a reactor at a chosen point of a worker's poll to force an interleaving deterministically.
+#[cfg(feature = "test-hooks")]
+pub mod hooks {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Phase {
+        Idle,
+        Armed,
+        Held,
+    }
+
+    /// A point in the worker's poll where a test can hold the reactor once.
+    pub struct Gate {
+        armed: AtomicBool,
+        state: Mutex<(Phase, String)>,
+        cv: Condvar,
+    }
+
+    /// In `poll`, after the commands from the control thread were applied and before the
+    /// available ring is read.
+    pub static AFTER_CMDS: Gate = Gate::new();
+
+    impl Gate {
+        const fn new() -> Gate {
+            Gate {
+                armed: AtomicBool::new(false),
+                state: Mutex::new((Phase::Idle, String::new())),
+                cv: Condvar::new(),
+            }
+        }
+
+        /// Holds the next worker of controller `ctrlr` that reaches this point.
+        pub fn arm(&self, ctrlr: &str) {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            *s = (Phase::Armed, ctrlr.to_string());
+            self.armed.store(true, Ordering::SeqCst);
+        }
+
+        /// Waits until a worker is held here; false after `timeout`.
+        pub fn wait_held(&self, timeout: Duration) -> bool {
+            let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let (s, _) = self
+                .cv
+                .wait_timeout_while(s, timeout, |s| s.0 != Phase::Held)
+                .unwrap_or_else(|p| p.into_inner());
+            s.0 == Phase::Held
+        }
+
+        /// Lets the held worker go on (or disarms the gate).
+        pub fn release(&self) {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.0 = Phase::Idle;
+            self.armed.store(false, Ordering::SeqCst);
+            self.cv.notify_all();
+        }
+
+        pub(super) fn pass(&self, ctrlr: &str) {
+            if !self.armed.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.0 != Phase::Armed || s.1 != ctrlr {
+                return;
+            }
+            s.0 = Phase::Held;
+            self.cv.notify_all();
+            while s.0 == Phase::Held {
+                s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}
+
+/// At most one log line per queue per interval for requests a guest got wrong.
+const GUEST_ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Empty polls before guest kicks are re-enabled.
 const IDLE_POLLS_BEFORE_ARMING: u32 = 32;
@@ -35,8 +115,9 @@ const IDLE_POLLS_BEFORE_ARMING: u32 = 32;
 pub enum Cmd {
     /// Stop fetching, finish requests in flight, answer with `next_avail`, and go away.
     Stop(crossbeam::channel::Sender<u16>),
-    /// Use a new guest memory snapshot for new requests.
-    SetMem(Arc<GuestMemoryMmap>),
+    /// Use a new guest memory snapshot for every request fetched from now on, then answer
+    /// (the control thread acknowledges the front-end only after that answer).
+    SetMem(Arc<GuestMemoryMmap>, crossbeam::channel::Sender<()>),
 }
 
 /// Everything a reactor needs to start serving a queue.
@@ -122,6 +203,8 @@ pub struct VringWorker {
     id: Vec<u8>,
     me: Weak<VringWorker>,
     keep: RefCell<Option<Rc<VringWorker>>>,
+    /// Last guest-error log line and how many were suppressed since.
+    log_limit: Cell<(Option<std::time::Instant>, u32)>,
 }
 
 /// Starts serving `spec` on the calling reactor thread.
@@ -142,6 +225,7 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
         id: spec.bdev.name().as_bytes().to_vec(),
         me: me.clone(),
         keep: RefCell::new(None),
+        log_limit: Cell::new((None, 0)),
         state: RefCell::new(State {
             queue: spec.queue,
             mem: spec.mem,
@@ -191,7 +275,10 @@ impl VringWorker {
             let mut st = self.state.borrow_mut();
             match cmd {
                 Cmd::Stop(reply) => st.stopping = Some(reply),
-                Cmd::SetMem(m) => st.mem = m,
+                Cmd::SetMem(m, applied) => {
+                    st.mem = m;
+                    let _ = applied.send(());
+                }
             }
         }
     }
@@ -215,6 +302,25 @@ impl VringWorker {
             self.keep.borrow_mut().take();
         }
         true
+    }
+
+    /// Logs a request refused as malformed, at most once a second per queue (a guest can
+    /// trigger it at will); `status` says whether IOERR could be written, otherwise the head
+    /// went back with used length 0 and its status byte untouched.
+    #[cold]
+    fn guest_error(&self, head: u16, e: ParseError, status: bool) {
+        let now = std::time::Instant::now();
+        let (last, suppressed) = self.log_limit.get();
+        if last.is_some_and(|t| now.duration_since(t) < GUEST_ERROR_LOG_INTERVAL) {
+            self.log_limit.set((last, suppressed + 1));
+            return;
+        }
+        self.log_limit.set((Some(now), 0));
+        if status {
+            tracing::warn!(ctrlr = %self.ctrlr, queue = self.index, head, suppressed, "malformed request answered IOERR: {e}");
+        } else {
+            tracing::warn!(ctrlr = %self.ctrlr, queue = self.index, head, suppressed, "malformed request returned without a status (no device-writable status byte in guest memory): {e}");
+        }
     }
 
     fn signal_guest(&self) {
@@ -299,22 +405,39 @@ impl VringWorker {
             }
         }
         let size = st.queue.size();
-        if flatten_head(m, st.desc_table, size, head, &mut st.pieces).is_err() {
-            // No reachable status byte: return the head without data.
-            st.complete_head(head, 0);
+        if let Err(e) = flatten_head(m, st.desc_table, size, head, &mut st.pieces) {
+            // Some descriptor cannot be mapped (outside the memory table) or the chain is
+            // malformed. Answer IOERR if the status byte can still be located.
+            match find_status(m, st.desc_table, size, head) {
+                Some(status) => {
+                    // SAFETY: `status` is a device-writable byte inside `m`, which is alive
+                    // for this call.
+                    unsafe { write_status(status, VIRTIO_BLK_S_IOERR) };
+                    st.complete_head(head, 1);
+                    self.guest_error(head, e, true);
+                }
+                None => {
+                    st.complete_head(head, 0);
+                    self.guest_error(head, e, false);
+                }
+            }
             return true;
         }
         let parsed = match parse(&st.pieces, &mut st.data) {
             Ok(p) => p,
-            Err(_) => {
+            Err(e) => {
                 match st.pieces.last().filter(|p| p.writable) {
                     Some(last) => {
                         // SAFETY: `last` is a mapped, device-writable piece of at least one
                         // byte inside `m`, which is alive for this call.
                         unsafe { write_status(last.ptr.add(last.len - 1), VIRTIO_BLK_S_IOERR) };
                         st.complete_head(head, 1);
+                        self.guest_error(head, e, true);
                     }
-                    None => st.complete_head(head, 0),
+                    None => {
+                        st.complete_head(head, 0);
+                        self.guest_error(head, e, false);
+                    }
                 }
                 return true;
             }
@@ -431,6 +554,8 @@ impl Poller for VringWorker {
             self.finish_stop_if_idle();
             return 0;
         }
+        #[cfg(feature = "test-hooks")]
+        hooks::AFTER_CMDS.pass(&self.ctrlr);
         {
             let st = &mut *self.state.borrow_mut();
             if st.armed {
