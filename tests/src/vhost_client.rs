@@ -384,6 +384,8 @@ pub struct VirtQueue {
     pub kick: EventFd,
     /// Device → driver notifications.
     pub call: EventFd,
+    /// Device → front-end error notifications (SET_VRING_ERR).
+    pub err: EventFd,
     /// EVENT_IDX negotiated.
     pub event_idx: bool,
     /// Kick after every publication (otherwise only when the device asks for it).
@@ -416,6 +418,7 @@ impl VirtQueue {
             used,
             kick: EventFd::new(EFD_NONBLOCK).expect("kick eventfd"),
             call: EventFd::new(EFD_NONBLOCK).expect("call eventfd"),
+            err: EventFd::new(EFD_NONBLOCK).expect("err eventfd"),
             event_idx,
             always_kick: true,
             avail_idx: 0,
@@ -836,6 +839,7 @@ impl Client {
         vu("SET_VRING_ADDR", self.fe.set_vring_addr(i, &cfg))?;
         vu("SET_VRING_BASE", self.fe.set_vring_base(i, q.avail_idx()))?;
         vu("SET_VRING_CALL", self.fe.set_vring_call(i, &q.call))?;
+        vu("SET_VRING_ERR", self.fe.set_vring_err(i, &q.err))?;
         vu("SET_VRING_KICK", self.fe.set_vring_kick(i, &q.kick))?;
         self.fe_set_vring_enable(true)
     }

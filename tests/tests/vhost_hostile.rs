@@ -750,19 +750,46 @@ fn avail_index_far_ahead(env: &mut Env) -> Result<(), String> {
     })
 }
 
+/// A head index >= the queue size names no descriptor: there is nothing to answer (a used
+/// element with that id would break the driver's ring). Like QEMU and libvhost-user, the
+/// device stops the queue there ("needs reset"): no used element, nothing after it in the
+/// ring is fetched, the front-end's error eventfd is signalled, GET_VRING_BASE reports the
+/// bad entry's position, and a new connection (a reset) serves again.
 fn head_index_out_of_range(env: &mut Env) -> Result<(), String> {
-    let mut a = env.connect("A")?;
     for head in [16u16, 0xFFFF] {
+        let mut a = env.connect("A")?;
+        still_serves(env, &mut a)?;
+        let _ = a.vq.err.read();
+        let base = a.vq.avail_idx();
         a.heap.reset(&a.mem);
-        let area = submit(&mut a, head);
+        let sector = env.a_sectors(8);
+        let h = hdr(&mut a, VIRTIO_BLK_T_IN, sector);
+        let d = a.heap.alloc(4096);
+        let st = a.heap.alloc(1);
+        let good = a.vq.set_chain(
+            &a.mem,
+            0,
+            &[Desc::ro(h, 16), Desc::wo(d, 4096), Desc::wo(st, 1)],
+        );
+        a.vq.push_many(&a.mem, &[head, good]);
+        let area = a.vq.driver_area(&a.mem);
         std::thread::sleep(QUIET);
         if let Some(u) = a.vq.pop_used(&a.mem) {
             return Err(format!(
-                "used element {u:?} for head {head} (queue size 16)"
+                "used element {u:?} after head {head} (queue size 16): the queue went on"
             ));
         }
         check_memory(&a, &[], &area)?;
-        still_serves(env, &mut a)?;
+        ensure(a.vq.err.read().is_ok(), || {
+            format!("head {head}: the error eventfd was not signalled")
+        })?;
+        let got = a.stop_queue()?;
+        ensure(got == base as u32, || {
+            format!("head {head}: GET_VRING_BASE {got}, want {base} (the bad entry)")
+        })?;
+        drop(a);
+        let mut b = env.connect("A")?;
+        still_serves(env, &mut b)?;
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ struct VringSetup {
     base: u16,
     kick: Option<File>,
     call: Option<File>,
+    err: Option<File>,
     enabled: bool,
     running: Option<Running>,
 }
@@ -257,6 +258,7 @@ impl BlkBackend {
             .and_then(|k| k.try_clone().ok())
             .ok_or(op("cannot duplicate the kick fd"))?;
         let call = v.call.as_ref().and_then(|c| c.try_clone().ok());
+        let err = v.err.as_ref().and_then(|e| e.try_clone().ok());
         let reactor = reactors[index % reactors.len()];
         let (tx, rx) = crossbeam::channel::unbounded();
         let spec = VringSpec {
@@ -266,6 +268,7 @@ impl BlkBackend {
             mem,
             kick,
             call,
+            err,
             bdev: self.export.bdev.clone(),
             readonly: self.export.readonly,
             cmds: rx,
@@ -488,8 +491,10 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
         Ok(())
     }
 
-    fn set_vring_err(&mut self, index: u8, _fd: Option<File>) -> VuResult<()> {
-        self.vring(index as u32).map(|_| ())
+    fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        // Used by rings started from now on (a running ring keeps the one it had).
+        self.vring(index as u32)?.err = fd;
+        Ok(())
     }
 
     fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {

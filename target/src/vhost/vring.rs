@@ -134,6 +134,9 @@ pub struct VringSpec {
     pub kick: File,
     /// Device → guest interrupts.
     pub call: Option<File>,
+    /// Device → front-end error notifications (SET_VRING_ERR): signalled when the queue
+    /// stops because the guest broke it.
+    pub err: Option<File>,
     /// The exported bdev.
     pub bdev: Arc<Bdev>,
     /// Refuse writes.
@@ -196,6 +199,7 @@ pub struct VringWorker {
     channel: Rc<IoChannel>,
     kick: File,
     call: Option<File>,
+    err: Option<File>,
     cmds: crossbeam::channel::Receiver<Cmd>,
     block_size: u64,
     capacity_bytes: u64,
@@ -218,6 +222,7 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
         channel,
         kick: spec.kick,
         call: spec.call,
+        err: spec.err,
         cmds: spec.cmds,
         block_size: spec.bdev.block_size() as u64,
         capacity_bytes: spec.bdev.num_blocks() * spec.bdev.block_size() as u64,
@@ -366,6 +371,7 @@ impl VringWorker {
                 Err(e) => {
                     tracing::error!(ctrlr = %self.ctrlr, queue = self.index, "guest broke the available ring ({e}); queue stopped until reset");
                     *broken = true;
+                    self.signal_error();
                     return 0;
                 }
             }
@@ -374,10 +380,30 @@ impl VringWorker {
         for i in 0..n {
             let head = st.heads[i];
             if !self.start_request(&mut st, head, &m, &me, true) {
-                break;
+                // The queue stopped at entry i: it and the entries after it stay in the
+                // ring, unfetched, so the base a stop reports is the bad entry's position
+                // and no fetched request is left unanswered.
+                let next = st.queue.next_avail().wrapping_sub((n - i) as u16);
+                st.queue.set_next_avail(next);
+                return i;
             }
         }
         n
+    }
+
+    /// Stops the queue until a reset (the guest broke it) and tells the front-end through
+    /// the error eventfd, if it gave one: vhost-user's way to report a device that needs a
+    /// reset (QEMU logs it).
+    #[cold]
+    fn mark_broken(&self, st: &mut State) {
+        st.broken = true;
+        self.signal_error();
+    }
+
+    fn signal_error(&self) {
+        if let Some(err) = &self.err {
+            let _ = (&*err).write(&1u64.to_ne_bytes());
+        }
     }
 
     /// Parses and starts one request; returns false if the queue had to stop.
@@ -390,10 +416,17 @@ impl VringWorker {
         track: bool,
     ) -> bool {
         match st.slots.get(head as usize) {
-            None => return true,
+            None => {
+                // No descriptor has this index: there is nothing to answer (a used element
+                // with this id would break the driver's ring), and no inflight entry to mark.
+                // As QEMU (virtio_error) and libvhost-user (vu_panic): the queue needs a reset.
+                tracing::error!(ctrlr = %self.ctrlr, queue = self.index, head, size = st.queue.size(), "guest made a head index past the queue size available; queue stopped until reset");
+                self.mark_broken(st);
+                return false;
+            }
             Some(slot) if slot.mem.is_some() => {
                 tracing::error!(ctrlr = %self.ctrlr, queue = self.index, head, "guest reused a descriptor still in flight; queue stopped until reset");
-                st.broken = true;
+                self.mark_broken(st);
                 return false;
             }
             Some(_) => {}
@@ -540,7 +573,7 @@ impl VringWorker {
                 false
             }
             Err(_) => {
-                st.broken = true;
+                self.mark_broken(st);
                 false
             }
         }
@@ -578,6 +611,11 @@ impl Poller for VringWorker {
             if n > 0 {
                 st.idle = 0;
                 return n;
+            }
+            if st.broken {
+                // Nothing to fetch until a reset; only completions (and their interrupts)
+                // remain. Re-arming would find the bad entries pending and spin.
+                return 0;
             }
             st.idle += 1;
             if st.idle < IDLE_POLLS_BEFORE_ARMING {
