@@ -693,6 +693,8 @@ pub struct ClientOpts {
     pub accept_features: u64,
     /// Read/write timeout on the vhost-user socket.
     pub socket_timeout: Duration,
+    /// Protocol features to negotiate besides the usual ones (if the device offers them).
+    pub extra_protocol: VhostUserProtocolFeatures,
 }
 
 impl Default for ClientOpts {
@@ -702,6 +704,7 @@ impl Default for ClientOpts {
             queue_size: 16,
             accept_features: u64::MAX,
             socket_timeout: Duration::from_secs(40),
+            extra_protocol: VhostUserProtocolFeatures::empty(),
         }
     }
 }
@@ -761,7 +764,8 @@ impl Client {
         let want = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | opts.extra_protocol;
         let protocol = pf & want;
         vu("SET_PROTOCOL_FEATURES", fe.set_protocol_features(protocol))?;
         if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {

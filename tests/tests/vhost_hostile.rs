@@ -1040,6 +1040,48 @@ fn memory_region_past_end_of_file(env: &mut Env) -> Result<(), String> {
     })
 }
 
+fn inflight_area_past_end_of_file(env: &mut Env) -> Result<(), String> {
+    // A (buggy) front-end hands back an inflight area (SET_INFLIGHT_FD) whose mmap_size is
+    // larger than the file behind it. plexd reads and writes the area as soon as the ring
+    // starts: it must refuse the area rather than touch pages past the end of the file.
+    use vhost::vhost_user::message::{VhostUserInflight, VhostUserProtocolFeatures};
+    use vhost::vhost_user::VhostUserFrontend;
+    // 256 entries: the area spans two pages, so its second page lies wholly past the end of
+    // the file (the first page of a short file is readable).
+    let opts = ClientOpts {
+        extra_protocol: VhostUserProtocolFeatures::INFLIGHT_SHMFD,
+        queue_size: 256,
+        ..ClientOpts::default()
+    };
+    let mut a = env.connect_with("A", &opts)?;
+    ensure(
+        a.protocol
+            .contains(VhostUserProtocolFeatures::INFLIGHT_SHMFD),
+        || "INFLIGHT_SHMFD not negotiated".into(),
+    )?;
+    a.stop_queue()?;
+    let small = tempfile::tempfile().map_err(|e| format!("temp file: {e}"))?;
+    small
+        .set_len(64)
+        .map_err(|e| format!("size temp file: {e}"))?;
+    let area = VhostUserInflight {
+        mmap_size: 8192,
+        mmap_offset: 0,
+        num_queues: 1,
+        queue_size: a.vq.size,
+    };
+    use std::os::fd::AsRawFd;
+    let refused = a.fe.set_inflight_fd(&area, small.as_raw_fd()).is_err();
+    // Start the ring: with the area accepted, plexd recovers from it and marks requests in it.
+    let started = a.start_queue();
+    env.alive()?;
+    ensure(refused, || {
+        "SET_INFLIGHT_FD with an area larger than its file was accepted".into()
+    })?;
+    started?;
+    still_serves(env, &mut a)
+}
+
 /// Writes in flight.
 struct InFlight {
     /// Status bytes of the writes.
@@ -1268,6 +1310,10 @@ fn hostile_guest_cannot_hurt_plexd_or_other_devices() {
         (
             "memory region past the end of its file",
             memory_region_past_end_of_file,
+        ),
+        (
+            "inflight area past the end of its file",
+            inflight_area_past_end_of_file,
         ),
         (
             "memory table replaced with I/O in flight",
