@@ -161,8 +161,15 @@ fn serve_connection(stream: UnixStream, export: Export) {
     let backend = Arc::new(Mutex::new(BlkBackend::new(export.clone())));
     let mut handler = BackendReqHandler::from_stream(stream, backend.clone());
     let mut errors = 0u32;
+    let mut faults = super::sigbus::faults();
     loop {
-        match handler.handle_request() {
+        let r = handler.handle_request();
+        let now = super::sigbus::faults();
+        if now != faults {
+            tracing::error!(ctrlr = %export.ctrlr, pages = now - faults, "a front-end shrank shared memory under plexd: pages past the end of its file were replaced by zero pages (the guest's data there is lost); reset or restart that guest");
+            faults = now;
+        }
+        match r {
             Ok(()) => errors = 0,
             Err(e) if is_fatal(&e) => {
                 tracing::info!(ctrlr = %export.ctrlr, "front-end disconnected ({e})");
@@ -184,6 +191,10 @@ fn serve_connection(stream: UnixStream, export: Export) {
         Err(p) => p.into_inner(),
     };
     b.stop_all();
+    drop(b);
+    drop(backend);
+    // Release the guest memory mappings nothing uses any more.
+    super::sigbus::sweep();
 }
 
 impl Controllers {

@@ -25,6 +25,7 @@ pub fn queue_region_size(queue_size: u16) -> usize {
 pub struct InflightMap {
     ptr: NonNull<u8>,
     len: usize,
+    guard: Option<super::sigbus::Guard>,
     queue_size: u16,
     num_queues: u16,
 }
@@ -37,6 +38,8 @@ unsafe impl Sync for InflightMap {}
 
 impl Drop for InflightMap {
     fn drop(&mut self) {
+        // Unregister from the SIGBUS guard before the address range is given back.
+        drop(self.guard.take());
         // SAFETY: unmaps exactly the region mapped in `map`, which nothing uses any more (every
         // user holds an `Arc` to this map).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
@@ -139,9 +142,19 @@ impl InflightMap {
         }
         let ptr =
             NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        // The front-end's file may still shrink later (ours is sealed).
+        let guard = match super::sigbus::register(ptr.as_ptr(), len) {
+            Ok(g) => g,
+            Err(e) => {
+                // SAFETY: unmapping the mapping made above, which nothing uses.
+                unsafe { libc::munmap(p, len) };
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        };
         Ok(Arc::new(InflightMap {
             ptr,
             len,
+            guard: Some(guard),
             queue_size,
             num_queues,
         }))
