@@ -116,6 +116,12 @@ fn map_shared(file: &File, size: usize) -> *mut u8 {
 impl GuestMem {
     /// Creates `size` bytes of zeroed guest memory at `GPA_BASE`.
     pub fn new(size: usize) -> GuestMem {
+        Self::new_at(size, GPA_BASE)
+    }
+
+    /// Creates `size` bytes of zeroed guest memory at guest physical address `gpa` (a further
+    /// region, for ADD_MEM_REG).
+    pub fn new_at(size: usize, gpa: u64) -> GuestMem {
         // SAFETY: memfd_create with a NUL-terminated name; the result is checked below.
         let fd = unsafe { libc::memfd_create(c"plexd-test-guest".as_ptr(), libc::MFD_CLOEXEC) };
         assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
@@ -127,7 +133,7 @@ impl GuestMem {
             file,
             base,
             size,
-            gpa: GPA_BASE,
+            gpa,
             extra: Mutex::new(Vec::new()),
         }
     }
@@ -378,6 +384,8 @@ pub struct VirtQueue {
     pub kick: EventFd,
     /// Device → driver notifications.
     pub call: EventFd,
+    /// Device → front-end error notifications (SET_VRING_ERR).
+    pub err: EventFd,
     /// EVENT_IDX negotiated.
     pub event_idx: bool,
     /// Kick after every publication (otherwise only when the device asks for it).
@@ -410,6 +418,7 @@ impl VirtQueue {
             used,
             kick: EventFd::new(EFD_NONBLOCK).expect("kick eventfd"),
             call: EventFd::new(EFD_NONBLOCK).expect("call eventfd"),
+            err: EventFd::new(EFD_NONBLOCK).expect("err eventfd"),
             event_idx,
             always_kick: true,
             avail_idx: 0,
@@ -684,6 +693,8 @@ pub struct ClientOpts {
     pub accept_features: u64,
     /// Read/write timeout on the vhost-user socket.
     pub socket_timeout: Duration,
+    /// Protocol features to negotiate besides the usual ones (if the device offers them).
+    pub extra_protocol: VhostUserProtocolFeatures,
 }
 
 impl Default for ClientOpts {
@@ -693,6 +704,7 @@ impl Default for ClientOpts {
             queue_size: 16,
             accept_features: u64::MAX,
             socket_timeout: Duration::from_secs(40),
+            extra_protocol: VhostUserProtocolFeatures::empty(),
         }
     }
 }
@@ -752,7 +764,8 @@ impl Client {
         let want = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | opts.extra_protocol;
         let protocol = pf & want;
         vu("SET_PROTOCOL_FEATURES", fe.set_protocol_features(protocol))?;
         if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
@@ -830,6 +843,7 @@ impl Client {
         vu("SET_VRING_ADDR", self.fe.set_vring_addr(i, &cfg))?;
         vu("SET_VRING_BASE", self.fe.set_vring_base(i, q.avail_idx()))?;
         vu("SET_VRING_CALL", self.fe.set_vring_call(i, &q.call))?;
+        vu("SET_VRING_ERR", self.fe.set_vring_err(i, &q.err))?;
         vu("SET_VRING_KICK", self.fe.set_vring_kick(i, &q.kick))?;
         self.fe_set_vring_enable(true)
     }
@@ -849,6 +863,25 @@ impl Client {
             self.fe
                 .set_mem_table(&[self.mem.region(user_addr, size)])
                 .map(|_| ()),
+        )
+    }
+
+    /// ADD_MEM_REG: adds all of `region` (at its own guest physical address) to the table.
+    pub fn add_mem_region(&mut self, region: &GuestMem) -> Result<(), String> {
+        vu(
+            "ADD_MEM_REG",
+            self.fe
+                .add_mem_region(&region.region(region.user_addr(), region.size() as u64))
+                .map(|_| ()),
+        )
+    }
+
+    /// REM_MEM_REG: removes `region` (added with [`Client::add_mem_region`]).
+    pub fn remove_mem_region(&mut self, region: &GuestMem) -> Result<(), String> {
+        vu(
+            "REM_MEM_REG",
+            self.fe
+                .remove_mem_region(&region.region(region.user_addr(), region.size() as u64)),
         )
     }
 

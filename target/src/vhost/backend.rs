@@ -3,6 +3,7 @@
 //! reactor (and taking it back on GET_VRING_BASE, disable or disconnect).
 
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,13 @@ pub struct Export {
     pub num_queues: u16,
     /// The engine.
     pub engine: Arc<Engine>,
+    /// How long a ring stop waits for the worker's requests in flight before it logs that
+    /// the ring is still draining (and counts it in `stop_overruns`).
+    pub stop_wait: Duration,
+    /// Set when the controller shuts down.
+    pub shutting_down: Arc<AtomicBool>,
+    /// Ring stops that waited longer than `stop_wait` (one count per period waited).
+    pub stop_overruns: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -58,6 +66,7 @@ struct VringSetup {
     base: u16,
     kick: Option<File>,
     call: Option<File>,
+    err: Option<File>,
     enabled: bool,
     running: Option<Running>,
 }
@@ -65,6 +74,9 @@ struct VringSetup {
 struct Running {
     reactor: usize,
     cmds: crossbeam::channel::Sender<Cmd>,
+    /// Where the worker answers `Stop`, once it was sent: a stop that gave up (shutdown)
+    /// leaves the ring with its worker, and it is never restarted.
+    stopped: Option<crossbeam::channel::Receiver<u16>>,
 }
 
 /// One connection's protocol state.
@@ -129,24 +141,56 @@ impl BlkBackend {
     }
 
     /// Stops the ring if a reactor serves it; returns its next available index.
+    ///
+    /// The worker answers only once every request it took from the ring has completed, and
+    /// until then it owns the ring (it still writes the used ring and the inflight area).
+    /// So this waits as long as that takes: handing back a base earlier would let the
+    /// front-end restart the ring while the old worker runs, and two workers would run heads
+    /// twice and corrupt the used ring. Every `stop_wait` without an answer is logged and
+    /// counted. Only when the controller shuts down does the wait give up: the ring then
+    /// stays with its worker, is reported as not stopped (None) and is never restarted.
     fn stop_vring(&mut self, index: usize) -> Option<u16> {
+        let export = &self.export;
         let v = self.vrings.get_mut(index)?;
-        let running = v.running.take()?;
-        let (tx, rx) = crossbeam::channel::bounded(1);
-        let _ = running.cmds.send(Cmd::Stop(tx));
-        // Wake the reactor in case it sleeps.
-        self.export
-            .engine
-            .reactors()
-            .send_msg(running.reactor, || {});
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(next) => {
-                v.base = next;
-                Some(next)
+        let running = v.running.as_mut()?;
+        let rx = match &running.stopped {
+            Some(rx) => rx.clone(),
+            None => {
+                let (tx, rx) = crossbeam::channel::bounded(1);
+                let _ = running.cmds.send(Cmd::Stop(tx));
+                // Wake the reactor in case it sleeps.
+                export.engine.reactors().send_msg(running.reactor, || {});
+                running.stopped = Some(rx.clone());
+                rx
             }
-            Err(_) => {
-                tracing::error!(ctrlr = %self.export.ctrlr, queue = index, "virtqueue did not drain within 30 s");
-                None
+        };
+        let mut waited = Duration::ZERO;
+        loop {
+            match rx.recv_timeout(export.stop_wait) {
+                Ok(next) => {
+                    v.running = None;
+                    v.base = next;
+                    if !waited.is_zero() {
+                        tracing::warn!(ctrlr = %export.ctrlr, queue = index, "virtqueue drained after {waited:?}");
+                    }
+                    return Some(next);
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
+                    // The worker went away without answering (its reactor stopped): nothing
+                    // owns the ring any more, but where it stopped is unknown.
+                    v.running = None;
+                    tracing::error!(ctrlr = %export.ctrlr, queue = index, "virtqueue worker vanished while stopping");
+                    return None;
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                    waited += export.stop_wait;
+                    export.stop_overruns.fetch_add(1, Ordering::Relaxed);
+                    if export.shutting_down.load(Ordering::SeqCst) {
+                        tracing::error!(ctrlr = %export.ctrlr, queue = index, "virtqueue still has requests in flight after {waited:?} and the controller is shutting down: the ring stays with its worker and is not restarted");
+                        return None;
+                    }
+                    tracing::warn!(ctrlr = %export.ctrlr, queue = index, "virtqueue still has requests in flight after {waited:?} (a slow or stuck bdev); the stop keeps waiting, as the ring cannot be handed back while they run");
+                }
             }
         }
     }
@@ -166,6 +210,11 @@ impl BlkBackend {
         };
         let reactors = self.export.reactors.clone();
         let v = self.vrings.get_mut(index).ok_or(VuError::InvalidParam)?;
+        if v.running.as_ref().is_some_and(|r| r.stopped.is_some()) {
+            return Err(op(
+                "the virtqueue's previous worker still has requests in flight; not restarted",
+            ));
+        }
         if v.running.is_some() || !v.enabled || v.kick.is_none() || v.size == 0 || v.desc == 0 {
             return Ok(());
         }
@@ -209,6 +258,7 @@ impl BlkBackend {
             .and_then(|k| k.try_clone().ok())
             .ok_or(op("cannot duplicate the kick fd"))?;
         let call = v.call.as_ref().and_then(|c| c.try_clone().ok());
+        let err = v.err.as_ref().and_then(|e| e.try_clone().ok());
         let reactor = reactors[index % reactors.len()];
         let (tx, rx) = crossbeam::channel::unbounded();
         let spec = VringSpec {
@@ -218,6 +268,7 @@ impl BlkBackend {
             mem,
             kick,
             call,
+            err,
             bdev: self.export.bdev.clone(),
             readonly: self.export.readonly,
             cmds: rx,
@@ -232,7 +283,11 @@ impl BlkBackend {
             .call(reactor, move || start_on_this_reactor(spec));
         match started {
             Some(Ok(())) => {
-                v.running = Some(Running { reactor, cmds: tx });
+                v.running = Some(Running {
+                    reactor,
+                    cmds: tx,
+                    stopped: None,
+                });
                 tracing::info!(ctrlr = %self.export.ctrlr, queue = index, reactor, "virtqueue served by reactor");
                 Ok(())
             }
@@ -244,18 +299,52 @@ impl BlkBackend {
         }
     }
 
+    /// Hands a snapshot of the memory table to every running ring and waits until each has
+    /// applied it: the front-end is acknowledged only afterwards, so every request it submits
+    /// after the acknowledgement is translated with the new table (a request parsed with the
+    /// old one would miss a region just added).
     fn publish_memory(&mut self) -> VuResult<()> {
         let snap = self.memory.snapshot().map_err(|e| {
             tracing::error!(ctrlr = %self.export.ctrlr, "{e}");
             VuError::InvalidParam
         })?;
-        for v in self.vrings.iter() {
+        let export = &self.export;
+        let mut pending = Vec::new();
+        for (i, v) in self.vrings.iter().enumerate() {
             if let Some(r) = &v.running {
-                let _ = r.cmds.send(Cmd::SetMem(snap.clone()));
-                self.export.engine.reactors().send_msg(r.reactor, || {});
+                let (tx, rx) = crossbeam::channel::bounded(1);
+                if r.cmds.send(Cmd::SetMem(snap.clone(), tx)).is_ok() {
+                    export.engine.reactors().send_msg(r.reactor, || {});
+                    pending.push((i, rx));
+                }
+            }
+        }
+        for (i, rx) in pending {
+            let mut waited = Duration::ZERO;
+            loop {
+                match rx.recv_timeout(export.stop_wait) {
+                    // Applied, or the worker is gone (it fetches nothing any more).
+                    Ok(()) | Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+                    Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                        waited += export.stop_wait;
+                        if export.shutting_down.load(Ordering::SeqCst) {
+                            tracing::error!(ctrlr = %export.ctrlr, queue = i, "the memory table change was not applied within {waited:?} and the controller is shutting down");
+                            return Err(VuError::BackendInternalError);
+                        }
+                        tracing::warn!(ctrlr = %export.ctrlr, queue = i, "the virtqueue's reactor has not applied the new memory table after {waited:?}; still waiting");
+                    }
+                }
             }
         }
         self.mem = Some(snap);
+        // Rings set up and enabled before the front-end sent any memory start now.
+        for i in 0..self.vrings.len() {
+            if self.vrings[i].running.is_none() {
+                if let Err(e) = self.maybe_start(i) {
+                    tracing::warn!(ctrlr = %self.export.ctrlr, queue = i, "virtqueue not started with the new memory table: {e}");
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -278,7 +367,11 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
     fn reset_device(&mut self) -> VuResult<()> {
         self.stop_all();
         for v in self.vrings.iter_mut() {
-            *v = VringSetup::default();
+            // A ring whose stop gave up stays with its worker (see `stop_vring`).
+            *v = VringSetup {
+                running: v.running.take(),
+                ..VringSetup::default()
+            };
         }
         Ok(())
     }
@@ -365,6 +458,12 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
         }
         let next = self.stop_vring(index as usize);
         let v = self.vring(index)?;
+        if v.running.is_some() {
+            // Never a base while the old worker still owns the ring.
+            return Err(op(
+                "the virtqueue still has requests in flight (controller shutting down)",
+            ));
+        }
         let base = next.unwrap_or(v.base);
         v.kick = None;
         v.call = None;
@@ -392,8 +491,10 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
         Ok(())
     }
 
-    fn set_vring_err(&mut self, index: u8, _fd: Option<File>) -> VuResult<()> {
-        self.vring(index as u32).map(|_| ())
+    fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        // Used by rings started from now on (a running ring keeps the one it had).
+        self.vring(index as u32)?.err = fd;
+        Ok(())
     }
 
     fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {

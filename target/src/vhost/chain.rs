@@ -16,15 +16,16 @@ const VIRTQ_DESC_F_INDIRECT: u16 = 4;
 /// Largest indirect table accepted (entries).
 pub const MAX_INDIRECT: u32 = 1024;
 
-/// Flattens the chain starting at `head` into host memory pieces (cleared first).
-pub fn flatten_head(
+/// Walks the chain starting at `head`, calling `visit(addr, len, flags)` for every
+/// descriptor that is not an indirect-table pointer; stops at the first error.
+#[inline]
+fn walk(
     mem: &GuestMemoryMmap,
     desc_table: u64,
     queue_size: u16,
     head: u16,
-    pieces: &mut Vec<Piece>,
+    mut visit: impl FnMut(u64, u32, u16) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
-    pieces.clear();
     let mut table = desc_table;
     let mut table_len = queue_size as u32;
     let mut idx = head as u32;
@@ -58,6 +59,24 @@ pub fn flatten_head(
             in_indirect = true;
             continue;
         }
+        visit(addr, len, flags)?;
+        if flags & VIRTQ_DESC_F_NEXT == 0 {
+            return Ok(());
+        }
+        idx = next as u32;
+    }
+}
+
+/// Flattens the chain starting at `head` into host memory pieces (cleared first).
+pub fn flatten_head(
+    mem: &GuestMemoryMmap,
+    desc_table: u64,
+    queue_size: u16,
+    head: u16,
+    pieces: &mut Vec<Piece>,
+) -> Result<(), ParseError> {
+    pieces.clear();
+    walk(mem, desc_table, queue_size, head, |addr, len, flags| {
         if len > 0 {
             addr.checked_add(len as u64).ok_or(ParseError::BadAddress)?;
             for slice in mem.get_slices(GuestAddress(addr), len as usize) {
@@ -72,11 +91,36 @@ pub fn flatten_head(
                 });
             }
         }
-        if flags & VIRTQ_DESC_F_NEXT == 0 {
-            return Ok(());
+        Ok(())
+    })
+}
+
+/// Locates the status byte of a chain that [`flatten_head`] refused (a descriptor outside
+/// guest memory, too many pieces): the last byte of the chain's last non-empty descriptor,
+/// if that descriptor is device-writable and its last byte lies in guest memory. The chain
+/// itself must still be well formed (bounded, no bad indirect table); data descriptors are
+/// not mapped. Returns the host address of the byte.
+pub fn find_status(
+    mem: &GuestMemoryMmap,
+    desc_table: u64,
+    queue_size: u16,
+    head: u16,
+) -> Option<*mut u8> {
+    let mut last: Option<(u64, u32, u16)> = None;
+    walk(mem, desc_table, queue_size, head, |addr, len, flags| {
+        if len > 0 {
+            last = Some((addr, len, flags));
         }
-        idx = next as u32;
+        Ok(())
+    })
+    .ok()?;
+    let (addr, len, flags) = last?;
+    if flags & VIRTQ_DESC_F_WRITE == 0 {
+        return None;
     }
+    let at = addr.checked_add(len as u64 - 1)?;
+    let slice = mem.get_slice(GuestAddress(at), 1).ok()?;
+    Some(slice.ptr_guard_mut().as_ptr())
 }
 
 #[cfg(test)]
@@ -149,6 +193,29 @@ mod tests {
         assert_eq!(flatten_head(&m, 0, 8, 9, &mut p), Err(ParseError::TooLong));
         put(&m, 0, 5, 0x1000, 16, VIRTQ_DESC_F_NEXT, 100);
         assert_eq!(flatten_head(&m, 0, 8, 5, &mut p), Err(ParseError::TooLong));
+        // A data descriptor outside memory: the status byte is still found.
+        put(&m, 0, 6, 0x1000, 16, VIRTQ_DESC_F_NEXT, 7);
+        put(
+            &m,
+            0,
+            7,
+            0xffff_0000,
+            512,
+            VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+            0,
+        );
+        put(&m, 0, 0, 0x3000, 1, VIRTQ_DESC_F_WRITE, 0);
+        assert_eq!(
+            flatten_head(&m, 0, 8, 6, &mut p),
+            Err(ParseError::BadAddress)
+        );
+        let st = find_status(&m, 0, 8, 6).expect("status found");
+        assert_eq!(st, m.get_host_address(GuestAddress(0x3000)).unwrap());
+        // ... but not when the last descriptor is readable, or itself outside memory.
+        put(&m, 0, 0, 0x3000, 1, 0, 0);
+        assert_eq!(find_status(&m, 0, 8, 6), None);
+        put(&m, 0, 0, 0xffff_f000, 1, VIRTQ_DESC_F_WRITE, 0);
+        assert_eq!(find_status(&m, 0, 8, 6), None);
         // Descriptor table itself outside memory.
         assert_eq!(
             flatten_head(&m, 0xffff_fff0, 8, 0, &mut p),

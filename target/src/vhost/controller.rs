@@ -8,15 +8,21 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use plexd_engine::bdev::Bdev;
 use plexd_engine::Engine;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 use super::backend::{BlkBackend, Export};
+
+/// How long a ring stop (GET_VRING_BASE, disable, reset, disconnect) waits for the requests
+/// in flight before it logs that the ring is still draining; see
+/// [`Controllers::set_stop_wait`].
+pub const DEFAULT_STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Queues offered to a front-end (GET_QUEUE_NUM); they are spread over the controller's
 /// reactors round-robin.
@@ -103,6 +109,12 @@ impl Controller {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// How many times a ring stop has waited a whole stop-wait period for requests still in
+    /// flight (a slow or stuck bdev behind the ring).
+    pub fn stop_overruns(&self) -> u64 {
+        self.export.stop_overruns.load(Ordering::Relaxed)
+    }
+
     fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
         // SAFETY: shutdown(2) on the listening socket we own; it wakes the blocked accept().
@@ -129,6 +141,7 @@ pub struct Controllers {
     engine: Arc<Engine>,
     socket_dir: PathBuf,
     map: Mutex<BTreeMap<String, Arc<Controller>>>,
+    stop_wait_ms: AtomicU64,
 }
 
 fn is_fatal(e: &VuError) -> bool {
@@ -148,8 +161,15 @@ fn serve_connection(stream: UnixStream, export: Export) {
     let backend = Arc::new(Mutex::new(BlkBackend::new(export.clone())));
     let mut handler = BackendReqHandler::from_stream(stream, backend.clone());
     let mut errors = 0u32;
+    let mut faults = super::sigbus::faults();
     loop {
-        match handler.handle_request() {
+        let r = handler.handle_request();
+        let now = super::sigbus::faults();
+        if now != faults {
+            tracing::error!(ctrlr = %export.ctrlr, pages = now - faults, "a front-end shrank shared memory under plexd: pages past the end of its file were replaced by zero pages (the guest's data there is lost); reset or restart that guest");
+            faults = now;
+        }
+        match r {
             Ok(()) => errors = 0,
             Err(e) if is_fatal(&e) => {
                 tracing::info!(ctrlr = %export.ctrlr, "front-end disconnected ({e})");
@@ -171,6 +191,10 @@ fn serve_connection(stream: UnixStream, export: Export) {
         Err(p) => p.into_inner(),
     };
     b.stop_all();
+    drop(b);
+    drop(backend);
+    // Release the guest memory mappings nothing uses any more.
+    super::sigbus::sweep();
 }
 
 impl Controllers {
@@ -180,7 +204,16 @@ impl Controllers {
             engine,
             socket_dir,
             map: Mutex::new(BTreeMap::new()),
+            stop_wait_ms: AtomicU64::new(DEFAULT_STOP_WAIT.as_millis() as u64),
         })
+    }
+
+    /// Sets how long a ring stop waits for requests in flight before it logs (and counts)
+    /// that the ring is still draining, for controllers created afterwards (default
+    /// [`DEFAULT_STOP_WAIT`]; tests shorten it).
+    pub fn set_stop_wait(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.stop_wait_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The directory sockets are created in.
@@ -264,6 +297,7 @@ impl Controllers {
                 source,
             });
         }
+        let stop = Arc::new(AtomicBool::new(false));
         let export = Export {
             ctrlr: name.to_string(),
             bdev: bdev.clone(),
@@ -271,10 +305,12 @@ impl Controllers {
             reactors,
             num_queues: MAX_QUEUES,
             engine: self.engine.clone(),
+            stop_wait: Duration::from_millis(self.stop_wait_ms.load(Ordering::Relaxed)),
+            shutting_down: stop.clone(),
+            stop_overruns: Arc::new(AtomicU64::new(0)),
         };
         let connected = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU32::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
         let listener_fd = listener.as_raw_fd();
         let current: Arc<Mutex<Option<UnixStream>>> = Arc::new(Mutex::new(None));
         let (c2, n2, s2, e2, cur2) = (

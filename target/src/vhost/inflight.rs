@@ -25,6 +25,7 @@ pub fn queue_region_size(queue_size: u16) -> usize {
 pub struct InflightMap {
     ptr: NonNull<u8>,
     len: usize,
+    guard: Option<super::sigbus::Guard>,
     queue_size: u16,
     num_queues: u16,
 }
@@ -37,6 +38,8 @@ unsafe impl Sync for InflightMap {}
 
 impl Drop for InflightMap {
     fn drop(&mut self) {
+        // Unregister from the SIGBUS guard before the address range is given back.
+        drop(self.guard.take());
         // SAFETY: unmaps exactly the region mapped in `map`, which nothing uses any more (every
         // user holds an `Arc` to this map).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
@@ -50,13 +53,22 @@ impl InflightMap {
         let len = queue_region_size(queue_size) * num_queues as usize;
         let name = c"plexd-inflight";
         // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: `fd` is a new descriptor owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(len as u64)?;
+        // The front-end gets this fd: sealed, it cannot shrink the area under our mapping
+        // (touching a page past the end of the file would raise SIGBUS here).
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on a descriptor we own; the result is checked.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let map = Self::map(&file, 0, len, num_queues, queue_size)?;
         for q in 0..num_queues {
             let base = map.queue_base(q);
@@ -85,8 +97,36 @@ impl InflightMap {
                 format!("inflight area of {len} bytes is too small for {num_queues} queues of {queue_size}"),
             ));
         }
-        // SAFETY: a shared mapping of `len` bytes of the caller's fd at `offset`; the result is
-        // checked against MAP_FAILED.
+        // A mapping may extend past the end of its file, but touching a page wholly past it
+        // raises SIGBUS: refuse an area its file does not hold (the file's size as of now; a
+        // front-end that shrinks it later is the SIGBUS guard's business).
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= i64::MAX as u64)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("inflight area at offset {offset} of {len} bytes overflows"),
+                )
+            })?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the inflight area's fd is not a regular file (memfd or shared-memory file)",
+            ));
+        }
+        if end > meta.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "inflight area of {len} bytes at offset {offset} ends past the end of its file ({} bytes)",
+                    meta.len()
+                ),
+            ));
+        }
+        // SAFETY: a shared mapping of `len` bytes of the caller's fd at `offset`, inside the
+        // file (checked above); the result is checked against MAP_FAILED.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -102,9 +142,19 @@ impl InflightMap {
         }
         let ptr =
             NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        // The front-end's file may still shrink later (ours is sealed).
+        let guard = match super::sigbus::register(ptr.as_ptr(), len) {
+            Ok(g) => g,
+            Err(e) => {
+                // SAFETY: unmapping the mapping made above, which nothing uses.
+                unsafe { libc::munmap(p, len) };
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        };
         Ok(Arc::new(InflightMap {
             ptr,
             len,
+            guard: Some(guard),
             queue_size,
             num_queues,
         }))
@@ -269,5 +319,32 @@ mod tests {
         assert!(map.queue(2).is_none());
         let (none, _) = map2.queue(0).unwrap().recover(0);
         assert!(none.is_empty());
+    }
+
+    fn tempfile_with_len(len: u64) -> File {
+        // SAFETY: memfd_create with a valid name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"inflight-test".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor nothing else owns.
+        let f = unsafe { File::from_raw_fd(fd) };
+        f.set_len(len).unwrap();
+        f
+    }
+
+    #[test]
+    fn refuses_an_area_past_the_end_of_its_file() {
+        let (_, file) = InflightMap::create(1, 256).unwrap();
+        let len = queue_region_size(256);
+        assert!(InflightMap::map(&file, 0, len, 1, 256).is_ok());
+        // The area plexd creates cannot be shrunk by the front-end.
+        assert!(file.set_len(64).is_err());
+        let file = tempfile_with_len(len as u64);
+        assert!(InflightMap::map(&file, 0, len, 1, 256).is_ok());
+        file.set_len(64).unwrap();
+        let e = InflightMap::map(&file, 0, len, 1, 256)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("past the end of its file"), "{e}");
+        assert!(InflightMap::map(&file, u64::MAX - 8, len, 1, 256).is_err());
     }
 }

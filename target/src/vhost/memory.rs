@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
+use super::sigbus::{self, Registered};
+
 /// One mapped region.
 #[derive(Clone)]
 pub struct Region {
@@ -16,8 +18,8 @@ pub struct Region {
     pub size: u64,
     /// The front-end's virtual address of the first byte.
     pub user_addr: u64,
-    /// The mapping.
-    pub mapping: Arc<GuestRegionMmap>,
+    /// The mapping, registered with the SIGBUS guard (a front-end may shrink the file).
+    pub mapping: Arc<Registered<GuestRegionMmap>>,
 }
 
 /// Errors building guest memory.
@@ -78,15 +80,19 @@ impl MemoryTable {
                 meta.len()
             )));
         }
+        sigbus::sweep();
         let mmap = MmapRegion::from_file(FileOffset::new(file, mmap_offset), len)
             .map_err(|e| err(e.to_string()))?;
+        // The file may still shrink later (an unsealed memfd, a hugetlbfs or tmpfs file):
+        // register the mapping so that touching a page past the new end cannot kill plexd.
+        let guard = sigbus::register(mmap.as_ptr(), len).map_err(|e| err(e.to_string()))?;
         let mapping = GuestRegionMmap::new(mmap, GuestAddress(gpa))
             .ok_or_else(|| err("region does not fit the address space".into()))?;
         Ok(Region {
             gpa,
             size,
             user_addr,
-            mapping: Arc::new(mapping),
+            mapping: Arc::new(Registered::new(Arc::new(mapping), guard)),
         })
     }
 
@@ -117,7 +123,8 @@ impl MemoryTable {
         // vm-memory wants regions in guest-address order; front-ends may add them in any order.
         let mut sorted: Vec<&Region> = self.regions.iter().collect();
         sorted.sort_by_key(|r| r.gpa);
-        let regions: Vec<Arc<GuestRegionMmap>> = sorted.iter().map(|r| r.mapping.clone()).collect();
+        let regions: Vec<Arc<GuestRegionMmap>> =
+            sorted.iter().map(|r| r.mapping.get().clone()).collect();
         GuestMemoryMmap::from_arc_regions(regions)
             .map(Arc::new)
             .map_err(|e| MemoryError::Layout(e.to_string()))

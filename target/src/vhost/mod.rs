@@ -7,6 +7,7 @@
 //! - [`chain`]: walking a descriptor chain from its head, bounded.
 //! - [`inflight`]: the INFLIGHT_SHMFD area that lets a restarted plexd resubmit requests.
 //! - [`memory`]: the guest memory table.
+//! - [`sigbus`]: surviving a front-end that shrinks shared memory under plexd.
 //! - [`blk_config`]: the virtio-blk config space and feature bits.
 //! - [`rpc`]: `vhost_*` JSON-RPC methods with SPDK's names and shapes.
 
@@ -18,4 +19,5 @@ pub mod inflight;
 pub mod memory;
 pub mod request;
 pub mod rpc;
+pub mod sigbus;
 pub mod vring;

@@ -9,7 +9,7 @@
 //! then lets its reactor sleep on the kick eventfd. Completions are batched: one interrupt per
 //! reactor iteration at most, and only if the guest asked for one (`needs_notification`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -21,12 +21,92 @@ use plexd_engine::reactor::{register_poller, Poller};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::chain::flatten_head;
+use super::chain::{find_status, flatten_head};
 use super::inflight::InflightQueue;
 use super::request::{
-    parse, read_range_seg, write_id, write_status, Kind, Piece, VIRTIO_BLK_S_IOERR,
+    parse, read_range_seg, write_id, write_status, Kind, ParseError, Piece, VIRTIO_BLK_S_IOERR,
     VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
+
+/// Interleaving hooks for tests (feature `test-hooks`, off in normal builds): a test can hold
+/// a reactor at a chosen point of a worker's poll to force an interleaving deterministically.
+#[cfg(feature = "test-hooks")]
+pub mod hooks {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Phase {
+        Idle,
+        Armed,
+        Held,
+    }
+
+    /// A point in the worker's poll where a test can hold the reactor once.
+    pub struct Gate {
+        armed: AtomicBool,
+        state: Mutex<(Phase, String)>,
+        cv: Condvar,
+    }
+
+    /// In `poll`, after the commands from the control thread were applied and before the
+    /// available ring is read.
+    pub static AFTER_CMDS: Gate = Gate::new();
+
+    impl Gate {
+        const fn new() -> Gate {
+            Gate {
+                armed: AtomicBool::new(false),
+                state: Mutex::new((Phase::Idle, String::new())),
+                cv: Condvar::new(),
+            }
+        }
+
+        /// Holds the next worker of controller `ctrlr` that reaches this point.
+        pub fn arm(&self, ctrlr: &str) {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            *s = (Phase::Armed, ctrlr.to_string());
+            self.armed.store(true, Ordering::SeqCst);
+        }
+
+        /// Waits until a worker is held here; false after `timeout`.
+        pub fn wait_held(&self, timeout: Duration) -> bool {
+            let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let (s, _) = self
+                .cv
+                .wait_timeout_while(s, timeout, |s| s.0 != Phase::Held)
+                .unwrap_or_else(|p| p.into_inner());
+            s.0 == Phase::Held
+        }
+
+        /// Lets the held worker go on (or disarms the gate).
+        pub fn release(&self) {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.0 = Phase::Idle;
+            self.armed.store(false, Ordering::SeqCst);
+            self.cv.notify_all();
+        }
+
+        pub(super) fn pass(&self, ctrlr: &str) {
+            if !self.armed.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.0 != Phase::Armed || s.1 != ctrlr {
+                return;
+            }
+            s.0 = Phase::Held;
+            self.cv.notify_all();
+            while s.0 == Phase::Held {
+                s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}
+
+/// At most one log line per queue per interval for requests a guest got wrong.
+const GUEST_ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Empty polls before guest kicks are re-enabled.
 const IDLE_POLLS_BEFORE_ARMING: u32 = 32;
@@ -35,8 +115,9 @@ const IDLE_POLLS_BEFORE_ARMING: u32 = 32;
 pub enum Cmd {
     /// Stop fetching, finish requests in flight, answer with `next_avail`, and go away.
     Stop(crossbeam::channel::Sender<u16>),
-    /// Use a new guest memory snapshot for new requests.
-    SetMem(Arc<GuestMemoryMmap>),
+    /// Use a new guest memory snapshot for every request fetched from now on, then answer
+    /// (the control thread acknowledges the front-end only after that answer).
+    SetMem(Arc<GuestMemoryMmap>, crossbeam::channel::Sender<()>),
 }
 
 /// Everything a reactor needs to start serving a queue.
@@ -53,6 +134,9 @@ pub struct VringSpec {
     pub kick: File,
     /// Device → guest interrupts.
     pub call: Option<File>,
+    /// Device → front-end error notifications (SET_VRING_ERR): signalled when the queue
+    /// stops because the guest broke it.
+    pub err: Option<File>,
     /// The exported bdev.
     pub bdev: Arc<Bdev>,
     /// Refuse writes.
@@ -115,6 +199,7 @@ pub struct VringWorker {
     channel: Rc<IoChannel>,
     kick: File,
     call: Option<File>,
+    err: Option<File>,
     cmds: crossbeam::channel::Receiver<Cmd>,
     block_size: u64,
     capacity_bytes: u64,
@@ -122,6 +207,8 @@ pub struct VringWorker {
     id: Vec<u8>,
     me: Weak<VringWorker>,
     keep: RefCell<Option<Rc<VringWorker>>>,
+    /// Last guest-error log line and how many were suppressed since.
+    log_limit: Cell<(Option<std::time::Instant>, u32)>,
 }
 
 /// Starts serving `spec` on the calling reactor thread.
@@ -135,6 +222,7 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
         channel,
         kick: spec.kick,
         call: spec.call,
+        err: spec.err,
         cmds: spec.cmds,
         block_size: spec.bdev.block_size() as u64,
         capacity_bytes: spec.bdev.num_blocks() * spec.bdev.block_size() as u64,
@@ -142,6 +230,7 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
         id: spec.bdev.name().as_bytes().to_vec(),
         me: me.clone(),
         keep: RefCell::new(None),
+        log_limit: Cell::new((None, 0)),
         state: RefCell::new(State {
             queue: spec.queue,
             mem: spec.mem,
@@ -191,7 +280,10 @@ impl VringWorker {
             let mut st = self.state.borrow_mut();
             match cmd {
                 Cmd::Stop(reply) => st.stopping = Some(reply),
-                Cmd::SetMem(m) => st.mem = m,
+                Cmd::SetMem(m, applied) => {
+                    st.mem = m;
+                    let _ = applied.send(());
+                }
             }
         }
     }
@@ -215,6 +307,25 @@ impl VringWorker {
             self.keep.borrow_mut().take();
         }
         true
+    }
+
+    /// Logs a request refused as malformed, at most once a second per queue (a guest can
+    /// trigger it at will); `status` says whether IOERR could be written, otherwise the head
+    /// went back with used length 0 and its status byte untouched.
+    #[cold]
+    fn guest_error(&self, head: u16, e: ParseError, status: bool) {
+        let now = std::time::Instant::now();
+        let (last, suppressed) = self.log_limit.get();
+        if last.is_some_and(|t| now.duration_since(t) < GUEST_ERROR_LOG_INTERVAL) {
+            self.log_limit.set((last, suppressed + 1));
+            return;
+        }
+        self.log_limit.set((Some(now), 0));
+        if status {
+            tracing::warn!(ctrlr = %self.ctrlr, queue = self.index, head, suppressed, "malformed request answered IOERR: {e}");
+        } else {
+            tracing::warn!(ctrlr = %self.ctrlr, queue = self.index, head, suppressed, "malformed request returned without a status (no device-writable status byte in guest memory): {e}");
+        }
     }
 
     fn signal_guest(&self) {
@@ -260,6 +371,7 @@ impl VringWorker {
                 Err(e) => {
                     tracing::error!(ctrlr = %self.ctrlr, queue = self.index, "guest broke the available ring ({e}); queue stopped until reset");
                     *broken = true;
+                    self.signal_error();
                     return 0;
                 }
             }
@@ -268,10 +380,30 @@ impl VringWorker {
         for i in 0..n {
             let head = st.heads[i];
             if !self.start_request(&mut st, head, &m, &me, true) {
-                break;
+                // The queue stopped at entry i: it and the entries after it stay in the
+                // ring, unfetched, so the base a stop reports is the bad entry's position
+                // and no fetched request is left unanswered.
+                let next = st.queue.next_avail().wrapping_sub((n - i) as u16);
+                st.queue.set_next_avail(next);
+                return i;
             }
         }
         n
+    }
+
+    /// Stops the queue until a reset (the guest broke it) and tells the front-end through
+    /// the error eventfd, if it gave one: vhost-user's way to report a device that needs a
+    /// reset (QEMU logs it).
+    #[cold]
+    fn mark_broken(&self, st: &mut State) {
+        st.broken = true;
+        self.signal_error();
+    }
+
+    fn signal_error(&self) {
+        if let Some(err) = &self.err {
+            let _ = (&*err).write(&1u64.to_ne_bytes());
+        }
     }
 
     /// Parses and starts one request; returns false if the queue had to stop.
@@ -284,10 +416,17 @@ impl VringWorker {
         track: bool,
     ) -> bool {
         match st.slots.get(head as usize) {
-            None => return true,
+            None => {
+                // No descriptor has this index: there is nothing to answer (a used element
+                // with this id would break the driver's ring), and no inflight entry to mark.
+                // As QEMU (virtio_error) and libvhost-user (vu_panic): the queue needs a reset.
+                tracing::error!(ctrlr = %self.ctrlr, queue = self.index, head, size = st.queue.size(), "guest made a head index past the queue size available; queue stopped until reset");
+                self.mark_broken(st);
+                return false;
+            }
             Some(slot) if slot.mem.is_some() => {
                 tracing::error!(ctrlr = %self.ctrlr, queue = self.index, head, "guest reused a descriptor still in flight; queue stopped until reset");
-                st.broken = true;
+                self.mark_broken(st);
                 return false;
             }
             Some(_) => {}
@@ -299,22 +438,39 @@ impl VringWorker {
             }
         }
         let size = st.queue.size();
-        if flatten_head(m, st.desc_table, size, head, &mut st.pieces).is_err() {
-            // No reachable status byte: return the head without data.
-            st.complete_head(head, 0);
+        if let Err(e) = flatten_head(m, st.desc_table, size, head, &mut st.pieces) {
+            // Some descriptor cannot be mapped (outside the memory table) or the chain is
+            // malformed. Answer IOERR if the status byte can still be located.
+            match find_status(m, st.desc_table, size, head) {
+                Some(status) => {
+                    // SAFETY: `status` is a device-writable byte inside `m`, which is alive
+                    // for this call.
+                    unsafe { write_status(status, VIRTIO_BLK_S_IOERR) };
+                    st.complete_head(head, 1);
+                    self.guest_error(head, e, true);
+                }
+                None => {
+                    st.complete_head(head, 0);
+                    self.guest_error(head, e, false);
+                }
+            }
             return true;
         }
         let parsed = match parse(&st.pieces, &mut st.data) {
             Ok(p) => p,
-            Err(_) => {
+            Err(e) => {
                 match st.pieces.last().filter(|p| p.writable) {
                     Some(last) => {
                         // SAFETY: `last` is a mapped, device-writable piece of at least one
                         // byte inside `m`, which is alive for this call.
                         unsafe { write_status(last.ptr.add(last.len - 1), VIRTIO_BLK_S_IOERR) };
                         st.complete_head(head, 1);
+                        self.guest_error(head, e, true);
                     }
-                    None => st.complete_head(head, 0),
+                    None => {
+                        st.complete_head(head, 0);
+                        self.guest_error(head, e, false);
+                    }
                 }
                 return true;
             }
@@ -417,7 +573,7 @@ impl VringWorker {
                 false
             }
             Err(_) => {
-                st.broken = true;
+                self.mark_broken(st);
                 false
             }
         }
@@ -431,6 +587,8 @@ impl Poller for VringWorker {
             self.finish_stop_if_idle();
             return 0;
         }
+        #[cfg(feature = "test-hooks")]
+        hooks::AFTER_CMDS.pass(&self.ctrlr);
         {
             let st = &mut *self.state.borrow_mut();
             if st.armed {
@@ -453,6 +611,11 @@ impl Poller for VringWorker {
             if n > 0 {
                 st.idle = 0;
                 return n;
+            }
+            if st.broken {
+                // Nothing to fetch until a reset; only completions (and their interrupts)
+                // remain. Re-arming would find the bad entries pending and spin.
+                return 0;
             }
             st.idle += 1;
             if st.idle < IDLE_POLLS_BEFORE_ARMING {
