@@ -486,6 +486,8 @@ fn rpc(
 fn a_hung_copy_write_does_not_freeze_stop_or_other_volumes() {
     let e = engine();
     let (vm, data, plexes, held) = hung_resync_write(&e, 2);
+    // The stop gives up waiting for the fenced write quickly.
+    vm.set_stop_wait(Duration::from_millis(300));
     let m = vm.clone();
     within("volume_stop of the resyncing volume", move || {
         m.volume_stop("dg01", "vol01")
