@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Bdev, BdevIo, IoBuf, IoCompletion, IoStatus, IoType};
@@ -42,12 +42,56 @@ pub enum BlockingIoError {
     TimedOut(Duration),
 }
 
-struct Sender(crossbeam::channel::Sender<(IoStatus, Option<IoBuf>)>);
+/// What to do with a request's completion: hand it to the waiter (the default), or, once the
+/// waiter handed the request over ([`PendingIo::hand_over`]), run the new owner's callback.
+enum Handoff {
+    /// Someone may still wait for the result.
+    Waiting,
+    /// The completion came (its result is in the channel, or was handed to the callback).
+    Completed,
+    /// Handed over: called with the request's status when it completes.
+    Then(Box<dyn FnOnce(IoStatus) + Send>),
+}
+
+/// The completion of a request started by [`start_io`]. It owns the request's buffer until
+/// the request completes, so a waiter may go away (or hand the request over) at any time:
+/// the disk always has the buffer to read from or write into.
+struct Sender {
+    tx: crossbeam::channel::Sender<(IoStatus, Option<IoBuf>)>,
+    handoff: Arc<Mutex<Handoff>>,
+}
+
+impl Sender {
+    /// Delivers the request's result to whoever owns it now.
+    fn finish(&self, status: IoStatus, buf: impl FnOnce() -> Option<IoBuf>) {
+        let mut h = self.handoff.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *h, Handoff::Completed) {
+            Handoff::Then(f) => {
+                drop(h);
+                f(status);
+            }
+            // Sent under the lock: a waiter that sees `Completed` finds the result queued.
+            _ => {
+                let _ = self.tx.send((status, buf()));
+            }
+        }
+    }
+}
 
 impl IoCompletion for Sender {
     fn io_done(&self, mut io: BdevIo) {
-        let buf = io.take_buf();
-        let _ = self.0.send((io.status(), buf));
+        self.finish(io.status(), || io.take_buf());
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        // Dropped unanswered (its reactor went away): the request will never reach the disk.
+        let mut h = self.handoff.lock().unwrap_or_else(|p| p.into_inner());
+        if let Handoff::Then(f) = std::mem::replace(&mut *h, Handoff::Completed) {
+            drop(h);
+            f(IoStatus::Failed(libc::ECANCELED));
+        }
     }
 }
 
@@ -69,9 +113,11 @@ pub fn run_io(
 }
 
 /// A request started by [`start_io`], to wait for (as often as needed) with
-/// [`PendingIo::wait`].
+/// [`PendingIo::wait`], or to hand over with [`PendingIo::hand_over`]. Dropping it is safe:
+/// the request keeps its own buffer until the disk answers.
 pub struct PendingIo {
     rx: crossbeam::channel::Receiver<(IoStatus, Option<IoBuf>)>,
+    handoff: Arc<Mutex<Handoff>>,
     io_type: IoType,
     bdev: Arc<Bdev>,
     offset: u64,
@@ -98,6 +144,28 @@ impl PendingIo {
             }
         }
     }
+
+    /// Stops waiting for the request and hands its completion to `then`, which is called
+    /// with the request's status when it completes (on the reactor thread that completes it,
+    /// so it must be quick and must not block), or with `ECANCELED` if the request is dropped
+    /// unanswered. If the request already completed, `then` is not called and its result is
+    /// returned instead (as [`PendingIo::wait`] would).
+    pub fn hand_over(
+        self,
+        then: impl FnOnce(IoStatus) + Send + 'static,
+    ) -> Option<Result<Vec<u8>, BlockingIoError>> {
+        let mut h = self.handoff.lock().unwrap_or_else(|p| p.into_inner());
+        match &*h {
+            Handoff::Waiting => {
+                *h = Handoff::Then(Box::new(then));
+                None
+            }
+            _ => {
+                drop(h);
+                Some(self.wait(Duration::ZERO))
+            }
+        }
+    }
 }
 
 /// Starts one request on reactor `reactor` (for writes, `data` is written) without waiting.
@@ -119,6 +187,11 @@ pub fn start_io(
         });
     }
     let (tx, rx) = crossbeam::channel::bounded(1);
+    let handoff = Arc::new(Mutex::new(Handoff::Waiting));
+    let done = Sender {
+        tx,
+        handoff: handoff.clone(),
+    };
     let mut buf = if io_type.has_data() {
         Some(IoBuf::new(len as usize))
     } else {
@@ -133,7 +206,7 @@ pub fn start_io(
         let ch = match b2.get_io_channel() {
             Ok(c) => c,
             Err(_) => {
-                let _ = tx.send((IoStatus::Failed(libc::ENODEV), None));
+                done.finish(IoStatus::Failed(libc::ENODEV), || None);
                 return;
             }
         };
@@ -142,7 +215,7 @@ pub fn start_io(
         if let Some(b) = buf {
             io.set_buf(b, len as usize);
         }
-        io.set_callback(Rc::new(Sender(tx)), 0);
+        io.set_callback(Rc::new(done), 0);
         ch.submit(io);
     });
     if !sent {
@@ -150,6 +223,7 @@ pub fn start_io(
     }
     Ok(PendingIo {
         rx,
+        handoff,
         io_type,
         bdev: bdev.clone(),
         offset,

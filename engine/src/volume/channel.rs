@@ -785,6 +785,10 @@ impl DriverChannel for VolumeChannel {
         let mut st = core.st.borrow_mut();
         st.release_held(&core.shared);
         if let Some(io) = st.start(io, core) {
+            #[cfg(test)]
+            core.shared
+                .writes_deferred
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             st.deferred.push_back(io);
         }
         Ok(())

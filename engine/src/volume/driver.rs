@@ -169,7 +169,11 @@ pub struct VolumeShared {
     pub(crate) read_errors: AtomicU64,
     pub(crate) write_errors: AtomicU64,
     pub(crate) read_repairs_dropped: AtomicU64,
-    barrier: SyncBarrier,
+    /// Writes a channel deferred because a copy (or a fence) held their chunk (tests wait
+    /// for a write to be parked with it).
+    #[cfg(test)]
+    pub(crate) writes_deferred: AtomicU64,
+    barrier: Arc<SyncBarrier>,
     /// The resync running while the map has a read source: below its progress every
     /// writable plex equals the source (failure path only reads it).
     pub(crate) resync: arc_swap::ArcSwapOption<super::task::Task>,
@@ -188,7 +192,9 @@ impl VolumeShared {
         Arc::new(VolumeShared {
             dg: dg.to_string(),
             volume: volume.to_string(),
-            barrier: SyncBarrier::new(COPY_CHUNK_BYTES / block_size.max(1) as u64),
+            barrier: Arc::new(SyncBarrier::new(
+                COPY_CHUNK_BYTES / block_size.max(1) as u64,
+            )),
             name,
             generation: AtomicU64::new(map.generation),
             map: ArcSwap::from_pointee(map),
@@ -199,6 +205,8 @@ impl VolumeShared {
             read_errors: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             read_repairs_dropped: AtomicU64::new(0),
+            #[cfg(test)]
+            writes_deferred: AtomicU64::new(0),
             resync: arc_swap::ArcSwapOption::empty(),
         })
     }
@@ -242,8 +250,9 @@ impl VolumeShared {
         self.acked_event.fetch_max(id, Ordering::AcqRel);
     }
 
-    /// The barrier that keeps copies (resync, attach) and guest writes apart.
-    pub fn barrier(&self) -> &SyncBarrier {
+    /// The barrier that keeps copies (resync, attach) and guest writes apart (shared with
+    /// the fences of copy writes that outlived their copy: see `volume::fence`).
+    pub fn barrier(&self) -> &Arc<SyncBarrier> {
         &self.barrier
     }
 

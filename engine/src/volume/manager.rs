@@ -389,6 +389,13 @@ impl VolumeManager {
         &self.tasks
     }
 
+    /// Copy and repair writes still in flight after their copy was cancelled: each keeps its
+    /// chunk locked and its disk range out of allocation until the disk answers (see
+    /// `volume::fence`).
+    pub fn fenced_copy_writes(&self) -> usize {
+        self.tasks.fences().count()
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Group>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -15,6 +15,7 @@
 //! - [`manager`]: disk groups and the operations on them; commits before publishing.
 //! - [`ops`]: volume and plex operations (create, start, stop, delete, detach).
 //! - [`task`]: long-running operations (plex attach, resync) with progress.
+//! - [`fence`]: copy writes still in flight after their copy was cancelled, and what they hold.
 //! - [`resync`]: crash resync and plex attach, run as tasks.
 //! - [`print`](mod@print): `vxprint -ht`-style listings.
 //! - [`raid`]: SPDK's `bdev_raid_*` methods (raid0, raid1, concat) mapped onto volumes.
@@ -27,6 +28,7 @@ pub mod channel;
 pub mod configdb;
 pub mod disk;
 pub mod driver;
+pub mod fence;
 pub mod layered;
 pub mod layout;
 pub mod manager;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::alloc::{self, AllocRequest, DiskSpace};
 use super::driver::{self, MapReadPolicy, PlexMap, VolumeBdev, VolumeMap, VolumeShared};
+use super::fence::FenceList;
 use super::layout::{Column, Extent, PlexGeometry};
 use super::manager::{check_name, group_mut, was_running, Group, VmError, VolumeManager};
 use super::objects::{
@@ -47,16 +48,33 @@ pub struct VolumeCreate {
 }
 
 /// Free space on the group's usable disks (present, condition OK) in `cfg`, as the allocator
-/// sees it.
-pub(crate) fn usable_space(g: &Group, cfg: &DgConfig) -> Vec<DiskSpace> {
+/// sees it: less the ranges under copy writes still in flight from cancelled copies
+/// (`fences`), which a new subdisk there would get overwritten by (see `volume::fence`).
+pub(crate) fn usable_space(g: &Group, cfg: &DgConfig, fences: &FenceList) -> Vec<DiskSpace> {
     cfg.disks
         .iter()
-        .filter(|d| d.condition == DiskCondition::Ok && g.members.contains_key(&d.name))
-        .map(|d| DiskSpace {
-            disk: d.name.clone(),
-            free: cfg.free_space(&d.name),
-            spare: d.spare,
-            nohotuse: d.nohotuse,
+        .filter(|d| d.condition == DiskCondition::Ok)
+        .filter_map(|d| {
+            let m = g.members.get(&d.name)?;
+            let bs = u64::from(cfg.block_size.max(1));
+            let reserved: Vec<(u64, u64)> = fences
+                .reserved(m.bdev.name())
+                .into_iter()
+                .map(|(off, len)| {
+                    let first = (off / bs).saturating_sub(d.public_offset);
+                    let last = (off + len).div_ceil(bs).saturating_sub(d.public_offset);
+                    (first, last - first)
+                })
+                .collect();
+            if !reserved.is_empty() {
+                tracing::warn!(disk = %d.name, "{} range(s) under copy writes still in flight are not allocated until the disk answers", reserved.len());
+            }
+            Some(DiskSpace {
+                disk: d.name.clone(),
+                free: super::fence::subtract(&cfg.free_space(&d.name), &reserved),
+                spare: d.spare,
+                nohotuse: d.nohotuse,
+            })
         })
         .collect()
 }
@@ -431,7 +449,7 @@ impl VolumeManager {
             .as_deref()
             .map(|l| resolve_disks(&cfg0, l))
             .transpose()?;
-        let space = usable_space(g, &cfg0);
+        let space = usable_space(g, &cfg0, self.tasks.fences());
         let plan = alloc::allocate(
             &space,
             &AllocRequest {
@@ -729,6 +747,8 @@ impl VolumeManager {
             g.cfg.block_size,
             self.events.clone(),
         );
+        // Copy writes fenced before a restart still hold their chunks (before any I/O).
+        self.tasks.fences().carry_over(&dg, name, shared.barrier());
         let spec = BdevSpec {
             name: bdev_name,
             aliases: Vec::new(),
@@ -774,16 +794,24 @@ impl VolumeManager {
             }
         }
         self.tasks.cancel_volume(&dg, name);
+        let deadline = std::time::Instant::now() + self.stop_wait();
         let drained = self.engine.delete_bdev_within(
             &bdev_name,
             Some(driver::PRODUCT_NAME),
             self.stop_wait(),
         )?;
         let shared = g.volumes.remove(name);
+        // Copy writes of cancelled copies still in flight (bounded by the same wait).
+        let fenced = self.tasks.fences().wait_volume(&dg, name, deadline);
         // CLEAN vouches for every plex holding every write: only once every request finished,
         // every failure was recorded and every disk is flushed.
         let unclean = if !drained {
             Some("requests were still in flight when the stop stopped waiting".to_string())
+        } else if !fenced.is_empty() {
+            Some(format!(
+                "copy writes to {} were still in flight when the stop stopped waiting",
+                fenced.join(", ")
+            ))
         } else if g.disabled.contains(name) {
             Some("a failure could not be recorded (the volume is disabled)".to_string())
         } else if shared.as_ref().is_some_and(|s| !s.events_handled()) {

@@ -38,13 +38,14 @@ pub struct Move {
 fn take_space(
     cfg: &mut DgConfig,
     g: &Group,
+    fences: &super::fence::FenceList,
     len: u64,
     exclude: Vec<String>,
     only: Option<Vec<String>>,
     contiguous: bool,
 ) -> Result<Vec<SubdiskRecord>, VmError> {
     let plan = alloc::allocate(
-        &super::ops::usable_space(g, cfg),
+        &super::ops::usable_space(g, cfg, fences),
         &AllocRequest {
             len,
             nmirror: 1,
@@ -180,7 +181,15 @@ impl VolumeManager {
                         .map(|(s, _, _, _)| s.disk.clone()),
                 );
                 let mut at = have;
-                for sd in take_space(&mut cfg, g, want_col - have, exclude, None, false)? {
+                for sd in take_space(
+                    &mut cfg,
+                    g,
+                    self.tasks.fences(),
+                    want_col - have,
+                    exclude,
+                    None,
+                    false,
+                )? {
                     let l = sd.len;
                     added.push((sd, p.name.clone(), c, at));
                     at += l;
@@ -301,7 +310,16 @@ impl VolumeManager {
             }
         }
         let mut cfg = g.cfg.clone();
-        let new = take_space(&mut cfg, g, old.len, exclude, only, true)?.remove(0);
+        let new = take_space(
+            &mut cfg,
+            g,
+            self.tasks.fences(),
+            old.len,
+            exclude,
+            only,
+            true,
+        )?
+        .remove(0);
         g.commit(&self.engine, cfg)?;
         g.moves.insert(
             vol.clone(),

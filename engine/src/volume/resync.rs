@@ -10,7 +10,7 @@ use super::alloc::{self, AllocRequest};
 use super::driver::VolumeMap;
 use super::manager::{group_mut, Group, VmError, VolumeManager};
 use super::objects::{DiskCondition, KernelState, PlexRecord, PlexState, VolumeState};
-use super::task::{self, CopyPlex, Task, TaskState};
+use super::task::{self, CopyPlex, PlexIoError, Task, TaskState};
 
 fn copy_plex(map: &VolumeMap, idx: usize) -> CopyPlex {
     CopyPlex {
@@ -213,7 +213,7 @@ impl VolumeManager {
                         );
                     }
                 }
-                let space = super::ops::usable_space(g, &cfg);
+                let space = super::ops::usable_space(g, &cfg, self.tasks.fences());
                 let disks = alloc_disks
                     .map(|l| super::ops::resolve_disks(&cfg, l))
                     .transpose()?;
@@ -453,8 +453,18 @@ impl VolumeManager {
             let Some(good_name) = map.plexes.get(good).map(|p| p.name.clone()) else {
                 return;
             };
+            // Registered like a copy, so that a detach, stop, deport or shutdown cancels it
+            // (promptly even if the disk never answers: its write is then fenced). Under the
+            // group lock: an operation either cancels it, or published its map before (and
+            // the repair sees the plex gone under the barrier).
+            let task = {
+                let _groups = self.lock();
+                self.tasks
+                    .start_repair(volume.dg(), volume.volume(), &good_name, &name)
+            };
             let r = repair_range(
                 &self.engine,
+                &task,
                 volume,
                 (&good_name, &name),
                 &source,
@@ -463,6 +473,13 @@ impl VolumeManager {
                 offset,
                 num,
             );
+            self.tasks.end_repair(&task);
+            let r = match r {
+                Ok(true) => Ok(()),
+                // Cancelled: whoever cancelled it decides the plex's fate.
+                Ok(false) => return,
+                Err(e) => Err(e),
+            };
             let mut groups = self.lock();
             let (dg, vol) = (volume.dg(), volume.volume());
             let detach = match &r {
@@ -493,10 +510,12 @@ impl VolumeManager {
 
 /// Copies `[offset, offset + num)` from `source` to `target`, one barrier chunk at a time,
 /// skipping chunks once the source no longer serves reads or the target no longer takes
-/// writes in the current map (`names`: source, target).
+/// writes in the current map (`names`: source, target). Returns Ok(false) if `task` (the
+/// repair's registration) was cancelled before it finished.
 #[allow(clippy::too_many_arguments)]
 fn repair_range(
     engine: &crate::Engine,
+    task: &Task,
     volume: &super::driver::VolumeShared,
     names: (&str, &str),
     source: &CopyPlex,
@@ -504,49 +523,39 @@ fn repair_range(
     bs: u64,
     offset: u64,
     num: u64,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let barrier = volume.barrier();
     let chunk = barrier.chunk_blocks();
-    let never = std::sync::atomic::AtomicBool::new(false);
     let end = offset + num;
     let mut at = offset;
     while at < end {
         let c = at / chunk;
         let n = (chunk - at % chunk).min(end - at);
         let mut buf = vec![0u8; (n * bs) as usize];
-        barrier.raise(c, &never);
+        let _g = task.chunk_lock();
+        if task.cancelled() || !barrier.raise(c, task.cancel_flag()) {
+            return Ok(false);
+        }
         let cur = volume.map();
         let still = cur.plexes.iter().any(|p| p.name == names.0 && p.readable)
             && cur.plexes.iter().any(|p| p.name == names.1 && p.writable);
         if !still {
             barrier.lower(c);
-            return Ok(());
+            return Ok(true);
         }
-        let r = task::plex_io(
-            engine,
-            source,
-            bs,
-            at,
-            n,
-            crate::bdev::IoType::Read,
-            &mut buf,
-            barrier,
-        )
-        .and_then(|_| {
-            task::plex_io(
-                engine,
-                target,
-                bs,
-                at,
-                n,
-                crate::bdev::IoType::Write,
-                &mut buf,
-                barrier,
-            )
-        });
+        let io = |p: &CopyPlex, op, buf: &mut [u8]| {
+            task::plex_io(engine, task, p, bs, at, n, op, buf, barrier)
+        };
+        let r = io(source, crate::bdev::IoType::Read, &mut buf)
+            .and_then(|_| io(target, crate::bdev::IoType::Write, &mut buf));
+        // A write still in flight keeps the chunk raised through its fence.
         barrier.lower(c);
-        r?;
+        match r {
+            Ok(()) => {}
+            Err(PlexIoError::Stopped) => return Ok(false),
+            Err(PlexIoError::Failed(e)) => return Err(e),
+        }
         at += n;
     }
-    Ok(())
+    Ok(true)
 }

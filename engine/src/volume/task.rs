@@ -6,7 +6,9 @@
 //! chunk from the source plex to the targets, and lowers the barrier; guest writes that hit a
 //! raised barrier wait in their channel. So a guest write can never be overwritten by an older
 //! copy of its block, and mirrors end identical. Progress is checkpointed in the configuration
-//! so a copy resumes after a crash.
+//! so a copy resumes after a crash. A copy cancelled while a write of it is still in flight
+//! returns at once and leaves that write to a fence (`super::fence`), which keeps the chunk
+//! locked until the disk answers.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::fence::FenceList;
 use super::layout::PlexGeometry;
 use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
@@ -29,6 +32,8 @@ struct Bucket {
     raised: AtomicU32,
     /// Held by the one copier working on the chunk (copiers exclude each other).
     copier: AtomicU32,
+    /// Fences holding the chunk (each also counts in `raised`): no copier takes it meanwhile.
+    fenced: AtomicU32,
 }
 
 /// Keeps copies and guest writes to the same chunk apart (md's resync barrier): writers count
@@ -60,7 +65,8 @@ impl SyncBarrier {
 
     /// How long a copier waits for one I/O before it logs that the disk is slow (it keeps
     /// waiting, with the chunk locked: a copy write that landed after the chunk was released
-    /// could overwrite a newer guest write).
+    /// could overwrite a newer guest write; if its task is cancelled meanwhile, a fence keeps
+    /// the chunk locked instead, see `volume::fence`).
     pub fn io_timeout(&self) -> Duration {
         Duration::from_millis(self.io_timeout_ms.load(Ordering::Relaxed))
     }
@@ -118,10 +124,12 @@ impl SyncBarrier {
     pub(crate) fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
         let b = self.bucket(chunk);
         // One copier per chunk at a time (a resync and a read repair must not cross-copy).
+        // Nor over a copy write still in flight from a cancelled copy (see `volume::fence`).
         let took = || {
-            b.copier
-                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
+            b.fenced.load(Ordering::SeqCst) == 0
+                && b.copier
+                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
         };
         if !wait_until(took, cancel) {
             return false;
@@ -138,6 +146,22 @@ impl SyncBarrier {
         let b = self.bucket(chunk);
         b.raised.fetch_sub(1, Ordering::SeqCst);
         b.copier.store(0, Ordering::SeqCst);
+    }
+
+    /// A fence holds chunk `chunk` (writers and copiers keep away) until
+    /// [`SyncBarrier::fence_release`]. Called by the copier holding the chunk before it lowers
+    /// its own hold, or on a barrier no copier uses yet. Any thread may call it.
+    pub(crate) fn fence_hold(&self, chunk: u64) {
+        let b = self.bucket(chunk);
+        b.fenced.fetch_add(1, Ordering::SeqCst);
+        b.raised.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends a [`SyncBarrier::fence_hold`]. Only atomics: safe on a reactor thread.
+    pub(crate) fn fence_release(&self, chunk: u64) {
+        let b = self.bucket(chunk);
+        b.raised.fetch_sub(1, Ordering::SeqCst);
+        b.fenced.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Takes every chunk of the volume, as [`SyncBarrier::raise`] does one: returns once no
@@ -230,9 +254,11 @@ pub struct Task {
     ended_after: Mutex<Option<f64>>,
     finished: std::sync::Condvar,
     cancel: AtomicBool,
-    /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O happens
-    /// after a cancel returns.
+    /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O starts
+    /// after a cancel returns (a write still in flight then is fenced: see `volume::fence`).
     chunk: Mutex<()>,
+    /// Where a cancelled copy hands the write it still waits for.
+    fences: Arc<FenceList>,
     #[cfg(test)]
     hook: Option<Hook>,
 }
@@ -274,6 +300,11 @@ impl Task {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// Held while the task works on a chunk (cancelling waits for it).
+    pub(crate) fn chunk_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.chunk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The flag cancelling sets (for waits that must end on a cancel).
     pub(crate) fn cancel_flag(&self) -> &AtomicBool {
         &self.cancel
@@ -296,6 +327,9 @@ impl Task {
         self.finished.notify_all();
     }
 
+    /// Cancels the task and waits until it no longer works on a chunk. Prompt even if a disk
+    /// never answers: a copier waiting for an I/O notices the cancel within
+    /// [`CANCEL_SLICE`] and fences the I/O instead of waiting on.
     fn cancel_and_wait(&self) {
         self.cancel.store(true, Ordering::Relaxed);
         drop(self.chunk.lock().unwrap_or_else(|p| p.into_inner()));
@@ -351,6 +385,10 @@ impl Task {
 #[derive(Default)]
 pub struct TaskList {
     tasks: Mutex<Vec<Arc<Task>>>,
+    /// Read repairs running now: cancelled like tasks, but not listed (they are short).
+    repairs: Mutex<Vec<Arc<Task>>>,
+    /// Copy writes still in flight after their copy was cancelled.
+    fences: Arc<FenceList>,
     next: AtomicU64,
     /// Test hook handed to every task (and called by the manager at its own hook points).
     #[cfg(test)]
@@ -384,10 +422,29 @@ impl TaskList {
         start: u64,
         total: u64,
     ) -> Arc<Task> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let t = self.new_task(id, kind, dg, volume, plex, targets, source, start, total);
+        self.lock().push(t.clone());
+        t
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_task(
+        &self,
+        id: u64,
+        kind: &'static str,
+        dg: &str,
+        volume: &str,
+        plex: Option<&str>,
+        targets: &[String],
+        source: Option<&str>,
+        start: u64,
+        total: u64,
+    ) -> Arc<Task> {
         let mut written: Vec<String> = plex.iter().map(|p| p.to_string()).collect();
         written.extend(targets.iter().filter(|t| Some(t.as_str()) != plex).cloned());
-        let t = Arc::new(Task {
-            id: self.next.fetch_add(1, Ordering::Relaxed) + 1,
+        Arc::new(Task {
+            id,
             kind,
             dg: dg.to_string(),
             volume: volume.to_string(),
@@ -403,11 +460,72 @@ impl TaskList {
             finished: std::sync::Condvar::new(),
             cancel: AtomicBool::new(false),
             chunk: Mutex::new(()),
+            fences: self.fences.clone(),
             #[cfg(test)]
             hook: self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        });
-        self.lock().push(t.clone());
+        })
+    }
+
+    fn repairs(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Task>>> {
+        self.repairs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a read repair of plex `target` from plex `source` on volume `dg`/`volume`:
+    /// cancelled like a copy writing `target` and reading `source` (it is not listed). End it
+    /// with [`TaskList::end_repair`].
+    pub(crate) fn start_repair(
+        &self,
+        dg: &str,
+        volume: &str,
+        source: &str,
+        target: &str,
+    ) -> Arc<Task> {
+        // Id 0: not a listed task (`task_list` ids stay consecutive).
+        let t = self.new_task(
+            0,
+            "read_repair",
+            dg,
+            volume,
+            Some(target),
+            &[],
+            Some(source),
+            0,
+            0,
+        );
+        self.repairs().push(t.clone());
         t
+    }
+
+    /// A read repair ended.
+    pub(crate) fn end_repair(&self, t: &Arc<Task>) {
+        t.set_state(if t.cancelled() {
+            TaskState::Cancelled
+        } else {
+            TaskState::Done
+        });
+        self.repairs().retain(|r| !Arc::ptr_eq(r, t));
+    }
+
+    /// Copy writes still in flight after their copy was cancelled.
+    pub fn fences(&self) -> &Arc<FenceList> {
+        &self.fences
+    }
+
+    /// Running tasks (read repairs included) that `f` selects.
+    fn running_where(&self, f: impl Fn(&Task) -> bool) -> Vec<Arc<Task>> {
+        let mut hit: Vec<Arc<Task>> = self
+            .lock()
+            .iter()
+            .filter(|t| t.state() == TaskState::Running && f(t))
+            .cloned()
+            .collect();
+        hit.extend(
+            self.repairs()
+                .iter()
+                .filter(|t| t.state() == TaskState::Running && f(t))
+                .cloned(),
+        );
+        hit
     }
 
     /// Every task.
@@ -432,13 +550,7 @@ impl TaskList {
     }
 
     fn cancel_where(&self, f: impl Fn(&Task) -> bool) {
-        let hit: Vec<Arc<Task>> = self
-            .lock()
-            .iter()
-            .filter(|t| t.state() == TaskState::Running && f(t))
-            .cloned()
-            .collect();
-        for t in hit {
+        for t in self.running_where(f) {
             t.cancel_and_wait();
         }
     }
@@ -467,18 +579,14 @@ impl TaskList {
                 .any(|p| p.as_ref().is_some_and(|p| plexes.contains(p)))
                 || t.targets.iter().any(|p| plexes.contains(p))
         };
-        let hit: Vec<Arc<Task>> = self
-            .lock()
-            .iter()
-            .filter(|t| {
-                t.state() == TaskState::Running && t.dg == dg && t.volume == volume && uses(t)
-            })
-            .cloned()
-            .collect();
+        let hit = self.running_where(|t| t.dg == dg && t.volume == volume && uses(t));
         for t in &hit {
             t.cancel_and_wait();
         }
-        hit
+        // Repairs are not restarted.
+        hit.into_iter()
+            .filter(|t| t.kind != "read_repair")
+            .collect()
     }
 
     /// Stops the running tasks of `kind` on a volume.
@@ -505,52 +613,105 @@ pub(crate) struct CopyPlex {
     pub(crate) disks: Vec<Arc<Bdev>>,
 }
 
-/// Reads `[offset, offset + num)` of a plex into `buf`, or writes `buf` there. Each I/O is
-/// waited for until it really completed, however long that takes (a warning every
-/// `barrier.io_timeout()`): the caller holds the chunk under `barrier`, and releasing it
-/// while a copy write is still in flight would let that write land after a newer guest write.
+/// How often a copier waiting for an I/O checks whether its task was cancelled (at most;
+/// shorter if the barrier's I/O timeout is shorter).
+pub(crate) const CANCEL_SLICE: Duration = Duration::from_millis(100);
+
+/// Why [`plex_io`] did not complete.
+#[derive(Debug)]
+pub(crate) enum PlexIoError {
+    /// An I/O failed (or could not be started); the message says why.
+    Failed(String),
+    /// The task was cancelled while it waited: no I/O of the range is waited for any more
+    /// (a write still in flight was fenced). The caller lowers its hold and stops.
+    Stopped,
+}
+
+impl From<String> for PlexIoError {
+    fn from(e: String) -> Self {
+        PlexIoError::Failed(e)
+    }
+}
+
+/// Reads `[offset, offset + num)` of a plex into `buf`, or writes `buf` there, for `task`,
+/// which holds the range's chunk under `barrier`. Each I/O is waited for until it really
+/// completed, however long that takes (a warning every `barrier.io_timeout()`): releasing the
+/// chunk while a copy write is still in flight would let that write land after a newer guest
+/// write. If the task is cancelled meanwhile, the wait ends ([`PlexIoError::Stopped`]): a
+/// write still in flight is handed to a fence that keeps the chunk raised until the disk
+/// answers (see `volume::fence`), a read is dropped (it owns its buffer; a late read changes
+/// nothing). So a disk that never answers cannot block whoever cancels the task.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plex_io(
     engine: &Engine,
+    task: &Task,
     p: &CopyPlex,
     bs: u64,
     offset: u64,
     num: u64,
     op: IoType,
     buf: &mut [u8],
-    barrier: &SyncBarrier,
-) -> Result<(), String> {
+    barrier: &Arc<SyncBarrier>,
+) -> Result<(), PlexIoError> {
     let mut segs = Vec::new();
     p.geometry
         .map(offset, num, |s| segs.push(s))
         .map_err(|e| e.to_string())?;
     for s in segs {
+        if task.cancelled() {
+            return Err(PlexIoError::Stopped);
+        }
         let disk = p
             .disks
             .get(s.target as usize)
-            .ok_or("plex refers to an unknown disk")?;
+            .ok_or("plex refers to an unknown disk".to_string())?;
         let range = (s.req_offset * bs) as usize..((s.req_offset + s.len) * bs) as usize;
         let data = match op {
             IoType::Write => Some(&buf[range.clone()]),
             _ => None,
         };
-        let io = start_io(engine, 0, disk, op, s.target_offset * bs, s.len * bs, data)
-            .map_err(|e| e.to_string())?;
+        let (at, len) = (s.target_offset * bs, s.len * bs);
+        let io = start_io(engine, 0, disk, op, at, len, data).map_err(|e| e.to_string())?;
         let mut waited = Duration::ZERO;
+        let mut since_warn = Duration::ZERO;
         let out = loop {
-            let t = barrier.io_timeout();
-            match io.wait(t) {
+            let timeout = barrier.io_timeout();
+            let slice = timeout.min(CANCEL_SLICE);
+            match io.wait(slice) {
                 Err(BlockingIoError::TimedOut(_)) => {
-                    waited += t;
-                    barrier.slow_ios.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        disk = %disk.name(),
-                        "copy {} of {} blocks at block {} has not completed after {:?}; its chunk stays locked (guest writes to it wait) until the disk answers",
-                        op.name(),
-                        s.len,
-                        s.target_offset,
-                        waited
-                    );
+                    waited += slice;
+                    since_warn += slice;
+                    if since_warn >= timeout {
+                        since_warn = Duration::ZERO;
+                        barrier.slow_ios.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            disk = %disk.name(),
+                            "copy {} of {} blocks at block {} has not completed after {:?}; its chunk stays locked (guest writes to it wait) until the disk answers",
+                            op.name(),
+                            s.len,
+                            s.target_offset,
+                            waited
+                        );
+                    }
+                    if task.cancelled() {
+                        if op != IoType::Write {
+                            return Err(PlexIoError::Stopped);
+                        }
+                        let chunk = offset / barrier.chunk_blocks();
+                        let r = task.fences.fence(
+                            &task.dg,
+                            &task.volume,
+                            barrier,
+                            chunk,
+                            disk,
+                            at,
+                            len,
+                            io,
+                        );
+                        // Completed meanwhile or fenced: either way this copy stops here.
+                        drop(r);
+                        return Err(PlexIoError::Stopped);
+                    }
                 }
                 r => break r,
             }
@@ -572,7 +733,7 @@ pub(crate) fn plex_io(
 pub(crate) fn copy(
     engine: &Engine,
     task: &Task,
-    barrier: &SyncBarrier,
+    barrier: &Arc<SyncBarrier>,
     source: &CopyPlex,
     targets: &[CopyPlex],
     bs: u64,
@@ -605,15 +766,25 @@ pub(crate) fn copy(
                 return Ok(false);
             }
             let data = &mut buf[..(n * bs) as usize];
-            let r = plex_io(engine, source, bs, at, n, IoType::Read, data, barrier).map(|_| {
-                for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
-                    if let Err(e) = plex_io(engine, t, bs, at, n, IoType::Write, data, barrier) {
-                        failed.push((i, e));
+            let r = plex_io(engine, task, source, bs, at, n, IoType::Read, data, barrier).and_then(
+                |_| {
+                    for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
+                        match plex_io(engine, task, t, bs, at, n, IoType::Write, data, barrier) {
+                            Ok(()) => {}
+                            Err(PlexIoError::Failed(e)) => failed.push((i, e)),
+                            Err(PlexIoError::Stopped) => return Err(PlexIoError::Stopped),
+                        }
                     }
-                }
-            });
+                    Ok(())
+                },
+            );
+            // A write still in flight keeps the chunk raised through its fence.
             barrier.lower(c);
-            r?;
+            match r {
+                Ok(()) => {}
+                Err(PlexIoError::Stopped) => return Ok(false),
+                Err(PlexIoError::Failed(e)) => return Err(e),
+            }
             task.done.store(at + n, Ordering::Relaxed);
         }
         for (i, e) in failed {

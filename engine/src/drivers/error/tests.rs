@@ -317,6 +317,55 @@ fn held_writes_land_when_cleared() {
     engine.shutdown();
 }
 
+/// A blocking request handed over (`PendingIo::hand_over`) reports its completion to the new
+/// owner, and one whose waiter went away still completes into its own buffer: a held read
+/// dropped and a held write handed over both land once cleared, without the waiter.
+#[test]
+fn held_requests_handed_over_or_dropped_complete_safely() {
+    let engine = engine_with_ee(PollMode::Adaptive);
+    let (ee, base) = bdevs(&engine);
+    inject(
+        &engine,
+        json!({"io_type": "write", "error_type": "hold", "num": 1}),
+    )
+    .unwrap();
+    inject(
+        &engine,
+        json!({"io_type": "read", "error_type": "hold", "num": 1}),
+    )
+    .unwrap();
+    let data = pattern(512, 9);
+    let write = blocking::start_io(&engine, 0, &ee, IoType::Write, 0, 512, Some(&data)).unwrap();
+    let read = blocking::start_io(&engine, 0, &ee, IoType::Read, 512, 512, None).unwrap();
+    assert!(matches!(
+        write.wait(Duration::from_millis(50)),
+        Err(BlockingIoError::TimedOut(_))
+    ));
+    let (tx, rx) = std::sync::mpsc::channel();
+    assert!(write.hand_over(move |st| tx.send(st).unwrap()).is_none());
+    drop(read);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(50)).is_err(),
+        "still held"
+    );
+    inject(&engine, json!({"io_type": "clear", "error_type": "hold"})).unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        IoStatus::Success
+    );
+    assert_eq!(blocking::read(&engine, &base, 0, 512).unwrap(), data);
+    // The dropped read completed too (the bdev drains: nothing is left in flight).
+    blocking::read(&engine, &ee, 512, 512).unwrap();
+    // Handing over a request that already completed returns its result instead.
+    let done = blocking::start_io(&engine, 0, &ee, IoType::Read, 0, 512, None).unwrap();
+    // A later request on the same reactor completes after it.
+    blocking::read(&engine, &ee, 0, 512).unwrap();
+    let got = done.hand_over(|_| panic!("already completed: not handed over"));
+    assert_eq!(got.expect("completed").unwrap(), data);
+    drop((ee, base));
+    engine.shutdown();
+}
+
 #[test]
 fn deleting_the_error_bdev_fails_its_pending_requests() {
     let engine = engine_with_ee(PollMode::Interrupt);

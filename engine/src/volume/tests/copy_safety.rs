@@ -1,5 +1,6 @@
 //! Copies that must stop, restart or be abandoned when plexes fail or plexd dies.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
@@ -416,5 +417,315 @@ fn a_copy_write_that_outlives_its_timeout_keeps_its_chunk_locked() {
     assert_eq!(resync.state(), TaskState::Done);
     drop((vol, shared));
     vm.shutdown();
+    e.shutdown();
+}
+
+/// Runs `f` on another thread and returns what it returned; fails the test if it has not
+/// returned within 20 s (it hung behind a copy I/O the disk never answers).
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+        panic!("{what} did not return within 20 s: it hangs behind a copy write the disk never answers")
+    })
+}
+
+/// A crashed `n`-way mirror whose resync's first write to `plexes[1]` hangs in the disk (the
+/// error bdev's `hold`, released only by a clear) and has outlived the copier's (shortened)
+/// I/O timeout. Returns the manager, the data written before the crash, the plexes and the
+/// held error bdev.
+fn hung_resync_write(
+    e: &Arc<Engine>,
+    n: u32,
+) -> (Arc<VolumeManager>, Vec<u8>, Vec<String>, String) {
+    use crate::drivers::error::{Arming, ErrorKind, InjectTarget};
+    let d = error_disks(e, n as usize, 16);
+    let (vm, gate, data, plexes) = crashed_mirror(e, &d, n, 0);
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    shared.barrier().set_io_timeout(Duration::from_millis(200));
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let held = cfg
+        .disk(&plex_disk(&vm, &plexes[1]))
+        .unwrap()
+        .device
+        .clone();
+    err_state(e, &held)
+        .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+        .unwrap();
+    gate.open();
+    wait_until("the copy write to outlive its timeout", || {
+        shared.barrier().slow_ios() >= 1
+    });
+    (vm, data, plexes, held)
+}
+
+/// Calls JSON-RPC method `method` of `vm` (on another thread, bounded by [`within`]).
+fn rpc(
+    vm: &Arc<VolumeManager>,
+    method: &'static str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let vm = vm.clone();
+    within(method, move || {
+        let mut t = plexd_control::MethodTable::new();
+        crate::volume::rpc::register(&mut t, &vm);
+        let m = t.get(method).unwrap();
+        (m.handler)(Some(params))
+    })
+    .unwrap_or_else(|e| panic!("{method}: {e:?}"))
+}
+
+/// A resync whose copy write the disk never answers: stopping the volume returns (the write
+/// is fenced), and JSON-RPC operations on another volume keep working meanwhile. The volume
+/// restarted while the write still hangs keeps that chunk locked: a guest write to it waits
+/// until the late copy write landed, so both plexes read back the guest write.
+#[test]
+fn a_hung_copy_write_does_not_freeze_stop_or_other_volumes() {
+    let e = engine();
+    let (vm, data, plexes, held) = hung_resync_write(&e, 2);
+    // The stop gives up waiting for the fenced write quickly.
+    vm.set_stop_wait(Duration::from_millis(300));
+    let m = vm.clone();
+    within("volume_stop of the resyncing volume", move || {
+        m.volume_stop("dg01", "vol01")
+    })
+    .expect("volume_stop");
+    assert_eq!(vm.fenced_copy_writes(), 1, "the held copy write is fenced");
+    // Another volume, through JSON-RPC, while the copy write still hangs.
+    rpc(
+        &vm,
+        "volume_create",
+        serde_json::json!({"dg": "dg01", "name": "other", "size": "1M", "layout": "mirror"}),
+    );
+    let other = e.bdevs().get("dg01/other").unwrap();
+    let mine = pattern(61, 1 << 20);
+    write(&e, &other, 0, &mine).unwrap();
+    assert!(read(&e, &other, 0, 1 << 20).unwrap() == mine);
+    drop(other);
+    rpc(
+        &vm,
+        "volume_stop",
+        serde_json::json!({"dg": "dg01", "name": "other"}),
+    );
+    rpc(&vm, "volume_list", serde_json::json!({"dg": "dg01"}));
+    rpc(
+        &vm,
+        "volume_delete",
+        serde_json::json!({"dg": "dg01", "name": "other"}),
+    );
+    // Restarted while the write still hangs; its resync waits before its first chunk, so
+    // it cannot copy over what the late write leaves until the plexes were checked.
+    let again = hold_resync_at(&vm, 0);
+    let m = vm.clone();
+    within("volume_start", move || m.volume_start("dg01", "vol01")).expect("volume_start");
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let parked = shared.writes_deferred.load(Ordering::Relaxed);
+    let new = pattern(64, 64 << 10);
+    let writer = {
+        let (e, vol, new) = (e.clone(), vol.clone(), new.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &new))
+    };
+    wait_until("the guest write to wait for its chunk or complete", || {
+        shared.writes_deferred.load(Ordering::Relaxed) > parked || writer.is_finished()
+    });
+    // The disk answers: the late copy write lands, then the guest write may go.
+    err_state(&e, &held).clear();
+    writer.join().unwrap().expect("the guest write");
+    wait_until("the fenced write to land", || vm.fenced_copy_writes() == 0);
+    let mut want = data;
+    want[..new.len()].copy_from_slice(&new);
+    let check = |when: &str| {
+        for p in &plexes {
+            assert!(
+                plex_read(&vm, &vol, p, 0, 4 << 11) == want,
+                "{when}: plex {p} does not hold the guest write (the late copy write landed over it)"
+            );
+        }
+    };
+    check("once the late copy write landed");
+    again.open();
+    wait_until("the resync to end", || {
+        vm.tasks()
+            .list()
+            .iter()
+            .all(|t| t.kind != "resync" || t.state() != TaskState::Running)
+    });
+    check("after the resync");
+    drop((vol, shared));
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// Detaching another plex cancels a resync whose write to `plexes[1]` hangs: the detach
+/// returns, and a guest write to the hung chunk made meanwhile waits until the late copy
+/// write landed, so every plex left in the map reads back the guest write, never the copy's
+/// older data.
+#[test]
+fn a_fenced_copy_write_never_lands_over_a_newer_guest_write() {
+    let e = engine();
+    let (vm, data, plexes, held) = hung_resync_write(&e, 3);
+    // The resync the detach restarts waits before its first chunk, so it cannot copy over
+    // what the late write leaves until the plexes were checked.
+    let again = hold_resync_at(&vm, 0);
+    let m = vm.clone();
+    let p2 = plexes[2].clone();
+    within("plex_detach of another plex", move || {
+        m.plex_detach("dg01", &p2, false)
+    })
+    .expect("plex_detach");
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let parked = shared.writes_deferred.load(Ordering::Relaxed);
+    let new = pattern(62, 64 << 10);
+    let writer = {
+        let (e, vol, new) = (e.clone(), vol.clone(), new.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &new))
+    };
+    // The guest write is made while the copy write hangs: it either waits for the chunk or
+    // (were the chunk released) completes at once.
+    wait_until("the guest write to wait for its chunk or complete", || {
+        shared.writes_deferred.load(Ordering::Relaxed) > parked || writer.is_finished()
+    });
+    // The disk answers: the late copy write lands, then the guest write may go.
+    err_state(&e, &held).clear();
+    writer.join().unwrap().expect("the guest write");
+    wait_until("the fenced write to land", || vm.fenced_copy_writes() == 0);
+    let mut want = data;
+    want[..new.len()].copy_from_slice(&new);
+    let check = |when: &str| {
+        for p in &plexes[..2] {
+            assert!(
+                plex_read(&vm, &vol, p, 0, 4 << 11) == want,
+                "{when}: plex {p} does not hold the guest write (the late copy write landed over it)"
+            );
+        }
+    };
+    check("once the late copy write landed");
+    again.open();
+    wait_until("the resync to end", || {
+        vm.tasks()
+            .list()
+            .iter()
+            .all(|t| t.kind != "resync" || t.state() != TaskState::Running)
+    });
+    check("after the resync");
+    drop((vol, shared));
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// Dissociating a plex whose resync write hangs frees its subdisk in the configuration, but
+/// the range under the fenced write is not handed out again until the write landed: a
+/// volume created on that disk meanwhile keeps its data when the late write lands.
+#[test]
+fn space_under_a_fenced_copy_write_is_not_reused() {
+    let e = engine();
+    let (vm, _, plexes, held) = hung_resync_write(&e, 2);
+    let disk = plex_disk(&vm, &plexes[1]);
+    let m = vm.clone();
+    let p1 = plexes[1].clone();
+    within("plex_detach -dissociate of the hung target", move || {
+        m.plex_detach("dg01", &p1, true)
+    })
+    .expect("plex_detach");
+    let m = vm.clone();
+    let new = within("volume_create on the freed disk", move || {
+        m.volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "new".into(),
+            size: 4 << 20,
+            layout: "concat".into(),
+            alloc: Some(vec![disk]),
+            ..Default::default()
+        })
+    })
+    .expect("volume_create");
+    let new = e.bdevs().get(&new).unwrap();
+    let mine = pattern(63, 4 << 20);
+    write(&e, &new, 0, &mine).unwrap();
+    err_state(&e, &held).clear();
+    wait_until("the fenced write to land", || vm.fenced_copy_writes() == 0);
+    assert!(
+        read(&e, &new, 0, 4 << 20).unwrap() == mine,
+        "the late copy write of {} landed in volume new",
+        plexes[1]
+    );
+    drop(new);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// Shutdown while a plex attach's copy write hangs in the disk ends (after its bounded wait)
+/// instead of hanging, and does not record the volume CLEAN (a write it issued was still in
+/// flight): the volume resyncs at the next import, and every plex ends with the data.
+#[test]
+fn shutdown_with_a_hung_copy_write_ends_and_leaves_the_volume_to_resync() {
+    use crate::drivers::error::{Arming, ErrorKind, InjectTarget};
+    use crate::volume::task::HookPoint;
+    let e = engine();
+    let d = error_disks(&e, 3, 16);
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: 4 << 20,
+            layout: "mirror".into(),
+            nmirror: Some(2),
+            alloc: Some(d[..2].to_vec()),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&vol).unwrap();
+    let data = pattern(65, 4 << 20);
+    write(&e, &vol, 0, &data).unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    shared.barrier().set_io_timeout(Duration::from_millis(200));
+    // The attach's first write to the new plex's disk hangs.
+    let state = err_state(&e, &d[2]);
+    set_hook(&vm, move |p| {
+        if let HookPoint::Chunk { task, at: 0 } = p {
+            if task.kind == "plex_attach" {
+                state
+                    .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+                    .unwrap();
+            }
+        }
+    });
+    vm.plex_attach("dg01", "vol01", None, Some(&d[2..]), Duration::ZERO)
+        .unwrap();
+    wait_until("the copy write to outlive its timeout", || {
+        shared.barrier().slow_ios() >= 1
+    });
+    drop((vol, shared));
+    vm.set_stop_wait(Duration::from_millis(300));
+    let m = vm.clone();
+    within("shutdown", move || m.shutdown());
+    assert_eq!(vm.fenced_copy_writes(), 1, "the held copy write is fenced");
+    err_state(&e, &d[2]).clear();
+    wait_until("the fenced write to land", || vm.fenced_copy_writes() == 0);
+    let vm2 = VolumeManager::new(e.clone());
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    assert!(
+        vm2.tasks().list().iter().any(|t| t.kind == "resync"),
+        "the volume was recorded CLEAN with a copy write in flight: no resync at import"
+    );
+    wait_until("every copy to end", || {
+        vm2.tasks()
+            .list()
+            .iter()
+            .all(|t| t.state() != TaskState::Running)
+    });
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    for p in plex_names(&vm2, "dg01", "vol01") {
+        assert!(plex_read(&vm2, &vol, &p, 0, 4 << 11) == data, "plex {p}");
+    }
+    drop(vol);
+    vm2.shutdown();
     e.shutdown();
 }

@@ -183,3 +183,62 @@ fn a_read_error_on_the_resync_source_never_serves_or_copies_unsynced_data() {
     vm2.shutdown();
     e.shutdown();
 }
+
+/// A read repair whose rewrite the disk never answers: dissociating the plex it rewrites
+/// returns, and the range under the hung write is not handed to a new volume, which keeps its
+/// data when the late write lands.
+#[test]
+fn a_hung_repair_write_neither_blocks_a_dissociate_nor_lands_in_a_new_volume() {
+    use crate::drivers::error::{Arming, ErrorKind};
+    use std::time::Duration;
+    let (e, vm, d, vol, victim) = setup();
+    // (`pattern` seeds differ in more than their lowest bit.)
+    let data = pattern(6, 64 << 10);
+    write(&e, &vol, 0, &data).unwrap();
+    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    shared.barrier().set_io_timeout(Duration::from_millis(200));
+    // The read on disk02 fails, and the rewrite the repair sends there hangs.
+    err_state(&e, &d[1])
+        .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+        .unwrap();
+    inject(&e, &d[1], InjectTarget::Read, 1);
+    for _ in 0..4 {
+        assert_eq!(read(&e, &vol, 0, 64 << 10).unwrap(), data);
+    }
+    wait_until("the repair write to outlive its timeout", || {
+        shared.barrier().slow_ios() >= 1
+    });
+    drop((vol, shared));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m = vm.clone();
+    let v = victim.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(m.plex_detach("dg01", &v, true));
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("plex_detach -dissociate did not return within 20 s")
+        .expect("plex_detach");
+    let new = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "new".into(),
+            size: 4 << 20,
+            layout: "concat".into(),
+            alloc: Some(vec!["disk02".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+    let new = e.bdevs().get(&new).unwrap();
+    let mine = pattern(9, 4 << 20);
+    write(&e, &new, 0, &mine).unwrap();
+    err_state(&e, &d[1]).clear();
+    wait_until("the repair to end", || vm.repair_stats().done >= 1);
+    wait_until("the fenced write to land", || vm.fenced_copy_writes() == 0);
+    assert!(
+        read(&e, &new, 0, 4 << 20).unwrap() == mine,
+        "the late repair write to {victim} landed in volume new"
+    );
+    drop(new);
+    vm.shutdown();
+    e.shutdown();
+}
