@@ -481,7 +481,14 @@ impl ChanState {
         let (kind, failed, touched, errno, v) = (s.kind, s.failed, s.touched, s.errno, s.view);
         let shared = &core.shared;
         if failed == 0 {
-            let bad = s.tried & !touched;
+            let mut bad = s.tried & !touched;
+            // A resync's source is never rewritten from another plex: nothing here can prove
+            // that plex still in sync when the repair runs (one that failed a copy write may
+            // hold older data until it is detached). The source's range stays as it is; a
+            // read there fails over again, and is repaired once the resync has ended.
+            if let Some(src) = self.view(v).map.read_source {
+                bad &= !(1u64 << src);
+            }
             if kind == Kind::Read && bad != 0 {
                 // Served by another plex after a failure: have the failed ones repaired.
                 if let Some(p) = s.parent.as_ref() {

@@ -278,6 +278,9 @@ pub(crate) enum HookPoint<'a> {
     MoveCopied,
     /// The event thread is about to handle a failed write.
     WriteFailed,
+    /// A copy's write to a target failed and the copy is about to hand that target to its
+    /// owner (which detaches it).
+    CopyTargetFailed,
 }
 
 /// A test hook, called at every [`HookPoint`] of one volume manager.
@@ -728,7 +731,8 @@ pub(crate) fn plex_io(
 /// the barrier. Calls `checkpoint(offset)` about once a second; stops early (Ok(false)) when
 /// the task is cancelled. `delay` is slept between chunks (throttle). A write to a target
 /// that fails is handed to `target_failed(index, error)` once the chunk is released: true
-/// drops that target and goes on with the others, false fails the copy.
+/// drops that target and copies the chunk again to the others, false fails the copy. The
+/// chunk counts as done (`Task::done`) only once every target still in the copy took it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy(
     engine: &Engine,
@@ -785,13 +789,24 @@ pub(crate) fn copy(
                 Err(PlexIoError::Stopped) => return Ok(false),
                 Err(PlexIoError::Failed(e)) => return Err(e),
             }
-            task.done.store(at + n, Ordering::Relaxed);
-        }
-        for (i, e) in failed {
-            if !target_failed(i, &e) {
-                return Err(e);
+            if failed.is_empty() {
+                task.done.store(at + n, Ordering::Relaxed);
             }
-            dropped[i] = true;
+        }
+        if !failed.is_empty() {
+            // `done` stays before this chunk: reads trust it (a plex counted in sync may
+            // serve a read the source failed, and repair the source), and a target that
+            // failed the chunk stays in the map until its owner has detached it. The chunk
+            // is copied again to the targets left (or the cancelled copy ends).
+            for (i, e) in failed {
+                #[cfg(test)]
+                task.hook(HookPoint::CopyTargetFailed);
+                if !target_failed(i, &e) {
+                    return Err(e);
+                }
+                dropped[i] = true;
+            }
+            continue;
         }
         if last_ck.elapsed() >= Duration::from_secs(1) {
             checkpoint(at + n);

@@ -729,3 +729,127 @@ fn shutdown_with_a_hung_copy_write_ends_and_leaves_the_volume_to_resync() {
     vm2.shutdown();
     e.shutdown();
 }
+
+/// A crashed two-way mirror whose plex 1 holds older data in its first 4 KiB (the newest
+/// write reached only plex 0 before the crash), back with its resync of plex 1 held on
+/// `gate` before its first chunk. Returns the manager, the gate, the data written, plex 1's
+/// stale block and the plexes.
+fn crashed_mirror_diverged(
+    e: &Arc<Engine>,
+    d: &[String],
+    gate: &Arc<Gate>,
+    hook: impl Fn(crate::volume::task::HookPoint<'_>) + Send + Sync + 'static,
+) -> (Arc<VolumeManager>, Vec<u8>, Vec<u8>, Vec<String>) {
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_create("dg01", d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "mirror");
+    let data = pattern(21, 4 << 20);
+    write(e, &vol, 0, &data).unwrap();
+    let plexes = plex_names(&vm, "dg01", "vol01");
+    let stale = pattern(99, 4096);
+    {
+        let shared = crate::volume::driver::shared_of(&vol).unwrap();
+        let map = shared.map();
+        let i = map.plexes.iter().position(|p| p.name == plexes[1]).unwrap();
+        let mut segs = Vec::new();
+        map.plexes[i].geometry.map(0, 8, |s| segs.push(s)).unwrap();
+        for s in segs {
+            let (from, to) = (
+                s.req_offset as usize * 512,
+                (s.req_offset + s.len) as usize * 512,
+            );
+            write(
+                e,
+                &map.disks[s.target as usize],
+                s.target_offset * 512,
+                &stale[from..to],
+            )
+            .unwrap();
+        }
+    }
+    drop(vol);
+    vm.crash();
+    let vm2 = VolumeManager::new(e.clone());
+    let g = gate.clone();
+    set_hook(&vm2, move |p| {
+        if matches!(p, crate::volume::task::HookPoint::Chunk { task, .. } if task.kind == "resync")
+        {
+            g.block();
+        }
+        hook(p);
+    });
+    vm2.dg_import(Some("dg01"), None, None).unwrap();
+    gate.wait_reached("the resync");
+    (vm2, data, stale, plexes)
+}
+
+/// A resync target whose copy write fails is not counted in sync over that chunk: until it is
+/// detached, a read the source fails there is not served by it (it would return the stale
+/// block as a success, and the read repair would then copy that block over the source).
+#[test]
+fn a_failed_resync_target_never_serves_the_chunk_it_failed_to_take() {
+    use crate::drivers::error::InjectTarget;
+    use crate::volume::objects::PlexState;
+    use crate::volume::task::HookPoint;
+    let e = engine();
+    let d = error_disks(&e, 2, 16);
+    let (gate, failed) = (Gate::new(), Gate::new());
+    let f = failed.clone();
+    let (vm, data, stale, plexes) = crashed_mirror_diverged(&e, &d, &gate, move |p| {
+        if matches!(p, HookPoint::CopyTargetFailed) {
+            f.block();
+        }
+    });
+    let resync = vm
+        .tasks()
+        .list()
+        .into_iter()
+        .find(|t| t.kind == "resync")
+        .unwrap();
+    assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let dev = |p: &str| cfg.disk(&plex_disk(&vm, p)).unwrap().device.clone();
+    let (src_dev, tgt_dev) = (dev(&plexes[0]), dev(&plexes[1]));
+    inject(&e, &tgt_dev, InjectTarget::Write, 1);
+    let vol = e.bdevs().get("dg01/vol01").unwrap();
+    gate.open();
+    // The copy of the first chunk failed on the target, which is not detached yet.
+    failed.wait_reached("the resync write to fail");
+    inject(&e, &src_dev, InjectTarget::Read, 1);
+    let got = read(&e, &vol, 0, 4096);
+    failed.open();
+    wait_until("every resync to end", || {
+        vm.tasks()
+            .list()
+            .iter()
+            .all(|t| t.kind != "resync" || t.state() != TaskState::Running)
+    });
+    // Any read repair asked for has run.
+    wait_until("the read repairs", || {
+        let s = vm.repair_stats();
+        s.done + s.dropped >= s.requested
+    });
+    // No plex in sync can serve it: the read fails, honestly (or returns the current data).
+    if let Ok(g) = &got {
+        assert!(
+            g[..] == data[..4096],
+            "a read the source failed was served {} by the target that failed to take the chunk",
+            if g[..] == stale[..] {
+                "STALE data"
+            } else {
+                "other data"
+            }
+        );
+    }
+    assert!(
+        read(&e, &vol, 0, 4096).unwrap() == data[..4096],
+        "the source was 'repaired' from the stale target"
+    );
+    assert_eq!(
+        plex_state(&vm, &plexes[1]),
+        (PlexState::Iofail, KernelState::Detached)
+    );
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}

@@ -198,7 +198,7 @@ fn a_shadow_write_failing_as_the_move_swaps_is_never_lost() {
                     t.state() != TaskState::Running || shared.barrier().any_raised()
                 });
             }
-            HookPoint::Chunk { .. } => {}
+            _ => {}
         });
     }
     let (cfg, _) = vm.config("dg01").unwrap();
