@@ -1055,10 +1055,25 @@ impl VolumeManager {
                 self.tasks.hook(super::task::HookPoint::WriteFailed);
                 let mut groups = self.lock();
                 let (dg, vol) = (volume.dg(), volume.volume());
-                let (shadows, real): (Vec<String>, Vec<String>) = names
+                let (shadows, mut real): (Vec<String>, Vec<String>) = names
                     .into_iter()
                     .partition(|n| n.ends_with(super::reshape::SHADOW_SUFFIX));
-                if !shadows.is_empty() {
+                // A shadow failure reported after its move swapped (flushes never enter the
+                // barrier the swap waits on; this holds for every request type) failed the
+                // place its plex now maps to: that plex fails like any other, before the ack.
+                // Otherwise the move is still going, and is abandoned.
+                let now = volume.map();
+                let (swapped, moving): (Vec<String>, Vec<String>) = shadows
+                    .into_iter()
+                    .partition(|n| swapped_to_shadow(&map, &now, n));
+                for n in &swapped {
+                    if let Some(p) = n.strip_suffix(super::reshape::SHADOW_SUFFIX) {
+                        if !real.iter().any(|r| r == p) {
+                            real.push(p.to_string());
+                        }
+                    }
+                }
+                if !moving.is_empty() {
                     if let Some(g) = groups.get_mut(dg) {
                         self.abandon_move(g, vol, "a write to the new place failed");
                     }
@@ -1338,4 +1353,33 @@ pub(crate) fn was_running(s: VolumeState) -> bool {
         s,
         VolumeState::Active | VolumeState::Sync | VolumeState::Needsync
     )
+}
+
+/// Whether shadow plex `shadow` of `old` (the map a failed request used) is where its plex
+/// is in `now`: the move swapped, so the plex's data now lies where that request failed.
+/// Compared by disk name, as the two maps may number their disks differently.
+fn swapped_to_shadow(old: &driver::VolumeMap, now: &driver::VolumeMap, shadow: &str) -> bool {
+    let Some(plex) = shadow.strip_suffix(super::reshape::SHADOW_SUFFIX) else {
+        return false;
+    };
+    let (Some(a), Some(b)) = (
+        old.plexes.iter().find(|p| p.name == shadow),
+        now.plexes.iter().find(|p| p.name == plex),
+    ) else {
+        return false;
+    };
+    let (a, b) = (&a.geometry, &b.geometry);
+    let disk =
+        |m: &driver::VolumeMap, t: u32| m.disks.get(t as usize).map(|d| d.name().to_string());
+    a.geometry() == b.geometry()
+        && a.len() == b.len()
+        && a.columns().len() == b.columns().len()
+        && a.columns().iter().zip(b.columns()).all(|(x, y)| {
+            x.extents.len() == y.extents.len()
+                && x.extents.iter().zip(&y.extents).all(|(e, f)| {
+                    (e.offset, e.len) == (f.offset, f.len)
+                        && disk(old, e.target).is_some()
+                        && disk(old, e.target) == disk(now, f.target)
+                })
+        })
 }

@@ -401,6 +401,8 @@ impl VolumeManager {
                 // failure to be recorded: such a failure must still find the move (and
                 // abandon it) rather than be acknowledged over a swapped plex that lacks the
                 // write. Writes wait in their channels until the new map is published.
+                // Flushes do not enter the barrier: one that fails on the shadow and is
+                // handled after the swap fails the plex instead (`handle_event`).
                 let _quiet = match &r {
                     Ok(true) if !task.cancelled() => {
                         #[cfg(test)]

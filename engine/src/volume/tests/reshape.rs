@@ -237,3 +237,139 @@ fn a_shadow_write_failing_as_the_move_swaps_is_never_lost() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// The engine, the manager, the volume, the flush's outcome and the data written before it.
+type FlushAtSwap = (
+    Arc<Engine>,
+    Arc<VolumeManager>,
+    Arc<crate::bdev::Bdev>,
+    Result<(), String>,
+    Vec<u8>,
+);
+
+/// Moves the subdisk of plex `plex` of a `layout` volume (created on disk01.., `ndata`
+/// disks) to the last disk, an error bdev, and has a guest flush fail there while the move
+/// swaps: flushes never enter the write barrier, so the swap does not wait for them, and the
+/// failure is handled (the test holds it until then) only once the plex maps to the new
+/// place. Returns the flush's outcome, with the manager and the volume for more checks.
+fn shadow_flush_fails_as_the_move_swaps(layout: &str, ndata: usize, plex: &str) -> FlushAtSwap {
+    use crate::bdev::blocking::run_io;
+    use crate::bdev::IoType;
+    use crate::drivers::error::InjectTarget;
+    use crate::volume::task::HookPoint;
+    use std::sync::Mutex;
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let mut m = disks(&e, ndata + 1, 16);
+    let ee = crate::drivers::error::create(&e, &m[ndata], None)
+        .unwrap()
+        .name()
+        .to_string();
+    m[ndata] = ee.clone();
+    vm.dg_create("dg01", &m, false).unwrap();
+    let vol = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: 4 << 20,
+            layout: layout.into(),
+            alloc: Some((1..=ndata).map(|i| format!("disk{i:02}")).collect()),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&vol).unwrap();
+    write(&e, &vol, 0, &pattern(31, 4 << 20)).unwrap();
+    let copied = Gate::new();
+    let failed_seen = Arc::new(AtomicBool::new(false));
+    let moving: Arc<Mutex<Option<Arc<crate::volume::task::Task>>>> = Arc::default();
+    {
+        let (copied, failed_seen, moving) = (copied.clone(), failed_seen.clone(), moving.clone());
+        set_hook(&vm, move |p| match p {
+            HookPoint::MoveCopied => copied.block(),
+            HookPoint::WriteFailed => {
+                failed_seen.store(true, Ordering::SeqCst);
+                let t = moving.lock().unwrap().clone().expect("the move task");
+                wait_until("the move to end", || t.state() != TaskState::Running);
+            }
+            _ => {}
+        });
+    }
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let sd = cfg.subdisks_of(plex)[0].clone();
+    let to = format!("disk{:02}", ndata + 1);
+    let id = vm
+        .subdisk_move("dg01", &sd.name, Some(&to), Duration::ZERO)
+        .unwrap();
+    let task = vm.tasks().get(id).unwrap();
+    *moving.lock().unwrap() = Some(task.clone());
+    copied.wait_reached("the move's copy to finish");
+    // A guest write lands on both places; then the guest flushes, and the new place fails it.
+    let data = pattern(32, 64 << 10);
+    write(&e, &vol, 0, &data).unwrap();
+    inject(&e, &ee, InjectTarget::Flush, 1);
+    let flusher = {
+        let (e, vol) = (e.clone(), vol.clone());
+        std::thread::spawn(move || {
+            run_io(
+                &e,
+                0,
+                &vol,
+                IoType::Flush,
+                0,
+                0,
+                None,
+                Duration::from_secs(60),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    };
+    wait_until("the shadow flush to fail", || {
+        failed_seen.load(Ordering::SeqCst)
+    });
+    copied.open();
+    let r = flusher.join().unwrap();
+    vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
+    assert_eq!(task.state(), TaskState::Done, "the move swapped");
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(
+        cfg.subdisks_of(plex)[0].disk,
+        to,
+        "the plex now maps to the new place"
+    );
+    (e, vm, vol, r, data)
+}
+
+/// The one plex of a concat volume fails a flush on its new place as the move swaps: the
+/// flush is not acknowledged (the disk now holding the data failed it); the plex being the
+/// last with current data, the volume goes offline.
+#[test]
+fn a_shadow_flush_failing_as_the_move_swaps_is_not_acknowledged() {
+    let (e, vm, vol, r, _) = shadow_flush_fails_as_the_move_swaps("concat", 1, "vol01-01");
+    assert!(
+        r.is_err(),
+        "a flush the plex's new disk failed was acknowledged as a success after the swap"
+    );
+    assert!(read(&e, &vol, 0, 4096).is_err(), "the volume is offline");
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A mirror's plex fails a flush on its new place as the move swaps: that plex is detached
+/// (IOFAIL, recorded before the flush is acknowledged), and the other plex serves the data.
+#[test]
+fn a_shadow_flush_failing_after_the_swap_detaches_the_moved_plex() {
+    use crate::volume::objects::{KernelState, PlexState};
+    let (e, vm, vol, r, data) = shadow_flush_fails_as_the_move_swaps("mirror", 2, "vol01-02");
+    r.expect("the other plex took the flush");
+    assert_eq!(
+        plex_state(&vm, "vol01-02"),
+        (PlexState::Iofail, KernelState::Detached),
+        "the plex whose new disk failed the flush is still in use"
+    );
+    assert!(read(&e, &vol, 0, data.len() as u64).unwrap() == data);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
