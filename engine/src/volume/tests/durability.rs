@@ -326,6 +326,10 @@ fn a_stop_with_a_write_still_in_flight_leaves_the_volume_active() {
 /// Shutdown while a mirrored write has failed on disk01 and its failure event waits for the
 /// manager (which the shutdown holds): the failure is never recorded, so the volume must not
 /// be recorded CLEAN. At the next start it resyncs, and the mirrors read the same again.
+/// (The write stays held until its failure is recorded, so the stop sees it in flight: this
+/// covers the "requests did not drain" check. A failure event that is never acknowledged
+/// while the volume does drain is covered by
+/// `a_stop_after_a_failure_the_event_thread_never_got_leaves_the_volume_to_resync`.)
 #[test]
 fn a_shutdown_with_a_failure_unrecorded_leaves_the_volume_to_resync() {
     let e = engine();
@@ -465,4 +469,98 @@ fn power_loss_after_a_move_swap_never_maps_the_volume_to_lost_data() {
         "the volume maps to {} on disk02, which lost the data copied into it",
         now.name
     );
+}
+
+/// The event thread is gone (it died on a panic; or it could not be started): a mirrored
+/// write that then fails on one plex gets its failure event id but cannot send the event, so
+/// it fails at once (EIO) and leaves the mirrors different, with nothing recorded. The volume
+/// drains, is not disabled, yet one failure event was never acknowledged: the stop must not
+/// record it CLEAN (the mirrors differ), it stays ACTIVE and resyncs at its next start.
+#[test]
+fn a_stop_after_a_failure_the_event_thread_never_got_leaves_the_volume_to_resync() {
+    use crate::volume::driver::{shared_of, VolumeEvent};
+    use crate::volume::task::HookPoint;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let mk = |name: &str, alloc: [&str; 2]| {
+        let b = vm
+            .volume_create(&VolumeCreate {
+                dg: "dg01".into(),
+                name: name.into(),
+                size: 4 << 20,
+                layout: "mirror".into(),
+                alloc: Some(alloc.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            })
+            .unwrap();
+        e.bdevs().get(&b).unwrap()
+    };
+    let (a, b) = (mk("a", ["disk01", "disk02"]), mk("b", ["disk03", "disk04"]));
+    let device = |disk: &str| {
+        vm.config("dg01")
+            .unwrap()
+            .0
+            .disk(disk)
+            .unwrap()
+            .device
+            .clone()
+    };
+    write(&e, &b, 0, &pattern(6, 4096)).unwrap();
+    // Volume a's failed write kills the event thread (its write stays held).
+    let died = Arc::new(AtomicBool::new(false));
+    {
+        let died = died.clone();
+        set_hook(&vm, move |p| {
+            if let HookPoint::WriteFailed = p {
+                died.store(true, Ordering::SeqCst);
+                panic!("test: the volume manager's event thread dies");
+            }
+        });
+    }
+    inject(&e, &device("disk02"), InjectTarget::Write, 1);
+    let held = {
+        let (e, a) = (e.clone(), a.clone());
+        std::thread::spawn(move || write(&e, &a, 0, &pattern(7, 4096)))
+    };
+    wait_until("the event thread to take a's failure", || {
+        died.load(Ordering::SeqCst)
+    });
+    let sb = shared_of(&b).unwrap();
+    wait_until("the event thread to be gone", || {
+        sb.events
+            .send(VolumeEvent::ReadRepair {
+                volume: sb.clone(),
+                map: sb.map(),
+                bad: 0,
+                good: 0,
+                offset: 0,
+                num: 0,
+            })
+            .is_err()
+    });
+    // Volume b: a write fails on disk04 only; nobody can record it.
+    inject(&e, &device("disk04"), InjectTarget::Write, 1);
+    assert!(
+        write(&e, &b, 0, &pattern(8, 4096)).is_err(),
+        "a failure nobody can record is not acknowledged"
+    );
+    drop((b, sb));
+    vm.volume_stop("dg01", "b").unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let state = cfg.volume("b").unwrap().state;
+    assert!(
+        crate::volume::manager::was_running(state),
+        "volume b was recorded {state:?} (no resync at its next start) although its mirrors differ after a write failure nobody recorded"
+    );
+    // Let a's held write go: a disabled map fails it.
+    let sa = shared_of(&a).unwrap();
+    let m = sa.map();
+    sa.publish(m.disabled(m.generation + 1));
+    assert!(held.join().unwrap().is_err());
+    drop((a, sa));
+    vm.shutdown();
+    e.shutdown();
 }
