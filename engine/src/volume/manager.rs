@@ -126,6 +126,9 @@ pub(crate) struct Group {
     /// Volumes taken offline after a failure that left no in-sync plex or could not be
     /// recorded: no I/O until an administrator restarts them (volume_stop, volume_start).
     pub(crate) disabled: std::collections::BTreeSet<String>,
+    /// Volumes stopped before their writes finished, by volume name: their space must not be
+    /// freed (delete, dissociate) until those writes are done.
+    pub(crate) lingering: BTreeMap<String, Vec<super::ops::Lingering>>,
 }
 
 /// The owner string of a group's claims on its disks.
@@ -439,6 +442,7 @@ impl VolumeManager {
                 moves: BTreeMap::new(),
                 read_errors: BTreeMap::new(),
                 disabled: Default::default(),
+                lingering: Default::default(),
             };
             for b in &bdevs {
                 let label = disk::init(&self.engine, b, force)?;
@@ -922,6 +926,7 @@ impl VolumeManager {
             moves: BTreeMap::new(),
             read_errors: BTreeMap::new(),
             disabled: Default::default(),
+            lingering: Default::default(),
         };
         let mut to_claim = Vec::new();
         for d in cfg.disks.iter_mut() {

@@ -803,6 +803,17 @@ impl VolumeManager {
         let shared = g.volumes.remove(name);
         // Copy writes of cancelled copies still in flight (bounded by the same wait).
         let fenced = self.tasks.fences().wait_volume(&dg, name, deadline);
+        // Queued read repairs of this volume do nothing from now on; one rewriting a chunk
+        // now is waited for (bounded: its disk may not answer).
+        let repairs_done = shared
+            .as_ref()
+            .is_none_or(|s| s.repair_gate.fence(self.stop_wait()));
+        if let (false, Some(s)) = (repairs_done, &shared) {
+            g.lingering
+                .entry(name.to_string())
+                .or_default()
+                .push(Lingering::of(s));
+        }
         // CLEAN vouches for every plex holding every write: only once every request finished,
         // every failure was recorded and every disk is flushed.
         let unclean = if !drained {
@@ -812,6 +823,10 @@ impl VolumeManager {
                 "copy writes to {} were still in flight when the stop stopped waiting",
                 fenced.join(", ")
             ))
+        } else if !repairs_done {
+            Some(
+                "a read repair's write had not completed when the stop stopped waiting".to_string(),
+            )
         } else if g.disabled.contains(name) {
             Some("a failure could not be recorded (the volume is disabled)".to_string())
         } else if shared.as_ref().is_some_and(|s| !s.events_handled()) {
@@ -868,6 +883,7 @@ impl VolumeManager {
         if g.volumes.contains_key(name) {
             self.stop_volume(g, name, false)?;
         }
+        refuse_lingering(g, name, &format!("volume {dg}/{name} cannot be deleted"))?;
         let mut cfg = g.cfg.clone();
         remove_volume(&mut cfg, name);
         g.commit(&self.engine, cfg)?;
@@ -897,7 +913,13 @@ impl VolumeManager {
                 "plex {plex} is the last plex of volume {dg}/{vol} with current data; it cannot be detached"
             )));
         }
-        // Copies reading or writing the plex stop before the map changes.
+        // Writes of a stopped run of the volume still in flight keep its space. A read repair
+        // of the plex is cancelled below like a copy (its write fenced); a later one registers
+        // under the group lock and sees the plex gone from the map.
+        if dissociate && !vol.is_empty() {
+            refuse_lingering(g, &vol, &format!("plex {plex} cannot be dissociated"))?;
+        }
+        // Copies (and read repairs) reading or writing the plex stop before the map changes.
         let stopped = self
             .tasks
             .cancel_using(dg, &vol, std::slice::from_ref(&plex.to_string()));
@@ -953,6 +975,51 @@ impl VolumeManager {
 }
 
 /// Sub-volumes are started, stopped and deleted with their layered volume only.
+/// Writes of a stopped volume that had not completed when its stop stopped waiting: the
+/// volume's space stays allocated until they have.
+pub(crate) struct Lingering {
+    /// The volume's read repairs (one may still be rewriting a chunk).
+    repairs: Arc<super::repair::RepairGate>,
+    /// The volume's disks (bdev names), for the error message.
+    disks: String,
+}
+
+impl Lingering {
+    fn of(s: &VolumeShared) -> Lingering {
+        Lingering {
+            repairs: s.repair_gate.clone(),
+            disks: disk_names(&s.map()),
+        }
+    }
+
+    /// What is still in flight, if anything.
+    fn busy(&self) -> Option<String> {
+        (!self.repairs.idle()).then(|| format!("a read repair's write to disks {}", self.disks))
+    }
+}
+
+fn disk_names(map: &VolumeMap) -> String {
+    let names: Vec<&str> = map.disks.iter().map(|d| d.name()).collect();
+    names.join(", ")
+}
+
+/// Refuses (EBUSY) to free volume `vol`'s space while writes of an earlier run of it are
+/// still in flight; forgets those that completed.
+fn refuse_lingering(g: &mut Group, vol: &str, what: &str) -> Result<(), VmError> {
+    let Some(l) = g.lingering.get_mut(vol) else {
+        return Ok(());
+    };
+    l.retain(|l| l.busy().is_some());
+    let Some(busy) = l.first().and_then(Lingering::busy) else {
+        g.lingering.remove(vol);
+        return Ok(());
+    };
+    Err(VmError::Busy(format!(
+        "{what}: volume {}/{vol} was stopped but {busy} has not completed, and its space stays allocated until it has; retry when the disk answers, or fail that disk",
+        g.cfg.name
+    )))
+}
+
 pub(crate) fn refuse_subvolume(g: &Group, name: &str, what: &str) -> Result<(), VmError> {
     match g.cfg.volume(name).and_then(|v| v.parent.clone()) {
         Some(parent) => Err(VmError::Invalid(format!(

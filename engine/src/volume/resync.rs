@@ -428,9 +428,11 @@ pub const READ_ERROR_BUDGET: u32 = 8;
 
 impl VolumeManager {
     /// Rewrites `[offset, offset + num)` on the plexes in `bad` (whose reads failed) from plex
-    /// `good`, chunk by chunk under the write barrier (so no guest write in between is
-    /// overwritten). A plex whose rewrite fails, or that has used up its read-error budget, is
-    /// detached (IOFAIL); the volume keeps serving from the others.
+    /// `good` (indices into `map`, the map the read used), chunk by chunk under the write
+    /// barrier (so no guest write in between is overwritten) and with the volume's current map
+    /// (the plexes may have moved since the repair was queued). A plex whose rewrite fails, or
+    /// that has used up its read-error budget, is detached (IOFAIL); the volume keeps serving
+    /// from the others. Nothing is done once the volume was stopped.
     pub(crate) fn repair_read(
         &self,
         volume: &Arc<super::driver::VolumeShared>,
@@ -440,25 +442,25 @@ impl VolumeManager {
         offset: u64,
         num: u64,
     ) {
-        let Some(bs) = map.disks.first().map(|d| d.block_size() as u64) else {
+        let Some(good_name) = map.plexes.get(good).map(|p| p.name.clone()) else {
             return;
         };
-        if good >= map.plexes.len() {
-            return;
-        }
-        let source = copy_plex(map, good);
         for b in (0..map.plexes.len()).filter(|b| bad & (1 << b) != 0) {
             let name = map.plexes[b].name.clone();
-            let target = copy_plex(map, b);
-            let Some(good_name) = map.plexes.get(good).map(|p| p.name.clone()) else {
-                return;
-            };
             // Registered like a copy, so that a detach, stop, deport or shutdown cancels it
             // (promptly even if the disk never answers: its write is then fenced). Under the
-            // group lock: an operation either cancels it, or published its map before (and
-            // the repair sees the plex gone under the barrier).
+            // group lock: an operation either cancels it, or published its map (or stopped the
+            // volume) before, and the repair sees that. A repair of a volume that is no longer
+            // the running one (stopped, deleted, maybe created again) does nothing.
             let task = {
-                let _groups = self.lock();
+                let groups = self.lock();
+                let live = groups
+                    .get(volume.dg())
+                    .and_then(|g| g.volumes.get(volume.volume()))
+                    .is_some_and(|s| Arc::ptr_eq(s, volume));
+                if !live {
+                    return;
+                }
                 self.tasks
                     .start_repair(volume.dg(), volume.volume(), &good_name, &name)
             };
@@ -467,33 +469,38 @@ impl VolumeManager {
                 &task,
                 volume,
                 (&good_name, &name),
-                &source,
-                &target,
-                bs,
                 offset,
                 num,
             );
             self.tasks.end_repair(&task);
             let r = match r {
-                Ok(true) => Ok(()),
+                Ok(Some(rewritten)) => Ok(rewritten),
                 // Cancelled: whoever cancelled it decides the plex's fate.
-                Ok(false) => return,
+                Ok(None) => return,
                 Err(e) => Err(e),
             };
             let mut groups = self.lock();
             let (dg, vol) = (volume.dg(), volume.volume());
+            // A volume stopped (or deleted, and maybe created again) meanwhile: its plexes'
+            // counts and states are no longer this repair's business.
+            let live = groups
+                .get(dg)
+                .and_then(|g| g.volumes.get(vol))
+                .is_some_and(|s| Arc::ptr_eq(s, volume));
             let detach = match &r {
+                _ if !live => None,
+                Ok(false) => None,
                 Err(e) => {
                     tracing::error!(dg = %dg, volume = %vol, plex = %name, "rewriting blocks {offset}+{num} after a read error failed: {e}");
                     Some("a read error could not be repaired")
                 }
-                Ok(()) => {
+                Ok(true) => {
                     let count = groups.get_mut(dg).map_or(0, |g| {
                         let c = g.read_errors.entry(name.clone()).or_insert(0);
                         *c += 1;
                         *c
                     });
-                    tracing::warn!(dg = %dg, volume = %vol, plex = %name, errors = count, "read error repaired: blocks {offset}+{num} rewritten from {}", map.plexes[good].name);
+                    tracing::warn!(dg = %dg, volume = %vol, plex = %name, errors = count, "read error repaired: blocks {offset}+{num} rewritten from {good_name}");
                     (count > READ_ERROR_BUDGET).then_some("too many read errors")
                 }
             };
@@ -508,54 +515,71 @@ impl VolumeManager {
     }
 }
 
-/// Copies `[offset, offset + num)` from `source` to `target`, one barrier chunk at a time,
-/// skipping chunks once the source no longer serves reads or the target no longer takes
-/// writes in the current map (`names`: source, target). Returns Ok(false) if `task` (the
-/// repair's registration) was cancelled before it finished.
-#[allow(clippy::too_many_arguments)]
+/// Copies `[offset, offset + num)` from plex `names.0` to plex `names.1`, one barrier chunk
+/// at a time, each with the map current while its bucket is raised (a subdisk move swaps
+/// under every bucket, so a repair queued before it writes the new place); stops once the
+/// source no longer serves reads, the target no longer takes writes, or the volume's repairs
+/// are fenced (stopped volume, plex being dissociated). Returns whether any chunk was
+/// rewritten, or None if `task` (the repair's registration) was cancelled first (a write
+/// still in flight then is fenced).
 fn repair_range(
     engine: &crate::Engine,
     task: &Task,
     volume: &super::driver::VolumeShared,
     names: (&str, &str),
-    source: &CopyPlex,
-    target: &CopyPlex,
-    bs: u64,
     offset: u64,
     num: u64,
-) -> Result<bool, String> {
+) -> Result<Option<bool>, String> {
     let barrier = volume.barrier();
+    let gate = &volume.repair_gate;
     let chunk = barrier.chunk_blocks();
     let end = offset + num;
     let mut at = offset;
+    let mut rewritten = false;
     while at < end {
         let c = at / chunk;
         let n = (chunk - at % chunk).min(end - at);
-        let mut buf = vec![0u8; (n * bs) as usize];
         let _g = task.chunk_lock();
         if task.cancelled() || !barrier.raise(c, task.cancel_flag()) {
-            return Ok(false);
+            return Ok(None);
+        }
+        if !gate.enter() {
+            barrier.lower(c);
+            return Ok(Some(rewritten));
         }
         let cur = volume.map();
-        let still = cur.plexes.iter().any(|p| p.name == names.0 && p.readable)
-            && cur.plexes.iter().any(|p| p.name == names.1 && p.writable);
-        if !still {
+        let src = cur
+            .plexes
+            .iter()
+            .position(|p| p.name == names.0 && p.readable);
+        let tgt = cur
+            .plexes
+            .iter()
+            .position(|p| p.name == names.1 && p.writable);
+        let (Some(src), Some(tgt), Some(bs)) =
+            (src, tgt, cur.disks.first().map(|d| d.block_size() as u64))
+        else {
+            gate.leave();
             barrier.lower(c);
-            return Ok(true);
-        }
+            return Ok(Some(rewritten));
+        };
+        let (source, target) = (copy_plex(&cur, src), copy_plex(&cur, tgt));
+        let mut buf = vec![0u8; (n * bs) as usize];
         let io = |p: &CopyPlex, op, buf: &mut [u8]| {
             task::plex_io(engine, task, p, bs, at, n, op, buf, barrier)
         };
-        let r = io(source, crate::bdev::IoType::Read, &mut buf)
-            .and_then(|_| io(target, crate::bdev::IoType::Write, &mut buf));
+        let r = io(&source, crate::bdev::IoType::Read, &mut buf)
+            .and_then(|_| io(&target, crate::bdev::IoType::Write, &mut buf));
+        gate.leave();
         // A write still in flight keeps the chunk raised through its fence.
         barrier.lower(c);
         match r {
             Ok(()) => {}
-            Err(PlexIoError::Stopped) => return Ok(false),
+            Err(PlexIoError::Stopped) => return Ok(None),
             Err(PlexIoError::Failed(e)) => return Err(e),
         }
+        rewritten = true;
         at += n;
     }
-    Ok(true)
+    Ok(Some(rewritten))
 }

@@ -242,3 +242,186 @@ fn a_hung_repair_write_neither_blocks_a_dissociate_nor_lands_in_a_new_volume() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// Two mirrored volumes `a` (disk01+disk02) and `b` (disk03+disk04) on five error disks; `a`'s
+/// read repair write hangs on disk02 (held), so the one repair worker is busy, and a read
+/// error on `b`'s plex on disk03 leaves `b`'s repair waiting in the queue behind it.
+struct QueuedRepair {
+    e: Arc<Engine>,
+    vm: Arc<VolumeManager>,
+    d: Vec<String>,
+    bdata: Vec<u8>,
+}
+
+fn mirror_on(vm: &VolumeManager, name: &str, alloc: &[&str], layout: &str) -> Arc<Bdev> {
+    let b = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: name.into(),
+            size: 4 << 20,
+            layout: layout.into(),
+            alloc: Some(alloc.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        })
+        .unwrap();
+    vm.engine().bdevs().get(&b).unwrap()
+}
+
+fn queued_repair(ndisks: usize) -> QueuedRepair {
+    use crate::drivers::error::{Arming, ErrorKind};
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, ndisks, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let a = mirror_on(&vm, "a", &["disk01", "disk02"], "mirror");
+    let b = mirror_on(&vm, "b", &["disk03", "disk04"], "mirror");
+    write(&e, &a, 0, &pattern(1, 1 << 20)).unwrap();
+    let bdata = pattern(2, 1 << 20);
+    write(&e, &b, 0, &bdata).unwrap();
+    let sa = crate::volume::driver::shared_of(&a).unwrap();
+    let sb = crate::volume::driver::shared_of(&b).unwrap();
+    sa.barrier()
+        .set_io_timeout(std::time::Duration::from_millis(50));
+    err_state(&e, &d[1])
+        .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+        .unwrap();
+    inject(&e, &d[1], InjectTarget::Read, 1);
+    while sa.read_errors() < 1 {
+        read(&e, &a, 0, 4096).unwrap();
+    }
+    wait_until("a's repair write to hang", || sa.barrier().slow_ios() >= 1);
+    inject(&e, &d[2], InjectTarget::Read, 1);
+    while sb.read_errors() < 1 {
+        assert!(read(&e, &b, 0, 4096).unwrap() == bdata[..4096]);
+    }
+    wait_until("b's repair to be queued", || {
+        vm.repair_stats().requested >= 2
+    });
+    assert_eq!(
+        vm.repair_stats().done,
+        0,
+        "the worker is busy with a's repair"
+    );
+    // No request of the test's stays in flight (a stop would wait for it).
+    drop((a, b, sa, sb));
+    QueuedRepair { e, vm, d, bdata }
+}
+
+/// Lets `a`'s held repair write through: the worker then runs `b`'s queued repair.
+fn release_held_repair(q: &QueuedRepair) {
+    let disk = q.e.bdevs().get(&q.d[1]).unwrap();
+    crate::bdev::blocking::run_io(
+        &q.e,
+        0,
+        &disk,
+        crate::bdev::IoType::Reset,
+        0,
+        0,
+        None,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    wait_until("both repairs", || q.vm.repair_stats().done >= 2);
+}
+
+/// A read repair that waited in the queue while its volume was deleted must not run: the
+/// freed space now belongs to another volume (it used to be rewritten with the deleted
+/// volume's data, from the map the repair was queued with).
+#[test]
+fn a_queued_read_repair_never_writes_a_deleted_volumes_freed_space() {
+    let q = queued_repair(4);
+    let (e, vm) = (&q.e, &q.vm);
+    vm.volume_delete("dg01", "b").unwrap();
+    let c = mirror_on(vm, "c", &["disk03"], "concat");
+    let cdata = pattern(40, 1 << 20);
+    write(e, &c, 0, &cdata).unwrap();
+    assert_eq!(vm.repair_stats().done, 0, "b's repair has not run yet");
+    release_held_repair(&q);
+    let got = read(e, &c, 0, 1 << 20).unwrap();
+    assert!(
+        got == cdata,
+        "volume c was overwritten by a read repair of deleted volume b (first 4 KiB now b's: {})",
+        got[..4096] == q.bdata[..4096]
+    );
+    drop(c);
+    q.vm.shutdown();
+    q.e.shutdown();
+}
+
+/// A read repair that waited in the queue while a subdisk move swapped its plex onto a new
+/// place writes the plex where it is now, never its old (freed, reused) place.
+#[test]
+fn a_queued_read_repair_writes_a_moved_subdisks_new_place_not_its_old_one() {
+    use crate::volume::task::TaskState;
+    let q = queued_repair(5);
+    let (e, vm) = (&q.e, &q.vm);
+    let victim = plex_on(vm, "disk03");
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let sd = cfg.subdisks_of(&victim)[0].clone();
+    let id = vm
+        .subdisk_move("dg01", &sd.name, Some("disk05"), std::time::Duration::ZERO)
+        .unwrap();
+    vm.tasks()
+        .wait(id, std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(vm.tasks().get(id).unwrap().state(), TaskState::Done);
+    let c = mirror_on(vm, "c", &["disk03"], "concat");
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let csd = cfg.subdisks_of("c-01")[0].clone();
+    assert_eq!(
+        (csd.disk.as_str(), csd.disk_offset),
+        (sd.disk.as_str(), sd.disk_offset),
+        "c took the moved subdisk's old place"
+    );
+    let cdata = pattern(40, 1 << 20);
+    write(e, &c, 0, &cdata).unwrap();
+    assert_eq!(vm.repair_stats().done, 0, "b's repair has not run yet");
+    release_held_repair(&q);
+    let got = read(e, &c, 0, 1 << 20).unwrap();
+    assert!(
+        got == cdata,
+        "volume c was overwritten by a read repair of volume b (first 4 KiB now b's: {})",
+        got[..4096] == q.bdata[..4096]
+    );
+    assert_eq!(
+        read(e, &e.bdevs().get("dg01/b").unwrap(), 0, 1 << 20).unwrap(),
+        q.bdata,
+        "volume b kept its data"
+    );
+    drop(c);
+    q.vm.shutdown();
+    q.e.shutdown();
+}
+
+/// A read repair whose write the disk does not answer: deleting its volume must neither hang
+/// nor free the space under that pending write for reuse. The delete goes through (the write
+/// is fenced) and the allocator skips the range until the write lands, so a volume created on
+/// the same disk meanwhile keeps its data when it does.
+#[test]
+fn space_under_a_hung_read_repair_write_is_not_freed() {
+    let q = queued_repair(4);
+    let (e, vm) = (&q.e, &q.vm);
+    vm.set_stop_wait(std::time::Duration::from_millis(200));
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let held = cfg.subdisks_of(&plex_on(vm, "disk02"))[0].clone();
+    vm.volume_delete("dg01", "a").unwrap();
+    assert!(vm.fenced_copy_writes() >= 1, "a's repair write is fenced");
+    let c = mirror_on(vm, "c", &["disk02"], "concat");
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let csd = cfg.subdisks_of("c-01")[0].clone();
+    assert!(
+        !(csd.disk_offset..csd.disk_offset + csd.len).contains(&held.disk_offset),
+        "c was given the range under a's pending repair write ({csd:?} over {held:?})"
+    );
+    let cdata = pattern(40, 4 << 20);
+    write(e, &c, 0, &cdata).unwrap();
+    release_held_repair(&q);
+    wait_until("the fenced write to land", || vm.fenced_copy_writes() == 0);
+    assert!(
+        read(e, &c, 0, 4 << 20).unwrap() == cdata,
+        "the late repair write of deleted volume a landed in volume c"
+    );
+    drop(c);
+    q.vm.shutdown();
+    q.e.shutdown();
+}
