@@ -786,12 +786,16 @@ impl VolumeManager {
             .cfg
             .volume(name)
             .map_or_else(|| format!("{dg}/{name}"), |v| v.bdev(&dg));
+        // Requests in flight hold the bdev: while it lives after the stop, they have not
+        // completed.
+        let mut bdev = std::sync::Weak::new();
         if let Ok(b) = self.engine.bdevs().get(&bdev_name) {
             if let Some(owner) = b.claimed_by() {
                 return Err(VmError::Busy(format!(
                     "volume {bdev_name} is in use by {owner}; release it first"
                 )));
             }
+            bdev = Arc::downgrade(&b);
         }
         self.tasks.cancel_volume(&dg, name);
         let deadline = std::time::Instant::now() + self.stop_wait();
@@ -808,11 +812,11 @@ impl VolumeManager {
         let repairs_done = shared
             .as_ref()
             .is_none_or(|s| s.repair_gate.fence(self.stop_wait()));
-        if let (false, Some(s)) = (repairs_done, &shared) {
+        if let (false, Some(s)) = (drained && repairs_done, &shared) {
             g.lingering
                 .entry(name.to_string())
                 .or_default()
-                .push(Lingering::of(s));
+                .push(Lingering::of(s, bdev));
         }
         // CLEAN vouches for every plex holding every write: only once every request finished,
         // every failure was recorded and every disk is flushed.
@@ -978,6 +982,8 @@ impl VolumeManager {
 /// Writes of a stopped volume that had not completed when its stop stopped waiting: the
 /// volume's space stays allocated until they have.
 pub(crate) struct Lingering {
+    /// The volume's bdev, alive while requests that started on it have not completed.
+    bdev: std::sync::Weak<crate::bdev::Bdev>,
     /// The volume's read repairs (one may still be rewriting a chunk).
     repairs: Arc<super::repair::RepairGate>,
     /// The volume's disks (bdev names), for the error message.
@@ -985,16 +991,29 @@ pub(crate) struct Lingering {
 }
 
 impl Lingering {
-    fn of(s: &VolumeShared) -> Lingering {
+    fn of(s: &VolumeShared, bdev: std::sync::Weak<crate::bdev::Bdev>) -> Lingering {
         Lingering {
+            bdev,
             repairs: s.repair_gate.clone(),
             disks: disk_names(&s.map()),
         }
     }
 
-    /// What is still in flight, if anything.
+    /// What has not completed yet, if anything.
     fn busy(&self) -> Option<String> {
-        (!self.repairs.idle()).then(|| format!("a read repair's write to disks {}", self.disks))
+        if self.bdev.strong_count() > 0 {
+            Some(format!(
+                "requests to its disks {} are still in flight",
+                self.disks
+            ))
+        } else {
+            (!self.repairs.idle()).then(|| {
+                format!(
+                    "a read repair's write to its disks {} has not completed",
+                    self.disks
+                )
+            })
+        }
     }
 }
 
@@ -1015,7 +1034,7 @@ fn refuse_lingering(g: &mut Group, vol: &str, what: &str) -> Result<(), VmError>
         return Ok(());
     };
     Err(VmError::Busy(format!(
-        "{what}: volume {}/{vol} was stopped but {busy} has not completed, and its space stays allocated until it has; retry when the disk answers, or fail that disk",
+        "{what}: volume {}/{vol} was stopped but {busy}, and its space stays allocated until they complete; retry then, or fail the disk that does not answer",
         g.cfg.name
     )))
 }

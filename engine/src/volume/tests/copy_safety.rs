@@ -853,3 +853,66 @@ fn a_failed_resync_target_never_serves_the_chunk_it_failed_to_take() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A volume stopped while one of its writes was still in flight (the stop's wait ran out)
+/// keeps its space until that write completed: `volume_delete` is refused (EBUSY) meanwhile,
+/// so a volume created on the same disk never receives the late write. (The delete used to
+/// free the space at once, and the held write landed in the new volume.)
+#[test]
+fn a_volume_stopped_with_a_write_in_flight_keeps_its_space_until_the_write_completes() {
+    use crate::drivers::error::{Arming, ErrorKind, InjectTarget};
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    vm.set_stop_wait(Duration::from_millis(200));
+    let d = error_disks(&e, 1, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = create(&vm, "vol01", 4 << 20, "concat");
+    err_state(&e, &d[0])
+        .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+        .unwrap();
+    let writer = {
+        let (e, vol) = (e.clone(), vol.clone());
+        std::thread::spawn(move || write(&e, &vol, 0, &pattern(3, 64 << 10)))
+    };
+    wait_until("the write to be held in disk01", || {
+        let b = e.bdevs().get(&d[0]).unwrap();
+        let (_, info) = b.driver().driver_specific().unwrap();
+        info["injections"]["write"]["remaining"]
+            .as_u64()
+            .unwrap_or(0)
+            == 0
+    });
+    drop(vol);
+    // The stop gives up waiting for the held write (the volume stays ACTIVE).
+    vm.volume_stop("dg01", "vol01").unwrap();
+    let deleted = vm.volume_delete("dg01", "vol01");
+    // A new volume on the same disk, written before the held write goes down to the disk.
+    let c = create(&vm, "c", 4 << 20, "concat");
+    let cdata = pattern(40, 1 << 20);
+    write(&e, &c, 0, &cdata).unwrap();
+    let disk = e.bdevs().get(&d[0]).unwrap();
+    crate::bdev::blocking::run_io(
+        &e,
+        0,
+        &disk,
+        crate::bdev::IoType::Reset,
+        0,
+        0,
+        None,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        read(&e, &c, 0, 1 << 20).unwrap() == cdata,
+        "volume c was overwritten by a write of volume vol01 still in flight when it was deleted (delete: {deleted:?})"
+    );
+    let err = deleted.expect_err("the delete freed space under a write in flight");
+    assert_eq!(err.errno(), libc::EBUSY, "{err}");
+    assert!(err.to_string().contains("in flight"), "{err}");
+    // The write completed: now the delete goes through.
+    vm.volume_delete("dg01", "vol01").unwrap();
+    drop(c);
+    vm.shutdown();
+    e.shutdown();
+}
