@@ -145,13 +145,8 @@ impl VolumeManager {
         });
         // Recorded with every plex TEMP: a crash before the end rolls the whole tree back.
         g.commit(&self.engine, cfg.clone())?;
-        if let Err(e) = self.zero_subdisks(g, &real_plexes) {
-            let mut back = g.cfg.clone();
-            super::ops::remove_volume(&mut back, name);
-            if let Err(e2) = g.commit(&self.engine, back) {
-                tracing::error!("cannot roll back volume {name}: {e2}");
-            }
-            return Err(e);
+        if let Err(f) = self.zero_subdisks(g, &real_plexes) {
+            return Err(self.zeroing_failed(g, f, |back| super::ops::remove_volume(back, name)));
         }
         let family: Vec<String> = cfg
             .volumes

@@ -329,7 +329,15 @@ pub struct VolumeManager {
     pub(crate) fail_publishes: std::sync::atomic::AtomicU32,
     /// How long a stop waits for a volume's requests in flight (ms).
     pub(crate) stop_wait_ms: std::sync::atomic::AtomicU64,
+    /// How long zeroing (create, grow) waits for each write before it gives up (ms).
+    pub(crate) zero_wait_ms: std::sync::atomic::AtomicU64,
+    /// Test hook: runs as zeroing starts (after the space is recorded allocated).
+    #[cfg(test)]
+    pub(crate) before_zeroing: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
+
+/// How long zeroing at create and grow waits for each write by default.
+pub const ZERO_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How long a stop waits for a volume's requests in flight by default.
 pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -348,6 +356,9 @@ impl VolumeManager {
             #[cfg(test)]
             fail_publishes: Default::default(),
             stop_wait_ms: std::sync::atomic::AtomicU64::new(STOP_WAIT.as_millis() as u64),
+            zero_wait_ms: std::sync::atomic::AtomicU64::new(ZERO_WAIT.as_millis() as u64),
+            #[cfg(test)]
+            before_zeroing: Mutex::new(None),
         });
         let weak = Arc::downgrade(&vm);
         let spawned = std::thread::Builder::new()
@@ -378,6 +389,22 @@ impl VolumeManager {
             wait.as_millis().try_into().unwrap_or(u64::MAX),
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// Sets how long zeroing waits for each write (default [`ZERO_WAIT`]; tests).
+    #[cfg(test)]
+    pub(crate) fn set_zero_wait(&self, wait: std::time::Duration) {
+        self.zero_wait_ms.store(
+            wait.as_millis().try_into().unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// How long zeroing waits for each write before it gives up.
+    pub(crate) fn zero_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.zero_wait_ms.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// How long a stop waits for a volume's requests in flight.
@@ -741,6 +768,15 @@ impl VolumeManager {
             return Err(VmError::Busy(format!(
                 "disk group '{dg}' still has volumes {}; delete them first",
                 names.join(", ")
+            )));
+        }
+        // Only a zeroing write that has not completed leaves subdisks without a volume
+        // while no operation runs (see `VolumeManager::zeroing_failed`).
+        let pending: Vec<&str> = g.cfg.subdisks.iter().map(|s| s.name.as_str()).collect();
+        if !pending.is_empty() {
+            return Err(VmError::Busy(format!(
+                "disk group '{dg}' still has subdisks {} under a zeroing write that has not completed; retry when the disk answers, or fail it",
+                pending.join(", ")
             )));
         }
         self.tasks.cancel_group(dg);

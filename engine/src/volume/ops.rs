@@ -16,7 +16,7 @@ use super::objects::{
     DgConfig, DiskCondition, KernelState, PlexLayout, PlexRecord, PlexState, ReadPolicy,
     SubdiskRecord, VolumeRecord, VolumeState, DEFAULT_STRIPE_UNIT_BYTES, MAX_PLEXES,
 };
-use crate::bdev::blocking::run_io;
+use crate::bdev::blocking::{start_io, BlockingIoError, PendingIo};
 use crate::bdev::{BdevSpec, IoType, IoTypeSet};
 
 /// The layouts `volume_create` accepts.
@@ -558,13 +558,8 @@ impl VolumeManager {
         g.commit(&self.engine, cfg.clone())?;
         // A new volume reads as zeroes (never as an old volume's data), and mirrors start
         // identical.
-        if let Err(e) = self.zero_subdisks(g, &plex_names) {
-            let mut back = g.cfg.clone();
-            remove_volume(&mut back, name);
-            if let Err(e2) = g.commit(&self.engine, back) {
-                tracing::error!("cannot roll back volume {name}: {e2}");
-            }
-            return Err(e);
+        if let Err(f) = self.zero_subdisks(g, &plex_names) {
+            return Err(self.zeroing_failed(g, f, |back| remove_volume(back, name)));
         }
         for p in cfg.plexes.iter_mut() {
             if plex_names.contains(&p.name) {
@@ -582,7 +577,8 @@ impl VolumeManager {
         Ok(bdev_name)
     }
 
-    pub(crate) fn zero_subdisks(&self, g: &Group, plexes: &[String]) -> Result<(), VmError> {
+    /// Zeroes the subdisks of `plexes` (see [`VolumeManager::zero_extents`]).
+    pub(crate) fn zero_subdisks(&self, g: &Group, plexes: &[String]) -> Result<(), ZeroFailed> {
         let sds: Vec<SubdiskRecord> = plexes
             .iter()
             .flat_map(|p| g.cfg.subdisks_of(p))
@@ -591,9 +587,20 @@ impl VolumeManager {
         self.zero_extents(g, &sds)
     }
 
-    /// Writes zeroes over the given subdisks (write-zeroes where the disk has it).
-    pub(crate) fn zero_extents(&self, g: &Group, sds: &[SubdiskRecord]) -> Result<(), VmError> {
+    /// Writes zeroes over the given subdisks (write-zeroes where the disk has it), waiting
+    /// [`VolumeManager::zero_wait`] at most for each write; one that did not complete by then
+    /// is handed back in the error (it may still land).
+    pub(crate) fn zero_extents(&self, g: &Group, sds: &[SubdiskRecord]) -> Result<(), ZeroFailed> {
         const CHUNK: u64 = 64 << 20;
+        #[cfg(test)]
+        if let Some(f) = self
+            .before_zeroing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            f();
+        }
         let bs = g.cfg.block_size as u64;
         // Only for disks without write-zeroes: one buffer of zeroes, written chunk by chunk.
         let mut zeroes: Vec<u8> = Vec::new();
@@ -602,7 +609,8 @@ impl VolumeManager {
                 return Err(VmError::NotFound {
                     kind: "disk",
                     name: s.disk.clone(),
-                });
+                }
+                .into());
             };
             let start = (d.public_offset + s.disk_offset) * bs;
             let end = start + s.len * bs;
@@ -616,17 +624,18 @@ impl VolumeManager {
                     zeroes.resize(n as usize, 0);
                     (IoType::Write, Some(&zeroes[..n as usize]))
                 };
-                run_io(
-                    &self.engine,
-                    0,
-                    &m.bdev,
-                    op,
-                    at,
-                    n,
-                    data,
-                    Duration::from_secs(120),
-                )
-                .map_err(|e| VmError::Disk(e.into()))?;
+                let io = start_io(&self.engine, 0, &m.bdev, op, at, n, data)
+                    .map_err(|e| VmError::Disk(e.into()))?;
+                match io.wait(self.zero_wait()) {
+                    Ok(_) => {}
+                    Err(e @ BlockingIoError::TimedOut(_)) => {
+                        return Err(ZeroFailed {
+                            error: VmError::Disk(e.into()),
+                            pending: Some(Box::new((io, s.clone()))),
+                        })
+                    }
+                    Err(e) => return Err(VmError::Disk(e.into()).into()),
+                }
                 at += n;
             }
         }
@@ -636,6 +645,74 @@ impl VolumeManager {
             sds.iter()
                 .filter_map(|s| g.members.get(&s.disk).map(|m| &m.bdev)),
         )
+        .map_err(ZeroFailed::from)
+    }
+
+    /// Undoes a create or grow whose zeroing failed: `rollback` removes what it added from a
+    /// copy of the configuration, which is committed. A subdisk under a zero write that did
+    /// not complete stays allocated (an orphan) until that write has, so the late zeroes
+    /// never land in space given to another volume; then it is freed (or at the next import).
+    pub(crate) fn zeroing_failed(
+        &self,
+        g: &mut Group,
+        f: ZeroFailed,
+        rollback: impl FnOnce(&mut DgConfig),
+    ) -> VmError {
+        let dg = g.cfg.name.clone();
+        let mut back = g.cfg.clone();
+        rollback(&mut back);
+        let mut kept = None;
+        if let Some((io, sd)) = f.pending.map(|b| *b) {
+            back.subdisks.retain(|s| s.name != sd.name);
+            let orphan = SubdiskRecord { plex: None, ..sd };
+            back.subdisks.push(orphan.clone());
+            kept = Some((io, orphan));
+        }
+        if let Err(e) = g.commit(&self.engine, back) {
+            tracing::error!(dg = %dg, "cannot roll back after the zeroing failed ({}): {e}; the next import rolls it back", f.error);
+            return f.error;
+        }
+        if let Some((io, sd)) = kept {
+            tracing::warn!(dg = %dg, subdisk = %sd.name, disk = %sd.disk, "a zeroing write did not complete within {:?}; the subdisk stays allocated until it does", self.zero_wait());
+            self.free_when_zeroed(dg, io, sd);
+        }
+        f.error
+    }
+
+    /// Frees orphan subdisk `sd` of group `dg` once the zero write `io` completed.
+    fn free_when_zeroed(&self, dg: String, io: PendingIo, sd: SubdiskRecord) {
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vm_zero_wait".into())
+            .spawn(move || {
+                while let Err(BlockingIoError::TimedOut(_)) = io.wait(Duration::from_secs(60)) {
+                    tracing::warn!(dg = %dg, subdisk = %sd.name, disk = %sd.disk, "a zeroing write still has not completed; the subdisk stays allocated");
+                }
+                let Some(vm) = me.upgrade() else {
+                    return;
+                };
+                let mut groups = vm.lock();
+                let Some(g) = groups.get_mut(&dg) else {
+                    return;
+                };
+                let mut cfg = g.cfg.clone();
+                cfg.subdisks.retain(|s| {
+                    !(s.plex.is_none()
+                        && s.name == sd.name
+                        && s.disk == sd.disk
+                        && s.disk_offset == sd.disk_offset)
+                });
+                if cfg.subdisks.len() == g.cfg.subdisks.len() {
+                    return;
+                }
+                match g.commit(&vm.engine, cfg) {
+                    Ok(()) => tracing::info!(dg = %dg, subdisk = %sd.name, "the late zeroing write completed; subdisk freed"),
+                    Err(e) => tracing::warn!(dg = %dg, subdisk = %sd.name, "cannot free the subdisk after its late zeroing write: {e}; the next import frees it"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the thread that frees a subdisk after a late zeroing write: {e}; the next import frees it");
+        }
     }
 
     /// Starts a volume: registers bdev `<dg>/<name>`. A volume that was running when plexd
@@ -979,6 +1056,24 @@ impl VolumeManager {
 }
 
 /// Sub-volumes are started, stopped and deleted with their layered volume only.
+/// A zeroing that failed. A write in `pending` did not complete in time and may still land
+/// on its subdisk: that space must stay allocated until it has.
+pub(crate) struct ZeroFailed {
+    /// Why it failed.
+    pub(crate) error: VmError,
+    /// The write still in flight and the subdisk it zeroes.
+    pending: Option<Box<(PendingIo, SubdiskRecord)>>,
+}
+
+impl From<VmError> for ZeroFailed {
+    fn from(error: VmError) -> Self {
+        ZeroFailed {
+            error,
+            pending: None,
+        }
+    }
+}
+
 /// Writes of a stopped volume that had not completed when its stop stopped waiting: the
 /// volume's space stays allocated until they have.
 pub(crate) struct Lingering {

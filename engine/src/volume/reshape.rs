@@ -199,12 +199,11 @@ impl VolumeManager {
         // 1. The space is taken (orphans), 2. zeroed, 3. made part of the volume.
         g.commit(&self.engine, cfg.clone())?;
         let sds: Vec<SubdiskRecord> = added.iter().map(|(s, ..)| s.clone()).collect();
-        if let Err(e) = self.zero_extents(g, &sds) {
-            let mut back = g.cfg.clone();
-            back.subdisks
-                .retain(|s| !sds.iter().any(|n| n.name == s.name));
-            let _ = g.commit(&self.engine, back);
-            return Err(e);
+        if let Err(f) = self.zero_extents(g, &sds) {
+            return Err(self.zeroing_failed(g, f, |back| {
+                back.subdisks
+                    .retain(|s| !sds.iter().any(|n| n.name == s.name))
+            }));
         }
         for (sd, plex, col, at) in &added {
             if let Some(s) = cfg.subdisks.iter_mut().find(|s| s.name == sd.name) {
