@@ -15,7 +15,7 @@
 //! rewritten with the volume's *current* map, taken under the chunk's raised barrier bucket
 //! (a subdisk move swaps under every bucket), and not at all once the volume is no longer the
 //! running one (checked under the group lock where the repair registers as a task; the stop
-//! also fences the volume's [`RepairGate`] for good). A repair is cancelled like a copy
+//! also fences the volume's `RepairGate` for good). A repair is cancelled like a copy
 //! (detach, dissociate, stop, shutdown), and a write of it the disk does not answer is fenced
 //! (`volume::fence`): its chunk stays locked and its disk range is not allocated again until
 //! it lands.
