@@ -1400,6 +1400,32 @@ fn front_end_truncating_guest_memory_does_not_kill_plexd() {
         Some(head as u32),
         "the request into truncated memory never came back"
     );
+    // The status byte is in live memory (the heap is below the new end): nothing was read
+    // into the lost buffer, so the guest must not be told "success".
+    let status = a.mem.byte(st);
+    assert_eq!(
+        status, VIRTIO_BLK_S_IOERR,
+        "a read into truncated guest memory completed with status {status}, want IOERR"
+    );
+    // Later requests through the poisoned memory table fail too, until a new table.
+    let h2 = hdr(&mut a, VIRTIO_BLK_T_IN, 0);
+    let d2 = a.heap.alloc(512);
+    let st2 = a.heap.alloc(1);
+    let head2 = a.vq.set_chain(
+        &a.mem,
+        0,
+        &[Desc::ro(h2, 16), Desc::wo(d2, 512), Desc::wo(st2, 1)],
+    );
+    a.vq.push(&a.mem, head2);
+    let used2 = a.vq.wait_used(&a.mem, REJECT_TIMEOUT);
+    if let Some(u) = used2 {
+        assert_eq!(u.id, head2 as u32);
+        let status2 = a.mem.byte(st2);
+        assert_eq!(
+            status2, VIRTIO_BLK_S_IOERR,
+            "a request through poisoned guest memory completed with status {status2}, want IOERR"
+        );
+    }
     env.witness().expect("B still serves");
     // The controller serves a new connection.
     drop(a);

@@ -266,6 +266,7 @@ impl BlkBackend {
             index: index as u16,
             queue: q,
             mem,
+            faults: self.memory.faults().clone(),
             kick,
             call,
             err,
@@ -313,7 +314,10 @@ impl BlkBackend {
         for (i, v) in self.vrings.iter().enumerate() {
             if let Some(r) = &v.running {
                 let (tx, rx) = crossbeam::channel::bounded(1);
-                if r.cmds.send(Cmd::SetMem(snap.clone(), tx)).is_ok() {
+                if r.cmds
+                    .send(Cmd::SetMem(snap.clone(), self.memory.faults().clone(), tx))
+                    .is_ok()
+                {
                     export.engine.reactors().send_msg(r.reactor, || {});
                     pending.push((i, rx));
                 }
@@ -404,6 +408,8 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
             return Err(VuError::InvalidParam);
         }
         let mut regions = Vec::with_capacity(ctx.len());
+        // A new table starts unpoisoned: faults in the old one do not count against it.
+        let faults = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for (r, f) in ctx.iter().zip(files) {
             let region = MemoryTable::map_region(
                 r.guest_phys_addr,
@@ -411,6 +417,7 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
                 r.user_addr,
                 r.mmap_offset,
                 f,
+                &faults,
             )
             .map_err(|e| {
                 tracing::error!(ctrlr = %self.export.ctrlr, "{e}");
@@ -418,7 +425,7 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
             })?;
             regions.push(region);
         }
-        self.memory.set(regions);
+        self.memory.set(regions, faults);
         self.publish_memory()?;
         Ok(None)
     }
@@ -618,6 +625,7 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
             region.user_addr,
             region.mmap_offset,
             fd,
+            self.memory.faults(),
         )
         .map_err(|e| {
             tracing::error!(ctrlr = %self.export.ctrlr, "{e}");

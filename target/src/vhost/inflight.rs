@@ -143,7 +143,7 @@ impl InflightMap {
         let ptr =
             NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
         // The front-end's file may still shrink later (ours is sealed).
-        let guard = match super::sigbus::register(ptr.as_ptr(), len) {
+        let guard = match super::sigbus::register(ptr.as_ptr(), len, None) {
             Ok(g) => g,
             Err(e) => {
                 // SAFETY: unmapping the mapping made above, which nothing uses.

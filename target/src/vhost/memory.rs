@@ -3,6 +3,7 @@
 //! ring addresses) are translated to guest physical addresses.
 
 use std::fs::File;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -44,16 +45,20 @@ pub enum MemoryError {
 #[derive(Default, Clone)]
 pub struct MemoryTable {
     regions: Vec<Region>,
+    /// SIGBUS faults survived in this table's regions (shared by every region mapped since the
+    /// last SET_MEM_TABLE): requests that saw it move lost guest memory and answer IOERR.
+    faults: Arc<AtomicU64>,
 }
 
 impl MemoryTable {
-    /// Maps one region from `file` at `mmap_offset`.
+    /// Maps one region from `file` at `mmap_offset`; faults in it are counted on `faults`.
     pub fn map_region(
         gpa: u64,
         size: u64,
         user_addr: u64,
         mmap_offset: u64,
         file: File,
+        faults: &Arc<AtomicU64>,
     ) -> Result<Region, MemoryError> {
         let err = |reason: String| MemoryError::Map { gpa, size, reason };
         let len = usize::try_from(size).map_err(|_| err("size too large".into()))?;
@@ -85,7 +90,8 @@ impl MemoryTable {
             .map_err(|e| err(e.to_string()))?;
         // The file may still shrink later (an unsealed memfd, a hugetlbfs or tmpfs file):
         // register the mapping so that touching a page past the new end cannot kill plexd.
-        let guard = sigbus::register(mmap.as_ptr(), len).map_err(|e| err(e.to_string()))?;
+        let guard = sigbus::register(mmap.as_ptr(), len, Some(faults.clone()))
+            .map_err(|e| err(e.to_string()))?;
         let mapping = GuestRegionMmap::new(mmap, GuestAddress(gpa))
             .ok_or_else(|| err("region does not fit the address space".into()))?;
         Ok(Region {
@@ -96,9 +102,16 @@ impl MemoryTable {
         })
     }
 
-    /// Replaces every region.
-    pub fn set(&mut self, regions: Vec<Region>) {
+    /// Replaces every region; `faults` is the counter they were mapped with (a fresh one:
+    /// a new table is not poisoned by faults in the old one).
+    pub fn set(&mut self, regions: Vec<Region>, faults: Arc<AtomicU64>) {
         self.regions = regions;
+        self.faults = faults;
+    }
+
+    /// The fault counter of this table's regions (map added regions with it).
+    pub fn faults(&self) -> &Arc<AtomicU64> {
+        &self.faults
     }
 
     /// Adds a region.

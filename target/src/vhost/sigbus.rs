@@ -15,11 +15,18 @@
 //!   front-end broke its own memory (it faults on those pages itself); plexd only has to live
 //!   on and keep its other exports serving. The fault is counted ([`faults`]) and logged by
 //!   the connection's control thread;
-//! - any other SIGBUS (hardware memory errors, addresses outside these mappings) goes to the
-//!   previous handler (Rust's stack-overflow handler) or the default action, as before.
+//! - the fault is also counted on the mapping's own counter (given to [`register`]; guest
+//!   memory shares one per memory table). The rings remember that count when they parse a
+//!   request and compare it when the request completes: a request whose memory was lost
+//!   answers IOERR instead of "success", and the table is poisoned (later requests fail and
+//!   the queue stops, signalling its error eventfd) until the front-end sets a new table;
+//! - only kernel-generated `BUS_ADRERR` faults (an access past the end of the file) are
+//!   handled; any other SIGBUS (hardware memory errors, `kill`/`sigqueue`, addresses outside
+//!   these mappings) goes to the previous handler (Rust's stack-overflow handler) or the
+//!   default action, as before.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 /// Mappings that can be registered at once (guest memory regions of every connection, their
 /// old snapshots still in use, inflight areas).
@@ -33,6 +40,9 @@ struct Slot {
     state: AtomicU8,
     start: AtomicUsize,
     end: AtomicUsize,
+    /// Address of the mapping's fault counter (an `AtomicU64` kept alive by the [`Guard`]),
+    /// or 0.
+    counter: AtomicUsize,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -40,6 +50,7 @@ const EMPTY: Slot = Slot {
     state: AtomicU8::new(FREE),
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
+    counter: AtomicUsize::new(0),
 };
 
 static SLOTS: [Slot; MAX_MAPPINGS] = [EMPTY; MAX_MAPPINGS];
@@ -63,6 +74,8 @@ pub enum GuardError {
 #[derive(Debug)]
 pub struct Guard {
     slot: usize,
+    /// The fault counter the slot points to; outlives the registration.
+    _counter: Option<Arc<AtomicU64>>,
 }
 
 impl Drop for Guard {
@@ -71,6 +84,7 @@ impl Drop for Guard {
         s.state.store(BUSY, Ordering::SeqCst);
         s.start.store(0, Ordering::SeqCst);
         s.end.store(0, Ordering::SeqCst);
+        s.counter.store(0, Ordering::SeqCst);
         s.state.store(FREE, Ordering::SeqCst);
     }
 }
@@ -110,8 +124,13 @@ fn install() -> Result<(), GuardError> {
     }
 }
 
-/// Registers `[start, start + len)`, a shared mapping of a file the front-end controls.
-pub fn register(start: *const u8, len: usize) -> Result<Guard, GuardError> {
+/// Registers `[start, start + len)`, a shared mapping of a file the front-end controls. Each
+/// fault survived in it also increments `counter`, if given.
+pub fn register(
+    start: *const u8,
+    len: usize,
+    counter: Option<Arc<AtomicU64>>,
+) -> Result<Guard, GuardError> {
     install()?;
     let start = start as usize;
     let end = start.saturating_add(len);
@@ -122,25 +141,33 @@ pub fn register(start: *const u8, len: usize) -> Result<Guard, GuardError> {
         {
             s.start.store(start, Ordering::SeqCst);
             s.end.store(end, Ordering::SeqCst);
+            s.counter.store(
+                counter.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize),
+                Ordering::SeqCst,
+            );
             s.state.store(LIVE, Ordering::SeqCst);
-            return Ok(Guard { slot: i });
+            return Ok(Guard {
+                slot: i,
+                _counter: counter,
+            });
         }
     }
     Err(GuardError::Full)
 }
 
-/// The registered mapping holding `addr`.
-fn lookup(addr: usize) -> Option<(usize, usize)> {
+/// The registered mapping holding `addr`: its range and its counter's address (or 0).
+fn lookup(addr: usize) -> Option<(usize, usize, usize)> {
     for s in SLOTS.iter() {
         if s.state.load(Ordering::Acquire) != LIVE {
             continue;
         }
-        let (start, end) = (
+        let (start, end, counter) = (
             s.start.load(Ordering::Acquire),
             s.end.load(Ordering::Acquire),
+            s.counter.load(Ordering::Acquire),
         );
         if addr >= start && addr < end && s.state.load(Ordering::Acquire) == LIVE {
-            return Some((start, end));
+            return Some((start, end, counter));
         }
     }
     None
@@ -179,10 +206,17 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     if !info.is_null() {
         // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
         let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-        let memory_error = code == libc::BUS_MCEERR_AR || code == libc::BUS_MCEERR_AO;
-        if !memory_error {
-            if let Some((start, end)) = lookup(addr) {
+        // Only an access past the end of the file, as the kernel reports it; hardware memory
+        // errors and signals sent by processes are not ours to swallow.
+        if code == libc::BUS_ADRERR {
+            if let Some((start, end, counter)) = lookup(addr) {
                 if patch(addr, start, end) {
+                    if counter != 0 {
+                        // SAFETY: the slot was LIVE with this counter; the Guard holding the
+                        // counter is dropped only once nothing uses the mapping (no access
+                        // can fault in it then), after the slot is cleared.
+                        unsafe { (*(counter as *const AtomicU64)).fetch_add(1, Ordering::SeqCst) };
+                    }
                     FAULTS.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
@@ -299,7 +333,8 @@ mod tests {
         };
         assert_ne!(p, libc::MAP_FAILED);
         let p = p as *mut u8;
-        let guard = register(p, len).unwrap();
+        let counter = Arc::new(AtomicU64::new(0));
+        let guard = register(p, len, Some(counter.clone())).unwrap();
         // SAFETY: inside the mapping.
         unsafe { std::ptr::write_volatile(p.add(3 * 4096), 7) };
         file.set_len(4096).unwrap();
@@ -311,6 +346,11 @@ mod tests {
         // SAFETY: as above, a write.
         unsafe { std::ptr::write_volatile(p.add(2 * 4096), 1) };
         assert!(faults() >= before + 2);
+        assert_eq!(
+            counter.load(Ordering::SeqCst),
+            2,
+            "faults counted on the mapping"
+        );
         drop(guard);
         // SAFETY: unmapping what we mapped.
         unsafe { libc::munmap(p.cast(), len) };

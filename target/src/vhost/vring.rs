@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use plexd_engine::bdev::{Bdev, BdevIo, IoChannel, IoCompletion, IoType};
@@ -117,7 +118,12 @@ pub enum Cmd {
     Stop(crossbeam::channel::Sender<u16>),
     /// Use a new guest memory snapshot for every request fetched from now on, then answer
     /// (the control thread acknowledges the front-end only after that answer).
-    SetMem(Arc<GuestMemoryMmap>, crossbeam::channel::Sender<()>),
+    /// The counter is the table's SIGBUS fault counter (see [`VringSpec::faults`]).
+    SetMem(
+        Arc<GuestMemoryMmap>,
+        Arc<AtomicU64>,
+        crossbeam::channel::Sender<()>,
+    ),
 }
 
 /// Everything a reactor needs to start serving a queue.
@@ -130,6 +136,9 @@ pub struct VringSpec {
     pub queue: Queue,
     /// Guest memory.
     pub mem: Arc<GuestMemoryMmap>,
+    /// SIGBUS faults survived in `mem`'s mappings (the front-end shrank their files): a
+    /// request that sees it move lost guest memory and answers IOERR.
+    pub faults: Arc<AtomicU64>,
     /// Guest → device notifications.
     pub kick: File,
     /// Device → guest interrupts.
@@ -153,6 +162,9 @@ pub struct VringSpec {
 
 struct Slot {
     mem: Option<Arc<GuestMemoryMmap>>,
+    /// The fault counter of `mem`'s mappings, and its value when the request was parsed.
+    faults: Option<Arc<AtomicU64>>,
+    faults_seen: u64,
     status: *mut u8,
     used_len: u32,
 }
@@ -160,6 +172,9 @@ struct Slot {
 struct State {
     queue: Queue,
     mem: Arc<GuestMemoryMmap>,
+    /// `mem`'s fault counter (fresh, at 0, for every SET_MEM_TABLE): once it moved, guest
+    /// memory was lost and the snapshot is poisoned.
+    faults: Arc<AtomicU64>,
     desc_table: u64,
     slots: Vec<Slot>,
     heads: Vec<u16>,
@@ -234,10 +249,13 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
         state: RefCell::new(State {
             queue: spec.queue,
             mem: spec.mem,
+            faults: spec.faults,
             desc_table,
             slots: (0..size)
                 .map(|_| Slot {
                     mem: None,
+                    faults: None,
+                    faults_seen: 0,
                     status: std::ptr::null_mut(),
                     used_len: 0,
                 })
@@ -280,8 +298,11 @@ impl VringWorker {
             let mut st = self.state.borrow_mut();
             match cmd {
                 Cmd::Stop(reply) => st.stopping = Some(reply),
-                Cmd::SetMem(m, applied) => {
+                Cmd::SetMem(m, faults, applied) => {
                     st.mem = m;
+                    // ADD/REM_MEM_REG keep the table's counter (regions kept from it may
+                    // have lost memory); SET_MEM_TABLE brings a fresh one.
+                    st.faults = faults;
                     let _ = applied.send(());
                 }
             }
@@ -398,6 +419,16 @@ impl VringWorker {
     fn mark_broken(&self, st: &mut State) {
         st.broken = true;
         self.signal_error();
+    }
+
+    /// The front-end shrank guest memory under a request (a SIGBUS was survived in it):
+    /// the queue stops until a reset, and the front-end is told through the error eventfd.
+    #[cold]
+    fn memory_lost(&self, st: &mut State) {
+        if !st.broken {
+            tracing::error!(ctrlr = %self.ctrlr, queue = self.index, "the front-end shrank shared guest memory under a request; it answered IOERR and the queue stopped until a new memory table or reset");
+            self.mark_broken(st);
+        }
     }
 
     fn signal_error(&self) {
@@ -535,6 +566,14 @@ impl VringWorker {
         if writes && self.readonly {
             return immediate(st, VIRTIO_BLK_S_IOERR, 1);
         }
+        let faults_seen = st.faults.load(Ordering::SeqCst);
+        if faults_seen != 0 {
+            // Guest memory of this snapshot was lost (replaced by zero pages): no request
+            // through it may claim success.
+            immediate(st, VIRTIO_BLK_S_IOERR, 1);
+            self.memory_lost(st);
+            return false;
+        }
         let mut io = BdevIo::alloc();
         if io_type == IoType::Flush {
             io.prep(io_type, 0, 0);
@@ -549,8 +588,11 @@ impl VringWorker {
                 unsafe { io.push_iov(p.ptr, p.len) };
             }
         }
+        let faults = st.faults.clone();
         let slot = &mut st.slots[head as usize];
         slot.mem = Some(m.clone());
+        slot.faults = Some(faults);
+        slot.faults_seen = faults_seen;
         slot.status = parsed.status;
         slot.used_len = used_len;
         st.inflight += 1;
@@ -656,6 +698,13 @@ impl IoCompletion for VringWorker {
             let Some(slot_mem) = slot.mem.take() else {
                 return;
             };
+            // A plain load/compare: did a SIGBUS replace guest memory while this request
+            // used it (reads landed in a zero page, writes read zeros)?
+            let lost = slot
+                .faults
+                .take()
+                .is_some_and(|f| f.load(Ordering::SeqCst) != slot.faults_seen);
+            let ok = ok && !lost;
             // SAFETY: `slot.status` points into `slot_mem`, which is still mapped (we hold it).
             unsafe {
                 write_status(
@@ -670,6 +719,9 @@ impl IoCompletion for VringWorker {
             let used = if ok { slot.used_len } else { 1 };
             st.inflight = st.inflight.saturating_sub(1);
             st.complete_head(head as u16, used);
+            if lost {
+                self.memory_lost(st);
+            }
             slot_mem
         };
         drop(released);
