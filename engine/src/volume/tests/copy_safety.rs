@@ -64,12 +64,7 @@ fn detaching_the_resync_source_restarts_the_resync_elsewhere() {
     let vm2 = VolumeManager::new(e.clone());
     vm2.dg_import(Some("dg01"), None, None).unwrap();
     let vol = e.bdevs().get("dg01/vol01").unwrap();
-    let resync = vm2
-        .tasks()
-        .list()
-        .into_iter()
-        .find(|t| t.kind == "resync")
-        .unwrap();
+    let resync = task_of_kind(&vm2, "resync");
     assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
     // While it copies: new data at the end, then the source leaves.
     let tail = pattern(2, 1 << 20);
@@ -145,12 +140,7 @@ fn a_crash_during_resync_restarts_it_from_the_beginning() {
         Some(0),
         "starts over"
     );
-    let t = vm3
-        .tasks()
-        .list()
-        .into_iter()
-        .find(|t| t.kind == "resync")
-        .unwrap();
+    let t = task_of_kind(&vm3, "resync");
     assert_eq!(
         vm3.tasks()
             .wait(t.id, Duration::from_secs(120))
@@ -257,12 +247,7 @@ fn dissociating_a_resync_target_stops_its_writes_before_the_space_is_reused() {
     let e = engine();
     let d = disks(&e, 2, 16);
     let (vm, gate, _, plexes) = crashed_mirror(&e, &d, 2, 2048);
-    let resync = vm
-        .tasks()
-        .list()
-        .into_iter()
-        .find(|t| t.kind == "resync")
-        .unwrap();
+    let resync = task_of_kind(&vm, "resync");
     assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
     let disk = plex_disk(&vm, &plexes[1]);
     vm.plex_detach("dg01", &plexes[1], true).unwrap();
@@ -359,12 +344,7 @@ fn a_copy_write_that_outlives_its_timeout_keeps_its_chunk_locked() {
     let vol = e.bdevs().get("dg01/vol01").unwrap();
     let shared = crate::volume::driver::shared_of(&vol).unwrap();
     shared.barrier().set_io_timeout(Duration::from_millis(200));
-    let resync = vm
-        .tasks()
-        .list()
-        .into_iter()
-        .find(|t| t.kind == "resync")
-        .unwrap();
+    let resync = task_of_kind(&vm, "resync");
     assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
     let (cfg, _) = vm.config("dg01").unwrap();
     let target = cfg
@@ -800,12 +780,7 @@ fn a_failed_resync_target_never_serves_the_chunk_it_failed_to_take() {
             f.block();
         }
     });
-    let resync = vm
-        .tasks()
-        .list()
-        .into_iter()
-        .find(|t| t.kind == "resync")
-        .unwrap();
+    let resync = task_of_kind(&vm, "resync");
     assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
     let (cfg, _) = vm.config("dg01").unwrap();
     let dev = |p: &str| cfg.disk(&plex_disk(&vm, p)).unwrap().device.clone();

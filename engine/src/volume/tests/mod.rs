@@ -112,6 +112,15 @@ pub(crate) fn plex_state(
     (p.state, p.kstate)
 }
 
+/// The task of `kind` the manager lists (panics if there is none).
+pub(crate) fn task_of_kind(vm: &VolumeManager, kind: &str) -> Arc<crate::volume::task::Task> {
+    vm.tasks()
+        .list()
+        .into_iter()
+        .find(|t| t.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} task is listed"))
+}
+
 /// Polls `f` every 5 ms for up to 60 s; fails the test naming `what` if it never holds.
 pub(crate) fn wait_until(what: &str, f: impl Fn() -> bool) {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(60);

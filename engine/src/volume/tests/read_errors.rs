@@ -149,12 +149,7 @@ fn a_read_error_on_the_resync_source_never_serves_or_copies_unsynced_data() {
     vm2.dg_import(Some("dg01"), None, None).unwrap();
     gate.wait_reached("the resync");
     let vol = e.bdevs().get("dg01/vol01").unwrap();
-    let resync = vm2
-        .tasks()
-        .list()
-        .into_iter()
-        .find(|t| t.kind == "resync")
-        .unwrap();
+    let resync = task_of_kind(&vm2, "resync");
     assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
     inject(&e, &source_dev, InjectTarget::Read, 1);
     // An error is a fair answer; the unsynced plex's bytes are not.
