@@ -177,8 +177,6 @@ pub struct VolumeShared {
     /// The resync running while the map has a read source: below its progress every
     /// writable plex equals the source (failure path only reads it).
     pub(crate) resync: arc_swap::ArcSwapOption<super::task::Task>,
-    /// Fenced for good once the volume stops (queued read repairs then do nothing).
-    pub(crate) repair_gate: Arc<super::repair::RepairGate>,
 }
 
 impl VolumeShared {
@@ -210,7 +208,6 @@ impl VolumeShared {
             #[cfg(test)]
             writes_deferred: AtomicU64::new(0),
             resync: arc_swap::ArcSwapOption::empty(),
-            repair_gate: Arc::default(),
         })
     }
 

@@ -884,12 +884,10 @@ impl VolumeManager {
         let shared = g.volumes.remove(name);
         // Copy writes of cancelled copies still in flight (bounded by the same wait).
         let fenced = self.tasks.fences().wait_volume(&dg, name, deadline);
-        // Queued read repairs of this volume do nothing from now on; one rewriting a chunk
-        // now is waited for (bounded: its disk may not answer).
-        let repairs_done = shared
-            .as_ref()
-            .is_none_or(|s| s.repair_gate.fence(self.stop_wait()));
-        if let (false, Some(s)) = (drained && repairs_done, &shared) {
+        // Queued read repairs of this volume do nothing from now on (they check that their
+        // volume still runs); a running one was cancelled with the volume's tasks, its write
+        // fenced if the disk had not answered.
+        if let (false, Some(s)) = (drained, &shared) {
             g.lingering
                 .entry(name.to_string())
                 .or_default()
@@ -904,10 +902,6 @@ impl VolumeManager {
                 "copy writes to {} were still in flight when the stop stopped waiting",
                 fenced.join(", ")
             ))
-        } else if !repairs_done {
-            Some(
-                "a read repair's write had not completed when the stop stopped waiting".to_string(),
-            )
         } else if g.disabled.contains(name) {
             Some("a failure could not be recorded (the volume is disabled)".to_string())
         } else if shared.as_ref().is_some_and(|s| !s.events_handled()) {
@@ -1079,8 +1073,6 @@ impl From<VmError> for ZeroFailed {
 pub(crate) struct Lingering {
     /// The volume's bdev, alive while requests that started on it have not completed.
     bdev: std::sync::Weak<crate::bdev::Bdev>,
-    /// The volume's read repairs (one may still be rewriting a chunk).
-    repairs: Arc<super::repair::RepairGate>,
     /// The volume's disks (bdev names), for the error message.
     disks: String,
 }
@@ -1089,26 +1081,14 @@ impl Lingering {
     fn of(s: &VolumeShared, bdev: std::sync::Weak<crate::bdev::Bdev>) -> Lingering {
         Lingering {
             bdev,
-            repairs: s.repair_gate.clone(),
             disks: disk_names(&s.map()),
         }
     }
 
     /// What has not completed yet, if anything.
     fn busy(&self) -> Option<String> {
-        if self.bdev.strong_count() > 0 {
-            Some(format!(
-                "requests to its disks {} are still in flight",
-                self.disks
-            ))
-        } else {
-            (!self.repairs.idle()).then(|| {
-                format!(
-                    "a read repair's write to its disks {} has not completed",
-                    self.disks
-                )
-            })
-        }
+        (self.bdev.strong_count() > 0)
+            .then(|| format!("requests to its disks {} are still in flight", self.disks))
     }
 }
 

@@ -14,15 +14,14 @@
 //! A job may wait in the queue while its volume changes. It keeps only names: each chunk is
 //! rewritten with the volume's *current* map, taken under the chunk's raised barrier bucket
 //! (a subdisk move swaps under every bucket), and not at all once the volume is no longer the
-//! running one (checked under the group lock where the repair registers as a task; the stop
-//! also fences the volume's `RepairGate` for good). A repair is cancelled like a copy
+//! running one (checked under the group lock where the repair registers as a task; a stop
+//! cancels the repairs registered before it). A repair is cancelled like a copy
 //! (detach, dissociate, stop, shutdown), and a write of it the disk does not answer is fenced
 //! (`volume::fence`): its chunk stays locked and its disk range is not allocated again until
 //! it lands.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
 
 use super::driver::{VolumeMap, VolumeShared};
 use super::manager::VolumeManager;
@@ -44,51 +43,6 @@ pub(crate) struct RepairJob {
     pub(crate) offset: u64,
     /// Blocks.
     pub(crate) num: u64,
-}
-
-/// Lets a volume's read repairs write, or fences them off (see the module docs).
-#[derive(Debug, Default)]
-pub(crate) struct RepairGate {
-    /// Repair chunks being rewritten now.
-    running: AtomicU64,
-    /// Fences up: while above zero no repair chunk starts.
-    fenced: AtomicU64,
-}
-
-impl RepairGate {
-    /// A repair chunk starts (its bucket raised); false (nothing counted) if fenced.
-    pub(crate) fn enter(&self) -> bool {
-        self.running.fetch_add(1, Ordering::SeqCst);
-        if self.fenced.load(Ordering::SeqCst) > 0 {
-            self.leave();
-            return false;
-        }
-        true
-    }
-
-    /// A repair chunk that entered is done.
-    pub(crate) fn leave(&self) {
-        self.running.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Fences repairs off for good (the volume stopped) and waits
-    /// at most `wait` for the chunk being rewritten; returns whether none is left.
-    pub(crate) fn fence(&self, wait: Duration) -> bool {
-        self.fenced.fetch_add(1, Ordering::SeqCst);
-        let deadline = Instant::now() + wait;
-        while !self.idle() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        true
-    }
-
-    /// Whether no repair chunk is being rewritten.
-    pub(crate) fn idle(&self) -> bool {
-        self.running.load(Ordering::SeqCst) == 0
-    }
 }
 
 /// Counts of a volume manager's read repairs.

@@ -531,7 +531,6 @@ fn repair_range(
     num: u64,
 ) -> Result<Option<bool>, String> {
     let barrier = volume.barrier();
-    let gate = &volume.repair_gate;
     let chunk = barrier.chunk_blocks();
     let end = offset + num;
     let mut at = offset;
@@ -542,10 +541,6 @@ fn repair_range(
         let _g = task.chunk_lock();
         if task.cancelled() || !barrier.raise(c, task.cancel_flag()) {
             return Ok(None);
-        }
-        if !gate.enter() {
-            barrier.lower(c);
-            return Ok(Some(rewritten));
         }
         let cur = volume.map();
         let src = cur
@@ -559,7 +554,6 @@ fn repair_range(
         let (Some(src), Some(tgt), Some(bs)) =
             (src, tgt, cur.disks.first().map(|d| d.block_size() as u64))
         else {
-            gate.leave();
             barrier.lower(c);
             return Ok(Some(rewritten));
         };
@@ -570,7 +564,6 @@ fn repair_range(
         };
         let r = io(&source, crate::bdev::IoType::Read, &mut buf)
             .and_then(|_| io(&target, crate::bdev::IoType::Write, &mut buf));
-        gate.leave();
         // A write still in flight keeps the chunk raised through its fence.
         barrier.lower(c);
         match r {
