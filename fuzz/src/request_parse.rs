@@ -1,7 +1,8 @@
 //! The logic of the `request_parse` fuzz target: arbitrary bytes become a guest's memory
 //! (descriptor table included) and a head index; the chain is walked by virtio-queue's
-//! `DescriptorChain` into `plexd::vhost::request::flatten` and by plexd's own walker
-//! `plexd::vhost::chain::flatten_head`, then parsed with `plexd::vhost::request::parse`.
+//! `DescriptorChain` into [`flatten`] (the reference walker, kept here because only the
+//! differential tests use it) and by plexd's own walker `plexd::vhost::chain::flatten_head`,
+//! then parsed with `plexd::vhost::request::parse`.
 //!
 //! Shared with `target/tests/request_props.rs` (which includes this file with `#[path]`), so
 //! `cargo test -p plexd` runs it on seeds and on random bytes even where cargo-fuzz is absent.
@@ -26,10 +27,8 @@
 //! ring (one entry: the head) at [`AVAIL`] overwrites whatever the input put there.
 
 use plexd::vhost::chain::flatten_head;
-use plexd::vhost::request::{
-    flatten, parse, read_range_seg, write_id, Kind, ParseError, Piece, MAX_PIECES,
-};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use plexd::vhost::request::{parse, read_range_seg, write_id, Kind, ParseError, Piece, MAX_PIECES};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Guest memory regions: (first GPA, size).
@@ -44,7 +43,7 @@ pub const USED: u64 = 0x1c00;
 /// What a run found (for tests; the fuzzer only cares that nothing panicked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// `request::flatten` over virtio-queue's chain: number of pieces, or the error.
+    /// [`flatten`] over virtio-queue's chain: number of pieces, or the error.
     pub flatten: Result<usize, ParseError>,
     /// `chain::flatten_head`: number of pieces, or the error.
     pub walker: Result<usize, ParseError>,
@@ -65,6 +64,66 @@ pub struct Request {
     pub data_writable: Option<bool>,
     /// Guest physical address of the status byte.
     pub status_gpa: u64,
+}
+
+/// Flattens a chain into host memory pieces (cleared first), as plexd's walker does but built
+/// on virtio-queue's iterator: the independent reference `chain::flatten_head` is compared
+/// with. Returns an error if any descriptor cannot be mapped or the chain is too long.
+///
+/// virtio-queue's iterator ends a malformed chain silently (a loop or an over-long chain
+/// when its TTL runs out, a next index past the table, a nested indirect table, an unreadable
+/// descriptor, more than 4 GiB); the last descriptor it yielded then still says NEXT. Such a
+/// chain is refused rather than served as the prefix it yielded.
+///
+/// # Safety
+/// The pieces point into `mem` without borrowing it: the caller must keep `mem` alive while
+/// it uses them.
+pub unsafe fn flatten<M>(
+    chain: DescriptorChain<M>,
+    mem: &GuestMemoryMmap,
+    pieces: &mut Vec<Piece>,
+) -> Result<(), ParseError>
+where
+    M: std::ops::Deref,
+    M::Target: vm_memory::GuestMemory,
+{
+    pieces.clear();
+    let mut cut_short = false;
+    for desc in chain {
+        cut_short = desc.has_next();
+        let len = desc.len() as usize;
+        if len == 0 {
+            continue;
+        }
+        desc.addr()
+            .0
+            .checked_add(len as u64)
+            .ok_or(ParseError::BadAddress)?;
+        for slice in mem.get_slices(GuestAddress(desc.addr().0), len) {
+            let slice = slice.map_err(|_| ParseError::BadAddress)?;
+            if pieces.len() >= MAX_PIECES {
+                return Err(ParseError::TooLong);
+            }
+            // SAFETY: `slice` lies in a mapping of `mem`, valid for reads and writes of its
+            // length; the caller keeps `mem` alive while the pieces are used.
+            pieces.push(unsafe {
+                Piece::new(
+                    slice.ptr_guard_mut().as_ptr(),
+                    slice.len(),
+                    desc.is_write_only(),
+                )
+            });
+        }
+    }
+    if cut_short {
+        return Err(ParseError::TooLong);
+    }
+    Ok(())
+}
+
+/// The piece as (host address, length, writable), for comparisons.
+pub fn raw(p: &Piece) -> (usize, usize, bool) {
+    (p.as_ptr() as usize, p.len(), p.is_writable())
 }
 
 /// Guest memory holding `image` from GPA 0 on (as far as the first two regions reach).
@@ -104,11 +163,11 @@ fn gpa_of(regions: &[(usize, usize, u64)], p: usize) -> Option<u64> {
 fn check_pieces(regions: &[(usize, usize, u64)], pieces: &[Piece], who: &str) {
     assert!(pieces.len() <= MAX_PIECES, "{who}: {} pieces", pieces.len());
     for p in pieces {
-        assert!(p.len > 0, "{who}: empty piece");
-        let start = p.ptr as usize;
+        let (start, len, _) = raw(p);
+        assert!(len > 0, "{who}: empty piece");
         let inside = regions
             .iter()
-            .any(|(h, l, _)| start >= *h && start.checked_add(p.len).is_some_and(|e| e <= h + l));
+            .any(|(h, l, _)| start >= *h && start.checked_add(len).is_some_and(|e| e <= h + l));
         assert!(inside, "{who}: piece {p:?} outside guest memory");
     }
 }
@@ -118,11 +177,11 @@ type Model = (u32, u64, Vec<(usize, usize, bool)>, usize);
 
 /// Byte-position model of `parse`: None where the request is malformed.
 pub fn model_parse(pieces: &[Piece]) -> Option<Model> {
-    let last = pieces.last()?;
-    if !last.writable {
+    let last = raw(pieces.last()?);
+    if !last.2 || last.1 == 0 {
         return None;
     }
-    let total: u64 = pieces.iter().map(|p| p.len as u64).sum();
+    let total: u64 = pieces.iter().map(|p| p.len() as u64).sum();
     if total > u32::MAX as u64 || total < 17 {
         return None;
     }
@@ -131,24 +190,20 @@ pub fn model_parse(pieces: &[Piece]) -> Option<Model> {
     let mut data: Vec<(usize, usize, bool)> = Vec::new();
     let mut pos = 0u64;
     for p in pieces {
-        let (s, e) = (pos, pos + p.len as u64);
+        let (ptr, len, writable) = raw(p);
+        let (s, e) = (pos, pos + len as u64);
         if s < 16 {
-            if p.writable {
+            if writable {
                 return None;
             }
             for k in 0..(e.min(16) - s) as usize {
-                // SAFETY: `k < p.len`, and the caller guarantees the piece is valid for
-                // reads (guest memory alive for the call).
-                header.push(unsafe { std::ptr::read_volatile(p.ptr.add(k)) });
+                // SAFETY: `k < len`, and the piece is valid for reads (invariant of `Piece`).
+                header.push(unsafe { std::ptr::read_volatile(p.as_ptr().add(k)) });
             }
         }
         let (ds, de) = (s.max(16), e.min(total - 1));
         if ds < de {
-            data.push((
-                p.ptr as usize + (ds - s) as usize,
-                (de - ds) as usize,
-                p.writable,
-            ));
+            data.push((ptr + (ds - s) as usize, (de - ds) as usize, writable));
         }
         pos = e;
     }
@@ -167,19 +222,12 @@ pub fn model_parse(pieces: &[Piece]) -> Option<Model> {
             return None;
         }
     }
-    let status = last.ptr as usize + last.len - 1;
+    let status = last.0 + last.1 - 1;
     Some((t, sector, data, status))
 }
 
 /// Runs `parse` on `pieces` and checks it against [`model_parse`]; returns the request.
-///
-/// # Safety
-/// Every piece must be valid for reads (and writes, if writable) of its length for the whole
-/// call, and have a non-zero length (as `flatten` guarantees).
-pub unsafe fn parse_checked(
-    pieces: &[Piece],
-    gpa: impl Fn(usize) -> u64,
-) -> Result<Request, ParseError> {
+pub fn parse_checked(pieces: &[Piece], gpa: impl Fn(usize) -> u64) -> Result<Request, ParseError> {
     let mut data = Vec::new();
     let parsed = parse(pieces, &mut data);
     let model = model_parse(pieces);
@@ -190,10 +238,7 @@ pub unsafe fn parse_checked(
         (Ok(p), Some(_)) => p,
     };
     let (t, sector, model_data, status) = model.expect("checked above");
-    let got: Vec<(usize, usize, bool)> = data
-        .iter()
-        .map(|d| (d.ptr as usize, d.len, d.writable))
-        .collect();
+    let got: Vec<(usize, usize, bool)> = data.iter().map(raw).collect();
     assert_eq!(got, model_data, "data pieces differ from the model");
     assert_eq!(
         p.data_len,
@@ -220,9 +265,11 @@ pub unsafe fn parse_checked(
     assert_eq!(kind_type, t, "kind");
     let mut bytes = Vec::with_capacity(p.data_len as usize);
     for d in &data {
-        // SAFETY: each data piece lies within an input piece (checked against the model
-        // above), which the caller guarantees is readable for the call.
-        bytes.extend_from_slice(unsafe { std::slice::from_raw_parts(d.ptr, d.len) });
+        for k in 0..d.len() {
+            // SAFETY: `k < d.len()`, and a data piece is valid for reads (invariant of
+            // `Piece`); read byte by byte, never as a slice of guest memory.
+            bytes.push(unsafe { std::ptr::read_volatile(d.as_ptr().add(k)) });
+        }
     }
     // The helpers that touch data pieces stay inside them.
     match p.kind {
@@ -243,7 +290,7 @@ pub unsafe fn parse_checked(
         kind: p.kind,
         sector: p.sector,
         data: bytes,
-        data_writable: data.first().map(|d| d.writable),
+        data_writable: data.first().map(Piece::is_writable),
         status_gpa: gpa(p.status as usize),
     })
 }
@@ -294,32 +341,26 @@ pub fn run(input: &[u8]) -> Outcome {
     let mut pieces = Vec::new();
     let chain = q.iter(&mem).expect("avail ring").next().expect("one chain");
     assert_eq!(chain.head_index(), head);
-    let flat = flatten(chain, &mem, &mut pieces).map(|()| pieces.len());
+    // SAFETY: `mem` lives until the end of this function, past every use of the pieces.
+    let flat = unsafe { flatten(chain, &mem, &mut pieces) }.map(|()| pieces.len());
     if flat.is_ok() {
-        check_pieces(&regions, &pieces, "request::flatten");
+        check_pieces(&regions, &pieces, "request_parse::flatten");
     }
-    let vq_pieces: Vec<(usize, usize, bool)> = pieces
-        .iter()
-        .map(|p| (p.ptr as usize, p.len, p.writable))
-        .collect();
+    let vq_pieces: Vec<(usize, usize, bool)> = pieces.iter().map(raw).collect();
 
-    let walked = flatten_head(&mem, 0, size, head, &mut pieces).map(|()| pieces.len());
+    // SAFETY: as for `flatten`.
+    let walked = unsafe { flatten_head(&mem, 0, size, head, &mut pieces) }.map(|()| pieces.len());
     let mut request = None;
     if walked.is_ok() {
         check_pieces(&regions, &pieces, "chain::flatten_head");
-        let mine: Vec<(usize, usize, bool)> = pieces
-            .iter()
-            .map(|p| (p.ptr as usize, p.len, p.writable))
-            .collect();
+        let mine: Vec<(usize, usize, bool)> = pieces.iter().map(raw).collect();
         assert!(
             flat.is_ok(),
             "virtio-queue refused a chain plexd's walker accepted"
         );
         assert_eq!(mine, vq_pieces, "the two walkers disagree");
         let gpa = |p: usize| gpa_of(&regions, p).expect("status inside guest memory");
-        // SAFETY: the pieces were checked to lie inside `mem`, which lives until the end of
-        // this function, and flatten_head never returns empty pieces.
-        request = Some(unsafe { parse_checked(&pieces, gpa) });
+        request = Some(parse_checked(&pieces, gpa));
     }
     Outcome {
         flatten: flat,

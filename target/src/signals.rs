@@ -1,32 +1,27 @@
 //! Shutdown signals. SIGINT, SIGTERM and SIGQUIT are blocked in every thread (the mask is set
 //! before any thread starts, so all inherit it) and collected synchronously by the main thread.
+//! The signal sets and masks come from `vmm_sys_util::signal`; only `sigwait` is called here.
+
+use vmm_sys_util::signal::{block_signal, create_sigset};
 
 /// The signals that ask plexd to stop.
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT];
 
-fn stop_set() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable sigset_t; the signal numbers are valid.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in STOP_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-    }
-    set
-}
-
 /// Blocks the stop signals in the calling thread (call first thing in `main`).
 pub fn block_stop_signals() {
-    let set = stop_set();
-    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    for s in STOP_SIGNALS {
+        // Fails only for an invalid signal number (these are libc's own) or one already
+        // blocked, which is what we want anyway.
+        let _ = block_signal(s);
+    }
 }
 
 /// Waits for a stop signal and returns its name.
 pub fn wait_for_stop_signal() -> &'static str {
-    let set = stop_set();
+    // Only fails for an invalid signal number, and these are the C library's own constants.
+    let Ok(set) = create_sigset(&STOP_SIGNALS) else {
+        return "SIGQUIT";
+    };
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` is initialised and the signals in it are blocked; `sig` is writable.

@@ -186,18 +186,13 @@ proptest! {
         let pieces: Vec<Piece> = chunks
             .iter()
             .zip(&offsets)
-            .map(|((c, w), off)| Piece {
-                // SAFETY: `off + c.len() <= arena.len()`: the chunk was copied there.
-                ptr: unsafe { base.add(*off) },
-                len: c.len(),
-                writable: *w,
-            })
+            // SAFETY: `off + c.len() <= arena.len()`: the chunk was copied there; `arena`
+            // stays alive and unmoved, and is not borrowed, while the pieces are used.
+            .map(|((c, w), off)| unsafe { Piece::new(base.add(*off), c.len(), *w) })
             .collect();
         let status_off = offsets.last().copied().unwrap_or(0) + chunks.last().map_or(1, |c| c.0.len()) - 1;
         let arena_range = base as usize..base as usize + arena.len();
-        // SAFETY: every piece lies inside `arena`, alive and unmoved for the call, and none
-        // is empty.
-        let r = unsafe { parse_checked(&pieces, |p| (p - base as usize) as u64) };
+        let r = parse_checked(&pieces, |p| (p - base as usize) as u64);
         let req = r.map_err(|e| TestCaseError::fail(format!("valid request refused: {e}")))?;
         check_request(&s, &req, status_off as u64)?;
         // And the raw API: data pieces inside the arena, data_len right.
@@ -205,8 +200,8 @@ proptest! {
         let p = parse(&pieces, &mut data).expect("parsed above");
         prop_assert_eq!(p.data_len, s.data_len as u64);
         for d in &data {
-            prop_assert!(arena_range.contains(&(d.ptr as usize)));
-            prop_assert!(d.ptr as usize + d.len <= arena_range.end);
+            prop_assert!(arena_range.contains(&(d.as_ptr() as usize)));
+            prop_assert!(d.as_ptr() as usize + d.len() <= arena_range.end);
         }
     }
 
@@ -224,23 +219,19 @@ proptest! {
             .map(|(o, l, w)| {
                 let off = *o as usize % n;
                 let len = 1 + *l as usize % (n - off);
-                Piece {
-                    // SAFETY: `off < n`, inside `buf`.
-                    ptr: unsafe { base.add(off) },
-                    len,
-                    writable: *w,
-                }
+                // SAFETY: `off + len <= n`, inside `buf`, which stays alive and is not
+                // borrowed while the pieces are used.
+                unsafe { Piece::new(base.add(off), len, *w) }
             })
             .collect();
-        // SAFETY: every piece lies inside `buf` (off + len <= n), alive for the call, non-empty.
-        let r = unsafe { parse_checked(&pieces, |p| (p - base as usize) as u64) };
+        let r = parse_checked(&pieces, |p| (p - base as usize) as u64);
         let mut data = Vec::new();
         if let Ok(req) = &r {
             prop_assert!(req.status_gpa < n as u64);
             let _ = parse(&pieces, &mut data);
             for d in &data {
-                prop_assert!(d.ptr as usize >= base as usize);
-                prop_assert!(d.ptr as usize + d.len <= base as usize + n);
+                prop_assert!(d.as_ptr() as usize >= base as usize);
+                prop_assert!(d.as_ptr() as usize + d.len() <= base as usize + n);
             }
         }
     }
@@ -409,8 +400,8 @@ fn fuzz_logic_on_seeds() {
         "{out:?}"
     );
 
-    // Refused by plexd's walker, and by `request::flatten` with `flatten` (Ok(0) is an empty
-    // chain, which `parse` then refuses).
+    // Refused by plexd's walker, and by the reference walker `request_parse::flatten` with
+    // `flatten` (Ok(0) is an empty chain, which `parse` then refuses).
     let refused = |name: &str, input: Vec<u8>, flatten: Result<usize, ParseError>| {
         let out: Outcome = run(&input);
         assert!(
@@ -418,7 +409,7 @@ fn fuzz_logic_on_seeds() {
             "{name}: plexd's walker accepted: {out:?}"
         );
         assert!(out.request.is_none(), "{name}: {out:?}");
-        assert_eq!(out.flatten, flatten, "{name}: request::flatten");
+        assert_eq!(out.flatten, flatten, "{name}: request_parse::flatten");
     };
     let too_long = || Err(ParseError::TooLong);
     let bad_address = || Err(ParseError::BadAddress);
@@ -544,11 +535,9 @@ fn request_larger_than_4gib_is_refused() {
     let h = header(0, 0);
     // SAFETY: the mapping is at least 16 bytes long and writable.
     unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), base, 16) };
-    let piece = |len: usize, writable: bool| Piece {
-        ptr: base,
-        len,
-        writable,
-    };
+    // SAFETY: every piece lies in the mapping (at most 1 GiB from its start), which stays
+    // mapped, and is not borrowed, while the pieces are used.
+    let piece = |len: usize, writable: bool| unsafe { Piece::new(base, len, writable) };
     let mut data = Vec::new();
     // 16 + 4 x 1 GiB - 17 = u32::MAX bytes in all: the largest request that can be answered.
     let mut pieces = vec![
@@ -561,7 +550,7 @@ fn request_larger_than_4gib_is_refused() {
     let ok = parse(&pieces, &mut data).expect("a chain of u32::MAX bytes");
     assert_eq!(ok.data_len, u32::MAX as u64 - 17);
     // One byte more: refused (before, a read of 4 GiB - 1 bytes overflowed the used length).
-    pieces[4].len += 1;
+    pieces[4] = piece(GIB - 16, true);
     assert_eq!(parse(&pieces, &mut data).unwrap_err(), ParseError::TooLarge);
     pieces.push(piece(GIB, true));
     assert_eq!(parse(&pieces, &mut data).unwrap_err(), ParseError::TooLarge);

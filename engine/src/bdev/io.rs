@@ -11,6 +11,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 
 use super::channel::IoChannel;
+use super::segment::VolatileSegment;
 use crate::reactor::Local;
 
 /// The kinds of block request.
@@ -210,58 +211,41 @@ impl IoData {
         self.parent.take()
     }
 
-    /// Copies the request's data (its iovecs, in order) into `dst`; returns bytes copied.
+    /// The data segments, in order. They may be guest memory that the guest changes while
+    /// the request is in flight, so they are only ever copied, never borrowed as slices.
+    pub fn segments(&self) -> impl Iterator<Item = VolatileSegment<'_>> {
+        self.iovs.iter().map(|v| {
+            // SAFETY: every iovec was declared valid for reads and writes of `iov_len` bytes
+            // until the request completes by whoever pushed it (`BdevIo::push_iov`, or the
+            // request's own buffer); completion consumes the `BdevIo`, so it cannot happen
+            // while this borrow of the request lives. No Rust reference to the bytes exists:
+            // `VolatileSegment` only copies through raw pointers.
+            unsafe { VolatileSegment::new(v.iov_base.cast(), v.iov_len) }
+        })
+    }
+
+    /// Copies the request's data (its segments, in order) into `dst`; returns bytes copied.
     pub fn copy_out(&self, dst: &mut [u8]) -> usize {
         let mut done = 0;
-        for v in &self.iovs {
-            let n = v.iov_len.min(dst.len() - done);
-            // SAFETY: every iovec was declared valid for reads and writes of `iov_len` bytes
-            // until completion by whoever pushed it (see `BdevIo::push_iov`); `dst` has room
-            // for `n` more bytes; the two cannot overlap because `dst` is a Rust slice we own.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    v.iov_base as *const u8,
-                    dst.as_mut_ptr().add(done),
-                    n,
-                )
-            };
-            done += n;
+        for seg in self.segments() {
             if done == dst.len() {
                 break;
             }
+            done += seg.copy_to(0, &mut dst[done..]);
         }
         done
     }
 
-    /// Copies `src` into the request's iovecs, in order; returns bytes copied.
+    /// Copies `src` into the request's segments, in order; returns bytes copied.
     pub fn copy_in(&mut self, src: &[u8]) -> usize {
         let mut done = 0;
-        for v in &self.iovs {
-            let n = v.iov_len.min(src.len() - done);
-            // SAFETY: as in `copy_out`: the iovec is valid for writes of `iov_len` bytes until
-            // completion and does not overlap `src`, a slice the caller owns.
-            unsafe {
-                std::ptr::copy_nonoverlapping(src.as_ptr().add(done), v.iov_base as *mut u8, n)
-            };
-            done += n;
+        for seg in self.segments() {
             if done == src.len() {
                 break;
             }
+            done += seg.copy_from(0, &src[done..]);
         }
         done
-    }
-
-    /// Runs `f` on each data segment as a mutable byte slice.
-    pub fn for_each_segment_mut(&mut self, mut f: impl FnMut(&mut [u8])) {
-        for v in &self.iovs {
-            if v.iov_len == 0 {
-                continue;
-            }
-            // SAFETY: the iovec is valid for reads and writes of `iov_len` bytes until
-            // completion (contract of `push_iov`), and no other slice of it is alive here.
-            let s = unsafe { std::slice::from_raw_parts_mut(v.iov_base as *mut u8, v.iov_len) };
-            f(s);
-        }
     }
 }
 

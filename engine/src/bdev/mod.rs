@@ -13,6 +13,7 @@ pub mod channel;
 pub mod io;
 pub mod registry;
 pub mod rpc;
+pub mod segment;
 pub mod stat;
 
 use std::rc::Rc;
@@ -23,6 +24,7 @@ use serde_json::Value;
 pub use channel::IoChannel;
 pub use io::{BdevIo, IoBuf, IoCompletion, IoData, IoStatus, IoType, IoTypeSet};
 pub use registry::BdevRegistry;
+pub use segment::VolatileSegment;
 pub use stat::{ChannelStats, IoStatSnapshot};
 
 use crate::reactor::{Local, Poller};

@@ -4,27 +4,29 @@
 //! Bounded like the virtio spec demands: at most `queue_size` descriptors in the main table,
 //! at most `len / 16` in an indirect table, no indirect table inside an indirect table, every
 //! descriptor and data address checked against guest memory with overflow-checked arithmetic.
+//! Descriptors are read as virtio-queue's `Descriptor` (the split-ring layout, little-endian).
+//!
+//! virtio-queue's own `DescriptorChain` iterator only walks chains popped from the available
+//! ring, and ends a malformed chain silently; the fuzz target (`fuzz/src/request_parse.rs`)
+//! keeps a walker built on it as the independent reference this one is compared with.
 
+use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::request::{ParseError, Piece, MAX_PIECES};
 
-const VIRTQ_DESC_F_NEXT: u16 = 1;
-const VIRTQ_DESC_F_WRITE: u16 = 2;
-const VIRTQ_DESC_F_INDIRECT: u16 = 4;
-
 /// Largest indirect table accepted (entries).
 pub const MAX_INDIRECT: u32 = 1024;
 
-/// Walks the chain starting at `head`, calling `visit(addr, len, flags)` for every
-/// descriptor that is not an indirect-table pointer; stops at the first error.
+/// Walks the chain starting at `head`, calling `visit` for every descriptor that is not an
+/// indirect-table pointer; stops at the first error.
 #[inline]
 fn walk(
     mem: &GuestMemoryMmap,
     desc_table: u64,
     queue_size: u16,
     head: u16,
-    mut visit: impl FnMut(u64, u32, u16) -> Result<(), ParseError>,
+    mut visit: impl FnMut(&Descriptor) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     let mut table = desc_table;
     let mut table_len = queue_size as u32;
@@ -39,36 +41,38 @@ fn walk(
         let at = table
             .checked_add(idx as u64 * 16)
             .ok_or(ParseError::BadAddress)?;
-        let raw: [u8; 16] = mem
+        let desc: Descriptor = mem
             .read_obj(GuestAddress(at))
             .map_err(|_| ParseError::BadAddress)?;
-        let addr = u64::from_le_bytes([
-            raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
-        ]);
-        let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
-        let flags = u16::from_le_bytes([raw[12], raw[13]]);
-        let next = u16::from_le_bytes([raw[14], raw[15]]);
-        if flags & VIRTQ_DESC_F_INDIRECT != 0 {
+        if desc.refers_to_indirect_table() {
+            let len = desc.len();
             if in_indirect || len == 0 || !len.is_multiple_of(16) || len / 16 > MAX_INDIRECT {
                 return Err(ParseError::TooLong);
             }
-            table = addr;
+            table = desc.addr().0;
             table_len = len / 16;
             ttl = table_len;
             idx = 0;
             in_indirect = true;
             continue;
         }
-        visit(addr, len, flags)?;
-        if flags & VIRTQ_DESC_F_NEXT == 0 {
+        visit(&desc)?;
+        if !desc.has_next() {
             return Ok(());
         }
-        idx = next as u32;
+        idx = desc.next() as u32;
     }
 }
 
-/// Flattens the chain starting at `head` into host memory pieces (cleared first).
-pub fn flatten_head(
+/// Flattens the chain starting at `head` into host memory pieces (cleared first), none of
+/// them empty.
+///
+/// # Safety
+/// The pieces point into `mem`'s mappings without borrowing it: the caller must keep those
+/// mappings alive for as long as it uses the pieces or anything parsed from them (data pieces
+/// handed to a bdev request, the status pointer), e.g. by holding an `Arc` of `mem` until the
+/// request completes.
+pub unsafe fn flatten_head(
     mem: &GuestMemoryMmap,
     desc_table: u64,
     queue_size: u16,
@@ -76,18 +80,26 @@ pub fn flatten_head(
     pieces: &mut Vec<Piece>,
 ) -> Result<(), ParseError> {
     pieces.clear();
-    walk(mem, desc_table, queue_size, head, |addr, len, flags| {
+    walk(mem, desc_table, queue_size, head, |desc| {
+        let (addr, len) = (desc.addr(), desc.len() as usize);
         if len > 0 {
-            addr.checked_add(len as u64).ok_or(ParseError::BadAddress)?;
-            for slice in mem.get_slices(GuestAddress(addr), len as usize) {
+            addr.0
+                .checked_add(len as u64)
+                .ok_or(ParseError::BadAddress)?;
+            for slice in mem.get_slices(addr, len) {
                 let slice = slice.map_err(|_| ParseError::BadAddress)?;
                 if pieces.len() >= MAX_PIECES {
                     return Err(ParseError::TooLong);
                 }
-                pieces.push(Piece {
-                    ptr: slice.ptr_guard_mut().as_ptr(),
-                    len: slice.len(),
-                    writable: flags & VIRTQ_DESC_F_WRITE != 0,
+                // SAFETY: `slice` lies inside a mapping of `mem`, valid for reads and writes of
+                // its length; the caller keeps the mapping alive while the piece is used
+                // (contract of this function), and no Rust reference to guest memory is made.
+                pieces.push(unsafe {
+                    Piece::new(
+                        slice.ptr_guard_mut().as_ptr(),
+                        slice.len(),
+                        desc.is_write_only(),
+                    )
                 });
             }
         }
@@ -106,19 +118,16 @@ pub fn find_status(
     queue_size: u16,
     head: u16,
 ) -> Option<*mut u8> {
-    let mut last: Option<(u64, u32, u16)> = None;
-    walk(mem, desc_table, queue_size, head, |addr, len, flags| {
-        if len > 0 {
-            last = Some((addr, len, flags));
+    let mut last: Option<Descriptor> = None;
+    walk(mem, desc_table, queue_size, head, |desc| {
+        if desc.len() > 0 {
+            last = Some(*desc);
         }
         Ok(())
     })
     .ok()?;
-    let (addr, len, flags) = last?;
-    if flags & VIRTQ_DESC_F_WRITE == 0 {
-        return None;
-    }
-    let at = addr.checked_add(len as u64 - 1)?;
+    let last = last.filter(Descriptor::is_write_only)?;
+    let at = last.addr().0.checked_add(last.len() as u64 - 1)?;
     let slice = mem.get_slice(GuestAddress(at), 1).ok()?;
     Some(slice.ptr_guard_mut().as_ptr())
 }
@@ -126,18 +135,33 @@ pub fn find_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_bindings::virtio_ring::{
+        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    };
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap()
     }
 
+    const VIRTQ_DESC_F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
+    const VIRTQ_DESC_F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
+    const VIRTQ_DESC_F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
+
     fn put(m: &GuestMemoryMmap, table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
-        let mut d = [0u8; 16];
-        d[0..8].copy_from_slice(&addr.to_le_bytes());
-        d[8..12].copy_from_slice(&len.to_le_bytes());
-        d[12..14].copy_from_slice(&flags.to_le_bytes());
-        d[14..16].copy_from_slice(&next.to_le_bytes());
+        let d = Descriptor::new(addr, len, flags, next);
         m.write_obj(d, GuestAddress(table + i * 16)).unwrap();
+    }
+
+    /// `flatten_head` over `m`, which outlives every use of the pieces in these tests.
+    fn flatten_head(
+        m: &GuestMemoryMmap,
+        table: u64,
+        size: u16,
+        head: u16,
+        p: &mut Vec<Piece>,
+    ) -> Result<(), ParseError> {
+        // SAFETY: `m` outlives the pieces, which the tests only inspect.
+        unsafe { super::flatten_head(m, table, size, head, p) }
     }
 
     #[test]
@@ -157,7 +181,7 @@ mod tests {
         let mut p = Vec::new();
         flatten_head(&m, 0, 8, 0, &mut p).unwrap();
         assert_eq!(p.len(), 3);
-        assert_eq!((p[1].len, p[1].writable), (512, true));
+        assert_eq!((p[1].len(), p[1].is_writable()), (512, true));
         // Indirect: head 3 points at a table of two entries at 0x800.
         put(&m, 0, 3, 0x800, 32, VIRTQ_DESC_F_INDIRECT, 0);
         put(&m, 0x800, 0, 0x1000, 16, VIRTQ_DESC_F_NEXT, 1);

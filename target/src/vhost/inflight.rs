@@ -3,18 +3,35 @@
 //! submitted and unmarked after its used entry is written, so a plexd that is killed and
 //! restarted can resubmit exactly the requests the guest is still waiting for.
 //!
-//! Layout per queue (as QEMU and libvhost-user expect), aligned to 64 bytes:
-//! `{features: u64, version: u16, desc_num: u16, last_batch_head: u16, used_idx: u16}` followed
-//! by `desc_num` entries of `{inflight: u8, padding: [u8; 5], next: u16, counter: u64}`.
+//! Layout per queue (as QEMU and libvhost-user expect), aligned to 64 bytes: the `vhost`
+//! crate's `QueueRegionSplit` header `{features: u64, version: u16, desc_num: u16,
+//! last_batch_head: u16, used_idx: u16}` followed by `desc_num` `DescStateSplit` entries
+//! `{inflight: u8, padding: [u8; 5], next: u16, counter: u64}`. Both are packed structs, so
+//! fields are read and written one at a time, at their `offset_of!`, through a
+//! `vm_memory::VolatileSlice` over the queue's part (the front-end shares the memory).
 
 use std::fs::File;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-const HEADER: usize = 16;
-const DESC: usize = 16;
+use vhost::vhost_user::message::{DescStateSplit, QueueRegionSplit};
+use vm_memory::{Bytes, VolatileSlice};
+
+/// Size of a queue's header: its `desc` field is where the C struct's entry array begins.
+const HEADER: usize = offset_of!(QueueRegionSplit, desc);
+const DESC: usize = size_of::<DescStateSplit>();
 const ALIGN: usize = 64;
+const VERSION: usize = offset_of!(QueueRegionSplit, version);
+const DESC_NUM: usize = offset_of!(QueueRegionSplit, desc_num);
+const LAST_BATCH_HEAD: usize = offset_of!(QueueRegionSplit, last_batch_head);
+const USED_IDX: usize = offset_of!(QueueRegionSplit, used_idx);
+const INFLIGHT: usize = offset_of!(DescStateSplit, inflight);
+const COUNTER: usize = offset_of!(DescStateSplit, counter);
+// The layout QEMU and libvhost-user use; a change in the crate's types must not move it.
+const _: () = assert!(HEADER == 16 && DESC == 16 && USED_IDX == 14 && COUNTER == 8);
 
 /// Bytes one queue's area takes.
 pub fn queue_region_size(queue_size: u16) -> usize {
@@ -70,14 +87,10 @@ impl InflightMap {
             return Err(std::io::Error::last_os_error());
         }
         let map = Self::map(&file, 0, len, num_queues, queue_size)?;
-        for q in 0..num_queues {
-            let base = map.queue_base(q);
-            // SAFETY: `base` points at the start of queue q's area inside the mapping; the
-            // header's version (offset 8) and desc_num (offset 10) fields are in bounds.
-            unsafe {
-                std::ptr::write_volatile(base.add(8).cast::<u16>(), 1u16.to_le());
-                std::ptr::write_volatile(base.add(10).cast::<u16>(), queue_size.to_le());
-            }
+        for q in (0..num_queues).filter_map(|q| map.queue(q)) {
+            let area = q.area();
+            put(area.store(1u16.to_le(), VERSION, Ordering::Relaxed));
+            put(area.store(queue_size.to_le(), DESC_NUM, Ordering::Relaxed));
         }
         Ok((map, file))
     }
@@ -170,23 +183,24 @@ impl InflightMap {
         self.num_queues
     }
 
-    fn queue_base(&self, q: u16) -> *mut u8 {
-        // SAFETY: q < num_queues (checked by callers), so the offset is inside the mapping.
-        unsafe {
-            self.ptr
-                .as_ptr()
-                .add(queue_region_size(self.queue_size) * q as usize)
-        }
-    }
-
     /// The tracker for queue `q`, if it exists.
     pub fn queue(self: &Arc<Self>, q: u16) -> Option<InflightQueue> {
         (q < self.num_queues).then(|| InflightQueue {
-            base: self.queue_base(q),
+            // Inside the mapping since q < num_queues; `wrapping_add` only computes the address.
+            base: self
+                .ptr
+                .as_ptr()
+                .wrapping_add(queue_region_size(self.queue_size) * q as usize),
             size: self.queue_size,
             _map: self.clone(),
         })
     }
+}
+
+/// Checks (in debug builds) an access to a queue's area: in bounds and aligned by construction.
+#[inline]
+fn put(r: Result<(), vm_memory::volatile_memory::Error>) {
+    debug_assert!(r.is_ok(), "inflight area access: {r:?}");
 }
 
 /// One queue's part of the area.
@@ -201,83 +215,75 @@ pub struct InflightQueue {
 unsafe impl Send for InflightQueue {}
 
 impl InflightQueue {
-    fn desc(&self, head: u16) -> Option<*mut u8> {
-        // SAFETY: head < size, so the entry lies inside this queue's area.
-        (head < self.size).then(|| unsafe { self.base.add(HEADER + DESC * head as usize) })
+    /// This queue's part of the area, shared with the front-end.
+    #[inline]
+    fn area(&self) -> VolatileSlice<'_> {
+        // SAFETY: `base` is the start of this queue's part of the mapping, which spans
+        // `queue_region_size(size)` bytes inside it; `_map` keeps the mapping alive for as long
+        // as `self` is borrowed. Nothing makes a Rust reference to it (the front-end shares it).
+        unsafe { VolatileSlice::new(self.base, queue_region_size(self.size)) }
+    }
+
+    /// Offset of `head`'s entry in the area, if `head` is a descriptor of this queue.
+    fn desc(&self, head: u16) -> Option<usize> {
+        (head < self.size).then(|| HEADER + DESC * head as usize)
     }
 
     /// Marks `head` in flight with ordering `counter`.
     #[inline]
     pub fn begin(&self, head: u16, counter: u64) {
         if let Some(d) = self.desc(head) {
-            // SAFETY: `d` points at a 16-byte entry inside the mapping; counter at offset 8 is
-            // 8-byte aligned (areas are 64-byte aligned, entries 16 bytes).
-            unsafe {
-                std::ptr::write_volatile(d.add(8).cast::<u64>(), counter.to_le());
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                std::ptr::write_volatile(d, 1u8);
-            }
+            let area = self.area();
+            put(area.store(counter.to_le(), d + COUNTER, Ordering::Relaxed));
+            put(area.store(1u8, d + INFLIGHT, Ordering::Release));
         }
     }
 
     /// Records `head` as the completion being published (before the used ring is written).
     #[inline]
     pub fn pre_complete(&self, head: u16) {
-        // SAFETY: last_batch_head (offset 12) is inside the header.
-        unsafe { std::ptr::write_volatile(self.base.add(12).cast::<u16>(), head.to_le()) };
+        put(self
+            .area()
+            .store(head.to_le(), LAST_BATCH_HEAD, Ordering::Relaxed));
     }
 
     /// Clears `head` after its used entry is published, and records the used index.
     #[inline]
     pub fn post_complete(&self, head: u16, used_idx: u16) {
         if let Some(d) = self.desc(head) {
-            // SAFETY: as in `begin`; used_idx (offset 14) is inside the header.
-            unsafe {
-                std::ptr::write_volatile(d, 0u8);
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                std::ptr::write_volatile(self.base.add(14).cast::<u16>(), used_idx.to_le());
-            }
+            let area = self.area();
+            put(area.store(0u8, d + INFLIGHT, Ordering::Relaxed));
+            put(area.store(used_idx.to_le(), USED_IDX, Ordering::Release));
         }
+    }
+
+    fn load_u16(&self, offset: usize) -> u16 {
+        u16::from_le(self.area().load(offset, Ordering::Relaxed).unwrap_or(0))
     }
 
     /// The area's recorded used index (diagnostics).
     pub fn area_used_idx(&self) -> u16 {
-        // SAFETY: used_idx field inside the header.
-        unsafe { u16::from_le(std::ptr::read_volatile(self.base.add(14).cast::<u16>())) }
+        self.load_u16(USED_IDX)
     }
 
     /// After a restart: reconciles with the guest's used index and returns the heads still in
     /// flight in submission order, plus the highest counter seen.
     pub fn recover(&self, guest_used_idx: u16) -> (Vec<u16>, u64) {
-        // SAFETY: header fields at offsets 12 and 14 are inside the mapping.
-        let (last_batch, used) = unsafe {
-            (
-                u16::from_le(std::ptr::read_volatile(self.base.add(12).cast::<u16>())),
-                u16::from_le(std::ptr::read_volatile(self.base.add(14).cast::<u16>())),
-            )
-        };
+        let area = self.area();
+        let (last_batch, used) = (self.load_u16(LAST_BATCH_HEAD), self.load_u16(USED_IDX));
         if used != guest_used_idx {
             // The used entry of the last batch was published but not yet cleared here.
             if let Some(d) = self.desc(last_batch) {
-                // SAFETY: entry inside the mapping.
-                unsafe { std::ptr::write_volatile(d, 0u8) };
+                put(area.store(0u8, d + INFLIGHT, Ordering::Relaxed));
             }
-            // SAFETY: used_idx field inside the header.
-            unsafe {
-                std::ptr::write_volatile(self.base.add(14).cast::<u16>(), guest_used_idx.to_le())
-            };
+            put(area.store(guest_used_idx.to_le(), USED_IDX, Ordering::Relaxed));
         }
         let mut pending: Vec<(u64, u16)> = Vec::new();
         let mut max_counter = 0;
         for head in 0..self.size {
             if let Some(d) = self.desc(head) {
-                // SAFETY: entry inside the mapping.
-                let (flag, counter) = unsafe {
-                    (
-                        std::ptr::read_volatile(d),
-                        u64::from_le(std::ptr::read_volatile(d.add(8).cast::<u64>())),
-                    )
-                };
+                let flag: u8 = area.load(d + INFLIGHT, Ordering::Relaxed).unwrap_or(0);
+                let counter = u64::from_le(area.load(d + COUNTER, Ordering::Relaxed).unwrap_or(0));
                 max_counter = max_counter.max(counter);
                 if flag == 1 {
                     pending.push((counter, head));

@@ -1,51 +1,98 @@
-//! Parsing virtio-blk requests from a guest's descriptor chain, safely against hostile guests.
+//! Parsing virtio-blk requests from a descriptor chain flattened into host memory pieces,
+//! safely against hostile guests.
 //!
 //! A request is: a 16-byte header `{type: u32, reserved: u32, sector: u64}` (device-readable),
-//! optional data, and one status byte, the last byte of the device-writable part. The parser
-//! never assumes header, data and status sit in separate descriptors: it flattens the chain into
-//! host memory pieces and cuts them by byte count. Every guest address is translated through
-//! the memory map (`get_slices`), lengths use checked arithmetic, and the chain walk is bounded
-//! (virtio-queue bounds it by the queue size and refuses nested indirect tables; this module
-//! additionally caps the number of pieces).
+//! optional data, and one status byte, the last byte of the device-writable part. plexd's own
+//! walker ([`super::chain::flatten_head`], bounded, from a head index) turns the chain into
+//! [`Piece`]s; this module never assumes header, data and status sit in separate descriptors:
+//! [`parse`] cuts the pieces by byte count into header, data pieces and status byte, with
+//! checked arithmetic. [`read_range_seg`] and [`write_id`] serve discard/write-zeroes and
+//! GET_ID from the data pieces.
+//!
+//! Guest memory is shared with a guest that may change it at any time, so a [`Piece`] is a raw
+//! pointer and a length, never a Rust slice: its bytes are only copied through raw pointers and
+//! written with volatile stores. A piece can only be made by `unsafe` code that vouches for the
+//! memory ([`Piece::new`]), so the functions that read and write through pieces are safe.
 //!
 //! Parsing allocates nothing: the caller passes scratch vectors that keep their capacity.
 
-use virtio_queue::DescriptorChain;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use virtio_bindings::virtio_blk;
 
 /// Read sectors into the data buffers.
-pub const VIRTIO_BLK_T_IN: u32 = 0;
+pub const VIRTIO_BLK_T_IN: u32 = virtio_blk::VIRTIO_BLK_T_IN;
 /// Write the data buffers to sectors.
-pub const VIRTIO_BLK_T_OUT: u32 = 1;
+pub const VIRTIO_BLK_T_OUT: u32 = virtio_blk::VIRTIO_BLK_T_OUT;
 /// Flush the write cache.
-pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+pub const VIRTIO_BLK_T_FLUSH: u32 = virtio_blk::VIRTIO_BLK_T_FLUSH;
 /// Return the device id string (20 bytes).
-pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+pub const VIRTIO_BLK_T_GET_ID: u32 = virtio_blk::VIRTIO_BLK_T_GET_ID;
 /// Discard ranges.
-pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+pub const VIRTIO_BLK_T_DISCARD: u32 = virtio_blk::VIRTIO_BLK_T_DISCARD;
 /// Zero ranges.
-pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
+pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = virtio_blk::VIRTIO_BLK_T_WRITE_ZEROES;
 /// Success.
-pub const VIRTIO_BLK_S_OK: u8 = 0;
+pub const VIRTIO_BLK_S_OK: u8 = virtio_blk::VIRTIO_BLK_S_OK as u8;
 /// Device or driver error.
-pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+pub const VIRTIO_BLK_S_IOERR: u8 = virtio_blk::VIRTIO_BLK_S_IOERR as u8;
 /// Request type not supported.
-pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+pub const VIRTIO_BLK_S_UNSUPP: u8 = virtio_blk::VIRTIO_BLK_S_UNSUPP as u8;
 
 /// Most host memory pieces one request may flatten into.
 pub const MAX_PIECES: usize = 1024;
 /// Length of the GET_ID answer.
-pub const ID_LEN: usize = 20;
+pub const ID_LEN: usize = virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
-/// One contiguous piece of a request in host memory.
+/// One contiguous piece of a request in host memory (inside a mapping of guest memory).
+///
+/// Invariant (vouched for by whoever calls [`Piece::new`]): the memory is valid for reads, and
+/// for writes if the piece is writable, for as long as the piece, its copies, or anything
+/// derived from it here (data pieces, the status pointer) is used. The guest may change it at
+/// any time, so it is only accessed through raw pointers.
 #[derive(Debug, Clone, Copy)]
 pub struct Piece {
-    /// Host address (inside a mapping of guest memory).
-    pub ptr: *mut u8,
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+}
+
+impl Piece {
+    /// A piece of `len` bytes at host address `ptr`, device-writable if `writable`.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads (and, if `writable`, writes) of `len` bytes for as long
+    /// as the piece, any copy of it, or anything this module derives from it is used; nothing
+    /// may hold a Rust reference to those bytes meanwhile (another party, the guest, may
+    /// change them at any time).
+    pub unsafe fn new(ptr: *mut u8, len: usize, writable: bool) -> Piece {
+        Piece { ptr, len, writable }
+    }
+
+    /// Host address of the first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
     /// Length in bytes.
-    pub len: usize,
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the piece has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Whether the device may write it (a write-only descriptor).
-    pub writable: bool,
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Host address of the last byte (where a status byte goes), if the piece has one.
+    pub fn last_byte(&self) -> Option<*mut u8> {
+        // `wrapping_add` computes an address without touching memory; `len - 1 < len` keeps
+        // it inside the piece.
+        self.len.checked_sub(1).map(|k| self.ptr.wrapping_add(k))
+    }
 }
 
 /// The request kinds.
@@ -113,56 +160,6 @@ impl ParseError {
     }
 }
 
-/// Flattens a chain into host memory pieces (cleared first). Returns an error if any
-/// descriptor cannot be mapped or the chain is too long.
-///
-/// plexd serves requests with its own walker ([`super::chain::flatten_head`]); this one, built
-/// on virtio-queue's iterator, is kept as the independent reference the fuzz target and the
-/// property tests compare it with.
-///
-/// virtio-queue's iterator ends a malformed chain silently (a loop or an over-long chain
-/// when its TTL runs out, a next index past the table, a nested indirect table, an unreadable
-/// descriptor, more than 4 GiB); the last descriptor it yielded then still says NEXT. Such a
-/// chain is refused rather than served as the prefix it yielded.
-pub fn flatten<M>(
-    chain: DescriptorChain<M>,
-    mem: &GuestMemoryMmap,
-    pieces: &mut Vec<Piece>,
-) -> Result<(), ParseError>
-where
-    M: std::ops::Deref,
-    M::Target: vm_memory::GuestMemory,
-{
-    pieces.clear();
-    let mut cut_short = false;
-    for desc in chain {
-        cut_short = desc.has_next();
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        desc.addr()
-            .0
-            .checked_add(len as u64)
-            .ok_or(ParseError::BadAddress)?;
-        for slice in mem.get_slices(GuestAddress(desc.addr().0), len) {
-            let slice = slice.map_err(|_| ParseError::BadAddress)?;
-            if pieces.len() >= MAX_PIECES {
-                return Err(ParseError::TooLong);
-            }
-            pieces.push(Piece {
-                ptr: slice.ptr_guard_mut().as_ptr(),
-                len: slice.len(),
-                writable: desc.is_write_only(),
-            });
-        }
-    }
-    if cut_short {
-        return Err(ParseError::TooLong);
-    }
-    Ok(())
-}
-
 /// Copies `out.len()` bytes from the start of `pieces`; returns how many pieces (and bytes of
 /// the last) were consumed, or None if there were not enough readable bytes.
 fn read_prefix(pieces: &[Piece], out: &mut [u8]) -> Option<(usize, usize)> {
@@ -172,10 +169,11 @@ fn read_prefix(pieces: &[Piece], out: &mut [u8]) -> Option<(usize, usize)> {
             return None;
         }
         let n = p.len.min(out.len() - done);
-        // SAFETY: `p.ptr` is valid for `p.len` bytes (it came from a live guest memory
-        // mapping that the caller keeps alive), `out` has room for `n` more bytes, and the two
-        // cannot overlap since `out` is host stack/heap memory outside guest mappings. The guest
-        // may change the bytes concurrently; any value is acceptable for a header we validate.
+        // SAFETY: the piece is valid for reads of `p.len >= n` bytes (the invariant of
+        // `Piece`), `out` has room for `n` more bytes, and the two cannot overlap: `out` is a
+        // slice the caller owns, and no Rust reference covers a piece's bytes. The guest may
+        // change the bytes concurrently; any value is acceptable for what we read here (a
+        // header or range we validate).
         unsafe { std::ptr::copy_nonoverlapping(p.ptr, out.as_mut_ptr().add(done), n) };
         done += n;
         if done == out.len() {
@@ -189,10 +187,11 @@ fn read_prefix(pieces: &[Piece], out: &mut [u8]) -> Option<(usize, usize)> {
 /// are written to `data` (cleared first).
 pub fn parse(pieces: &[Piece], data: &mut Vec<Piece>) -> Result<Parsed, ParseError> {
     data.clear();
-    let last = pieces.last().ok_or(ParseError::NoStatus)?;
-    if !last.writable || last.len == 0 {
-        return Err(ParseError::NoStatus);
-    }
+    let status = pieces
+        .last()
+        .filter(|last| last.writable)
+        .and_then(Piece::last_byte)
+        .ok_or(ParseError::NoStatus)?;
     // The used length (data + status) is a u32, and virtio caps a chain at 4 GiB: a larger
     // request cannot be answered (its used length would wrap, or overflow).
     pieces
@@ -200,9 +199,6 @@ pub fn parse(pieces: &[Piece], data: &mut Vec<Piece>) -> Result<Parsed, ParseErr
         .try_fold(0u64, |total, p| total.checked_add(p.len as u64))
         .filter(|total| *total <= u32::MAX as u64)
         .ok_or(ParseError::TooLarge)?;
-    // SAFETY: `last.len >= 1` (empty descriptors are skipped in `flatten`), so the last byte
-    // is inside the piece.
-    let status = unsafe { last.ptr.add(last.len - 1) };
     let mut header = [0u8; 16];
     let (hi, hused) = read_prefix(pieces, &mut header).ok_or(ParseError::NoHeader)?;
     let t = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
@@ -228,10 +224,9 @@ pub fn parse(pieces: &[Piece], data: &mut Vec<Piece>) -> Result<Parsed, ParseErr
         if end <= start {
             continue;
         }
-        // SAFETY: `start < end <= p.len`, so the offset stays inside the piece.
-        let ptr = unsafe { p.ptr.add(start) };
+        // A sub-range of `p` (`start < end <= p.len`), so it keeps `p`'s invariant.
         data.push(Piece {
-            ptr,
+            ptr: p.ptr.wrapping_add(start),
             len: end - start,
             writable: p.writable,
         });
@@ -281,17 +276,20 @@ pub fn read_range_seg(data: &[Piece], data_len: u64) -> Option<RangeSeg> {
     })
 }
 
-/// Writes the device id (`name`, NUL-padded, at most 20 bytes) into writable data pieces;
-/// returns the bytes written.
+/// Writes the device id (`name`, NUL-padded, at most 20 bytes) into the data pieces, stopping
+/// at the first one the device may not write; returns the bytes written.
 pub fn write_id(data: &[Piece], name: &[u8]) -> usize {
     let mut id = [0u8; ID_LEN];
     let n = name.len().min(ID_LEN);
     id[..n].copy_from_slice(&name[..n]);
     let mut done = 0;
     for p in data {
+        if !p.writable {
+            break;
+        }
         let k = p.len.min(ID_LEN - done);
-        // SAFETY: the piece is device-writable guest memory valid for `p.len >= k` bytes (the
-        // caller keeps the mapping alive); `id` is host memory, so no overlap.
+        // SAFETY: the piece is writable, so valid for writes of `p.len >= k` bytes (the
+        // invariant of `Piece`); `id` is on our stack, so no overlap.
         unsafe { std::ptr::copy_nonoverlapping(id.as_ptr().add(done), p.ptr, k) };
         done += k;
         if done == ID_LEN {
@@ -304,8 +302,8 @@ pub fn write_id(data: &[Piece], name: &[u8]) -> usize {
 /// Writes the status byte.
 ///
 /// # Safety
-/// `status` must point into a live mapping of guest memory (from [`parse`], with the mapping
-/// still held).
+/// `status` must be valid for a one-byte write: from [`parse`] or [`Piece::last_byte`] of a
+/// writable piece, with the guest memory mapping the piece came from still held.
 pub unsafe fn write_status(status: *mut u8, value: u8) {
     // SAFETY: guaranteed by the caller; a volatile write because the guest shares the memory.
     unsafe { std::ptr::write_volatile(status, value) };
@@ -316,11 +314,9 @@ mod tests {
     use super::*;
 
     fn piece(buf: &mut [u8], writable: bool) -> Piece {
-        Piece {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-            writable,
-        }
+        // SAFETY: every test's buffers outlive its pieces and are not borrowed while the
+        // pieces are used.
+        unsafe { Piece::new(buf.as_mut_ptr(), buf.len(), writable) }
     }
 
     fn header(t: u32, sector: u64) -> [u8; 16] {

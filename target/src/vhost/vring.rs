@@ -469,7 +469,10 @@ impl VringWorker {
             }
         }
         let size = st.queue.size();
-        if let Err(e) = flatten_head(m, st.desc_table, size, head, &mut st.pieces) {
+        // SAFETY: `m` is held for this call, and a request that outlives it keeps a clone in
+        // its slot until it completes; the pieces are refilled before every use.
+        let flat = unsafe { flatten_head(m, st.desc_table, size, head, &mut st.pieces) };
+        if let Err(e) = flat {
             // Some descriptor cannot be mapped (outside the memory table) or the chain is
             // malformed. Answer IOERR if the status byte can still be located.
             match find_status(m, st.desc_table, size, head) {
@@ -490,11 +493,16 @@ impl VringWorker {
         let parsed = match parse(&st.pieces, &mut st.data) {
             Ok(p) => p,
             Err(e) => {
-                match st.pieces.last().filter(|p| p.writable) {
-                    Some(last) => {
-                        // SAFETY: `last` is a mapped, device-writable piece of at least one
-                        // byte inside `m`, which is alive for this call.
-                        unsafe { write_status(last.ptr.add(last.len - 1), VIRTIO_BLK_S_IOERR) };
+                match st
+                    .pieces
+                    .last()
+                    .filter(|p| p.is_writable())
+                    .and_then(Piece::last_byte)
+                {
+                    Some(status) => {
+                        // SAFETY: the last byte of a mapped, device-writable piece inside `m`,
+                        // which is alive for this call.
+                        unsafe { write_status(status, VIRTIO_BLK_S_IOERR) };
                         st.complete_head(head, 1);
                         self.guest_error(head, e, true);
                     }
@@ -585,7 +593,7 @@ impl VringWorker {
                 // SAFETY: each piece lies in a mapping of `m`; the slot keeps a clone of `m`
                 // until the request completes, so the memory stays mapped for the whole
                 // request. The guest owns these buffers until we return the head.
-                unsafe { io.push_iov(p.ptr, p.len) };
+                unsafe { io.push_iov(p.as_ptr(), p.len()) };
             }
         }
         let faults = st.faults.clone();

@@ -321,36 +321,34 @@ fn arm_corruption(io: &mut BdevIo, hit: Hit) -> u64 {
 /// XORs the byte armed in `driver_ctx` (offset into the data, as in SPDK; nothing happens if
 /// it lies past the end). Applying it twice restores the data.
 fn apply_corruption(io: &mut IoData) {
-    let mut off = io.driver_ctx >> 8;
+    let Ok(mut off) = usize::try_from(io.driver_ctx >> 8) else {
+        return;
+    };
     let value = io.driver_ctx as u8;
-    let mut done = false;
-    io.for_each_segment_mut(|s| {
-        if done {
+    for seg in io.segments() {
+        if off < seg.len() {
+            let mut b = [0u8; 1];
+            seg.copy_to(off, &mut b);
+            seg.copy_from(off, &[b[0] ^ value]);
             return;
         }
-        match usize::try_from(off) {
-            Ok(o) if o < s.len() => {
-                s[o] ^= value;
-                done = true;
-            }
-            _ => off -= s.len() as u64,
-        }
-    });
+        off -= seg.len();
+    }
 }
 
 /// Copies `src` into the request's data at byte `offset` (across segments).
 pub(super) fn copy_at(io: &mut IoData, offset: usize, src: &[u8]) {
     let end = offset + src.len();
     let mut seg_start = 0usize;
-    io.for_each_segment_mut(|s| {
-        let seg_end = seg_start + s.len();
+    for seg in io.segments() {
+        let seg_end = seg_start + seg.len();
         let a = offset.max(seg_start);
         let b = end.min(seg_end);
         if a < b {
-            s[a - seg_start..b - seg_start].copy_from_slice(&src[a - offset..b - offset]);
+            seg.copy_from(a - seg_start, &src[a - offset..b - offset]);
         }
         seg_start = seg_end;
-    });
+    }
 }
 
 #[cfg(test)]
