@@ -1,5 +1,5 @@
 //! plexd's control plane: JSON-RPC 2.0 types, the Unix-socket server that frames and dispatches
-//! requests, the client used by `plexctl` and the tests, and the `plexctl` CLI itself.
+//! requests, and the client used by `plexctl` (its own crate, `plexctl/`) and the tests.
 //!
 //! The server knows nothing about bdevs: it parses a stream of JSON values, enforces limits and
 //! hands each call to an [`RpcHandler`]. The daemon (`target/`) supplies the handler, which looks

@@ -1,6 +1,7 @@
 //! `plexctl`: the command-line client for plexd's JSON-RPC socket.
 //!
-//! The parts: `cli` defines the command tree (clap), `commands` maps a parsed command to the
+//! Its own crate (`plexd-plexctl`), so `plexd-control`, which the engine depends on, never
+//! compiles clap. The parts: `cli` defines the command tree (clap), `commands` maps a parsed command to the
 //! JSON-RPC call it makes (a pure function, tested without a daemon), `config` implements
 //! `save-config` / `load-config` on top of plain calls, `tasks` follows volume manager tasks
 //! (`task wait`), `render` turns results into tables with the help of `table` and `size`. This file connects them to the client and owns the exit
