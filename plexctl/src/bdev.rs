@@ -4,11 +4,23 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
+use plexd_control::api::bdev::{
+    BdevGetBdevs, BdevGetIostat, BdevInfo, GetBdevsParams, GetIostatParams, Iostat,
+};
+use plexd_control::api::drivers::{
+    AioCreateParams, BdevAioCreate, BdevAioDelete, BdevDelayCreate, BdevDelayDelete,
+    BdevErrorCreate, BdevErrorDelete, BdevErrorInjectError, BdevMallocCreate, BdevMallocDelete,
+    BdevNullCreate, BdevNullDelete, BdevUringCreate, BdevUringDelete, DelayCreateParams,
+    DeleteParams, ErrorCreateParams, InjectErrorParams, MallocCreateParams, NullCreateParams,
+    UringCreateParams,
+};
+use plexd_control::api::Lenient;
 use plexd_control::size::{format_size, size_arg};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::plan::{absolute, nonzero, CommandError, Output, Request};
-use crate::render::{field, items, num_cell, pretty, u64_field, yes_no, MISSING};
+use crate::render::{cell, num_cell, pretty, rows, yes_no, MISSING};
 use crate::table::Table;
 
 /// `plexctl bdev ...`
@@ -249,66 +261,99 @@ pub enum DelayCommand {
     },
 }
 
+/// `plexctl bdev ...`.
 pub(crate) fn plan(command: &BdevCommand) -> Result<Request, CommandError> {
-    let req = |method: &str, params: Value, output: Output| {
-        Ok(Request::new(method, Some(params), output))
+    let delete = |name: &str| DeleteParams {
+        name: name.to_string(),
     };
-    let delete = |method: &str, name: &str| req(method, json!({"name": name}), Output::Silent);
-    match command {
-        BdevCommand::List { name } => {
-            let params = name.as_ref().map(|n| json!({"name": n}));
-            Ok(Request::new("bdev_get_bdevs", params, Output::Bdevs))
-        }
-        BdevCommand::Iostat { names } => {
-            let params = (!names.is_empty()).then(|| json!({"names": names}));
-            Ok(Request::new("bdev_get_iostat", params, Output::Iostat))
-        }
+    let silent = Output::Silent;
+    Ok(match command {
+        BdevCommand::List { name } => Request::typed::<BdevGetBdevs>(
+            &GetBdevsParams {
+                name: name.clone(),
+                ..Default::default()
+            },
+            Output::Bdevs,
+        ),
+        BdevCommand::Iostat { names } => Request::typed::<BdevGetIostat>(
+            &GetIostatParams {
+                names: (!names.is_empty()).then(|| names.clone()),
+                ..Default::default()
+            },
+            Output::Iostat,
+        ),
         BdevCommand::Malloc(MallocCommand::Create(args)) => {
-            req("bdev_malloc_create", mem_create(args)?, Output::Name)
+            let m = mem_create(args)?;
+            let params = MallocCreateParams {
+                name: Some(m.name),
+                block_size: m.block_size,
+                num_blocks: m.num_blocks,
+                uuid: m.uuid,
+                ..Default::default()
+            };
+            Request::typed::<BdevMallocCreate>(&params, Output::Name)
         }
-        BdevCommand::Malloc(MallocCommand::Delete { name }) => delete("bdev_malloc_delete", name),
+        BdevCommand::Malloc(MallocCommand::Delete { name }) => {
+            Request::typed::<BdevMallocDelete>(&delete(name), silent)
+        }
         BdevCommand::Null(NullCommand::Create(args)) => {
-            req("bdev_null_create", mem_create(args)?, Output::Name)
+            let m = mem_create(args)?;
+            let params = NullCreateParams {
+                name: m.name,
+                block_size: m.block_size,
+                num_blocks: m.num_blocks,
+                uuid: m.uuid,
+                ..Default::default()
+            };
+            Request::typed::<BdevNullCreate>(&params, Output::Name)
         }
-        BdevCommand::Null(NullCommand::Delete { name }) => delete("bdev_null_delete", name),
+        BdevCommand::Null(NullCommand::Delete { name }) => {
+            Request::typed::<BdevNullDelete>(&delete(name), silent)
+        }
         BdevCommand::Aio(AioCommand::Create {
             name,
             file,
             block_size,
             readonly,
         }) => {
-            let mut p = Map::new();
-            p.insert("name".into(), json!(name));
-            p.insert("filename".into(), json!(absolute(file)?));
-            if let Some(bs) = block_size {
-                p.insert("block_size".into(), json!(nonzero(*bs, "--block-size")?));
-            }
-            if *readonly {
-                p.insert("readonly".into(), json!(true));
-            }
-            req("bdev_aio_create", Value::Object(p), Output::Name)
+            let params = AioCreateParams {
+                name: name.clone(),
+                filename: absolute(file)?,
+                block_size: file_block_size(*block_size)?,
+                readonly: *readonly,
+                ..Default::default()
+            };
+            Request::typed::<BdevAioCreate>(&params, Output::Name)
         }
-        BdevCommand::Aio(AioCommand::Delete { name }) => delete("bdev_aio_delete", name),
+        BdevCommand::Aio(AioCommand::Delete { name }) => {
+            Request::typed::<BdevAioDelete>(&delete(name), silent)
+        }
         BdevCommand::Uring(UringCommand::Create {
             name,
             file,
             block_size,
         }) => {
-            let mut p = Map::new();
-            p.insert("name".into(), json!(name));
-            p.insert("filename".into(), json!(absolute(file)?));
-            if let Some(bs) = block_size {
-                p.insert("block_size".into(), json!(nonzero(*bs, "--block-size")?));
-            }
-            req("bdev_uring_create", Value::Object(p), Output::Name)
+            let params = UringCreateParams {
+                name: name.clone(),
+                filename: absolute(file)?,
+                block_size: file_block_size(*block_size)?,
+                uuid: None,
+            };
+            Request::typed::<BdevUringCreate>(&params, Output::Name)
         }
-        BdevCommand::Uring(UringCommand::Delete { name }) => delete("bdev_uring_delete", name),
-        BdevCommand::Error(ErrorCommand::Create { base }) => req(
-            "bdev_error_create",
-            json!({"base_name": base}),
+        BdevCommand::Uring(UringCommand::Delete { name }) => {
+            Request::typed::<BdevUringDelete>(&delete(name), silent)
+        }
+        BdevCommand::Error(ErrorCommand::Create { base }) => Request::typed::<BdevErrorCreate>(
+            &ErrorCreateParams {
+                base_name: base.clone(),
+                uuid: None,
+            },
             Output::Name,
         ),
-        BdevCommand::Error(ErrorCommand::Delete { name }) => delete("bdev_error_delete", name),
+        BdevCommand::Error(ErrorCommand::Delete { name }) => {
+            Request::typed::<BdevErrorDelete>(&delete(name), silent)
+        }
         BdevCommand::Error(ErrorCommand::Inject {
             name,
             io_type,
@@ -321,20 +366,16 @@ pub(crate) fn plan(command: &BdevCommand) -> Result<Request, CommandError> {
             if !corrupting && (corrupt_offset.is_some() || corrupt_value.is_some()) {
                 return Err(CommandError::CorruptOptions);
             }
-            let mut p = Map::new();
-            p.insert("name".into(), json!(name));
-            p.insert("io_type".into(), json!(io_type.as_str()));
-            p.insert("error_type".into(), json!(error_type.as_str()));
-            for (key, value) in [
-                ("num", num),
-                ("corrupt_offset", corrupt_offset),
-                ("corrupt_value", corrupt_value),
-            ] {
-                if let Some(v) = value {
-                    p.insert(key.into(), json!(v));
-                }
-            }
-            req("bdev_error_inject_error", Value::Object(p), Output::Silent)
+            let params = InjectErrorParams {
+                name: name.clone(),
+                io_type: io_type.as_str().to_string(),
+                error_type: Some(error_type.as_str().to_string()),
+                num: *num,
+                corrupt_offset: *corrupt_offset,
+                corrupt_value: *corrupt_value,
+                ..Default::default()
+            };
+            Request::typed::<BdevErrorInjectError>(&params, silent)
         }
         BdevCommand::Delay(DelayCommand::Create {
             name,
@@ -343,41 +384,61 @@ pub(crate) fn plan(command: &BdevCommand) -> Result<Request, CommandError> {
             p99_read,
             avg_write,
             p99_write,
-        }) => req(
-            "bdev_delay_create",
-            json!({
-                "name": name,
-                "base_bdev_name": base,
-                "avg_read_latency": avg_read,
-                "p99_read_latency": p99_read,
-                "avg_write_latency": avg_write,
-                "p99_write_latency": p99_write,
-            }),
+        }) => Request::typed::<BdevDelayCreate>(
+            &DelayCreateParams {
+                name: name.clone(),
+                base_bdev_name: base.clone(),
+                avg_read_latency: *avg_read,
+                p99_read_latency: *p99_read,
+                avg_write_latency: *avg_write,
+                p99_write_latency: *p99_write,
+                uuid: None,
+            },
             Output::Name,
         ),
-        BdevCommand::Delay(DelayCommand::Delete { name }) => delete("bdev_delay_delete", name),
-    }
+        BdevCommand::Delay(DelayCommand::Delete { name }) => {
+            Request::typed::<BdevDelayDelete>(&delete(name), silent)
+        }
+    })
 }
 
-/// Params for `bdev_malloc_create` / `bdev_null_create`: the size becomes a block count.
-fn mem_create(args: &MemCreateArgs) -> Result<Value, CommandError> {
+/// What `bdev malloc create` and `bdev null create` send: the size as a block count.
+struct MemCreate {
+    name: String,
+    block_size: u32,
+    num_blocks: u64,
+    uuid: Option<String>,
+}
+
+/// The size becomes a block count; both must be non-zero and the size whole blocks.
+fn mem_create(args: &MemCreateArgs) -> Result<MemCreate, CommandError> {
     let block_size = nonzero(args.block_size, "--block-size")?;
     let size = nonzero(args.size, "--size")?;
     if size % block_size != 0 {
         return Err(CommandError::NotBlockMultiple { size, block_size });
     }
-    let mut p = Map::new();
-    p.insert("name".into(), json!(args.name));
-    p.insert("num_blocks".into(), json!(size / block_size));
-    p.insert("block_size".into(), json!(block_size));
-    if let Some(uuid) = &args.uuid {
-        p.insert("uuid".into(), json!(uuid));
-    }
-    Ok(Value::Object(p))
+    Ok(MemCreate {
+        name: args.name.clone(),
+        block_size: u32::try_from(block_size)
+            .map_err(|_| CommandError::TooLarge("--block-size"))?,
+        num_blocks: size / block_size,
+        uuid: args.uuid.clone(),
+    })
 }
 
+/// `--block-size` of a file bdev: non-zero and within the daemon's u32.
+fn file_block_size(block_size: Option<u64>) -> Result<Option<u32>, CommandError> {
+    block_size
+        .map(|bs| {
+            let bs = nonzero(bs, "--block-size")?;
+            u32::try_from(bs).map_err(|_| CommandError::TooLarge("--block-size"))
+        })
+        .transpose()
+}
+
+/// `bdev_get_bdevs`: one row per bdev.
 pub(crate) fn bdevs(result: &Value) -> String {
-    let Some(list) = items(result, "bdevs") else {
+    let Some(list) = rows::<BdevInfo>(result, "bdevs") else {
         return pretty(result);
     };
     let mut t = Table::new(&[
@@ -385,20 +446,20 @@ pub(crate) fn bdevs(result: &Value) -> String {
     ])
     .right(&[2, 3, 4]);
     for b in list {
-        let block_size = u64_field(b, "block_size");
-        let num_blocks = u64_field(b, "num_blocks");
+        let block_size = b.block_size.copied().map(u64::from);
+        let num_blocks = b.num_blocks.copied();
         let size = match (block_size, num_blocks) {
             (Some(bs), Some(n)) => bs.checked_mul(n).map(format_size),
             _ => None,
         };
         t.row(vec![
-            field(b, "name"),
-            field(b, "product_name"),
+            cell(&b.name),
+            cell(&b.product_name),
             num_cell(block_size),
             num_cell(num_blocks),
             size.unwrap_or_else(|| MISSING.to_string()),
-            yes_no(b, "claimed"),
-            field(b, "uuid"),
+            yes_no(&b.claimed),
+            cell(&b.uuid),
         ]);
     }
     t.render()
@@ -416,11 +477,12 @@ fn avg_latency_us(ticks: Option<u64>, ops: Option<u64>, tick_rate: Option<u64>) 
     }
 }
 
+/// `bdev_get_iostat`: one row per bdev, latencies from the tick rate.
 pub(crate) fn iostat(result: &Value) -> String {
-    let Some(list) = items(result, "bdevs") else {
+    let Ok(stat) = Iostat::deserialize(result) else {
         return pretty(result);
     };
-    let tick_rate = u64_field(result, "tick_rate");
+    let tick_rate = stat.tick_rate.copied();
     let mut t = Table::new(&[
         "NAME",
         "READ_OPS",
@@ -432,19 +494,19 @@ pub(crate) fn iostat(result: &Value) -> String {
         "UNMAP_OPS",
     ])
     .right(&[1, 2, 3, 4, 5, 6, 7]);
-    for b in list {
-        let bytes = |key| u64_field(b, key).map_or_else(|| MISSING.to_string(), format_size);
-        let read_ops = u64_field(b, "num_read_ops");
-        let write_ops = u64_field(b, "num_write_ops");
+    for b in &stat.bdevs {
+        let bytes = |n: &Lenient<u64>| n.copied().map_or_else(|| MISSING.to_string(), format_size);
+        let read_ops = b.num_read_ops.copied();
+        let write_ops = b.num_write_ops.copied();
         t.row(vec![
-            field(b, "name"),
+            cell(&b.name),
             num_cell(read_ops),
-            bytes("bytes_read"),
-            avg_latency_us(u64_field(b, "read_latency_ticks"), read_ops, tick_rate),
+            bytes(&b.bytes_read),
+            avg_latency_us(b.read_latency_ticks.copied(), read_ops, tick_rate),
             num_cell(write_ops),
-            bytes("bytes_written"),
-            avg_latency_us(u64_field(b, "write_latency_ticks"), write_ops, tick_rate),
-            num_cell(u64_field(b, "num_unmap_ops")),
+            bytes(&b.bytes_written),
+            avg_latency_us(b.write_latency_ticks.copied(), write_ops, tick_rate),
+            num_cell(b.num_unmap_ops.copied()),
         ]);
     }
     t.render()

@@ -2,10 +2,17 @@
 //! state, reactors and threads, and the daemon itself.
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use plexd_control::api::framework::{
+    FrameworkGetConfig, FrameworkGetReactors, FrameworkGetSubsystems, FrameworkStartInit,
+    FrameworkWaitInit, GetConfigParams, GetMethodsParams, KillParams, Reactors, RpcGetMethods,
+    SpdkGetVersion, SpdkKillInstance, SubsystemInfo, ThreadGetStats, ThreadStats, Version,
+};
+use plexd_control::api::{Lenient, NoParams};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::plan::{Output, Request};
-use crate::render::{field, items, num_cell, pretty, text, u64_field, yes_no, MISSING};
+use crate::render::{cell, num_cell, pretty, rows, yes_no, MISSING};
 use crate::table::Table;
 
 /// `plexctl framework ...`
@@ -35,39 +42,47 @@ pub enum ThreadCommand {
 
 /// `plexctl version`.
 pub(crate) fn version() -> Request {
-    Request::new("spdk_get_version", None, Output::Version)
+    Request::typed::<SpdkGetVersion>(&NoParams {}, Output::Version)
 }
 
 /// `plexctl methods [--current]`.
 pub(crate) fn methods(current: bool) -> Request {
-    let params = current.then(|| json!({"current": true}));
-    Request::new("rpc_get_methods", params, Output::Lines)
+    let params = GetMethodsParams {
+        current: current.then_some(true),
+        include_aliases: None,
+    };
+    Request::typed::<RpcGetMethods>(&params, Output::Lines)
 }
 
 /// `plexctl kill --signal SIGNAL`.
 pub(crate) fn kill(signal: &str) -> Request {
-    Request::new(
-        "spdk_kill_instance",
-        Some(json!({"sig_name": signal})),
-        Output::Silent,
-    )
+    let params = KillParams {
+        sig_name: Some(signal.to_string()),
+    };
+    Request::typed::<SpdkKillInstance>(&params, Output::Silent)
 }
 
 /// `plexctl framework ...`.
 pub(crate) fn plan(command: &FrameworkCommand) -> Request {
     match command {
-        FrameworkCommand::StartInit => Request::new("framework_start_init", None, Output::Silent),
-        FrameworkCommand::WaitInit => Request::new("framework_wait_init", None, Output::Silent),
-        FrameworkCommand::Subsystems => {
-            Request::new("framework_get_subsystems", None, Output::Subsystems)
+        FrameworkCommand::StartInit => {
+            Request::typed::<FrameworkStartInit>(&NoParams {}, Output::Silent)
         }
-        FrameworkCommand::Config { name } => Request::new(
-            "framework_get_config",
-            Some(json!({"name": name})),
+        FrameworkCommand::WaitInit => {
+            Request::typed::<FrameworkWaitInit>(&NoParams {}, Output::Silent)
+        }
+        FrameworkCommand::Subsystems => {
+            Request::typed::<FrameworkGetSubsystems>(&NoParams {}, Output::Subsystems)
+        }
+        FrameworkCommand::Config { name } => Request::typed::<FrameworkGetConfig>(
+            &GetConfigParams {
+                name: name.clone(),
+                with_batches: None,
+            },
             Output::Json,
         ),
         FrameworkCommand::Reactors => {
-            Request::new("framework_get_reactors", None, Output::Reactors)
+            Request::typed::<FrameworkGetReactors>(&NoParams {}, Output::Reactors)
         }
     }
 }
@@ -75,13 +90,24 @@ pub(crate) fn plan(command: &FrameworkCommand) -> Request {
 /// `plexctl thread ...`.
 pub(crate) fn thread(command: &ThreadCommand) -> Request {
     match command {
-        ThreadCommand::Stats => Request::new("thread_get_stats", None, Output::ThreadStats),
+        ThreadCommand::Stats => Request::typed::<ThreadGetStats>(&NoParams {}, Output::ThreadStats),
+    }
+}
+
+/// `spdk_get_version`: the version string.
+pub(crate) fn version_line(result: &Value) -> String {
+    match Version::deserialize(result)
+        .ok()
+        .and_then(|v| v.version.get().cloned())
+    {
+        Some(v) => format!("{v}\n"),
+        None => pretty(result),
     }
 }
 
 /// `busy / (busy + idle)` as a percentage with one decimal.
-fn busy_percent(v: &Value) -> String {
-    match (u64_field(v, "busy"), u64_field(v, "idle")) {
+fn busy_percent(busy: &Lenient<u64>, idle: &Lenient<u64>) -> String {
+    match (busy.copied(), idle.copied()) {
         (Some(busy), Some(idle)) if busy.saturating_add(idle) > 0 => {
             let total = busy as f64 + idle as f64;
             format!("{:.1}", busy as f64 * 100.0 / total)
@@ -90,58 +116,59 @@ fn busy_percent(v: &Value) -> String {
     }
 }
 
+/// `framework_get_subsystems`: one row per subsystem.
 pub(crate) fn subsystems(result: &Value) -> String {
-    let Some(list) = items(result, "subsystems") else {
+    let Some(list) = rows::<SubsystemInfo>(result, "subsystems") else {
         return pretty(result);
     };
     let mut t = Table::new(&["SUBSYSTEM", "DEPENDS_ON"]);
     for s in list {
-        let deps = s
-            .get("depends_on")
-            .and_then(Value::as_array)
-            .map(|d| d.iter().map(text).collect::<Vec<_>>().join(","))
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| MISSING.to_string());
-        t.row(vec![field(s, "subsystem"), deps]);
+        let deps = if s.depends_on.is_empty() {
+            MISSING.to_string()
+        } else {
+            s.depends_on.join(",")
+        };
+        t.row(vec![cell(&s.subsystem), deps]);
     }
     t.render()
 }
 
+/// `framework_get_reactors`: one row per reactor, under the pid and tick rate.
 pub(crate) fn reactors(result: &Value) -> String {
-    let Some(list) = items(result, "reactors") else {
+    let Ok(reply) = Reactors::deserialize(result) else {
         return pretty(result);
     };
     let mut t = Table::new(&["LCORE", "TID", "BUSY%", "INTERRUPT", "THREADS"]).right(&[0, 1, 2]);
-    for r in list {
+    for r in &reply.reactors {
         let threads = r
-            .get("lw_threads")
-            .and_then(Value::as_array)
-            .map(|ts| {
-                ts.iter()
-                    .map(|t| t.get("name").map_or_else(|| text(t), text))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| MISSING.to_string());
+            .lw_threads
+            .iter()
+            .map(|t| cell(&t.name))
+            .collect::<Vec<_>>()
+            .join(",");
         t.row(vec![
-            field(r, "lcore"),
-            field(r, "tid"),
-            busy_percent(r),
-            yes_no(r, "in_interrupt"),
-            threads,
+            cell(&r.lcore),
+            cell(&r.tid),
+            busy_percent(&r.busy, &r.idle),
+            yes_no(&r.in_interrupt),
+            if threads.is_empty() {
+                MISSING.to_string()
+            } else {
+                threads
+            },
         ]);
     }
     let mut out = String::new();
-    if let (Some(pid), Some(rate)) = (u64_field(result, "pid"), u64_field(result, "tick_rate")) {
+    if let (Some(pid), Some(rate)) = (reply.pid.copied(), reply.tick_rate.copied()) {
         out.push_str(&format!("pid {pid}, tick rate {rate} Hz\n"));
     }
     out.push_str(&t.render());
     out
 }
 
+/// `thread_get_stats`: one row per lightweight thread.
 pub(crate) fn thread_stats(result: &Value) -> String {
-    let Some(list) = items(result, "threads") else {
+    let Ok(reply) = ThreadStats::deserialize(result) else {
         return pretty(result);
     };
     let mut t = Table::new(&[
@@ -153,14 +180,14 @@ pub(crate) fn thread_stats(result: &Value) -> String {
         "TIMED_POLLERS",
     ])
     .right(&[1, 3, 4, 5]);
-    for th in list {
+    for th in &reply.threads {
         t.row(vec![
-            field(th, "name"),
-            field(th, "id"),
-            field(th, "cpumask"),
-            busy_percent(th),
-            num_cell(u64_field(th, "active_pollers_count")),
-            num_cell(u64_field(th, "timed_pollers_count")),
+            cell(&th.name),
+            cell(&th.id),
+            cell(&th.cpumask),
+            busy_percent(&th.busy, &th.idle),
+            num_cell(th.active_pollers_count.copied()),
+            num_cell(th.timed_pollers_count.copied()),
         ]);
     }
     t.render()

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use clap_complete::Shell;
+use plexd_control::api::{params_value, RpcMethod};
 use serde_json::Value;
 
 use crate::cli::Command;
@@ -85,6 +86,11 @@ impl Request {
         }
     }
 
+    /// A call of the typed method `M` (empty params are sent as none).
+    pub(crate) fn typed<M: RpcMethod>(params: &M::Params, output: Output) -> Self {
+        Request::new(M::METHOD, params_value(params), output)
+    }
+
     /// Adds the call whose result the rendering also needs.
     pub(crate) fn with_lookup(mut self, method: &'static str, params: Option<Value>) -> Self {
         self.lookup = Some(Lookup { method, params });
@@ -151,6 +157,9 @@ pub enum CommandError {
     /// A size or block size of zero.
     #[error("{0} must not be zero")]
     Zero(&'static str),
+    /// A value larger than the daemon's field can hold.
+    #[error("{0} is too large")]
+    TooLarge(&'static str),
     /// The params of `call` are not JSON.
     #[error("params are not valid JSON: {0}")]
     BadJson(String),

@@ -3,7 +3,11 @@
 //! the CLI (and `--json` always shows everything). Each noun's module renders its own results
 //! with the helpers here; this module picks the renderer for an [`Output`].
 
+use std::fmt::Display;
+
+use plexd_control::api::Lenient;
 use plexd_control::size::format_size;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::plan::Output;
@@ -21,10 +25,7 @@ pub fn render(output: Output, result: &Value) -> String {
 /// [`crate::plan::Request::lookup`]) when there is one and it succeeded.
 pub fn render_with(output: Output, result: &Value, lookup: Option<&Value>) -> String {
     match output {
-        Output::Version => match result.get("version").and_then(Value::as_str) {
-            Some(v) => format!("{v}\n"),
-            None => pretty(result),
-        },
+        Output::Version => crate::framework::version_line(result),
         Output::Lines => match result.as_array() {
             Some(items) => items.iter().map(|i| format!("{}\n", text(i))).collect(),
             None => pretty(result),
@@ -83,6 +84,24 @@ pub(crate) fn field(v: &Value, key: &str) -> String {
     v.get(key).map_or_else(|| MISSING.to_string(), text)
 }
 
+/// A [`Lenient`] field as a cell: the value, or the unexpected JSON as text, or `-`.
+pub(crate) fn cell<T: Display>(v: &Lenient<T>) -> String {
+    match v {
+        Lenient::Value(v) => v.to_string(),
+        Lenient::Unexpected(v) => text(v),
+        Lenient::Missing => MISSING.to_string(),
+    }
+}
+
+/// A boolean [`Lenient`] field as `yes` / `no`, or `-`.
+pub(crate) fn yes_no(v: &Lenient<bool>) -> String {
+    match v.get() {
+        Some(true) => "yes".to_string(),
+        Some(false) => "no".to_string(),
+        None => MISSING.to_string(),
+    }
+}
+
 /// The unsigned integer field `key` of `v`, if it is one.
 pub(crate) fn u64_field(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
@@ -94,12 +113,18 @@ pub(crate) fn num_cell(n: Option<u64>) -> String {
 }
 
 /// The boolean field `key` as `yes` / `no`, or `-`.
-pub(crate) fn yes_no(v: &Value, key: &str) -> String {
+pub(crate) fn yes_no_field(v: &Value, key: &str) -> String {
     match v.get(key).and_then(Value::as_bool) {
         Some(true) => "yes".to_string(),
         Some(false) => "no".to_string(),
         None => MISSING.to_string(),
     }
+}
+
+/// The rows of a reply that is a list of `T` (or an object holding it at `key`), if it is one.
+pub(crate) fn rows<T: DeserializeOwned>(result: &Value, key: &str) -> Option<Vec<T>> {
+    let list = items(result, key)?;
+    list.iter().map(|row| T::deserialize(row).ok()).collect()
 }
 
 /// The array at `key` of an object reply (or the reply itself if it is an array).

@@ -2,10 +2,15 @@
 //! delete, set coalescing).
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use plexd_control::api::vhost::{
+    ControllerInfo, CreateBlkControllerParams, DeleteControllerParams, GetControllersParams,
+    SetCoalescingParams, VhostControllerSetCoalescing, VhostCreateBlkController,
+    VhostDeleteController, VhostGetControllers,
+};
+use serde_json::Value;
 
 use crate::plan::{Output, Request};
-use crate::render::{field, items, pretty, yes_no, MISSING};
+use crate::render::{cell, pretty, rows, yes_no, MISSING};
 use crate::table::Table;
 
 /// `plexctl vhost ...`
@@ -64,6 +69,7 @@ pub enum VhostCommand {
     },
 }
 
+/// `plexctl vhost ...`.
 pub(crate) fn plan(command: &VhostCommand) -> Request {
     match command {
         VhostCommand::Create {
@@ -71,43 +77,38 @@ pub(crate) fn plan(command: &VhostCommand) -> Request {
             bdev,
             readonly,
             cpumask,
-        } => {
-            let mut p = Map::new();
-            p.insert("ctrlr".into(), json!(ctrlr));
-            p.insert("dev_name".into(), json!(bdev));
-            if *readonly {
-                p.insert("readonly".into(), json!(true));
-            }
-            if let Some(mask) = cpumask {
-                p.insert("cpumask".into(), json!(mask));
-            }
-            Request::new(
-                "vhost_create_blk_controller",
-                Some(Value::Object(p)),
-                Output::Silent,
-            )
-        }
-        VhostCommand::List { ctrlr } => Request::new(
-            "vhost_get_controllers",
-            ctrlr.as_ref().map(|c| json!({"name": c})),
+        } => Request::typed::<VhostCreateBlkController>(
+            &CreateBlkControllerParams {
+                ctrlr: ctrlr.clone(),
+                dev_name: bdev.clone(),
+                readonly: readonly.then_some(true),
+                cpumask: cpumask.clone(),
+                ..Default::default()
+            },
+            Output::Silent,
+        ),
+        VhostCommand::List { ctrlr } => Request::typed::<VhostGetControllers>(
+            &GetControllersParams {
+                name: ctrlr.clone(),
+            },
             Output::VhostControllers,
         ),
-        VhostCommand::Delete { ctrlr } => Request::new(
-            "vhost_delete_controller",
-            Some(json!({"ctrlr": ctrlr})),
+        VhostCommand::Delete { ctrlr } => Request::typed::<VhostDeleteController>(
+            &DeleteControllerParams {
+                ctrlr: ctrlr.clone(),
+            },
             Output::Silent,
         ),
         VhostCommand::Coalescing {
             ctrlr,
             delay_base_us,
             iops_threshold,
-        } => Request::new(
-            "vhost_controller_set_coalescing",
-            Some(json!({
-                "ctrlr": ctrlr,
-                "delay_base_us": delay_base_us,
-                "iops_threshold": iops_threshold,
-            })),
+        } => Request::typed::<VhostControllerSetCoalescing>(
+            &SetCoalescingParams {
+                ctrlr: ctrlr.clone(),
+                delay_base_us: *delay_base_us,
+                iops_threshold: *iops_threshold,
+            },
             Output::Silent,
         ),
     }
@@ -116,7 +117,7 @@ pub(crate) fn plan(command: &VhostCommand) -> Request {
 /// `vhost_get_controllers`: one row per controller. CONNECTED says whether a front-end (QEMU)
 /// is attached, i.e. whether `sessions` is non-empty.
 pub(crate) fn vhost_controllers(result: &Value) -> String {
-    let Some(list) = items(result, "controllers") else {
+    let Some(list) = rows::<ControllerInfo>(result, "controllers") else {
         return pretty(result);
     };
     let mut t = Table::new(&[
@@ -129,20 +130,22 @@ pub(crate) fn vhost_controllers(result: &Value) -> String {
     ]);
     for c in list {
         let block = c
-            .get("backend_specific")
-            .and_then(|b| b.get("block"))
-            .unwrap_or(&Value::Null);
-        let connected = match c.get("sessions").and_then(Value::as_array) {
+            .backend_specific
+            .get()
+            .and_then(|b| b.block.get())
+            .cloned()
+            .unwrap_or_default();
+        let connected = match c.sessions.get() {
             Some(s) if s.is_empty() => "no".to_string(),
             Some(_) => "yes".to_string(),
             None => MISSING.to_string(),
         };
         t.row(vec![
-            field(c, "ctrlr"),
-            field(block, "bdev"),
-            yes_no(block, "readonly"),
-            field(c, "cpumask"),
-            field(c, "socket"),
+            cell(&c.ctrlr),
+            cell(&block.bdev),
+            yes_no(&block.readonly),
+            cell(&c.cpumask),
+            cell(&c.socket),
             connected,
         ]);
     }

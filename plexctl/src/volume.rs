@@ -7,7 +7,7 @@ use plexd_control::size::{format_size, size_arg};
 use serde_json::{json, Map, Value};
 
 use crate::plan::{nonzero, CommandError, Output, Request};
-use crate::render::{count, field, pretty, u64_field, yes_no, MISSING};
+use crate::render::{count, field, pretty, u64_field, yes_no_field, MISSING};
 use crate::table::Table;
 
 /// Volume layouts.
@@ -244,7 +244,7 @@ pub(crate) fn volumes(result: &Value) -> String {
             field(v, "state"),
             field(v, "kstate"),
             count(v, "plexes"),
-            yes_no(v, "started"),
+            yes_no_field(v, "started"),
         ]);
     }
     t.render()
