@@ -7,14 +7,10 @@ use serde_json::{Map, Value};
 
 use super::{Lenient, RpcMethod};
 
-/// `bdev_get_bdevs`: every bdev, or the one named.
-pub struct BdevGetBdevs;
-
-impl RpcMethod for BdevGetBdevs {
-    const METHOD: &'static str = "bdev_get_bdevs";
-    type Params = GetBdevsParams;
-    type Result = Vec<BdevInfo>;
-}
+method!(
+    /// `bdev_get_bdevs`: every bdev, or the one named.
+    BdevGetBdevs, "bdev_get_bdevs", GetBdevsParams, Vec<BdevInfo>
+);
 
 /// Params of `bdev_get_bdevs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,14 +72,10 @@ pub struct RateLimits {
     pub w_mbytes_per_sec: u64,
 }
 
-/// `bdev_get_iostat`: I/O statistics of every bdev, or of those named.
-pub struct BdevGetIostat;
-
-impl RpcMethod for BdevGetIostat {
-    const METHOD: &'static str = "bdev_get_iostat";
-    type Params = GetIostatParams;
-    type Result = Iostat;
-}
+method!(
+    /// `bdev_get_iostat`: I/O statistics of every bdev, or of those named.
+    BdevGetIostat, "bdev_get_iostat", GetIostatParams, Iostat
+);
 
 /// Params of `bdev_get_iostat`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

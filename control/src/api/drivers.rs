@@ -8,20 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::RpcMethod;
 
-/// Declares a method: a unit struct named for it with its [`RpcMethod`] impl.
-macro_rules! method {
-    ($(#[$doc:meta])* $name:ident, $method:literal, $params:ty, $result:ty) => {
-        $(#[$doc])*
-        pub struct $name;
-
-        impl RpcMethod for $name {
-            const METHOD: &'static str = $method;
-            type Params = $params;
-            type Result = $result;
-        }
-    };
-}
-
 method!(
     /// `bdev_malloc_create`: a RAM-backed bdev.
     BdevMallocCreate, "bdev_malloc_create", MallocCreateParams, String

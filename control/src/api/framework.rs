@@ -6,20 +6,6 @@ use serde_json::Value;
 
 use super::{Lenient, NoParams, RpcMethod};
 
-/// Declares a method: a unit struct named for it with its [`RpcMethod`] impl.
-macro_rules! method {
-    ($(#[$doc:meta])* $name:ident, $method:literal, $params:ty, $result:ty) => {
-        $(#[$doc])*
-        pub struct $name;
-
-        impl RpcMethod for $name {
-            const METHOD: &'static str = $method;
-            type Params = $params;
-            type Result = $result;
-        }
-    };
-}
-
 method!(
     /// `spdk_get_version`.
     SpdkGetVersion, "spdk_get_version", NoParams, Version

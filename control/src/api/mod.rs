@@ -11,6 +11,20 @@
 //! Result fields that `plexctl` shows in its tables are [`Lenient`], so a reply from an older or
 //! newer daemon still renders.
 
+/// Declares a method: a unit struct named for it with its [`RpcMethod`] impl.
+macro_rules! method {
+    ($(#[$doc:meta])* $name:ident, $method:literal, $params:ty, $result:ty) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl RpcMethod for $name {
+            const METHOD: &'static str = $method;
+            type Params = $params;
+            type Result = $result;
+        }
+    };
+}
+
 pub mod bdev;
 pub mod drivers;
 pub mod framework;

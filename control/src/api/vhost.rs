@@ -5,41 +5,25 @@ use serde::{Deserialize, Serialize};
 
 use super::{Lenient, RpcMethod};
 
-/// `vhost_create_blk_controller`: export a bdev on the socket `<dir>/<ctrlr>`.
-pub struct VhostCreateBlkController;
+method!(
+    /// `vhost_create_blk_controller`: export a bdev on the socket `<dir>/<ctrlr>`.
+    VhostCreateBlkController, "vhost_create_blk_controller", CreateBlkControllerParams, bool
+);
 
-impl RpcMethod for VhostCreateBlkController {
-    const METHOD: &'static str = "vhost_create_blk_controller";
-    type Params = CreateBlkControllerParams;
-    type Result = bool;
-}
+method!(
+    /// `vhost_get_controllers`: every controller, or the one named.
+    VhostGetControllers, "vhost_get_controllers", GetControllersParams, Vec<ControllerInfo>
+);
 
-/// `vhost_get_controllers`: every controller, or the one named.
-pub struct VhostGetControllers;
+method!(
+    /// `vhost_delete_controller`.
+    VhostDeleteController, "vhost_delete_controller", DeleteControllerParams, bool
+);
 
-impl RpcMethod for VhostGetControllers {
-    const METHOD: &'static str = "vhost_get_controllers";
-    type Params = GetControllersParams;
-    type Result = Vec<ControllerInfo>;
-}
-
-/// `vhost_delete_controller`.
-pub struct VhostDeleteController;
-
-impl RpcMethod for VhostDeleteController {
-    const METHOD: &'static str = "vhost_delete_controller";
-    type Params = DeleteControllerParams;
-    type Result = bool;
-}
-
-/// `vhost_controller_set_coalescing`.
-pub struct VhostControllerSetCoalescing;
-
-impl RpcMethod for VhostControllerSetCoalescing {
-    const METHOD: &'static str = "vhost_controller_set_coalescing";
-    type Params = SetCoalescingParams;
-    type Result = bool;
-}
+method!(
+    /// `vhost_controller_set_coalescing`.
+    VhostControllerSetCoalescing, "vhost_controller_set_coalescing", SetCoalescingParams, bool
+);
 
 /// Params of `vhost_create_blk_controller`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
