@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Deserializer, Value};
 
+use crate::api::{params_value, RpcMethod};
 use crate::jsonrpc::{ErrorCode, RpcError};
 
 /// Why a call did not return a result.
@@ -128,6 +129,14 @@ impl RpcClient {
                 }
             }
         }
+    }
+
+    /// Calls the typed method `M`: sends its params (none if they are empty) and reads the
+    /// result as `M::Result`.
+    pub fn invoke<M: RpcMethod>(&mut self, params: &M::Params) -> Result<M::Result, ClientError> {
+        let result = self.call(M::METHOD, params_value(params))?;
+        serde_json::from_value(result)
+            .map_err(|e| ClientError::Protocol(format!("{} result: {e}", M::METHOD)))
     }
 
     /// Sends a notification (a request without `id`); the server sends no reply.

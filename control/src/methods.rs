@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::api::{serve, RpcMethod};
 use crate::jsonrpc::RpcError;
 
 /// Framework state: before `framework_start_init` (startup) or after it (runtime).
@@ -72,6 +73,35 @@ impl MethodTable {
                 handler: Arc::new(f),
             },
         );
+    }
+
+    /// Registers the typed method `M`: its params are parsed as `M::Params` (a failure is
+    /// -32602 naming the field) and its result serialised. `startup` and `runtime` say in which
+    /// states it may be called, as for [`MethodTable::insert`].
+    pub fn typed<M, F>(&mut self, startup: bool, runtime: bool, f: F)
+    where
+        M: RpcMethod,
+        F: Fn(M::Params) -> Result<M::Result, RpcError> + Send + Sync + 'static,
+    {
+        self.insert(M::METHOD, startup, runtime, move |p| serve::<M>(p, &f));
+    }
+
+    /// Registers the typed method `M`, callable only at runtime (the common case).
+    pub fn runtime_typed<M, F>(&mut self, f: F)
+    where
+        M: RpcMethod,
+        F: Fn(M::Params) -> Result<M::Result, RpcError> + Send + Sync + 'static,
+    {
+        self.typed::<M, F>(false, true, f);
+    }
+
+    /// Registers the typed method `M`, callable in both states.
+    pub fn always_typed<M, F>(&mut self, f: F)
+    where
+        M: RpcMethod,
+        F: Fn(M::Params) -> Result<M::Result, RpcError> + Send + Sync + 'static,
+    {
+        self.typed::<M, F>(true, true, f);
     }
 
     /// Looks a method up by name.

@@ -5,12 +5,17 @@
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::framework::{
+    BdevSetOptions, BdevWaitForExamine, FrameworkGetConfig, FrameworkGetReactors,
+    FrameworkGetSubsystems, FrameworkStartInit, FrameworkWaitInit, LwThread, ReactorInfo, Reactors,
+    RpcGetMethods, SpdkGetVersion, SpdkKillInstance, SubsystemInfo, ThreadGetStats, ThreadStat,
+    ThreadStats, Version, VersionFields,
+};
+use plexd_control::api::NoParams;
 use plexd_control::{ErrorCode, MethodTable, RpcError, RpcHandler, RpcState};
 use plexd_engine::reactor::tsc;
 use plexd_engine::Engine;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A subsystem as `framework_get_subsystems` lists it, with the source of its saved config.
 pub struct Subsystem {
@@ -197,22 +202,23 @@ impl Framework {
         table.get(method).is_some_and(|m| m.startup && !m.runtime)
     }
 
-    fn subsystems_json(&self) -> Value {
+    fn subsystems_info(&self) -> Vec<SubsystemInfo> {
         let subs = self.subsystems.read().unwrap_or_else(|p| p.into_inner());
-        Value::Array(
-            subs.iter()
-                .map(|s| json!({"subsystem": s.name, "depends_on": s.depends_on}))
-                .collect(),
-        )
+        subs.iter()
+            .map(|s| SubsystemInfo {
+                subsystem: s.name.into(),
+                depends_on: s.depends_on.iter().map(|d| d.to_string()).collect(),
+            })
+            .collect()
     }
 
-    fn subsystem_config(&self, name: &str) -> Result<Value, RpcError> {
+    fn subsystem_config(&self, name: &str) -> Result<Vec<Value>, RpcError> {
         let subs = self.subsystems.read().unwrap_or_else(|p| p.into_inner());
         let s = subs
             .iter()
             .find(|s| s.name == name)
             .ok_or_else(|| RpcError::errno(libc::ENOENT, format!("no subsystem named '{name}'")))?;
-        Ok(Value::Array((s.config)()))
+        Ok((s.config)())
     }
 }
 
@@ -222,53 +228,26 @@ impl RpcHandler for Framework {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GetMethods {
-    current: Option<bool>,
-    include_aliases: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GetConfig {
-    name: String,
-    #[allow(dead_code)]
-    with_batches: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Kill {
-    sig_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoParams {}
-
 fn cpumask_of(core: u32) -> String {
     format!("{:x}", 1u128 << core.min(127))
 }
 
 fn register_framework_methods(t: &mut MethodTable, fw: &Arc<Framework>) {
-    t.always("spdk_get_version", |p| {
-        let _: NoParams = parse_params(p)?;
+    t.always_typed::<SpdkGetVersion, _>(|NoParams {}| {
         let v = env!("CARGO_PKG_VERSION");
         let mut parts = v.split('.').map(|x| x.parse::<u64>().unwrap_or(0));
-        Ok(json!({
-            "version": format!("plexd v{v}"),
-            "fields": {
-                "major": parts.next().unwrap_or(0),
-                "minor": parts.next().unwrap_or(0),
-                "patch": parts.next().unwrap_or(0),
-                "suffix": "",
-            }
-        }))
+        Ok(Version {
+            version: format!("plexd v{v}").into(),
+            fields: VersionFields {
+                major: parts.next().unwrap_or(0),
+                minor: parts.next().unwrap_or(0),
+                patch: parts.next().unwrap_or(0),
+                suffix: String::new(),
+            },
+        })
     });
     let f = Arc::downgrade(fw);
-    t.always("rpc_get_methods", move |p| {
-        let p: GetMethods = parse_params(p)?;
+    t.always_typed::<RpcGetMethods, _>(move |p| {
         let _ = p.include_aliases;
         let fw = f
             .upgrade()
@@ -283,25 +262,23 @@ fn register_framework_methods(t: &mut MethodTable, fw: &Arc<Framework>) {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .names(state);
-        Ok(json!(names))
+        Ok(names)
     });
     let f = Arc::downgrade(fw);
-    t.insert("framework_start_init", true, false, move |p| {
-        let _: NoParams = parse_params(p)?;
+    t.typed::<FrameworkStartInit, _>(true, false, move |NoParams {}| {
         let fw = f
             .upgrade()
             .ok_or_else(|| RpcError::internal("shutting down"))?;
         fw.start_init()?;
-        Ok(json!(true))
+        Ok(true)
     });
     let f = Arc::downgrade(fw);
-    t.always("framework_wait_init", move |p| {
-        let _: NoParams = parse_params(p)?;
+    t.always_typed::<FrameworkWaitInit, _>(move |NoParams {}| {
         let fw = f
             .upgrade()
             .ok_or_else(|| RpcError::internal("shutting down"))?;
         if fw.wait_init(Duration::from_secs(3600)) {
-            Ok(json!(true))
+            Ok(true)
         } else {
             Err(RpcError::errno(
                 libc::ETIMEDOUT,
@@ -310,80 +287,74 @@ fn register_framework_methods(t: &mut MethodTable, fw: &Arc<Framework>) {
         }
     });
     let f = Arc::downgrade(fw);
-    t.runtime("framework_get_subsystems", move |p| {
-        let _: NoParams = parse_params(p)?;
+    t.runtime_typed::<FrameworkGetSubsystems, _>(move |NoParams {}| {
         let fw = f
             .upgrade()
             .ok_or_else(|| RpcError::internal("shutting down"))?;
-        Ok(fw.subsystems_json())
+        Ok(fw.subsystems_info())
     });
     let f = Arc::downgrade(fw);
-    t.runtime("framework_get_config", move |p| {
-        let p: GetConfig = parse_params(p)?;
+    t.runtime_typed::<FrameworkGetConfig, _>(move |p| {
         let fw = f
             .upgrade()
             .ok_or_else(|| RpcError::internal("shutting down"))?;
         fw.subsystem_config(&p.name)
     });
     let e = fw.engine.clone();
-    t.runtime("framework_get_reactors", move |p| {
-        let _: NoParams = parse_params(p)?;
-        let reactors: Vec<Value> = e
+    t.runtime_typed::<FrameworkGetReactors, _>(move |NoParams {}| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let reactors = e
             .reactors()
             .reactors()
             .iter()
-            .map(|r| {
-                json!({
-                    "lcore": r.core,
-                    "tid": r.tid.load(std::sync::atomic::Ordering::Relaxed),
-                    "busy": r.busy_ticks.load(std::sync::atomic::Ordering::Relaxed),
-                    "idle": r.idle_ticks.load(std::sync::atomic::Ordering::Relaxed),
-                    "in_interrupt": r.in_interrupt.load(std::sync::atomic::Ordering::Relaxed),
-                    "irq_counter": 0,
-                    "sys_stat": 0,
-                    "usr_stat": 0,
-                    "lw_threads": [{
-                        "name": format!("reactor_{}", r.core),
-                        "id": r.index + 1,
-                        "cpumask": cpumask_of(r.core),
-                        "elapsed": r.busy_ticks.load(std::sync::atomic::Ordering::Relaxed)
-                            + r.idle_ticks.load(std::sync::atomic::Ordering::Relaxed),
-                    }],
-                })
+            .map(|r| ReactorInfo {
+                lcore: r.core.into(),
+                tid: i64::from(r.tid.load(Relaxed)).into(),
+                busy: r.busy_ticks.load(Relaxed).into(),
+                idle: r.idle_ticks.load(Relaxed).into(),
+                in_interrupt: r.in_interrupt.load(Relaxed).into(),
+                irq_counter: 0,
+                sys_stat: 0,
+                usr_stat: 0,
+                lw_threads: vec![LwThread {
+                    name: format!("reactor_{}", r.core).into(),
+                    id: r.index as u64 + 1,
+                    cpumask: cpumask_of(r.core),
+                    elapsed: r.busy_ticks.load(Relaxed) + r.idle_ticks.load(Relaxed),
+                }],
             })
             .collect();
-        Ok(json!({
-            "tick_rate": tsc::tick_rate(),
-            "pid": std::process::id(),
-            "poll_mode": e.reactors().mode().as_str(),
-            "reactors": reactors,
-        }))
+        Ok(Reactors {
+            tick_rate: tsc::tick_rate().into(),
+            pid: u64::from(std::process::id()).into(),
+            poll_mode: e.reactors().mode().as_str().to_string(),
+            reactors,
+        })
     });
     let e = fw.engine.clone();
-    t.runtime("thread_get_stats", move |p| {
-        let _: NoParams = parse_params(p)?;
-        let threads: Vec<Value> = e
+    t.runtime_typed::<ThreadGetStats, _>(move |NoParams {}| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let threads = e
             .reactors()
             .reactors()
             .iter()
-            .map(|r| {
-                use std::sync::atomic::Ordering::Relaxed;
-                json!({
-                    "name": format!("reactor_{}", r.core),
-                    "id": r.index + 1,
-                    "cpumask": cpumask_of(r.core),
-                    "busy": r.busy_ticks.load(Relaxed),
-                    "idle": r.idle_ticks.load(Relaxed),
-                    "active_pollers_count": r.active_pollers.load(Relaxed),
-                    "timed_pollers_count": r.timed_pollers.load(Relaxed),
-                    "paused_pollers_count": 0,
-                })
+            .map(|r| ThreadStat {
+                name: format!("reactor_{}", r.core).into(),
+                id: (r.index as u64 + 1).into(),
+                cpumask: cpumask_of(r.core).into(),
+                busy: r.busy_ticks.load(Relaxed).into(),
+                idle: r.idle_ticks.load(Relaxed).into(),
+                active_pollers_count: r.active_pollers.load(Relaxed).into(),
+                timed_pollers_count: r.timed_pollers.load(Relaxed).into(),
+                paused_pollers_count: 0,
             })
             .collect();
-        Ok(json!({"tick_rate": tsc::tick_rate(), "threads": threads}))
+        Ok(ThreadStats {
+            tick_rate: tsc::tick_rate(),
+            threads,
+        })
     });
-    t.always("spdk_kill_instance", |p| {
-        let p: Kill = parse_params(p)?;
+    t.always_typed::<SpdkKillInstance, _>(|p| {
         let name = p.sig_name.unwrap_or_else(|| "SIGTERM".into());
         let sig = match name.as_str() {
             "SIGINT" | "INT" => libc::SIGINT,
@@ -402,15 +373,10 @@ fn register_framework_methods(t: &mut MethodTable, fw: &Arc<Framework>) {
             // SAFETY: kill(2) on our own pid with a valid signal number.
             unsafe { libc::kill(libc::getpid(), sig) };
         });
-        Ok(json!(true))
+        Ok(true)
     });
-    t.runtime("bdev_wait_for_examine", |p| {
-        let _: NoParams = parse_params(p)?;
-        Ok(json!(true))
-    });
-    t.insert("bdev_set_options", true, false, |p| {
-        // Accepted for compatibility with SPDK configs; plexd sizes its pools itself.
-        let _ = p;
-        Ok(json!(true))
-    });
+    t.runtime_typed::<BdevWaitForExamine, _>(|NoParams {}| Ok(true));
+    // Accepted with any params for compatibility with SPDK configs; plexd sizes its pools
+    // itself.
+    t.typed::<BdevSetOptions, _>(true, false, |_| Ok(true));
 }

@@ -1,9 +1,7 @@
 //! Parameter pieces shared by driver RPCs.
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::drivers::DeleteParams;
 use plexd_control::RpcError;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// Parses an optional uuid parameter.
 pub(crate) fn parse_uuid(u: Option<&str>) -> Result<Option<uuid::Uuid>, RpcError> {
@@ -35,20 +33,13 @@ pub(crate) fn default_name(engine: &crate::Engine, prefix: &str) -> String {
         .unwrap_or_else(|| prefix.to_string())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteParams {
-    name: String,
-}
-
 /// `bdev_<driver>_delete {name}`: deletes a bdev of the driver whose product name is
 /// `product` and answers `true` (SPDK's shape for every delete method).
 pub(crate) fn delete_bdev(
     engine: &crate::Engine,
-    params: Option<Value>,
+    p: DeleteParams,
     product: &str,
-) -> Result<Value, RpcError> {
-    let p: DeleteParams = parse_params(params)?;
+) -> Result<bool, RpcError> {
     engine.delete_bdev(&p.name, Some(product))?;
-    Ok(json!(true))
+    Ok(true)
 }

@@ -4,11 +4,15 @@
 
 use std::sync::Arc;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::config_entry;
+use plexd_control::api::vhost::{
+    BackendSpecific, BlockBackend, ControllerInfo, CreateBlkControllerParams, Session,
+    SetCoalescingParams, VhostControllerSetCoalescing, VhostCreateBlkController,
+    VhostDeleteController, VhostGetControllers,
+};
 use plexd_control::{MethodTable, RpcError};
 use plexd_engine::reactor::parse_cpumask;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::controller::{Controller, ControllerError, Controllers};
 
@@ -18,68 +22,63 @@ impl From<ControllerError> for RpcError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    ctrlr: String,
-    dev_name: String,
-    readonly: Option<bool>,
-    cpumask: Option<String>,
-    packed_ring: Option<bool>,
-    packed_ring_recovery: Option<bool>,
-    transport: Option<String>,
+/// The controller's coalescing settings: (delay_base_us, iops_threshold).
+fn coalescing(c: &Controller) -> (u32, u32) {
+    c.coalescing.lock().map(|g| *g).unwrap_or((0, 60000))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Get {
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Delete {
-    ctrlr: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Coalescing {
-    ctrlr: String,
-    delay_base_us: u32,
-    iops_threshold: u32,
-}
-
-fn controller_json(c: &Controller) -> Value {
-    let (delay, iops) = c.coalescing.lock().map(|g| *g).unwrap_or((0, 60000));
-    json!({
-        "ctrlr": c.name,
-        "cpumask": c.cpumask,
-        "delay_base_us": delay,
-        "iops_threshold": iops,
-        "socket": c.socket.display().to_string(),
-        "sessions": if c.is_connected() { json!([{"vid": 0, "id": 0, "name": format!("{}s0", c.name), "started": true}]) } else { json!([]) },
-        "backend_specific": {
-            "block": {"readonly": c.export.readonly, "bdev": c.export.bdev.name()}
-        },
-    })
+fn controller_info(c: &Controller) -> ControllerInfo {
+    let (delay_base_us, iops_threshold) = coalescing(c);
+    let sessions = if c.is_connected() {
+        vec![Session {
+            vid: 0,
+            id: 0,
+            name: format!("{}s0", c.name),
+            started: true,
+        }]
+    } else {
+        Vec::new()
+    };
+    ControllerInfo {
+        ctrlr: c.name.as_str().into(),
+        cpumask: c.cpumask.as_str().into(),
+        delay_base_us,
+        iops_threshold,
+        socket: c.socket.display().to_string().into(),
+        sessions: sessions.into(),
+        backend_specific: BackendSpecific {
+            block: BlockBackend {
+                readonly: c.export.readonly.into(),
+                bdev: c.export.bdev.name().into(),
+            }
+            .into(),
+        }
+        .into(),
+    }
 }
 
 /// The `{method, params}` entries recreating every controller.
 pub fn saved_config(ctrls: &Controllers) -> Vec<Value> {
     let mut out = Vec::new();
     for c in ctrls.list() {
-        out.push(json!({"method": "vhost_create_blk_controller", "params": {
-            "ctrlr": c.name, "dev_name": c.export.bdev.name(),
-            "readonly": c.export.readonly, "cpumask": c.cpumask,
-        }}));
-        let (delay, iops) = c.coalescing.lock().map(|g| *g).unwrap_or((0, 60000));
-        if (delay, iops) != (0, 60000) {
-            out.push(
-                json!({"method": "vhost_controller_set_coalescing", "params": {
-                    "ctrlr": c.name, "delay_base_us": delay, "iops_threshold": iops,
-                }}),
-            );
+        out.push(config_entry::<VhostCreateBlkController>(
+            &CreateBlkControllerParams {
+                ctrlr: c.name.clone(),
+                dev_name: c.export.bdev.name().to_string(),
+                readonly: Some(c.export.readonly),
+                cpumask: Some(c.cpumask.clone()),
+                ..Default::default()
+            },
+        ));
+        let (delay_base_us, iops_threshold) = coalescing(&c);
+        if (delay_base_us, iops_threshold) != (0, 60000) {
+            out.push(config_entry::<VhostControllerSetCoalescing>(
+                &SetCoalescingParams {
+                    ctrlr: c.name.clone(),
+                    delay_base_us,
+                    iops_threshold,
+                },
+            ));
         }
     }
     out
@@ -93,8 +92,7 @@ fn mask_of(cores: &[u32]) -> String {
 /// Registers the vhost methods.
 pub fn register(t: &mut MethodTable, ctrls: &Arc<Controllers>, reactor_cores: Vec<u32>) {
     let c = ctrls.clone();
-    t.runtime("vhost_create_blk_controller", move |p| {
-        let p: Create = parse_params(p)?;
+    t.runtime_typed::<VhostCreateBlkController, _>(move |p| {
         if p.packed_ring.unwrap_or(false) {
             return Err(RpcError::errno(
                 libc::ENOTSUP,
@@ -118,31 +116,24 @@ pub fn register(t: &mut MethodTable, ctrls: &Arc<Controllers>, reactor_cores: Ve
             cores,
             mask,
         )?;
-        Ok(json!(true))
+        Ok(true)
     });
     let c = ctrls.clone();
-    t.runtime("vhost_get_controllers", move |p| {
-        let p: Get = parse_params(p)?;
-        match p.name {
-            Some(n) => Ok(json!([controller_json(c.get(&n)?.as_ref())])),
-            None => Ok(Value::Array(
-                c.list().iter().map(|x| controller_json(x)).collect(),
-            )),
-        }
+    t.runtime_typed::<VhostGetControllers, _>(move |p| match p.name {
+        Some(n) => Ok(vec![controller_info(c.get(&n)?.as_ref())]),
+        None => Ok(c.list().iter().map(|x| controller_info(x)).collect()),
     });
     let c = ctrls.clone();
-    t.runtime("vhost_delete_controller", move |p| {
-        let p: Delete = parse_params(p)?;
+    t.runtime_typed::<VhostDeleteController, _>(move |p| {
         c.delete(&p.ctrlr)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let c = ctrls.clone();
-    t.runtime("vhost_controller_set_coalescing", move |p| {
-        let p: Coalescing = parse_params(p)?;
+    t.runtime_typed::<VhostControllerSetCoalescing, _>(move |p| {
         let ctrl = c.get(&p.ctrlr)?;
         if let Ok(mut g) = ctrl.coalescing.lock() {
             *g = (p.delay_base_us, p.iops_threshold);
         }
-        Ok(json!(true))
+        Ok(true)
     });
 }

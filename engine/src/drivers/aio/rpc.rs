@@ -2,32 +2,16 @@
 
 use std::sync::Arc;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::drivers::{AioCreateParams, BdevAioCreate, BdevAioDelete};
+use plexd_control::api::serve;
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{probe, AioBdev, PRODUCT_NAME};
 use crate::bdev::{BdevSpec, IoType, IoTypeSet};
 use crate::drivers::file::open_backing;
-use crate::drivers::params::parse_uuid;
+use crate::drivers::params::{delete_bdev, parse_uuid};
 use crate::Engine;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    name: String,
-    filename: String,
-    block_size: Option<u32>,
-    #[serde(default)]
-    readonly: bool,
-    #[serde(default)]
-    fallocate: bool,
-    uuid: Option<String>,
-    /// SPDK's RWF_NOWAIT option (sent as `false` by SPDK's client); accepted and ignored.
-    #[serde(default)]
-    nowait: bool,
-}
 
 /// The request types an aio bdev supports.
 fn io_types(readonly: bool, fallocate: bool) -> IoTypeSet {
@@ -44,10 +28,14 @@ fn io_types(readonly: bool, fallocate: bool) -> IoTypeSet {
     t
 }
 
+/// `bdev_aio_create` on raw params; see [`create_bdev`].
+pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
+    serve::<BdevAioCreate>(Some(p), |p| create_bdev(engine, p))
+}
+
 /// Creates an aio bdev on a file or block device; returns its name. Opens the file here, on
 /// the calling (control) thread.
-pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Create = parse_params(Some(p))?;
+pub fn create_bdev(engine: &Engine, p: AioCreateParams) -> Result<String, RpcError> {
     engine.bdevs().check_free(&p.name)?;
     let uuid = parse_uuid(p.uuid.as_deref())?;
     if p.nowait {
@@ -89,22 +77,18 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         readonly = p.readonly,
         "aio bdev created"
     );
-    Ok(json!(p.name))
+    Ok(p.name)
 }
 
 /// Deletes an aio bdev (after its requests finish and the file is flushed).
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
+    serve::<BdevAioDelete>(Some(p), |p| delete_bdev(engine, p, PRODUCT_NAME))
 }
 
 /// Registers the aio methods.
 pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
     let e = engine.clone();
-    table.runtime("bdev_aio_create", move |p| {
-        create(&e, p.unwrap_or(Value::Null))
-    });
+    table.runtime_typed::<BdevAioCreate, _>(move |p| create_bdev(&e, p));
     let e = engine.clone();
-    table.runtime("bdev_aio_delete", move |p| {
-        delete(&e, p.unwrap_or(Value::Null))
-    });
+    table.runtime_typed::<BdevAioDelete, _>(move |p| delete_bdev(&e, p, PRODUCT_NAME));
 }

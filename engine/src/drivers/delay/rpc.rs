@@ -2,39 +2,26 @@
 
 use std::sync::Arc;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::drivers::{
+    BdevDelayCreate, BdevDelayDelete, BdevDelayUpdateLatency, DelayCreateParams,
+    UpdateLatencyParams,
+};
+use plexd_control::api::serve;
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Latencies, LatencyType, PRODUCT_NAME};
-use crate::drivers::params::parse_uuid;
+use crate::drivers::params::{delete_bdev, parse_uuid};
 use crate::Engine;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    name: String,
-    base_bdev_name: String,
-    avg_read_latency: u64,
-    p99_read_latency: u64,
-    avg_write_latency: u64,
-    p99_write_latency: u64,
-    uuid: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateLatency {
-    delay_bdev_name: String,
-    latency_type: String,
-    latency_us: u64,
-}
-
 /// `bdev_delay_create {name, base_bdev_name, avg_read_latency, p99_read_latency,
-/// avg_write_latency, p99_write_latency, uuid?}` (µs); returns the name.
+/// avg_write_latency, p99_write_latency, uuid?}` (µs) on raw params; see [`create_bdev`].
 pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Create = parse_params(Some(p))?;
+    serve::<BdevDelayCreate>(Some(p), |p| create_bdev(engine, p))
+}
+
+/// Creates a delay bdev; returns its name.
+pub fn create_bdev(engine: &Engine, p: DelayCreateParams) -> Result<String, RpcError> {
     let uuid = parse_uuid(p.uuid.as_deref())?;
     let latencies = Latencies {
         avg_read: p.avg_read_latency,
@@ -43,17 +30,22 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         p99_write: p.p99_write_latency,
     };
     let bdev = super::create(engine, &p.name, &p.base_bdev_name, latencies, uuid)?;
-    Ok(json!(bdev.name()))
+    Ok(bdev.name().to_string())
 }
 
 /// `bdev_delay_delete {name}`.
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
+    serve::<BdevDelayDelete>(Some(p), |p| delete_bdev(engine, p, PRODUCT_NAME))
 }
 
-/// `bdev_delay_update_latency {delay_bdev_name, latency_type, latency_us}`.
+/// `bdev_delay_update_latency {delay_bdev_name, latency_type, latency_us}` on raw params; see
+/// [`set_latency`].
 pub fn update_latency(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: UpdateLatency = parse_params(Some(p))?;
+    serve::<BdevDelayUpdateLatency>(Some(p), |p| set_latency(engine, p))
+}
+
+/// Sets one latency of a delay bdev.
+pub fn set_latency(engine: &Engine, p: UpdateLatencyParams) -> Result<bool, RpcError> {
     let t = LatencyType::parse(&p.latency_type).ok_or_else(|| {
         RpcError::invalid_params(format!(
             "unknown latency_type '{}': use one of {}",
@@ -72,19 +64,15 @@ pub fn update_latency(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         )
     })?;
     state.update_latency(t, p.latency_us)?;
-    Ok(json!(true))
+    Ok(true)
 }
 
 /// Registers the delay methods.
 pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
-    type Handler = fn(&Engine, Value) -> Result<Value, RpcError>;
-    let methods: [(&str, Handler); 3] = [
-        ("bdev_delay_create", create),
-        ("bdev_delay_delete", delete),
-        ("bdev_delay_update_latency", update_latency),
-    ];
-    for (name, f) in methods {
-        let e = engine.clone();
-        table.runtime(name, move |p| f(&e, p.unwrap_or(Value::Null)));
-    }
+    let e = engine.clone();
+    table.runtime_typed::<BdevDelayCreate, _>(move |p| create_bdev(&e, p));
+    let e = engine.clone();
+    table.runtime_typed::<BdevDelayDelete, _>(move |p| delete_bdev(&e, p, PRODUCT_NAME));
+    let e = engine.clone();
+    table.runtime_typed::<BdevDelayUpdateLatency, _>(move |p| set_latency(&e, p));
 }

@@ -3,61 +3,33 @@
 
 use std::sync::Arc;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::drivers::{
+    BdevErrorCrash, BdevErrorCreate, BdevErrorDelete, BdevErrorInjectError, BdevErrorSetCrashMode,
+    DeleteParams, ErrorCreateParams, InjectErrorParams, SetCrashModeParams,
+};
+use plexd_control::api::serve;
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Arming, CrashMode, ErrorKind, ErrorState, InjectTarget, PRODUCT_NAME};
-use crate::drivers::params::parse_uuid;
+use crate::drivers::params::{delete_bdev, parse_uuid};
 use crate::Engine;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    base_name: String,
-    uuid: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ByName {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Inject {
-    name: String,
-    io_type: String,
-    error_type: Option<String>,
-    num: Option<u64>,
-    corrupt_offset: Option<u64>,
-    corrupt_value: Option<u64>,
-    queue_depth: Option<u64>,
-    nvme_sct: Option<u32>,
-    nvme_sc: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetCrashMode {
-    name: String,
-    mode: String,
-    count: Option<u64>,
-}
-
-/// `bdev_error_create {base_name, uuid?}`: creates `EE_<base_name>`; returns its name.
+/// `bdev_error_create {base_name, uuid?}` on raw params; see [`create_bdev`].
 pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Create = parse_params(Some(p))?;
+    serve::<BdevErrorCreate>(Some(p), |p| create_bdev(engine, p))
+}
+
+/// Creates `EE_<base_name>`; returns its name.
+pub fn create_bdev(engine: &Engine, p: ErrorCreateParams) -> Result<String, RpcError> {
     let uuid = parse_uuid(p.uuid.as_deref())?;
     let bdev = super::create(engine, &p.base_name, uuid)?;
-    Ok(json!(bdev.name()))
+    Ok(bdev.name().to_string())
 }
 
 /// `bdev_error_delete {name}`.
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
+    serve::<BdevErrorDelete>(Some(p), |p| delete_bdev(engine, p, PRODUCT_NAME))
 }
 
 fn lookup(engine: &Engine, name: &str) -> Result<Arc<ErrorState>, RpcError> {
@@ -79,9 +51,13 @@ fn wake_reactors(engine: &Engine) {
 }
 
 /// `bdev_error_inject_error {name, io_type, error_type, num?, corrupt_offset?, corrupt_value?,
-/// queue_depth?}`.
+/// queue_depth?}` on raw params; see [`inject`].
 pub fn inject_error(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Inject = parse_params(Some(p))?;
+    serve::<BdevErrorInjectError>(Some(p), |p| inject(engine, p))
+}
+
+/// Arms (or with `io_type: clear` clears) error injection on an error bdev.
+pub fn inject(engine: &Engine, p: InjectErrorParams) -> Result<bool, RpcError> {
     let target = match p.io_type.as_str() {
         "clear" => None,
         other => Some(InjectTarget::parse(other).ok_or_else(|| {
@@ -111,7 +87,7 @@ pub fn inject_error(engine: &Engine, p: Value) -> Result<Value, RpcError> {
     let Some(target) = target else {
         state.clear();
         wake_reactors(engine);
-        return Ok(json!(true));
+        return Ok(true);
     };
     let kind = kind.ok_or_else(|| {
         RpcError::invalid_params(format!(
@@ -132,12 +108,17 @@ pub fn inject_error(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         queue_depth: p.queue_depth.unwrap_or(0),
     };
     state.inject(target, &arming)?;
-    Ok(json!(true))
+    Ok(true)
 }
 
-/// `bdev_error_set_crash_mode {name, mode: none|drop_writes_after|volatile_cache, count?}`.
+/// `bdev_error_set_crash_mode {name, mode: none|drop_writes_after|volatile_cache, count?}` on
+/// raw params; see [`set_mode`].
 pub fn set_crash_mode(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: SetCrashMode = parse_params(Some(p))?;
+    serve::<BdevErrorSetCrashMode>(Some(p), |p| set_mode(engine, p))
+}
+
+/// Sets the crash-simulation mode of an error bdev.
+pub fn set_mode(engine: &Engine, p: SetCrashModeParams) -> Result<bool, RpcError> {
     let mode = CrashMode::parse(&p.mode).ok_or_else(|| {
         RpcError::invalid_params(format!(
             "unknown mode '{}': use one of {}",
@@ -150,28 +131,30 @@ pub fn set_crash_mode(engine: &Engine, p: Value) -> Result<Value, RpcError> {
     }
     let state = lookup(engine, &p.name)?;
     state.set_crash_mode(mode, p.count.unwrap_or(0))?;
-    Ok(json!(true))
+    Ok(true)
 }
 
-/// `bdev_error_crash {name}`: discards the unflushed contents of the volatile cache.
+/// `bdev_error_crash {name}` on raw params; see [`crash_cache`].
 pub fn crash(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: ByName = parse_params(Some(p))?;
+    serve::<BdevErrorCrash>(Some(p), |p| crash_cache(engine, p))
+}
+
+/// Discards the unflushed contents of an error bdev's volatile cache.
+pub fn crash_cache(engine: &Engine, p: DeleteParams) -> Result<bool, RpcError> {
     lookup(engine, &p.name)?.crash();
-    Ok(json!(true))
+    Ok(true)
 }
 
 /// Registers the error methods.
 pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
-    type Handler = fn(&Engine, Value) -> Result<Value, RpcError>;
-    let methods: [(&str, Handler); 5] = [
-        ("bdev_error_create", create),
-        ("bdev_error_delete", delete),
-        ("bdev_error_inject_error", inject_error),
-        ("bdev_error_set_crash_mode", set_crash_mode),
-        ("bdev_error_crash", crash),
-    ];
-    for (name, f) in methods {
-        let e = engine.clone();
-        table.runtime(name, move |p| f(&e, p.unwrap_or(Value::Null)));
-    }
+    let e = engine.clone();
+    table.runtime_typed::<BdevErrorCreate, _>(move |p| create_bdev(&e, p));
+    let e = engine.clone();
+    table.runtime_typed::<BdevErrorDelete, _>(move |p| delete_bdev(&e, p, PRODUCT_NAME));
+    let e = engine.clone();
+    table.runtime_typed::<BdevErrorInjectError, _>(move |p| inject(&e, p));
+    let e = engine.clone();
+    table.runtime_typed::<BdevErrorSetCrashMode, _>(move |p| set_mode(&e, p));
+    let e = engine.clone();
+    table.runtime_typed::<BdevErrorCrash, _>(move |p| crash_cache(&e, p));
 }

@@ -2,39 +2,26 @@
 
 use std::sync::Arc;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::drivers::{BdevMallocCreate, BdevMallocDelete, MallocCreateParams};
+use plexd_control::api::serve;
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::MallocBdev;
 use crate::bdev::{validate_block_size, BdevSpec, IoTypeSet};
-use crate::drivers::params::{default_name, parse_uuid, reject_metadata};
+use crate::drivers::params::{default_name, delete_bdev, parse_uuid, reject_metadata};
 use crate::Engine;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    name: Option<String>,
-    block_size: u32,
-    num_blocks: u64,
-    uuid: Option<String>,
-    physical_block_size: Option<u32>,
-    optimal_io_boundary: Option<u32>,
-    md_size: Option<u32>,
-    md_interleave: Option<bool>,
-    dif_type: Option<u32>,
-    dif_is_head_of_md: Option<bool>,
-    dif_pi_format: Option<u32>,
-    numa_id: Option<i32>,
-}
 
 /// Memory plexd will agree to give one RAM bdev.
 const MAX_BYTES: u64 = 1 << 40;
 
-/// Creates a malloc bdev; returns its name.
+/// `bdev_malloc_create` on raw params; see [`create_bdev`].
 pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Create = parse_params(Some(p))?;
+    serve::<BdevMallocCreate>(Some(p), |p| create_bdev(engine, p))
+}
+
+/// Creates a malloc bdev; returns its name.
+pub fn create_bdev(engine: &Engine, p: MallocCreateParams) -> Result<String, RpcError> {
     let _ = (
         p.physical_block_size,
         p.optimal_io_boundary,
@@ -65,17 +52,13 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
     spec.validate()?;
     let driver = MallocBdev::new(bytes)?;
     engine.add_bdev(spec, Box::new(driver))?;
-    Ok(json!(name))
+    Ok(name)
 }
 
 /// Registers the malloc methods.
 pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
     let e = engine.clone();
-    table.runtime("bdev_malloc_create", move |p| {
-        create(&e, p.unwrap_or(Value::Null))
-    });
+    table.runtime_typed::<BdevMallocCreate, _>(move |p| create_bdev(&e, p));
     let e = engine.clone();
-    table.runtime("bdev_malloc_delete", move |p| {
-        crate::drivers::params::delete_bdev(&e, p, "Malloc disk")
-    });
+    table.runtime_typed::<BdevMallocDelete, _>(move |p| delete_bdev(&e, p, "Malloc disk"));
 }

@@ -2,43 +2,26 @@
 
 use std::sync::Arc;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::drivers::{BdevNullCreate, BdevNullDelete, NullCreateParams};
+use plexd_control::api::serve;
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::NullBdev;
 use crate::bdev::{validate_block_size, BdevSpec, IoTypeSet};
-use crate::drivers::params::{parse_uuid, reject_metadata};
+use crate::drivers::params::{delete_bdev, parse_uuid, reject_metadata};
 use crate::Engine;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    name: String,
-    block_size: u32,
-    num_blocks: u64,
-    uuid: Option<String>,
-    physical_block_size: Option<u32>,
-    optimal_io_boundary: Option<u32>,
-    md_size: Option<u32>,
-    md_interleave: Option<bool>,
-    dif_type: Option<u32>,
-    dif_is_head_of_md: Option<bool>,
-    dif_pi_format: Option<u32>,
-    preferred_write_alignment: Option<u32>,
-    preferred_write_granularity: Option<u32>,
-    optimal_write_size: Option<u32>,
-    preferred_unmap_alignment: Option<u32>,
-    preferred_unmap_granularity: Option<u32>,
-}
 
 /// Largest null bdev (it uses no memory; the limit keeps byte offsets in range).
 const MAX_BYTES: u64 = 1 << 60;
 
-/// Creates a null bdev; returns its name.
+/// `bdev_null_create` on raw params; see [`create_bdev`].
 pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Create = parse_params(Some(p))?;
+    serve::<BdevNullCreate>(Some(p), |p| create_bdev(engine, p))
+}
+
+/// Creates a null bdev; returns its name.
+pub fn create_bdev(engine: &Engine, p: NullCreateParams) -> Result<String, RpcError> {
     let _ = (
         p.physical_block_size,
         p.optimal_io_boundary,
@@ -73,17 +56,13 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
     spec.validate()?;
     let _ = bytes;
     engine.add_bdev(spec, Box::new(NullBdev))?;
-    Ok(json!(name))
+    Ok(name)
 }
 
 /// Registers the null methods.
 pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
     let e = engine.clone();
-    table.runtime("bdev_null_create", move |p| {
-        create(&e, p.unwrap_or(Value::Null))
-    });
+    table.runtime_typed::<BdevNullCreate, _>(move |p| create_bdev(&e, p));
     let e = engine.clone();
-    table.runtime("bdev_null_delete", move |p| {
-        crate::drivers::params::delete_bdev(&e, p, "Null disk")
-    });
+    table.runtime_typed::<BdevNullDelete, _>(move |p| delete_bdev(&e, p, "Null disk"));
 }

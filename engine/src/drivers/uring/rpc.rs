@@ -2,30 +2,25 @@
 
 use std::sync::Arc;
 
-use plexd_control::jsonrpc::parse_params;
+use plexd_control::api::drivers::{BdevUringCreate, BdevUringDelete, UringCreateParams};
+use plexd_control::api::serve;
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{UringBdev, PRODUCT_NAME, RING_ENTRIES};
 use crate::bdev::{BdevSpec, IoTypeSet};
 use crate::drivers::file::open_backing;
-use crate::drivers::params::parse_uuid;
+use crate::drivers::params::{delete_bdev, parse_uuid};
 use crate::Engine;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    name: String,
-    filename: String,
-    block_size: Option<u32>,
-    uuid: Option<String>,
+/// `bdev_uring_create` on raw params; see [`create_bdev`].
+pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
+    serve::<BdevUringCreate>(Some(p), |p| create_bdev(engine, p))
 }
 
 /// Creates a uring bdev on a file or block device; returns its name. Opens the file here, on
 /// the calling (control) thread.
-pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    let p: Create = parse_params(Some(p))?;
+pub fn create_bdev(engine: &Engine, p: UringCreateParams) -> Result<String, RpcError> {
     engine.bdevs().check_free(&p.name)?;
     let uuid = parse_uuid(p.uuid.as_deref())?;
     // Fail here, with a useful message, rather than on the first request of each reactor.
@@ -59,22 +54,18 @@ pub fn create(engine: &Engine, p: Value) -> Result<Value, RpcError> {
         direct,
         "uring bdev created"
     );
-    Ok(json!(p.name))
+    Ok(p.name)
 }
 
 /// Deletes a uring bdev (after its requests finish and the file is flushed).
 pub fn delete(engine: &Engine, p: Value) -> Result<Value, RpcError> {
-    crate::drivers::params::delete_bdev(engine, Some(p), PRODUCT_NAME)
+    serve::<BdevUringDelete>(Some(p), |p| delete_bdev(engine, p, PRODUCT_NAME))
 }
 
 /// Registers the uring methods.
 pub fn register(table: &mut MethodTable, engine: &Arc<Engine>) {
     let e = engine.clone();
-    table.runtime("bdev_uring_create", move |p| {
-        create(&e, p.unwrap_or(Value::Null))
-    });
+    table.runtime_typed::<BdevUringCreate, _>(move |p| create_bdev(&e, p));
     let e = engine.clone();
-    table.runtime("bdev_uring_delete", move |p| {
-        delete(&e, p.unwrap_or(Value::Null))
-    });
+    table.runtime_typed::<BdevUringDelete, _>(move |p| delete_bdev(&e, p, PRODUCT_NAME));
 }

@@ -1,18 +1,29 @@
 //! `plexctl`: the command-line client for plexd's JSON-RPC socket.
 //!
-//! The parts: `cli` defines the command tree (clap), `commands` maps a parsed command to the
-//! JSON-RPC call it makes (a pure function, tested without a daemon), `config` implements
-//! `save-config` / `load-config` on top of plain calls, `tasks` follows volume manager tasks
-//! (`task wait`), `render` turns results into tables with the help of `table` and `size`. This file connects them to the client and owns the exit
+//! Its own crate (`plexd-plexctl`), so `plexd-control`, which the engine depends on, never
+//! compiles clap. One module per noun (`bdev`, `vhost`, `framework`, `dg`, `disk`, `volume`,
+//! `plex`, `subdisk`, `task`) holds that noun's subcommands, the call each makes and how its
+//! result is shown. The shared parts: `cli` (global options and the top-level command tree),
+//! `plan` (a parsed command to the calls it makes: a pure function, tested without a daemon),
+//! `render` and `table` (human output), `config` (`save-config` / `load-config` on top of plain
+//! calls). This file connects them to the client and owns the exit
 //! status: 0 on success, 1 when the daemon answers with an error (or a call fails), 2 for usage
 //! errors and when the daemon cannot be reached.
 
+mod bdev;
 mod cli;
-mod commands;
 mod config;
+mod dg;
+mod disk;
+mod framework;
+mod plan;
+mod plex;
 mod render;
+mod subdisk;
 mod table;
-mod tasks;
+mod task;
+mod vhost;
+mod volume;
 
 use std::error::Error;
 use std::fmt;
@@ -26,9 +37,11 @@ use plexd_control::{ClientError, RpcClient};
 use serde_json::Value;
 
 use crate::cli::Cli;
-use crate::commands::{Input, Plan};
 use crate::config::{ConfigError, Rpc};
-use crate::render::{pretty, render_with, task_outcome};
+use crate::plan::{Input, Plan};
+use crate::render::{pretty, render_with};
+use crate::task::follow as tasks;
+use crate::task::task_outcome;
 
 impl Rpc for RpcClient {
     type Error = ClientError;
@@ -42,7 +55,7 @@ impl Rpc for RpcClient {
 #[derive(Debug)]
 enum Failure {
     /// The command line makes no sense (exit 2, reported the way clap reports usage errors).
-    Usage(commands::CommandError),
+    Usage(plan::CommandError),
     /// The socket could not be reached (exit 2).
     Connect { path: PathBuf, source: io::Error },
     /// A call failed: the daemon answered with an error, or the exchange broke (exit 1).
@@ -135,7 +148,7 @@ fn main() -> ExitCode {
 
 /// Reports a usage error the way clap does (exit 2), with the usage line of the subcommand
 /// that was given rather than the top level's.
-fn usage_error(matches: &ArgMatches, error: commands::CommandError) -> ! {
+fn usage_error(matches: &ArgMatches, error: plan::CommandError) -> ! {
     let mut root = Cli::command();
     root.build();
     let mut command = &root;
@@ -154,7 +167,7 @@ fn usage_error(matches: &ArgMatches, error: commands::CommandError) -> ! {
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    let plan = commands::plan(&cli.command).map_err(Failure::Usage)?;
+    let plan = plan::plan(&cli.command).map_err(Failure::Usage)?;
     match plan {
         Plan::Completions(shell) => {
             let mut out = Vec::new();
@@ -196,7 +209,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Plan::CallWithStdin { method } => {
             let text = read_input(&Input::Stdin)?;
-            let params = commands::parse_params(&text).map_err(Failure::Usage)?;
+            let params = plan::parse_params(&text).map_err(Failure::Usage)?;
             let mut client = connect(cli)?;
             let result = client.call(&method, params).map_err(Failure::Call)?;
             emit(pretty(&result).as_bytes())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::config::Rpc;
-use crate::render::progress_line;
+use crate::task::progress_line;
 
 /// How often `task_list` is polled.
 pub const POLL: Duration = Duration::from_millis(250);

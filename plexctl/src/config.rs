@@ -4,6 +4,11 @@
 //!
 //! The format is `{"subsystems": [{"subsystem": NAME, "config": [{"method", "params"}, ...]}]}`.
 
+use plexd_control::api::framework::{
+    FrameworkGetConfig, FrameworkGetSubsystems, FrameworkStartInit, FrameworkWaitInit,
+    GetConfigParams, GetMethodsParams, RpcGetMethods,
+};
+use plexd_control::api::{params_value, NoParams, RpcMethod};
 use serde_json::{json, Value};
 
 /// Something that can make JSON-RPC calls: the real client, or a stand-in in tests.
@@ -48,10 +53,27 @@ fn call<R: Rpc>(
         })
 }
 
+/// Calls the typed method `M`; the result is read here, defensively, as plain JSON.
+fn invoke<M: RpcMethod, R: Rpc>(
+    rpc: &mut R,
+    params: &M::Params,
+) -> Result<Value, ConfigError<R::Error>> {
+    call(rpc, M::METHOD, params_value(params))
+}
+
+/// `rpc_get_methods`, all of them or (`current`) those callable now.
+fn get_methods<R: Rpc>(rpc: &mut R, current: bool) -> Result<Value, ConfigError<R::Error>> {
+    let params = GetMethodsParams {
+        current: current.then_some(true),
+        include_aliases: None,
+    };
+    invoke::<RpcGetMethods, R>(rpc, &params)
+}
+
 /// Builds the full config: every subsystem from `framework_get_subsystems` (or only those named
 /// in `only`, if not empty) with its `framework_get_config`.
 pub fn save_config<R: Rpc>(rpc: &mut R, only: &[String]) -> Result<Value, ConfigError<R::Error>> {
-    let reply = call(rpc, "framework_get_subsystems", None)?;
+    let reply = invoke::<FrameworkGetSubsystems, R>(rpc, &NoParams {})?;
     let subsystems = reply.as_array().ok_or_else(|| {
         ConfigError::Malformed("framework_get_subsystems did not return an array".into())
     })?;
@@ -63,7 +85,11 @@ pub fn save_config<R: Rpc>(rpc: &mut R, only: &[String]) -> Result<Value, Config
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
         }
-        let config = call(rpc, "framework_get_config", Some(json!({"name": name})))?;
+        let params = GetConfigParams {
+            name: name.to_string(),
+            with_batches: None,
+        };
+        let config = invoke::<FrameworkGetConfig, R>(rpc, &params)?;
         out.push(json!({"subsystem": name, "config": config}));
     }
     Ok(json!({"subsystems": out}))
@@ -134,17 +160,13 @@ fn method_names<E>(reply: &Value) -> Result<Vec<String>, ConfigError<E>> {
 
 /// The methods callable in the daemon's present state.
 fn current_methods<R: Rpc>(rpc: &mut R) -> Result<Vec<String>, ConfigError<R::Error>> {
-    method_names(&call(
-        rpc,
-        "rpc_get_methods",
-        Some(json!({"current": true})),
-    )?)
+    method_names(&get_methods(rpc, true)?)
 }
 
 /// `framework_start_init` followed by `framework_wait_init`.
 fn start_init<R: Rpc>(rpc: &mut R) -> Result<(), ConfigError<R::Error>> {
-    call(rpc, "framework_start_init", None)?;
-    call(rpc, "framework_wait_init", None)?;
+    invoke::<FrameworkStartInit, R>(rpc, &NoParams {})?;
+    invoke::<FrameworkWaitInit, R>(rpc, &NoParams {})?;
     Ok(())
 }
 
@@ -164,7 +186,7 @@ pub fn load_config<R: Rpc>(rpc: &mut R, config: &Value) -> Result<(), ConfigErro
         }
         return Ok(());
     }
-    let known = method_names(&call(rpc, "rpc_get_methods", None)?)?;
+    let known = method_names(&get_methods(rpc, false)?)?;
     if let Some(e) = subsystems
         .iter()
         .flatten()
@@ -174,11 +196,7 @@ pub fn load_config<R: Rpc>(rpc: &mut R, config: &Value) -> Result<(), ConfigErro
     }
 
     while !subsystems.is_empty() {
-        let current = method_names(&call(
-            rpc,
-            "rpc_get_methods",
-            Some(json!({"current": true})),
-        )?)?;
+        let current = method_names(&get_methods(rpc, true)?)?;
         let mut progressed = false;
         for entries in &mut subsystems {
             let mut left = Vec::new();

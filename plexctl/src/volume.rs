@@ -1,0 +1,459 @@
+//! `plexctl volume ...`: volumes, the bdevs `DG/NAME` built from plexes.
+
+use std::collections::HashMap;
+
+use clap::{Args, Subcommand, ValueEnum};
+use plexd_control::size::{format_size, size_arg};
+use serde_json::{json, Map, Value};
+
+use crate::plan::{nonzero, CommandError, Output, Request};
+use crate::render::{count, field, pretty, u64_field, yes_no_field, MISSING};
+use crate::table::Table;
+
+/// Volume layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// One plex, subdisks end to end.
+    Concat,
+    /// One plex striped over columns.
+    Stripe,
+    /// Mirrored concat plexes (2 unless --nmirror).
+    Mirror,
+    /// Mirrored striped plexes.
+    MirrorStripe,
+    /// One striped plex whose columns are mirrored sub-volumes (layered).
+    StripeMirror,
+}
+
+impl Layout {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Concat => "concat",
+            Layout::Stripe => "stripe",
+            Layout::Mirror => "mirror",
+            Layout::MirrorStripe => "mirror-stripe",
+            Layout::StripeMirror => "stripe-mirror",
+        }
+    }
+}
+
+/// Which plex serves a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadPolicy {
+    /// Alternate between the in-sync plexes.
+    Round,
+    /// Automatic (the daemon's default).
+    Select,
+    /// Always the plex given with --prefer-plex while it is usable.
+    Prefer,
+}
+
+impl ReadPolicy {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadPolicy::Round => "round",
+            ReadPolicy::Select => "select",
+            ReadPolicy::Prefer => "prefer",
+        }
+    }
+}
+
+/// `plexctl volume create` arguments.
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// The disk group.
+    pub dg: String,
+    /// Name of the new volume; its bdev is DG/NAME.
+    pub name: String,
+    /// Size (e.g. 10GiB); rounded up to whole blocks.
+    #[arg(value_parser = size_arg)]
+    pub size: u64,
+    /// Layout [daemon default: concat].
+    #[arg(long, value_name = "LAYOUT")]
+    pub layout: Option<Layout>,
+    /// Number of stripe columns (striped layouts; default from the number of disks).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ncol: Option<u32>,
+    /// Number of plexes (mirror layouts default to 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub nmirror: Option<u32>,
+    /// Stripe unit, a whole number of KiB (e.g. 64K, the daemon's default).
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub stripe_unit: Option<u64>,
+    /// Read policy [daemon default: select]; --prefer-plex alone implies prefer.
+    #[arg(long, value_name = "POLICY")]
+    pub read_policy: Option<ReadPolicy>,
+    /// The plex to read from with --read-policy prefer (full name, or 01 for NAME-01).
+    #[arg(long, value_name = "PLEX")]
+    pub prefer_plex: Option<String>,
+    /// Allocate only on this disk (disk name or bdev; repeatable).
+    #[arg(long = "alloc", value_name = "DISK")]
+    pub alloc: Vec<String>,
+}
+
+/// `plexctl volume ...`
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume and start it as bdev DG/NAME (volume_create); prints the bdev's name.
+    Create(VolumeCreateArgs),
+    /// Delete a volume with its plexes and subdisks (volume_delete).
+    Delete {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+    },
+    /// Start a volume: register its bdev DG/NAME (volume_start).
+    Start {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+    },
+    /// Stop a volume cleanly: its bdev goes away (volume_stop).
+    Stop {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+    },
+    /// Grow a volume to SIZE (volume_resize); prints its new size.
+    ///
+    /// Every plex gets more space (striped plexes per column) on disks the volume's other
+    /// plexes and columns do not use; the new space reads as zeroes. Shrinking is refused.
+    Resize {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+        /// The new size (e.g. 20GiB); rounded up to whole blocks.
+        #[arg(value_parser = size_arg)]
+        size: u64,
+    },
+    /// List volumes, or show one (volume_list).
+    List {
+        /// Only the volumes of this disk group.
+        #[arg(long, value_name = "DG")]
+        dg: Option<String>,
+        /// Only this volume.
+        name: Option<String>,
+    },
+}
+
+pub(crate) fn plan(command: &VolumeCommand) -> Result<Request, CommandError> {
+    let dg_name = |method: &str, dg: &str, name: &str| {
+        Request::new(
+            method,
+            Some(json!({"dg": dg, "name": name})),
+            Output::Silent,
+        )
+    };
+    Ok(match command {
+        VolumeCommand::Create(args) => {
+            Request::new("volume_create", Some(volume_create(args)?), Output::Name)
+        }
+        VolumeCommand::Delete { dg, name } => dg_name("volume_delete", dg, name),
+        VolumeCommand::Start { dg, name } => dg_name("volume_start", dg, name),
+        VolumeCommand::Stop { dg, name } => dg_name("volume_stop", dg, name),
+        VolumeCommand::Resize { dg, name, size } => Request::new(
+            "volume_resize",
+            Some(json!({"dg": dg, "name": name, "size": nonzero(*size, "size")?})),
+            Output::Resized,
+        )
+        .with_lookup("volume_list", Some(json!({"dg": dg, "name": name}))),
+        VolumeCommand::List { dg, name } => {
+            let mut p = Map::new();
+            if let Some(d) = dg {
+                p.insert("dg".into(), json!(d));
+            }
+            if let Some(n) = name {
+                p.insert("name".into(), json!(n));
+            }
+            let params = (!p.is_empty()).then_some(Value::Object(p));
+            Request::new("volume_list", params, Output::Volumes)
+        }
+    })
+}
+
+/// `plexctl print [DG]`: the volume manager's objects in `vxprint -ht` columns.
+pub(crate) fn print(dg: Option<&str>) -> Request {
+    Request::new("vm_print", dg.map(|d| json!({"dg": d})), Output::Text)
+}
+
+/// Params for `volume_create`: the size in bytes, the stripe unit in KiB, and a read policy
+/// that fits `--prefer-plex` (which alone implies `prefer`).
+fn volume_create(args: &VolumeCreateArgs) -> Result<Value, CommandError> {
+    let mut p = Map::new();
+    p.insert("dg".into(), json!(args.dg));
+    p.insert("name".into(), json!(args.name));
+    p.insert("size".into(), json!(nonzero(args.size, "size")?));
+    if let Some(layout) = args.layout {
+        p.insert("layout".into(), json!(layout.as_str()));
+    }
+    if let Some(n) = args.ncol {
+        p.insert("ncol".into(), json!(n));
+    }
+    if let Some(n) = args.nmirror {
+        p.insert("nmirror".into(), json!(n));
+    }
+    if let Some(su) = args.stripe_unit {
+        let su = nonzero(su, "--stripe-unit")?;
+        if su % 1024 != 0 {
+            return Err(CommandError::StripeUnitKib(su));
+        }
+        p.insert("stripe_unit_kb".into(), json!(su / 1024));
+    }
+    let policy = match (args.read_policy, &args.prefer_plex) {
+        (Some(ReadPolicy::Prefer), None) => return Err(CommandError::PreferNeedsPlex),
+        (Some(other), Some(_)) if other != ReadPolicy::Prefer => {
+            return Err(CommandError::PreferPlexPolicy(other.as_str()))
+        }
+        (None, Some(_)) => Some(ReadPolicy::Prefer),
+        (policy, _) => policy,
+    };
+    if let Some(policy) = policy {
+        p.insert("read_policy".into(), json!(policy.as_str()));
+    }
+    if let Some(plex) = &args.prefer_plex {
+        p.insert("prefer_plex".into(), json!(plex));
+    }
+    if !args.alloc.is_empty() {
+        p.insert("alloc".into(), json!(args.alloc));
+    }
+    Ok(Value::Object(p))
+}
+
+/// `volume_list`: one row per volume.
+pub(crate) fn volumes(result: &Value) -> String {
+    let Some(list) = result.as_array() else {
+        return pretty(result);
+    };
+    let mut t = Table::new(&[
+        "VOLUME", "SIZE", "LAYOUT", "STATE", "KSTATE", "PLEXES", "STARTED",
+    ])
+    .right(&[1, 5]);
+    for v in list {
+        let size = u64_field(v, "size_bytes")
+            .or_else(|| u64_field(v, "num_blocks")?.checked_mul(u64_field(v, "block_size")?));
+        t.row(vec![
+            format!("{}/{}", field(v, "dg"), field(v, "name")),
+            size.map_or_else(|| MISSING.to_string(), format_size),
+            field(v, "layout"),
+            field(v, "state"),
+            field(v, "kstate"),
+            count(v, "plexes"),
+            yes_no_field(v, "started"),
+        ]);
+    }
+    t.render()
+}
+
+/// Block size by (disk group, volume), from a `volume_list` reply.
+pub(crate) fn volume_block_sizes(volume_list: Option<&Value>) -> HashMap<(String, String), u64> {
+    volume_list
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let dg = v.get("dg")?.as_str()?;
+            let name = v.get("name")?.as_str()?;
+            Some((
+                (dg.to_string(), name.to_string()),
+                u64_field(v, "block_size")?,
+            ))
+        })
+        .collect()
+}
+
+/// `volume_resize`: `dg01/vol01: 16 MiB (32768 blocks)`, the name and block size taken from
+/// the `volume_list` lookup; without it, only the block count.
+pub(crate) fn resized(result: &Value, lookup: Option<&Value>) -> String {
+    let Some(blocks) = u64_field(result, "num_blocks") else {
+        return pretty(result);
+    };
+    let volume = lookup
+        .and_then(Value::as_array)
+        .and_then(|list| list.first());
+    let size = volume
+        .and_then(|v| u64_field(v, "block_size"))
+        .and_then(|bs| blocks.checked_mul(bs));
+    match (volume, size) {
+        (Some(v), Some(bytes)) => format!(
+            "{}/{}: {} ({blocks} blocks)\n",
+            field(v, "dg"),
+            field(v, "name"),
+            format_size(bytes)
+        ),
+        _ => format!("{blocks} blocks\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::plan::testing::{check, plan_of};
+    use crate::plan::{CommandError, Lookup, Output, Plan};
+    use crate::render::{render, render_with};
+
+    #[test]
+    fn volume_create_sends_bytes_and_kib() {
+        check(
+            "volume create dg01 vol01 1G",
+            "volume_create",
+            Some(json!({"dg": "dg01", "name": "vol01", "size": 1u64 << 30})),
+            Output::Name,
+        );
+        check(
+            "volume create dg01 v 100MB --layout mirror-stripe --ncol 3 --nmirror 2 \
+             --stripe-unit 128K --read-policy round --alloc disk01 --alloc M3",
+            "volume_create",
+            Some(json!({
+                "dg": "dg01", "name": "v", "size": 100_000_000, "layout": "mirror-stripe",
+                "ncol": 3, "nmirror": 2, "stripe_unit_kb": 128, "read_policy": "round",
+                "alloc": ["disk01", "M3"]
+            })),
+            Output::Name,
+        );
+        // --prefer-plex alone implies the prefer policy.
+        for args in [
+            "volume create dg01 v 8M --layout mirror --prefer-plex 02",
+            "volume create dg01 v 8M --layout mirror --read-policy prefer --prefer-plex 02",
+        ] {
+            check(
+                args,
+                "volume_create",
+                Some(json!({
+                    "dg": "dg01", "name": "v", "size": 8 << 20, "layout": "mirror",
+                    "read_policy": "prefer", "prefer_plex": "02"
+                })),
+                Output::Name,
+            );
+        }
+    }
+
+    #[test]
+    fn volume_create_rejects_what_the_daemon_would() {
+        assert_eq!(
+            plan_of("volume create dg01 v 0"),
+            Err(CommandError::Zero("size"))
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --layout stripe --stripe-unit 1536"),
+            Err(CommandError::StripeUnitKib(1536))
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --layout stripe --stripe-unit 0"),
+            Err(CommandError::Zero("--stripe-unit"))
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --read-policy prefer"),
+            Err(CommandError::PreferNeedsPlex)
+        );
+        assert_eq!(
+            plan_of("volume create dg01 v 1G --read-policy round --prefer-plex v-01"),
+            Err(CommandError::PreferPlexPolicy("round"))
+        );
+    }
+
+    #[test]
+    fn volumes() {
+        for (verb, method) in [
+            ("delete", "volume_delete"),
+            ("start", "volume_start"),
+            ("stop", "volume_stop"),
+        ] {
+            check(
+                &format!("volume {verb} dg01 vol01"),
+                method,
+                Some(json!({"dg": "dg01", "name": "vol01"})),
+                Output::Silent,
+            );
+        }
+        check("volume list", "volume_list", None, Output::Volumes);
+        check(
+            "volume list --dg dg01 vol01",
+            "volume_list",
+            Some(json!({"dg": "dg01", "name": "vol01"})),
+            Output::Volumes,
+        );
+        check(
+            "volume list vol01",
+            "volume_list",
+            Some(json!({"name": "vol01"})),
+            Output::Volumes,
+        );
+    }
+
+    #[test]
+    fn volume_resize_sends_bytes_and_looks_the_volume_up() {
+        check(
+            "volume resize dg01 vol01 2G",
+            "volume_resize",
+            Some(json!({"dg": "dg01", "name": "vol01", "size": 2u64 << 30})),
+            Output::Resized,
+        );
+        check(
+            "volume resize dg01 vol01 100MB",
+            "volume_resize",
+            Some(json!({"dg": "dg01", "name": "vol01", "size": 100_000_000})),
+            Output::Resized,
+        );
+        let Ok(Plan::Call(r)) = plan_of("volume resize dg01 vol01 16M") else {
+            panic!("volume resize is one call");
+        };
+        assert_eq!(
+            r.lookup,
+            Some(Lookup {
+                method: "volume_list",
+                params: Some(json!({"dg": "dg01", "name": "vol01"}))
+            })
+        );
+        assert_eq!(
+            plan_of("volume resize dg01 vol01 0"),
+            Err(CommandError::Zero("size"))
+        );
+    }
+
+    #[test]
+    fn volume_table() {
+        let reply = json!([
+            {"dg": "dg01", "name": "vol01", "block_size": 512, "num_blocks": 16384,
+             "size_bytes": 8388608, "layout": "mirror", "state": "ACTIVE", "kstate": "ENABLED",
+             "started": true, "plexes": [{"name": "vol01-01"}, {"name": "vol01-02"}]},
+            {"dg": "dg01", "name": "vol02", "block_size": 4096, "num_blocks": 3,
+             "layout": "stripe", "state": "CLEAN", "kstate": "DISABLED", "started": false,
+             "plexes": [{"name": "vol02-01"}]}
+        ]);
+        assert_eq!(
+            render(Output::Volumes, &reply),
+            "VOLUME        SIZE  LAYOUT  STATE   KSTATE    PLEXES  STARTED\n\
+             dg01/vol01   8 MiB  mirror  ACTIVE  ENABLED        2  yes\n\
+             dg01/vol02  12 KiB  stripe  CLEAN   DISABLED       1  no\n"
+        );
+    }
+
+    #[test]
+    fn resized_volume_size_from_the_lookup() {
+        let reply = json!({"num_blocks": 32768});
+        let volumes = json!([{"dg": "dg01", "name": "vol01", "block_size": 512,
+            "num_blocks": 32768, "size_bytes": 16777216}]);
+        assert_eq!(
+            render_with(Output::Resized, &reply, Some(&volumes)),
+            "dg01/vol01: 16 MiB (32768 blocks)\n"
+        );
+        let odd = json!([{"dg": "dg01", "name": "vol02", "block_size": 4096}]);
+        assert_eq!(
+            render_with(Output::Resized, &json!({"num_blocks": 3}), Some(&odd)),
+            "dg01/vol02: 12 KiB (3 blocks)\n"
+        );
+        // Without the lookup (or with an odd one) only the block count is known.
+        assert_eq!(render(Output::Resized, &reply), "32768 blocks\n");
+        assert_eq!(
+            render_with(Output::Resized, &reply, Some(&json!([]))),
+            "32768 blocks\n"
+        );
+    }
+}
