@@ -79,9 +79,12 @@ impl Plexd {
         let socket = dir.path().join("plexd.sock");
         let mut cmd = Command::new(bin("plexd"));
         cmd.arg("-r").arg(&socket).args(&opts.args);
-        cmd.env("PLEXD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.env(
+            "PLEXD_LOG",
+            std::env::var("PLEXD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         if let Some(uid) = opts.uid {
             use std::os::unix::fs::PermissionsExt;
             use std::os::unix::process::CommandExt;

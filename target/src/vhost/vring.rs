@@ -288,6 +288,13 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
     if resubmitted > 0 {
         tracing::info!(ctrlr = %w.ctrlr, queue = w.index, resubmitted, "resubmitted requests in flight before the restart");
     }
+    // The previous back-end of this ring (a plexd killed between publishing used entries and
+    // interrupting the guest) may have left completions the guest was never told about.
+    // With EVENT_IDX nothing later would tell it: `needs_notification` fires only for
+    // completions that cross the guest's used_event, which those entries already crossed, so
+    // a guest waiting on them would hang. One interrupt at every start makes it look at the
+    // used ring (a spurious one is harmless); libvhost-user does the same on SET_VRING_CALL.
+    w.signal_guest();
     tracing::debug!(ctrlr = %w.ctrlr, queue = w.index, "virtqueue started");
     Ok(())
 }
