@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::manager::{Group, VmError, VolumeManager};
-use super::objects::{KernelState, PlexLayout, ReadPolicy};
+use crate::volume::manager::{Group, VmError, VolumeManager};
+use crate::volume::model::objects::{KernelState, PlexLayout, ReadPolicy};
 
 /// The `vxprint -ht` header block.
 pub const HEADER: &str = "\
@@ -37,7 +37,7 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
         let device = member.map_or("-".to_string(), |m| m.bdev.name().to_string());
         let privlen = d.public_offset * sect;
         let mut flags: Vec<String> = Vec::new();
-        if d.condition != super::objects::DiskCondition::Ok {
+        if d.condition != crate::volume::model::objects::DiskCondition::Ok {
             flags.push(format!("{:?}", d.condition).to_uppercase());
         }
         if d.spare {

@@ -7,7 +7,7 @@
 //! raised barrier wait in their channel. So a guest write can never be overwritten by an older
 //! copy of its block, and mirrors end identical. Progress is checkpointed in the configuration
 //! so a copy resumes after a crash. A copy cancelled while a write of it is still in flight
-//! returns at once and leaves that write to a fence (`super::fence`), which keeps the chunk
+//! returns at once and leaves that write to a fence (`crate::volume::io::fence`), which keeps the chunk
 //! locked until the disk answers.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::fence::FenceList;
-use super::layout::PlexGeometry;
 use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
+use crate::volume::io::fence::FenceList;
+use crate::volume::model::layout::PlexGeometry;
 use crate::Engine;
 
 /// Number of barrier buckets per volume (blocks hash onto them by chunk).

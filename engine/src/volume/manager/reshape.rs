@@ -14,10 +14,10 @@
 
 use std::time::Duration;
 
-use super::alloc::{self, AllocRequest};
-use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{DgConfig, KernelState, PlexLayout, SubdiskRecord};
-use super::task::{self, CopyPlex, TaskState};
+use crate::volume::copy::task::{self, CopyPlex, TaskState};
+use crate::volume::manager::{group_mut, Group, VmError, VolumeManager};
+use crate::volume::model::alloc::{self, AllocRequest};
+use crate::volume::model::objects::{DgConfig, KernelState, PlexLayout, SubdiskRecord};
 
 /// Suffix of a shadow plex's name in the I/O map (never in the configuration).
 pub const SHADOW_SUFFIX: &str = "~move";
@@ -38,14 +38,14 @@ pub struct Move {
 fn take_space(
     cfg: &mut DgConfig,
     g: &Group,
-    fences: &super::fence::FenceList,
+    fences: &crate::volume::io::fence::FenceList,
     len: u64,
     exclude: Vec<String>,
     only: Option<Vec<String>>,
     contiguous: bool,
 ) -> Result<Vec<SubdiskRecord>, VmError> {
     let plan = alloc::allocate(
-        &super::ops::usable_space(g, cfg, fences),
+        &crate::volume::manager::ops::usable_space(g, cfg, fences),
         &AllocRequest {
             len,
             nmirror: 1,
@@ -132,7 +132,7 @@ impl VolumeManager {
                 "'{name}' is a raid bdev; its size is fixed by its base bdevs"
             )));
         }
-        if v.parent.is_some() || !super::layered::subvolumes(g, name).is_empty() {
+        if v.parent.is_some() || !crate::volume::manager::layered::subvolumes(g, name).is_empty() {
             return Err(VmError::Invalid(format!(
                 "growing layered (stripe-mirror) volumes is not supported yet: {dg}/{name}"
             )));
@@ -288,7 +288,7 @@ impl VolumeManager {
             )));
         }
         let only = to
-            .map(|d| super::ops::resolve_disks(&g.cfg, &[d.to_string()]))
+            .map(|d| crate::volume::manager::ops::resolve_disks(&g.cfg, &[d.to_string()]))
             .transpose()?;
         // Never onto a disk another plex or column of the volume uses (nor the same disk).
         let mut exclude: Vec<String> = g
@@ -395,7 +395,7 @@ impl VolumeManager {
                     |_| {},
                     |_, _| false,
                 );
-                let r = super::manager::flush_copied(&vm.engine, r, &targets);
+                let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 // No swap while a write that used the shadow is in flight or waits for its
                 // failure to be recorded: such a failure must still find the move (and
                 // abandon it) rather than be acknowledged over a swapped plex that lacks the

@@ -22,12 +22,12 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use super::driver::{VolumeEvent, VolumeMap, VolumeShared};
-use super::layout::Segment;
-use super::task::SyncBarrier;
 use crate::bdev::{
     BdevError, BdevIo, DriverChannel, IoBuf, IoChannel, IoCompletion, IoStatus, IoType,
 };
+use crate::volume::copy::task::SyncBarrier;
+use crate::volume::io::driver::{VolumeEvent, VolumeMap, VolumeShared};
+use crate::volume::model::layout::Segment;
 
 /// Preallocated parent slots per channel.
 const SLOTS: usize = 256;
@@ -298,7 +298,7 @@ impl ChanState {
                 return Some(src);
             }
         }
-        if let super::driver::MapReadPolicy::Prefer(p) = map.read_policy {
+        if let crate::volume::io::driver::MapReadPolicy::Prefer(p) = map.read_policy {
             if readable & (1 << p) != 0 {
                 return Some(p);
             }

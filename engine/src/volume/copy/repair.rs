@@ -23,8 +23,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use super::driver::{VolumeMap, VolumeShared};
-use super::manager::VolumeManager;
+use crate::volume::io::driver::{VolumeMap, VolumeShared};
+use crate::volume::manager::VolumeManager;
 
 /// Repairs that may wait for the worker; more are dropped (and counted).
 pub const REPAIR_QUEUE: usize = 64;

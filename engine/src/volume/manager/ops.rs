@@ -7,17 +7,19 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::alloc::{self, AllocRequest, DiskSpace};
-use super::driver::{self, MapReadPolicy, PlexMap, VolumeBdev, VolumeMap, VolumeShared};
-use super::fence::FenceList;
-use super::layout::{Column, Extent, PlexGeometry};
-use super::manager::{check_name, group_mut, was_running, Group, VmError, VolumeManager};
-use super::objects::{
+use crate::bdev::blocking::{start_io, BlockingIoError, PendingIo};
+use crate::bdev::{BdevSpec, IoType, IoTypeSet};
+use crate::volume::io::driver::{
+    self, MapReadPolicy, PlexMap, VolumeBdev, VolumeMap, VolumeShared,
+};
+use crate::volume::io::fence::FenceList;
+use crate::volume::manager::{check_name, group_mut, was_running, Group, VmError, VolumeManager};
+use crate::volume::model::alloc::{self, AllocRequest, DiskSpace};
+use crate::volume::model::layout::{Column, Extent, PlexGeometry};
+use crate::volume::model::objects::{
     DgConfig, DiskCondition, KernelState, PlexLayout, PlexRecord, PlexState, ReadPolicy,
     SubdiskRecord, VolumeRecord, VolumeState, DEFAULT_STRIPE_UNIT_BYTES, MAX_PLEXES,
 };
-use crate::bdev::blocking::{start_io, BlockingIoError, PendingIo};
-use crate::bdev::{BdevSpec, IoType, IoTypeSet};
 
 /// The layouts `volume_create` accepts.
 pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe, stripe-mirror";
@@ -71,7 +73,7 @@ pub(crate) fn usable_space(g: &Group, cfg: &DgConfig, fences: &FenceList) -> Vec
             }
             Some(DiskSpace {
                 disk: d.name.clone(),
-                free: super::fence::subtract(&cfg.free_space(&d.name), &reserved),
+                free: crate::volume::io::fence::subtract(&cfg.free_space(&d.name), &reserved),
                 spare: d.spare,
                 nohotuse: d.nohotuse,
             })
@@ -214,7 +216,11 @@ pub(crate) fn build_map(
             if let Some(shadow) = plex_geometry(engine, g, p, Some((&mv.old, &mv.new)), &mut disks)?
             {
                 plexes.push(PlexMap {
-                    name: format!("{}{}", p.name, super::reshape::SHADOW_SUFFIX),
+                    name: format!(
+                        "{}{}",
+                        p.name,
+                        crate::volume::manager::reshape::SHADOW_SUFFIX
+                    ),
                     geometry: shadow,
                     readable: false,
                     writable: true,
@@ -640,7 +646,7 @@ impl VolumeManager {
             }
         }
         // The zeroes are on the media before a commit says the space is zeroed.
-        super::manager::flush_disks(
+        crate::volume::manager::flush_disks(
             &self.engine,
             sds.iter()
                 .filter_map(|s| g.members.get(&s.disk).map(|m| &m.bdev)),
@@ -838,7 +844,7 @@ impl VolumeManager {
             spec,
             Box::new(VolumeBdev::new(
                 shared.clone(),
-                super::raid::saved_config(g, name),
+                crate::volume::api::raid::saved_config(g, name),
             )),
         ) {
             self.abandon_subvolumes(g, name);
@@ -908,7 +914,7 @@ impl VolumeManager {
             Some("a write failure was not recorded yet".to_string())
         } else {
             let disks = shared.as_ref().map(|s| s.map().disks.clone());
-            super::manager::flush_disks(&self.engine, disks.iter().flatten())
+            crate::volume::manager::flush_disks(&self.engine, disks.iter().flatten())
                 .err()
                 .map(|e| e.to_string())
         };

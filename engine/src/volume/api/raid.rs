@@ -15,10 +15,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::alloc::PlexAlloc;
-use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
-use super::ops::NewVolume;
+use crate::volume::manager::ops::NewVolume;
+use crate::volume::manager::{group_mut, Group, VmError, VolumeManager};
+use crate::volume::model::alloc::PlexAlloc;
+use crate::volume::model::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
 use plexd_control::jsonrpc::parse_params;
 use plexd_control::MethodTable;
 
@@ -183,7 +183,9 @@ impl VolumeManager {
                 )));
             }
             let len = b.num_blocks().saturating_mul(bs);
-            if let Ok(layout) = super::ondisk::RegionLayout::for_disk(len, b.block_size()) {
+            if let Ok(layout) =
+                crate::volume::ondisk::format::RegionLayout::for_disk(len, b.block_size())
+            {
                 if bytes > layout.public_len {
                     return Err(VmError::Invalid(format!(
                         "strip_size_kb {kb} is larger than the {} KiB base bdev '{name}' has for data",
@@ -199,7 +201,7 @@ impl VolumeManager {
         bdevs.iter().all(|b| {
             self.engine.bdevs().get(b).ok().is_some_and(|b| {
                 b.claimed_by().is_none()
-                    && super::disk::read_label(&self.engine, &b)
+                    && crate::volume::ondisk::disk::read_label(&self.engine, &b)
                         .is_ok_and(|l| !l.dg_id.is_nil() && l.dg_name == name)
             })
         })

@@ -28,9 +28,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::task::SyncBarrier;
 use crate::bdev::blocking::{BlockingIoError, PendingIo};
 use crate::bdev::{Bdev, IoStatus};
+use crate::volume::copy::task::SyncBarrier;
 
 /// One copy write handed to a fence.
 pub(crate) struct Fenced {

@@ -10,9 +10,9 @@
 
 use uuid::Uuid;
 
-use super::alloc::PlexAlloc;
-use super::manager::{Group, VmError, VolumeManager};
-use super::objects::{
+use crate::volume::manager::{Group, VmError, VolumeManager};
+use crate::volume::model::alloc::PlexAlloc;
+use crate::volume::model::objects::{
     KernelState, PlexLayout, PlexRecord, PlexState, ReadPolicy, SubdiskRecord, VolumeRecord,
     VolumeState,
 };
@@ -146,7 +146,9 @@ impl VolumeManager {
         // Recorded with every plex TEMP: a crash before the end rolls the whole tree back.
         g.commit(&self.engine, cfg.clone())?;
         if let Err(f) = self.zero_subdisks(g, &real_plexes) {
-            return Err(self.zeroing_failed(g, f, |back| super::ops::remove_volume(back, name)));
+            return Err(self.zeroing_failed(g, f, |back| {
+                crate::volume::manager::ops::remove_volume(back, name)
+            }));
         }
         let family: Vec<String> = cfg
             .volumes

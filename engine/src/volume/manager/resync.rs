@@ -6,11 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::alloc::{self, AllocRequest};
-use super::driver::VolumeMap;
-use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{DiskCondition, KernelState, PlexRecord, PlexState, VolumeState};
-use super::task::{self, CopyPlex, PlexIoError, Task, TaskState};
+use crate::volume::copy::task::{self, CopyPlex, PlexIoError, Task, TaskState};
+use crate::volume::io::driver::VolumeMap;
+use crate::volume::manager::{group_mut, Group, VmError, VolumeManager};
+use crate::volume::model::alloc::{self, AllocRequest};
+use crate::volume::model::objects::{
+    DiskCondition, KernelState, PlexRecord, PlexState, VolumeState,
+};
 
 fn copy_plex(map: &VolumeMap, idx: usize) -> CopyPlex {
     CopyPlex {
@@ -79,7 +81,7 @@ impl VolumeManager {
                     }),
                     |i, e| vm.resync_target_failed(&task, &names[i], e),
                 );
-                let r = super::manager::flush_copied(&vm.engine, r, &targets);
+                let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
                     if let Some(v) = cfg.volume_mut(&t.volume) {
@@ -145,7 +147,7 @@ impl VolumeManager {
                 "volume {dg}/{vol} is locked by another operation (a resync or attach is running); wait for it with task_wait"
             )));
         }
-        let subs = super::layered::subvolumes(g, vol);
+        let subs = crate::volume::manager::layered::subvolumes(g, vol);
         if !subs.is_empty() {
             return Err(VmError::Invalid(format!(
                 "{dg}/{vol} is a layered volume: attach mirrors to its sub-volumes ({})",
@@ -191,7 +193,7 @@ impl VolumeManager {
                 p.to_string()
             }
             None => {
-                if plexes.len() >= super::objects::MAX_PLEXES {
+                if plexes.len() >= crate::volume::model::objects::MAX_PLEXES {
                     return Err(VmError::Invalid(format!(
                         "volume {dg}/{vol} already has {} plexes",
                         plexes.len()
@@ -204,7 +206,7 @@ impl VolumeManager {
                     .collect();
                 // A column of a layered volume stays off its sibling columns' disks.
                 if let Some(parent) = v.parent.as_deref() {
-                    for sib in super::layered::subvolumes(g, parent) {
+                    for sib in crate::volume::manager::layered::subvolumes(g, parent) {
                         used.extend(
                             cfg.plexes_of(&sib)
                                 .iter()
@@ -213,9 +215,9 @@ impl VolumeManager {
                         );
                     }
                 }
-                let space = super::ops::usable_space(g, &cfg, self.tasks.fences());
+                let space = crate::volume::manager::ops::usable_space(g, &cfg, self.tasks.fences());
                 let disks = alloc_disks
-                    .map(|l| super::ops::resolve_disks(&cfg, l))
+                    .map(|l| crate::volume::manager::ops::resolve_disks(&cfg, l))
                     .transpose()?;
                 let plan = alloc::allocate(
                     &space,
@@ -224,8 +226,11 @@ impl VolumeManager {
                         nmirror: 1,
                         ncol: model.layout.ncol(),
                         stripe_unit: match model.layout {
-                            super::objects::PlexLayout::Stripe { stripe_unit, .. } => stripe_unit,
-                            super::objects::PlexLayout::Concat => 1,
+                            crate::volume::model::objects::PlexLayout::Stripe {
+                                stripe_unit,
+                                ..
+                            } => stripe_unit,
+                            crate::volume::model::objects::PlexLayout::Concat => 1,
                         },
                         disks,
                         exclude: used,
@@ -318,7 +323,7 @@ impl VolumeManager {
                     },
                     |_, _| false,
                 );
-                let r = super::manager::flush_copied(&vm.engine, r, &targets);
+                let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
                     let Some(p) = t.plex.as_deref().and_then(|p| cfg.plex_mut(p)) else {
@@ -373,9 +378,9 @@ impl VolumeManager {
         &self,
         task: &Task,
         targets: &[CopyPlex],
-        f: impl FnOnce(&mut super::objects::DgConfig),
+        f: impl FnOnce(&mut crate::volume::model::objects::DgConfig),
     ) {
-        if let Err(e) = super::manager::flush_targets(&self.engine, targets) {
+        if let Err(e) = crate::volume::manager::flush_targets(&self.engine, targets) {
             tracing::warn!(dg = %task.dg, volume = %task.volume, "copy progress not recorded: {e}");
             return;
         }
@@ -435,7 +440,7 @@ impl VolumeManager {
     /// from the others. Nothing is done once the volume was stopped.
     pub(crate) fn repair_read(
         &self,
-        volume: &Arc<super::driver::VolumeShared>,
+        volume: &Arc<crate::volume::io::driver::VolumeShared>,
         map: &VolumeMap,
         bad: u64,
         good: usize,
@@ -525,7 +530,7 @@ impl VolumeManager {
 fn repair_range(
     engine: &crate::Engine,
     task: &Task,
-    volume: &super::driver::VolumeShared,
+    volume: &crate::volume::io::driver::VolumeShared,
     names: (&str, &str),
     offset: u64,
     num: u64,

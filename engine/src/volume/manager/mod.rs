@@ -5,19 +5,31 @@
 //! (config copies into each holder's inactive slot, then the labels' serials), and only then
 //! publish it to the I/O path. One mutex serialises the control plane; the I/O path never
 //! takes it (it reads the published maps).
+//!
+//! - [`ops`]: volume and plex operations (create, start, stop, delete, detach).
+//! - [`layered`]: stripe-mirror volumes, whose columns are mirrored sub-volumes.
+//! - [`reshape`]: volume grow and subdisk move.
+//! - [`resync`]: crash resync, plex attach and read repair: what to copy, run as copy tasks.
+
+pub mod layered;
+pub mod ops;
+pub mod reshape;
+pub mod resync;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use super::alloc::AllocError;
-use super::configdb::{self, ChooseError, FoundCopy, FoundDisk};
-use super::disk::{self, DiskError};
-use super::driver::{self, VolumeEvent, VolumeShared};
-use super::objects::{DgConfig, DiskCondition, DiskRecord, KernelState, PlexState, VolumeState};
-use super::ondisk::{self, DiskState, Label, NAME_MAX};
 use crate::bdev::{Bdev, BdevError};
+use crate::volume::io::driver::{self, VolumeEvent, VolumeShared};
+use crate::volume::model::alloc::AllocError;
+use crate::volume::model::objects::{
+    DgConfig, DiskCondition, DiskRecord, KernelState, PlexState, VolumeState,
+};
+use crate::volume::ondisk::configdb::{self, ChooseError, FoundCopy, FoundDisk};
+use crate::volume::ondisk::disk::{self, DiskError};
+use crate::volume::ondisk::format::{self, DiskState, Label, NAME_MAX};
 use crate::Engine;
 
 /// Errors of volume-manager operations; each maps to an errno for JSON-RPC.
@@ -120,7 +132,7 @@ pub(crate) struct Group {
     /// Map generations handed out.
     pub(crate) generation: u64,
     /// Subdisk moves in progress, by volume.
-    pub(crate) moves: BTreeMap<String, super::reshape::Move>,
+    pub(crate) moves: BTreeMap<String, crate::volume::manager::reshape::Move>,
     /// Read errors repaired per plex since import (past a budget the plex is detached).
     pub(crate) read_errors: BTreeMap<String, u32>,
     /// Volumes taken offline after a failure that left no in-sync plex or could not be
@@ -128,7 +140,7 @@ pub(crate) struct Group {
     pub(crate) disabled: std::collections::BTreeSet<String>,
     /// Volumes stopped before their writes finished, by volume name: their space must not be
     /// freed (delete, dissociate) until those writes are done.
-    pub(crate) lingering: BTreeMap<String, Vec<super::ops::Lingering>>,
+    pub(crate) lingering: BTreeMap<String, Vec<crate::volume::manager::ops::Lingering>>,
 }
 
 /// The owner string of a group's claims on its disks.
@@ -196,7 +208,7 @@ impl Group {
         let mut encoded = Vec::with_capacity(candidates.len());
         for (_, h) in &candidates {
             let m = &self.members[h];
-            let buf = ondisk::encode_config_copy(cfg.id, seq, commit_id, &payload, &m.label.layout)
+            let buf = format::encode_config_copy(cfg.id, seq, commit_id, &payload, &m.label.layout)
                 .map_err(|e| {
                     VmError::Invalid(format!(
                         "the configuration ({} bytes) does not fit disk {h}'s config area: {e}",
@@ -287,7 +299,7 @@ pub(crate) fn flush_disks<'a>(
 /// Flushes the disks the copy `targets` write to (see [`flush_disks`]).
 pub(crate) fn flush_targets(
     engine: &Engine,
-    targets: &[super::task::CopyPlex],
+    targets: &[crate::volume::copy::task::CopyPlex],
 ) -> Result<(), VmError> {
     let disks = targets.iter().flat_map(|t| {
         t.geometry
@@ -305,7 +317,7 @@ pub(crate) fn flush_targets(
 pub(crate) fn flush_copied(
     engine: &Engine,
     r: Result<bool, String>,
-    targets: &[super::task::CopyPlex],
+    targets: &[crate::volume::copy::task::CopyPlex],
 ) -> Result<bool, String> {
     if r != Ok(true) {
         return r;
@@ -319,11 +331,11 @@ pub struct VolumeManager {
     pub(crate) engine: Arc<Engine>,
     pub(crate) groups: Mutex<BTreeMap<String, Group>>,
     pub(crate) events: crossbeam::channel::Sender<VolumeEvent>,
-    pub(crate) tasks: Arc<super::task::TaskList>,
+    pub(crate) tasks: Arc<crate::volume::copy::task::TaskList>,
     /// Itself, for the threads tasks run on.
     pub(crate) me: std::sync::Weak<VolumeManager>,
     /// Read repairs waiting for their worker.
-    pub(crate) repairs: super::repair::RepairQueue,
+    pub(crate) repairs: crate::volume::copy::repair::RepairQueue,
     /// Test hook: the next this many map publications fail as if the map could not be built.
     #[cfg(test)]
     pub(crate) fail_publishes: std::sync::atomic::AtomicU32,
@@ -351,8 +363,8 @@ impl VolumeManager {
             engine,
             groups: Mutex::new(BTreeMap::new()),
             events: tx,
-            tasks: Arc::new(super::task::TaskList::default()),
-            repairs: super::repair::RepairQueue::new(me.clone()),
+            tasks: Arc::new(crate::volume::copy::task::TaskList::default()),
+            repairs: crate::volume::copy::repair::RepairQueue::new(me.clone()),
             #[cfg(test)]
             fail_publishes: Default::default(),
             stop_wait_ms: std::sync::atomic::AtomicU64::new(STOP_WAIT.as_millis() as u64),
@@ -415,7 +427,7 @@ impl VolumeManager {
     }
 
     /// The task list.
-    pub fn tasks(&self) -> &Arc<super::task::TaskList> {
+    pub fn tasks(&self) -> &Arc<crate::volume::copy::task::TaskList> {
         &self.tasks
     }
 
@@ -535,7 +547,7 @@ impl VolumeManager {
             }
             // Every disk must fit before any is written.
             let len = b.num_blocks() * b.block_size() as u64;
-            if let Err(e) = ondisk::RegionLayout::for_disk(len, b.block_size()) {
+            if let Err(e) = format::RegionLayout::for_disk(len, b.block_size()) {
                 return Err(VmError::Invalid(format!(
                     "bdev '{d}' cannot be a VM disk: {e}"
                 )));
@@ -717,7 +729,7 @@ impl VolumeManager {
                 .cfg
                 .volume(v)
                 .and_then(|r| r.parent.as_deref())
-                .map(|p| super::layered::claim_owner(dg, p));
+                .map(|p| crate::volume::manager::layered::claim_owner(dg, p));
             if let Ok(b) = self.engine.bdevs().get(shared.name()) {
                 if let Some(owner) = b.claimed_by().filter(|o| Some(o) != parent_claim.as_ref()) {
                     return Err(VmError::Busy(format!(
@@ -998,7 +1010,7 @@ impl VolumeManager {
             )));
         }
         let claimed = self.claim_all(dg_name, &to_claim)?;
-        super::ops::recover_at_import(&mut cfg, &chosen.lagging, &group);
+        crate::volume::manager::ops::recover_at_import(&mut cfg, &chosen.lagging, &group);
         if let Err(e) = group.commit(&self.engine, cfg) {
             release_all(&claimed);
             return Err(e);
@@ -1093,12 +1105,13 @@ impl VolumeManager {
                     .map(|(_, p)| p.name.clone())
                     .collect();
                 #[cfg(test)]
-                self.tasks.hook(super::task::HookPoint::WriteFailed);
+                self.tasks
+                    .hook(crate::volume::copy::task::HookPoint::WriteFailed);
                 let mut groups = self.lock();
                 let (dg, vol) = (volume.dg(), volume.volume());
                 let (shadows, mut real): (Vec<String>, Vec<String>) = names
                     .into_iter()
-                    .partition(|n| n.ends_with(super::reshape::SHADOW_SUFFIX));
+                    .partition(|n| n.ends_with(crate::volume::manager::reshape::SHADOW_SUFFIX));
                 // A shadow failure reported after its move swapped (flushes never enter the
                 // barrier the swap waits on; this holds for every request type) failed the
                 // place its plex now maps to: that plex fails like any other, before the ack.
@@ -1108,7 +1121,8 @@ impl VolumeManager {
                     .into_iter()
                     .partition(|n| swapped_to_shadow(&map, &now, n));
                 for n in &swapped {
-                    if let Some(p) = n.strip_suffix(super::reshape::SHADOW_SUFFIX) {
+                    if let Some(p) = n.strip_suffix(crate::volume::manager::reshape::SHADOW_SUFFIX)
+                    {
                         if !real.iter().any(|r| r == p) {
                             real.push(p.to_string());
                         }
@@ -1153,7 +1167,7 @@ impl VolumeManager {
             } => {
                 // On the repair worker: the repair waits for writes in flight, and a write may
                 // be waiting for this thread to record a detach.
-                self.repairs.submit(super::repair::RepairJob {
+                self.repairs.submit(crate::volume::copy::repair::RepairJob {
                     volume,
                     map,
                     bad,
@@ -1229,7 +1243,7 @@ impl VolumeManager {
         g: &mut Group,
         vol: &str,
         gone: &[String],
-        stopped: Vec<Arc<super::task::Task>>,
+        stopped: Vec<Arc<crate::volume::copy::task::Task>>,
     ) {
         let dg = g.cfg.name.clone();
         for t in stopped {
@@ -1297,7 +1311,7 @@ impl VolumeManager {
         let built = if injected {
             Err("injected map failure (test)".to_string())
         } else {
-            super::ops::build_map(&self.engine, g, vol, g.generation)
+            crate::volume::manager::ops::build_map(&self.engine, g, vol, g.generation)
         };
         match built {
             Ok(m) => shared.publish(m),
@@ -1400,7 +1414,7 @@ pub(crate) fn was_running(s: VolumeState) -> bool {
 /// is in `now`: the move swapped, so the plex's data now lies where that request failed.
 /// Compared by disk name, as the two maps may number their disks differently.
 fn swapped_to_shadow(old: &driver::VolumeMap, now: &driver::VolumeMap, shadow: &str) -> bool {
-    let Some(plex) = shadow.strip_suffix(super::reshape::SHADOW_SUFFIX) else {
+    let Some(plex) = shadow.strip_suffix(crate::volume::manager::reshape::SHADOW_SUFFIX) else {
         return false;
     };
     let (Some(a), Some(b)) = (
