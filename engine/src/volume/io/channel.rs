@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use crate::bdev::{
     BdevError, BdevIo, DriverChannel, IoBuf, IoChannel, IoCompletion, IoStatus, IoType,
 };
-use crate::volume::copy::task::SyncBarrier;
+use crate::volume::io::barrier::SyncBarrier;
 use crate::volume::io::driver::{VolumeEvent, VolumeMap, VolumeShared};
 use crate::volume::model::layout::Segment;
 

@@ -29,7 +29,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
 use crate::bdev::{Bdev, BdevDriver, BdevError, DriverChannel};
-use crate::volume::copy::task::SyncBarrier;
+use crate::volume::io::barrier::SyncBarrier;
 use crate::volume::model::layout::PlexGeometry;
 
 /// The volume bdev's `product_name`.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::bdev::blocking::{BlockingIoError, PendingIo};
 use crate::bdev::{Bdev, IoStatus};
-use crate::volume::copy::task::SyncBarrier;
+use crate::volume::io::barrier::SyncBarrier;
 
 /// One copy write handed to a fence.
 pub(crate) struct Fenced {

@@ -5,8 +5,10 @@
 //!
 //! - [`driver`]: the volume bdev: its published map, shared state and events.
 //! - [`channel`]: the per-reactor I/O path that splits requests over plexes and disks.
+//! - [`barrier`]: the copy barrier that keeps copies and guest writes to one chunk apart.
 //! - [`fence`]: copy writes still in flight after their copy was cancelled, and what they hold.
 
+pub mod barrier;
 pub mod channel;
 pub mod driver;
 pub mod fence;
