@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
 use crate::volume::io::barrier::SyncBarrier;
+use crate::volume::io::driver::CopyProgress;
 use crate::volume::io::fence::FenceList;
 use crate::volume::model::layout::PlexGeometry;
 use crate::Engine;
@@ -56,7 +57,8 @@ pub struct Task {
     pub targets: Vec<String>,
     total: u64,
     start_offset: u64,
-    done: AtomicU64,
+    /// Blocks copied so far (shared with the volume's I/O path while this is its resync).
+    progress: Arc<CopyProgress>,
     started: Instant,
     state: Mutex<TaskState>,
     /// Seconds from start to the end, once it ended.
@@ -104,7 +106,12 @@ impl Task {
 
     /// Blocks copied so far (including where it resumed from).
     pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
+        self.progress.get()
+    }
+
+    /// The progress counter, for the I/O path to read (`VolumeShared::resync`).
+    pub(crate) fn progress(&self) -> &Arc<CopyProgress> {
+        &self.progress
     }
 
     /// Whether the task was asked to stop.
@@ -265,7 +272,7 @@ impl TaskList {
             targets: written,
             total,
             start_offset: start,
-            done: AtomicU64::new(start),
+            progress: Arc::new(CopyProgress::new(start)),
             started: Instant::now(),
             state: Mutex::new(TaskState::Running),
             ended_after: Mutex::new(None),
@@ -599,7 +606,7 @@ pub(crate) fn copy(
                 Err(PlexIoError::Failed(e)) => return Err(e),
             }
             if failed.is_empty() {
-                task.done.store(at + n, Ordering::Relaxed);
+                task.progress.set(at + n);
             }
         }
         if !failed.is_empty() {

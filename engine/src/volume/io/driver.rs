@@ -174,9 +174,32 @@ pub struct VolumeShared {
     #[cfg(test)]
     pub(crate) writes_deferred: AtomicU64,
     barrier: Arc<SyncBarrier>,
-    /// The resync running while the map has a read source: below its progress every
+    /// The progress of the resync running while the map has a read source: below it every
     /// writable plex equals the source (failure path only reads it).
-    pub(crate) resync: arc_swap::ArcSwapOption<crate::volume::copy::task::Task>,
+    pub(crate) resync: arc_swap::ArcSwapOption<CopyProgress>,
+}
+
+/// How far a copy has come: every block below it is copied. The copy (a task on its own
+/// thread) advances it; the I/O path reads it (`VolumeShared::resynced_through`) without
+/// knowing about tasks.
+#[derive(Debug, Default)]
+pub struct CopyProgress(AtomicU64);
+
+impl CopyProgress {
+    /// Progress starting at block `start`.
+    pub fn new(start: u64) -> CopyProgress {
+        CopyProgress(AtomicU64::new(start))
+    }
+
+    /// The first block not yet copied.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Records that every block below `done` is copied.
+    pub(crate) fn set(&self, done: u64) {
+        self.0.store(done, Ordering::Relaxed);
+    }
 }
 
 impl VolumeShared {
@@ -259,7 +282,7 @@ impl VolumeShared {
     /// Whether `[0, end)` is already resynced (every writable plex equals the read source
     /// there). Only meaningful while the map has a read source.
     pub(crate) fn resynced_through(&self, end: u64) -> bool {
-        self.resync.load().as_ref().is_some_and(|t| t.done() >= end)
+        self.resync.load().as_ref().is_some_and(|p| p.get() >= end)
     }
 
     /// Read errors seen (each retried on another plex when one was left).

@@ -56,7 +56,7 @@ impl VolumeManager {
             start,
             len,
         );
-        shared.resync.store(Some(task.clone()));
+        shared.resync.store(Some(task.progress().clone()));
         tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
         let Some(vm) = self.me.upgrade() else {
             return;
