@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::volume::manager::ops::NewVolume;
-use crate::volume::manager::{group_mut, Group, VmError, VolumeManager};
+use crate::volume::manager::{group_mut, VmError, VolumeManager};
 use crate::volume::model::alloc::PlexAlloc;
 use crate::volume::model::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
 use plexd_control::jsonrpc::parse_params;
@@ -70,47 +70,6 @@ fn strip_bytes(kb: u64) -> Result<u64, VmError> {
             u64::MAX / 1024
         ))
     })
-}
-
-/// The saved-config entry that recreates a raid volume, or `None` for other volumes.
-pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
-    let v = g.cfg.volume(vol)?;
-    let level = v.raid_level.clone()?;
-    let strip = g
-        .cfg
-        .plexes_of(vol)
-        .first()
-        .and_then(|p| match p.layout {
-            PlexLayout::Stripe { stripe_unit, .. } => {
-                Some(stripe_unit * g.cfg.block_size as u64 / 1024)
-            }
-            PlexLayout::Concat => None,
-        })
-        .unwrap_or(0);
-    Some(json!({
-        "method": "bdev_raid_create",
-        "params": {
-            "name": v.bdev(&g.cfg.name),
-            "raid_level": level,
-            "strip_size_kb": strip,
-            "uuid": v.uuid.to_string(),
-            "base_bdevs": base_bdev_names(g),
-            "superblock": true,
-        }
-    }))
-}
-
-/// The group's member bdevs in disk order (missing ones by their last known device).
-fn base_bdev_names(g: &Group) -> Vec<String> {
-    g.cfg
-        .disks
-        .iter()
-        .map(|d| {
-            g.members
-                .get(&d.name)
-                .map_or(d.device.clone(), |m| m.bdev.name().to_string())
-        })
-        .collect()
 }
 
 impl VolumeManager {

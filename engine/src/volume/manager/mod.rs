@@ -8,11 +8,13 @@
 //!
 //! - [`ops`]: volume and plex operations (create, start, stop, delete, detach).
 //! - [`layered`]: stripe-mirror volumes, whose columns are mirrored sub-volumes.
+//! - [`raid_config`]: the saved-config entry of a volume made by `bdev_raid_create`.
 //! - [`reshape`]: volume grow and subdisk move.
 //! - [`resync`]: crash resync, plex attach and read repair: what to copy, run as copy tasks.
 
 pub mod layered;
 pub mod ops;
+pub mod raid_config;
 pub mod reshape;
 pub mod resync;
 
@@ -364,7 +366,21 @@ impl VolumeManager {
             groups: Mutex::new(BTreeMap::new()),
             events: tx,
             tasks: Arc::new(crate::volume::copy::task::TaskList::default()),
-            repairs: crate::volume::copy::repair::RepairQueue::new(me.clone()),
+            repairs: {
+                let me = me.clone();
+                crate::volume::copy::repair::RepairQueue::new(move |job| {
+                    if let Some(vm) = me.upgrade() {
+                        vm.repair_read(
+                            &job.volume,
+                            &job.map,
+                            job.bad,
+                            job.good,
+                            job.offset,
+                            job.num,
+                        );
+                    }
+                })
+            },
             #[cfg(test)]
             fail_publishes: Default::default(),
             stop_wait_ms: std::sync::atomic::AtomicU64::new(STOP_WAIT.as_millis() as u64),
@@ -429,6 +445,11 @@ impl VolumeManager {
     /// The task list.
     pub fn tasks(&self) -> &Arc<crate::volume::copy::task::TaskList> {
         &self.tasks
+    }
+
+    /// Counts of the read repairs asked for, run and dropped, and the repair threads running.
+    pub fn repair_stats(&self) -> crate::volume::copy::repair::RepairStats {
+        self.repairs.stats()
     }
 
     /// Copy and repair writes still in flight after their copy was cancelled: each keeps its

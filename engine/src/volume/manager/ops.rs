@@ -844,7 +844,7 @@ impl VolumeManager {
             spec,
             Box::new(VolumeBdev::new(
                 shared.clone(),
-                crate::volume::api::raid::saved_config(g, name),
+                crate::volume::manager::raid_config::saved_config(g, name),
             )),
         ) {
             self.abandon_subvolumes(g, name);

@@ -30,7 +30,8 @@ fn raid_levels_map_onto_volumes_and_reassemble_from_their_disks() {
     }
     let list = vm.raid_list("all").unwrap();
     assert_eq!(list.as_array().unwrap().len(), 3);
-    let saved = crate::volume::api::raid::saved_config(vm.lock().get("R1").unwrap(), "R1");
+    let saved =
+        crate::volume::manager::raid_config::saved_config(vm.lock().get("R1").unwrap(), "R1");
     assert_eq!(
         saved.unwrap()["params"]["base_bdevs"],
         serde_json::json!(["M2", "M3"])
