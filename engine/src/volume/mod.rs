@@ -10,15 +10,20 @@
 //! - [`io`]: the volume bdev, its published map, the per-reactor I/O path, the copy barrier and
 //!   fences. It reports to the control side only through the event channel.
 //! - [`copy`]: long-running copies (task registry, the copy engine) and the read-repair queue.
+//! - [`error`]: [`VolumeError`], the error of every operation, with its errno.
 //! - [`manager`]: disk groups and the operations on them; commits before publishing.
 //! - [`api`]: the JSON-RPC methods, SPDK's `bdev_raid_*` mapping and `vxprint`-style listings.
 
 pub mod api;
 pub mod copy;
+pub mod error;
 pub mod io;
 pub mod manager;
 pub mod model;
 pub mod ondisk;
+
+pub use error::VolumeError;
+pub use manager::VolumeManager;
 
 #[cfg(test)]
 mod tests;

@@ -121,7 +121,7 @@ impl RepairQueue {
         counts.threads.fetch_add(1, Ordering::Relaxed);
         let worker = counts.clone();
         let spawned = std::thread::Builder::new()
-            .name("vm_repair".into())
+            .name("volume-repair".into())
             .spawn(move || {
                 // Ends when the manager (holding the sender) is gone.
                 while let Ok(job) = rx.recv() {

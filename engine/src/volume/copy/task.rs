@@ -20,7 +20,7 @@ use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
 use crate::volume::io::barrier::SyncBarrier;
 use crate::volume::io::driver::CopyProgress;
-use crate::volume::io::fence::FenceList;
+use crate::volume::io::fence::{FenceList, FencedWrite};
 use crate::volume::model::layout::PlexGeometry;
 use crate::Engine;
 
@@ -200,6 +200,26 @@ impl Task {
     }
 }
 
+/// What a new task copies: the arguments of [`TaskList::add`].
+pub(crate) struct TaskSpec<'a> {
+    /// What it is (`resync`, `plex_attach`, `subdisk_move`, `read_repair`).
+    pub(crate) kind: &'static str,
+    /// The disk group.
+    pub(crate) dg: &'a str,
+    /// The volume.
+    pub(crate) volume: &'a str,
+    /// The plex being written (attach, move), if one.
+    pub(crate) plex: Option<&'a str>,
+    /// Other plexes being written (a resync's targets).
+    pub(crate) targets: &'a [String],
+    /// The plex being read from, if one.
+    pub(crate) source: Option<&'a str>,
+    /// The block it starts from (a checkpoint when it resumes).
+    pub(crate) start: u64,
+    /// The block it ends at.
+    pub(crate) total: u64,
+}
+
 /// Every task of this plexd (finished ones are kept for `task_list`).
 #[derive(Default)]
 pub struct TaskList {
@@ -228,38 +248,25 @@ impl TaskList {
         }
     }
 
-    /// Registers a running task that writes `targets` (besides `plex`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add(
-        &self,
-        kind: &'static str,
-        dg: &str,
-        volume: &str,
-        plex: Option<&str>,
-        targets: &[String],
-        source: Option<&str>,
-        start: u64,
-        total: u64,
-    ) -> Arc<Task> {
+    /// Registers a running task that writes `spec.targets` (besides `spec.plex`).
+    pub(crate) fn add(&self, spec: TaskSpec<'_>) -> Arc<Task> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let t = self.new_task(id, kind, dg, volume, plex, targets, source, start, total);
+        let t = self.new_task(id, spec);
         self.lock().push(t.clone());
         t
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new_task(
-        &self,
-        id: u64,
-        kind: &'static str,
-        dg: &str,
-        volume: &str,
-        plex: Option<&str>,
-        targets: &[String],
-        source: Option<&str>,
-        start: u64,
-        total: u64,
-    ) -> Arc<Task> {
+    fn new_task(&self, id: u64, spec: TaskSpec<'_>) -> Arc<Task> {
+        let TaskSpec {
+            kind,
+            dg,
+            volume,
+            plex,
+            targets,
+            source,
+            start,
+            total,
+        } = spec;
         let mut written: Vec<String> = plex.iter().map(|p| p.to_string()).collect();
         written.extend(targets.iter().filter(|t| Some(t.as_str()) != plex).cloned());
         Arc::new(Task {
@@ -302,14 +309,16 @@ impl TaskList {
         // Id 0: not a listed task (`task_list` ids stay consecutive).
         let t = self.new_task(
             0,
-            "read_repair",
-            dg,
-            volume,
-            Some(target),
-            &[],
-            Some(source),
-            0,
-            0,
+            TaskSpec {
+                kind: "read_repair",
+                dg,
+                volume,
+                plex: Some(target),
+                targets: &[],
+                source: Some(source),
+                start: 0,
+                total: 0,
+            },
         );
         self.repairs().push(t.clone());
         t
@@ -452,26 +461,42 @@ impl From<String> for PlexIoError {
     }
 }
 
-/// Reads `[offset, offset + num)` of a plex into `buf`, or writes `buf` there, for `task`,
-/// which holds the range's chunk under `barrier`. Each I/O is waited for until it really
+/// The context every I/O of one copy shares: the arguments of [`plex_io`] and [`copy`]
+/// that do not change from chunk to chunk.
+#[derive(Clone, Copy)]
+pub(crate) struct CopyIo<'a> {
+    /// The engine (for the disks' channels).
+    pub(crate) engine: &'a Engine,
+    /// The task the I/O belongs to (cancellation, fences).
+    pub(crate) task: &'a Task,
+    /// The volume's barrier, whose chunk the copier holds.
+    pub(crate) barrier: &'a Arc<SyncBarrier>,
+    /// Bytes per block.
+    pub(crate) block_size: u64,
+}
+
+/// Reads `[offset, offset + num)` of a plex into `buf`, or writes `buf` there, for `io.task`,
+/// which holds the range's chunk under `io.barrier`. Each I/O is waited for until it really
 /// completed, however long that takes (a warning every `barrier.io_timeout()`): releasing the
 /// chunk while a copy write is still in flight would let that write land after a newer guest
 /// write. If the task is cancelled meanwhile, the wait ends ([`PlexIoError::Stopped`]): a
 /// write still in flight is handed to a fence that keeps the chunk raised until the disk
 /// answers (see `volume::fence`), a read is dropped (it owns its buffer; a late read changes
 /// nothing). So a disk that never answers cannot block whoever cancels the task.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn plex_io(
-    engine: &Engine,
-    task: &Task,
+    io: &CopyIo<'_>,
     p: &CopyPlex,
-    bs: u64,
     offset: u64,
     num: u64,
     op: IoType,
     buf: &mut [u8],
-    barrier: &Arc<SyncBarrier>,
 ) -> Result<(), PlexIoError> {
+    let CopyIo {
+        engine,
+        task,
+        barrier,
+        block_size: bs,
+    } = *io;
     let mut segs = Vec::new();
     p.geometry
         .map(offset, num, |s| segs.push(s))
@@ -517,16 +542,7 @@ pub(crate) fn plex_io(
                             return Err(PlexIoError::Stopped);
                         }
                         let chunk = offset / barrier.chunk_blocks();
-                        let r = task.fences.fence(
-                            &task.dg,
-                            &task.volume,
-                            barrier,
-                            chunk,
-                            disk,
-                            at,
-                            len,
-                            io,
-                        );
+                        let r = task.fences.fence(FencedWrite { dg: &task.dg, volume: &task.volume, barrier, chunk, disk, offset: at, len }, io);
                         // Completed meanwhile or fenced: either way this copy stops here.
                         drop(r);
                         return Err(PlexIoError::Stopped);
@@ -549,19 +565,21 @@ pub(crate) fn plex_io(
 /// that fails is handed to `target_failed(index, error)` once the chunk is released: true
 /// drops that target and copies the chunk again to the others, false fails the copy. The
 /// chunk counts as done (`Task::done`) only once every target still in the copy took it.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy(
-    engine: &Engine,
-    task: &Task,
-    barrier: &Arc<SyncBarrier>,
+    io: &CopyIo<'_>,
     source: &CopyPlex,
     targets: &[CopyPlex],
-    bs: u64,
     end: u64,
     delay: Duration,
     mut checkpoint: impl FnMut(u64),
     mut target_failed: impl FnMut(usize, &str) -> bool,
 ) -> Result<bool, String> {
+    let CopyIo {
+        task,
+        barrier,
+        block_size: bs,
+        ..
+    } = *io;
     let chunk = barrier.chunk_blocks();
     let mut buf = vec![0u8; (chunk * bs) as usize];
     let mut last_ck = Instant::now();
@@ -586,18 +604,16 @@ pub(crate) fn copy(
                 return Ok(false);
             }
             let data = &mut buf[..(n * bs) as usize];
-            let r = plex_io(engine, task, source, bs, at, n, IoType::Read, data, barrier).and_then(
-                |_| {
-                    for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
-                        match plex_io(engine, task, t, bs, at, n, IoType::Write, data, barrier) {
-                            Ok(()) => {}
-                            Err(PlexIoError::Failed(e)) => failed.push((i, e)),
-                            Err(PlexIoError::Stopped) => return Err(PlexIoError::Stopped),
-                        }
+            let r = plex_io(io, source, at, n, IoType::Read, data).and_then(|_| {
+                for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
+                    match plex_io(io, t, at, n, IoType::Write, data) {
+                        Ok(()) => {}
+                        Err(PlexIoError::Failed(e)) => failed.push((i, e)),
+                        Err(PlexIoError::Stopped) => return Err(PlexIoError::Stopped),
                     }
-                    Ok(())
-                },
-            );
+                }
+                Ok(())
+            });
             // A write still in flight keeps the chunk raised through its fence.
             barrier.lower(c);
             match r {

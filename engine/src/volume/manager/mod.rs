@@ -23,95 +23,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use crate::bdev::{Bdev, BdevError};
+use crate::bdev::Bdev;
+use crate::volume::error::VolumeError;
 use crate::volume::io::driver::{self, VolumeEvent, VolumeShared};
-use crate::volume::model::alloc::AllocError;
 use crate::volume::model::objects::{
     DgConfig, DiskCondition, DiskRecord, KernelState, PlexState, VolumeState,
 };
-use crate::volume::ondisk::configdb::{self, ChooseError, FoundCopy, FoundDisk};
-use crate::volume::ondisk::disk::{self, DiskError};
+use crate::volume::ondisk::configdb::{self, FoundCopy, FoundDisk};
+use crate::volume::ondisk::disk;
 use crate::volume::ondisk::format::{self, DiskState, Label, NAME_MAX};
 use crate::Engine;
-
-/// Errors of volume-manager operations; each maps to an errno for JSON-RPC.
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    /// No such object.
-    #[error("no {kind} named '{name}'")]
-    NotFound {
-        /// Object kind (disk group, volume, plex, disk, bdev).
-        kind: &'static str,
-        /// The name asked for.
-        name: String,
-    },
-    /// The name is taken.
-    #[error("{kind} '{name}' already exists")]
-    Exists {
-        /// Object kind.
-        kind: &'static str,
-        /// The name.
-        name: String,
-    },
-    /// A parameter is wrong.
-    #[error("{0}")]
-    Invalid(String),
-    /// The object is in use.
-    #[error("{0}")]
-    Busy(String),
-    /// Not enough disks or space.
-    #[error(transparent)]
-    Alloc(#[from] AllocError),
-    /// A private-region operation failed.
-    #[error(transparent)]
-    Disk(#[from] DiskError),
-    /// The bdev layer refused.
-    #[error(transparent)]
-    Bdev(#[from] BdevError),
-    /// No configuration can be imported automatically.
-    #[error(transparent)]
-    Choose(#[from] ChooseError),
-    /// The configuration could not be made durable; nothing changed.
-    #[error(
-        "the configuration change could not be written to any disk ({0}); nothing was changed"
-    )]
-    Commit(String),
-    /// A disk could not be flushed, so a state that depends on its data was not recorded.
-    #[error("cannot flush disk '{bdev}' (the change that needs its data on the media was not recorded): {source}")]
-    Flush {
-        /// The bdev.
-        bdev: String,
-        /// Why.
-        #[source]
-        source: DiskError,
-    },
-}
-
-impl VmError {
-    /// The errno returned over JSON-RPC.
-    pub fn errno(&self) -> i32 {
-        match self {
-            VmError::NotFound { .. } => libc::ENOENT,
-            VmError::Exists { .. } => libc::EEXIST,
-            VmError::Invalid(_) => libc::EINVAL,
-            VmError::Busy(_) => libc::EBUSY,
-            VmError::Alloc(_) => libc::ENOSPC,
-            VmError::Disk(DiskError::Io(_)) => libc::EIO,
-            VmError::Disk(DiskError::InUse { .. }) => libc::EBUSY,
-            VmError::Disk(_) => libc::EINVAL,
-            VmError::Bdev(e) => e.errno(),
-            VmError::Choose(_) => libc::EEXIST,
-            VmError::Commit(_) => libc::EIO,
-            VmError::Flush { .. } => libc::EIO,
-        }
-    }
-}
-
-impl From<VmError> for plexd_control::RpcError {
-    fn from(e: VmError) -> Self {
-        plexd_control::RpcError::errno(e.errno(), e.to_string())
-    }
-}
 
 /// A present member disk.
 pub(crate) struct Member {
@@ -151,7 +72,7 @@ fn claim_owner(dg: &str) -> String {
 }
 
 /// Checks a disk group, disk, volume or plex name.
-pub fn check_name(kind: &str, name: &str) -> Result<(), VmError> {
+pub fn check_name(kind: &str, name: &str) -> Result<(), VolumeError> {
     let ok = !name.is_empty()
         && name.len() <= NAME_MAX
         && name
@@ -161,7 +82,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), VmError> {
     if ok {
         Ok(())
     } else {
-        Err(VmError::Invalid(format!(
+        Err(VolumeError::Invalid(format!(
             "invalid {kind} name '{name}': use 1-{NAME_MAX} letters, digits, '_', '-' or '.', not starting with '-'"
         )))
     }
@@ -172,9 +93,9 @@ impl Group {
     /// holder's inactive slot, flushed; `nconfig` of them, a holder whose write fails replaced
     /// by the next healthy disk), then every present member's label serial. On error nothing
     /// durable changed and the group keeps its old configuration.
-    pub(crate) fn commit(&mut self, engine: &Engine, mut cfg: DgConfig) -> Result<(), VmError> {
+    pub(crate) fn commit(&mut self, engine: &Engine, mut cfg: DgConfig) -> Result<(), VolumeError> {
         cfg.validate()
-            .map_err(|e| VmError::Invalid(format!("internal: invalid configuration: {e}")))?;
+            .map_err(|e| VolumeError::Invalid(format!("internal: invalid configuration: {e}")))?;
         let seq = self.seq + 1;
         for d in cfg.disks.iter_mut() {
             if self.members.contains_key(&d.name) && d.condition == DiskCondition::Ok {
@@ -182,7 +103,7 @@ impl Group {
             }
         }
         let payload = serde_json::to_vec(&cfg)
-            .map_err(|e| VmError::Invalid(format!("internal: cannot encode config: {e}")))?;
+            .map_err(|e| VolumeError::Invalid(format!("internal: cannot encode config: {e}")))?;
         let commit_id = Uuid::new_v4();
         // Every present, usable disk can hold a copy: those whose last copy write failed
         // come last, then by name. `nconfig` copies are written to the first that take them;
@@ -199,7 +120,7 @@ impl Group {
             .collect();
         candidates.sort();
         if candidates.is_empty() {
-            return Err(VmError::Commit("the group has no usable disk".into()));
+            return Err(VolumeError::Commit("the group has no usable disk".into()));
         }
         let want = match cfg.nconfig {
             0 => candidates.len(),
@@ -212,7 +133,7 @@ impl Group {
             let m = &self.members[h];
             let buf = format::encode_config_copy(cfg.id, seq, commit_id, &payload, &m.label.layout)
                 .map_err(|e| {
-                    VmError::Invalid(format!(
+                    VolumeError::Invalid(format!(
                         "the configuration ({} bytes) does not fit disk {h}'s config area: {e}",
                         payload.len()
                     ))
@@ -249,7 +170,7 @@ impl Group {
             tracing::warn!(dg = %cfg.name, seq, copies = written, nconfig = want, "fewer config copies than wanted: no other healthy disk took one");
         }
         if written == 0 {
-            return Err(VmError::Commit(errors.join("; ")));
+            return Err(VolumeError::Commit(errors.join("; ")));
         }
         for (name, m) in self.members.iter_mut() {
             let Some(rec) = cfg.disks.iter().find(|d| &d.name == name) else {
@@ -283,14 +204,14 @@ impl Group {
 pub(crate) fn flush_disks<'a>(
     engine: &Engine,
     disks: impl IntoIterator<Item = &'a Arc<Bdev>>,
-) -> Result<(), VmError> {
+) -> Result<(), VolumeError> {
     let mut done: Vec<u64> = Vec::new();
     for d in disks {
         if done.contains(&d.id()) {
             continue;
         }
         done.push(d.id());
-        disk::flush(engine, d).map_err(|source| VmError::Flush {
+        disk::flush(engine, d).map_err(|source| VolumeError::Flush {
             bdev: d.name().to_string(),
             source,
         })?;
@@ -302,7 +223,7 @@ pub(crate) fn flush_disks<'a>(
 pub(crate) fn flush_targets(
     engine: &Engine,
     targets: &[crate::volume::copy::task::CopyPlex],
-) -> Result<(), VmError> {
+) -> Result<(), VolumeError> {
     let disks = targets.iter().flat_map(|t| {
         t.geometry
             .columns()
@@ -390,7 +311,7 @@ impl VolumeManager {
         });
         let weak = Arc::downgrade(&vm);
         let spawned = std::thread::Builder::new()
-            .name("vm_events".into())
+            .name("volume-events".into())
             .spawn(move || {
                 while let Ok(ev) = rx.recv() {
                     match weak.upgrade() {
@@ -465,16 +386,16 @@ impl VolumeManager {
 
     /// Creates disk group `name` from the bdevs `disks` (initialising each; `force`
     /// overwrites labels that are foreign, corrupt or of another group).
-    pub fn dg_create(&self, name: &str, disks: &[String], force: bool) -> Result<(), VmError> {
+    pub fn dg_create(&self, name: &str, disks: &[String], force: bool) -> Result<(), VolumeError> {
         check_name("disk group", name)?;
         if disks.is_empty() {
-            return Err(VmError::Invalid(
+            return Err(VolumeError::Invalid(
                 "a disk group needs at least one disk".into(),
             ));
         }
         let mut groups = self.lock();
         if groups.contains_key(name) {
-            return Err(VmError::Exists {
+            return Err(VolumeError::Exists {
                 kind: "disk group",
                 name: name.into(),
             });
@@ -536,29 +457,37 @@ impl VolumeManager {
 
     /// Checks bdevs that are to join a group: they exist, are unclaimed, are listed once,
     /// share a block size, and (unless `force`) carry nothing initialising would destroy.
-    fn check_new_disks(&self, disks: &[String], force: bool) -> Result<Vec<Arc<Bdev>>, VmError> {
+    fn check_new_disks(
+        &self,
+        disks: &[String],
+        force: bool,
+    ) -> Result<Vec<Arc<Bdev>>, VolumeError> {
         let mut out: Vec<Arc<Bdev>> = Vec::new();
         for d in disks {
-            let b = self.engine.bdevs().get(d).map_err(|_| VmError::NotFound {
-                kind: "bdev",
-                name: d.clone(),
-            })?;
+            let b = self
+                .engine
+                .bdevs()
+                .get(d)
+                .map_err(|_| VolumeError::NotFound {
+                    kind: "bdev",
+                    name: d.clone(),
+                })?;
             if out.iter().any(|o| o.id() == b.id()) {
-                return Err(VmError::Invalid(format!("bdev '{d}' is listed twice")));
+                return Err(VolumeError::Invalid(format!("bdev '{d}' is listed twice")));
             }
             if let Some(owner) = b.claimed_by() {
-                return Err(VmError::Busy(format!(
+                return Err(VolumeError::Busy(format!(
                     "bdev '{d}' is in use by {owner}; a disk can belong to one disk group only"
                 )));
             }
             if driver::shared_of(&b).is_some() {
-                return Err(VmError::Invalid(format!(
+                return Err(VolumeError::Invalid(format!(
                     "bdev '{d}' is a volume; volumes cannot be disks of a disk group"
                 )));
             }
             if let Some(first) = out.first() {
                 if first.block_size() != b.block_size() {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "bdev '{d}' has block size {} but '{}' has {}; a disk group's disks must share one block size",
                         b.block_size(),
                         first.name(),
@@ -569,13 +498,13 @@ impl VolumeManager {
             // Every disk must fit before any is written.
             let len = b.num_blocks() * b.block_size() as u64;
             if let Err(e) = format::RegionLayout::for_disk(len, b.block_size()) {
-                return Err(VmError::Invalid(format!(
+                return Err(VolumeError::Invalid(format!(
                     "bdev '{d}' cannot be a VM disk: {e}"
                 )));
             }
             if !force {
                 if let Some(what) = disk::occupant(&self.engine, &b)? {
-                    return Err(VmError::Busy(format!(
+                    return Err(VolumeError::Busy(format!(
                         "bdev '{d}' {what}; pass force to overwrite it"
                     )));
                 }
@@ -585,7 +514,7 @@ impl VolumeManager {
         Ok(out)
     }
 
-    fn claim_all(&self, dg: &str, bdevs: &[Arc<Bdev>]) -> Result<Vec<Arc<Bdev>>, VmError> {
+    fn claim_all(&self, dg: &str, bdevs: &[Arc<Bdev>]) -> Result<Vec<Arc<Bdev>>, VolumeError> {
         let mut claimed = Vec::new();
         for b in bdevs {
             if let Err(e) = b.claim(&claim_owner(dg)) {
@@ -604,13 +533,13 @@ impl VolumeManager {
         disk: &str,
         name: Option<&str>,
         force: bool,
-    ) -> Result<String, VmError> {
+    ) -> Result<String, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if let Some(n) = name {
             check_name("disk", n)?;
             if g.cfg.name_taken(n) {
-                return Err(VmError::Exists {
+                return Err(VolumeError::Exists {
                     kind: "object",
                     name: n.into(),
                 });
@@ -618,7 +547,7 @@ impl VolumeManager {
         }
         let b = self.check_new_disks(&[disk.to_string()], force)?.remove(0);
         if b.block_size() != g.cfg.block_size {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "bdev '{disk}' has block size {} but disk group '{dg}' uses {}",
                 b.block_size(),
                 g.cfg.block_size
@@ -656,11 +585,11 @@ impl VolumeManager {
 
     /// Removes disk `name` (which must hold no subdisks) from group `dg`; its label is reset
     /// to a free VM disk and its bdev released.
-    pub fn dg_remove_disk(&self, dg: &str, name: &str) -> Result<(), VmError> {
+    pub fn dg_remove_disk(&self, dg: &str, name: &str) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if g.cfg.disk(name).is_none() {
-            return Err(VmError::NotFound {
+            return Err(VolumeError::NotFound {
                 kind: "disk",
                 name: format!("{dg}/{name}"),
             });
@@ -672,13 +601,13 @@ impl VolumeManager {
             .map(|s| s.name.clone())
             .collect();
         if !sds.is_empty() {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "disk {name} holds subdisks {}; move or delete them first",
                 sds.join(", ")
             )));
         }
         if g.cfg.disks.len() == 1 {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "disk {name} is the last disk of disk group '{dg}'; deport the group instead"
             )));
         }
@@ -707,7 +636,7 @@ impl VolumeManager {
 
     /// Sets how many disks hold config copies (0: every disk). Fewer copies make commits
     /// cheaper on large groups; each copy is still crc-checked and two-slotted.
-    pub fn dg_set(&self, dg: &str, nconfig: u32) -> Result<(), VmError> {
+    pub fn dg_set(&self, dg: &str, nconfig: u32) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         let mut cfg = g.cfg.clone();
@@ -722,11 +651,11 @@ impl VolumeManager {
         name: &str,
         spare: Option<bool>,
         nohotuse: Option<bool>,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         let mut cfg = g.cfg.clone();
-        let d = cfg.disk_mut(name).ok_or_else(|| VmError::NotFound {
+        let d = cfg.disk_mut(name).ok_or_else(|| VolumeError::NotFound {
             kind: "disk",
             name: format!("{dg}/{name}"),
         })?;
@@ -741,7 +670,7 @@ impl VolumeManager {
 
     /// Deports group `dg`: stops its volumes (refused while one is exported), marks its disks
     /// deported and releases them, so another plexd can import the group.
-    pub fn dg_deport(&self, dg: &str) -> Result<(), VmError> {
+    pub fn dg_deport(&self, dg: &str) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         for (v, shared) in &g.volumes {
@@ -753,7 +682,7 @@ impl VolumeManager {
                 .map(|p| crate::volume::manager::layered::claim_owner(dg, p));
             if let Ok(b) = self.engine.bdevs().get(shared.name()) {
                 if let Some(owner) = b.claimed_by().filter(|o| Some(o) != parent_claim.as_ref()) {
-                    return Err(VmError::Busy(format!(
+                    return Err(VolumeError::Busy(format!(
                         "volume {v} is in use by {owner}; release it before deporting '{dg}'"
                     )));
                 }
@@ -786,7 +715,7 @@ impl VolumeManager {
 
     /// Destroys group `dg` (which must have no volumes): every disk's label is reset to a free
     /// VM disk and its bdev released.
-    pub fn dg_destroy(&self, dg: &str) -> Result<(), VmError> {
+    pub fn dg_destroy(&self, dg: &str) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if !g.cfg.volumes.is_empty() {
@@ -798,7 +727,7 @@ impl VolumeManager {
                 .filter(|v| v.parent.is_none())
                 .map(|v| v.name.as_str())
                 .collect();
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "disk group '{dg}' still has volumes {}; delete them first",
                 names.join(", ")
             )));
@@ -807,7 +736,7 @@ impl VolumeManager {
         // while no operation runs (see `VolumeManager::zeroing_failed`).
         let pending: Vec<&str> = g.cfg.subdisks.iter().map(|s| s.name.as_str()).collect();
         if !pending.is_empty() {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "disk group '{dg}' still has subdisks {} under a zeroing write that has not completed; retry when the disk answers, or fail it",
                 pending.join(", ")
             )));
@@ -838,16 +767,19 @@ impl VolumeManager {
         name: Option<&str>,
         disks: Option<&[String]>,
         select_copy: Option<&str>,
-    ) -> Result<Vec<String>, VmError> {
+    ) -> Result<Vec<String>, VolumeError> {
         let mut groups = self.lock();
         let candidates: Vec<Arc<Bdev>> = match disks {
             Some(list) => list
                 .iter()
                 .map(|d| {
-                    self.engine.bdevs().get(d).map_err(|_| VmError::NotFound {
-                        kind: "bdev",
-                        name: d.clone(),
-                    })
+                    self.engine
+                        .bdevs()
+                        .get(d)
+                        .map_err(|_| VolumeError::NotFound {
+                            kind: "bdev",
+                            name: d.clone(),
+                        })
                 })
                 .collect::<Result<_, _>>()?,
             None => self
@@ -863,7 +795,7 @@ impl VolumeManager {
         for b in candidates {
             if b.claimed_by().is_some() {
                 if disks.is_some() {
-                    return Err(VmError::Busy(format!(
+                    return Err(VolumeError::Busy(format!(
                         "bdev '{}' is in use by {}",
                         b.name(),
                         b.claimed_by().unwrap_or_default()
@@ -890,7 +822,7 @@ impl VolumeManager {
         }
         if found.is_empty() {
             return match name {
-                Some(n) => Err(VmError::NotFound {
+                Some(n) => Err(VolumeError::NotFound {
                     kind: "disk group on the scanned bdevs",
                     name: n.into(),
                 }),
@@ -924,7 +856,7 @@ impl VolumeManager {
         dg_name: &str,
         members: Vec<(Arc<Bdev>, Label)>,
         select_copy: Option<&str>,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), VolumeError> {
         if let Some(g) = groups.get(dg_name) {
             let what = if g.cfg.id == members[0].1.dg_id {
                 "is already imported".to_string()
@@ -934,7 +866,7 @@ impl VolumeManager {
                     g.cfg.id
                 )
             };
-            return Err(VmError::Busy(format!("disk group '{dg_name}' {what}")));
+            return Err(VolumeError::Busy(format!("disk group '{dg_name}' {what}")));
         }
         let mut copies = Vec::new();
         let mut found_disks = Vec::new();
@@ -1026,7 +958,7 @@ impl VolumeManager {
             }
         }
         if group.members.is_empty() {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "none of disk group '{dg_name}''s disks are present"
             )));
         }
@@ -1207,7 +1139,7 @@ impl VolumeManager {
         vol: &str,
         plexes: &[String],
         why: &str,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), VolumeError> {
         let g = group_mut(groups, dg)?;
         let mut cfg = g.cfg.clone();
         let detaching: Vec<String> = plexes
@@ -1234,7 +1166,7 @@ impl VolumeManager {
         if left == 0 {
             // The last copy with current data is never detached: the volume goes offline
             // instead, and what failed is in the log (failure scenario 8).
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "{why} on {}, the last plex(es) of {dg}/{vol} with current data",
                 detaching.join(", ")
             )));
@@ -1353,9 +1285,9 @@ impl VolumeManager {
     }
 
     /// A copy of group `dg`'s configuration and its sequence number.
-    pub fn config(&self, dg: &str) -> Result<(DgConfig, u64), VmError> {
+    pub fn config(&self, dg: &str) -> Result<(DgConfig, u64), VolumeError> {
         let groups = self.lock();
-        let g = groups.get(dg).ok_or_else(|| VmError::NotFound {
+        let g = groups.get(dg).ok_or_else(|| VolumeError::NotFound {
             kind: "disk group",
             name: dg.into(),
         })?;
@@ -1363,9 +1295,9 @@ impl VolumeManager {
     }
 
     /// The bdev of every present member disk of `dg`, by disk name.
-    pub fn member_bdevs(&self, dg: &str) -> Result<BTreeMap<String, String>, VmError> {
+    pub fn member_bdevs(&self, dg: &str) -> Result<BTreeMap<String, String>, VolumeError> {
         let groups = self.lock();
-        let g = groups.get(dg).ok_or_else(|| VmError::NotFound {
+        let g = groups.get(dg).ok_or_else(|| VolumeError::NotFound {
             kind: "disk group",
             name: dg.into(),
         })?;
@@ -1386,8 +1318,8 @@ impl VolumeManager {
 pub(crate) fn group_mut<'a>(
     groups: &'a mut BTreeMap<String, Group>,
     dg: &str,
-) -> Result<&'a mut Group, VmError> {
-    groups.get_mut(dg).ok_or_else(|| VmError::NotFound {
+) -> Result<&'a mut Group, VolumeError> {
+    groups.get_mut(dg).ok_or_else(|| VolumeError::NotFound {
         kind: "disk group",
         name: dg.into(),
     })

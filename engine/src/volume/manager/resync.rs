@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::volume::copy::task::{self, CopyPlex, PlexIoError, Task, TaskState};
+use crate::volume::copy::task::{self, CopyIo, CopyPlex, PlexIoError, Task, TaskSpec, TaskState};
+use crate::volume::error::VolumeError;
 use crate::volume::io::driver::VolumeMap;
-use crate::volume::manager::{group_mut, Group, VmError, VolumeManager};
+use crate::volume::manager::{group_mut, Group, VolumeManager};
 use crate::volume::model::alloc::{self, AllocRequest};
 use crate::volume::model::objects::{
     DiskCondition, KernelState, PlexRecord, PlexState, VolumeState,
@@ -46,16 +47,16 @@ impl VolumeManager {
         let len = v.len;
         let bs = g.cfg.block_size as u64;
         let source_name = map.plexes[src].name.clone();
-        let task = self.tasks.add(
-            "resync",
-            &dg,
-            vol,
-            None,
-            &names,
-            Some(&source_name),
+        let task = self.tasks.add(TaskSpec {
+            kind: "resync",
+            dg: &dg,
+            volume: vol,
+            plex: None,
+            targets: &names,
+            source: Some(&source_name),
             start,
-            len,
-        );
+            total: len,
+        });
         shared.resync.store(Some(task.progress().clone()));
         tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
         let Some(vm) = self.me.upgrade() else {
@@ -65,22 +66,11 @@ impl VolumeManager {
         let spawned = std::thread::Builder::new()
             .name(format!("resync {dg}/{vol}"))
             .spawn(move || {
-                let r = task::copy(
-                    &vm.engine,
-                    &task,
-                    shared.barrier(),
-                    &source,
-                    &targets,
-                    bs,
-                    len,
-                    Duration::ZERO,
-                    |off| vm.checkpoint(&task, &targets, |cfg| {
+                let r = task::copy(&CopyIo { engine: &vm.engine, task: &task, barrier: shared.barrier(), block_size: bs }, &source, &targets, len, Duration::ZERO, |off| vm.checkpoint(&task, &targets, |cfg| {
                         if let Some(v) = cfg.volume_mut(&task.volume) {
                             v.resync_offset = Some(off);
                         }
-                    }),
-                    |i, e| vm.resync_target_failed(&task, &names[i], e),
-                );
+                    }), |i, e| vm.resync_target_failed(&task, &names[i], e));
                 let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
@@ -126,30 +116,30 @@ impl VolumeManager {
         plex: Option<&str>,
         alloc_disks: Option<&[String]>,
         delay: Duration,
-    ) -> Result<u64, VmError> {
+    ) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         let v = g
             .cfg
             .volume(vol)
             .cloned()
-            .ok_or_else(|| VmError::NotFound {
+            .ok_or_else(|| VolumeError::NotFound {
                 kind: "volume",
                 name: format!("{dg}/{vol}"),
             })?;
         if !g.volumes.contains_key(vol) {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{vol} is not started; start it before attaching a plex"
             )));
         }
         if self.tasks.busy(dg, vol) {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "volume {dg}/{vol} is locked by another operation (a resync or attach is running); wait for it with task_wait"
             )));
         }
         let subs = crate::volume::manager::layered::subvolumes(g, vol);
         if !subs.is_empty() {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "{dg}/{vol} is a layered volume: attach mirrors to its sub-volumes ({})",
                 subs.join(", ")
             )));
@@ -160,22 +150,23 @@ impl VolumeManager {
             .find(|p| p.state.is_in_sync() && p.kstate == KernelState::Enabled)
             .cloned()
         else {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{vol} has no plex with current data to copy from"
             )));
         };
         let mut cfg = g.cfg.clone();
         let name = match plex {
             Some(p) => {
-                let rec = plexes
-                    .iter()
-                    .find(|r| r.name == p)
-                    .ok_or_else(|| VmError::NotFound {
-                        kind: "plex of this volume",
-                        name: format!("{dg}/{p}"),
-                    })?;
+                let rec =
+                    plexes
+                        .iter()
+                        .find(|r| r.name == p)
+                        .ok_or_else(|| VolumeError::NotFound {
+                            kind: "plex of this volume",
+                            name: format!("{dg}/{p}"),
+                        })?;
                 if rec.state.is_in_sync() && rec.kstate == KernelState::Enabled {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "plex {p} is already attached and in sync"
                     )));
                 }
@@ -186,7 +177,7 @@ impl VolumeManager {
                             .is_some_and(|d| d.condition != DiskCondition::Ok)
                 });
                 if on_bad_disk {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "plex {p} has subdisks on a missing or failed disk; attach a new plex instead"
                     )));
                 }
@@ -194,7 +185,7 @@ impl VolumeManager {
             }
             None => {
                 if plexes.len() >= crate::volume::model::objects::MAX_PLEXES {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "volume {dg}/{vol} already has {} plexes",
                         plexes.len()
                     )));
@@ -262,57 +253,47 @@ impl VolumeManager {
         plex: &str,
         from: u64,
         delay: Duration,
-    ) -> Result<u64, VmError> {
+    ) -> Result<u64, VolumeError> {
         let dg = g.cfg.name.clone();
         let shared = g
             .volumes
             .get(vol)
             .cloned()
-            .ok_or_else(|| VmError::Invalid(format!("volume {dg}/{vol} is not started")))?;
+            .ok_or_else(|| VolumeError::Invalid(format!("volume {dg}/{vol} is not started")))?;
         let len = g.cfg.volume(vol).map_or(0, |v| v.len);
         let map = shared.map();
         let target = map
             .plexes
             .iter()
             .position(|p| p.name == plex && p.writable)
-            .ok_or_else(|| VmError::Invalid(format!("plex {plex} is not receiving writes")))?;
-        let src =
-            map.plexes.iter().position(|p| p.readable).ok_or_else(|| {
-                VmError::Invalid(format!("volume {dg}/{vol} has no readable plex"))
-            })?;
+            .ok_or_else(|| VolumeError::Invalid(format!("plex {plex} is not receiving writes")))?;
+        let src = map.plexes.iter().position(|p| p.readable).ok_or_else(|| {
+            VolumeError::Invalid(format!("volume {dg}/{vol} has no readable plex"))
+        })?;
         let source = copy_plex(&map, src);
         let targets = vec![copy_plex(&map, target)];
         let bs = g.cfg.block_size as u64;
-        let task = self.tasks.add(
-            "plex_attach",
-            &dg,
-            vol,
-            Some(plex),
-            &[],
-            Some(&map.plexes[src].name),
-            from.min(len),
-            len,
-        );
+        let task = self.tasks.add(TaskSpec {
+            kind: "plex_attach",
+            dg: &dg,
+            volume: vol,
+            plex: Some(plex),
+            targets: &[],
+            source: Some(&map.plexes[src].name),
+            start: from.min(len),
+            total: len,
+        });
         let id = task.id;
         let vm = self
             .me
             .upgrade()
-            .ok_or_else(|| VmError::Invalid("the volume manager is shutting down".into()))?;
+            .ok_or_else(|| VolumeError::Invalid("the volume manager is shutting down".into()))?;
         tracing::info!(dg = %dg, volume = %vol, plex = %plex, from, "plex attach started (copying from {})", map.plexes[src].name);
         std::thread::Builder::new()
             .name(format!("attach {plex}"))
             .spawn(move || {
                 let pname = task.plex.clone().unwrap_or_default();
-                let r = task::copy(
-                    &vm.engine,
-                    &task,
-                    shared.barrier(),
-                    &source,
-                    &targets,
-                    bs,
-                    len,
-                    delay,
-                    |off| {
+                let r = task::copy(&CopyIo { engine: &vm.engine, task: &task, barrier: shared.barrier(), block_size: bs }, &source, &targets, len, delay, |off| {
                         vm.checkpoint(&task, &targets, |cfg| {
                             if let Some(p) = cfg.plex_mut(&pname) {
                                 if p.kstate == KernelState::Enabled && p.sync_offset.is_some() {
@@ -320,18 +301,16 @@ impl VolumeManager {
                                 }
                             }
                         })
-                    },
-                    |_, _| false,
-                );
+                    }, |_, _| false);
                 let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
                     let Some(p) = t.plex.as_deref().and_then(|p| cfg.plex_mut(p)) else {
-                        return Err(VmError::Invalid("the plex being attached is gone".into()));
+                        return Err(VolumeError::Invalid("the plex being attached is gone".into()));
                     };
                     // Only a plex that took every write during the copy may become ACTIVE.
                     if p.kstate != KernelState::Enabled || p.sync_offset.is_none() {
-                        return Err(VmError::Invalid(format!(
+                        return Err(VolumeError::Invalid(format!(
                             "plex {} was detached during the copy",
                             p.name
                         )));
@@ -344,7 +323,7 @@ impl VolumeManager {
                     Ok(())
                 });
             })
-            .map_err(|e| VmError::Invalid(format!("cannot start the attach thread: {e}")))?;
+            .map_err(|e| VolumeError::Invalid(format!("cannot start the attach thread: {e}")))?;
         Ok(id)
     }
 
@@ -402,14 +381,14 @@ impl VolumeManager {
         &self,
         task: &Arc<Task>,
         r: Result<bool, String>,
-        done: impl FnOnce(&mut Group, &Task) -> Result<(), VmError>,
+        done: impl FnOnce(&mut Group, &Task) -> Result<(), VolumeError>,
     ) {
         let mut groups = self.lock();
         match r {
             Ok(true) if !task.cancelled() => {
                 let res = match groups.get_mut(&task.dg) {
                     Some(g) => done(g, task),
-                    None => Err(VmError::NotFound {
+                    None => Err(VolumeError::NotFound {
                         kind: "disk group",
                         name: task.dg.clone(),
                     }),
@@ -565,7 +544,19 @@ fn repair_range(
         let (source, target) = (copy_plex(&cur, src), copy_plex(&cur, tgt));
         let mut buf = vec![0u8; (n * bs) as usize];
         let io = |p: &CopyPlex, op, buf: &mut [u8]| {
-            task::plex_io(engine, task, p, bs, at, n, op, buf, barrier)
+            task::plex_io(
+                &CopyIo {
+                    engine,
+                    task,
+                    barrier,
+                    block_size: bs,
+                },
+                p,
+                at,
+                n,
+                op,
+                buf,
+            )
         };
         let r = io(&source, crate::bdev::IoType::Read, &mut buf)
             .and_then(|_| io(&target, crate::bdev::IoType::Write, &mut buf));
