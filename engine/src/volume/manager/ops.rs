@@ -52,7 +52,7 @@ pub struct VolumeCreate {
 
 /// Free space on the group's usable disks (present, condition OK) in `cfg`, as the allocator
 /// sees it: less the ranges under copy writes still in flight from cancelled copies
-/// (`fences`), which a new subdisk there would get overwritten by (see `volume::fence`).
+/// (`fences`), which a new subdisk there would get overwritten by (see `volume::io::fence`).
 pub(crate) fn usable_space(g: &Group, cfg: &DgConfig, fences: &FenceList) -> Vec<DiskSpace> {
     cfg.disks
         .iter()
