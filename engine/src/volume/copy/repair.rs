@@ -18,7 +18,7 @@
 //! running one (checked under the group lock where the repair registers as a task; a stop
 //! cancels the repairs registered before it). A repair is cancelled like a copy
 //! (detach, dissociate, stop, shutdown), and a write of it the disk does not answer is fenced
-//! (`volume::fence`): its chunk stays locked and its disk range is not allocated again until
+//! (`volume::io::fence`): its chunk stays locked and its disk range is not allocated again until
 //! it lands.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -66,7 +66,7 @@ pub struct Task {
     finished: std::sync::Condvar,
     cancel: AtomicBool,
     /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O starts
-    /// after a cancel returns (a write still in flight then is fenced: see `volume::fence`).
+    /// after a cancel returns (a write still in flight then is fenced: see `volume::io::fence`).
     chunk: Mutex<()>,
     /// Where a cancelled copy hands the write it still waits for.
     fences: Arc<FenceList>,
@@ -481,7 +481,7 @@ pub(crate) struct CopyIo<'a> {
 /// chunk while a copy write is still in flight would let that write land after a newer guest
 /// write. If the task is cancelled meanwhile, the wait ends ([`PlexIoError::Stopped`]): a
 /// write still in flight is handed to a fence that keeps the chunk raised until the disk
-/// answers (see `volume::fence`), a read is dropped (it owns its buffer; a late read changes
+/// answers (see `volume::io::fence`), a read is dropped (it owns its buffer; a late read changes
 /// nothing). So a disk that never answers cannot block whoever cancels the task.
 pub(crate) fn plex_io(
     io: &CopyIo<'_>,

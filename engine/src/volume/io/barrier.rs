@@ -56,7 +56,7 @@ impl SyncBarrier {
     /// How long a copier waits for one I/O before it logs that the disk is slow (it keeps
     /// waiting, with the chunk locked: a copy write that landed after the chunk was released
     /// could overwrite a newer guest write; if its task is cancelled meanwhile, a fence keeps
-    /// the chunk locked instead, see `volume::fence`).
+    /// the chunk locked instead, see `volume::io::fence`).
     pub fn io_timeout(&self) -> Duration {
         Duration::from_millis(self.io_timeout_ms.load(Ordering::Relaxed))
     }
@@ -119,7 +119,7 @@ impl SyncBarrier {
     pub(crate) fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
         let b = self.bucket(chunk);
         // One copier per chunk at a time (a resync and a read repair must not cross-copy).
-        // Nor over a copy write still in flight from a cancelled copy (see `volume::fence`).
+        // Nor over a copy write still in flight from a cancelled copy (see `volume::io::fence`).
         let took = || {
             b.fenced.load(Ordering::SeqCst) == 0
                 && b.copier

@@ -597,7 +597,7 @@ impl ChanState {
         }
         if is_write {
             // Count in before looking at the map, so a copy that raises the barrier after
-            // this either waits for this write or is seen by it (see `task::SyncBarrier`).
+            // this either waits for this write or is seen by it (see `io::barrier::SyncBarrier`).
             if !self.deferred.is_empty() || !barrier.enter(io.offset_blocks(), io.num_blocks()) {
                 return Some(io);
             }

@@ -274,7 +274,7 @@ impl VolumeShared {
     }
 
     /// The barrier that keeps copies (resync, attach) and guest writes apart (shared with
-    /// the fences of copy writes that outlived their copy: see `volume::fence`).
+    /// the fences of copy writes that outlived their copy: see `volume::io::fence`).
     pub fn barrier(&self) -> &Arc<SyncBarrier> {
         &self.barrier
     }
