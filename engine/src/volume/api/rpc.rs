@@ -1,5 +1,5 @@
 //! The volume manager's JSON-RPC methods: `dg_*`, `disk_*`, `volume_*`, `plex_*`,
-//! `vm_print`, `task_list`, `task_wait` (and, from [`crate::volume::api::raid`], `bdev_raid_*`). Names and parameters are fixed so scripts can rely
+//! `vm_print`, `task_list`, `task_wait` (and, from [`super::raid`], `bdev_raid_*`). Names and parameters are fixed so scripts can rely
 //! on them (see `docs/rpc.md`).
 
 use std::sync::Arc;
@@ -158,7 +158,7 @@ struct TaskWait {
 
 /// Registers the volume manager's methods (and SPDK's `bdev_raid_*`, which map onto it).
 pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
-    crate::volume::api::raid::register(t, vm);
+    super::raid::register(t, vm);
     let m = vm.clone();
     t.runtime("dg_create", move |p| {
         let p: DgCreate = parse_params(p)?;

@@ -7,7 +7,7 @@
 //! raised barrier wait in their channel. So a guest write can never be overwritten by an older
 //! copy of its block, and mirrors end identical. Progress is checkpointed in the configuration
 //! so a copy resumes after a crash. A copy cancelled while a write of it is still in flight
-//! returns at once and leaves that write to a fence (`crate::volume::io::fence`), which keeps the chunk
+//! returns at once and leaves that write to a fence (`io::fence`), which keeps the chunk
 //! locked until the disk answers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

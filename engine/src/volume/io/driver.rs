@@ -1,5 +1,5 @@
 //! The volume bdev: its published map, the state it shares with the volume manager, and the
-//! events the I/O path sends; the per-reactor I/O path itself is in [`crate::volume::io::channel`].
+//! events the I/O path sends; the per-reactor I/O path itself is in [`super::channel`].
 //!
 //! The volume manager publishes a read-only [`VolumeMap`] (plexes, their geometry, which disks
 //! they use, which plexes may serve reads or take writes) through an `ArcSwap`. Each reactor's
@@ -16,7 +16,7 @@
 //! - Writes (and write-zeroes; unmaps become write-zeroes on mirrors so the copies stay
 //!   identical) go to every writable plex in parallel and complete when all have. On a disk
 //!   without write-zeroes or unmap (a plex attached, moved or grown there after the volume
-//!   started with them) the channel emulates them (see [`crate::volume::io::channel`]). If a plex
+//!   started with them) the channel emulates them (see [`super::channel`]). If a plex
 //!   fails but an in-sync plex succeeded, the request is held until the manager has durably
 //!   recorded that plex as detached (IOFAIL/DETACHED) and published a map without it; only
 //!   then is the write acknowledged. If no in-sync plex succeeded, the write fails.

@@ -3,7 +3,7 @@
 //! Every bdev placed under volume-manager control starts with a *private region* (two label
 //! copies, a reserved log area, and the configuration-database slots) followed by the *public
 //! region* that subdisks are allocated from. This module is pure encode/decode over byte
-//! slices; reading and writing goes through [`crate::volume::ondisk::disk`]. All integers are little-endian and
+//! slices; reading and writing goes through [`super::disk`]. All integers are little-endian and
 //! every record carries a crc32c. The format is specified in `docs/on-disk-format.md`.
 //!
 //! Decoding never panics, whatever the input: damage is reported as a [`LabelError`] or a
