@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plexd_engine::volume::ondisk::{
+use plexd_engine::volume::ondisk::format::{
     crc32c, decode_config_header, encode_config_copy, verify_config_payload, Label, RegionLayout,
     CONFIG_MAGIC, FORMAT_VERSION, LABEL_MAGIC, LABEL_SIZE, SLOT_HEADER_SIZE,
 };

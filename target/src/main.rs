@@ -129,7 +129,7 @@ fn run(args: Args) -> Result<(), String> {
     let vm = VolumeManager::new(engine.clone());
     fw.install_methods(|t| {
         plexd_engine::register_rpcs(t, &engine);
-        plexd_engine::volume::rpc::register(t, &vm);
+        plexd_engine::volume::api::rpc::register(t, &vm);
         plexd::vhost::rpc::register(t, &vhost, cores.clone());
     });
     fw.add_subsystem(bdev_subsystem(&engine));

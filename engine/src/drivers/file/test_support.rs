@@ -766,9 +766,9 @@ pub(crate) fn write_zeroes_on_ramfs(d: &Driver) {
 /// The guest's write-zeroes and discards must not detach that plex, and the volume holds
 /// zeroes where write-zeroes went.
 pub(crate) fn mirror_on_a_bdev_without_fallocate_keeps_both_plexes(d: &Driver) {
+    use crate::volume::manager::ops::VolumeCreate;
     use crate::volume::manager::VolumeManager;
-    use crate::volume::objects::{KernelState, PlexState};
-    use crate::volume::ops::VolumeCreate;
+    use crate::volume::model::objects::{KernelState, PlexState};
 
     const MIB: u64 = 1 << 20;
     const SIZE: u64 = 8 * MIB;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::drivers::delay::{self, Latencies};
-use crate::volume::driver::VolumeEvent;
-use crate::volume::objects::{KernelState, VolumeState};
-use crate::volume::task::TaskState;
+use crate::volume::copy::task::TaskState;
+use crate::volume::io::driver::VolumeEvent;
+use crate::volume::model::objects::{KernelState, VolumeState};
 
 /// `n` malloc bdevs behind delay bdevs (each request takes `ms`), so copies run long
 /// enough to act on them midway.
@@ -167,7 +167,7 @@ fn losing_every_plex_disables_the_volume_until_restarted() {
     let d = disks(&e, 2, 16);
     vm.dg_create("dg01", &d, false).unwrap();
     let vol = create(&vm, "vol01", 4 << 20, "mirror");
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     let map = shared.map();
     let id = shared
         .next_event
@@ -287,7 +287,7 @@ fn dissociating_a_resync_target_stops_its_writes_before_the_space_is_reused() {
 #[test]
 fn a_failing_resync_target_is_detached_and_the_others_complete() {
     use crate::drivers::error::InjectTarget;
-    use crate::volume::objects::PlexState;
+    use crate::volume::model::objects::PlexState;
     let e = engine();
     let d = error_disks(&e, 3, 16);
     let (vm, gate, data, plexes) = crashed_mirror(&e, &d, 3, 0);
@@ -342,7 +342,7 @@ fn a_copy_write_that_outlives_its_timeout_keeps_its_chunk_locked() {
     let d = error_disks(&e, 2, 16);
     let (vm, gate, data, plexes) = crashed_mirror(&e, &d, 2, 0);
     let vol = e.bdevs().get("dg01/vol01").unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     shared.barrier().set_io_timeout(Duration::from_millis(200));
     let resync = task_of_kind(&vm, "resync");
     assert_eq!(resync.source.as_deref(), Some(plexes[0].as_str()));
@@ -424,7 +424,7 @@ fn hung_resync_write(
     let d = error_disks(e, n as usize, 16);
     let (vm, gate, data, plexes) = crashed_mirror(e, &d, n, 0);
     let vol = e.bdevs().get("dg01/vol01").unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     shared.barrier().set_io_timeout(Duration::from_millis(200));
     let (cfg, _) = vm.config("dg01").unwrap();
     let held = cfg
@@ -451,7 +451,7 @@ fn rpc(
     let vm = vm.clone();
     within(method, move || {
         let mut t = plexd_control::MethodTable::new();
-        crate::volume::rpc::register(&mut t, &vm);
+        crate::volume::api::rpc::register(&mut t, &vm);
         let m = t.get(method).unwrap();
         (m.handler)(Some(params))
     })
@@ -502,7 +502,7 @@ fn a_hung_copy_write_does_not_freeze_stop_or_other_volumes() {
     let m = vm.clone();
     within("volume_start", move || m.volume_start("dg01", "vol01")).expect("volume_start");
     let vol = e.bdevs().get("dg01/vol01").unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     let parked = shared.writes_deferred.load(Ordering::Relaxed);
     let new = pattern(64, 64 << 10);
     let writer = {
@@ -558,7 +558,7 @@ fn a_fenced_copy_write_never_lands_over_a_newer_guest_write() {
     })
     .expect("plex_detach");
     let vol = e.bdevs().get("dg01/vol01").unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     let parked = shared.writes_deferred.load(Ordering::Relaxed);
     let new = pattern(62, 64 << 10);
     let writer = {
@@ -645,7 +645,7 @@ fn space_under_a_fenced_copy_write_is_not_reused() {
 #[test]
 fn shutdown_with_a_hung_copy_write_ends_and_leaves_the_volume_to_resync() {
     use crate::drivers::error::{Arming, ErrorKind, InjectTarget};
-    use crate::volume::task::HookPoint;
+    use crate::volume::copy::task::HookPoint;
     let e = engine();
     let d = error_disks(&e, 3, 16);
     let vm = VolumeManager::new(e.clone());
@@ -664,7 +664,7 @@ fn shutdown_with_a_hung_copy_write_ends_and_leaves_the_volume_to_resync() {
     let vol = e.bdevs().get(&vol).unwrap();
     let data = pattern(65, 4 << 20);
     write(&e, &vol, 0, &data).unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     shared.barrier().set_io_timeout(Duration::from_millis(200));
     // The attach's first write to the new plex's disk hangs.
     let state = err_state(&e, &d[2]);
@@ -718,7 +718,7 @@ fn crashed_mirror_diverged(
     e: &Arc<Engine>,
     d: &[String],
     gate: &Arc<Gate>,
-    hook: impl Fn(crate::volume::task::HookPoint<'_>) + Send + Sync + 'static,
+    hook: impl Fn(crate::volume::copy::task::HookPoint<'_>) + Send + Sync + 'static,
 ) -> (Arc<VolumeManager>, Vec<u8>, Vec<u8>, Vec<String>) {
     let vm = VolumeManager::new(e.clone());
     vm.dg_create("dg01", d, false).unwrap();
@@ -728,7 +728,7 @@ fn crashed_mirror_diverged(
     let plexes = plex_names(&vm, "dg01", "vol01");
     let stale = pattern(99, 4096);
     {
-        let shared = crate::volume::driver::shared_of(&vol).unwrap();
+        let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
         let map = shared.map();
         let i = map.plexes.iter().position(|p| p.name == plexes[1]).unwrap();
         let mut segs = Vec::new();
@@ -752,7 +752,7 @@ fn crashed_mirror_diverged(
     let vm2 = VolumeManager::new(e.clone());
     let g = gate.clone();
     set_hook(&vm2, move |p| {
-        if matches!(p, crate::volume::task::HookPoint::Chunk { task, .. } if task.kind == "resync")
+        if matches!(p, crate::volume::copy::task::HookPoint::Chunk { task, .. } if task.kind == "resync")
         {
             g.block();
         }
@@ -769,8 +769,8 @@ fn crashed_mirror_diverged(
 #[test]
 fn a_failed_resync_target_never_serves_the_chunk_it_failed_to_take() {
     use crate::drivers::error::InjectTarget;
-    use crate::volume::objects::PlexState;
-    use crate::volume::task::HookPoint;
+    use crate::volume::copy::task::HookPoint;
+    use crate::volume::model::objects::PlexState;
     let e = engine();
     let d = error_disks(&e, 2, 16);
     let (gate, failed) = (Gate::new(), Gate::new());

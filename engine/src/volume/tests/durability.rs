@@ -8,8 +8,8 @@ use super::*;
 use crate::bdev::blocking::run_io;
 use crate::bdev::IoType;
 use crate::drivers::error::{Arming, CrashMode, ErrorKind, InjectTarget, MAX_NUM};
-use crate::volume::objects::{DgConfig, PlexState, VolumeState};
-use crate::volume::task::TaskState;
+use crate::volume::copy::task::TaskState;
+use crate::volume::model::objects::{DgConfig, PlexState, VolumeState};
 
 /// Requests of kind `kind` still armed on error bdev `name` (0 once the injection was used).
 fn armed(e: &Engine, name: &str, kind: &str) -> u64 {
@@ -52,8 +52,8 @@ fn newest_config(e: &Engine, d: &[String]) -> (DgConfig, u64) {
     let mut best: Option<(DgConfig, u64)> = None;
     for n in d {
         let b = e.bdevs().get(n).unwrap();
-        let l = crate::volume::disk::read_label(e, &b).unwrap();
-        for (_, c) in crate::volume::disk::read_copies(e, &b, &l) {
+        let l = crate::volume::ondisk::disk::read_label(e, &b).unwrap();
+        for (_, c) in crate::volume::ondisk::disk::read_copies(e, &b, &l) {
             let Ok(c) = c else { continue };
             if best.as_ref().is_none_or(|(_, s)| c.header.seq > *s) {
                 let cfg: DgConfig = serde_json::from_slice(&c.payload).unwrap();
@@ -202,8 +202,8 @@ fn power_loss_after_an_attach_completes_never_leaves_the_plex_in_sync_over_lost_
 /// The newest config sequence number among the copies on bdev `name`.
 fn newest_copy_on(e: &Engine, name: &str) -> u64 {
     let b = e.bdevs().get(name).unwrap();
-    let l = crate::volume::disk::read_label(e, &b).unwrap();
-    crate::volume::disk::read_copies(e, &b, &l)
+    let l = crate::volume::ondisk::disk::read_label(e, &b).unwrap();
+    crate::volume::ondisk::disk::read_copies(e, &b, &l)
         .into_iter()
         .filter_map(|(_, c)| c.ok())
         .map(|c| c.header.seq)
@@ -245,7 +245,7 @@ fn failing_holder_is_replaced(nconfig: u32) {
         plex_state(&vm, &victim),
         (
             PlexState::Iofail,
-            crate::volume::objects::KernelState::Detached
+            crate::volume::model::objects::KernelState::Detached
         )
     );
     assert_eq!(read(&e, &vol, 1 << 20, 64 << 10).unwrap(), data);
@@ -478,8 +478,8 @@ fn power_loss_after_a_move_swap_never_maps_the_volume_to_lost_data() {
 /// record it CLEAN (the mirrors differ), it stays ACTIVE and resyncs at its next start.
 #[test]
 fn a_stop_after_a_failure_the_event_thread_never_got_leaves_the_volume_to_resync() {
-    use crate::volume::driver::{shared_of, VolumeEvent};
-    use crate::volume::task::HookPoint;
+    use crate::volume::copy::task::HookPoint;
+    use crate::volume::io::driver::{shared_of, VolumeEvent};
     use std::sync::atomic::{AtomicBool, Ordering};
     let e = engine();
     let vm = VolumeManager::new(e.clone());

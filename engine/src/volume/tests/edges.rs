@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::bdev::blocking::{run_io, BlockingIoError};
 use crate::bdev::IoType;
-use crate::volume::task::TaskState;
+use crate::volume::copy::task::TaskState;
 
 /// A zero-length write-zeroes completes at once with success and a zero-length unmap is
 /// refused with EINVAL (as SPDK's bdev layer does), on a single plex and on a mirror; neither
@@ -70,7 +70,7 @@ fn zero_length_write_zeroes_and_unmap_complete_and_hold_no_barrier() {
 #[test]
 fn a_map_that_cannot_be_published_disables_the_volume() {
     use crate::drivers::error::InjectTarget;
-    use crate::volume::objects::{KernelState, PlexState};
+    use crate::volume::model::objects::{KernelState, PlexState};
     use std::sync::atomic::Ordering;
     let e = engine();
     let vm = VolumeManager::new(e.clone());
@@ -93,7 +93,7 @@ fn a_map_that_cannot_be_published_disables_the_volume() {
         (PlexState::Iofail, KernelState::Detached),
         "the detach itself was committed"
     );
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     assert!(!shared.map().enabled, "the volume is offline");
     let r = read(&e, &vol, 8192, 4096);
     assert!(
@@ -125,7 +125,7 @@ fn read_errors_with_repairs_held(
     let vol = create(vm, "vol01", 4 << 20, "mirror");
     let data = pattern(31, 4096);
     write(e, &vol, 0, &data).unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     assert!(shared.barrier().enter(0, 8), "nothing copies yet");
     inject(e, &d[1], InjectTarget::Read, n);
     while shared.read_errors() < n {
@@ -142,7 +142,7 @@ fn read_errors_with_repairs_held(
 /// on a thread each, and each is still done once the chunk is free.
 #[test]
 fn read_repairs_run_on_one_bounded_worker() {
-    use crate::volume::objects::{KernelState, PlexState};
+    use crate::volume::model::objects::{KernelState, PlexState};
     let e = engine();
     let vm = VolumeManager::new(e.clone());
     let n = 6;
@@ -153,7 +153,7 @@ fn read_repairs_run_on_one_bounded_worker() {
         "{} repair threads for {n} read errors",
         st.threads
     );
-    crate::volume::driver::shared_of(&vol)
+    crate::volume::io::driver::shared_of(&vol)
         .unwrap()
         .barrier()
         .leave(0, 8);
@@ -183,7 +183,7 @@ fn read_repairs_run_on_one_bounded_worker() {
 /// reading the right data.
 #[test]
 fn a_full_repair_queue_drops_repairs_and_counts_them() {
-    use crate::volume::repair::REPAIR_QUEUE;
+    use crate::volume::copy::repair::REPAIR_QUEUE;
     let e = engine();
     let vm = VolumeManager::new(e.clone());
     let n = REPAIR_QUEUE as u64 + 4;
@@ -198,7 +198,7 @@ fn a_full_repair_queue_drops_repairs_and_counts_them() {
         st.dropped >= n - REPAIR_QUEUE as u64 - 1,
         "repairs past the queue are dropped: {st:?}"
     );
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     assert_eq!(shared.read_repairs_dropped(), st.dropped);
     shared.barrier().leave(0, 8);
     wait_until("every repair run or dropped", || {
@@ -242,7 +242,7 @@ fn a_selected_copy_stays_chosen_at_the_next_import() {
         // The administrator keeps half A (never newer than B).
         vm.dg_import(Some("dg01"), None, Some(&d[0])).unwrap();
         let (cfg, seq) = vm.config("dg01").unwrap();
-        let chosen = |cfg: &crate::volume::objects::DgConfig| {
+        let chosen = |cfg: &crate::volume::model::objects::DgConfig| {
             cfg.disk("disk01").unwrap().spare && !cfg.disk("disk02").unwrap().spare
         };
         assert!(chosen(&cfg), "extra {extra}: half A imported");
@@ -277,7 +277,7 @@ fn raid0_strip_size_overflow_is_refused_and_creates_nothing() {
     let vm = VolumeManager::new(e.clone());
     let d = disks(&e, 2, 16);
     let mut t = plexd_control::MethodTable::new();
-    crate::volume::raid::register(&mut t, &vm);
+    crate::volume::api::raid::register(&mut t, &vm);
     let create = t.get("bdev_raid_create").unwrap().handler.clone();
     for strip in [u64::MAX / 512, 1 << 54, 16 << 10] {
         let params = json!({
@@ -293,7 +293,7 @@ fn raid0_strip_size_overflow_is_refused_and_creates_nothing() {
             let b = e.bdevs().get(n).unwrap();
             assert!(b.claimed_by().is_none(), "{n} left claimed");
             assert!(
-                crate::volume::disk::read_label(&e, &b).is_err(),
+                crate::volume::ondisk::disk::read_label(&e, &b).is_err(),
                 "strip_size_kb {strip}: {n} was labelled"
             );
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::drivers::error::{Arming, CrashMode, ErrorKind, InjectTarget};
-use crate::volume::objects::{KernelState, PlexState, VolumeState};
+use crate::volume::model::objects::{KernelState, PlexState, VolumeState};
 
 /// A plex whose disk fails a write is detached (IOFAIL/DETACHED), recorded on the disks
 /// before the write is acknowledged, and the volume keeps serving from the other plex.
@@ -59,7 +59,7 @@ fn failing_mirror_disk_detaches_its_plex_and_the_volume_keeps_serving() {
         .plex_attach("dg01", "vol01", Some(&victim), None, Duration::ZERO)
         .unwrap();
     let t = vm2.tasks().wait(task, Duration::from_secs(60)).unwrap();
-    assert_eq!(t.state(), super::super::task::TaskState::Done);
+    assert_eq!(t.state(), crate::volume::copy::task::TaskState::Done);
     assert_eq!(plex_state(&vm2, &victim).0, PlexState::Active);
     assert_eq!(plex_read(&vm2, &vol, &victim, 2048, 8), more);
     vm2.shutdown();
@@ -117,8 +117,8 @@ fn torn_config_write_imports_the_previous_config() {
     // (the new copy went to the other slot), and the torn copy is not valid.
     for n in &d {
         let b = e.bdevs().get(n).unwrap();
-        let l = crate::volume::disk::read_label(&e, &b).unwrap();
-        let seqs: Vec<u64> = crate::volume::disk::read_copies(&e, &b, &l)
+        let l = crate::volume::ondisk::disk::read_label(&e, &b).unwrap();
+        let seqs: Vec<u64> = crate::volume::ondisk::disk::read_copies(&e, &b, &l)
             .into_iter()
             .filter_map(|(_, c)| c.ok())
             .map(|c| c.header.seq)
@@ -242,7 +242,7 @@ fn crashed_mirror_resyncs_and_never_returns_divergent_data() {
         .find(|t| t.kind == "resync")
         .expect("a resync task");
     let t = vm2.tasks().wait(t.id, Duration::from_secs(60)).unwrap();
-    assert_eq!(t.state(), super::super::task::TaskState::Done);
+    assert_eq!(t.state(), crate::volume::copy::task::TaskState::Done);
     let (cfg, _) = vm2.config("dg01").unwrap();
     assert_eq!(cfg.volume("vol01").unwrap().state, VolumeState::Active);
     for p in &plexes {
@@ -295,7 +295,7 @@ fn plex_attach_under_concurrent_writes_ends_with_identical_mirrors() {
     let t = vm.tasks().wait(task, Duration::from_secs(120)).unwrap();
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().unwrap();
-    assert_eq!(t.state(), super::super::task::TaskState::Done);
+    assert_eq!(t.state(), crate::volume::copy::task::TaskState::Done);
     assert!(writes >= 50);
     let model = model.lock().unwrap().clone();
     let plexes = plex_names(&vm, "dg01", "vol01");

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::drivers::error::{self, Arming, ErrorKind, InjectTarget};
-use crate::volume::objects::{KernelState, PlexState, VolumeState};
-use crate::volume::task::TaskState;
+use crate::volume::copy::task::TaskState;
+use crate::volume::model::objects::{KernelState, PlexState, VolumeState};
 
 /// A stripe-mirror volume loses only the failed disk's column mirror: the other column
 /// keeps both copies, data stays intact, and sub-volumes cannot be handled on their own.

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use super::manager::VolumeManager;
-use super::ops::VolumeCreate;
 use crate::bdev::blocking::{read, write};
 use crate::bdev::{Bdev, BdevSpec, IoTypeSet};
 use crate::drivers::malloc::MallocBdev;
 use crate::reactor::PollMode;
+use crate::volume::manager::ops::VolumeCreate;
+use crate::volume::manager::VolumeManager;
 use crate::Engine;
 
 mod copy_safety;
@@ -104,8 +104,8 @@ pub(crate) fn plex_state(
     vm: &VolumeManager,
     plex: &str,
 ) -> (
-    crate::volume::objects::PlexState,
-    crate::volume::objects::KernelState,
+    crate::volume::model::objects::PlexState,
+    crate::volume::model::objects::KernelState,
 ) {
     let (cfg, _) = vm.config("dg01").unwrap();
     let p = cfg.plex(plex).unwrap();
@@ -113,7 +113,7 @@ pub(crate) fn plex_state(
 }
 
 /// The task of `kind` the manager lists (panics if there is none).
-pub(crate) fn task_of_kind(vm: &VolumeManager, kind: &str) -> Arc<crate::volume::task::Task> {
+pub(crate) fn task_of_kind(vm: &VolumeManager, kind: &str) -> Arc<crate::volume::copy::task::Task> {
     vm.tasks()
         .list()
         .into_iter()
@@ -190,7 +190,7 @@ pub(crate) fn plex_read(
     offset: u64,
     len: u64,
 ) -> Vec<u8> {
-    let shared = super::driver::shared_of(vol).expect("volume");
+    let shared = crate::volume::io::driver::shared_of(vol).expect("volume");
     let map = shared.map();
     let i = map
         .plexes
@@ -235,8 +235,8 @@ fn nconfig_limits_the_disks_holding_copies() {
     // finds an older one at best.
     let newest_on = |bdev: &str| {
         let b = e.bdevs().get(bdev).unwrap();
-        let l = super::disk::read_label(&e, &b).unwrap();
-        super::disk::read_copies(&e, &b, &l)
+        let l = crate::volume::ondisk::disk::read_label(&e, &b).unwrap();
+        crate::volume::ondisk::disk::read_copies(&e, &b, &l)
             .into_iter()
             .filter_map(|(_, c)| c.ok())
             .map(|c| c.header.seq)
@@ -306,7 +306,7 @@ fn a_failing_move_destination_abandons_the_move() {
     let late = pattern(7, 4096);
     write(&e, &vol, 0, &late).expect("the real plex took the write");
     let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
-    assert_ne!(t.state(), crate::volume::task::TaskState::Done);
+    assert_ne!(t.state(), crate::volume::copy::task::TaskState::Done);
     let (cfg, _) = vm.config("dg01").unwrap();
     assert_eq!(cfg.subdisks.len(), 1, "the new place is freed");
     assert_eq!(cfg.subdisks[0].name, sd.name, "the subdisk did not move");
@@ -359,10 +359,10 @@ impl Gate {
     }
 }
 
-/// Sets the test hook of `vm` (see [`crate::volume::task::HookPoint`]).
+/// Sets the test hook of `vm` (see [`crate::volume::copy::task::HookPoint`]).
 pub(crate) fn set_hook(
     vm: &VolumeManager,
-    f: impl Fn(crate::volume::task::HookPoint<'_>) + Send + Sync + 'static,
+    f: impl Fn(crate::volume::copy::task::HookPoint<'_>) + Send + Sync + 'static,
 ) {
     *vm.tasks().hook.lock().unwrap() = Some(Arc::new(f));
 }
@@ -372,7 +372,7 @@ pub(crate) fn hold_resync_at(vm: &VolumeManager, at: u64) -> Arc<Gate> {
     let gate = Gate::new();
     let g = gate.clone();
     set_hook(vm, move |p| {
-        if let crate::volume::task::HookPoint::Chunk { task, at: a } = p {
+        if let crate::volume::copy::task::HookPoint::Chunk { task, at: a } = p {
             if task.kind == "resync" && a >= at {
                 g.block();
             }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::volume::raid::RaidLevel;
-use crate::volume::task::TaskState;
+use crate::volume::api::raid::RaidLevel;
+use crate::volume::copy::task::TaskState;
 
 #[test]
 fn raid_levels_map_onto_volumes_and_reassemble_from_their_disks() {
@@ -30,7 +30,8 @@ fn raid_levels_map_onto_volumes_and_reassemble_from_their_disks() {
     }
     let list = vm.raid_list("all").unwrap();
     assert_eq!(list.as_array().unwrap().len(), 3);
-    let saved = super::super::raid::saved_config(vm.lock().get("R1").unwrap(), "R1");
+    let saved =
+        crate::volume::manager::raid_config::saved_config(vm.lock().get("R1").unwrap(), "R1");
     assert_eq!(
         saved.unwrap()["params"]["base_bdevs"],
         serde_json::json!(["M2", "M3"])

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::drivers::error::InjectTarget;
-use crate::volume::objects::{KernelState, PlexState};
-use crate::volume::resync::READ_ERROR_BUDGET;
+use crate::volume::manager::resync::READ_ERROR_BUDGET;
+use crate::volume::model::objects::{KernelState, PlexState};
 
 fn setup() -> (
     Arc<Engine>,
@@ -116,7 +116,7 @@ fn a_plex_past_its_read_error_budget_is_detached() {
 /// resync every plex holds it.
 #[test]
 fn a_read_error_on_the_resync_source_never_serves_or_copies_unsynced_data() {
-    use crate::volume::task::TaskState;
+    use crate::volume::copy::task::TaskState;
     let e = engine();
     let vm = VolumeManager::new(e.clone());
     let d = error_disks(&e, 2, 16);
@@ -190,7 +190,7 @@ fn a_hung_repair_write_neither_blocks_a_dissociate_nor_lands_in_a_new_volume() {
     // (`pattern` seeds differ in more than their lowest bit.)
     let data = pattern(6, 64 << 10);
     write(&e, &vol, 0, &data).unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     shared.barrier().set_io_timeout(Duration::from_millis(200));
     // The read on disk02 fails, and the rewrite the repair sends there hangs.
     err_state(&e, &d[1])
@@ -273,8 +273,8 @@ fn queued_repair(ndisks: usize) -> QueuedRepair {
     write(&e, &a, 0, &pattern(1, 1 << 20)).unwrap();
     let bdata = pattern(2, 1 << 20);
     write(&e, &b, 0, &bdata).unwrap();
-    let sa = crate::volume::driver::shared_of(&a).unwrap();
-    let sb = crate::volume::driver::shared_of(&b).unwrap();
+    let sa = crate::volume::io::driver::shared_of(&a).unwrap();
+    let sb = crate::volume::io::driver::shared_of(&b).unwrap();
     sa.barrier()
         .set_io_timeout(std::time::Duration::from_millis(50));
     err_state(&e, &d[1])
@@ -347,7 +347,7 @@ fn a_queued_read_repair_never_writes_a_deleted_volumes_freed_space() {
 /// place writes the plex where it is now, never its old (freed, reused) place.
 #[test]
 fn a_queued_read_repair_writes_a_moved_subdisks_new_place_not_its_old_one() {
-    use crate::volume::task::TaskState;
+    use crate::volume::copy::task::TaskState;
     let q = queued_repair(5);
     let (e, vm) = (&q.e, &q.vm);
     let victim = plex_on(vm, "disk03");

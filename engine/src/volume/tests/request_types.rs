@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::*;
 use crate::bdev::blocking::run_io;
 use crate::bdev::IoType;
-use crate::volume::objects::{KernelState, PlexState};
-use crate::volume::task::TaskState;
+use crate::volume::copy::task::TaskState;
+use crate::volume::model::objects::{KernelState, PlexState};
 
 const MIB: u64 = 1 << 20;
 

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::volume::task::TaskState;
+use crate::volume::copy::task::TaskState;
 
 #[test]
 fn volumes_grow_keeping_their_data_and_reading_zeroes_beyond() {
@@ -152,7 +152,7 @@ fn mirror_stripe_column_moves_under_writes() {
 #[test]
 fn a_shadow_write_failing_as_the_move_swaps_is_never_lost() {
     use crate::drivers::error::InjectTarget;
-    use crate::volume::task::HookPoint;
+    use crate::volume::copy::task::HookPoint;
     use std::sync::Mutex;
     let e = engine();
     let vm = VolumeManager::new(e.clone());
@@ -176,12 +176,12 @@ fn a_shadow_write_failing_as_the_move_swaps_is_never_lost() {
     let vol = e.bdevs().get(&vol).unwrap();
     let data = pattern(31, 4 << 20);
     write(&e, &vol, 0, &data).unwrap();
-    let shared = crate::volume::driver::shared_of(&vol).unwrap();
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
     let copied = Gate::new();
     let failed_seen = Arc::new(AtomicBool::new(false));
     // The move task, once known: the failure's handling waits until it ended (swapped) or
     // its thread holds the barrier (waits for the failed write).
-    let moving: Arc<Mutex<Option<Arc<crate::volume::task::Task>>>> = Arc::default();
+    let moving: Arc<Mutex<Option<Arc<crate::volume::copy::task::Task>>>> = Arc::default();
     {
         let (copied, failed_seen, moving, shared) = (
             copied.clone(),
@@ -256,7 +256,7 @@ fn shadow_flush_fails_as_the_move_swaps(layout: &str, ndata: usize, plex: &str) 
     use crate::bdev::blocking::run_io;
     use crate::bdev::IoType;
     use crate::drivers::error::InjectTarget;
-    use crate::volume::task::HookPoint;
+    use crate::volume::copy::task::HookPoint;
     use std::sync::Mutex;
     let e = engine();
     let vm = VolumeManager::new(e.clone());
@@ -281,7 +281,7 @@ fn shadow_flush_fails_as_the_move_swaps(layout: &str, ndata: usize, plex: &str) 
     write(&e, &vol, 0, &pattern(31, 4 << 20)).unwrap();
     let copied = Gate::new();
     let failed_seen = Arc::new(AtomicBool::new(false));
-    let moving: Arc<Mutex<Option<Arc<crate::volume::task::Task>>>> = Arc::default();
+    let moving: Arc<Mutex<Option<Arc<crate::volume::copy::task::Task>>>> = Arc::default();
     {
         let (copied, failed_seen, moving) = (copied.clone(), failed_seen.clone(), moving.clone());
         set_hook(&vm, move |p| match p {
@@ -360,7 +360,7 @@ fn a_shadow_flush_failing_as_the_move_swaps_is_not_acknowledged() {
 /// (IOFAIL, recorded before the flush is acknowledged), and the other plex serves the data.
 #[test]
 fn a_shadow_flush_failing_after_the_swap_detaches_the_moved_plex() {
-    use crate::volume::objects::{KernelState, PlexState};
+    use crate::volume::model::objects::{KernelState, PlexState};
     let (e, vm, vol, r, data) = shadow_flush_fails_as_the_move_swaps("mirror", 2, "vol01-02");
     r.expect("the other plex took the flush");
     assert_eq!(

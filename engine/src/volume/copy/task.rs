@@ -7,212 +7,22 @@
 //! raised barrier wait in their channel. So a guest write can never be overwritten by an older
 //! copy of its block, and mirrors end identical. Progress is checkpointed in the configuration
 //! so a copy resumes after a crash. A copy cancelled while a write of it is still in flight
-//! returns at once and leaves that write to a fence (`super::fence`), which keeps the chunk
+//! returns at once and leaves that write to a fence (`io::fence`), which keeps the chunk
 //! locked until the disk answers.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::fence::FenceList;
-use super::layout::PlexGeometry;
 use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
+use crate::volume::io::barrier::SyncBarrier;
+use crate::volume::io::driver::CopyProgress;
+use crate::volume::io::fence::{FenceList, FencedWrite};
+use crate::volume::model::layout::PlexGeometry;
 use crate::Engine;
-
-/// Number of barrier buckets per volume (blocks hash onto them by chunk).
-const BUCKETS: usize = 1024;
-
-#[repr(align(64))]
-#[derive(Default)]
-struct Bucket {
-    pending: AtomicU32,
-    raised: AtomicU32,
-    /// Held by the one copier working on the chunk (copiers exclude each other).
-    copier: AtomicU32,
-    /// Fences holding the chunk (each also counts in `raised`): no copier takes it meanwhile.
-    fenced: AtomicU32,
-}
-
-/// Keeps copies and guest writes to the same chunk apart (md's resync barrier): writers count
-/// themselves in the chunk's bucket before they look at the map, the copier raises the
-/// bucket's barrier and waits for the count to drain. Lock-free on the writer side.
-pub struct SyncBarrier {
-    shift: u32,
-    buckets: Box<[Bucket]>,
-    /// How long a copier waits for one of its I/Os before it warns (and waits on: the chunk
-    /// stays raised until the disk answers), in ms.
-    io_timeout_ms: AtomicU64,
-    /// Copy I/Os that outlived that timeout.
-    slow_ios: AtomicU64,
-}
-
-/// Default of [`SyncBarrier::io_timeout`].
-const COPY_IO_TIMEOUT: Duration = Duration::from_secs(60);
-
-impl SyncBarrier {
-    /// A barrier whose buckets cover `chunk_blocks` (a power of two) blocks each.
-    pub fn new(chunk_blocks: u64) -> SyncBarrier {
-        SyncBarrier {
-            shift: chunk_blocks.max(1).next_power_of_two().trailing_zeros(),
-            buckets: (0..BUCKETS).map(|_| Bucket::default()).collect(),
-            io_timeout_ms: AtomicU64::new(COPY_IO_TIMEOUT.as_millis() as u64),
-            slow_ios: AtomicU64::new(0),
-        }
-    }
-
-    /// How long a copier waits for one I/O before it logs that the disk is slow (it keeps
-    /// waiting, with the chunk locked: a copy write that landed after the chunk was released
-    /// could overwrite a newer guest write; if its task is cancelled meanwhile, a fence keeps
-    /// the chunk locked instead, see `volume::fence`).
-    pub fn io_timeout(&self) -> Duration {
-        Duration::from_millis(self.io_timeout_ms.load(Ordering::Relaxed))
-    }
-
-    /// Sets [`SyncBarrier::io_timeout`] (at least 1 ms).
-    pub fn set_io_timeout(&self, t: Duration) {
-        self.io_timeout_ms
-            .store((t.as_millis() as u64).max(1), Ordering::Relaxed);
-    }
-
-    /// Copy I/Os that outlived [`SyncBarrier::io_timeout`] (each time it elapsed).
-    pub fn slow_ios(&self) -> u64 {
-        self.slow_ios.load(Ordering::Relaxed)
-    }
-
-    /// Blocks per chunk.
-    pub fn chunk_blocks(&self) -> u64 {
-        1 << self.shift
-    }
-
-    fn range(&self, offset: u64, num: u64) -> (u64, u64) {
-        let first = offset >> self.shift;
-        let last = (offset + num.max(1) - 1) >> self.shift;
-        (first, last.min(first + BUCKETS as u64 - 1))
-    }
-
-    fn bucket(&self, chunk: u64) -> &Bucket {
-        &self.buckets[(chunk % BUCKETS as u64) as usize]
-    }
-
-    /// A writer enters `[offset, offset + num)`: returns false (and leaves) if a copy holds
-    /// part of it; the writer must retry later.
-    pub fn enter(&self, offset: u64, num: u64) -> bool {
-        let (first, last) = self.range(offset, num);
-        for c in first..=last {
-            self.bucket(c).pending.fetch_add(1, Ordering::SeqCst);
-        }
-        let blocked = (first..=last).any(|c| self.bucket(c).raised.load(Ordering::SeqCst) != 0);
-        if blocked {
-            self.leave(offset, num);
-        }
-        !blocked
-    }
-
-    /// A writer that entered leaves.
-    pub fn leave(&self, offset: u64, num: u64) {
-        let (first, last) = self.range(offset, num);
-        for c in first..=last {
-            self.bucket(c).pending.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// The copier takes chunk `chunk`: raises its barrier and waits until no writer is
-    /// inside (or `cancel` is set; then it returns false with the barrier lowered).
-    pub(crate) fn raise(&self, chunk: u64, cancel: &AtomicBool) -> bool {
-        let b = self.bucket(chunk);
-        // One copier per chunk at a time (a resync and a read repair must not cross-copy).
-        // Nor over a copy write still in flight from a cancelled copy (see `volume::fence`).
-        let took = || {
-            b.fenced.load(Ordering::SeqCst) == 0
-                && b.copier
-                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-        };
-        if !wait_until(took, cancel) {
-            return false;
-        }
-        b.raised.fetch_add(1, Ordering::SeqCst);
-        if !wait_until(|| b.pending.load(Ordering::SeqCst) == 0, cancel) {
-            self.lower(chunk);
-            return false;
-        }
-        true
-    }
-
-    pub(crate) fn lower(&self, chunk: u64) {
-        let b = self.bucket(chunk);
-        b.raised.fetch_sub(1, Ordering::SeqCst);
-        b.copier.store(0, Ordering::SeqCst);
-    }
-
-    /// A fence holds chunk `chunk` (writers and copiers keep away) until
-    /// [`SyncBarrier::fence_release`]. Called by the copier holding the chunk before it lowers
-    /// its own hold, or on a barrier no copier uses yet. Any thread may call it.
-    pub(crate) fn fence_hold(&self, chunk: u64) {
-        let b = self.bucket(chunk);
-        b.fenced.fetch_add(1, Ordering::SeqCst);
-        b.raised.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Ends a [`SyncBarrier::fence_hold`]. Only atomics: safe on a reactor thread.
-    pub(crate) fn fence_release(&self, chunk: u64) {
-        let b = self.bucket(chunk);
-        b.raised.fetch_sub(1, Ordering::SeqCst);
-        b.fenced.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Takes every chunk of the volume, as [`SyncBarrier::raise`] does one: returns once no
-    /// write is in flight anywhere (writes held until their failure is recorded included),
-    /// with new writes waiting in their channels until the guard drops. `None` (nothing
-    /// raised) if `cancel` is set meanwhile.
-    pub(crate) fn raise_all<'a>(&'a self, cancel: &AtomicBool) -> Option<AllRaised<'a>> {
-        for c in 0..BUCKETS as u64 {
-            if !self.raise(c, cancel) {
-                (0..c).for_each(|k| self.lower(k));
-                return None;
-            }
-        }
-        Some(AllRaised(self))
-    }
-
-    /// Whether a copier holds some chunk (tests watch a quiesce with it).
-    #[cfg(test)]
-    pub(crate) fn any_raised(&self) -> bool {
-        self.buckets
-            .iter()
-            .any(|b| b.raised.load(Ordering::SeqCst) != 0)
-    }
-}
-
-/// Every chunk of a volume held by one copier ([`SyncBarrier::raise_all`]); lowered on drop.
-pub(crate) struct AllRaised<'a>(&'a SyncBarrier);
-
-impl Drop for AllRaised<'_> {
-    fn drop(&mut self) {
-        (0..BUCKETS as u64).for_each(|c| self.0.lower(c));
-    }
-}
-
-/// Spins briefly, then sleeps in 50 µs steps, until `done` holds (true) or `cancel` is set
-/// (false).
-fn wait_until(mut done: impl FnMut() -> bool, cancel: &AtomicBool) -> bool {
-    let mut spins = 0u32;
-    while !done() {
-        if cancel.load(Ordering::Relaxed) {
-            return false;
-        }
-        spins += 1;
-        if spins < 100 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-    true
-}
 
 /// How a task ended, or that it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,7 +57,8 @@ pub struct Task {
     pub targets: Vec<String>,
     total: u64,
     start_offset: u64,
-    done: AtomicU64,
+    /// Blocks copied so far (shared with the volume's I/O path while this is its resync).
+    progress: Arc<CopyProgress>,
     started: Instant,
     state: Mutex<TaskState>,
     /// Seconds from start to the end, once it ended.
@@ -255,7 +66,7 @@ pub struct Task {
     finished: std::sync::Condvar,
     cancel: AtomicBool,
     /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O starts
-    /// after a cancel returns (a write still in flight then is fenced: see `volume::fence`).
+    /// after a cancel returns (a write still in flight then is fenced: see `volume::io::fence`).
     chunk: Mutex<()>,
     /// Where a cancelled copy hands the write it still waits for.
     fences: Arc<FenceList>,
@@ -295,7 +106,12 @@ impl Task {
 
     /// Blocks copied so far (including where it resumed from).
     pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
+        self.progress.get()
+    }
+
+    /// The progress counter, for the I/O path to read (`VolumeShared::resync`).
+    pub(crate) fn progress(&self) -> &Arc<CopyProgress> {
+        &self.progress
     }
 
     /// Whether the task was asked to stop.
@@ -384,6 +200,26 @@ impl Task {
     }
 }
 
+/// What a new task copies: the arguments of [`TaskList::add`].
+pub(crate) struct TaskSpec<'a> {
+    /// What it is (`resync`, `plex_attach`, `subdisk_move`, `read_repair`).
+    pub(crate) kind: &'static str,
+    /// The disk group.
+    pub(crate) dg: &'a str,
+    /// The volume.
+    pub(crate) volume: &'a str,
+    /// The plex being written (attach, move), if one.
+    pub(crate) plex: Option<&'a str>,
+    /// Other plexes being written (a resync's targets).
+    pub(crate) targets: &'a [String],
+    /// The plex being read from, if one.
+    pub(crate) source: Option<&'a str>,
+    /// The block it starts from (a checkpoint when it resumes).
+    pub(crate) start: u64,
+    /// The block it ends at.
+    pub(crate) total: u64,
+}
+
 /// Every task of this plexd (finished ones are kept for `task_list`).
 #[derive(Default)]
 pub struct TaskList {
@@ -412,38 +248,25 @@ impl TaskList {
         }
     }
 
-    /// Registers a running task that writes `targets` (besides `plex`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add(
-        &self,
-        kind: &'static str,
-        dg: &str,
-        volume: &str,
-        plex: Option<&str>,
-        targets: &[String],
-        source: Option<&str>,
-        start: u64,
-        total: u64,
-    ) -> Arc<Task> {
+    /// Registers a running task that writes `spec.targets` (besides `spec.plex`).
+    pub(crate) fn add(&self, spec: TaskSpec<'_>) -> Arc<Task> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let t = self.new_task(id, kind, dg, volume, plex, targets, source, start, total);
+        let t = self.new_task(id, spec);
         self.lock().push(t.clone());
         t
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new_task(
-        &self,
-        id: u64,
-        kind: &'static str,
-        dg: &str,
-        volume: &str,
-        plex: Option<&str>,
-        targets: &[String],
-        source: Option<&str>,
-        start: u64,
-        total: u64,
-    ) -> Arc<Task> {
+    fn new_task(&self, id: u64, spec: TaskSpec<'_>) -> Arc<Task> {
+        let TaskSpec {
+            kind,
+            dg,
+            volume,
+            plex,
+            targets,
+            source,
+            start,
+            total,
+        } = spec;
         let mut written: Vec<String> = plex.iter().map(|p| p.to_string()).collect();
         written.extend(targets.iter().filter(|t| Some(t.as_str()) != plex).cloned());
         Arc::new(Task {
@@ -456,7 +279,7 @@ impl TaskList {
             targets: written,
             total,
             start_offset: start,
-            done: AtomicU64::new(start),
+            progress: Arc::new(CopyProgress::new(start)),
             started: Instant::now(),
             state: Mutex::new(TaskState::Running),
             ended_after: Mutex::new(None),
@@ -486,14 +309,16 @@ impl TaskList {
         // Id 0: not a listed task (`task_list` ids stay consecutive).
         let t = self.new_task(
             0,
-            "read_repair",
-            dg,
-            volume,
-            Some(target),
-            &[],
-            Some(source),
-            0,
-            0,
+            TaskSpec {
+                kind: "read_repair",
+                dg,
+                volume,
+                plex: Some(target),
+                targets: &[],
+                source: Some(source),
+                start: 0,
+                total: 0,
+            },
         );
         self.repairs().push(t.clone());
         t
@@ -636,26 +461,42 @@ impl From<String> for PlexIoError {
     }
 }
 
-/// Reads `[offset, offset + num)` of a plex into `buf`, or writes `buf` there, for `task`,
-/// which holds the range's chunk under `barrier`. Each I/O is waited for until it really
+/// The context every I/O of one copy shares: the arguments of [`plex_io`] and [`copy`]
+/// that do not change from chunk to chunk.
+#[derive(Clone, Copy)]
+pub(crate) struct CopyIo<'a> {
+    /// The engine (for the disks' channels).
+    pub(crate) engine: &'a Engine,
+    /// The task the I/O belongs to (cancellation, fences).
+    pub(crate) task: &'a Task,
+    /// The volume's barrier, whose chunk the copier holds.
+    pub(crate) barrier: &'a Arc<SyncBarrier>,
+    /// Bytes per block.
+    pub(crate) block_size: u64,
+}
+
+/// Reads `[offset, offset + num)` of a plex into `buf`, or writes `buf` there, for `io.task`,
+/// which holds the range's chunk under `io.barrier`. Each I/O is waited for until it really
 /// completed, however long that takes (a warning every `barrier.io_timeout()`): releasing the
 /// chunk while a copy write is still in flight would let that write land after a newer guest
 /// write. If the task is cancelled meanwhile, the wait ends ([`PlexIoError::Stopped`]): a
 /// write still in flight is handed to a fence that keeps the chunk raised until the disk
-/// answers (see `volume::fence`), a read is dropped (it owns its buffer; a late read changes
+/// answers (see `volume::io::fence`), a read is dropped (it owns its buffer; a late read changes
 /// nothing). So a disk that never answers cannot block whoever cancels the task.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn plex_io(
-    engine: &Engine,
-    task: &Task,
+    io: &CopyIo<'_>,
     p: &CopyPlex,
-    bs: u64,
     offset: u64,
     num: u64,
     op: IoType,
     buf: &mut [u8],
-    barrier: &Arc<SyncBarrier>,
 ) -> Result<(), PlexIoError> {
+    let CopyIo {
+        engine,
+        task,
+        barrier,
+        block_size: bs,
+    } = *io;
     let mut segs = Vec::new();
     p.geometry
         .map(offset, num, |s| segs.push(s))
@@ -686,7 +527,7 @@ pub(crate) fn plex_io(
                     since_warn += slice;
                     if since_warn >= timeout {
                         since_warn = Duration::ZERO;
-                        barrier.slow_ios.fetch_add(1, Ordering::Relaxed);
+                        barrier.count_slow_io();
                         tracing::warn!(
                             disk = %disk.name(),
                             "copy {} of {} blocks at block {} has not completed after {:?}; its chunk stays locked (guest writes to it wait) until the disk answers",
@@ -701,16 +542,7 @@ pub(crate) fn plex_io(
                             return Err(PlexIoError::Stopped);
                         }
                         let chunk = offset / barrier.chunk_blocks();
-                        let r = task.fences.fence(
-                            &task.dg,
-                            &task.volume,
-                            barrier,
-                            chunk,
-                            disk,
-                            at,
-                            len,
-                            io,
-                        );
+                        let r = task.fences.fence(FencedWrite { dg: &task.dg, volume: &task.volume, barrier, chunk, disk, offset: at, len }, io);
                         // Completed meanwhile or fenced: either way this copy stops here.
                         drop(r);
                         return Err(PlexIoError::Stopped);
@@ -733,19 +565,21 @@ pub(crate) fn plex_io(
 /// that fails is handed to `target_failed(index, error)` once the chunk is released: true
 /// drops that target and copies the chunk again to the others, false fails the copy. The
 /// chunk counts as done (`Task::done`) only once every target still in the copy took it.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy(
-    engine: &Engine,
-    task: &Task,
-    barrier: &Arc<SyncBarrier>,
+    io: &CopyIo<'_>,
     source: &CopyPlex,
     targets: &[CopyPlex],
-    bs: u64,
     end: u64,
     delay: Duration,
     mut checkpoint: impl FnMut(u64),
     mut target_failed: impl FnMut(usize, &str) -> bool,
 ) -> Result<bool, String> {
+    let CopyIo {
+        task,
+        barrier,
+        block_size: bs,
+        ..
+    } = *io;
     let chunk = barrier.chunk_blocks();
     let mut buf = vec![0u8; (chunk * bs) as usize];
     let mut last_ck = Instant::now();
@@ -770,18 +604,16 @@ pub(crate) fn copy(
                 return Ok(false);
             }
             let data = &mut buf[..(n * bs) as usize];
-            let r = plex_io(engine, task, source, bs, at, n, IoType::Read, data, barrier).and_then(
-                |_| {
-                    for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
-                        match plex_io(engine, task, t, bs, at, n, IoType::Write, data, barrier) {
-                            Ok(()) => {}
-                            Err(PlexIoError::Failed(e)) => failed.push((i, e)),
-                            Err(PlexIoError::Stopped) => return Err(PlexIoError::Stopped),
-                        }
+            let r = plex_io(io, source, at, n, IoType::Read, data).and_then(|_| {
+                for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
+                    match plex_io(io, t, at, n, IoType::Write, data) {
+                        Ok(()) => {}
+                        Err(PlexIoError::Failed(e)) => failed.push((i, e)),
+                        Err(PlexIoError::Stopped) => return Err(PlexIoError::Stopped),
                     }
-                    Ok(())
-                },
-            );
+                }
+                Ok(())
+            });
             // A write still in flight keeps the chunk raised through its fence.
             barrier.lower(c);
             match r {
@@ -790,7 +622,7 @@ pub(crate) fn copy(
                 Err(PlexIoError::Failed(e)) => return Err(e),
             }
             if failed.is_empty() {
-                task.done.store(at + n, Ordering::Relaxed);
+                task.progress.set(at + n);
             }
         }
         if !failed.is_empty() {
@@ -815,33 +647,5 @@ pub(crate) fn copy(
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn barrier_turns_writers_away_only_from_raised_chunks() {
-        let b = SyncBarrier::new(2048);
-        let cancel = AtomicBool::new(false);
-        assert!(b.raise(1, &cancel));
-        assert!(b.enter(0, 8), "chunk 0 is free");
-        assert!(!b.enter(2048, 8), "chunk 1 is being copied");
-        assert!(
-            !b.enter(2040, 16),
-            "a write spanning into chunk 1 waits too"
-        );
-        b.lower(1);
-        assert!(b.enter(2048, 8));
-        b.leave(2048, 8);
-        // A writer inside makes the copier wait until it leaves (cancel ends the wait).
-        cancel.store(true, Ordering::Relaxed);
-        assert!(!b.raise(0, &cancel), "writer still inside chunk 0");
-        b.leave(0, 8);
-        cancel.store(false, Ordering::Relaxed);
-        assert!(b.raise(0, &cancel));
-        b.lower(0);
     }
 }

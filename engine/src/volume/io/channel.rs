@@ -22,12 +22,12 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use super::driver::{VolumeEvent, VolumeMap, VolumeShared};
-use super::layout::Segment;
-use super::task::SyncBarrier;
 use crate::bdev::{
     BdevError, BdevIo, DriverChannel, IoBuf, IoChannel, IoCompletion, IoStatus, IoType,
 };
+use crate::volume::io::barrier::SyncBarrier;
+use crate::volume::io::driver::{VolumeEvent, VolumeMap, VolumeShared};
+use crate::volume::model::layout::Segment;
 
 /// Preallocated parent slots per channel.
 const SLOTS: usize = 256;
@@ -95,7 +95,7 @@ enum Kind {
 }
 
 /// A parent request waiting for its children.
-struct Slot {
+struct ParentSlot {
     parent: Option<BdevIo>,
     kind: Kind,
     /// Index of the view the request is bound to.
@@ -110,9 +110,9 @@ struct Slot {
     errno: i32,
 }
 
-impl Slot {
-    fn empty() -> Slot {
-        Slot {
+impl ParentSlot {
+    fn empty() -> ParentSlot {
+        ParentSlot {
             parent: None,
             kind: Kind::Read,
             view: 0,
@@ -131,7 +131,7 @@ struct ChanState {
     cur: usize,
     /// The newest map could not be loaded (a disk channel failed): requests fail until it can.
     broken: bool,
-    slots: Vec<Slot>,
+    slots: Vec<ParentSlot>,
     free: Vec<u32>,
     /// Children built for the current request: (view, disk index, child).
     scratch: Vec<(usize, u32, BdevIo)>,
@@ -211,14 +211,14 @@ impl ChanState {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
-                self.slots.push(Slot::empty());
+                self.slots.push(ParentSlot::empty());
                 (self.slots.len() - 1) as u32
             }
         };
         let cur = self.cur;
         self.view_mut(cur).users += 1;
         let s = &mut self.slots[idx as usize];
-        *s = Slot::empty();
+        *s = ParentSlot::empty();
         s.parent = Some(parent);
         s.kind = kind;
         s.view = cur;
@@ -298,7 +298,7 @@ impl ChanState {
                 return Some(src);
             }
         }
-        if let super::driver::MapReadPolicy::Prefer(p) = map.read_policy {
+        if let crate::volume::io::driver::MapReadPolicy::Prefer(p) = map.read_policy {
             if readable & (1 << p) != 0 {
                 return Some(p);
             }
@@ -597,7 +597,7 @@ impl ChanState {
         }
         if is_write {
             // Count in before looking at the map, so a copy that raises the barrier after
-            // this either waits for this write or is seen by it (see `task::SyncBarrier`).
+            // this either waits for this write or is seen by it (see `io::barrier::SyncBarrier`).
             if !self.deferred.is_empty() || !barrier.enter(io.offset_blocks(), io.num_blocks()) {
                 return Some(io);
             }
@@ -660,7 +660,7 @@ impl ChanState {
 }
 
 /// The block after the last one slot `s`'s request covers.
-fn request_end(s: &Slot) -> u64 {
+fn request_end(s: &ParentSlot) -> u64 {
     s.parent
         .as_ref()
         .map_or(u64::MAX, |p| p.offset_blocks() + p.num_blocks())

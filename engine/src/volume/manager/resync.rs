@@ -6,11 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::alloc::{self, AllocRequest};
-use super::driver::VolumeMap;
-use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{DiskCondition, KernelState, PlexRecord, PlexState, VolumeState};
-use super::task::{self, CopyPlex, PlexIoError, Task, TaskState};
+use crate::volume::copy::task::{self, CopyIo, CopyPlex, PlexIoError, Task, TaskSpec, TaskState};
+use crate::volume::error::VolumeError;
+use crate::volume::io::driver::VolumeMap;
+use crate::volume::manager::{group_mut, Group, VolumeManager};
+use crate::volume::model::alloc::{self, AllocRequest};
+use crate::volume::model::objects::{
+    DiskCondition, KernelState, PlexRecord, PlexState, VolumeState,
+};
 
 fn copy_plex(map: &VolumeMap, idx: usize) -> CopyPlex {
     CopyPlex {
@@ -44,17 +47,17 @@ impl VolumeManager {
         let len = v.len;
         let bs = g.cfg.block_size as u64;
         let source_name = map.plexes[src].name.clone();
-        let task = self.tasks.add(
-            "resync",
-            &dg,
-            vol,
-            None,
-            &names,
-            Some(&source_name),
+        let task = self.tasks.add(TaskSpec {
+            kind: "resync",
+            dg: &dg,
+            volume: vol,
+            plex: None,
+            targets: &names,
+            source: Some(&source_name),
             start,
-            len,
-        );
-        shared.resync.store(Some(task.clone()));
+            total: len,
+        });
+        shared.resync.store(Some(task.progress().clone()));
         tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
         let Some(vm) = self.me.upgrade() else {
             return;
@@ -63,23 +66,12 @@ impl VolumeManager {
         let spawned = std::thread::Builder::new()
             .name(format!("resync {dg}/{vol}"))
             .spawn(move || {
-                let r = task::copy(
-                    &vm.engine,
-                    &task,
-                    shared.barrier(),
-                    &source,
-                    &targets,
-                    bs,
-                    len,
-                    Duration::ZERO,
-                    |off| vm.checkpoint(&task, &targets, |cfg| {
+                let r = task::copy(&CopyIo { engine: &vm.engine, task: &task, barrier: shared.barrier(), block_size: bs }, &source, &targets, len, Duration::ZERO, |off| vm.checkpoint(&task, &targets, |cfg| {
                         if let Some(v) = cfg.volume_mut(&task.volume) {
                             v.resync_offset = Some(off);
                         }
-                    }),
-                    |i, e| vm.resync_target_failed(&task, &names[i], e),
-                );
-                let r = super::manager::flush_copied(&vm.engine, r, &targets);
+                    }), |i, e| vm.resync_target_failed(&task, &names[i], e));
+                let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
                     if let Some(v) = cfg.volume_mut(&t.volume) {
@@ -124,30 +116,30 @@ impl VolumeManager {
         plex: Option<&str>,
         alloc_disks: Option<&[String]>,
         delay: Duration,
-    ) -> Result<u64, VmError> {
+    ) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         let v = g
             .cfg
             .volume(vol)
             .cloned()
-            .ok_or_else(|| VmError::NotFound {
+            .ok_or_else(|| VolumeError::NotFound {
                 kind: "volume",
                 name: format!("{dg}/{vol}"),
             })?;
         if !g.volumes.contains_key(vol) {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{vol} is not started; start it before attaching a plex"
             )));
         }
         if self.tasks.busy(dg, vol) {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "volume {dg}/{vol} is locked by another operation (a resync or attach is running); wait for it with task_wait"
             )));
         }
-        let subs = super::layered::subvolumes(g, vol);
+        let subs = crate::volume::manager::layered::subvolumes(g, vol);
         if !subs.is_empty() {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "{dg}/{vol} is a layered volume: attach mirrors to its sub-volumes ({})",
                 subs.join(", ")
             )));
@@ -158,22 +150,23 @@ impl VolumeManager {
             .find(|p| p.state.is_in_sync() && p.kstate == KernelState::Enabled)
             .cloned()
         else {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{vol} has no plex with current data to copy from"
             )));
         };
         let mut cfg = g.cfg.clone();
         let name = match plex {
             Some(p) => {
-                let rec = plexes
-                    .iter()
-                    .find(|r| r.name == p)
-                    .ok_or_else(|| VmError::NotFound {
-                        kind: "plex of this volume",
-                        name: format!("{dg}/{p}"),
-                    })?;
+                let rec =
+                    plexes
+                        .iter()
+                        .find(|r| r.name == p)
+                        .ok_or_else(|| VolumeError::NotFound {
+                            kind: "plex of this volume",
+                            name: format!("{dg}/{p}"),
+                        })?;
                 if rec.state.is_in_sync() && rec.kstate == KernelState::Enabled {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "plex {p} is already attached and in sync"
                     )));
                 }
@@ -184,15 +177,15 @@ impl VolumeManager {
                             .is_some_and(|d| d.condition != DiskCondition::Ok)
                 });
                 if on_bad_disk {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "plex {p} has subdisks on a missing or failed disk; attach a new plex instead"
                     )));
                 }
                 p.to_string()
             }
             None => {
-                if plexes.len() >= super::objects::MAX_PLEXES {
-                    return Err(VmError::Invalid(format!(
+                if plexes.len() >= crate::volume::model::objects::MAX_PLEXES {
+                    return Err(VolumeError::Invalid(format!(
                         "volume {dg}/{vol} already has {} plexes",
                         plexes.len()
                     )));
@@ -204,7 +197,7 @@ impl VolumeManager {
                     .collect();
                 // A column of a layered volume stays off its sibling columns' disks.
                 if let Some(parent) = v.parent.as_deref() {
-                    for sib in super::layered::subvolumes(g, parent) {
+                    for sib in crate::volume::manager::layered::subvolumes(g, parent) {
                         used.extend(
                             cfg.plexes_of(&sib)
                                 .iter()
@@ -213,9 +206,9 @@ impl VolumeManager {
                         );
                     }
                 }
-                let space = super::ops::usable_space(g, &cfg, self.tasks.fences());
+                let space = crate::volume::manager::ops::usable_space(g, &cfg, self.tasks.fences());
                 let disks = alloc_disks
-                    .map(|l| super::ops::resolve_disks(&cfg, l))
+                    .map(|l| crate::volume::manager::ops::resolve_disks(&cfg, l))
                     .transpose()?;
                 let plan = alloc::allocate(
                     &space,
@@ -224,8 +217,11 @@ impl VolumeManager {
                         nmirror: 1,
                         ncol: model.layout.ncol(),
                         stripe_unit: match model.layout {
-                            super::objects::PlexLayout::Stripe { stripe_unit, .. } => stripe_unit,
-                            super::objects::PlexLayout::Concat => 1,
+                            crate::volume::model::objects::PlexLayout::Stripe {
+                                stripe_unit,
+                                ..
+                            } => stripe_unit,
+                            crate::volume::model::objects::PlexLayout::Concat => 1,
                         },
                         disks,
                         exclude: used,
@@ -257,57 +253,47 @@ impl VolumeManager {
         plex: &str,
         from: u64,
         delay: Duration,
-    ) -> Result<u64, VmError> {
+    ) -> Result<u64, VolumeError> {
         let dg = g.cfg.name.clone();
         let shared = g
             .volumes
             .get(vol)
             .cloned()
-            .ok_or_else(|| VmError::Invalid(format!("volume {dg}/{vol} is not started")))?;
+            .ok_or_else(|| VolumeError::Invalid(format!("volume {dg}/{vol} is not started")))?;
         let len = g.cfg.volume(vol).map_or(0, |v| v.len);
         let map = shared.map();
         let target = map
             .plexes
             .iter()
             .position(|p| p.name == plex && p.writable)
-            .ok_or_else(|| VmError::Invalid(format!("plex {plex} is not receiving writes")))?;
-        let src =
-            map.plexes.iter().position(|p| p.readable).ok_or_else(|| {
-                VmError::Invalid(format!("volume {dg}/{vol} has no readable plex"))
-            })?;
+            .ok_or_else(|| VolumeError::Invalid(format!("plex {plex} is not receiving writes")))?;
+        let src = map.plexes.iter().position(|p| p.readable).ok_or_else(|| {
+            VolumeError::Invalid(format!("volume {dg}/{vol} has no readable plex"))
+        })?;
         let source = copy_plex(&map, src);
         let targets = vec![copy_plex(&map, target)];
         let bs = g.cfg.block_size as u64;
-        let task = self.tasks.add(
-            "plex_attach",
-            &dg,
-            vol,
-            Some(plex),
-            &[],
-            Some(&map.plexes[src].name),
-            from.min(len),
-            len,
-        );
+        let task = self.tasks.add(TaskSpec {
+            kind: "plex_attach",
+            dg: &dg,
+            volume: vol,
+            plex: Some(plex),
+            targets: &[],
+            source: Some(&map.plexes[src].name),
+            start: from.min(len),
+            total: len,
+        });
         let id = task.id;
         let vm = self
             .me
             .upgrade()
-            .ok_or_else(|| VmError::Invalid("the volume manager is shutting down".into()))?;
+            .ok_or_else(|| VolumeError::Invalid("the volume manager is shutting down".into()))?;
         tracing::info!(dg = %dg, volume = %vol, plex = %plex, from, "plex attach started (copying from {})", map.plexes[src].name);
         std::thread::Builder::new()
             .name(format!("attach {plex}"))
             .spawn(move || {
                 let pname = task.plex.clone().unwrap_or_default();
-                let r = task::copy(
-                    &vm.engine,
-                    &task,
-                    shared.barrier(),
-                    &source,
-                    &targets,
-                    bs,
-                    len,
-                    delay,
-                    |off| {
+                let r = task::copy(&CopyIo { engine: &vm.engine, task: &task, barrier: shared.barrier(), block_size: bs }, &source, &targets, len, delay, |off| {
                         vm.checkpoint(&task, &targets, |cfg| {
                             if let Some(p) = cfg.plex_mut(&pname) {
                                 if p.kstate == KernelState::Enabled && p.sync_offset.is_some() {
@@ -315,18 +301,16 @@ impl VolumeManager {
                                 }
                             }
                         })
-                    },
-                    |_, _| false,
-                );
-                let r = super::manager::flush_copied(&vm.engine, r, &targets);
+                    }, |_, _| false);
+                let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 vm.finish_task(&task, r, |g, t| {
                     let mut cfg = g.cfg.clone();
                     let Some(p) = t.plex.as_deref().and_then(|p| cfg.plex_mut(p)) else {
-                        return Err(VmError::Invalid("the plex being attached is gone".into()));
+                        return Err(VolumeError::Invalid("the plex being attached is gone".into()));
                     };
                     // Only a plex that took every write during the copy may become ACTIVE.
                     if p.kstate != KernelState::Enabled || p.sync_offset.is_none() {
-                        return Err(VmError::Invalid(format!(
+                        return Err(VolumeError::Invalid(format!(
                             "plex {} was detached during the copy",
                             p.name
                         )));
@@ -339,7 +323,7 @@ impl VolumeManager {
                     Ok(())
                 });
             })
-            .map_err(|e| VmError::Invalid(format!("cannot start the attach thread: {e}")))?;
+            .map_err(|e| VolumeError::Invalid(format!("cannot start the attach thread: {e}")))?;
         Ok(id)
     }
 
@@ -373,9 +357,9 @@ impl VolumeManager {
         &self,
         task: &Task,
         targets: &[CopyPlex],
-        f: impl FnOnce(&mut super::objects::DgConfig),
+        f: impl FnOnce(&mut crate::volume::model::objects::DgConfig),
     ) {
-        if let Err(e) = super::manager::flush_targets(&self.engine, targets) {
+        if let Err(e) = crate::volume::manager::flush_targets(&self.engine, targets) {
             tracing::warn!(dg = %task.dg, volume = %task.volume, "copy progress not recorded: {e}");
             return;
         }
@@ -397,14 +381,14 @@ impl VolumeManager {
         &self,
         task: &Arc<Task>,
         r: Result<bool, String>,
-        done: impl FnOnce(&mut Group, &Task) -> Result<(), VmError>,
+        done: impl FnOnce(&mut Group, &Task) -> Result<(), VolumeError>,
     ) {
         let mut groups = self.lock();
         match r {
             Ok(true) if !task.cancelled() => {
                 let res = match groups.get_mut(&task.dg) {
                     Some(g) => done(g, task),
-                    None => Err(VmError::NotFound {
+                    None => Err(VolumeError::NotFound {
                         kind: "disk group",
                         name: task.dg.clone(),
                     }),
@@ -435,7 +419,7 @@ impl VolumeManager {
     /// from the others. Nothing is done once the volume was stopped.
     pub(crate) fn repair_read(
         &self,
-        volume: &Arc<super::driver::VolumeShared>,
+        volume: &Arc<crate::volume::io::driver::VolumeShared>,
         map: &VolumeMap,
         bad: u64,
         good: usize,
@@ -525,7 +509,7 @@ impl VolumeManager {
 fn repair_range(
     engine: &crate::Engine,
     task: &Task,
-    volume: &super::driver::VolumeShared,
+    volume: &crate::volume::io::driver::VolumeShared,
     names: (&str, &str),
     offset: u64,
     num: u64,
@@ -560,7 +544,19 @@ fn repair_range(
         let (source, target) = (copy_plex(&cur, src), copy_plex(&cur, tgt));
         let mut buf = vec![0u8; (n * bs) as usize];
         let io = |p: &CopyPlex, op, buf: &mut [u8]| {
-            task::plex_io(engine, task, p, bs, at, n, op, buf, barrier)
+            task::plex_io(
+                &CopyIo {
+                    engine,
+                    task,
+                    barrier,
+                    block_size: bs,
+                },
+                p,
+                at,
+                n,
+                op,
+                buf,
+            )
         };
         let r = io(&source, crate::bdev::IoType::Read, &mut buf)
             .and_then(|_| io(&target, crate::bdev::IoType::Write, &mut buf));

@@ -10,9 +10,10 @@
 
 use uuid::Uuid;
 
-use super::alloc::PlexAlloc;
-use super::manager::{Group, VmError, VolumeManager};
-use super::objects::{
+use crate::volume::error::VolumeError;
+use crate::volume::manager::{Group, VolumeManager};
+use crate::volume::model::alloc::PlexAlloc;
+use crate::volume::model::objects::{
     KernelState, PlexLayout, PlexRecord, PlexState, ReadPolicy, SubdiskRecord, VolumeRecord,
     VolumeState,
 };
@@ -46,9 +47,9 @@ impl VolumeManager {
         plan: Vec<PlexAlloc>,
         stripe_unit: u64,
         read_policy: ReadPolicy,
-    ) -> Result<String, VmError> {
+    ) -> Result<String, VolumeError> {
         if !matches!(read_policy, ReadPolicy::Select) {
-            return Err(VmError::Invalid(
+            return Err(VolumeError::Invalid(
                 "a stripe-mirror volume reads through its sub-volumes; read_policy applies to its sub-volumes (select)".into(),
             ));
         }
@@ -67,7 +68,7 @@ impl VolumeManager {
                     .check_free(&format!("{dg}/{sv}"))
                     .is_err()
             {
-                return Err(VmError::Exists {
+                return Err(VolumeError::Exists {
                     kind: "object",
                     name: format!("{dg}/{sv}"),
                 });
@@ -110,7 +111,7 @@ impl VolumeManager {
         }
         for s in &top_sds {
             if cfg.name_taken(&s.name) {
-                return Err(VmError::Exists {
+                return Err(VolumeError::Exists {
                     kind: "object",
                     name: format!("{dg}/{}", s.name),
                 });
@@ -146,7 +147,9 @@ impl VolumeManager {
         // Recorded with every plex TEMP: a crash before the end rolls the whole tree back.
         g.commit(&self.engine, cfg.clone())?;
         if let Err(f) = self.zero_subdisks(g, &real_plexes) {
-            return Err(self.zeroing_failed(g, f, |back| super::ops::remove_volume(back, name)));
+            return Err(self.zeroing_failed(g, f, |back| {
+                crate::volume::manager::ops::remove_volume(back, name)
+            }));
         }
         let family: Vec<String> = cfg
             .volumes
@@ -171,7 +174,7 @@ impl VolumeManager {
     }
 
     /// Starts the sub-volumes of `vol` that are not running and claims them for it.
-    pub(crate) fn start_subvolumes(&self, g: &mut Group, vol: &str) -> Result<(), VmError> {
+    pub(crate) fn start_subvolumes(&self, g: &mut Group, vol: &str) -> Result<(), VolumeError> {
         let dg = g.cfg.name.clone();
         for sv in subvolumes(g, vol) {
             if !g.volumes.contains_key(&sv) {
@@ -202,7 +205,7 @@ impl VolumeManager {
         g: &mut Group,
         vol: &str,
         shutting_down: bool,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), VolumeError> {
         for sv in subvolumes(g, vol) {
             if let Some(shared) = g.volumes.get(&sv) {
                 if let Ok(b) = self.engine.bdevs().get(shared.name()) {

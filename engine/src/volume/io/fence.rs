@@ -28,9 +28,28 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::task::SyncBarrier;
 use crate::bdev::blocking::{BlockingIoError, PendingIo};
 use crate::bdev::{Bdev, IoStatus};
+use crate::volume::io::barrier::SyncBarrier;
+
+/// A copy write about to be fenced: a write of `len` bytes at byte `offset` of `disk` by a
+/// copier holding chunk `chunk` of `barrier` (volume `dg`/`volume`).
+pub(crate) struct FencedWrite<'a> {
+    /// The disk group.
+    pub(crate) dg: &'a str,
+    /// The volume.
+    pub(crate) volume: &'a str,
+    /// The volume's barrier.
+    pub(crate) barrier: &'a Arc<SyncBarrier>,
+    /// The chunk the copier holds.
+    pub(crate) chunk: u64,
+    /// The disk written.
+    pub(crate) disk: &'a Arc<Bdev>,
+    /// Byte offset on the disk.
+    pub(crate) offset: u64,
+    /// Bytes.
+    pub(crate) len: u64,
+}
 
 /// One copy write handed to a fence.
 pub(crate) struct Fenced {
@@ -106,22 +125,23 @@ impl FenceList {
         self.pending().len()
     }
 
-    /// Hands `io`, a write of `len` bytes at byte `offset` of `disk` by a copier holding
-    /// chunk `chunk` of `barrier` (volume `dg`/`volume`), to a fence: the chunk stays raised
-    /// (the copier may lower its own hold) until the write completes. Returns `None` once
-    /// fenced, or the write's result if it completed meanwhile (nothing was fenced).
-    #[allow(clippy::too_many_arguments)]
+    /// Hands `io`, the write `w` describes, to a fence: the chunk stays raised (the copier
+    /// may lower its own hold) until the write completes. Returns `None` once fenced, or the
+    /// write's result if it completed meanwhile (nothing was fenced).
     pub(crate) fn fence(
         &self,
-        dg: &str,
-        volume: &str,
-        barrier: &Arc<SyncBarrier>,
-        chunk: u64,
-        disk: &Arc<Bdev>,
-        offset: u64,
-        len: u64,
+        w: FencedWrite<'_>,
         io: PendingIo,
     ) -> Option<Result<Vec<u8>, BlockingIoError>> {
+        let FencedWrite {
+            dg,
+            volume,
+            barrier,
+            chunk,
+            disk,
+            offset,
+            len,
+        } = w;
         let f = Arc::new(Fenced {
             dg: dg.to_string(),
             volume: volume.to_string(),

@@ -1,7 +1,8 @@
 //! Read repairs: after a read failed on one mirror and was served by another, the range is
-//! rewritten on the failing plex (`VolumeManager::repair_read`). Repairs run on one worker
-//! thread per volume manager, fed by a bounded queue, so a burst of read errors cannot start
-//! a thread each.
+//! rewritten on the failing plex (`VolumeManager::repair_read`, which the manager hands to
+//! the queue as the function to run, so this layer does not import the manager). Repairs run
+//! on one worker thread per volume manager, fed by a bounded queue, so a burst of read errors
+//! cannot start a thread each.
 //!
 //! The queue is filled by the event thread, which must never block (a write held for a
 //! detach waits for it, and a repair may wait for that write under the barrier). When the
@@ -17,14 +18,13 @@
 //! running one (checked under the group lock where the repair registers as a task; a stop
 //! cancels the repairs registered before it). A repair is cancelled like a copy
 //! (detach, dissociate, stop, shutdown), and a write of it the disk does not answer is fenced
-//! (`volume::fence`): its chunk stays locked and its disk range is not allocated again until
+//! (`volume::io::fence`): its chunk stays locked and its disk range is not allocated again until
 //! it lands.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
-use super::driver::{VolumeMap, VolumeShared};
-use super::manager::VolumeManager;
+use crate::volume::io::driver::{VolumeMap, VolumeShared};
 
 /// Repairs that may wait for the worker; more are dropped (and counted).
 pub const REPAIR_QUEUE: usize = 64;
@@ -58,9 +58,12 @@ pub struct RepairStats {
     pub threads: u64,
 }
 
+/// What the worker runs for each job (the manager's `repair_read`).
+type RunRepair = Arc<dyn Fn(&RepairJob) + Send + Sync>;
+
 /// The repair worker and its queue.
 pub(crate) struct RepairQueue {
-    vm: Weak<VolumeManager>,
+    run: RunRepair,
     /// Started with the first repair (most managers never need one).
     tx: OnceLock<Option<crossbeam::channel::Sender<RepairJob>>>,
     counts: Arc<Counts>,
@@ -75,10 +78,10 @@ struct Counts {
 }
 
 impl RepairQueue {
-    /// A queue whose worker runs repairs on `vm`.
-    pub(crate) fn new(vm: Weak<VolumeManager>) -> RepairQueue {
+    /// A queue whose worker calls `run` for each job.
+    pub(crate) fn new(run: impl Fn(&RepairJob) + Send + Sync + 'static) -> RepairQueue {
         RepairQueue {
-            vm,
+            run: Arc::new(run),
             tx: OnceLock::new(),
             counts: Arc::default(),
         }
@@ -113,25 +116,16 @@ impl RepairQueue {
     /// Starts the worker; `None` (every repair dropped) if no thread can be started.
     fn start_worker(&self) -> Option<crossbeam::channel::Sender<RepairJob>> {
         let (tx, rx) = crossbeam::channel::bounded::<RepairJob>(REPAIR_QUEUE);
-        let vm = self.vm.clone();
+        let run = self.run.clone();
         let counts = self.counts.clone();
         counts.threads.fetch_add(1, Ordering::Relaxed);
         let worker = counts.clone();
         let spawned = std::thread::Builder::new()
-            .name("vm_repair".into())
+            .name("volume-repair".into())
             .spawn(move || {
                 // Ends when the manager (holding the sender) is gone.
                 while let Ok(job) = rx.recv() {
-                    if let Some(vm) = vm.upgrade() {
-                        vm.repair_read(
-                            &job.volume,
-                            &job.map,
-                            job.bad,
-                            job.good,
-                            job.offset,
-                            job.num,
-                        );
-                    }
+                    run(&job);
                     worker.done.fetch_add(1, Ordering::Relaxed);
                 }
                 worker.threads.fetch_sub(1, Ordering::Relaxed);
@@ -157,12 +151,5 @@ impl RepairQueue {
             done: c.done.load(Ordering::Relaxed),
             threads: c.threads.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl VolumeManager {
-    /// Counts of the read repairs asked for, run and dropped, and the repair threads running.
-    pub fn repair_stats(&self) -> RepairStats {
-        self.repairs.stats()
     }
 }

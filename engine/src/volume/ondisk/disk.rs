@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ondisk::{
+use crate::bdev::blocking::{run_io, BlockingIoError};
+use crate::bdev::{Bdev, IoType};
+use crate::volume::ondisk::format::{
     self, ConfigCopyError, ConfigHeader, DiskState, Label, LabelError, RegionLayout, LABEL_SIZE,
     SLOT_HEADER_SIZE,
 };
-use crate::bdev::blocking::{run_io, BlockingIoError};
-use crate::bdev::{Bdev, IoType};
 use crate::Engine;
 
 /// How long one private-region request may take.
@@ -37,13 +37,13 @@ pub enum DiskError {
         bdev: String,
         /// Why.
         #[source]
-        source: ondisk::OnDiskError,
+        source: format::OnDiskError,
     },
     /// The bdev's block size cannot hold a private region.
     #[error(
         "bdev '{bdev}' has block size {block_size}; VM disks need a power-of-two block size from {} to {} bytes",
-        ondisk::MIN_BLOCK_SIZE,
-        ondisk::MAX_BLOCK_SIZE
+        format::MIN_BLOCK_SIZE,
+        format::MAX_BLOCK_SIZE
     )]
     BlockSize {
         /// The bdev.
@@ -98,7 +98,7 @@ pub fn read_label(engine: &Engine, bdev: &Arc<Bdev>) -> Result<Label, DiskError>
     let mut best: Option<Label> = None;
     let mut first_err = None;
     let unit = record_unit(bdev);
-    for off in ondisk::label_probe_offsets(bdev.block_size()) {
+    for off in format::label_probe_offsets(bdev.block_size()) {
         if off + unit > bdev.num_blocks() * bdev.block_size() as u64 {
             continue;
         }
@@ -145,7 +145,7 @@ pub fn write_label(engine: &Engine, bdev: &Arc<Bdev>, label: &Label) -> Result<(
 
 fn check_block_size(bdev: &Bdev) -> Result<(), DiskError> {
     let bs = bdev.block_size();
-    if !ondisk::block_size_supported(bs) {
+    if !format::block_size_supported(bs) {
         return Err(DiskError::BlockSize {
             bdev: bdev.name().to_string(),
             block_size: bs,
@@ -214,7 +214,7 @@ pub fn init(engine: &Engine, bdev: &Arc<Bdev>, force: bool) -> Result<Label, Dis
         Some(&log),
     )?;
     let label = Label {
-        version: ondisk::FORMAT_VERSION,
+        version: format::FORMAT_VERSION,
         block_size: bdev.block_size(),
         disk_id: uuid::Uuid::new_v4(),
         dg_id: uuid::Uuid::nil(),
@@ -242,7 +242,7 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     let mut h = String::from_utf8_lossy(&buf[..end]).into_owned();
-    while h.len() > ondisk::HOST_MAX {
+    while h.len() > format::HOST_MAX {
         h.pop();
     }
     h
@@ -281,7 +281,7 @@ fn read_copy(
     let at = label.layout.slot_offset(slot);
     let hdr = io(engine, bdev, IoType::Read, at, record_unit(bdev), None)
         .map_err(|e| ConfigCopyError::Invalid(format!("cannot read: {e}")))?;
-    let header = ondisk::decode_config_header(&hdr)?;
+    let header = format::decode_config_header(&hdr)?;
     if header.payload_len > label.layout.max_payload() {
         return Err(ConfigCopyError::Invalid(format!(
             "payload of {} bytes does not fit the slot",
@@ -311,7 +311,7 @@ fn read_copy(
         b
     };
     payload.truncate(header.payload_len as usize);
-    ondisk::verify_config_payload(&header, &payload)?;
+    format::verify_config_payload(&header, &payload)?;
     Ok(RawCopy {
         slot,
         header,
@@ -319,7 +319,7 @@ fn read_copy(
     })
 }
 
-/// Writes an encoded config copy (from [`ondisk::encode_config_copy`]) into `slot` and
+/// Writes an encoded config copy (from [`format::encode_config_copy`]) into `slot` and
 /// flushes.
 pub fn write_copy(
     engine: &Engine,

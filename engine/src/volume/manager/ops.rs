@@ -7,17 +7,20 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::alloc::{self, AllocRequest, DiskSpace};
-use super::driver::{self, MapReadPolicy, PlexMap, VolumeBdev, VolumeMap, VolumeShared};
-use super::fence::FenceList;
-use super::layout::{Column, Extent, PlexGeometry};
-use super::manager::{check_name, group_mut, was_running, Group, VmError, VolumeManager};
-use super::objects::{
+use crate::bdev::blocking::{start_io, BlockingIoError, PendingIo};
+use crate::bdev::{BdevSpec, IoType, IoTypeSet};
+use crate::volume::error::VolumeError;
+use crate::volume::io::driver::{
+    self, MapReadPolicy, PlexMap, VolumeBdev, VolumeMap, VolumeShared,
+};
+use crate::volume::io::fence::FenceList;
+use crate::volume::manager::{check_name, group_mut, was_running, Group, VolumeManager};
+use crate::volume::model::alloc::{self, AllocRequest, DiskSpace};
+use crate::volume::model::layout::{Column, Extent, PlexGeometry};
+use crate::volume::model::objects::{
     DgConfig, DiskCondition, KernelState, PlexLayout, PlexRecord, PlexState, ReadPolicy,
     SubdiskRecord, VolumeRecord, VolumeState, DEFAULT_STRIPE_UNIT_BYTES, MAX_PLEXES,
 };
-use crate::bdev::blocking::{start_io, BlockingIoError, PendingIo};
-use crate::bdev::{BdevSpec, IoType, IoTypeSet};
 
 /// The layouts `volume_create` accepts.
 pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe, stripe-mirror";
@@ -49,7 +52,7 @@ pub struct VolumeCreate {
 
 /// Free space on the group's usable disks (present, condition OK) in `cfg`, as the allocator
 /// sees it: less the ranges under copy writes still in flight from cancelled copies
-/// (`fences`), which a new subdisk there would get overwritten by (see `volume::fence`).
+/// (`fences`), which a new subdisk there would get overwritten by (see `volume::io::fence`).
 pub(crate) fn usable_space(g: &Group, cfg: &DgConfig, fences: &FenceList) -> Vec<DiskSpace> {
     cfg.disks
         .iter()
@@ -71,7 +74,7 @@ pub(crate) fn usable_space(g: &Group, cfg: &DgConfig, fences: &FenceList) -> Vec
             }
             Some(DiskSpace {
                 disk: d.name.clone(),
-                free: super::fence::subtract(&cfg.free_space(&d.name), &reserved),
+                free: crate::volume::io::fence::subtract(&cfg.free_space(&d.name), &reserved),
                 spare: d.spare,
                 nohotuse: d.nohotuse,
             })
@@ -80,7 +83,7 @@ pub(crate) fn usable_space(g: &Group, cfg: &DgConfig, fences: &FenceList) -> Vec
 }
 
 /// The group's disk names for `names`, each a disk name or the bdev it is on.
-pub(crate) fn resolve_disks(cfg: &DgConfig, names: &[String]) -> Result<Vec<String>, VmError> {
+pub(crate) fn resolve_disks(cfg: &DgConfig, names: &[String]) -> Result<Vec<String>, VolumeError> {
     names
         .iter()
         .map(|d| {
@@ -89,7 +92,10 @@ pub(crate) fn resolve_disks(cfg: &DgConfig, names: &[String]) -> Result<Vec<Stri
                 .find(|r| &r.name == d || &r.device == d)
                 .map(|r| r.name.clone())
                 .ok_or_else(|| {
-                    VmError::Invalid(format!("'{d}' is not a disk of disk group '{}'", cfg.name))
+                    VolumeError::Invalid(format!(
+                        "'{d}' is not a disk of disk group '{}'",
+                        cfg.name
+                    ))
                 })
         })
         .collect()
@@ -214,7 +220,11 @@ pub(crate) fn build_map(
             if let Some(shadow) = plex_geometry(engine, g, p, Some((&mv.old, &mv.new)), &mut disks)?
             {
                 plexes.push(PlexMap {
-                    name: format!("{}{}", p.name, super::reshape::SHADOW_SUFFIX),
+                    name: format!(
+                        "{}{}",
+                        p.name,
+                        crate::volume::manager::reshape::SHADOW_SUFFIX
+                    ),
                     geometry: shadow,
                     readable: false,
                     writable: true,
@@ -353,18 +363,18 @@ fn remove_plex(cfg: &mut DgConfig, plex: &str, with_subdisks: bool) {
     cfg.plexes.retain(|p| p.name != plex);
 }
 
-fn parse_read_policy(p: Option<&str>, prefer: Option<&str>) -> Result<ReadPolicy, VmError> {
+fn parse_read_policy(p: Option<&str>, prefer: Option<&str>) -> Result<ReadPolicy, VolumeError> {
     match (p.unwrap_or("select"), prefer) {
         ("select", None) => Ok(ReadPolicy::Select),
         ("round", None) => Ok(ReadPolicy::Round),
         ("prefer", Some(pl)) => Ok(ReadPolicy::Prefer(pl.to_string())),
-        ("prefer", None) => Err(VmError::Invalid(
+        ("prefer", None) => Err(VolumeError::Invalid(
             "read_policy prefer needs prefer_plex, the plex to read from".into(),
         )),
-        (_, Some(_)) => Err(VmError::Invalid(
+        (_, Some(_)) => Err(VolumeError::Invalid(
             "prefer_plex is only meaningful with read_policy prefer".into(),
         )),
-        (other, _) => Err(VmError::Invalid(format!(
+        (other, _) => Err(VolumeError::Invalid(format!(
             "unknown read_policy '{other}': use round, select or prefer"
         ))),
     }
@@ -374,13 +384,13 @@ impl VolumeManager {
     /// Creates a volume: allocates its subdisks, records it (plexes TEMP), zeroes them (a new
     /// volume never shows an old one's data, and mirrors start identical), records it CLEAN
     /// and starts it as bdev `<dg>/<name>`.
-    pub fn volume_create(&self, req: &VolumeCreate) -> Result<String, VmError> {
+    pub fn volume_create(&self, req: &VolumeCreate) -> Result<String, VolumeError> {
         check_name("volume", &req.name)?;
         let mut groups = self.lock();
         let g = group_mut(&mut groups, &req.dg)?;
         let cfg0 = g.cfg.clone();
         if cfg0.name_taken(&req.name) {
-            return Err(VmError::Exists {
+            return Err(VolumeError::Exists {
                 kind: "object",
                 name: format!("{}/{}", req.dg, req.name),
             });
@@ -390,7 +400,7 @@ impl VolumeManager {
             .check_free(&format!("{}/{}", req.dg, req.name))?;
         let bs = cfg0.block_size as u64;
         if req.size == 0 {
-            return Err(VmError::Invalid("size must be greater than 0".into()));
+            return Err(VolumeError::Invalid("size must be greater than 0".into()));
         }
         let len = req.size.div_ceil(bs);
         let (striped, default_mirrors) = match req.layout.as_str() {
@@ -400,19 +410,19 @@ impl VolumeManager {
             "mirror-stripe" => (true, 2),
             "stripe-mirror" => (true, 2),
             other => {
-                return Err(VmError::Invalid(format!(
+                return Err(VolumeError::Invalid(format!(
                     "unknown layout '{other}': use one of {LAYOUTS}"
                 )))
             }
         };
         let nmirror = req.nmirror.unwrap_or(default_mirrors);
         if nmirror == 0 || nmirror as usize > MAX_PLEXES {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "nmirror {nmirror} is out of range: a volume has 1 to {MAX_PLEXES} plexes"
             )));
         }
         if !striped && req.ncol.is_some_and(|n| n != 1) {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "ncol is for striped layouts; layout {} has one column",
                 req.layout
             )));
@@ -429,7 +439,7 @@ impl VolumeManager {
             1
         };
         if striped && ncol < 2 {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "a stripe needs at least 2 columns, not {ncol}"
             )));
         }
@@ -437,7 +447,7 @@ impl VolumeManager {
             .stripe_unit_kb
             .map_or(DEFAULT_STRIPE_UNIT_BYTES, |k| k.saturating_mul(1024));
         if striped && (su_bytes == 0 || !su_bytes.is_multiple_of(bs)) {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "stripe_unit_kb must be a non-zero multiple of the block size ({bs} bytes)"
             )));
         }
@@ -495,7 +505,7 @@ impl VolumeManager {
         &self,
         g: &mut Group,
         nv: NewVolume<'_>,
-    ) -> Result<String, VmError> {
+    ) -> Result<String, VolumeError> {
         let dg = g.cfg.name.clone();
         let name = nv.name;
         let mut read_policy = nv.read_policy;
@@ -518,7 +528,7 @@ impl VolumeManager {
                 if plex_names.contains(&full) {
                     read_policy = ReadPolicy::Prefer(full);
                 } else {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "prefer_plex '{p}' is not one of the new volume's plexes ({})",
                         plex_names.join(", ")
                     )));
@@ -549,7 +559,7 @@ impl VolumeManager {
             .iter()
             .any(|b| b.uuid() == record.uuid)
         {
-            return Err(VmError::Exists {
+            return Err(VolumeError::Exists {
                 kind: "bdev with uuid",
                 name: record.uuid.to_string(),
             });
@@ -606,7 +616,7 @@ impl VolumeManager {
         let mut zeroes: Vec<u8> = Vec::new();
         for s in sds {
             let (Some(m), Some(d)) = (g.members.get(&s.disk), g.cfg.disk(&s.disk)) else {
-                return Err(VmError::NotFound {
+                return Err(VolumeError::NotFound {
                     kind: "disk",
                     name: s.disk.clone(),
                 }
@@ -625,22 +635,22 @@ impl VolumeManager {
                     (IoType::Write, Some(&zeroes[..n as usize]))
                 };
                 let io = start_io(&self.engine, 0, &m.bdev, op, at, n, data)
-                    .map_err(|e| VmError::Disk(e.into()))?;
+                    .map_err(|e| VolumeError::Disk(e.into()))?;
                 match io.wait(self.zero_wait()) {
                     Ok(_) => {}
                     Err(e @ BlockingIoError::TimedOut(_)) => {
                         return Err(ZeroFailed {
-                            error: VmError::Disk(e.into()),
+                            error: VolumeError::Disk(e.into()),
                             pending: Some(Box::new((io, s.clone()))),
                         })
                     }
-                    Err(e) => return Err(VmError::Disk(e.into()).into()),
+                    Err(e) => return Err(VolumeError::Disk(e.into()).into()),
                 }
                 at += n;
             }
         }
         // The zeroes are on the media before a commit says the space is zeroed.
-        super::manager::flush_disks(
+        crate::volume::manager::flush_disks(
             &self.engine,
             sds.iter()
                 .filter_map(|s| g.members.get(&s.disk).map(|m| &m.bdev)),
@@ -657,7 +667,7 @@ impl VolumeManager {
         g: &mut Group,
         f: ZeroFailed,
         rollback: impl FnOnce(&mut DgConfig),
-    ) -> VmError {
+    ) -> VolumeError {
         let dg = g.cfg.name.clone();
         let mut back = g.cfg.clone();
         rollback(&mut back);
@@ -683,7 +693,7 @@ impl VolumeManager {
     fn free_when_zeroed(&self, dg: String, io: PendingIo, sd: SubdiskRecord) {
         let me = self.me.clone();
         let spawned = std::thread::Builder::new()
-            .name("vm_zero_wait".into())
+            .name("volume-zeroing".into())
             .spawn(move || {
                 while let Err(BlockingIoError::TimedOut(_)) = io.wait(Duration::from_secs(60)) {
                     tracing::warn!(dg = %dg, subdisk = %sd.name, disk = %sd.disk, "a zeroing write still has not completed; the subdisk stays allocated");
@@ -718,7 +728,7 @@ impl VolumeManager {
     /// Starts a volume: registers bdev `<dg>/<name>`. A volume that was running when plexd
     /// died (state ACTIVE) with more than one in-sync plex is started in SYNC: reads come from
     /// one plex while a resync makes the others equal to it.
-    pub fn volume_start(&self, dg: &str, name: &str) -> Result<(), VmError> {
+    pub fn volume_start(&self, dg: &str, name: &str) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if g.cfg.volume(name).is_none() {
@@ -726,7 +736,7 @@ impl VolumeManager {
         }
         refuse_subvolume(g, name, "start")?;
         if g.volumes.contains_key(name) {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "volume {dg}/{name} is already started"
             )));
         }
@@ -737,7 +747,7 @@ impl VolumeManager {
     /// at the next import. It is recorded CLEAN only if its requests in flight finished within
     /// the stop wait (see [`VolumeManager::set_stop_wait`]), every write failure was recorded
     /// and its disks were flushed; otherwise it stays ACTIVE and resyncs at its next start.
-    pub fn volume_stop(&self, dg: &str, name: &str) -> Result<(), VmError> {
+    pub fn volume_stop(&self, dg: &str, name: &str) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if g.cfg.volume(name).is_none() {
@@ -745,14 +755,14 @@ impl VolumeManager {
         }
         refuse_subvolume(g, name, "stop")?;
         if !g.volumes.contains_key(name) {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{name} is not started"
             )));
         }
         self.stop_volume(g, name, false)
     }
 
-    pub(crate) fn start_volume(&self, g: &mut Group, name: &str) -> Result<(), VmError> {
+    pub(crate) fn start_volume(&self, g: &mut Group, name: &str) -> Result<(), VolumeError> {
         let dg = g.cfg.name.clone();
         let mut cfg = g.cfg.clone();
         let readable: Vec<String> = cfg
@@ -762,7 +772,7 @@ impl VolumeManager {
             .map(|p| p.name.clone())
             .collect();
         if readable.is_empty() {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{name} has no plex with current data (every plex is stale, detached or on a missing disk); attach or recover a plex first"
             )));
         }
@@ -808,7 +818,7 @@ impl VolumeManager {
             Ok(m) => m,
             Err(e) => {
                 self.abandon_subvolumes(g, name);
-                return Err(VmError::Invalid(e));
+                return Err(VolumeError::Invalid(e));
             }
         };
         let io_types = volume_io_types(&map);
@@ -838,7 +848,7 @@ impl VolumeManager {
             spec,
             Box::new(VolumeBdev::new(
                 shared.clone(),
-                super::raid::saved_config(g, name),
+                crate::volume::manager::raid_config::saved_config(g, name),
             )),
         ) {
             self.abandon_subvolumes(g, name);
@@ -857,7 +867,7 @@ impl VolumeManager {
         g: &mut Group,
         name: &str,
         shutting_down: bool,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), VolumeError> {
         let dg = g.cfg.name.clone();
         let bdev_name = g
             .cfg
@@ -868,7 +878,7 @@ impl VolumeManager {
         let mut bdev = std::sync::Weak::new();
         if let Ok(b) = self.engine.bdevs().get(&bdev_name) {
             if let Some(owner) = b.claimed_by() {
-                return Err(VmError::Busy(format!(
+                return Err(VolumeError::Busy(format!(
                     "volume {bdev_name} is in use by {owner}; release it first"
                 )));
             }
@@ -908,7 +918,7 @@ impl VolumeManager {
             Some("a write failure was not recorded yet".to_string())
         } else {
             let disks = shared.as_ref().map(|s| s.map().disks.clone());
-            super::manager::flush_disks(&self.engine, disks.iter().flatten())
+            crate::volume::manager::flush_disks(&self.engine, disks.iter().flatten())
                 .err()
                 .map(|e| e.to_string())
         };
@@ -948,7 +958,7 @@ impl VolumeManager {
     }
 
     /// Deletes a volume with its plexes and subdisks (refused while it is exported).
-    pub fn volume_delete(&self, dg: &str, name: &str) -> Result<(), VmError> {
+    pub fn volume_delete(&self, dg: &str, name: &str) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if g.cfg.volume(name).is_none() {
@@ -968,13 +978,17 @@ impl VolumeManager {
 
     /// Detaches a plex (no more I/O; state OFFLINE), or with `dissociate` removes it from its
     /// volume and deletes its subdisks. The last plex with current data cannot be detached.
-    pub fn plex_detach(&self, dg: &str, plex: &str, dissociate: bool) -> Result<(), VmError> {
+    pub fn plex_detach(&self, dg: &str, plex: &str, dissociate: bool) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
-        let p = g.cfg.plex(plex).cloned().ok_or_else(|| VmError::NotFound {
-            kind: "plex",
-            name: format!("{dg}/{plex}"),
-        })?;
+        let p = g
+            .cfg
+            .plex(plex)
+            .cloned()
+            .ok_or_else(|| VolumeError::NotFound {
+                kind: "plex",
+                name: format!("{dg}/{plex}"),
+            })?;
         let vol = p.volume.clone().unwrap_or_default();
         let others_in_sync = g
             .cfg
@@ -984,7 +998,7 @@ impl VolumeManager {
             .count();
         let this_in_sync = p.state.is_in_sync() && p.kstate == KernelState::Enabled;
         if this_in_sync && others_in_sync == 0 && !vol.is_empty() {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "plex {plex} is the last plex of volume {dg}/{vol} with current data; it cannot be detached"
             )));
         }
@@ -1017,11 +1031,11 @@ impl VolumeManager {
     }
 
     /// `volume_list`: volumes with their plexes and subdisks.
-    pub fn volume_list(&self, dg: Option<&str>, name: Option<&str>) -> Result<Value, VmError> {
+    pub fn volume_list(&self, dg: Option<&str>, name: Option<&str>) -> Result<Value, VolumeError> {
         let groups = self.lock();
         if let Some(d) = dg {
             if !groups.contains_key(d) {
-                return Err(VmError::NotFound {
+                return Err(VolumeError::NotFound {
                     kind: "disk group",
                     name: d.into(),
                 });
@@ -1040,7 +1054,7 @@ impl VolumeManager {
             }
         }
         if let (Some(n), true) = (name, out.is_empty()) {
-            return Err(VmError::NotFound {
+            return Err(VolumeError::NotFound {
                 kind: "volume",
                 name: n.into(),
             });
@@ -1054,13 +1068,13 @@ impl VolumeManager {
 /// on its subdisk: that space must stay allocated until it has.
 pub(crate) struct ZeroFailed {
     /// Why it failed.
-    pub(crate) error: VmError,
+    pub(crate) error: VolumeError,
     /// The write still in flight and the subdisk it zeroes.
     pending: Option<Box<(PendingIo, SubdiskRecord)>>,
 }
 
-impl From<VmError> for ZeroFailed {
-    fn from(error: VmError) -> Self {
+impl From<VolumeError> for ZeroFailed {
+    fn from(error: VolumeError) -> Self {
         ZeroFailed {
             error,
             pending: None,
@@ -1099,7 +1113,7 @@ fn disk_names(map: &VolumeMap) -> String {
 
 /// Refuses (EBUSY) to free volume `vol`'s space while writes of an earlier run of it are
 /// still in flight; forgets those that completed.
-fn refuse_lingering(g: &mut Group, vol: &str, what: &str) -> Result<(), VmError> {
+fn refuse_lingering(g: &mut Group, vol: &str, what: &str) -> Result<(), VolumeError> {
     let Some(l) = g.lingering.get_mut(vol) else {
         return Ok(());
     };
@@ -1108,23 +1122,23 @@ fn refuse_lingering(g: &mut Group, vol: &str, what: &str) -> Result<(), VmError>
         g.lingering.remove(vol);
         return Ok(());
     };
-    Err(VmError::Busy(format!(
+    Err(VolumeError::Busy(format!(
         "{what}: volume {}/{vol} was stopped but {busy}, and its space stays allocated until they complete; retry then, or fail the disk that does not answer",
         g.cfg.name
     )))
 }
 
-pub(crate) fn refuse_subvolume(g: &Group, name: &str, what: &str) -> Result<(), VmError> {
+pub(crate) fn refuse_subvolume(g: &Group, name: &str, what: &str) -> Result<(), VolumeError> {
     match g.cfg.volume(name).and_then(|v| v.parent.clone()) {
-        Some(parent) => Err(VmError::Invalid(format!(
+        Some(parent) => Err(VolumeError::Invalid(format!(
             "{name} is a sub-volume (a column) of layered volume {parent}; {what} {parent} instead"
         ))),
         None => Ok(()),
     }
 }
 
-fn not_found_volume(dg: &str, name: &str) -> VmError {
-    VmError::NotFound {
+fn not_found_volume(dg: &str, name: &str) -> VolumeError {
+    VolumeError::NotFound {
         kind: "volume",
         name: format!("{dg}/{name}"),
     }

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
-use super::layout::PlexGeometry;
-use super::task::SyncBarrier;
 use crate::bdev::{Bdev, BdevDriver, BdevError, DriverChannel};
+use crate::volume::io::barrier::SyncBarrier;
+use crate::volume::model::layout::PlexGeometry;
 
 /// The volume bdev's `product_name`.
 pub const PRODUCT_NAME: &str = "plexd volume";
@@ -174,9 +174,32 @@ pub struct VolumeShared {
     #[cfg(test)]
     pub(crate) writes_deferred: AtomicU64,
     barrier: Arc<SyncBarrier>,
-    /// The resync running while the map has a read source: below its progress every
+    /// The progress of the resync running while the map has a read source: below it every
     /// writable plex equals the source (failure path only reads it).
-    pub(crate) resync: arc_swap::ArcSwapOption<super::task::Task>,
+    pub(crate) resync: arc_swap::ArcSwapOption<CopyProgress>,
+}
+
+/// How far a copy has come: every block below it is copied. The copy (a task on its own
+/// thread) advances it; the I/O path reads it (`VolumeShared::resynced_through`) without
+/// knowing about tasks.
+#[derive(Debug, Default)]
+pub struct CopyProgress(AtomicU64);
+
+impl CopyProgress {
+    /// Progress starting at block `start`.
+    pub fn new(start: u64) -> CopyProgress {
+        CopyProgress(AtomicU64::new(start))
+    }
+
+    /// The first block not yet copied.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Records that every block below `done` is copied.
+    pub(crate) fn set(&self, done: u64) {
+        self.0.store(done, Ordering::Relaxed);
+    }
 }
 
 impl VolumeShared {
@@ -251,7 +274,7 @@ impl VolumeShared {
     }
 
     /// The barrier that keeps copies (resync, attach) and guest writes apart (shared with
-    /// the fences of copy writes that outlived their copy: see `volume::fence`).
+    /// the fences of copy writes that outlived their copy: see `volume::io::fence`).
     pub fn barrier(&self) -> &Arc<SyncBarrier> {
         &self.barrier
     }
@@ -259,7 +282,7 @@ impl VolumeShared {
     /// Whether `[0, end)` is already resynced (every writable plex equals the read source
     /// there). Only meaningful while the map has a read source.
     pub(crate) fn resynced_through(&self, end: u64) -> bool {
-        self.resync.load().as_ref().is_some_and(|t| t.done() >= end)
+        self.resync.load().as_ref().is_some_and(|p| p.get() >= end)
     }
 
     /// Read errors seen (each retried on another plex when one was left).
@@ -313,7 +336,7 @@ impl BdevDriver for VolumeBdev {
     }
 
     fn create_channel(&self, _bdev: &Arc<Bdev>) -> Result<Box<dyn DriverChannel>, BdevError> {
-        super::channel::create(&self.shared)
+        crate::volume::io::channel::create(&self.shared)
     }
 
     fn driver_specific(&self) -> Option<(&'static str, Value)> {

@@ -14,10 +14,11 @@
 
 use std::time::Duration;
 
-use super::alloc::{self, AllocRequest};
-use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{DgConfig, KernelState, PlexLayout, SubdiskRecord};
-use super::task::{self, CopyPlex, TaskState};
+use crate::volume::copy::task::{self, CopyIo, CopyPlex, TaskSpec, TaskState};
+use crate::volume::error::VolumeError;
+use crate::volume::manager::{group_mut, Group, VolumeManager};
+use crate::volume::model::alloc::{self, AllocRequest};
+use crate::volume::model::objects::{DgConfig, KernelState, PlexLayout, SubdiskRecord};
 
 /// Suffix of a shadow plex's name in the I/O map (never in the configuration).
 pub const SHADOW_SUFFIX: &str = "~move";
@@ -38,14 +39,14 @@ pub struct Move {
 fn take_space(
     cfg: &mut DgConfig,
     g: &Group,
-    fences: &super::fence::FenceList,
+    fences: &crate::volume::io::fence::FenceList,
     len: u64,
     exclude: Vec<String>,
     only: Option<Vec<String>>,
     contiguous: bool,
-) -> Result<Vec<SubdiskRecord>, VmError> {
+) -> Result<Vec<SubdiskRecord>, VolumeError> {
     let plan = alloc::allocate(
-        &super::ops::usable_space(g, cfg, fences),
+        &crate::volume::manager::ops::usable_space(g, cfg, fences),
         &AllocRequest {
             len,
             nmirror: 1,
@@ -61,7 +62,7 @@ fn take_space(
         .and_then(|p| p.columns.into_iter().next())
         .unwrap_or_default();
     if contiguous && extents.len() != 1 {
-        return Err(VmError::Invalid(format!(
+        return Err(VolumeError::Invalid(format!(
             "no single free extent of {len} blocks on the usable disks; a subdisk must be contiguous"
         )));
     }
@@ -105,21 +106,21 @@ impl VolumeManager {
     /// Grows volume `name` to `size` bytes (rounded up to the block size): every plex gets
     /// more space (stripes per column) on disks no other plex or column of the volume uses.
     /// Returns the new length in blocks. Shrinking is refused.
-    pub fn volume_resize(&self, dg: &str, name: &str, size: u64) -> Result<u64, VmError> {
+    pub fn volume_resize(&self, dg: &str, name: &str, size: u64) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         let v = g
             .cfg
             .volume(name)
             .cloned()
-            .ok_or_else(|| VmError::NotFound {
+            .ok_or_else(|| VolumeError::NotFound {
                 kind: "volume",
                 name: format!("{dg}/{name}"),
             })?;
         let bs = g.cfg.block_size as u64;
         let new_len = size.div_ceil(bs);
         if new_len < v.len {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{name} has {} bytes; shrinking it to {size} would destroy the data at its end and is not supported",
                 v.len * bs
             )));
@@ -128,17 +129,17 @@ impl VolumeManager {
             return Ok(v.len);
         }
         if v.raid_level.is_some() {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "'{name}' is a raid bdev; its size is fixed by its base bdevs"
             )));
         }
-        if v.parent.is_some() || !super::layered::subvolumes(g, name).is_empty() {
-            return Err(VmError::Invalid(format!(
+        if v.parent.is_some() || !crate::volume::manager::layered::subvolumes(g, name).is_empty() {
+            return Err(VolumeError::Invalid(format!(
                 "growing layered (stripe-mirror) volumes is not supported yet: {dg}/{name}"
             )));
         }
         if self.tasks.busy(dg, name) || g.moves.contains_key(name) {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "volume {dg}/{name} is locked by another operation (a resync, attach or move is running)"
             )));
         }
@@ -149,7 +150,7 @@ impl VolumeManager {
         for p in &plexes {
             let sds: Vec<SubdiskRecord> = cfg.subdisks_of(&p.name).into_iter().cloned().collect();
             if sds.iter().any(|s| !g.members.contains_key(&s.disk)) {
-                return Err(VmError::Invalid(format!(
+                return Err(VolumeError::Invalid(format!(
                     "plex {} has subdisks on a missing disk; remove it (plex_detach dissociate) before growing",
                     p.name
                 )));
@@ -235,7 +236,7 @@ impl VolumeManager {
         sd: &str,
         to: Option<&str>,
         delay: Duration,
-    ) -> Result<u64, VmError> {
+    ) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         let old = g
@@ -244,33 +245,32 @@ impl VolumeManager {
             .iter()
             .find(|s| s.name == sd)
             .cloned()
-            .ok_or_else(|| VmError::NotFound {
+            .ok_or_else(|| VolumeError::NotFound {
                 kind: "subdisk",
                 name: format!("{dg}/{sd}"),
             })?;
         if let Some(sv) = &old.subvolume {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "{sd} is sub-volume {sv} of a layered volume; move that sub-volume's subdisks instead"
             )));
         }
         let plex_name = old
             .plex
             .clone()
-            .ok_or_else(|| VmError::Invalid(format!("subdisk {sd} belongs to no plex")))?;
+            .ok_or_else(|| VolumeError::Invalid(format!("subdisk {sd} belongs to no plex")))?;
         let plex = g
             .cfg
             .plex(&plex_name)
             .cloned()
-            .ok_or_else(|| VmError::NotFound {
+            .ok_or_else(|| VolumeError::NotFound {
                 kind: "plex",
                 name: plex_name.clone(),
             })?;
-        let vol = plex
-            .volume
-            .clone()
-            .ok_or_else(|| VmError::Invalid(format!("plex {plex_name} belongs to no volume")))?;
+        let vol = plex.volume.clone().ok_or_else(|| {
+            VolumeError::Invalid(format!("plex {plex_name} belongs to no volume"))
+        })?;
         if !g.volumes.contains_key(&vol) {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{vol} is not started; start it before moving its subdisks"
             )));
         }
@@ -278,17 +278,17 @@ impl VolumeManager {
             && plex.kstate == KernelState::Enabled
             && plex.sync_offset.is_none())
         {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "plex {plex_name} is not in sync; attach or recover it instead of moving its subdisks"
             )));
         }
         if self.tasks.busy(dg, &vol) || g.moves.contains_key(&vol) {
-            return Err(VmError::Busy(format!(
+            return Err(VolumeError::Busy(format!(
                 "volume {dg}/{vol} is locked by another operation (a resync, attach or move is running)"
             )));
         }
         let only = to
-            .map(|d| super::ops::resolve_disks(&g.cfg, &[d.to_string()]))
+            .map(|d| crate::volume::manager::ops::resolve_disks(&g.cfg, &[d.to_string()]))
             .transpose()?;
         // Never onto a disk another plex or column of the volume uses (nor the same disk).
         let mut exclude: Vec<String> = g
@@ -302,7 +302,7 @@ impl VolumeManager {
         exclude.push(old.disk.clone());
         if let Some(o) = &only {
             if exclude.contains(&o[0]) {
-                return Err(VmError::Invalid(format!(
+                return Err(VolumeError::Invalid(format!(
                     "disk {} already holds data of volume {dg}/{vol} (or is the subdisk's own disk); the move would lose redundancy",
                     o[0]
                 )));
@@ -333,7 +333,7 @@ impl VolumeManager {
             .volumes
             .get(&vol)
             .cloned()
-            .ok_or_else(|| VmError::Invalid(format!("volume {dg}/{vol} is not started")))?;
+            .ok_or_else(|| VolumeError::Invalid(format!("volume {dg}/{vol} is not started")))?;
         let map = shared.map();
         let src = map.plexes.iter().position(|p| p.name == plex_name);
         let dst = map
@@ -343,7 +343,7 @@ impl VolumeManager {
         let (Some(src), Some(dst)) = (src, dst) else {
             g.moves.remove(&vol);
             self.publish(g, &vol);
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "plex {plex_name} is not in the volume's map"
             )));
         };
@@ -363,39 +363,28 @@ impl VolumeManager {
             PlexLayout::Stripe { .. } => (0, len),
         };
         let bs = g.cfg.block_size as u64;
-        let task = self.tasks.add(
-            "subdisk_move",
+        let task = self.tasks.add(TaskSpec {
+            kind: "subdisk_move",
             dg,
-            &vol,
-            Some(&plex_name),
-            &[],
-            Some(&plex_name),
-            from,
-            end,
-        );
+            volume: &vol,
+            plex: Some(&plex_name),
+            targets: &[],
+            source: Some(&plex_name),
+            start: from,
+            total: end,
+        });
         let id = task.id;
         let vm = self
             .me
             .upgrade()
-            .ok_or_else(|| VmError::Invalid("the volume manager is shutting down".into()))?;
+            .ok_or_else(|| VolumeError::Invalid("the volume manager is shutting down".into()))?;
         tracing::info!(dg = %dg, subdisk = %sd, to = %new.name, "subdisk move started");
         std::thread::Builder::new()
             .name(format!("move {sd}"))
             .spawn(move || {
                 let targets = [target];
-                let r = task::copy(
-                    &vm.engine,
-                    &task,
-                    shared.barrier(),
-                    &source,
-                    &targets,
-                    bs,
-                    end,
-                    delay,
-                    |_| {},
-                    |_, _| false,
-                );
-                let r = super::manager::flush_copied(&vm.engine, r, &targets);
+                let r = task::copy(&CopyIo { engine: &vm.engine, task: &task, barrier: shared.barrier(), block_size: bs }, &source, &targets, end, delay, |_| {}, |_, _| false);
+                let r = crate::volume::manager::flush_copied(&vm.engine, r, &targets);
                 // No swap while a write that used the shadow is in flight or waits for its
                 // failure to be recorded: such a failure must still find the move (and
                 // abandon it) rather than be acknowledged over a swapped plex that lacks the
@@ -452,7 +441,7 @@ impl VolumeManager {
                     (Err(e), _) => task.set_state(TaskState::Failed(e.to_string())),
                 }
             })
-            .map_err(|e| VmError::Invalid(format!("cannot start the move thread: {e}")))?;
+            .map_err(|e| VolumeError::Invalid(format!("cannot start the move thread: {e}")))?;
         Ok(id)
     }
 }

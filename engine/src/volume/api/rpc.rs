@@ -11,9 +11,9 @@ use plexd_control::{MethodTable, RpcError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::manager::VolumeManager;
-use super::ops::VolumeCreate;
-use super::task::TaskState;
+use crate::volume::copy::task::TaskState;
+use crate::volume::manager::ops::VolumeCreate;
+use crate::volume::manager::VolumeManager;
 
 /// A size: bytes as a number, or a string with a unit (`512M`, `1G`, `4096`, `10GiB`, `100MB`).
 #[derive(Deserialize)]

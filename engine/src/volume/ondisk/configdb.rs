@@ -10,8 +10,8 @@
 
 use uuid::Uuid;
 
-use super::objects::DgConfig;
-use super::ondisk::Label;
+use crate::volume::model::objects::DgConfig;
+use crate::volume::ondisk::format::Label;
 
 /// A valid config copy found on a disk.
 #[derive(Debug, Clone)]
@@ -183,8 +183,8 @@ fn lagging(copy: &FoundCopy, disks: &[FoundDisk]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::objects::{DiskCondition, DiskRecord};
-    use crate::volume::ondisk::{DiskState, RegionLayout};
+    use crate::volume::model::objects::{DiskCondition, DiskRecord};
+    use crate::volume::ondisk::format::{DiskState, RegionLayout};
 
     fn label(id: Uuid, serial: u64) -> Label {
         Label {

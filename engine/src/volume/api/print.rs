@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::manager::{Group, VmError, VolumeManager};
-use super::objects::{KernelState, PlexLayout, ReadPolicy};
+use crate::volume::error::VolumeError;
+use crate::volume::manager::{Group, VolumeManager};
+use crate::volume::model::objects::{KernelState, PlexLayout, ReadPolicy};
 
 /// The `vxprint -ht` header block.
 pub const HEADER: &str = "\
@@ -37,7 +38,7 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
         let device = member.map_or("-".to_string(), |m| m.bdev.name().to_string());
         let privlen = d.public_offset * sect;
         let mut flags: Vec<String> = Vec::new();
-        if d.condition != super::objects::DiskCondition::Ok {
+        if d.condition != crate::volume::model::objects::DiskCondition::Ok {
             flags.push(format!("{:?}", d.condition).to_uppercase());
         }
         if d.spare {
@@ -168,7 +169,7 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
 
 impl VolumeManager {
     /// `vm_print`: the object tree of one group (or all) in `vxprint -ht` columns.
-    pub fn vm_print(&self, dg: Option<&str>) -> Result<String, VmError> {
+    pub fn vm_print(&self, dg: Option<&str>) -> Result<String, VolumeError> {
         let groups = self.lock();
         let mut out = String::from(HEADER);
         let mut any = false;
@@ -181,7 +182,7 @@ impl VolumeManager {
             print_group(g, &mut out);
         }
         if let (Some(d), false) = (dg, any) {
-            return Err(VmError::NotFound {
+            return Err(VolumeError::NotFound {
                 kind: "disk group",
                 name: d.into(),
             });
@@ -190,7 +191,7 @@ impl VolumeManager {
     }
 
     /// `dg_list`: imported groups.
-    pub fn dg_list(&self, name: Option<&str>) -> Result<Value, VmError> {
+    pub fn dg_list(&self, name: Option<&str>) -> Result<Value, VolumeError> {
         let groups = self.lock();
         let mut out = Vec::new();
         for (n, g) in groups.iter() {
@@ -212,7 +213,7 @@ impl VolumeManager {
             }));
         }
         if let (Some(x), true) = (name, out.is_empty()) {
-            return Err(VmError::NotFound {
+            return Err(VolumeError::NotFound {
                 kind: "disk group",
                 name: x.into(),
             });
@@ -221,11 +222,11 @@ impl VolumeManager {
     }
 
     /// `disk_list`: the disks of imported groups.
-    pub fn disk_list(&self, dg: Option<&str>) -> Result<Value, VmError> {
+    pub fn disk_list(&self, dg: Option<&str>) -> Result<Value, VolumeError> {
         let groups = self.lock();
         if let Some(d) = dg {
             if !groups.contains_key(d) {
-                return Err(VmError::NotFound {
+                return Err(VolumeError::NotFound {
                     kind: "disk group",
                     name: d.into(),
                 });

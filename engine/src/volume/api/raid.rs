@@ -15,10 +15,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::alloc::PlexAlloc;
-use super::manager::{group_mut, Group, VmError, VolumeManager};
-use super::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
-use super::ops::NewVolume;
+use crate::volume::error::VolumeError;
+use crate::volume::manager::ops::NewVolume;
+use crate::volume::manager::{group_mut, VolumeManager};
+use crate::volume::model::alloc::PlexAlloc;
+use crate::volume::model::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
 use plexd_control::jsonrpc::parse_params;
 use plexd_control::MethodTable;
 
@@ -35,15 +36,15 @@ pub enum RaidLevel {
 
 impl RaidLevel {
     /// Parses SPDK's names (`raid0`/`0`, `raid1`/`1`, `concat`).
-    pub fn parse(s: &str) -> Result<RaidLevel, VmError> {
+    pub fn parse(s: &str) -> Result<RaidLevel, VolumeError> {
         match s {
             "raid0" | "0" => Ok(RaidLevel::Raid0),
             "raid1" | "1" => Ok(RaidLevel::Raid1),
             "concat" => Ok(RaidLevel::Concat),
-            "raid5f" | "5f" => Err(VmError::Invalid(
+            "raid5f" | "5f" => Err(VolumeError::Invalid(
                 "raid5f is not supported by plexd yet; use raid0, raid1 or concat".into(),
             )),
-            other => Err(VmError::Invalid(format!(
+            other => Err(VolumeError::Invalid(format!(
                 "unknown raid_level '{other}': use raid0, raid1 or concat"
             ))),
         }
@@ -63,54 +64,13 @@ impl RaidLevel {
 const DEFAULT_STRIP_KB: u64 = 64;
 
 /// A strip size in bytes, refused if it does not fit in 64 bits.
-fn strip_bytes(kb: u64) -> Result<u64, VmError> {
+fn strip_bytes(kb: u64) -> Result<u64, VolumeError> {
     kb.checked_mul(1024).ok_or_else(|| {
-        VmError::Invalid(format!(
+        VolumeError::Invalid(format!(
             "strip_size_kb {kb} is too large: at most {} KiB",
             u64::MAX / 1024
         ))
     })
-}
-
-/// The saved-config entry that recreates a raid volume, or `None` for other volumes.
-pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
-    let v = g.cfg.volume(vol)?;
-    let level = v.raid_level.clone()?;
-    let strip = g
-        .cfg
-        .plexes_of(vol)
-        .first()
-        .and_then(|p| match p.layout {
-            PlexLayout::Stripe { stripe_unit, .. } => {
-                Some(stripe_unit * g.cfg.block_size as u64 / 1024)
-            }
-            PlexLayout::Concat => None,
-        })
-        .unwrap_or(0);
-    Some(json!({
-        "method": "bdev_raid_create",
-        "params": {
-            "name": v.bdev(&g.cfg.name),
-            "raid_level": level,
-            "strip_size_kb": strip,
-            "uuid": v.uuid.to_string(),
-            "base_bdevs": base_bdev_names(g),
-            "superblock": true,
-        }
-    }))
-}
-
-/// The group's member bdevs in disk order (missing ones by their last known device).
-fn base_bdev_names(g: &Group) -> Vec<String> {
-    g.cfg
-        .disks
-        .iter()
-        .map(|d| {
-            g.members
-                .get(&d.name)
-                .map_or(d.device.clone(), |m| m.bdev.name().to_string())
-        })
-        .collect()
 }
 
 impl VolumeManager {
@@ -122,19 +82,19 @@ impl VolumeManager {
         base_bdevs: &[String],
         strip_size_kb: Option<u64>,
         uuid: Option<uuid::Uuid>,
-    ) -> Result<String, VmError> {
+    ) -> Result<String, VolumeError> {
         if base_bdevs.is_empty() {
-            return Err(VmError::Invalid(
+            return Err(VolumeError::Invalid(
                 "base_bdevs must name at least one bdev".into(),
             ));
         }
         if level == RaidLevel::Raid0 && strip_size_kb == Some(0) {
-            return Err(VmError::Invalid(
+            return Err(VolumeError::Invalid(
                 "strip_size_kb must be greater than 0".into(),
             ));
         }
         if self.group_names().iter().any(|g| g == name) {
-            return Err(VmError::Exists {
+            return Err(VolumeError::Exists {
                 kind: "raid bdev",
                 name: name.into(),
             });
@@ -146,7 +106,9 @@ impl VolumeManager {
             return Ok(name.to_string());
         }
         if level == RaidLevel::Raid1 && base_bdevs.len() < 2 {
-            return Err(VmError::Invalid("raid1 needs at least 2 base bdevs".into()));
+            return Err(VolumeError::Invalid(
+                "raid1 needs at least 2 base bdevs".into(),
+            ));
         }
         if level == RaidLevel::Raid0 {
             // Everything checked before the disks are labelled: a failure past this point
@@ -168,7 +130,7 @@ impl VolumeManager {
         &self,
         base_bdevs: &[String],
         strip_size_kb: Option<u64>,
-    ) -> Result<(), VmError> {
+    ) -> Result<(), VolumeError> {
         let kb = strip_size_kb.unwrap_or(DEFAULT_STRIP_KB);
         let bytes = strip_bytes(kb)?;
         for name in base_bdevs {
@@ -178,14 +140,16 @@ impl VolumeManager {
             };
             let bs = u64::from(b.block_size());
             if !bytes.is_multiple_of(bs) {
-                return Err(VmError::Invalid(format!(
+                return Err(VolumeError::Invalid(format!(
                     "strip_size_kb {kb} is not a multiple of base bdev '{name}''s block size ({bs} bytes)"
                 )));
             }
             let len = b.num_blocks().saturating_mul(bs);
-            if let Ok(layout) = super::ondisk::RegionLayout::for_disk(len, b.block_size()) {
+            if let Ok(layout) =
+                crate::volume::ondisk::format::RegionLayout::for_disk(len, b.block_size())
+            {
                 if bytes > layout.public_len {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "strip_size_kb {kb} is larger than the {} KiB base bdev '{name}' has for data",
                         layout.public_len / 1024
                     )));
@@ -199,7 +163,7 @@ impl VolumeManager {
         bdevs.iter().all(|b| {
             self.engine.bdevs().get(b).ok().is_some_and(|b| {
                 b.claimed_by().is_none()
-                    && super::disk::read_label(&self.engine, &b)
+                    && crate::volume::ondisk::disk::read_label(&self.engine, &b)
                         .is_ok_and(|l| !l.dg_id.is_nil() && l.dg_name == name)
             })
         })
@@ -211,7 +175,7 @@ impl VolumeManager {
         level: RaidLevel,
         strip_size_kb: Option<u64>,
         uuid: Option<uuid::Uuid>,
-    ) -> Result<String, VmError> {
+    ) -> Result<String, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, name)?;
         let bs = g.cfg.block_size as u64;
@@ -226,14 +190,14 @@ impl VolumeManager {
             RaidLevel::Raid0 => {
                 let su_bytes = strip_bytes(strip_size_kb.unwrap_or(DEFAULT_STRIP_KB))?;
                 if !su_bytes.is_multiple_of(bs) {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "strip_size_kb must be a multiple of the block size ({bs} bytes)"
                     )));
                 }
                 let su = su_bytes / bs;
                 let col = min / su * su;
                 if col == 0 {
-                    return Err(VmError::Invalid(
+                    return Err(VolumeError::Invalid(
                         "the base bdevs are smaller than one strip".into(),
                     ));
                 }
@@ -288,13 +252,13 @@ impl VolumeManager {
     }
 
     /// `bdev_raid_delete`: removes raid bdev `name` and frees its base bdevs.
-    pub fn raid_delete(&self, name: &str) -> Result<(), VmError> {
+    pub fn raid_delete(&self, name: &str) -> Result<(), VolumeError> {
         self.raid_group(name)?;
         self.volume_delete(name, name)?;
         self.dg_destroy(name)
     }
 
-    fn raid_group(&self, name: &str) -> Result<(), VmError> {
+    fn raid_group(&self, name: &str) -> Result<(), VolumeError> {
         let groups = self.lock();
         let is_raid = groups
             .get(name)
@@ -303,7 +267,7 @@ impl VolumeManager {
         if is_raid {
             Ok(())
         } else {
-            Err(VmError::NotFound {
+            Err(VolumeError::NotFound {
                 kind: "raid bdev",
                 name: name.into(),
             })
@@ -311,9 +275,9 @@ impl VolumeManager {
     }
 
     /// `bdev_raid_get_bdevs`: raid bdevs in `category` (all, online, configuring, offline).
-    pub fn raid_list(&self, category: &str) -> Result<Value, VmError> {
+    pub fn raid_list(&self, category: &str) -> Result<Value, VolumeError> {
         if !matches!(category, "all" | "online" | "configuring" | "offline") {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "unknown category '{category}': use all, online, configuring or offline"
             )));
         }
@@ -386,7 +350,7 @@ impl VolumeManager {
 
     /// `bdev_raid_add_base_bdev`: adds `base` to raid1 `raid` as a new mirror, rebuilt in the
     /// background (see `task_list`).
-    pub fn raid_add_base(&self, raid: &str, base: &str) -> Result<u64, VmError> {
+    pub fn raid_add_base(&self, raid: &str, base: &str) -> Result<u64, VolumeError> {
         self.raid_group(raid)?;
         let level = {
             let groups = self.lock();
@@ -396,7 +360,7 @@ impl VolumeManager {
                 .and_then(|v| v.raid_level.clone())
         };
         if level.as_deref() != Some("raid1") {
-            return Err(VmError::Invalid(format!(
+            return Err(VolumeError::Invalid(format!(
                 "base bdevs can be added only to raid1 bdevs; '{raid}' is {}",
                 level.unwrap_or_default()
             )));
@@ -418,7 +382,7 @@ impl VolumeManager {
     }
 
     /// `bdev_raid_remove_base_bdev`: removes base bdev `base` from the raid1 holding it.
-    pub fn raid_remove_base(&self, base: &str) -> Result<(), VmError> {
+    pub fn raid_remove_base(&self, base: &str) -> Result<(), VolumeError> {
         let (raid, disk, plex) = {
             let groups = self.lock();
             let mut hit = None;
@@ -434,7 +398,7 @@ impl VolumeManager {
                     continue;
                 };
                 if v.raid_level.as_deref() != Some("raid1") {
-                    return Err(VmError::Invalid(format!(
+                    return Err(VolumeError::Invalid(format!(
                         "'{base}' belongs to {} bdev '{}'; only raid1 base bdevs can be removed",
                         v.raid_level.clone().unwrap_or_default(),
                         g.cfg.name
@@ -447,7 +411,7 @@ impl VolumeManager {
                     .and_then(|s| s.plex.clone());
                 hit = Some((g.cfg.name.clone(), d.name.clone(), plex));
             }
-            hit.ok_or_else(|| VmError::NotFound {
+            hit.ok_or_else(|| VolumeError::NotFound {
                 kind: "raid base bdev",
                 name: base.into(),
             })?

@@ -1,0 +1,14 @@
+//! The volume's I/O side: what runs on the reactors and the state it shares with copies.
+//!
+//! Nothing here imports the manager, the copies or the API: the I/O path reports to the
+//! control side only through the event channel ([`driver::VolumeEvent`]).
+//!
+//! - [`driver`]: the volume bdev: its published map, shared state and events.
+//! - [`channel`]: the per-reactor I/O path that splits requests over plexes and disks.
+//! - [`barrier`]: the copy barrier that keeps copies and guest writes to one chunk apart.
+//! - [`fence`]: copy writes still in flight after their copy was cancelled, and what they hold.
+
+pub mod barrier;
+pub mod channel;
+pub mod driver;
+pub mod fence;

@@ -1,0 +1,238 @@
+//! The `volume-events` thread's work: what the I/O path reports (`VolumeEvent`). A write
+//! that failed on some plexes is recorded (plexes IOFAIL/DETACHED, committed), a map without
+//! them published, and only then acknowledged, so the held write completes; a read repair is
+//! handed to the repair queue (this thread must never block on a write).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::volume::error::VolumeError;
+use crate::volume::io::driver::{self, VolumeEvent};
+use crate::volume::manager::{group_mut, Group, VolumeManager};
+use crate::volume::model::objects::{KernelState, PlexState, VolumeState};
+
+impl VolumeManager {
+    /// Handles one event from the I/O path (see the module docs).
+    pub(super) fn handle_event(&self, ev: VolumeEvent) {
+        match ev {
+            VolumeEvent::WriteFailed {
+                volume,
+                map,
+                plexes,
+                id,
+            } => {
+                let names: Vec<String> = map
+                    .plexes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| plexes & (1 << i) != 0)
+                    .map(|(_, p)| p.name.clone())
+                    .collect();
+                #[cfg(test)]
+                self.tasks
+                    .hook(crate::volume::copy::task::HookPoint::WriteFailed);
+                let mut groups = self.lock();
+                let (dg, vol) = (volume.dg(), volume.volume());
+                let (shadows, mut real): (Vec<String>, Vec<String>) = names
+                    .into_iter()
+                    .partition(|n| n.ends_with(crate::volume::manager::reshape::SHADOW_SUFFIX));
+                // A shadow failure reported after its move swapped (flushes never enter the
+                // barrier the swap waits on; this holds for every request type) failed the
+                // place its plex now maps to: that plex fails like any other, before the ack.
+                // Otherwise the move is still going, and is abandoned.
+                let now = volume.map();
+                let (swapped, moving): (Vec<String>, Vec<String>) = shadows
+                    .into_iter()
+                    .partition(|n| swapped_to_shadow(&map, &now, n));
+                for n in &swapped {
+                    if let Some(p) = n.strip_suffix(crate::volume::manager::reshape::SHADOW_SUFFIX)
+                    {
+                        if !real.iter().any(|r| r == p) {
+                            real.push(p.to_string());
+                        }
+                    }
+                }
+                if !moving.is_empty() {
+                    if let Some(g) = groups.get_mut(dg) {
+                        self.abandon_move(g, vol, "a write to the new place failed");
+                    }
+                }
+                let r = if real.is_empty() {
+                    Ok(())
+                } else {
+                    self.detach_failed(&mut groups, dg, vol, &real, "a write failed")
+                };
+                if let Err(e) = r {
+                    match groups.get_mut(dg) {
+                        Some(g) => self.disable(g, vol, &e.to_string()),
+                        None => {
+                            tracing::error!(volume = %volume.name(), "cannot record the failed plexes {real:?}: {e}; disabling the volume");
+                            let cur = volume.map();
+                            volume.publish(driver::VolumeMap {
+                                generation: cur.generation + 1,
+                                disks: cur.disks.clone(),
+                                plexes: cur.plexes.clone(),
+                                read_policy: cur.read_policy,
+                                read_source: cur.read_source,
+                                enabled: false,
+                            });
+                        }
+                    }
+                }
+                volume.ack_event(id);
+            }
+            VolumeEvent::ReadRepair {
+                volume,
+                map,
+                bad,
+                good,
+                offset,
+                num,
+            } => {
+                // On the repair worker: the repair waits for writes in flight, and a write may
+                // be waiting for this thread to record a detach.
+                self.repairs.submit(crate::volume::copy::repair::RepairJob {
+                    volume,
+                    map,
+                    bad,
+                    good,
+                    offset,
+                    num,
+                });
+            }
+        }
+    }
+
+    pub(crate) fn detach_failed(
+        &self,
+        groups: &mut BTreeMap<String, Group>,
+        dg: &str,
+        vol: &str,
+        plexes: &[String],
+        why: &str,
+    ) -> Result<(), VolumeError> {
+        let g = group_mut(groups, dg)?;
+        let mut cfg = g.cfg.clone();
+        let detaching: Vec<String> = plexes
+            .iter()
+            .filter(|p| {
+                cfg.plex(p)
+                    .is_some_and(|pl| pl.kstate == KernelState::Enabled)
+            })
+            .cloned()
+            .collect();
+        if detaching.is_empty() {
+            return Ok(());
+        }
+        let left = cfg
+            .plexes_of(vol)
+            .iter()
+            .filter(|p| {
+                !detaching.contains(&p.name)
+                    && p.kstate == KernelState::Enabled
+                    && p.state.is_in_sync()
+                    && p.sync_offset.is_none()
+            })
+            .count();
+        if left == 0 {
+            // The last copy with current data is never detached: the volume goes offline
+            // instead, and what failed is in the log (failure scenario 8).
+            return Err(VolumeError::Busy(format!(
+                "{why} on {}, the last plex(es) of {dg}/{vol} with current data",
+                detaching.join(", ")
+            )));
+        }
+        for p in &detaching {
+            if let Some(pl) = cfg.plex_mut(p) {
+                tracing::error!(dg = %dg, volume = %vol, plex = %p, "{why}: plex detached (IOFAIL)");
+                pl.state = PlexState::Iofail;
+                pl.kstate = KernelState::Detached;
+                pl.sync_offset = None;
+            }
+        }
+        // Copies reading or writing these plexes stop before the map changes (a copy must
+        // never carry a detached plex's data into a plex that takes new writes).
+        let stopped = self.tasks.cancel_using(dg, vol, &detaching);
+        let committed = g.commit(&self.engine, cfg);
+        self.publish(g, vol);
+        self.restart_copies(g, vol, &detaching, stopped);
+        committed
+    }
+
+    /// After plexes left a volume: restarts the copies `stopped` for them that can go on
+    /// from another source (from their checkpoints: what they copied before equals every
+    /// remaining plex, which took every write since).
+    pub(crate) fn restart_copies(
+        &self,
+        g: &mut Group,
+        vol: &str,
+        gone: &[String],
+        stopped: Vec<Arc<crate::volume::copy::task::Task>>,
+    ) {
+        let dg = g.cfg.name.clone();
+        for t in stopped {
+            match t.kind {
+                "resync" => {
+                    let readable = g
+                        .cfg
+                        .plexes_of(vol)
+                        .iter()
+                        .filter(|p| p.kstate == KernelState::Enabled && p.state.is_in_sync())
+                        .count();
+                    if readable > 1 {
+                        self.start_resync(g, vol);
+                    } else {
+                        // One copy left: nothing to make equal.
+                        let mut cfg = g.cfg.clone();
+                        if let Some(v) = cfg.volume_mut(vol) {
+                            v.state = VolumeState::Active;
+                            v.resync_offset = None;
+                        }
+                        if g.commit(&self.engine, cfg).is_ok() {
+                            self.publish(g, vol);
+                        }
+                    }
+                }
+                "plex_attach" => {
+                    let Some(p) = t.plex.clone().filter(|p| !gone.contains(p)) else {
+                        continue;
+                    };
+                    let from = g.cfg.plex(&p).and_then(|r| r.sync_offset).unwrap_or(0);
+                    if let Err(e) = self.spawn_attach(g, vol, &p, from, std::time::Duration::ZERO) {
+                        tracing::error!(dg = %dg, volume = %vol, plex = %p, "cannot restart the attach: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Whether shadow plex `shadow` of `old` (the map a failed request used) is where its plex
+/// is in `now`: the move swapped, so the plex's data now lies where that request failed.
+/// Compared by disk name, as the two maps may number their disks differently.
+fn swapped_to_shadow(old: &driver::VolumeMap, now: &driver::VolumeMap, shadow: &str) -> bool {
+    let Some(plex) = shadow.strip_suffix(crate::volume::manager::reshape::SHADOW_SUFFIX) else {
+        return false;
+    };
+    let (Some(a), Some(b)) = (
+        old.plexes.iter().find(|p| p.name == shadow),
+        now.plexes.iter().find(|p| p.name == plex),
+    ) else {
+        return false;
+    };
+    let (a, b) = (&a.geometry, &b.geometry);
+    let disk =
+        |m: &driver::VolumeMap, t: u32| m.disks.get(t as usize).map(|d| d.name().to_string());
+    a.geometry() == b.geometry()
+        && a.len() == b.len()
+        && a.columns().len() == b.columns().len()
+        && a.columns().iter().zip(b.columns()).all(|(x, y)| {
+            x.extents.len() == y.extents.len()
+                && x.extents.iter().zip(&y.extents).all(|(e, f)| {
+                    (e.offset, e.len) == (f.offset, f.len)
+                        && disk(old, e.target).is_some()
+                        && disk(old, e.target) == disk(now, f.target)
+                })
+        })
+}

@@ -1,0 +1,11 @@
+//! The object model of a disk group and the pure computations on it: no I/O, no bdev, no other
+//! volume layer.
+//!
+//! - [`objects`]: the objects as stored in the configuration database (disks, subdisks, plexes,
+//!   volumes, states).
+//! - [`layout`]: the block mapping of a plex (concat, stripe) onto disks.
+//! - [`alloc`]: vxassist-style space allocation.
+
+pub mod alloc;
+pub mod layout;
+pub mod objects;
