@@ -10,6 +10,8 @@ export PATH="$PWD/build/venv/bin:$PATH"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== layer check (scripts/check-layers.py)"
+python3 scripts/check-layers.py
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (binaries used by the integration tests)"
