@@ -3,8 +3,9 @@
 //!
 //! The server knows nothing about bdevs: it parses a stream of JSON values, enforces limits and
 //! hands each call to an [`RpcHandler`]. The daemon (`target/`) supplies the handler, which looks
-//! methods up in a [`MethodTable`] filled by the engine's drivers. [`api`] is the contract: each
-//! method's params and result as serde types, used by the daemon's handlers and by `plexctl`.
+//! methods up in a [`MethodTable`] filled by the engine (bdev layer, drivers, volume manager) and
+//! by the daemon itself (framework, vhost). [`api`] is the contract: each method's params and
+//! result as serde types, used by the daemon's handlers and by `plexctl`.
 
 #![warn(missing_docs)]
 

@@ -75,7 +75,8 @@ pub struct JobResult {
     pub tick_rate: u64,
 }
 
-struct Slot {
+/// One of the job's `queue_depth` requests: where it starts and what it writes or expects.
+struct JobRequest {
     start: u64,
     seed: u64,
     verify_reading: bool,
@@ -91,7 +92,7 @@ struct State {
     errors: u64,
     miscompares: u64,
     hist: Histogram<u64>,
-    slots: Vec<Slot>,
+    slots: Vec<JobRequest>,
     first_tick: u64,
     stopping: bool,
     /// Completions not yet added to the shared progress counter (batched so that jobs on
@@ -198,7 +199,7 @@ impl Job {
                 miscompares: 0,
                 hist,
                 slots: (0..qd)
-                    .map(|i| Slot {
+                    .map(|i| JobRequest {
                         start: 0,
                         seed: i as u64,
                         verify_reading: false,

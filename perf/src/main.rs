@@ -129,8 +129,7 @@ fn load_config(
     let root: Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut table = MethodTable::new();
-    plexd_engine::register_rpcs(&mut table, engine);
-    plexd_engine::volume::api::rpc::register(&mut table, vm);
+    plexd_engine::register_rpcs(&mut table, engine, vm);
     let mut created = Vec::new();
     for sub in root
         .get("subsystems")

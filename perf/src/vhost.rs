@@ -435,7 +435,9 @@ enum Op {
     WriteZeroes,
 }
 
-struct Slot {
+/// One of a queue's `queue_depth` requests: where it starts, its operation and what it
+/// writes or expects.
+struct QueueRequest {
     start: u64,
     seed: u64,
     offset: u64,
@@ -463,8 +465,8 @@ fn drive(
         .map_err(|e| qerr(format!("histogram: {e}")))?;
     let mut comps: Vec<MaybeUninit<Completion>> =
         (0..depth).map(|_| MaybeUninit::uninit()).collect();
-    let mut slots: Vec<Slot> = (0..depth)
-        .map(|_| Slot {
+    let mut slots: Vec<QueueRequest> = (0..depth)
+        .map(|_| QueueRequest {
             start: 0,
             seed: 0,
             offset: 0,
@@ -487,7 +489,7 @@ fn drive(
     // Prepares slot `i`'s next request and submits it; false when the run is over.
     let mut issue = |q: &mut Blkioq,
                      bufs: &mut QueueBuffers,
-                     slots: &mut [Slot],
+                     slots: &mut [QueueRequest],
                      i: usize,
                      now: u64,
                      started: &mut u64,

@@ -128,8 +128,7 @@ fn run(args: Args) -> Result<(), String> {
     let vhost = Controllers::new(engine.clone(), args.vhost_socket_dir.clone());
     let vm = VolumeManager::new(engine.clone());
     fw.install_methods(|t| {
-        plexd_engine::register_rpcs(t, &engine);
-        plexd_engine::volume::api::rpc::register(t, &vm);
+        plexd_engine::register_rpcs(t, &engine, &vm);
         plexd::vhost::rpc::register(t, &vhost, cores.clone());
     });
     fw.add_subsystem(bdev_subsystem(&engine));

@@ -156,8 +156,7 @@ fn steady_state_io_makes_no_heap_allocation() {
     );
     let vm = VolumeManager::new(engine.clone());
     let mut t = MethodTable::new();
-    plexd_engine::register_rpcs(&mut t, &engine);
-    plexd_engine::volume::api::rpc::register(&mut t, &vm);
+    plexd_engine::register_rpcs(&mut t, &engine, &vm);
     let call = |m: &str, p: serde_json::Value| {
         let method = t.get(m).unwrap_or_else(|| panic!("no method {m}"));
         (method.handler)(Some(p)).unwrap_or_else(|e| panic!("{m}: {}", e.message))

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use plexd::vhost::controller::Controllers;
 use plexd_control::MethodTable;
 use plexd_engine::reactor::PollMode;
+use plexd_engine::volume::VolumeManager;
 use plexd_engine::Engine;
 use plexd_tests::vhost_client::*;
 
@@ -133,7 +134,8 @@ fn vhost_hot_path_makes_no_heap_allocation() {
         .call(0, plexd_perf::alloc_count::mark_this_thread)
         .expect("mark the reactor thread");
     let mut t = MethodTable::new();
-    plexd_engine::register_rpcs(&mut t, &engine);
+    let volumes = VolumeManager::new(engine.clone());
+    plexd_engine::register_rpcs(&mut t, &engine, &volumes);
     let create = t.get("bdev_malloc_create").expect("bdev_malloc_create");
     (create.handler)(Some(
         json!({"name": "Malloc0", "num_blocks": BLOCKS_4K * 8, "block_size": 512}),

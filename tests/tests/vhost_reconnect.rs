@@ -171,7 +171,8 @@ fn ring_start_interrupts_guest_for_completions_published_without_one() {
 
     let engine = Engine::start(&[0], PollMode::Adaptive).expect("engine");
     let mut methods = plexd_control::MethodTable::new();
-    plexd_engine::register_rpcs(&mut methods, &engine);
+    let volumes = plexd_engine::volume::VolumeManager::new(engine.clone());
+    plexd_engine::register_rpcs(&mut methods, &engine, &volumes);
     let create = methods
         .get("bdev_malloc_create")
         .expect("bdev_malloc_create");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use plexd::vhost::controller::{Controller, Controllers};
 use plexd_control::MethodTable;
 use plexd_engine::reactor::PollMode;
+use plexd_engine::volume::VolumeManager;
 use plexd_engine::Engine;
 use plexd_tests::vhost_client::*;
 use serde_json::{json, Value};
@@ -28,7 +29,8 @@ impl InProc {
     fn start(stop_wait: Duration) -> InProc {
         let engine = Engine::start(&[0], PollMode::Adaptive).expect("engine");
         let mut methods = MethodTable::new();
-        plexd_engine::register_rpcs(&mut methods, &engine);
+        let volumes = VolumeManager::new(engine.clone());
+        plexd_engine::register_rpcs(&mut methods, &engine, &volumes);
         let dir = tempfile::tempdir().expect("socket dir");
         let ctrls = Controllers::new(engine.clone(), dir.path().to_path_buf());
         ctrls.set_stop_wait(stop_wait);

@@ -36,7 +36,9 @@ const FREE: u8 = 0;
 const BUSY: u8 = 1;
 const LIVE: u8 = 2;
 
-struct Slot {
+/// One registered mapping (or a free entry) in the table the SIGBUS handler reads: its state
+/// (`FREE`, `BUSY` while being changed, `LIVE`) and address range.
+struct MappingEntry {
     state: AtomicU8,
     start: AtomicUsize,
     end: AtomicUsize,
@@ -46,14 +48,14 @@ struct Slot {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Slot = Slot {
+const EMPTY: MappingEntry = MappingEntry {
     state: AtomicU8::new(FREE),
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
     counter: AtomicUsize::new(0),
 };
 
-static SLOTS: [Slot; MAX_MAPPINGS] = [EMPTY; MAX_MAPPINGS];
+static MAPPINGS: [MappingEntry; MAX_MAPPINGS] = [EMPTY; MAX_MAPPINGS];
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
@@ -80,7 +82,7 @@ pub struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let s = &SLOTS[self.slot];
+        let s = &MAPPINGS[self.slot];
         s.state.store(BUSY, Ordering::SeqCst);
         s.start.store(0, Ordering::SeqCst);
         s.end.store(0, Ordering::SeqCst);
@@ -134,7 +136,7 @@ pub fn register(
     install()?;
     let start = start as usize;
     let end = start.saturating_add(len);
-    for (i, s) in SLOTS.iter().enumerate() {
+    for (i, s) in MAPPINGS.iter().enumerate() {
         if s.state
             .compare_exchange(FREE, BUSY, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
@@ -157,7 +159,7 @@ pub fn register(
 
 /// The registered mapping holding `addr`: its range and its counter's address (or 0).
 fn lookup(addr: usize) -> Option<(usize, usize, usize)> {
-    for s in SLOTS.iter() {
+    for s in MAPPINGS.iter() {
         if s.state.load(Ordering::Acquire) != LIVE {
             continue;
         }

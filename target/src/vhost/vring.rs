@@ -160,7 +160,9 @@ pub struct VringSpec {
     pub counter_start: u64,
 }
 
-struct Slot {
+/// What a request in flight needs at completion, kept in a table indexed by its descriptor
+/// head (one slot per queue entry; `mem` is `Some` while the head is in flight).
+struct HeadSlot {
     mem: Option<Arc<GuestMemoryMmap>>,
     /// The fault counter of `mem`'s mappings, and its value when the request was parsed.
     faults: Option<Arc<AtomicU64>>,
@@ -176,7 +178,7 @@ struct State {
     /// memory was lost and the snapshot is poisoned.
     faults: Arc<AtomicU64>,
     desc_table: u64,
-    slots: Vec<Slot>,
+    slots: Vec<HeadSlot>,
     heads: Vec<u16>,
     pieces: Vec<Piece>,
     data: Vec<Piece>,
@@ -252,7 +254,7 @@ pub fn start_on_this_reactor(spec: VringSpec) -> Result<(), String> {
             faults: spec.faults,
             desc_table,
             slots: (0..size)
-                .map(|_| Slot {
+                .map(|_| HeadSlot {
                     mem: None,
                     faults: None,
                     faults_seen: 0,

@@ -139,10 +139,10 @@ fn slot_of(t: IoType) -> Option<usize> {
     }
 }
 
-/// One request type's injection: `kind << 56 | value << 48 | remaining`, plus the offset and
-/// the queue depth under which requests are spared.
+/// The injection rule of one request type: `kind << 56 | value << 48 | remaining`, plus the
+/// offset and the queue depth under which requests are spared.
 #[derive(Default)]
-struct Slot {
+struct InjectRule {
     word: AtomicU64,
     corrupt_offset: AtomicU64,
     queue_depth: AtomicU64,
@@ -185,7 +185,7 @@ pub(super) struct Hit {
     pub(super) value: u8,
 }
 
-impl Slot {
+impl InjectRule {
     fn set(&self, a: &Arming) {
         let (kind, num, offset, value) = (a.kind, a.num, a.corrupt_offset, a.corrupt_value);
         // Offset and depth are published before the word that makes them reachable.
@@ -225,7 +225,7 @@ impl Slot {
 /// The injections of one error bdev, shared by every reactor.
 #[derive(Default)]
 pub(super) struct Injections {
-    slots: [Slot; SLOTS],
+    slots: [InjectRule; SLOTS],
     /// Bumped by `clear` and by resets: channels then release the requests they hold.
     generation: AtomicU64,
 }

@@ -757,7 +757,7 @@ impl Transfer {
 }
 
 /// A request the kernel holds, and its progress.
-pub(crate) struct Slot {
+pub(crate) struct RequestSlot {
     /// The request (None: free slot).
     pub(crate) io: Option<BdevIo>,
     /// Its progress.
@@ -767,15 +767,15 @@ pub(crate) struct Slot {
 /// A fixed table of requests in flight, indexed by the id the kernel echoes back. Allocated
 /// once per channel; taking and releasing slots never allocates.
 pub(crate) struct Slots {
-    slots: Box<[Slot]>,
+    slots: Box<[RequestSlot]>,
     free: Vec<u32>,
 }
 
 impl Slots {
     /// A table of `n` slots.
     pub(crate) fn new(n: usize) -> Self {
-        let slots: Box<[Slot]> = (0..n)
-            .map(|_| Slot {
+        let slots: Box<[RequestSlot]> = (0..n)
+            .map(|_| RequestSlot {
                 io: None,
                 xfer: Transfer::new(),
             })
@@ -806,7 +806,7 @@ impl Slots {
     }
 
     /// The occupied slot `id`, if `id` names one (ids come back from the kernel: check them).
-    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut RequestSlot> {
         let s = self.slots.get_mut(usize::try_from(id).ok()?)?;
         s.io.is_some().then_some(s)
     }
