@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 
 use super::channel::IoChannel;
-use crate::reactor::Local;
+use super::thread::BdevThread;
 
 /// The kinds of block request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -273,7 +273,7 @@ pub struct BdevIo {
 impl BdevIo {
     /// Takes a request from this reactor's pool (or the heap off a reactor).
     pub fn alloc() -> BdevIo {
-        let data = Local::with(|l| l.pool.borrow_mut().take()).flatten();
+        let data = BdevThread::current().and_then(|t| t.pool.borrow_mut().take());
         BdevIo {
             data: ManuallyDrop::new(data.unwrap_or_else(|| Box::new(IoData::new()))),
         }
@@ -358,8 +358,8 @@ impl BdevIo {
     /// Drivers call this; the callback runs from the reactor loop.
     pub fn complete(mut self, status: IoStatus) {
         self.data.status = status;
-        if let Some(l) = Local::current() {
-            l.push_completion(self);
+        if let Some(t) = BdevThread::current() {
+            t.push_completion(self);
         } else {
             self.finish();
         }
@@ -396,7 +396,7 @@ impl Drop for BdevIo {
         // out exactly once.
         let mut data = unsafe { ManuallyDrop::take(&mut self.data) };
         data.reset();
-        let leftover = Local::with(|l| match l.pool.try_borrow_mut() {
+        let leftover = BdevThread::with(|t| match t.pool.try_borrow_mut() {
             Ok(mut p) => p.give(data),
             Err(_) => Some(data),
         });

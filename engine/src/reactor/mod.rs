@@ -1,10 +1,15 @@
 //! Per-core polling reactors (SPDK's `reactor`/`spdk_thread` in one).
 //!
 //! One reactor thread runs per core of the cpumask, pinned to it and named `reactor_N`. Each
-//! loop iteration drains the reactor's lock-free message queue, runs the callbacks of finished
-//! requests, and runs its pollers. When nothing happened for a while (adaptive mode) or at all
-//! (interrupt mode), the reactor sleeps on one epoll set that wakes on messages, I/O completion
-//! eventfds and the earliest poller deadline.
+//! loop iteration drains the reactor's lock-free message queue and runs its pollers. When
+//! nothing happened for a while (adaptive mode) or at all (interrupt mode), the reactor sleeps
+//! on one epoll set that wakes on messages, I/O completion eventfds and the earliest poller
+//! deadline.
+//!
+//! The reactor knows nothing of what its pollers do. Layers that keep per-thread state (the bdev
+//! layer's request pool, completion queue and channel cache) hand it to the reactor as an owned
+//! poller ([`register_owned_poller`]), which lives as long as the thread is a reactor and is
+//! told through [`Poller::quiesce`] when the reactor stops.
 
 mod cpumask;
 mod local;
@@ -309,11 +314,10 @@ impl ReactorSet {
     /// the threads. Idempotent.
     pub fn stop(&self, grace: Duration) {
         let deadline = std::time::Instant::now() + grace;
-        // Drop the cached channels first: requests in flight keep their channel alive and
-        // finish; drivers that hold requests indefinitely (error injection's `pending`, the
-        // delay driver) release them when their channel goes.
+        // Quiesce first: pollers release what they cache (the bdev layer its channels), so
+        // the work in flight can finish.
         for i in 0..self.reactors.len() {
-            self.call(i, || Local::with(|l| l.clear_channels()));
+            self.call(i, || Local::with(|l| l.quiesce()));
         }
         for (i, r) in self.reactors.iter().enumerate() {
             if r.stop.load(Ordering::SeqCst) {
@@ -354,9 +358,17 @@ impl Drop for ReactorSet {
     }
 }
 
-/// Registers `poller` with the current thread's reactor. Returns false off a reactor thread.
+/// Registers `poller` with the current thread's reactor; it stays registered until the last
+/// strong reference to it drops. Returns false off a reactor thread.
 pub fn register_poller(poller: &Rc<dyn Poller>) -> bool {
     Local::with(|l| l.register_poller(poller)).is_some()
+}
+
+/// Registers `poller` with the current thread's reactor, which keeps it alive until the thread
+/// stops being a reactor (SPDK's per-thread io_device channel). Returns false off a reactor
+/// thread.
+pub fn register_owned_poller(poller: Rc<dyn Poller>) -> bool {
+    Local::with(|l| l.register_owned_poller(poller)).is_some()
 }
 
 /// The core id of the reactor running this thread, if any.
@@ -369,7 +381,7 @@ pub fn current_index() -> Option<usize> {
     Local::with(|l| l.index)
 }
 
-/// One iteration: messages, completions, pollers. Returns the work done.
+/// One iteration: messages, then pollers. Returns the work done.
 fn run_once(sh: &ReactorShared, local: &Local) -> usize {
     let mut work = 0;
     for _ in 0..64 {
@@ -381,10 +393,7 @@ fn run_once(sh: &ReactorShared, local: &Local) -> usize {
             None => break,
         }
     }
-    work += local.run_completions();
-    work += local.run_pollers();
-    work += local.run_completions();
-    work
+    work + local.run_pollers()
 }
 
 fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
@@ -461,7 +470,7 @@ fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
         last = now;
         idle_since = now;
     }
-    local.clear_channels();
+    local.quiesce();
 }
 
 impl EventFd {
@@ -471,8 +480,9 @@ impl EventFd {
     }
 }
 
-/// A reactor driven by hand on the calling thread, for tests and tools that want the bdev
-/// layer without spawning threads. Drop it to uninstall.
+/// A reactor driven by hand on the calling thread, for tests and tools that want pollers (and
+/// the layers built on them, such as the bdev layer) without spawning threads. Drop it to
+/// uninstall.
 pub struct InlineReactor {
     local: Rc<Local>,
 }
@@ -485,9 +495,9 @@ impl InlineReactor {
         })
     }
 
-    /// Runs completions and pollers once; returns the work done.
+    /// Runs every poller once; returns the work done.
     pub fn poll(&self) -> usize {
-        self.local.run_completions() + self.local.run_pollers() + self.local.run_completions()
+        self.local.run_pollers()
     }
 
     /// Polls until `done()` is true or `timeout` passes; returns `done()`.
@@ -510,3 +520,6 @@ impl Drop for InlineReactor {
         Local::uninstall();
     }
 }
+
+#[cfg(test)]
+mod tests;
