@@ -17,6 +17,7 @@ mod poller;
 pub mod tsc;
 pub mod wake;
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,7 +130,7 @@ impl ReactorShared {
             index,
             core,
             msgs: SegQueue::new(),
-            wake: EventFd::new()?,
+            wake: wake::new_eventfd()?,
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             exited: AtomicBool::new(false),
@@ -146,8 +147,14 @@ impl ReactorShared {
     pub fn send(&self, msg: Msg) {
         self.msgs.push(msg);
         if self.sleeping.load(Ordering::SeqCst) {
-            self.wake.notify();
+            self.wake_up();
         }
+    }
+
+    /// Wakes the reactor. A full counter (EAGAIN) already means "readable", which is all a
+    /// waker needs, so errors are ignored.
+    fn wake_up(&self) {
+        let _ = self.wake.write(1);
     }
 }
 
@@ -340,7 +347,7 @@ impl ReactorSet {
                 }
             }
             r.stop.store(true, Ordering::SeqCst);
-            r.wake.notify();
+            r.wake_up();
         }
         let threads: Vec<JoinHandle<()>> = match self.threads.lock() {
             Ok(mut t) => t.drain(..).collect(),
@@ -402,7 +409,7 @@ fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
     let mut idle_since = last;
     let mut iterations: u64 = 0;
     let mut tokens = [0u64; 32];
-    if let Err(e) = local.epoll.add(sh.wake.as_raw(), u64::MAX) {
+    if let Err(e) = local.epoll.add(sh.wake.as_raw_fd(), u64::MAX) {
         tracing::error!("reactor_{}: cannot watch its wake-up fd: {e}", sh.core);
     }
     loop {
@@ -457,7 +464,7 @@ fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
         sh.sleeping.store(false, Ordering::SeqCst);
         for &t in &tokens[..n] {
             if t == u64::MAX {
-                sh.wake.drain();
+                let _ = sh.wake.read();
             } else {
                 local.drain_wake_fd(t);
             }
@@ -471,13 +478,6 @@ fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
         idle_since = now;
     }
     local.quiesce();
-}
-
-impl EventFd {
-    fn as_raw(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd()
-    }
 }
 
 /// A reactor driven by hand on the calling thread, for tests and tools that want pollers (and

@@ -148,7 +148,7 @@ fn a_timed_poller_runs_after_its_period() {
 fn a_sleeping_reactor_wakes_on_a_poller_fd_and_on_messages() {
     let set = ReactorSet::start(&[0], PollMode::Interrupt).unwrap();
     let polls = Arc::new(AtomicU64::new(0));
-    let ev = Arc::new(wake::EventFd::new().unwrap());
+    let ev = Arc::new(wake::new_eventfd().unwrap());
     let (p2, fd) = (polls.clone(), ev.as_raw_fd());
     set.call(0, move || {
         register_owned_poller(Rc::new(Counter {
@@ -168,7 +168,7 @@ fn a_sleeping_reactor_wakes_on_a_poller_fd_and_on_messages() {
         before,
         "asleep: nothing polled"
     );
-    ev.notify();
+    ev.write(1).unwrap();
     wait_for("a poll after the fd fired", || {
         polls.load(Ordering::SeqCst) > before
     });

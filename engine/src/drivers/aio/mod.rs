@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 
 use super::file::{Admit, FileBacking, Op, Outcome, ResetGate, Slots};
 use crate::bdev::{Bdev, BdevDriver, BdevError, BdevIo, DriverChannel, IoStatus};
-use crate::reactor::wake::EventFd;
+use crate::reactor::wake::{new_eventfd, EventFd};
 
 /// Requests in flight per channel (and the AIO context's size).
 pub const AIO_DEPTH: usize = 256;
@@ -269,7 +269,7 @@ impl AioChannel {
             path: file.path().to_string(),
             source,
         };
-        let eventfd = EventFd::new().map_err(|e| err("cannot create an eventfd for", e))?;
+        let eventfd = new_eventfd().map_err(|e| err("cannot create an eventfd for", e))?;
         let ctx = AioContext::new(AIO_DEPTH)
             .map_err(|e| err("cannot create an AIO context (see fs.aio-max-nr) for", e))?;
         Ok(AioChannel {
