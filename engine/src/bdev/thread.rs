@@ -135,7 +135,8 @@ impl Poller for BdevThread {
 
 impl Drop for BdevThread {
     fn drop(&mut self) {
-        // Channels first, then the callbacks that never ran, as the reactor shuts down.
+        // The reactor is gone: channels first (requests their drivers complete now find no
+        // reactor and run their callbacks inline), then the callbacks that never ran.
         self.clear_channels();
         let pending: Vec<BdevIo> = self.completions.borrow_mut().drain(..).collect();
         drop(pending);

@@ -18,7 +18,9 @@ pub(crate) struct Local {
     /// The core this reactor runs on.
     pub(crate) core: u32,
     pollers: RefCell<Vec<PollerSlot>>,
-    /// Pollers the reactor keeps alive until the thread stops being a reactor.
+    /// Pollers the reactor keeps alive until the thread stops being a reactor (per-thread
+    /// state of other layers). They are in `pollers` too, for sleeping, shutdown and counts,
+    /// but run from here, at both ends of every iteration.
     owned: RefCell<Vec<Rc<dyn Poller>>>,
     pub(crate) epoll: Epoll,
     dirty_pollers: Cell<bool>,
@@ -27,6 +29,8 @@ pub(crate) struct Local {
 struct PollerSlot {
     poller: Weak<dyn Poller>,
     fd: Option<i32>,
+    /// Also in `owned`, which runs it.
+    owned: bool,
 }
 
 thread_local! {
@@ -48,12 +52,11 @@ impl Local {
         Ok(local)
     }
 
-    /// Removes this thread's context: quiesces its pollers, then drops them and the ones it
-    /// owns.
+    /// Removes this thread's context, then drops its pollers and the ones it owns (which see
+    /// no reactor on the thread any more while they drop).
     pub(crate) fn uninstall() {
         let local = LOCAL.with(|l| l.borrow_mut().take());
         if let Some(local) = local {
-            local.quiesce();
             local.pollers.borrow_mut().clear();
             let owned: Vec<Rc<dyn Poller>> = local.owned.borrow_mut().drain(..).collect();
             drop(owned);
@@ -73,6 +76,10 @@ impl Local {
 
     /// Registers a poller; it stays registered until the last strong reference to it drops.
     pub(crate) fn register_poller(&self, poller: &Rc<dyn Poller>) {
+        self.add_slot(poller, false);
+    }
+
+    fn add_slot(&self, poller: &Rc<dyn Poller>, owned: bool) {
         let fd = poller.wake_fd();
         if let Some(fd) = fd {
             if let Err(e) = self.epoll.add(fd, fd as u64) {
@@ -85,13 +92,31 @@ impl Local {
         self.pollers.borrow_mut().push(PollerSlot {
             poller: Rc::downgrade(poller),
             fd,
+            owned,
         });
     }
 
     /// Registers a poller and keeps it alive until this thread stops being a reactor.
     pub(crate) fn register_owned_poller(&self, poller: Rc<dyn Poller>) {
-        self.register_poller(&poller);
+        self.add_slot(&poller, true);
         self.owned.borrow_mut().push(poller);
+    }
+
+    /// Runs every owned poller once; returns the total work done. The loop runs them before
+    /// and after the other pollers, so work they queue during an iteration (the bdev layer's
+    /// completed requests) is done within it.
+    pub(crate) fn run_owned_pollers(&self) -> usize {
+        let mut work = 0;
+        let mut i = 0;
+        loop {
+            let p = self.owned.borrow().get(i).cloned();
+            match p {
+                Some(p) => work += p.poll(),
+                None => break,
+            }
+            i += 1;
+        }
+        work
     }
 
     /// The live poller at position `i`, if any; `Err` past the end.
@@ -103,16 +128,24 @@ impl Local {
         }
     }
 
-    /// Runs every live poller once; returns the total work done.
+    /// Runs every live poller that is not owned once; returns the total work done.
     pub(crate) fn run_pollers(&self) -> usize {
         let mut work = 0;
         let mut i = 0;
-        while let Ok(p) = self.poller_at(i) {
+        loop {
+            let p = {
+                let pollers = self.pollers.borrow();
+                let Some(slot) = pollers.get(i) else { break };
+                i += 1;
+                if slot.owned {
+                    continue;
+                }
+                slot.poller.upgrade()
+            };
             match p {
                 Some(p) => work += p.poll(),
                 None => self.dirty_pollers.set(true),
             }
-            i += 1;
         }
         if self.dirty_pollers.replace(false) {
             let mut pollers = self.pollers.borrow_mut();

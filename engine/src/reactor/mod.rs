@@ -1,7 +1,8 @@
 //! Per-core polling reactors (SPDK's `reactor`/`spdk_thread` in one).
 //!
 //! One reactor thread runs per core of the cpumask, pinned to it and named `reactor_N`. Each
-//! loop iteration drains the reactor's lock-free message queue and runs its pollers. When
+//! loop iteration drains the reactor's lock-free message queue and runs its pollers (owned
+//! pollers, see below, at both ends of the iteration). When
 //! nothing happened for a while (adaptive mode) or at all (interrupt mode), the reactor sleeps
 //! on one epoll set that wakes on messages, I/O completion eventfds and the earliest poller
 //! deadline.
@@ -372,8 +373,8 @@ pub fn register_poller(poller: &Rc<dyn Poller>) -> bool {
 }
 
 /// Registers `poller` with the current thread's reactor, which keeps it alive until the thread
-/// stops being a reactor (SPDK's per-thread io_device channel). Returns false off a reactor
-/// thread.
+/// stops being a reactor (SPDK's per-thread io_device channel) and runs it before and after
+/// the other pollers of every iteration. Returns false off a reactor thread.
 pub fn register_owned_poller(poller: Rc<dyn Poller>) -> bool {
     Local::with(|l| l.register_owned_poller(poller)).is_some()
 }
@@ -388,7 +389,8 @@ pub fn current_index() -> Option<usize> {
     Local::with(|l| l.index)
 }
 
-/// One iteration: messages, then pollers. Returns the work done.
+/// One iteration: messages, owned pollers, the other pollers, owned pollers again. Returns the
+/// work done.
 fn run_once(sh: &ReactorShared, local: &Local) -> usize {
     let mut work = 0;
     for _ in 0..64 {
@@ -400,7 +402,9 @@ fn run_once(sh: &ReactorShared, local: &Local) -> usize {
             None => break,
         }
     }
-    work + local.run_pollers()
+    work += local.run_owned_pollers();
+    work += local.run_pollers();
+    work + local.run_owned_pollers()
 }
 
 fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
@@ -495,9 +499,10 @@ impl InlineReactor {
         })
     }
 
-    /// Runs every poller once; returns the work done.
+    /// Runs every poller once (owned pollers before and after the others); returns the work
+    /// done.
     pub fn poll(&self) -> usize {
-        self.local.run_pollers()
+        self.local.run_owned_pollers() + self.local.run_pollers() + self.local.run_owned_pollers()
     }
 
     /// Polls until `done()` is true or `timeout` passes; returns `done()`.

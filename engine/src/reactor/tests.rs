@@ -108,7 +108,7 @@ fn a_poller_runs_until_its_last_reference_drops() {
 }
 
 #[test]
-fn an_owned_poller_lives_until_the_reactor_goes_and_is_quiesced_first() {
+fn an_owned_poller_lives_until_the_reactor_goes() {
     let r = InlineReactor::new().unwrap();
     let quiesced = Arc::new(AtomicBool::new(false));
     let dropped = Arc::new(AtomicBool::new(false));
@@ -125,8 +125,42 @@ fn an_owned_poller_lives_until_the_reactor_goes_and_is_quiesced_first() {
         "the reactor keeps it alive"
     );
     drop(r);
-    assert!(quiesced.load(Ordering::SeqCst));
     assert!(dropped.load(Ordering::SeqCst));
+    assert!(
+        !quiesced.load(Ordering::SeqCst),
+        "only a stopping reactor loop quiesces"
+    );
+}
+
+/// Appends its name to a shared log on every poll.
+struct Logger {
+    name: &'static str,
+    log: Rc<std::cell::RefCell<Vec<&'static str>>>,
+}
+
+impl Poller for Logger {
+    fn poll(&self) -> usize {
+        self.log.borrow_mut().push(self.name);
+        0
+    }
+}
+
+#[test]
+fn owned_pollers_run_before_and_after_the_others() {
+    let r = InlineReactor::new().unwrap();
+    let log = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let plain: Rc<dyn Poller> = Rc::new(Logger {
+        name: "plain",
+        log: log.clone(),
+    });
+    register_poller(&plain);
+    register_owned_poller(Rc::new(Logger {
+        name: "owned",
+        log: log.clone(),
+    }));
+    r.poll();
+    assert_eq!(*log.borrow(), ["owned", "plain", "owned"]);
+    assert_eq!(Local::with(|l| l.poller_counts()), Some((2, 0)));
 }
 
 #[test]
