@@ -273,7 +273,11 @@ pub struct BdevIo {
 impl BdevIo {
     /// Takes a request from this reactor's pool (or the heap off a reactor).
     pub fn alloc() -> BdevIo {
-        let data = BdevThread::current().and_then(|t| t.pool.borrow_mut().take());
+        // The state is made on first use on a reactor; after that, no reference count moves.
+        let data = match BdevThread::with(|t| t.pool.borrow_mut().take()) {
+            Some(data) => data,
+            None => BdevThread::current().and_then(|t| t.pool.borrow_mut().take()),
+        };
         BdevIo {
             data: ManuallyDrop::new(data.unwrap_or_else(|| Box::new(IoData::new()))),
         }

@@ -7,7 +7,8 @@
 //! ([`reactor::register_owned_poller`]), so it lives exactly as long as the thread is a reactor:
 //! polling it runs the queued callbacks, quiescing it (reactor shutdown) drops the cached
 //! channels, and the reactor drops it when the thread stops being one. The bdev layer reaches
-//! it through a thread-local weak pointer.
+//! it through a thread-local, which the reactor's handle ([`Registration`]) clears when the
+//! reactor drops it.
 //!
 //! Everything here is touched only by the owning thread, so it uses `RefCell` and no locks.
 //! Borrows are kept short and never held across a callback, so callbacks may submit new
@@ -15,7 +16,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use super::channel::IoChannel;
 use super::io::{BdevIo, IoPool};
@@ -25,7 +26,7 @@ use crate::reactor::{self, Poller};
 const IO_POOL_SIZE: usize = 1024;
 
 thread_local! {
-    static CURRENT: RefCell<Weak<BdevThread>> = const { RefCell::new(Weak::new()) };
+    static CURRENT: RefCell<Option<Rc<BdevThread>>> = const { RefCell::new(None) };
 }
 
 /// The bdev layer's per-thread state on one reactor.
@@ -49,23 +50,26 @@ impl BdevThread {
             completions: RefCell::new(VecDeque::with_capacity(IO_POOL_SIZE * 2)),
             channels: RefCell::new(HashMap::new()),
         });
-        let poller: Rc<dyn Poller> = t.clone();
-        if !reactor::register_owned_poller(poller) {
+        CURRENT
+            .try_with(|c| *c.borrow_mut() = Some(t.clone()))
+            .ok()?;
+        if !reactor::register_owned_poller(Rc::new(Registration(t.clone()))) {
+            drop(Registration(t));
             return None;
         }
-        CURRENT
-            .try_with(|c| *c.borrow_mut() = Rc::downgrade(&t))
-            .ok()?;
         Some(t)
     }
 
     /// Runs `f` with this thread's state if it exists (never creates it).
     pub(crate) fn with<R>(f: impl FnOnce(&BdevThread) -> R) -> Option<R> {
-        Self::existing().map(|t| f(&t))
+        CURRENT
+            .try_with(|c| c.borrow().as_deref().map(f))
+            .ok()
+            .flatten()
     }
 
     fn existing() -> Option<Rc<BdevThread>> {
-        CURRENT.try_with(|c| c.borrow().upgrade()).ok().flatten()
+        CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
     }
 
     /// Queues a finished request; its callback runs when the reactor polls this state, never
@@ -110,26 +114,40 @@ impl BdevThread {
     }
 }
 
-impl Poller for BdevThread {
+/// The reactor's handle on this thread's state: polls it, and when the reactor drops it (the
+/// thread stops being a reactor), takes the state out of the thread-local and drops it.
+struct Registration(Rc<BdevThread>);
+
+impl Poller for Registration {
     fn poll(&self) -> usize {
-        self.run_completions()
+        self.0.run_completions()
     }
 
     /// Callbacks waiting to run: the reactor must not sleep on them.
     fn busy(&self) -> bool {
-        !self.completions.borrow().is_empty()
+        !self.0.completions.borrow().is_empty()
     }
 
     /// Requests waiting for their callbacks (those still in a driver count on their channel).
     fn inflight(&self) -> u64 {
-        self.completions.borrow().len() as u64
+        self.0.completions.borrow().len() as u64
     }
 
     /// The reactor is stopping: requests in flight keep their channel alive and finish;
     /// drivers that hold requests indefinitely (error injection's `pending`, the delay driver)
     /// release them when their channel goes.
     fn quiesce(&self) {
-        self.clear_channels();
+        self.0.clear_channels();
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // Out of the thread-local first (and the borrow released), so that what drops with the
+        // state finds none: requests completed now run their callbacks inline, and requests
+        // dropped now go back to the heap.
+        let state = CURRENT.try_with(|c| c.borrow_mut().take()).ok().flatten();
+        drop(state);
     }
 }
 
