@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bdev::thread::BdevThread;
 use crate::bdev::{Bdev, BdevDriver, BdevError, BdevRegistry, BdevSpec};
-use crate::reactor::{Local, PollMode, ReactorError, ReactorSet};
+use crate::reactor::{PollMode, ReactorError, ReactorSet};
 
 /// A running engine.
 pub struct Engine {
@@ -74,7 +75,7 @@ impl Engine {
     fn teardown(&self, bdev: &Arc<Bdev>, wait: Duration) -> bool {
         let id = bdev.id();
         self.reactors.call_all(move || {
-            Local::with(|l| l.remove_channel(id));
+            BdevThread::with(|t| t.remove_channel(id));
         });
         let deadline = std::time::Instant::now() + wait;
         let mut drained = Arc::strong_count(bdev) == 1;

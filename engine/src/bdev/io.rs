@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use super::channel::IoChannel;
 use super::segment::VolatileSegment;
-use crate::reactor::Local;
+use super::thread::BdevThread;
 
 /// The kinds of block request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -257,7 +257,11 @@ pub struct BdevIo {
 impl BdevIo {
     /// Takes a request from this reactor's pool (or the heap off a reactor).
     pub fn alloc() -> BdevIo {
-        let data = Local::with(|l| l.pool.borrow_mut().take()).flatten();
+        // The state is made on first use on a reactor; after that, no reference count moves.
+        let data = match BdevThread::with(|t| t.pool.borrow_mut().take()) {
+            Some(data) => data,
+            None => BdevThread::current().and_then(|t| t.pool.borrow_mut().take()),
+        };
         BdevIo {
             data: ManuallyDrop::new(data.unwrap_or_else(|| Box::new(IoData::new()))),
         }
@@ -277,8 +281,10 @@ impl BdevIo {
     ///
     /// # Safety
     /// `base` must be valid for reads and writes of `len` bytes from now until the request
-    /// completes (its callback runs), and must not be accessed by anyone else meanwhile except
-    /// through other requests the caller orders itself.
+    /// completes (its callback runs). The bytes may be changed concurrently by a third party
+    /// that Rust does not see (a guest); the bdev layer and its drivers only ever reach them
+    /// through raw pointers, volatile copies ([`VolatileSegment`]) or the kernel, never through a
+    /// Rust reference. Within the process, the caller orders other requests on the same bytes.
     pub unsafe fn push_iov(&mut self, base: *mut u8, len: usize) {
         self.data.iovs.push(libc::iovec {
             iov_base: base.cast(),
@@ -342,8 +348,8 @@ impl BdevIo {
     /// Drivers call this; the callback runs from the reactor loop.
     pub fn complete(mut self, status: IoStatus) {
         self.data.status = status;
-        if let Some(l) = Local::current() {
-            l.push_completion(self);
+        if let Some(t) = BdevThread::current() {
+            t.push_completion(self);
         } else {
             self.finish();
         }
@@ -380,7 +386,7 @@ impl Drop for BdevIo {
         // out exactly once.
         let mut data = unsafe { ManuallyDrop::take(&mut self.data) };
         data.reset();
-        let leftover = Local::with(|l| match l.pool.try_borrow_mut() {
+        let leftover = BdevThread::with(|t| match t.pool.try_borrow_mut() {
             Ok(mut p) => p.give(data),
             Err(_) => Some(data),
         });

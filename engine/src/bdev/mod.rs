@@ -2,11 +2,13 @@
 //! drivers that implement them; per-reactor I/O channels; pooled requests; statistics.
 //!
 //! The I/O path: a caller on a reactor gets the bdev's [`IoChannel`] for that reactor, takes a
-//! [`BdevIo`] from the reactor's pool, fills it and submits it. The channel validates it and
+//! [`BdevIo`] from the thread's pool, fills it and submits it. The channel validates it and
 //! passes it to the driver's [`DriverChannel`]. The driver completes it (immediately for RAM,
 //! from its completion queue for files) with [`BdevIo::complete`], which queues it on the
-//! reactor; the reactor loop then runs the caller's [`IoCompletion`]. Nothing on this path
-//! locks or allocates.
+//! thread's completion queue; the reactor polls that queue and runs the caller's
+//! [`IoCompletion`]. Nothing on this path locks or allocates. The pool, the completion queue
+//! and the channel cache are the bdev layer's per-thread state (`thread`), which the reactor
+//! holds as a plain poller without knowing what it is.
 
 pub mod blocking;
 pub mod channel;
@@ -15,6 +17,7 @@ pub mod registry;
 pub mod rpc;
 pub mod segment;
 pub mod stat;
+pub(crate) mod thread;
 
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -27,7 +30,8 @@ pub use registry::BdevRegistry;
 pub use segment::VolatileSegment;
 pub use stat::{ChannelStats, IoStatSnapshot};
 
-use crate::reactor::{Local, Poller};
+use crate::reactor::{self, Poller};
+use thread::BdevThread;
 
 /// Errors of the bdev layer; each maps to the errno SPDK's RPCs return.
 #[derive(Debug, thiserror::Error)]
@@ -333,7 +337,7 @@ impl Bdev {
     /// This reactor's channel for the bdev, created on first use and cached until the bdev is
     /// deleted. Call on a reactor thread.
     pub fn get_io_channel(self: &Arc<Self>) -> Result<Rc<IoChannel>, BdevError> {
-        let local = Local::current().ok_or(BdevError::NotOnReactor)?;
+        let local = BdevThread::current().ok_or(BdevError::NotOnReactor)?;
         if let Some(ch) = local.channel(self.id) {
             return Ok(ch);
         }
@@ -344,7 +348,7 @@ impl Bdev {
         }
         let ch = Rc::new(IoChannel::new(self.clone(), driver, stats));
         let poller: Rc<dyn Poller> = ch.clone();
-        local.register_poller(&poller);
+        reactor::register_poller(&poller);
         local.insert_channel(self.id, ch.clone());
         Ok(ch)
     }

@@ -1,21 +1,15 @@
-//! The state a reactor keeps for its own thread: registered pollers, the queue of completed
-//! requests waiting for their callbacks, the request pool and the per-bdev I/O channels.
+//! The state a reactor keeps for its own thread: its registered pollers and the epoll set it
+//! sleeps on.
 //!
 //! Everything here is touched only by the owning thread, so it uses `Cell`/`RefCell` and no
-//! locks. Borrows are kept short and never held across a callback, so callbacks may submit
-//! new requests, create channels or register pollers.
+//! locks. Borrows are kept short and never held across a poller call, so pollers may register
+//! other pollers.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use super::poller::Poller;
 use super::wake::{drain_fd, Epoll};
-use crate::bdev::channel::IoChannel;
-use crate::bdev::io::{BdevIo, IoPool};
-
-/// Requests preallocated per reactor. More are created on demand and then kept.
-const IO_POOL_SIZE: usize = 1024;
 
 /// Per-thread reactor context.
 pub(crate) struct Local {
@@ -24,9 +18,10 @@ pub(crate) struct Local {
     /// The core this reactor runs on.
     pub(crate) core: u32,
     pollers: RefCell<Vec<PollerSlot>>,
-    completions: RefCell<VecDeque<BdevIo>>,
-    pub(crate) pool: RefCell<IoPool>,
-    channels: RefCell<HashMap<u64, Rc<IoChannel>>>,
+    /// Pollers the reactor keeps alive until the thread stops being a reactor (per-thread
+    /// state of other layers). They are in `pollers` too, for sleeping, shutdown and counts,
+    /// but run from here, at both ends of every iteration.
+    owned: RefCell<Vec<Rc<dyn Poller>>>,
     pub(crate) epoll: Epoll,
     dirty_pollers: Cell<bool>,
 }
@@ -34,6 +29,8 @@ pub(crate) struct Local {
 struct PollerSlot {
     poller: Weak<dyn Poller>,
     fd: Option<i32>,
+    /// Also in `owned`, which runs it.
+    owned: bool,
 }
 
 thread_local! {
@@ -47,9 +44,7 @@ impl Local {
             index,
             core,
             pollers: RefCell::new(Vec::with_capacity(64)),
-            completions: RefCell::new(VecDeque::with_capacity(IO_POOL_SIZE * 2)),
-            pool: RefCell::new(IoPool::new(IO_POOL_SIZE)),
-            channels: RefCell::new(HashMap::new()),
+            owned: RefCell::new(Vec::new()),
             epoll: Epoll::new()?,
             dirty_pollers: Cell::new(false),
         });
@@ -57,14 +52,14 @@ impl Local {
         Ok(local)
     }
 
-    /// Removes this thread's context: drops its channels, pollers and pending completions.
+    /// Removes this thread's context, then drops its pollers and the ones it owns (which see
+    /// no reactor on the thread any more while they drop).
     pub(crate) fn uninstall() {
         let local = LOCAL.with(|l| l.borrow_mut().take());
         if let Some(local) = local {
-            local.channels.borrow_mut().clear();
             local.pollers.borrow_mut().clear();
-            let pending: Vec<BdevIo> = local.completions.borrow_mut().drain(..).collect();
-            drop(pending);
+            let owned: Vec<Rc<dyn Poller>> = local.owned.borrow_mut().drain(..).collect();
+            drop(owned);
         }
     }
 
@@ -79,13 +74,12 @@ impl Local {
             .flatten()
     }
 
-    /// This thread's context (clone of the `Rc`), if any.
-    pub(crate) fn current() -> Option<Rc<Local>> {
-        Self::with(|l| l.clone())
-    }
-
     /// Registers a poller; it stays registered until the last strong reference to it drops.
     pub(crate) fn register_poller(&self, poller: &Rc<dyn Poller>) {
+        self.add_slot(poller, false);
+    }
+
+    fn add_slot(&self, poller: &Rc<dyn Poller>, owned: bool) {
         let fd = poller.wake_fd();
         if let Some(fd) = fd {
             if let Err(e) = self.epoll.add(fd, fd as u64) {
@@ -98,26 +92,60 @@ impl Local {
         self.pollers.borrow_mut().push(PollerSlot {
             poller: Rc::downgrade(poller),
             fd,
+            owned,
         });
     }
 
-    /// Runs every live poller once; returns the total work done.
+    /// Registers a poller and keeps it alive until this thread stops being a reactor.
+    pub(crate) fn register_owned_poller(&self, poller: Rc<dyn Poller>) {
+        self.add_slot(&poller, true);
+        self.owned.borrow_mut().push(poller);
+    }
+
+    /// Runs every owned poller once; returns the total work done. The loop runs them before
+    /// and after the other pollers, so work they queue during an iteration (the bdev layer's
+    /// completed requests) is done within it.
+    pub(crate) fn run_owned_pollers(&self) -> usize {
+        let mut work = 0;
+        let mut i = 0;
+        loop {
+            let p = self.owned.borrow().get(i).cloned();
+            match p {
+                Some(p) => work += p.poll(),
+                None => break,
+            }
+            i += 1;
+        }
+        work
+    }
+
+    /// The live poller at position `i`, if any; `Err` past the end.
+    fn poller_at(&self, i: usize) -> Result<Option<Rc<dyn Poller>>, ()> {
+        let pollers = self.pollers.borrow();
+        match pollers.get(i) {
+            None => Err(()),
+            Some(slot) => Ok(slot.poller.upgrade()),
+        }
+    }
+
+    /// Runs every live poller that is not owned once; returns the total work done.
     pub(crate) fn run_pollers(&self) -> usize {
         let mut work = 0;
         let mut i = 0;
         loop {
             let p = {
                 let pollers = self.pollers.borrow();
-                match pollers.get(i) {
-                    None => break,
-                    Some(slot) => slot.poller.upgrade(),
+                let Some(slot) = pollers.get(i) else { break };
+                i += 1;
+                if slot.owned {
+                    continue;
                 }
+                slot.poller.upgrade()
             };
             match p {
                 Some(p) => work += p.poll(),
                 None => self.dirty_pollers.set(true),
             }
-            i += 1;
         }
         if self.dirty_pollers.replace(false) {
             let mut pollers = self.pollers.borrow_mut();
@@ -150,7 +178,7 @@ impl Local {
                 }
             }
         }
-        (deadline, busy || !self.completions.borrow().is_empty())
+        (deadline, busy)
     }
 
     /// Number of registered pollers: (active, timed).
@@ -175,55 +203,24 @@ impl Local {
         drain_fd(fd as i32);
     }
 
-    /// Queues a finished request; its callback runs from the reactor loop, never inline.
-    pub(crate) fn push_completion(&self, io: BdevIo) {
-        self.completions.borrow_mut().push_back(io);
-    }
-
-    /// Runs the callbacks of the requests that were complete when this call started.
-    pub(crate) fn run_completions(&self) -> usize {
-        let n = self.completions.borrow().len();
-        for _ in 0..n {
-            let io = self.completions.borrow_mut().pop_front();
-            match io {
-                Some(io) => io.finish(),
-                None => break,
-            }
-        }
-        n
-    }
-
-    /// The cached channel of bdev `id` on this reactor.
-    pub(crate) fn channel(&self, id: u64) -> Option<Rc<IoChannel>> {
-        self.channels.borrow().get(&id).cloned()
-    }
-
-    /// Caches a channel.
-    pub(crate) fn insert_channel(&self, id: u64, ch: Rc<IoChannel>) {
-        self.channels.borrow_mut().insert(id, ch);
-    }
-
-    /// Drops the cached channel of bdev `id` (requests in flight keep it alive until they end).
-    pub(crate) fn remove_channel(&self, id: u64) -> Option<Rc<IoChannel>> {
-        self.channels.borrow_mut().remove(&id)
-    }
-
-    /// Requests in flight on this reactor: on every live channel (cached or not) plus those
-    /// waiting for their callbacks.
+    /// Work in flight on this reactor, summed over its live pollers.
     pub(crate) fn inflight(&self) -> u64 {
         let pollers = self.pollers.borrow();
-        let on_pollers: u64 = pollers
+        pollers
             .iter()
             .filter_map(|s| s.poller.upgrade())
             .map(|p| p.inflight())
-            .sum();
-        on_pollers + self.completions.borrow().len() as u64
+            .sum()
     }
 
-    /// Drops every cached channel.
-    pub(crate) fn clear_channels(&self) {
-        let chans: Vec<Rc<IoChannel>> =
-            self.channels.borrow_mut().drain().map(|(_, c)| c).collect();
-        drop(chans);
+    /// Tells every live poller that the reactor is stopping (see [`Poller::quiesce`]).
+    pub(crate) fn quiesce(&self) {
+        let mut i = 0;
+        while let Ok(p) = self.poller_at(i) {
+            if let Some(p) = p {
+                p.quiesce();
+            }
+            i += 1;
+        }
     }
 }

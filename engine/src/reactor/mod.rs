@@ -1,10 +1,16 @@
 //! Per-core polling reactors (SPDK's `reactor`/`spdk_thread` in one).
 //!
 //! One reactor thread runs per core of the cpumask, pinned to it and named `reactor_N`. Each
-//! loop iteration drains the reactor's lock-free message queue, runs the callbacks of finished
-//! requests, and runs its pollers. When nothing happened for a while (adaptive mode) or at all
-//! (interrupt mode), the reactor sleeps on one epoll set that wakes on messages, I/O completion
-//! eventfds and the earliest poller deadline.
+//! loop iteration drains the reactor's lock-free message queue and runs its pollers (owned
+//! pollers, see below, at both ends of the iteration). When
+//! nothing happened for a while (adaptive mode) or at all (interrupt mode), the reactor sleeps
+//! on one epoll set that wakes on messages, I/O completion eventfds and the earliest poller
+//! deadline.
+//!
+//! The reactor knows nothing of what its pollers do. Layers that keep per-thread state (the bdev
+//! layer's request pool, completion queue and channel cache) hand it to the reactor as an owned
+//! poller ([`register_owned_poller`]), which lives as long as the thread is a reactor and is
+//! told through [`Poller::quiesce`] when the reactor stops.
 
 mod cpumask;
 mod local;
@@ -12,6 +18,7 @@ mod poller;
 pub mod tsc;
 pub mod wake;
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -124,7 +131,7 @@ impl ReactorShared {
             index,
             core,
             msgs: SegQueue::new(),
-            wake: EventFd::new()?,
+            wake: wake::new_eventfd()?,
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             exited: AtomicBool::new(false),
@@ -141,8 +148,14 @@ impl ReactorShared {
     pub fn send(&self, msg: Msg) {
         self.msgs.push(msg);
         if self.sleeping.load(Ordering::SeqCst) {
-            self.wake.notify();
+            self.wake_up();
         }
+    }
+
+    /// Wakes the reactor. A full counter (EAGAIN) already means "readable", which is all a
+    /// waker needs, so errors are ignored.
+    fn wake_up(&self) {
+        let _ = self.wake.write(1);
     }
 }
 
@@ -309,11 +322,10 @@ impl ReactorSet {
     /// the threads. Idempotent.
     pub fn stop(&self, grace: Duration) {
         let deadline = std::time::Instant::now() + grace;
-        // Drop the cached channels first: requests in flight keep their channel alive and
-        // finish; drivers that hold requests indefinitely (error injection's `pending`, the
-        // delay driver) release them when their channel goes.
+        // Quiesce first: pollers release what they cache (the bdev layer its channels), so
+        // the work in flight can finish.
         for i in 0..self.reactors.len() {
-            self.call(i, || Local::with(|l| l.clear_channels()));
+            self.call(i, || Local::with(|l| l.quiesce()));
         }
         for (i, r) in self.reactors.iter().enumerate() {
             if r.stop.load(Ordering::SeqCst) {
@@ -336,7 +348,7 @@ impl ReactorSet {
                 }
             }
             r.stop.store(true, Ordering::SeqCst);
-            r.wake.notify();
+            r.wake_up();
         }
         let threads: Vec<JoinHandle<()>> = match self.threads.lock() {
             Ok(mut t) => t.drain(..).collect(),
@@ -354,9 +366,17 @@ impl Drop for ReactorSet {
     }
 }
 
-/// Registers `poller` with the current thread's reactor. Returns false off a reactor thread.
+/// Registers `poller` with the current thread's reactor; it stays registered until the last
+/// strong reference to it drops. Returns false off a reactor thread.
 pub fn register_poller(poller: &Rc<dyn Poller>) -> bool {
     Local::with(|l| l.register_poller(poller)).is_some()
+}
+
+/// Registers `poller` with the current thread's reactor, which keeps it alive until the thread
+/// stops being a reactor (SPDK's per-thread io_device channel) and runs it before and after
+/// the other pollers of every iteration. Returns false off a reactor thread.
+pub fn register_owned_poller(poller: Rc<dyn Poller>) -> bool {
+    Local::with(|l| l.register_owned_poller(poller)).is_some()
 }
 
 /// The core id of the reactor running this thread, if any.
@@ -369,7 +389,8 @@ pub fn current_index() -> Option<usize> {
     Local::with(|l| l.index)
 }
 
-/// One iteration: messages, completions, pollers. Returns the work done.
+/// One iteration: messages, owned pollers, the other pollers, owned pollers again. Returns the
+/// work done.
 fn run_once(sh: &ReactorShared, local: &Local) -> usize {
     let mut work = 0;
     for _ in 0..64 {
@@ -381,10 +402,9 @@ fn run_once(sh: &ReactorShared, local: &Local) -> usize {
             None => break,
         }
     }
-    work += local.run_completions();
+    work += local.run_owned_pollers();
     work += local.run_pollers();
-    work += local.run_completions();
-    work
+    work + local.run_owned_pollers()
 }
 
 fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
@@ -393,7 +413,7 @@ fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
     let mut idle_since = last;
     let mut iterations: u64 = 0;
     let mut tokens = [0u64; 32];
-    if let Err(e) = local.epoll.add(sh.wake.as_raw(), u64::MAX) {
+    if let Err(e) = local.epoll.add(sh.wake.as_raw_fd(), u64::MAX) {
         tracing::error!("reactor_{}: cannot watch its wake-up fd: {e}", sh.core);
     }
     loop {
@@ -448,7 +468,7 @@ fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
         sh.sleeping.store(false, Ordering::SeqCst);
         for &t in &tokens[..n] {
             if t == u64::MAX {
-                sh.wake.drain();
+                let _ = sh.wake.read();
             } else {
                 local.drain_wake_fd(t);
             }
@@ -461,18 +481,12 @@ fn run_loop(sh: &ReactorShared, local: &Local, mode: PollMode) {
         last = now;
         idle_since = now;
     }
-    local.clear_channels();
+    local.quiesce();
 }
 
-impl EventFd {
-    fn as_raw(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd()
-    }
-}
-
-/// A reactor driven by hand on the calling thread, for tests and tools that want the bdev
-/// layer without spawning threads. Drop it to uninstall.
+/// A reactor driven by hand on the calling thread, for tests and tools that want pollers (and
+/// the layers built on them, such as the bdev layer) without spawning threads. Drop it to
+/// uninstall.
 pub struct InlineReactor {
     local: Rc<Local>,
 }
@@ -485,9 +499,10 @@ impl InlineReactor {
         })
     }
 
-    /// Runs completions and pollers once; returns the work done.
+    /// Runs every poller once (owned pollers before and after the others); returns the work
+    /// done.
     pub fn poll(&self) -> usize {
-        self.local.run_completions() + self.local.run_pollers() + self.local.run_completions()
+        self.local.run_owned_pollers() + self.local.run_pollers() + self.local.run_owned_pollers()
     }
 
     /// Polls until `done()` is true or `timeout` passes; returns `done()`.
@@ -510,3 +525,6 @@ impl Drop for InlineReactor {
         Local::uninstall();
     }
 }
+
+#[cfg(test)]
+mod tests;

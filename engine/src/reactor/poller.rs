@@ -33,6 +33,11 @@ pub trait Poller {
         0
     }
 
+    /// The reactor is stopping: release what is cached so that the work in flight can finish
+    /// (the bdev layer drops its cached I/O channels). Called on the reactor thread, before it
+    /// waits for [`Poller::inflight`] to reach zero and again when its loop ends.
+    fn quiesce(&self) {}
+
     /// Whether this poller runs only when its deadline passes (SPDK's timed poller).
     fn is_timed(&self) -> bool {
         false

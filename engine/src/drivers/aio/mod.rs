@@ -3,11 +3,11 @@
 //!
 //! The file is opened once, on the RPC thread, and shared by every channel (see
 //! `drivers::file` for `O_DIRECT`, alignment and the buffered fallback). Each channel
-//! (one per reactor) owns an AIO context and a preallocated table of [`AIO_DEPTH`] control
-//! blocks (`iocb`), one per request slot:
+//! (one per reactor) owns an AIO context (`vmm_sys_util::aio`, as cloud-hypervisor's
+//! `raw_async_aio`) and a preallocated queue of [`AIO_DEPTH`] control blocks (`iocb`):
 //!
-//! - `submit` fills the slot's iocb (preadv/pwritev on the request's iovec array, fdatasync
-//!   for flush) and only queues it;
+//! - `submit` fills an iocb for the request's slot (preadv/pwritev on the request's iovec
+//!   array, fdatasync for flush) and only queues it;
 //! - `poll` hands every queued iocb to the kernel with one `io_submit`, then, if anything is
 //!   in flight, reaps with a non-blocking `io_getevents`, resubmitting short transfers;
 //! - every iocb carries `IOCB_FLAG_RESFD`, so completions wake a sleeping reactor through an
@@ -28,10 +28,14 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use vmm_sys_util::aio::{
+    IoContext, IoControlBlock, IoEvent, IOCB_CMD_FDSYNC, IOCB_CMD_PREADV, IOCB_CMD_PWRITEV,
+    IOCB_FLAG_RESFD,
+};
 
 use super::file::{Admit, FileBacking, Op, Outcome, ResetGate, Slots};
 use crate::bdev::{Bdev, BdevDriver, BdevError, BdevIo, DriverChannel, IoStatus};
-use crate::reactor::wake::EventFd;
+use crate::reactor::wake::{new_eventfd, EventFd};
 
 /// Requests in flight per channel (and the AIO context's size).
 pub const AIO_DEPTH: usize = 256;
@@ -39,125 +43,9 @@ pub const AIO_DEPTH: usize = 256;
 /// SPDK's product name for aio bdevs.
 pub const PRODUCT_NAME: &str = "AIO disk";
 
-const IOCB_CMD_FDSYNC: u16 = 3;
-const IOCB_CMD_PREADV: u16 = 7;
-const IOCB_CMD_PWRITEV: u16 = 8;
-const IOCB_FLAG_RESFD: u32 = 1;
-
-/// `struct iocb` from `linux/aio_abi.h`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct Iocb {
-    aio_data: u64,
-    #[cfg(target_endian = "little")]
-    aio_key: u32,
-    aio_rw_flags: i32,
-    #[cfg(target_endian = "big")]
-    aio_key: u32,
-    aio_lio_opcode: u16,
-    aio_reqprio: i16,
-    aio_fildes: u32,
-    aio_buf: u64,
-    aio_nbytes: u64,
-    aio_offset: i64,
-    aio_reserved2: u64,
-    aio_flags: u32,
-    aio_resfd: u32,
-}
-
-/// `struct io_event` from `linux/aio_abi.h`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct IoEvent {
-    data: u64,
-    obj: u64,
-    res: i64,
-    res2: i64,
-}
-
-const _: () = assert!(std::mem::size_of::<Iocb>() == 64);
-const _: () = assert!(std::mem::size_of::<IoEvent>() == 32);
-
-/// An AIO context (`aio_context_t`), destroyed on drop.
-struct AioContext(libc::c_ulong);
-
-impl AioContext {
-    fn new(nr_events: usize) -> io::Result<AioContext> {
-        let mut ctx: libc::c_ulong = 0;
-        // SAFETY: io_setup writes the new context id to the pointer, a live local; the id
-        // must be zero on entry, which it is.
-        let rc = unsafe { libc::syscall(libc::SYS_io_setup, nr_events as libc::c_long, &mut ctx) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(AioContext(ctx))
-    }
-
-    /// Submits `iocbs`; returns how many the kernel took from the front.
-    ///
-    /// # Safety
-    /// Each pointer must point to a valid iocb whose buffers (iovec array and data) stay valid
-    /// until its completion is reaped or the context is destroyed.
-    unsafe fn submit(&self, iocbs: &mut [*mut Iocb]) -> io::Result<usize> {
-        // SAFETY: `iocbs` is a live array of `len` pointers; the caller vouches for what they
-        // point to.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                self.0,
-                iocbs.len() as libc::c_long,
-                iocbs.as_mut_ptr(),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as usize)
-    }
-
-    /// Takes the completions available now (never waits).
-    fn reap(&self, events: &mut [IoEvent]) -> io::Result<usize> {
-        let mut zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: the kernel writes at most `events.len()` io_events into `events`, a live
-        // buffer of that many; `zero` is a live timespec meaning "do not wait".
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                self.0,
-                0 as libc::c_long,
-                events.len() as libc::c_long,
-                events.as_mut_ptr(),
-                &mut zero,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as usize)
-    }
-
-    /// Destroys the context, waiting for whatever the kernel still holds. Idempotent.
-    fn destroy(&mut self) {
-        if self.0 != 0 {
-            // SAFETY: the context id came from io_setup and is destroyed once (zeroed after).
-            unsafe { libc::syscall(libc::SYS_io_destroy, self.0) };
-            self.0 = 0;
-        }
-    }
-}
-
-impl Drop for AioContext {
-    fn drop(&mut self) {
-        self.destroy();
-    }
-}
-
 /// Checks that the kernel offers native AIO (control path).
 pub(crate) fn probe() -> io::Result<()> {
-    AioContext::new(AIO_DEPTH).map(drop)
+    IoContext::new(AIO_DEPTH as u32).map(drop)
 }
 
 /// The aio driver's bdev state: the open file and its options.
@@ -244,16 +132,17 @@ impl BdevDriver for AioBdev {
 
 /// One reactor's AIO context for one aio bdev.
 struct AioChannel {
-    ctx: AioContext,
+    /// Declared first so that it drops first: destroying the context waits for whatever the
+    /// kernel still holds, after which the slots (and the buffers they keep alive) can go.
+    ctx: IoContext,
     file: Arc<FileBacking>,
     block_size: u64,
     slots: Slots,
-    /// One control block per slot, at a fixed address.
-    iocbs: Box<[Iocb]>,
-    /// Slots whose iocb is ready for `io_submit`, oldest first.
-    queued: Vec<u32>,
-    /// Scratch array of iocb pointers for `io_submit`.
-    ptrs: Vec<*mut Iocb>,
+    /// Control blocks ready for `io_submit`, oldest first (`aio_data` is the slot). The
+    /// kernel copies an iocb when it takes it, so each entry is free again once submitted.
+    queue: Box<[IoControlBlock; AIO_DEPTH]>,
+    /// How many entries of `queue` are in use.
+    queued: usize,
     events: Box<[IoEvent]>,
     /// iocbs the kernel holds.
     in_kernel: usize,
@@ -269,17 +158,16 @@ impl AioChannel {
             path: file.path().to_string(),
             source,
         };
-        let eventfd = EventFd::new().map_err(|e| err("cannot create an eventfd for", e))?;
-        let ctx = AioContext::new(AIO_DEPTH)
+        let eventfd = new_eventfd().map_err(|e| err("cannot create an eventfd for", e))?;
+        let ctx = IoContext::new(AIO_DEPTH as u32)
             .map_err(|e| err("cannot create an AIO context (see fs.aio-max-nr) for", e))?;
         Ok(AioChannel {
             ctx,
             file,
             block_size: block_size as u64,
             slots: Slots::new(AIO_DEPTH),
-            iocbs: vec![Iocb::default(); AIO_DEPTH].into_boxed_slice(),
-            queued: Vec::with_capacity(AIO_DEPTH),
-            ptrs: Vec::with_capacity(AIO_DEPTH),
+            queue: Box::new([IoControlBlock::default(); AIO_DEPTH]),
+            queued: 0,
             events: vec![IoEvent::default(); AIO_DEPTH].into_boxed_slice(),
             in_kernel: 0,
             gate: ResetGate::new(),
@@ -297,19 +185,19 @@ impl AioChannel {
             return;
         };
         let x = &mut slot.xfer;
-        let mut cb = Iocb {
+        let mut cb = IoControlBlock {
             aio_data: id as u64,
             aio_flags: IOCB_FLAG_RESFD,
             aio_resfd: self.eventfd.as_raw_fd() as u32,
-            ..Iocb::default()
+            ..IoControlBlock::default()
         };
         match x.op {
             Op::Read | Op::Write | Op::ZeroFill => {
                 let (ptr, n, off) = x.segments(io.iovs(), self.file.direct_align());
                 cb.aio_lio_opcode = if x.op == Op::Read {
-                    IOCB_CMD_PREADV
+                    IOCB_CMD_PREADV as u16
                 } else {
-                    IOCB_CMD_PWRITEV
+                    IOCB_CMD_PWRITEV as u16
                 };
                 cb.aio_fildes = self.file.fd(x.direct) as u32;
                 cb.aio_buf = ptr as u64;
@@ -317,38 +205,40 @@ impl AioChannel {
                 cb.aio_offset = off as i64;
             }
             Op::Flush => {
-                cb.aio_lio_opcode = IOCB_CMD_FDSYNC;
+                cb.aio_lio_opcode = IOCB_CMD_FDSYNC as u16;
                 cb.aio_fildes = self.file.fd(false) as u32;
             }
             // Run synchronously in `submit`, never queued.
             Op::Fallocate { .. } => return,
         }
-        if let Some(slot_cb) = self.iocbs.get_mut(id as usize) {
-            *slot_cb = cb;
-            self.queued.push(id);
+        // Never full: it has room for every slot and a slot is queued at most once.
+        if let Some(entry) = self.queue.get_mut(self.queued) {
+            *entry = cb;
+            self.queued += 1;
         }
+    }
+
+    /// Drops the first `n` queued iocbs (submitted or refused); the rest move to the front.
+    fn dequeue(&mut self, n: usize) {
+        let n = n.min(self.queued);
+        self.queue.copy_within(n..self.queued, 0);
+        self.queued -= n;
     }
 
     /// Hands queued iocbs to the kernel; returns how many it took.
     fn submit_queued(&mut self) -> usize {
         let mut total = 0;
-        while !self.queued.is_empty() {
-            self.ptrs.clear();
-            for &id in &self.queued {
-                if let Some(cb) = self.iocbs.get_mut(id as usize) {
-                    self.ptrs.push(cb);
-                }
-            }
-            // SAFETY: each pointer is to the iocb of an occupied slot; the iovec arrays it
-            // names live in the slot's BdevIo or the slot's scratch array, neither changed
-            // until its completion is reaped, and the data buffers are valid until the
-            // request completes (`BdevIo::push_iov`) or are the shared zero buffer
-            // (`file::zeroes`, static, never written). The context is destroyed (which waits
-            // for the kernel) before the slots are dropped.
-            match unsafe { self.ctx.submit(&mut self.ptrs) } {
+        while self.queued > 0 {
+            let iocbs = self.queue.each_mut();
+            // Each iocb names the iovec array in its slot's BdevIo or the slot's scratch
+            // array, neither changed until its completion is reaped, and data buffers that are
+            // valid until the request completes (`BdevIo::push_iov`) or are the shared zero
+            // buffer (`file::zeroes`, static, never written). The context is destroyed (which
+            // waits for the kernel) before the slots are dropped.
+            match self.ctx.submit(&iocbs[..self.queued]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.queued.drain(..n);
+                    self.dequeue(n);
                     self.in_kernel += n;
                     total += n;
                 }
@@ -357,7 +247,8 @@ impl AioChannel {
                 }
                 Err(e) => {
                     // The first iocb was refused: fail that request and go on with the rest.
-                    let id = self.queued.remove(0);
+                    let id = self.queue[0].aio_data as u32;
+                    self.dequeue(1);
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
                     self.refused(id, errno);
                 }
@@ -396,7 +287,11 @@ impl AioChannel {
 
     /// Takes available completions; returns how many.
     fn reap(&mut self) -> usize {
-        let n = match self.ctx.reap(&mut self.events) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let n = match self.ctx.get_events(0, &mut self.events, Some(&mut now)) {
             Ok(n) => n.min(self.events.len()),
             Err(_) => return 0,
         };
@@ -492,7 +387,7 @@ impl DriverChannel for AioChannel {
         if self.in_kernel > 0 {
             work += self.reap();
         }
-        if !self.queued.is_empty() {
+        if self.queued > 0 {
             work += self.submit_queued();
         }
         work + self.gate.settle(self.slots.in_use())
@@ -503,19 +398,7 @@ impl DriverChannel for AioChannel {
     }
 
     fn must_poll(&self) -> bool {
-        !self.queued.is_empty() || self.gate.ready(self.slots.in_use())
-    }
-}
-
-impl Drop for AioChannel {
-    fn drop(&mut self) {
-        // Requests in flight hold their channel alive, so this normally finds none. Destroying
-        // the context waits for anything the kernel still holds, after which the slots (and
-        // the buffers they keep alive) can go.
-        self.ctx.destroy();
-        for io in self.slots.drain() {
-            drop(io);
-        }
+        self.queued > 0 || self.gate.ready(self.slots.in_use())
     }
 }
 

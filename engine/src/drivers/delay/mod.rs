@@ -26,10 +26,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::bdev::thread::BdevThread;
 use crate::bdev::{
     Bdev, BdevDriver, BdevError, BdevIo, BdevSpec, DriverChannel, IoChannel, IoCompletion, IoType,
 };
-use crate::reactor::{tsc, Local};
+use crate::reactor::tsc;
 use crate::Engine;
 
 /// The delay bdev's `product_name` (as SPDK's).
@@ -385,7 +386,7 @@ impl DelayChannel {
     /// Whether this channel's bdev was deleted (its channels are detached from the reactors
     /// first; held requests keep the channel itself alive).
     fn detached(&self) -> bool {
-        Local::with(|l| l.channel(self.bdev_id).is_none()).unwrap_or(true)
+        BdevThread::with(|l| l.channel(self.bdev_id).is_none()).unwrap_or(true)
     }
 }
 

@@ -15,10 +15,11 @@ use std::time::Duration;
 use super::crash::{CrashMode, FlushOp, OverlayRead};
 use super::inject::{ErrorKind, Hit};
 use super::ErrorState;
+use crate::bdev::thread::BdevThread;
 use crate::bdev::{
     Bdev, BdevError, BdevIo, DriverChannel, IoChannel, IoCompletion, IoData, IoStatus, IoType,
 };
-use crate::reactor::{tsc, Local};
+use crate::reactor::tsc;
 
 /// Child tags: what to do when the base completes the child.
 const TAG_PLAIN: u64 = 0;
@@ -138,7 +139,7 @@ impl ErrorChannel {
     /// Whether this channel's bdev was deleted (its channels are detached from the reactors
     /// first; held requests keep the channel itself alive).
     fn detached(&self) -> bool {
-        Local::with(|l| l.channel(self.bdev_id).is_none()).unwrap_or(true)
+        BdevThread::with(|l| l.channel(self.bdev_id).is_none()).unwrap_or(true)
     }
 
     /// volatile_cache mode: the cache serves writes, overlays reads, and is written down by
@@ -296,7 +297,7 @@ impl Drop for ErrorChannel {
 /// Requests outstanding on this reactor's channel of bdev `id`, besides the one being
 /// submitted (for SPDK's `queue_depth`; only asked when one is armed).
 fn outstanding(id: u64) -> u64 {
-    Local::with(|l| l.channel(id).map(|c| c.inflight().saturating_sub(1)))
+    BdevThread::with(|l| l.channel(id).map(|c| c.inflight().saturating_sub(1)))
         .flatten()
         .unwrap_or(0)
 }

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::file::{Admit, FileBacking, Op, Outcome, ResetGate, Slots};
 use crate::bdev::{Bdev, BdevDriver, BdevError, BdevIo, DriverChannel, IoStatus};
-use crate::reactor::wake::EventFd;
+use crate::reactor::wake::{new_eventfd, EventFd};
 
 /// Submission-queue entries per ring (and requests in flight per channel).
 pub const RING_ENTRIES: u32 = 512;
@@ -118,7 +118,7 @@ impl UringChannel {
         };
         let ring =
             IoUring::new(RING_ENTRIES).map_err(|e| err("cannot create an io_uring for", e))?;
-        let eventfd = EventFd::new().map_err(|e| err("cannot create an eventfd for", e))?;
+        let eventfd = new_eventfd().map_err(|e| err("cannot create an eventfd for", e))?;
         ring.submitter()
             .register_eventfd(eventfd.as_raw_fd())
             .map_err(|e| err("cannot register an eventfd with the io_uring of", e))?;
