@@ -12,6 +12,10 @@ Prints the layer graph (`--dot` for Graphviz, `--modules` for the module graph a
 exits 1 if a layer imports a higher one, if a layer imports the facade (`crate::volume::X`
 where `X` is not a layer), or if layers form a cycle; 2 on usage errors.
 
+It also checks the engine's own layers, `reactor` <- `bdev` <- `drivers` <- `volume` (the
+reactor knows no bdev; the bdev layer knows no driver; drivers know no volume), from the
+`crate::…` paths of each top-level folder of `engine/src/` (test files excluded).
+
 Usage: scripts/check-layers.py [--dot] [--modules] [--legacy] [VOLUME_DIR]
 """
 
@@ -176,6 +180,40 @@ def scan(root):
     return edges
 
 
+# The engine's top-level modules, lowest first (engine.rs and lib.rs tie them together).
+ENGINE_RANKS = {"reactor": 0, "bdev": 1, "drivers": 2, "volume": 3}
+CRATE_RE = re.compile(r"\bcrate::([a-z_]+)")
+
+
+def check_engine(src):
+    """Returns (edges, violations) between the engine's top-level modules."""
+    edges, bad = {}, []
+    for top in ENGINE_RANKS:
+        for dirpath, _, filenames in os.walk(os.path.join(src, top)):
+            if "tests" in os.path.relpath(dirpath, src).split(os.sep):
+                continue
+            for f in sorted(filenames):
+                if not f.endswith(".rs") or f in ("tests.rs", "test_support.rs"):
+                    continue
+                path = os.path.join(dirpath, f)
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+                cut = re.search(r"^\s*#\[cfg\(test\)\]\s*\n\s*mod\s+\w+", text, re.M)
+                if cut:
+                    text = text[: cut.start()]
+                text = re.sub(r"//[^\n]*", "", text)
+                for m in CRATE_RE.finditer(text):
+                    dst = m.group(1)
+                    if dst == top or dst not in ENGINE_RANKS:
+                        continue
+                    line = text.count("\n", 0, m.start()) + 1
+                    edges.setdefault((top, dst), f"{os.path.relpath(path, src)}:{line}")
+    for (a, b), where in sorted(edges.items()):
+        if ENGINE_RANKS[b] > ENGINE_RANKS[a]:
+            bad.append(f"engine: {a} -> {b}: upward edge, {a} is below {b} ({where})")
+    return edges, bad
+
+
 def main(argv):
     global legacy
     legacy = "--legacy" in argv
@@ -247,6 +285,15 @@ def main(argv):
             for s in sorted({s for s, _ in edges}):
                 deps = sorted({d for (x, d) in edges if x == s and d != s})
                 print(f"  {s:24} -> {', '.join(deps)}")
+    if not legacy:
+        src = os.path.dirname(os.path.normpath(root))
+        eng_edges, eng_bad = check_engine(src)
+        bad += eng_bad
+        if not dot:
+            print("engine modules (lowest first) and the modules each imports:")
+            for l in ENGINE_RANKS:
+                deps = sorted({d for (s_, d) in eng_edges if s_ == l}, key=ENGINE_RANKS.get)
+                print(f"  {l:16} -> {', '.join(deps) if deps else '(nothing)'}")
     if bad:
         print("layering violations:", file=sys.stderr)
         for b in bad:
