@@ -93,6 +93,15 @@ pub(crate) fn cell<T: Display>(v: &Lenient<T>) -> String {
     }
 }
 
+/// A nullable [`Lenient`] field as a cell: the value, or `-` when it is `null` or absent.
+pub(crate) fn opt_cell<T: Display>(v: &Lenient<Option<T>>) -> String {
+    match v {
+        Lenient::Value(Some(v)) => v.to_string(),
+        Lenient::Value(None) | Lenient::Missing => MISSING.to_string(),
+        Lenient::Unexpected(v) => text(v),
+    }
+}
+
 /// A boolean [`Lenient`] field as `yes` / `no`, or `-`.
 pub(crate) fn yes_no(v: &Lenient<bool>) -> String {
     match v.get() {

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use plexd_control::api::task::{TaskList, TaskWait};
 use plexd_control::jsonrpc::parse_params;
 use plexd_control::size::parse_size;
 use plexd_control::{MethodTable, RpcError};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::volume::copy::task::TaskState;
 use crate::volume::manager::ops::VolumeCreate;
@@ -147,13 +148,6 @@ struct PlexDetach {
     plex: String,
     #[serde(default)]
     dissociate: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskWait {
-    id: u64,
-    timeout_ms: Option<u64>,
 }
 
 /// Registers the volume manager's methods (and SPDK's `bdev_raid_*`, which map onto it).
@@ -311,14 +305,15 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
         Ok(json!(m.vm_print(p.dg.as_deref())?))
     });
     let m = vm.clone();
-    t.runtime("task_list", move |_p| {
-        Ok(Value::Array(
-            m.tasks().list().iter().map(|t| t.json()).collect(),
-        ))
+    t.runtime_typed::<TaskList, _>(move |_p| {
+        Ok(m.tasks()
+            .list()
+            .iter()
+            .map(|t| super::task::info(t))
+            .collect())
     });
     let m = vm.clone();
-    t.runtime("task_wait", move |p| {
-        let p: TaskWait = parse_params(p)?;
+    t.runtime_typed::<TaskWait, _>(move |p| {
         let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(600_000));
         let task = m
             .tasks()
@@ -330,7 +325,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
                 format!("task {} is still running after {timeout:?}", p.id),
             ));
         }
-        Ok(task.json())
+        Ok(super::task::info(&task))
     });
 }
 
