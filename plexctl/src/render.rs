@@ -102,6 +102,15 @@ pub(crate) fn opt_cell<T: Display>(v: &Lenient<Option<T>>) -> String {
     }
 }
 
+/// The length of a [`Lenient`] list as a cell, or `-`.
+pub(crate) fn len_cell<T>(v: &Lenient<Vec<T>>) -> String {
+    match v {
+        Lenient::Value(list) => list.len().to_string(),
+        Lenient::Unexpected(Value::Array(list)) => list.len().to_string(),
+        _ => MISSING.to_string(),
+    }
+}
+
 /// A boolean [`Lenient`] field as `yes` / `no`, or `-`.
 pub(crate) fn yes_no(v: &Lenient<bool>) -> String {
     match v.get() {

@@ -5,6 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use plexd_control::api::dg::{
+    DgAddDisk, DgCreate, DgDeport, DgDestroy, DgImport, DgList, DgRemoveDisk, DgSet,
+};
+use plexd_control::api::disk::{DiskList, DiskSet};
 use plexd_control::api::task::{TaskList, TaskWait};
 use plexd_control::jsonrpc::parse_params;
 use plexd_control::size::parse_size;
@@ -37,33 +41,6 @@ impl Size {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DgCreate {
-    name: String,
-    disks: Vec<String>,
-    #[serde(default)]
-    force: bool,
-    nconfig: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgSet {
-    name: String,
-    nconfig: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgAddDisk {
-    dg: String,
-    disk: String,
-    name: Option<String>,
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DgDisk {
     dg: String,
     name: String,
@@ -71,32 +48,9 @@ struct DgDisk {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ByName {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgImport {
-    name: Option<String>,
-    disks: Option<Vec<String>>,
-    select_copy: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct OptDg {
     dg: Option<String>,
     name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DiskSet {
-    dg: String,
-    name: String,
-    spare: Option<bool>,
-    nohotuse: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -154,74 +108,53 @@ struct PlexDetach {
 pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     super::raid::register(t, vm);
     let m = vm.clone();
-    t.runtime("dg_create", move |p| {
-        let p: DgCreate = parse_params(p)?;
+    t.runtime_typed::<DgCreate, _>(move |p| {
         m.dg_create(&p.name, &p.disks, p.force)?;
         if let Some(n) = p.nconfig {
             m.dg_set(&p.name, n)?;
         }
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_set", move |p| {
-        let p: DgSet = parse_params(p)?;
+    t.runtime_typed::<DgSet, _>(move |p| {
         m.dg_set(&p.name, p.nconfig)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_add_disk", move |p| {
-        let p: DgAddDisk = parse_params(p)?;
-        Ok(json!(m.dg_add_disk(
-            &p.dg,
-            &p.disk,
-            p.name.as_deref(),
-            p.force
-        )?))
+    t.runtime_typed::<DgAddDisk, _>(move |p| {
+        Ok(m.dg_add_disk(&p.dg, &p.disk, p.name.as_deref(), p.force)?)
     });
     let m = vm.clone();
-    t.runtime("dg_remove_disk", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<DgRemoveDisk, _>(move |p| {
         m.dg_remove_disk(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_deport", move |p| {
-        let p: ByName = parse_params(p)?;
+    t.runtime_typed::<DgDeport, _>(move |p| {
         m.dg_deport(&p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_destroy", move |p| {
-        let p: ByName = parse_params(p)?;
+    t.runtime_typed::<DgDestroy, _>(move |p| {
         m.dg_destroy(&p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_import", move |p| {
-        let p: DgImport = parse_params(p)?;
-        let names = m.dg_import(
+    t.runtime_typed::<DgImport, _>(move |p| {
+        Ok(m.dg_import(
             p.name.as_deref(),
             p.disks.as_deref(),
             p.select_copy.as_deref(),
-        )?;
-        Ok(json!(names))
+        )?)
     });
     let m = vm.clone();
-    t.runtime("dg_list", move |p| {
-        let p: OptDg = parse_params(p)?;
-        m.dg_list(p.name.as_deref().or(p.dg.as_deref()))
-            .map_err(Into::into)
-    });
+    t.runtime_typed::<DgList, _>(move |p| Ok(m.dg_list(p.name.as_deref().or(p.dg.as_deref()))?));
     let m = vm.clone();
-    t.runtime("disk_list", move |p| {
-        let p: OptDg = parse_params(p)?;
-        m.disk_list(p.dg.as_deref()).map_err(Into::into)
-    });
+    t.runtime_typed::<DiskList, _>(move |p| Ok(m.disk_list(p.dg.as_deref())?));
     let m = vm.clone();
-    t.runtime("disk_set", move |p| {
-        let p: DiskSet = parse_params(p)?;
+    t.runtime_typed::<DiskSet, _>(move |p| {
         m.disk_set(&p.dg, &p.name, p.spare, p.nohotuse)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
     t.runtime("volume_create", move |p| {
