@@ -1,5 +1,5 @@
-//! Read-only views of the volume manager: `dg_list`, `disk_list` (the `plexd_control::api`
-//! types, converted here from the configuration records) and `vm_print`
+//! Read-only views of the volume manager: `dg_list`, `disk_list`, `volume_list` (the
+//! `plexd_control::api` types, converted here from the configuration records) and `vm_print`
 //! (the object tree in `vxprint -ht` columns; lengths and offsets in 512-byte sectors, as VxVM
 //! prints).
 
@@ -7,10 +7,13 @@ use std::fmt::Write as _;
 
 use plexd_control::api::dg::DgInfo;
 use plexd_control::api::disk::DiskInfo;
+use plexd_control::api::volume::{PlexInfo, SubdiskInfo, VolumeInfo};
 
 use crate::volume::error::VolumeError;
 use crate::volume::manager::{Group, VolumeManager};
-use crate::volume::model::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
+use crate::volume::model::objects::{
+    DiskCondition, KernelState, PlexLayout, ReadPolicy, VolumeRecord,
+};
 
 /// The `vxprint -ht` header block.
 pub const HEADER: &str = "\
@@ -272,6 +275,42 @@ impl VolumeManager {
         }
         Ok(out)
     }
+
+    /// `volume_list`: volumes with their plexes and subdisks.
+    pub fn volume_list(
+        &self,
+        dg: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<VolumeInfo>, VolumeError> {
+        let groups = self.lock();
+        if let Some(d) = dg {
+            if !groups.contains_key(d) {
+                return Err(VolumeError::NotFound {
+                    kind: "disk group",
+                    name: d.into(),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for (gname, g) in groups.iter() {
+            if dg.is_some_and(|d| d != gname) {
+                continue;
+            }
+            for v in &g.cfg.volumes {
+                if name.is_some_and(|n| n != v.name) {
+                    continue;
+                }
+                out.push(volume_info(g, v));
+            }
+        }
+        if let (Some(n), true) = (name, out.is_empty()) {
+            return Err(VolumeError::NotFound {
+                kind: "volume",
+                name: n.into(),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Owned copies of names.
@@ -286,5 +325,68 @@ fn condition_name(c: DiskCondition) -> &'static str {
         DiskCondition::Nodevice => "NODEVICE",
         DiskCondition::Failed => "FAILED",
         DiskCondition::Removed => "REMOVED",
+    }
+}
+
+/// One volume as `volume_list` shows it.
+fn volume_info(g: &Group, v: &VolumeRecord) -> VolumeInfo {
+    let bs = u64::from(g.cfg.block_size);
+    let plexes = g
+        .cfg
+        .plexes_of(&v.name)
+        .iter()
+        .map(|p| {
+            let (ncol, su) = match p.layout {
+                PlexLayout::Concat => (1, None),
+                PlexLayout::Stripe { ncol, stripe_unit } => (ncol, Some(stripe_unit)),
+            };
+            let sds = g.cfg.subdisks_of(&p.name);
+            PlexInfo {
+                name: p.name.clone(),
+                state: p.state.as_str().into(),
+                kstate: p.kstate.as_str().into(),
+                layout: p.layout.as_str().to_lowercase(),
+                ncol,
+                stripe_unit_blocks: su,
+                len: sds.iter().map(|s| s.len).sum(),
+                sync_offset: p.sync_offset,
+                read_errors: g.read_errors.get(&p.name).copied().map_or(0, u64::from),
+                subdisks: sds
+                    .iter()
+                    .map(|s| SubdiskInfo {
+                        name: s.name.clone(),
+                        disk: s.disk.clone(),
+                        device: g.members.get(&s.disk).map(|m| m.bdev.name().to_string()),
+                        disk_offset: s.disk_offset,
+                        len: s.len,
+                        column: s.column,
+                        column_offset: s.column_offset,
+                        subvolume: s.subvolume.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect::<Vec<_>>();
+    VolumeInfo {
+        dg: g.cfg.name.as_str().into(),
+        name: v.name.as_str().into(),
+        bdev: v.bdev(&g.cfg.name),
+        raid_level: v.raid_level.clone(),
+        parent: v.parent.clone(),
+        uuid: v.uuid.to_string(),
+        block_size: bs.into(),
+        num_blocks: v.len.into(),
+        size_bytes: (v.len * bs).into(),
+        layout: v.layout.as_str().into(),
+        state: v.state.as_str().into(),
+        kstate: v.kstate.as_str().into(),
+        read_policy: v.read_policy.as_str().to_lowercase(),
+        prefer_plex: match &v.read_policy {
+            ReadPolicy::Prefer(p) => Some(p.clone()),
+            _ => None,
+        },
+        started: g.volumes.contains_key(&v.name).into(),
+        resync_offset: v.resync_offset,
+        plexes: plexes.into(),
     }
 }

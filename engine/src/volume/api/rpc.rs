@@ -1,6 +1,8 @@
 //! The volume manager's JSON-RPC methods: `dg_*`, `disk_*`, `volume_*`, `plex_*`,
-//! `vm_print`, `task_list`, `task_wait` (and, from [`super::raid`], `bdev_raid_*`). Names and parameters are fixed so scripts can rely
-//! on them (see `docs/rpc.md`).
+//! `subdisk_move`, `vm_print`, `task_list`, `task_wait` (and, from [`super::raid`],
+//! `bdev_raid_*`). Their params and results are the `plexd_control::api` types (`dg`, `disk`,
+//! `volume`, `plex`, `task`), so names and shapes are fixed for scripts and `plexctl` alike
+//! (see `docs/rpc.md`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,99 +11,22 @@ use plexd_control::api::dg::{
     DgAddDisk, DgCreate, DgDeport, DgDestroy, DgImport, DgList, DgRemoveDisk, DgSet,
 };
 use plexd_control::api::disk::{DiskList, DiskSet};
-use plexd_control::api::task::{TaskList, TaskWait};
-use plexd_control::jsonrpc::parse_params;
-use plexd_control::size::parse_size;
+use plexd_control::api::plex::{PlexAttach, PlexDetach, SubdiskMove};
+use plexd_control::api::task::{TaskList, TaskStarted, TaskWait};
+use plexd_control::api::volume::{
+    Resized, Size, VmPrint, VolumeCreate, VolumeDelete, VolumeList, VolumeResize, VolumeStart,
+    VolumeStop,
+};
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::json;
 
 use crate::volume::copy::task::TaskState;
-use crate::volume::manager::ops::VolumeCreate;
+use crate::volume::manager::ops;
 use crate::volume::manager::VolumeManager;
 
-/// A size: bytes as a number, or a string with a unit (`512M`, `1G`, `4096`, `10GiB`, `100MB`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    fn bytes(&self) -> Result<u64, RpcError> {
-        match self {
-            Size::Bytes(b) => Ok(*b),
-            Size::Text(s) => {
-                parse_size(s).map_err(|e| RpcError::invalid_params(format!("size: {e}")))
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgDisk {
-    dg: String,
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OptDg {
-    dg: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolCreate {
-    dg: String,
-    name: String,
-    size: Size,
-    layout: Option<String>,
-    ncol: Option<u32>,
-    nmirror: Option<u32>,
-    stripe_unit_kb: Option<u64>,
-    read_policy: Option<String>,
-    prefer_plex: Option<String>,
-    alloc: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlexAttach {
-    dg: String,
-    volume: String,
-    plex: Option<String>,
-    alloc: Option<Vec<String>>,
-    delay_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolResize {
-    dg: String,
-    name: String,
-    size: Size,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SdMove {
-    dg: String,
-    subdisk: String,
-    disk: Option<String>,
-    delay_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlexDetach {
-    dg: String,
-    plex: String,
-    #[serde(default)]
-    dissociate: bool,
+/// A size in bytes, or the invalid-params error naming it.
+fn bytes(size: &Size) -> Result<u64, RpcError> {
+    size.bytes()
+        .map_err(|e| RpcError::invalid_params(format!("size: {e}")))
 }
 
 /// Registers the volume manager's methods (and SPDK's `bdev_raid_*`, which map onto it).
@@ -157,12 +82,11 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
         Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_create", move |p| {
-        let p: VolCreate = parse_params(p)?;
-        let req = VolumeCreate {
+    t.runtime_typed::<VolumeCreate, _>(move |p| {
+        let req = ops::VolumeCreate {
+            size: bytes(&p.size)?,
             dg: p.dg,
             name: p.name,
-            size: p.size.bytes()?,
             layout: p.layout.unwrap_or_else(|| "concat".into()),
             ncol: p.ncol,
             nmirror: p.nmirror,
@@ -171,52 +95,46 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             prefer_plex: p.prefer_plex,
             alloc: p.alloc,
         };
-        Ok(json!(m.volume_create(&req)?))
+        Ok(m.volume_create(&req)?)
     });
     let m = vm.clone();
-    t.runtime("volume_delete", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<VolumeDelete, _>(move |p| {
         m.volume_delete(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_resize", move |p| {
-        let p: VolResize = parse_params(p)?;
-        let blocks = m.volume_resize(&p.dg, &p.name, p.size.bytes()?)?;
-        Ok(json!({ "num_blocks": blocks }))
+    t.runtime_typed::<VolumeResize, _>(move |p| {
+        let blocks = m.volume_resize(&p.dg, &p.name, bytes(&p.size)?)?;
+        Ok(Resized {
+            num_blocks: blocks.into(),
+        })
     });
     let m = vm.clone();
-    t.runtime("subdisk_move", move |p| {
-        let p: SdMove = parse_params(p)?;
+    t.runtime_typed::<SubdiskMove, _>(move |p| {
         let id = m.subdisk_move(
             &p.dg,
             &p.subdisk,
             p.disk.as_deref(),
             Duration::from_millis(p.delay_ms.unwrap_or(0)),
         )?;
-        Ok(json!({ "task": id }))
+        Ok(TaskStarted { task: id.into() })
     });
     let m = vm.clone();
-    t.runtime("volume_start", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<VolumeStart, _>(move |p| {
         m.volume_start(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_stop", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<VolumeStop, _>(move |p| {
         m.volume_stop(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_list", move |p| {
-        let p: OptDg = parse_params(p)?;
-        m.volume_list(p.dg.as_deref(), p.name.as_deref())
-            .map_err(Into::into)
+    t.runtime_typed::<VolumeList, _>(move |p| {
+        Ok(m.volume_list(p.dg.as_deref(), p.name.as_deref())?)
     });
     let m = vm.clone();
-    t.runtime("plex_attach", move |p| {
-        let p: PlexAttach = parse_params(p)?;
+    t.runtime_typed::<PlexAttach, _>(move |p| {
         let id = m.plex_attach(
             &p.dg,
             &p.volume,
@@ -224,19 +142,15 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             p.alloc.as_deref(),
             Duration::from_millis(p.delay_ms.unwrap_or(0)),
         )?;
-        Ok(json!({ "task": id }))
+        Ok(TaskStarted { task: id.into() })
     });
     let m = vm.clone();
-    t.runtime("plex_detach", move |p| {
-        let p: PlexDetach = parse_params(p)?;
+    t.runtime_typed::<PlexDetach, _>(move |p| {
         m.plex_detach(&p.dg, &p.plex, p.dissociate)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("vm_print", move |p| {
-        let p: OptDg = parse_params(p)?;
-        Ok(json!(m.vm_print(p.dg.as_deref())?))
-    });
+    t.runtime_typed::<VmPrint, _>(move |p| Ok(m.vm_print(p.dg.as_deref())?));
     let m = vm.clone();
     t.runtime_typed::<TaskList, _>(move |_p| {
         Ok(m.tasks()
