@@ -3,10 +3,14 @@
 use std::collections::HashMap;
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use plexd_control::api::dg::{
+    DgAddDisk, DgAddDiskParams, DgCreate, DgCreateParams, DgDeport, DgDestroy, DgDiskParams,
+    DgImport, DgImportParams, DgInfo, DgList, DgListParams, DgNameParams, DgRemoveDisk,
+};
+use serde_json::Value;
 
 use crate::plan::{Output, Request};
-use crate::render::{blocks_size, count, field, pretty, u64_field};
+use crate::render::{blocks_size, cell, len_cell, pretty, rows};
 use crate::table::Table;
 
 /// `plexctl dg ...`
@@ -79,82 +83,76 @@ pub enum DgCommand {
 }
 
 pub(crate) fn plan(command: &DgCommand) -> Request {
-    let req =
-        |method: &str, params: Value, output: Output| Request::new(method, Some(params), output);
+    let by_name = |name: &String| DgNameParams { name: name.clone() };
     match command {
-        DgCommand::Create { name, bdevs, force } => {
-            let mut p = Map::new();
-            p.insert("name".into(), json!(name));
-            p.insert("disks".into(), json!(bdevs));
-            if *force {
-                p.insert("force".into(), json!(true));
-            }
-            req("dg_create", Value::Object(p), Output::Silent)
-        }
+        DgCommand::Create { name, bdevs, force } => Request::typed::<DgCreate>(
+            &DgCreateParams {
+                name: name.clone(),
+                disks: bdevs.clone(),
+                force: *force,
+                nconfig: None,
+            },
+            Output::Silent,
+        ),
         DgCommand::AddDisk {
             dg,
             bdev,
             name,
             force,
-        } => {
-            let mut p = Map::new();
-            p.insert("dg".into(), json!(dg));
-            p.insert("disk".into(), json!(bdev));
-            if let Some(n) = name {
-                p.insert("name".into(), json!(n));
-            }
-            if *force {
-                p.insert("force".into(), json!(true));
-            }
-            req("dg_add_disk", Value::Object(p), Output::Name)
-        }
-        DgCommand::RemoveDisk { dg, disk } => req(
-            "dg_remove_disk",
-            json!({"dg": dg, "name": disk}),
+        } => Request::typed::<DgAddDisk>(
+            &DgAddDiskParams {
+                dg: dg.clone(),
+                disk: bdev.clone(),
+                name: name.clone(),
+                force: *force,
+            },
+            Output::Name,
+        ),
+        DgCommand::RemoveDisk { dg, disk } => Request::typed::<DgRemoveDisk>(
+            &DgDiskParams {
+                dg: dg.clone(),
+                name: disk.clone(),
+            },
             Output::Silent,
         ),
-        DgCommand::Deport { name } => req("dg_deport", json!({"name": name}), Output::Silent),
+        DgCommand::Deport { name } => Request::typed::<DgDeport>(&by_name(name), Output::Silent),
         DgCommand::Import {
             name,
             disks,
             select_copy,
-        } => {
-            let mut p = Map::new();
-            if let Some(n) = name {
-                p.insert("name".into(), json!(n));
-            }
-            if !disks.is_empty() {
-                p.insert("disks".into(), json!(disks));
-            }
-            if let Some(c) = select_copy {
-                p.insert("select_copy".into(), json!(c));
-            }
-            let params = (!p.is_empty()).then_some(Value::Object(p));
-            Request::new("dg_import", params, Output::Lines)
-        }
-        DgCommand::List { name } => Request::new(
-            "dg_list",
-            name.as_ref().map(|n| json!({"name": n})),
+        } => Request::typed::<DgImport>(
+            &DgImportParams {
+                name: name.clone(),
+                disks: (!disks.is_empty()).then(|| disks.clone()),
+                select_copy: select_copy.clone(),
+            },
+            Output::Lines,
+        ),
+        DgCommand::List { name } => Request::typed::<DgList>(
+            &DgListParams {
+                dg: None,
+                name: name.clone(),
+            },
             Output::DiskGroups,
         ),
-        DgCommand::Destroy { name } => req("dg_destroy", json!({"name": name}), Output::Silent),
+        DgCommand::Destroy { name } => Request::typed::<DgDestroy>(&by_name(name), Output::Silent),
     }
 }
 
 /// `dg_list`: one row per disk group.
 pub(crate) fn disk_groups(result: &Value) -> String {
-    let Some(list) = result.as_array() else {
+    let Some(list) = rows::<DgInfo>(result, "") else {
         return pretty(result);
     };
     let mut t = Table::new(&["NAME", "DISKS", "VOLUMES", "FREE", "SEQ", "ID"]).right(&[1, 2, 3, 4]);
     for g in list {
         t.row(vec![
-            field(g, "name"),
-            count(g, "disks"),
-            count(g, "volumes"),
-            blocks_size(u64_field(g, "free_blocks"), u64_field(g, "block_size")),
-            field(g, "seq"),
-            field(g, "id"),
+            cell(&g.name),
+            len_cell(&g.disks),
+            len_cell(&g.volumes),
+            blocks_size(g.free_blocks.copied(), g.block_size.copied()),
+            cell(&g.seq),
+            cell(&g.id),
         ]);
     }
     t.render()
@@ -162,14 +160,11 @@ pub(crate) fn disk_groups(result: &Value) -> String {
 
 /// Block size by disk group, from a `dg_list` reply.
 pub(crate) fn group_block_sizes(dg_list: Option<&Value>) -> HashMap<String, u64> {
-    dg_list
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|g| {
-            let name = g.get("name")?.as_str()?;
-            Some((name.to_string(), u64_field(g, "block_size")?))
-        })
+    let list = dg_list
+        .and_then(|v| rows::<DgInfo>(v, ""))
+        .unwrap_or_default();
+    list.into_iter()
+        .filter_map(|g| Some((g.name.get()?.clone(), g.block_size.copied()?)))
         .collect()
 }
 

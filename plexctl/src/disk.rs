@@ -3,10 +3,13 @@
 use std::collections::HashMap;
 
 use clap::{ArgGroup, Subcommand};
-use serde_json::{json, Map, Value};
+use plexd_control::api::dg::{DgList, DgListParams};
+use plexd_control::api::disk::{DiskInfo, DiskList, DiskSet, DiskSetParams};
+use plexd_control::api::RpcMethod;
+use serde_json::Value;
 
 use crate::plan::{Output, Request};
-use crate::render::{blocks_size, field, pretty, u64_field, MISSING};
+use crate::render::{blocks_size, cell, opt_cell, pretty, rows, MISSING};
 use crate::table::Table;
 
 /// `plexctl disk ...`
@@ -36,56 +39,52 @@ pub enum DiskCommand {
 
 pub(crate) fn plan(command: &DiskCommand) -> Request {
     match command {
-        DiskCommand::List { dg } => Request::new(
-            "disk_list",
-            dg.as_ref().map(|d| json!({"dg": d})),
+        DiskCommand::List { dg } => Request::typed::<DiskList>(
+            &DgListParams {
+                dg: dg.clone(),
+                name: None,
+            },
             Output::Disks,
         )
-        .with_lookup("dg_list", None),
+        .with_lookup(DgList::METHOD, None),
         DiskCommand::Set {
             dg,
             disk,
             spare,
             nohotuse,
-        } => {
-            let mut p = Map::new();
-            p.insert("dg".into(), json!(dg));
-            p.insert("name".into(), json!(disk));
-            if let Some(s) = spare {
-                p.insert("spare".into(), json!(s));
-            }
-            if let Some(n) = nohotuse {
-                p.insert("nohotuse".into(), json!(n));
-            }
-            Request::new("disk_set", Some(Value::Object(p)), Output::Silent)
-        }
+        } => Request::typed::<DiskSet>(
+            &DiskSetParams {
+                dg: dg.clone(),
+                name: disk.clone(),
+                spare: *spare,
+                nohotuse: *nohotuse,
+            },
+            Output::Silent,
+        ),
     }
 }
 
 /// `disk_list`: one row per disk; sizes need the group's block size (from `dg_list`).
 pub(crate) fn disks(result: &Value, block_sizes: &HashMap<String, u64>) -> String {
-    let Some(list) = result.as_array() else {
+    let Some(list) = rows::<DiskInfo>(result, "") else {
         return pretty(result);
     };
     let mut t =
         Table::new(&["DG", "NAME", "DEVICE", "CONDITION", "SIZE", "FREE", "FLAGS"]).right(&[4, 5]);
     for d in list {
-        let bs = d
-            .get("dg")
-            .and_then(Value::as_str)
-            .and_then(|g| block_sizes.get(g).copied());
-        let flags: Vec<&str> = [("spare", "spare"), ("nohotuse", "nohotuse")]
+        let bs = d.dg.get().and_then(|g| block_sizes.get(g).copied());
+        let flags: Vec<&str> = [(&d.spare, "spare"), (&d.nohotuse, "nohotuse")]
             .into_iter()
-            .filter(|(key, _)| d.get(*key).and_then(Value::as_bool) == Some(true))
+            .filter(|(flag, _)| flag.copied() == Some(true))
             .map(|(_, name)| name)
             .collect();
         t.row(vec![
-            field(d, "dg"),
-            field(d, "name"),
-            field(d, "device"),
-            field(d, "condition"),
-            blocks_size(u64_field(d, "public_blocks"), bs),
-            blocks_size(u64_field(d, "free_blocks"), bs),
+            cell(&d.dg),
+            cell(&d.name),
+            opt_cell(&d.device),
+            cell(&d.condition),
+            blocks_size(d.public_blocks.copied(), bs),
+            blocks_size(d.free_blocks.copied(), bs),
             if flags.is_empty() {
                 MISSING.to_string()
             } else {

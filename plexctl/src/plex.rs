@@ -1,7 +1,7 @@
 //! `plexctl plex ...`: plexes (mirrors) of volumes: attach (a task) and detach.
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use plexd_control::api::plex::{PlexAttach, PlexAttachParams, PlexDetach, PlexDetachParams};
 
 use crate::plan::{Output, Plan, Request};
 
@@ -53,19 +53,16 @@ pub(crate) fn plan(command: &PlexCommand) -> Plan {
             delay_ms,
             wait,
         } => {
-            let mut p = Map::new();
-            p.insert("dg".into(), json!(dg));
-            p.insert("volume".into(), json!(volume));
-            if let Some(pl) = plex {
-                p.insert("plex".into(), json!(pl));
-            }
-            if !alloc.is_empty() {
-                p.insert("alloc".into(), json!(alloc));
-            }
-            if let Some(ms) = delay_ms {
-                p.insert("delay_ms".into(), json!(ms));
-            }
-            let request = Request::new("plex_attach", Some(Value::Object(p)), Output::TaskStarted);
+            let request = Request::typed::<PlexAttach>(
+                &PlexAttachParams {
+                    dg: dg.clone(),
+                    volume: volume.clone(),
+                    plex: plex.clone(),
+                    alloc: (!alloc.is_empty()).then(|| alloc.clone()),
+                    delay_ms: *delay_ms,
+                },
+                Output::TaskStarted,
+            );
             if *wait {
                 Plan::StartTask(request)
             } else {
@@ -76,19 +73,14 @@ pub(crate) fn plan(command: &PlexCommand) -> Plan {
             dg,
             plex,
             dissociate,
-        } => {
-            let mut p = Map::new();
-            p.insert("dg".into(), json!(dg));
-            p.insert("plex".into(), json!(plex));
-            if *dissociate {
-                p.insert("dissociate".into(), json!(true));
-            }
-            Plan::Call(Request::new(
-                "plex_detach",
-                Some(Value::Object(p)),
-                Output::Silent,
-            ))
-        }
+        } => Plan::Call(Request::typed::<PlexDetach>(
+            &PlexDetachParams {
+                dg: dg.clone(),
+                plex: plex.clone(),
+                dissociate: *dissociate,
+            },
+            Output::Silent,
+        )),
     }
 }
 

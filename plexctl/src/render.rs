@@ -5,9 +5,11 @@
 
 use std::fmt::Display;
 
+use plexd_control::api::task::TaskStarted;
 use plexd_control::api::Lenient;
 use plexd_control::size::format_size;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::plan::Output;
@@ -40,9 +42,9 @@ pub fn render_with(output: Output, result: &Value, lookup: Option<&Value>) -> St
         Output::Disks => crate::disk::disks(result, &crate::dg::group_block_sizes(lookup)),
         Output::Volumes => crate::volume::volumes(result),
         Output::Tasks => crate::task::tasks(result, &crate::volume::volume_block_sizes(lookup)),
-        Output::TaskStarted => match u64_field(result, "task") {
-            Some(id) => format!("task {id} started; follow it with: plexctl task wait {id}\n"),
-            None => pretty(result),
+        Output::TaskStarted => match TaskStarted::deserialize(result).map(|t| t.task.copied()) {
+            Ok(Some(id)) => format!("task {id} started; follow it with: plexctl task wait {id}\n"),
+            _ => pretty(result),
         },
         Output::Resized => crate::volume::resized(result, lookup),
         Output::Text => match result {
@@ -79,17 +81,30 @@ pub(crate) fn text(v: &Value) -> String {
     }
 }
 
-/// The string field `key` of `v`, or `-`.
-pub(crate) fn field(v: &Value, key: &str) -> String {
-    v.get(key).map_or_else(|| MISSING.to_string(), text)
-}
-
 /// A [`Lenient`] field as a cell: the value, or the unexpected JSON as text, or `-`.
 pub(crate) fn cell<T: Display>(v: &Lenient<T>) -> String {
     match v {
         Lenient::Value(v) => v.to_string(),
         Lenient::Unexpected(v) => text(v),
         Lenient::Missing => MISSING.to_string(),
+    }
+}
+
+/// A nullable [`Lenient`] field as a cell: the value, or `-` when it is `null` or absent.
+pub(crate) fn opt_cell<T: Display>(v: &Lenient<Option<T>>) -> String {
+    match v {
+        Lenient::Value(Some(v)) => v.to_string(),
+        Lenient::Value(None) | Lenient::Missing => MISSING.to_string(),
+        Lenient::Unexpected(v) => text(v),
+    }
+}
+
+/// The length of a [`Lenient`] list as a cell, or `-`.
+pub(crate) fn len_cell<T>(v: &Lenient<Vec<T>>) -> String {
+    match v {
+        Lenient::Value(list) => list.len().to_string(),
+        Lenient::Unexpected(Value::Array(list)) => list.len().to_string(),
+        _ => MISSING.to_string(),
     }
 }
 
@@ -102,23 +117,9 @@ pub(crate) fn yes_no(v: &Lenient<bool>) -> String {
     }
 }
 
-/// The unsigned integer field `key` of `v`, if it is one.
-pub(crate) fn u64_field(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
-
 /// A number as a cell, or `-`.
 pub(crate) fn num_cell(n: Option<u64>) -> String {
     n.map_or_else(|| MISSING.to_string(), |n| n.to_string())
-}
-
-/// The boolean field `key` as `yes` / `no`, or `-`.
-pub(crate) fn yes_no_field(v: &Value, key: &str) -> String {
-    match v.get(key).and_then(Value::as_bool) {
-        Some(true) => "yes".to_string(),
-        Some(false) => "no".to_string(),
-        None => MISSING.to_string(),
-    }
 }
 
 /// The rows of a reply that is a list of `T` (or an object holding it at `key`), if it is one.
@@ -132,13 +133,6 @@ pub(crate) fn items<'a>(result: &'a Value, key: &str) -> Option<&'a Vec<Value>> 
     result
         .as_array()
         .or_else(|| result.get(key).and_then(Value::as_array))
-}
-
-/// The number of items in the array at `key`, or `-`.
-pub(crate) fn count(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map_or_else(|| MISSING.to_string(), |a| a.len().to_string())
 }
 
 /// `blocks * block_size` as a human size, or `-` if either is unknown.

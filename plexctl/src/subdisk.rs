@@ -1,7 +1,7 @@
 //! `plexctl subdisk ...`: subdisks, the extents of disks that make up plexes (move, a task).
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use plexd_control::api::plex::{SubdiskMove, SubdiskMoveParams};
 
 use crate::plan::{Output, Plan, Request};
 
@@ -41,16 +41,15 @@ pub(crate) fn plan(command: &SubdiskCommand) -> Plan {
             delay_ms,
             wait,
         } => {
-            let mut p = Map::new();
-            p.insert("dg".into(), json!(dg));
-            p.insert("subdisk".into(), json!(subdisk));
-            if let Some(disk) = to {
-                p.insert("disk".into(), json!(disk));
-            }
-            if let Some(ms) = delay_ms {
-                p.insert("delay_ms".into(), json!(ms));
-            }
-            let request = Request::new("subdisk_move", Some(Value::Object(p)), Output::TaskStarted);
+            let request = Request::typed::<SubdiskMove>(
+                &SubdiskMoveParams {
+                    dg: dg.clone(),
+                    subdisk: subdisk.clone(),
+                    disk: to.clone(),
+                    delay_ms: *delay_ms,
+                },
+                Output::TaskStarted,
+            );
             if *wait {
                 Plan::StartTask(request)
             } else {

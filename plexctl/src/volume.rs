@@ -3,11 +3,18 @@
 use std::collections::HashMap;
 
 use clap::{Args, Subcommand, ValueEnum};
+use plexd_control::api::dg::{DgDiskParams, DgListParams};
+use plexd_control::api::volume::{
+    Resized, Size, VmPrint, VolumeCreate, VolumeCreateParams, VolumeDelete, VolumeInfo, VolumeList,
+    VolumeResize, VolumeResizeParams, VolumeStart, VolumeStop,
+};
+use plexd_control::api::{params_value, RpcMethod};
 use plexd_control::size::{format_size, size_arg};
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::plan::{nonzero, CommandError, Output, Request};
-use crate::render::{count, field, pretty, u64_field, yes_no_field, MISSING};
+use crate::render::{cell, len_cell, pretty, rows, yes_no, MISSING};
 use crate::table::Table;
 
 /// Volume layouts.
@@ -143,67 +150,77 @@ pub enum VolumeCommand {
 }
 
 pub(crate) fn plan(command: &VolumeCommand) -> Result<Request, CommandError> {
-    let dg_name = |method: &str, dg: &str, name: &str| {
-        Request::new(
-            method,
-            Some(json!({"dg": dg, "name": name})),
-            Output::Silent,
-        )
+    let dg_name = |dg: &String, name: &String| DgDiskParams {
+        dg: dg.clone(),
+        name: name.clone(),
     };
     Ok(match command {
         VolumeCommand::Create(args) => {
-            Request::new("volume_create", Some(volume_create(args)?), Output::Name)
+            Request::typed::<VolumeCreate>(&volume_create(args)?, Output::Name)
         }
-        VolumeCommand::Delete { dg, name } => dg_name("volume_delete", dg, name),
-        VolumeCommand::Start { dg, name } => dg_name("volume_start", dg, name),
-        VolumeCommand::Stop { dg, name } => dg_name("volume_stop", dg, name),
-        VolumeCommand::Resize { dg, name, size } => Request::new(
-            "volume_resize",
-            Some(json!({"dg": dg, "name": name, "size": nonzero(*size, "size")?})),
+        VolumeCommand::Delete { dg, name } => {
+            Request::typed::<VolumeDelete>(&dg_name(dg, name), Output::Silent)
+        }
+        VolumeCommand::Start { dg, name } => {
+            Request::typed::<VolumeStart>(&dg_name(dg, name), Output::Silent)
+        }
+        VolumeCommand::Stop { dg, name } => {
+            Request::typed::<VolumeStop>(&dg_name(dg, name), Output::Silent)
+        }
+        VolumeCommand::Resize { dg, name, size } => Request::typed::<VolumeResize>(
+            &VolumeResizeParams {
+                dg: dg.clone(),
+                name: name.clone(),
+                size: Size::Bytes(nonzero(*size, "size")?),
+            },
             Output::Resized,
         )
-        .with_lookup("volume_list", Some(json!({"dg": dg, "name": name}))),
-        VolumeCommand::List { dg, name } => {
-            let mut p = Map::new();
-            if let Some(d) = dg {
-                p.insert("dg".into(), json!(d));
-            }
-            if let Some(n) = name {
-                p.insert("name".into(), json!(n));
-            }
-            let params = (!p.is_empty()).then_some(Value::Object(p));
-            Request::new("volume_list", params, Output::Volumes)
-        }
+        .with_lookup(
+            VolumeList::METHOD,
+            params_value(&DgListParams {
+                dg: Some(dg.clone()),
+                name: Some(name.clone()),
+            }),
+        ),
+        VolumeCommand::List { dg, name } => Request::typed::<VolumeList>(
+            &DgListParams {
+                dg: dg.clone(),
+                name: name.clone(),
+            },
+            Output::Volumes,
+        ),
     })
 }
 
 /// `plexctl print [DG]`: the volume manager's objects in `vxprint -ht` columns.
 pub(crate) fn print(dg: Option<&str>) -> Request {
-    Request::new("vm_print", dg.map(|d| json!({"dg": d})), Output::Text)
+    Request::typed::<VmPrint>(
+        &DgListParams {
+            dg: dg.map(str::to_string),
+            name: None,
+        },
+        Output::Text,
+    )
 }
 
 /// Params for `volume_create`: the size in bytes, the stripe unit in KiB, and a read policy
 /// that fits `--prefer-plex` (which alone implies `prefer`).
-fn volume_create(args: &VolumeCreateArgs) -> Result<Value, CommandError> {
-    let mut p = Map::new();
-    p.insert("dg".into(), json!(args.dg));
-    p.insert("name".into(), json!(args.name));
-    p.insert("size".into(), json!(nonzero(args.size, "size")?));
-    if let Some(layout) = args.layout {
-        p.insert("layout".into(), json!(layout.as_str()));
-    }
-    if let Some(n) = args.ncol {
-        p.insert("ncol".into(), json!(n));
-    }
-    if let Some(n) = args.nmirror {
-        p.insert("nmirror".into(), json!(n));
-    }
+fn volume_create(args: &VolumeCreateArgs) -> Result<VolumeCreateParams, CommandError> {
+    let mut p = VolumeCreateParams {
+        dg: args.dg.clone(),
+        name: args.name.clone(),
+        size: Size::Bytes(nonzero(args.size, "size")?),
+        layout: args.layout.map(|l| l.as_str().to_string()),
+        ncol: args.ncol,
+        nmirror: args.nmirror,
+        ..Default::default()
+    };
     if let Some(su) = args.stripe_unit {
         let su = nonzero(su, "--stripe-unit")?;
         if su % 1024 != 0 {
             return Err(CommandError::StripeUnitKib(su));
         }
-        p.insert("stripe_unit_kb".into(), json!(su / 1024));
+        p.stripe_unit_kb = Some(su / 1024);
     }
     let policy = match (args.read_policy, &args.prefer_plex) {
         (Some(ReadPolicy::Prefer), None) => return Err(CommandError::PreferNeedsPlex),
@@ -213,21 +230,15 @@ fn volume_create(args: &VolumeCreateArgs) -> Result<Value, CommandError> {
         (None, Some(_)) => Some(ReadPolicy::Prefer),
         (policy, _) => policy,
     };
-    if let Some(policy) = policy {
-        p.insert("read_policy".into(), json!(policy.as_str()));
-    }
-    if let Some(plex) = &args.prefer_plex {
-        p.insert("prefer_plex".into(), json!(plex));
-    }
-    if !args.alloc.is_empty() {
-        p.insert("alloc".into(), json!(args.alloc));
-    }
-    Ok(Value::Object(p))
+    p.read_policy = policy.map(|policy| policy.as_str().to_string());
+    p.prefer_plex = args.prefer_plex.clone();
+    p.alloc = (!args.alloc.is_empty()).then(|| args.alloc.clone());
+    Ok(p)
 }
 
 /// `volume_list`: one row per volume.
 pub(crate) fn volumes(result: &Value) -> String {
-    let Some(list) = result.as_array() else {
+    let Some(list) = rows::<VolumeInfo>(result, "") else {
         return pretty(result);
     };
     let mut t = Table::new(&[
@@ -235,16 +246,18 @@ pub(crate) fn volumes(result: &Value) -> String {
     ])
     .right(&[1, 5]);
     for v in list {
-        let size = u64_field(v, "size_bytes")
-            .or_else(|| u64_field(v, "num_blocks")?.checked_mul(u64_field(v, "block_size")?));
+        let size = v
+            .size_bytes
+            .copied()
+            .or_else(|| v.num_blocks.copied()?.checked_mul(v.block_size.copied()?));
         t.row(vec![
-            format!("{}/{}", field(v, "dg"), field(v, "name")),
+            format!("{}/{}", cell(&v.dg), cell(&v.name)),
             size.map_or_else(|| MISSING.to_string(), format_size),
-            field(v, "layout"),
-            field(v, "state"),
-            field(v, "kstate"),
-            count(v, "plexes"),
-            yes_no_field(v, "started"),
+            cell(&v.layout),
+            cell(&v.state),
+            cell(&v.kstate),
+            len_cell(&v.plexes),
+            yes_no(&v.started),
         ]);
     }
     t.render()
@@ -252,17 +265,13 @@ pub(crate) fn volumes(result: &Value) -> String {
 
 /// Block size by (disk group, volume), from a `volume_list` reply.
 pub(crate) fn volume_block_sizes(volume_list: Option<&Value>) -> HashMap<(String, String), u64> {
-    volume_list
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let list = volume_list
+        .and_then(|v| rows::<VolumeInfo>(v, ""))
+        .unwrap_or_default();
+    list.into_iter()
         .filter_map(|v| {
-            let dg = v.get("dg")?.as_str()?;
-            let name = v.get("name")?.as_str()?;
-            Some((
-                (dg.to_string(), name.to_string()),
-                u64_field(v, "block_size")?,
-            ))
+            let key = (v.dg.get()?.clone(), v.name.get()?.clone());
+            Some((key, v.block_size.copied()?))
         })
         .collect()
 }
@@ -270,24 +279,30 @@ pub(crate) fn volume_block_sizes(volume_list: Option<&Value>) -> HashMap<(String
 /// `volume_resize`: `dg01/vol01: 16 MiB (32768 blocks)`, the name and block size taken from
 /// the `volume_list` lookup; without it, only the block count.
 pub(crate) fn resized(result: &Value, lookup: Option<&Value>) -> String {
-    let Some(blocks) = u64_field(result, "num_blocks") else {
+    let Some(blocks) = reply::<Resized>(result).and_then(|r| r.num_blocks.copied()) else {
         return pretty(result);
     };
     let volume = lookup
-        .and_then(Value::as_array)
-        .and_then(|list| list.first());
+        .and_then(|v| rows::<VolumeInfo>(v, ""))
+        .and_then(|list| list.into_iter().next());
     let size = volume
-        .and_then(|v| u64_field(v, "block_size"))
+        .as_ref()
+        .and_then(|v| v.block_size.copied())
         .and_then(|bs| blocks.checked_mul(bs));
     match (volume, size) {
         (Some(v), Some(bytes)) => format!(
             "{}/{}: {} ({blocks} blocks)\n",
-            field(v, "dg"),
-            field(v, "name"),
+            cell(&v.dg),
+            cell(&v.name),
             format_size(bytes)
         ),
         _ => format!("{blocks} blocks\n"),
     }
+}
+
+/// A reply read as `T`, if it is one.
+fn reply<T: DeserializeOwned>(result: &Value) -> Option<T> {
+    T::deserialize(result).ok()
 }
 
 #[cfg(test)]

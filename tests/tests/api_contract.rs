@@ -4,6 +4,8 @@
 //! own tests pin the shapes; this checks the handlers fill them).
 
 use plexd_control::api::bdev::{BdevGetBdevs, BdevGetIostat, GetBdevsParams, GetIostatParams};
+use plexd_control::api::dg::{DgCreate, DgCreateParams, DgList, DgListParams};
+use plexd_control::api::disk::DiskList;
 use plexd_control::api::drivers::{
     BdevDelayCreate, BdevErrorCreate, BdevMallocCreate, DelayCreateParams, ErrorCreateParams,
     MallocCreateParams,
@@ -11,8 +13,16 @@ use plexd_control::api::drivers::{
 use plexd_control::api::framework::{
     FrameworkGetReactors, FrameworkGetSubsystems, RpcGetMethods, SpdkGetVersion, ThreadGetStats,
 };
+use plexd_control::api::plex::{PlexAttach, PlexAttachParams};
+use plexd_control::api::raid::{
+    BaseBdevs, BdevRaidCreate, BdevRaidGetBdevs, RaidCreateParams, RaidGetBdevsParams,
+};
+use plexd_control::api::task::{TaskList, TaskListParams, TaskWait, TaskWaitParams};
 use plexd_control::api::vhost::{
     CreateBlkControllerParams, GetControllersParams, VhostCreateBlkController, VhostGetControllers,
+};
+use plexd_control::api::volume::{
+    Size, VmPrint, VolumeCreate, VolumeCreateParams, VolumeList, VolumeResize, VolumeResizeParams,
 };
 use plexd_control::api::{params_value, NoParams, RpcMethod};
 use plexd_control::RpcClient;
@@ -126,4 +136,105 @@ fn typed_results_are_what_the_daemon_sends() {
     same_both_ways::<FrameworkGetSubsystems>(&mut c, &NoParams {});
     same_both_ways::<FrameworkGetReactors>(&mut c, &NoParams {});
     same_both_ways::<ThreadGetStats>(&mut c, &NoParams {});
+}
+
+/// A malloc bdev of 32 MiB in 512-byte blocks.
+fn malloc(c: &mut RpcClient, name: &str) {
+    c.invoke::<BdevMallocCreate>(&MallocCreateParams {
+        name: Some(name.into()),
+        block_size: 512,
+        num_blocks: 65536,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("malloc {name}: {e}"));
+}
+
+#[test]
+fn typed_volume_results_are_what_the_daemon_sends() {
+    let p = Plexd::start();
+    let mut c = p.client();
+    for m in ["M0", "M1", "M2", "M3", "M4"] {
+        malloc(&mut c, m);
+    }
+    assert!(c
+        .invoke::<DgCreate>(&DgCreateParams {
+            name: "dg01".into(),
+            disks: vec!["M0".into(), "M1".into(), "M2".into()],
+            ..Default::default()
+        })
+        .expect("dg_create"));
+    let bdev = c
+        .invoke::<VolumeCreate>(&VolumeCreateParams {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: Size::Text("4M".into()),
+            layout: Some("mirror".into()),
+            alloc: Some(vec!["disk01".into(), "disk02".into()]),
+            ..Default::default()
+        })
+        .expect("volume_create");
+    assert!(!bdev.is_empty());
+    let resized = c
+        .invoke::<VolumeResize>(&VolumeResizeParams {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: Size::Bytes(8 << 20),
+        })
+        .expect("volume_resize");
+    assert_eq!(resized.num_blocks.copied(), Some(16384));
+    let started = c
+        .invoke::<PlexAttach>(&PlexAttachParams {
+            dg: "dg01".into(),
+            volume: "vol01".into(),
+            alloc: Some(vec!["disk03".into()]),
+            ..Default::default()
+        })
+        .expect("plex_attach");
+    let id = started.task.copied().expect("a task id");
+    let task = c
+        .invoke::<TaskWait>(&TaskWaitParams {
+            id,
+            timeout_ms: Some(60_000),
+        })
+        .expect("task_wait");
+    assert_eq!(task.state.get().map(String::as_str), Some("done"));
+    assert!(c
+        .invoke::<BdevRaidCreate>(&RaidCreateParams {
+            name: "R1".into(),
+            raid_level: "raid1".into(),
+            base_bdevs: BaseBdevs::Text("M3 M4".into()),
+            ..Default::default()
+        })
+        .expect("bdev_raid_create"));
+
+    // Let every copy (the raid1's resync, if it has one) end, so task_list holds still.
+    let running = c.invoke::<TaskList>(&TaskListParams {}).expect("task_list");
+    for t in running {
+        let id = t.id.copied().expect("task id");
+        c.invoke::<TaskWait>(&TaskWaitParams {
+            id,
+            timeout_ms: Some(60_000),
+        })
+        .expect("task_wait");
+    }
+
+    let groups = same_both_ways::<DgList>(&mut c, &DgListParams::default());
+    assert_eq!(groups.len(), 2, "dg01 and the raid's group");
+    same_both_ways::<DiskList>(&mut c, &DgListParams::default());
+    let volumes = same_both_ways::<VolumeList>(
+        &mut c,
+        &DgListParams {
+            dg: Some("dg01".into()),
+            name: Some("vol01".into()),
+        },
+    );
+    assert_eq!(volumes[0].plexes.get().map(Vec::len), Some(3));
+    same_both_ways::<VolumeList>(&mut c, &DgListParams::default());
+    let print = same_both_ways::<VmPrint>(&mut c, &DgListParams::default());
+    assert!(print.contains("vol01"), "{print}");
+    let tasks = same_both_ways::<TaskList>(&mut c, &TaskListParams {});
+    assert!(!tasks.is_empty());
+    let raids = same_both_ways::<BdevRaidGetBdevs>(&mut c, &RaidGetBdevsParams::default());
+    assert_eq!(raids.len(), 1);
+    assert_eq!(raids[0].base_bdevs_list.len(), 2);
 }

@@ -10,6 +10,10 @@
 //!
 //! Result fields that `plexctl` shows in its tables are [`Lenient`], so a reply from an older or
 //! newer daemon still renders.
+//!
+//! Modules: [`framework`], [`bdev`], [`drivers`], [`vhost`], and the volume manager's
+//! [`dg`], [`disk`], [`volume`] (with `vm_print`), [`plex`] (with `subdisk_move`), [`task`]
+//! and [`raid`] (SPDK's `bdev_raid_*`).
 
 /// Declares a method: a unit struct named for it with its [`RpcMethod`] impl.
 macro_rules! method {
@@ -26,10 +30,16 @@ macro_rules! method {
 }
 
 pub mod bdev;
+pub mod dg;
+pub mod disk;
 pub mod drivers;
 pub mod framework;
 mod lenient;
+pub mod plex;
+pub mod raid;
+pub mod task;
 pub mod vhost;
+pub mod volume;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

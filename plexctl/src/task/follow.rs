@@ -6,10 +6,15 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use plexd_control::api::dg::DgListParams;
+use plexd_control::api::task::{TaskList, TaskWait, TaskWaitParams};
+use plexd_control::api::volume::{VolumeInfo, VolumeList};
+use plexd_control::api::{params_value, RpcMethod};
+use serde_json::Value;
 
 use crate::config::Rpc;
-use crate::task::progress_line;
+use crate::render::rows;
+use crate::task::{progress_line, task_info};
 
 /// How often `task_list` is polled.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -44,12 +49,14 @@ pub struct Progress<'a> {
 
 /// The block size of the task's volume (for the rate in bytes), if the daemon tells it.
 fn block_size<R: Rpc>(rpc: &mut R, task: &Value) -> Option<u64> {
-    let dg = task.get("dg")?.as_str()?;
-    let volume = task.get("volume")?.as_str()?;
-    let reply = rpc
-        .call("volume_list", Some(json!({"dg": dg, "name": volume})))
-        .ok()?;
-    reply.as_array()?.first()?.get("block_size")?.as_u64()
+    let task = task_info(task);
+    let params = DgListParams {
+        dg: Some(task.dg.get()?.clone()),
+        name: Some(task.volume.get()?.clone()),
+    };
+    let reply = rpc.call(VolumeList::METHOD, params_value(&params)).ok()?;
+    let volumes = rows::<VolumeInfo>(&reply, "")?;
+    volumes.first()?.block_size.copied()
 }
 
 /// The task `id` in a `task_list` reply.
@@ -59,7 +66,7 @@ fn find_task<E>(list: &Value, id: u64) -> Result<Value, WaitError<E>> {
         .ok_or_else(|| WaitError::Task(format!("task_list returned {list}, not a list")))?;
     tasks
         .iter()
-        .find(|t| t.get("id").and_then(Value::as_u64) == Some(id))
+        .find(|t| task_info(t).id.copied() == Some(id))
         .cloned()
         .ok_or_else(|| WaitError::Task(format!("no task {id}")))
 }
@@ -80,13 +87,13 @@ pub fn follow<R: Rpc>(
     let mut bs: Option<Option<u64>> = None;
     let mut last_plain: Option<Instant> = None;
     loop {
-        let list = rpc.call("task_list", None).map_err(WaitError::Call)?;
+        let list = rpc.call(TaskList::METHOD, None).map_err(WaitError::Call)?;
         let task = find_task(&list, id)?;
         let block_size = match bs {
             Some(b) => b,
             None => *bs.insert(block_size(rpc, &task)),
         };
-        let running = task.get("state").and_then(Value::as_str) == Some("running");
+        let running = task_info(&task).state.get().map(String::as_str) == Some("running");
         let line = progress_line(&task, block_size);
         // Progress is a courtesy: a closed or full stderr must not stop the wait.
         if tty {
@@ -124,10 +131,11 @@ pub fn wait<R: Rpc>(
 ) -> Result<Value, R::Error> {
     let timeout_ms = u64::try_from(slice.as_millis()).unwrap_or(u64::MAX).max(1);
     loop {
-        match rpc.call(
-            "task_wait",
-            Some(json!({"id": id, "timeout_ms": timeout_ms})),
-        ) {
+        let params = TaskWaitParams {
+            id,
+            timeout_ms: Some(timeout_ms),
+        };
+        match rpc.call(TaskWait::METHOD, params_value(&params)) {
             Err(e) if is_timeout(&e) => continue,
             other => return other,
         }
@@ -137,6 +145,8 @@ pub fn wait<R: Rpc>(
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
+
+    use serde_json::json;
 
     use super::*;
 

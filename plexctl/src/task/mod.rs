@@ -6,11 +6,15 @@ pub mod follow;
 use std::collections::HashMap;
 
 use clap::Subcommand;
+use plexd_control::api::task::{TaskInfo, TaskList, TaskListParams};
+use plexd_control::api::volume::VolumeList;
+use plexd_control::api::RpcMethod;
 use plexd_control::size::format_rate;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::plan::{Output, Plan, Request};
-use crate::render::{field, pretty, u64_field, MISSING};
+use crate::render::{cell, opt_cell, pretty, rows, MISSING};
 use crate::table::Table;
 
 /// `plexctl task ...`
@@ -33,22 +37,32 @@ pub enum TaskCommand {
 pub(crate) fn plan(command: &TaskCommand) -> Plan {
     match command {
         TaskCommand::List => Plan::Call(
-            Request::new("task_list", None, Output::Tasks).with_lookup("volume_list", None),
+            Request::typed::<TaskList>(&TaskListParams {}, Output::Tasks)
+                .with_lookup(VolumeList::METHOD, None),
         ),
         TaskCommand::Wait { id } => Plan::WaitTask(*id),
     }
 }
 
+/// A task of a reply, read leniently: fields it lacks or that have another type show as `-`.
+pub(crate) fn task_info(task: &Value) -> TaskInfo {
+    TaskInfo::deserialize(task).unwrap_or_default()
+}
+
 /// The block size of a task's volume, if `block_sizes` knows it.
-fn task_block_size(task: &Value, block_sizes: &HashMap<(String, String), u64>) -> Option<u64> {
-    let dg = task.get("dg")?.as_str()?;
-    let vol = task.get("volume")?.as_str()?;
-    block_sizes.get(&(dg.to_string(), vol.to_string())).copied()
+fn task_block_size(task: &TaskInfo, block_sizes: &HashMap<(String, String), u64>) -> Option<u64> {
+    let key = (task.dg.get()?.clone(), task.volume.get()?.clone());
+    block_sizes.get(&key).copied()
+}
+
+/// Whether the task is still running.
+fn running(task: &TaskInfo) -> bool {
+    task.state.get().map(String::as_str) == Some("running")
 }
 
 /// `task_list`: one row per task; RATE and ETA only while it runs.
 pub(crate) fn tasks(result: &Value, block_sizes: &HashMap<(String, String), u64>) -> String {
-    let Some(list) = result.as_array() else {
+    let Some(list) = rows::<TaskInfo>(result, "") else {
         return pretty(result);
     };
     let mut t = Table::new(&[
@@ -56,22 +70,21 @@ pub(crate) fn tasks(result: &Value, block_sizes: &HashMap<(String, String), u64>
     ])
     .right(&[0, 5, 6, 7]);
     for task in list {
-        let running = task.get("state").and_then(Value::as_str) == Some("running");
-        let (rate, eta) = if running {
+        let (rate, eta) = if running(&task) {
             (
-                task_rate(task, task_block_size(task, block_sizes)),
-                task_eta(task),
+                task_rate(&task, task_block_size(&task, block_sizes)),
+                task_eta(&task),
             )
         } else {
             (MISSING.to_string(), MISSING.to_string())
         };
         t.row(vec![
-            field(task, "id"),
-            field(task, "kind"),
-            format!("{}/{}", field(task, "dg"), field(task, "volume")),
-            field(task, "plex"),
-            field(task, "state"),
-            task_percent(task),
+            cell(&task.id),
+            cell(&task.kind),
+            format!("{}/{}", cell(&task.dg), cell(&task.volume)),
+            opt_cell(&task.plex),
+            cell(&task.state),
+            task_percent(&task),
             rate,
             eta,
         ]);
@@ -79,15 +92,15 @@ pub(crate) fn tasks(result: &Value, block_sizes: &HashMap<(String, String), u64>
     t.render()
 }
 
-fn task_percent(task: &Value) -> String {
-    task.get("percent")
-        .and_then(Value::as_f64)
+fn task_percent(task: &TaskInfo) -> String {
+    task.percent
+        .copied()
         .map_or_else(|| MISSING.to_string(), |p| format!("{p:.1}%"))
 }
 
 /// The copy rate in bytes per second when the block size is known, else in blocks per second.
-fn task_rate(task: &Value, block_size: Option<u64>) -> String {
-    let Some(blocks) = u64_field(task, "rate_blocks_per_sec") else {
+fn task_rate(task: &TaskInfo, block_size: Option<u64>) -> String {
+    let Some(blocks) = task.rate_blocks_per_sec.copied() else {
         return MISSING.to_string();
     };
     match block_size.and_then(|bs| blocks.checked_mul(bs)) {
@@ -96,8 +109,12 @@ fn task_rate(task: &Value, block_size: Option<u64>) -> String {
     }
 }
 
-fn task_eta(task: &Value) -> String {
-    u64_field(task, "eta_secs").map_or_else(|| MISSING.to_string(), format_duration)
+fn task_eta(task: &TaskInfo) -> String {
+    eta_secs(task).map_or_else(|| MISSING.to_string(), format_duration)
+}
+
+fn eta_secs(task: &TaskInfo) -> Option<u64> {
+    task.eta_secs.get().copied().flatten()
 }
 
 /// Seconds as `8s`, `2m05s` or `1h02m`.
@@ -115,35 +132,32 @@ const BAR_WIDTH: usize = 20;
 /// One progress line of `task wait`:
 /// `task 3 [#########-----------]  45.2%  12.3 MiB/s  ETA 8s`.
 pub fn progress_line(task: &Value, block_size: Option<u64>) -> String {
-    let percent = task.get("percent").and_then(Value::as_f64).unwrap_or(0.0);
+    let task = task_info(task);
+    let percent = task.percent.copied().unwrap_or(0.0);
     let filled = ((percent.clamp(0.0, 100.0) / 100.0 * BAR_WIDTH as f64) as usize).min(BAR_WIDTH);
     let bar = format!("{}{}", "#".repeat(filled), "-".repeat(BAR_WIDTH - filled));
-    let mut line = format!(
-        "task {} [{bar}] {:>6}",
-        field(task, "id"),
-        task_percent(task)
-    );
-    if task.get("state").and_then(Value::as_str) == Some("running") {
-        line.push_str(&format!("  {}", task_rate(task, block_size)));
-        if let Some(eta) = u64_field(task, "eta_secs") {
+    let mut line = format!("task {} [{bar}] {:>6}", cell(&task.id), task_percent(&task));
+    if running(&task) {
+        line.push_str(&format!("  {}", task_rate(&task, block_size)));
+        if let Some(eta) = eta_secs(&task) {
             line.push_str(&format!("  ETA {}", format_duration(eta)));
         }
     } else {
-        line.push_str(&format!("  {}", field(task, "state")));
+        line.push_str(&format!("  {}", cell(&task.state)));
     }
     line
 }
 
 /// A task named for messages: `task 3 (plex_attach of dg01/vol01, plex vol01-02)`.
-pub fn task_title(task: &Value) -> String {
+fn task_title(task: &TaskInfo) -> String {
     let mut s = format!(
         "task {} ({} of {}/{}",
-        field(task, "id"),
-        field(task, "kind"),
-        field(task, "dg"),
-        field(task, "volume")
+        cell(&task.id),
+        cell(&task.kind),
+        cell(&task.dg),
+        cell(&task.volume)
     );
-    if let Some(plex) = task.get("plex").and_then(Value::as_str) {
+    if let Some(Some(plex)) = task.plex.get() {
         s.push_str(&format!(", plex {plex}"));
     }
     s.push(')');
@@ -153,12 +167,13 @@ pub fn task_title(task: &Value) -> String {
 /// How a finished task ended: `Ok(line)` if it is done, `Err(message)` if it failed or was
 /// cancelled (or is in a state this plexctl does not know).
 pub fn task_outcome(task: &Value) -> Result<String, String> {
-    let title = task_title(task);
-    match task.get("state").and_then(Value::as_str) {
+    let task = task_info(task);
+    let title = task_title(&task);
+    match task.state.get().map(String::as_str) {
         Some("done") => Ok(format!("{title}: done\n")),
-        Some("failed") => Err(format!("{title} failed: {}", field(task, "error"))),
+        Some("failed") => Err(format!("{title} failed: {}", opt_cell(&task.error))),
         Some("cancelled") => Err(format!("{title} was cancelled")),
-        _ => Err(format!("{title} ended in state {}", field(task, "state"))),
+        _ => Err(format!("{title} ended in state {}", cell(&task.state))),
     }
 }
 

@@ -1,13 +1,19 @@
-//! Read-only views of the volume manager: `dg_list`, `disk_list` and `vm_print` (the object
-//! tree in `vxprint -ht` columns; lengths and offsets in 512-byte sectors, as VxVM prints).
+//! Read-only views of the volume manager: `dg_list`, `disk_list`, `volume_list` (the
+//! `plexd_control::api` types, converted here from the configuration records) and `vm_print`
+//! (the object tree in `vxprint -ht` columns; lengths and offsets in 512-byte sectors, as VxVM
+//! prints).
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use plexd_control::api::dg::DgInfo;
+use plexd_control::api::disk::DiskInfo;
+use plexd_control::api::volume::{PlexInfo, SubdiskInfo, VolumeInfo};
 
 use crate::volume::error::VolumeError;
 use crate::volume::manager::{Group, VolumeManager};
-use crate::volume::model::objects::{KernelState, PlexLayout, ReadPolicy};
+use crate::volume::model::objects::{
+    DiskCondition, KernelState, PlexLayout, ReadPolicy, VolumeRecord,
+};
 
 /// The `vxprint -ht` header block.
 pub const HEADER: &str = "\
@@ -191,26 +197,36 @@ impl VolumeManager {
     }
 
     /// `dg_list`: imported groups.
-    pub fn dg_list(&self, name: Option<&str>) -> Result<Value, VolumeError> {
+    pub fn dg_list(&self, name: Option<&str>) -> Result<Vec<DgInfo>, VolumeError> {
         let groups = self.lock();
         let mut out = Vec::new();
         for (n, g) in groups.iter() {
             if name.is_some_and(|x| x != n) {
                 continue;
             }
-            out.push(json!({
-                "name": n,
-                "id": g.cfg.id.to_string(),
-                "seq": g.seq,
-                "block_size": g.cfg.block_size,
-                "nconfig": g.cfg.nconfig,
-                "disks": g.cfg.disks.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
-                "volumes": g.cfg.volumes.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
-                "free_blocks": g.cfg.disks.iter()
-                    .filter(|d| !d.spare)
-                    .map(|d| g.cfg.free_space(&d.name).iter().map(|(_, l)| l).sum::<u64>())
-                    .sum::<u64>(),
-            }));
+            let free_blocks: u64 = g
+                .cfg
+                .disks
+                .iter()
+                .filter(|d| !d.spare)
+                .map(|d| {
+                    g.cfg
+                        .free_space(&d.name)
+                        .iter()
+                        .map(|(_, l)| l)
+                        .sum::<u64>()
+                })
+                .sum();
+            out.push(DgInfo {
+                name: n.as_str().into(),
+                id: g.cfg.id.to_string().into(),
+                seq: g.seq.into(),
+                block_size: u64::from(g.cfg.block_size).into(),
+                nconfig: g.cfg.nconfig,
+                disks: names(g.cfg.disks.iter().map(|d| &d.name)).into(),
+                volumes: names(g.cfg.volumes.iter().map(|v| &v.name)).into(),
+                free_blocks: free_blocks.into(),
+            });
         }
         if let (Some(x), true) = (name, out.is_empty()) {
             return Err(VolumeError::NotFound {
@@ -218,11 +234,11 @@ impl VolumeManager {
                 name: x.into(),
             });
         }
-        Ok(Value::Array(out))
+        Ok(out)
     }
 
     /// `disk_list`: the disks of imported groups.
-    pub fn disk_list(&self, dg: Option<&str>) -> Result<Value, VolumeError> {
+    pub fn disk_list(&self, dg: Option<&str>) -> Result<Vec<DiskInfo>, VolumeError> {
         let groups = self.lock();
         if let Some(d) = dg {
             if !groups.contains_key(d) {
@@ -239,23 +255,138 @@ impl VolumeManager {
             }
             for d in &g.cfg.disks {
                 let m = g.members.get(&d.name);
-                out.push(json!({
-                    "dg": n,
-                    "name": d.name,
-                    "device": m.map(|m| m.bdev.name().to_string()),
-                    "disk_id": d.disk_id.to_string(),
-                    "condition": d.condition,
-                    "serial": m.map(|m| m.label.serial),
-                    "expected_serial": d.expected_serial,
-                    "spare": d.spare,
-                    "nohotuse": d.nohotuse,
-                    "public_offset_blocks": d.public_offset,
-                    "public_blocks": d.public_len,
-                    "free_blocks": g.cfg.free_space(&d.name).iter().map(|(_, l)| l).sum::<u64>(),
-                    "subdisks": g.cfg.subdisks_on(&d.name).iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-                }));
+                let free_blocks: u64 = g.cfg.free_space(&d.name).iter().map(|(_, l)| l).sum();
+                out.push(DiskInfo {
+                    dg: n.as_str().into(),
+                    name: d.name.as_str().into(),
+                    device: m.map(|m| m.bdev.name().to_string()).into(),
+                    disk_id: d.disk_id.to_string(),
+                    condition: condition_name(d.condition).into(),
+                    serial: m.map(|m| m.label.serial),
+                    expected_serial: d.expected_serial,
+                    spare: d.spare.into(),
+                    nohotuse: d.nohotuse.into(),
+                    public_offset_blocks: d.public_offset,
+                    public_blocks: d.public_len.into(),
+                    free_blocks: free_blocks.into(),
+                    subdisks: names(g.cfg.subdisks_on(&d.name).iter().map(|s| &s.name)),
+                });
             }
         }
-        Ok(Value::Array(out))
+        Ok(out)
+    }
+
+    /// `volume_list`: volumes with their plexes and subdisks.
+    pub fn volume_list(
+        &self,
+        dg: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<VolumeInfo>, VolumeError> {
+        let groups = self.lock();
+        if let Some(d) = dg {
+            if !groups.contains_key(d) {
+                return Err(VolumeError::NotFound {
+                    kind: "disk group",
+                    name: d.into(),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for (gname, g) in groups.iter() {
+            if dg.is_some_and(|d| d != gname) {
+                continue;
+            }
+            for v in &g.cfg.volumes {
+                if name.is_some_and(|n| n != v.name) {
+                    continue;
+                }
+                out.push(volume_info(g, v));
+            }
+        }
+        if let (Some(n), true) = (name, out.is_empty()) {
+            return Err(VolumeError::NotFound {
+                kind: "volume",
+                name: n.into(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Owned copies of names.
+fn names<'a>(list: impl Iterator<Item = &'a String>) -> Vec<String> {
+    list.cloned().collect()
+}
+
+/// A disk condition as the configuration spells it (`OK`, `NODEVICE`, `FAILED`, `REMOVED`).
+fn condition_name(c: DiskCondition) -> &'static str {
+    match c {
+        DiskCondition::Ok => "OK",
+        DiskCondition::Nodevice => "NODEVICE",
+        DiskCondition::Failed => "FAILED",
+        DiskCondition::Removed => "REMOVED",
+    }
+}
+
+/// One volume as `volume_list` shows it.
+fn volume_info(g: &Group, v: &VolumeRecord) -> VolumeInfo {
+    let bs = u64::from(g.cfg.block_size);
+    let plexes = g
+        .cfg
+        .plexes_of(&v.name)
+        .iter()
+        .map(|p| {
+            let (ncol, su) = match p.layout {
+                PlexLayout::Concat => (1, None),
+                PlexLayout::Stripe { ncol, stripe_unit } => (ncol, Some(stripe_unit)),
+            };
+            let sds = g.cfg.subdisks_of(&p.name);
+            PlexInfo {
+                name: p.name.clone(),
+                state: p.state.as_str().into(),
+                kstate: p.kstate.as_str().into(),
+                layout: p.layout.as_str().to_lowercase(),
+                ncol,
+                stripe_unit_blocks: su,
+                len: sds.iter().map(|s| s.len).sum(),
+                sync_offset: p.sync_offset,
+                read_errors: g.read_errors.get(&p.name).copied().map_or(0, u64::from),
+                subdisks: sds
+                    .iter()
+                    .map(|s| SubdiskInfo {
+                        name: s.name.clone(),
+                        disk: s.disk.clone(),
+                        device: g.members.get(&s.disk).map(|m| m.bdev.name().to_string()),
+                        disk_offset: s.disk_offset,
+                        len: s.len,
+                        column: s.column,
+                        column_offset: s.column_offset,
+                        subvolume: s.subvolume.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect::<Vec<_>>();
+    VolumeInfo {
+        dg: g.cfg.name.as_str().into(),
+        name: v.name.as_str().into(),
+        bdev: v.bdev(&g.cfg.name),
+        raid_level: v.raid_level.clone(),
+        parent: v.parent.clone(),
+        uuid: v.uuid.to_string(),
+        block_size: bs.into(),
+        num_blocks: v.len.into(),
+        size_bytes: (v.len * bs).into(),
+        layout: v.layout.as_str().into(),
+        state: v.state.as_str().into(),
+        kstate: v.kstate.as_str().into(),
+        read_policy: v.read_policy.as_str().to_lowercase(),
+        prefer_plex: match &v.read_policy {
+            ReadPolicy::Prefer(p) => Some(p.clone()),
+            _ => None,
+        },
+        started: g.volumes.contains_key(&v.name).into(),
+        resync_offset: v.resync_offset,
+        plexes: plexes.into(),
     }
 }

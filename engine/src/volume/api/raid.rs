@@ -12,15 +12,16 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use plexd_control::api::raid::{
+    BdevRaidAddBaseBdev, BdevRaidCreate, BdevRaidDelete, BdevRaidGetBdevs, BdevRaidRemoveBaseBdev,
+    RaidBaseBdev, RaidInfo,
+};
 
 use crate::volume::error::VolumeError;
 use crate::volume::manager::ops::NewVolume;
 use crate::volume::manager::{group_mut, VolumeManager};
 use crate::volume::model::alloc::PlexAlloc;
 use crate::volume::model::objects::{DiskCondition, KernelState, PlexLayout, ReadPolicy};
-use plexd_control::jsonrpc::parse_params;
 use plexd_control::MethodTable;
 
 /// A raid level as SPDK names it.
@@ -275,7 +276,7 @@ impl VolumeManager {
     }
 
     /// `bdev_raid_get_bdevs`: raid bdevs in `category` (all, online, configuring, offline).
-    pub fn raid_list(&self, category: &str) -> Result<Value, VolumeError> {
+    pub fn raid_list(&self, category: &str) -> Result<Vec<RaidInfo>, VolumeError> {
         if !matches!(category, "all" | "online" | "configuring" | "offline") {
             return Err(VolumeError::Invalid(format!(
                 "unknown category '{category}': use all, online, configuring or offline"
@@ -305,47 +306,42 @@ impl VolumeManager {
                         PlexLayout::Concat => None,
                     })
                     .unwrap_or(0);
-                let base: Vec<Value> = g
+                let mut base: Vec<RaidBaseBdev> = g
                     .cfg
                     .disks
                     .iter()
                     .map(|d| {
                         let m = g.members.get(&d.name);
-                        json!({
-                            "name": m.map_or(d.device.clone(), |m| m.bdev.name().to_string()),
-                            "uuid": m.map(|m| m.bdev.uuid().to_string()),
-                            "is_configured": m.is_some() && d.condition == DiskCondition::Ok
+                        RaidBaseBdev {
+                            name: Some(m.map_or(d.device.clone(), |m| m.bdev.name().to_string())),
+                            uuid: m.map(|m| m.bdev.uuid().to_string()),
+                            is_configured: m.is_some()
+                                && d.condition == DiskCondition::Ok
                                 && operational.contains(&d.name),
-                            "data_offset": d.public_offset,
-                            "data_size": d.public_len,
-                        })
+                            data_offset: d.public_offset,
+                            data_size: d.public_len,
+                        }
                     })
                     .collect();
                 let slots = (v.raid_slots.unwrap_or(0) as usize).max(g.cfg.disks.len());
-                let mut base = base;
                 // A removed base bdev leaves an empty slot (as SPDK reports it).
-                for _ in g.cfg.disks.len()..slots {
-                    base.push(json!({
-                        "name": null, "uuid": null, "is_configured": false,
-                        "data_offset": 0, "data_size": 0,
-                    }));
-                }
+                base.resize(slots, RaidBaseBdev::default());
                 let discovered = g.members.len();
-                out.push(json!({
-                    "name": v.bdev(&g.cfg.name),
-                    "uuid": v.uuid.to_string(),
-                    "strip_size_kb": strip,
-                    "state": state,
-                    "raid_level": v.raid_level,
-                    "superblock": true,
-                    "num_base_bdevs": slots,
-                    "num_base_bdevs_discovered": discovered,
-                    "num_base_bdevs_operational": operational.len(),
-                    "base_bdevs_list": base,
-                }));
+                out.push(RaidInfo {
+                    name: v.bdev(&g.cfg.name),
+                    uuid: v.uuid.to_string(),
+                    strip_size_kb: strip,
+                    state: state.to_string(),
+                    raid_level: v.raid_level.clone(),
+                    superblock: true,
+                    num_base_bdevs: slots as u64,
+                    num_base_bdevs_discovered: discovered as u64,
+                    num_base_bdevs_operational: operational.len() as u64,
+                    base_bdevs_list: base,
+                });
             }
         }
-        Ok(Value::Array(out))
+        Ok(out)
     }
 
     /// `bdev_raid_add_base_bdev`: adds `base` to raid1 `raid` as a new mirror, rebuilt in the
@@ -423,91 +419,37 @@ impl VolumeManager {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    name: String,
-    raid_level: String,
-    base_bdevs: BaseBdevs,
-    strip_size_kb: Option<u64>,
-    uuid: Option<String>,
-    superblock: Option<bool>,
-}
-
-/// SPDK accepts the list as an array or as one space-separated string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BaseBdevs {
-    List(Vec<String>),
-    Text(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ByName {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Delete {
-    name: String,
-    /// SPDK's "wipe the superblock" flag: plexd always resets the labels on delete.
-    #[allow(dead_code)]
-    clear_sb: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct List {
-    category: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddBase {
-    raid_bdev: String,
-    base_bdev: String,
-}
-
 /// Registers the `bdev_raid_*` methods.
 pub fn register(t: &mut MethodTable, vm: &std::sync::Arc<VolumeManager>) {
     let m = vm.clone();
-    t.runtime("bdev_raid_create", move |p| {
-        let p: Create = parse_params(p)?;
+    t.runtime_typed::<BdevRaidCreate, _>(move |p| {
         if p.superblock == Some(false) {
             tracing::info!(raid = %p.name, "superblock=false: plexd always keeps its configuration on the base bdevs");
         }
         let level = RaidLevel::parse(&p.raid_level)?;
-        let base: Vec<String> = match p.base_bdevs {
-            BaseBdevs::List(l) => l,
-            BaseBdevs::Text(s) => s.split_whitespace().map(str::to_string).collect(),
-        };
+        let base = p.base_bdevs.names();
         let uuid = crate::drivers::params::parse_uuid(p.uuid.as_deref())?;
         m.raid_create(&p.name, level, &base, p.strip_size_kb, uuid)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("bdev_raid_delete", move |p| {
-        let p: Delete = parse_params(p)?;
+    t.runtime_typed::<BdevRaidDelete, _>(move |p| {
+        // `clear_sb` is SPDK's "wipe the superblock": plexd always resets the labels on delete.
         m.raid_delete(&p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("bdev_raid_get_bdevs", move |p| {
-        let p: List = parse_params(p)?;
+    t.runtime_typed::<BdevRaidGetBdevs, _>(move |p| {
         Ok(m.raid_list(p.category.as_deref().unwrap_or("all"))?)
     });
     let m = vm.clone();
-    t.runtime("bdev_raid_add_base_bdev", move |p| {
-        let p: AddBase = parse_params(p)?;
+    t.runtime_typed::<BdevRaidAddBaseBdev, _>(move |p| {
         m.raid_add_base(&p.raid_bdev, &p.base_bdev)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("bdev_raid_remove_base_bdev", move |p| {
-        let p: ByName = parse_params(p)?;
+    t.runtime_typed::<BdevRaidRemoveBaseBdev, _>(move |p| {
         m.raid_remove_base(&p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
 }

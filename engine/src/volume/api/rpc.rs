@@ -1,241 +1,92 @@
 //! The volume manager's JSON-RPC methods: `dg_*`, `disk_*`, `volume_*`, `plex_*`,
-//! `vm_print`, `task_list`, `task_wait` (and, from [`super::raid`], `bdev_raid_*`). Names and parameters are fixed so scripts can rely
-//! on them (see `docs/rpc.md`).
+//! `subdisk_move`, `vm_print`, `task_list`, `task_wait` (and, from [`super::raid`],
+//! `bdev_raid_*`). Their params and results are the `plexd_control::api` types (`dg`, `disk`,
+//! `volume`, `plex`, `task`), so names and shapes are fixed for scripts and `plexctl` alike
+//! (see `docs/rpc.md`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use plexd_control::jsonrpc::parse_params;
-use plexd_control::size::parse_size;
+use plexd_control::api::dg::{
+    DgAddDisk, DgCreate, DgDeport, DgDestroy, DgImport, DgList, DgRemoveDisk, DgSet,
+};
+use plexd_control::api::disk::{DiskList, DiskSet};
+use plexd_control::api::plex::{PlexAttach, PlexDetach, SubdiskMove};
+use plexd_control::api::task::{TaskList, TaskStarted, TaskWait};
+use plexd_control::api::volume::{
+    Resized, Size, VmPrint, VolumeCreate, VolumeDelete, VolumeList, VolumeResize, VolumeStart,
+    VolumeStop,
+};
 use plexd_control::{MethodTable, RpcError};
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::volume::copy::task::TaskState;
-use crate::volume::manager::ops::VolumeCreate;
+use crate::volume::manager::ops;
 use crate::volume::manager::VolumeManager;
 
-/// A size: bytes as a number, or a string with a unit (`512M`, `1G`, `4096`, `10GiB`, `100MB`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    fn bytes(&self) -> Result<u64, RpcError> {
-        match self {
-            Size::Bytes(b) => Ok(*b),
-            Size::Text(s) => {
-                parse_size(s).map_err(|e| RpcError::invalid_params(format!("size: {e}")))
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgCreate {
-    name: String,
-    disks: Vec<String>,
-    #[serde(default)]
-    force: bool,
-    nconfig: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgSet {
-    name: String,
-    nconfig: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgAddDisk {
-    dg: String,
-    disk: String,
-    name: Option<String>,
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgDisk {
-    dg: String,
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ByName {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DgImport {
-    name: Option<String>,
-    disks: Option<Vec<String>>,
-    select_copy: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OptDg {
-    dg: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DiskSet {
-    dg: String,
-    name: String,
-    spare: Option<bool>,
-    nohotuse: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolCreate {
-    dg: String,
-    name: String,
-    size: Size,
-    layout: Option<String>,
-    ncol: Option<u32>,
-    nmirror: Option<u32>,
-    stripe_unit_kb: Option<u64>,
-    read_policy: Option<String>,
-    prefer_plex: Option<String>,
-    alloc: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlexAttach {
-    dg: String,
-    volume: String,
-    plex: Option<String>,
-    alloc: Option<Vec<String>>,
-    delay_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolResize {
-    dg: String,
-    name: String,
-    size: Size,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SdMove {
-    dg: String,
-    subdisk: String,
-    disk: Option<String>,
-    delay_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlexDetach {
-    dg: String,
-    plex: String,
-    #[serde(default)]
-    dissociate: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskWait {
-    id: u64,
-    timeout_ms: Option<u64>,
+/// A size in bytes, or the invalid-params error naming it.
+fn bytes(size: &Size) -> Result<u64, RpcError> {
+    size.bytes()
+        .map_err(|e| RpcError::invalid_params(format!("size: {e}")))
 }
 
 /// Registers the volume manager's methods (and SPDK's `bdev_raid_*`, which map onto it).
 pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     super::raid::register(t, vm);
     let m = vm.clone();
-    t.runtime("dg_create", move |p| {
-        let p: DgCreate = parse_params(p)?;
+    t.runtime_typed::<DgCreate, _>(move |p| {
         m.dg_create(&p.name, &p.disks, p.force)?;
         if let Some(n) = p.nconfig {
             m.dg_set(&p.name, n)?;
         }
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_set", move |p| {
-        let p: DgSet = parse_params(p)?;
+    t.runtime_typed::<DgSet, _>(move |p| {
         m.dg_set(&p.name, p.nconfig)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_add_disk", move |p| {
-        let p: DgAddDisk = parse_params(p)?;
-        Ok(json!(m.dg_add_disk(
-            &p.dg,
-            &p.disk,
-            p.name.as_deref(),
-            p.force
-        )?))
+    t.runtime_typed::<DgAddDisk, _>(move |p| {
+        Ok(m.dg_add_disk(&p.dg, &p.disk, p.name.as_deref(), p.force)?)
     });
     let m = vm.clone();
-    t.runtime("dg_remove_disk", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<DgRemoveDisk, _>(move |p| {
         m.dg_remove_disk(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_deport", move |p| {
-        let p: ByName = parse_params(p)?;
+    t.runtime_typed::<DgDeport, _>(move |p| {
         m.dg_deport(&p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_destroy", move |p| {
-        let p: ByName = parse_params(p)?;
+    t.runtime_typed::<DgDestroy, _>(move |p| {
         m.dg_destroy(&p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("dg_import", move |p| {
-        let p: DgImport = parse_params(p)?;
-        let names = m.dg_import(
+    t.runtime_typed::<DgImport, _>(move |p| {
+        Ok(m.dg_import(
             p.name.as_deref(),
             p.disks.as_deref(),
             p.select_copy.as_deref(),
-        )?;
-        Ok(json!(names))
+        )?)
     });
     let m = vm.clone();
-    t.runtime("dg_list", move |p| {
-        let p: OptDg = parse_params(p)?;
-        m.dg_list(p.name.as_deref().or(p.dg.as_deref()))
-            .map_err(Into::into)
-    });
+    t.runtime_typed::<DgList, _>(move |p| Ok(m.dg_list(p.name.as_deref().or(p.dg.as_deref()))?));
     let m = vm.clone();
-    t.runtime("disk_list", move |p| {
-        let p: OptDg = parse_params(p)?;
-        m.disk_list(p.dg.as_deref()).map_err(Into::into)
-    });
+    t.runtime_typed::<DiskList, _>(move |p| Ok(m.disk_list(p.dg.as_deref())?));
     let m = vm.clone();
-    t.runtime("disk_set", move |p| {
-        let p: DiskSet = parse_params(p)?;
+    t.runtime_typed::<DiskSet, _>(move |p| {
         m.disk_set(&p.dg, &p.name, p.spare, p.nohotuse)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_create", move |p| {
-        let p: VolCreate = parse_params(p)?;
-        let req = VolumeCreate {
+    t.runtime_typed::<VolumeCreate, _>(move |p| {
+        let req = ops::VolumeCreate {
+            size: bytes(&p.size)?,
             dg: p.dg,
             name: p.name,
-            size: p.size.bytes()?,
             layout: p.layout.unwrap_or_else(|| "concat".into()),
             ncol: p.ncol,
             nmirror: p.nmirror,
@@ -244,52 +95,46 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             prefer_plex: p.prefer_plex,
             alloc: p.alloc,
         };
-        Ok(json!(m.volume_create(&req)?))
+        Ok(m.volume_create(&req)?)
     });
     let m = vm.clone();
-    t.runtime("volume_delete", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<VolumeDelete, _>(move |p| {
         m.volume_delete(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_resize", move |p| {
-        let p: VolResize = parse_params(p)?;
-        let blocks = m.volume_resize(&p.dg, &p.name, p.size.bytes()?)?;
-        Ok(json!({ "num_blocks": blocks }))
+    t.runtime_typed::<VolumeResize, _>(move |p| {
+        let blocks = m.volume_resize(&p.dg, &p.name, bytes(&p.size)?)?;
+        Ok(Resized {
+            num_blocks: blocks.into(),
+        })
     });
     let m = vm.clone();
-    t.runtime("subdisk_move", move |p| {
-        let p: SdMove = parse_params(p)?;
+    t.runtime_typed::<SubdiskMove, _>(move |p| {
         let id = m.subdisk_move(
             &p.dg,
             &p.subdisk,
             p.disk.as_deref(),
             Duration::from_millis(p.delay_ms.unwrap_or(0)),
         )?;
-        Ok(json!({ "task": id }))
+        Ok(TaskStarted { task: id.into() })
     });
     let m = vm.clone();
-    t.runtime("volume_start", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<VolumeStart, _>(move |p| {
         m.volume_start(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_stop", move |p| {
-        let p: DgDisk = parse_params(p)?;
+    t.runtime_typed::<VolumeStop, _>(move |p| {
         m.volume_stop(&p.dg, &p.name)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("volume_list", move |p| {
-        let p: OptDg = parse_params(p)?;
-        m.volume_list(p.dg.as_deref(), p.name.as_deref())
-            .map_err(Into::into)
+    t.runtime_typed::<VolumeList, _>(move |p| {
+        Ok(m.volume_list(p.dg.as_deref(), p.name.as_deref())?)
     });
     let m = vm.clone();
-    t.runtime("plex_attach", move |p| {
-        let p: PlexAttach = parse_params(p)?;
+    t.runtime_typed::<PlexAttach, _>(move |p| {
         let id = m.plex_attach(
             &p.dg,
             &p.volume,
@@ -297,28 +142,25 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             p.alloc.as_deref(),
             Duration::from_millis(p.delay_ms.unwrap_or(0)),
         )?;
-        Ok(json!({ "task": id }))
+        Ok(TaskStarted { task: id.into() })
     });
     let m = vm.clone();
-    t.runtime("plex_detach", move |p| {
-        let p: PlexDetach = parse_params(p)?;
+    t.runtime_typed::<PlexDetach, _>(move |p| {
         m.plex_detach(&p.dg, &p.plex, p.dissociate)?;
-        Ok(json!(true))
+        Ok(true)
     });
     let m = vm.clone();
-    t.runtime("vm_print", move |p| {
-        let p: OptDg = parse_params(p)?;
-        Ok(json!(m.vm_print(p.dg.as_deref())?))
+    t.runtime_typed::<VmPrint, _>(move |p| Ok(m.vm_print(p.dg.as_deref())?));
+    let m = vm.clone();
+    t.runtime_typed::<TaskList, _>(move |_p| {
+        Ok(m.tasks()
+            .list()
+            .iter()
+            .map(|t| super::task::info(t))
+            .collect())
     });
     let m = vm.clone();
-    t.runtime("task_list", move |_p| {
-        Ok(Value::Array(
-            m.tasks().list().iter().map(|t| t.json()).collect(),
-        ))
-    });
-    let m = vm.clone();
-    t.runtime("task_wait", move |p| {
-        let p: TaskWait = parse_params(p)?;
+    t.runtime_typed::<TaskWait, _>(move |p| {
         let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(600_000));
         let task = m
             .tasks()
@@ -330,7 +172,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
                 format!("task {} is still running after {timeout:?}", p.id),
             ));
         }
-        Ok(task.json())
+        Ok(super::task::info(&task))
     });
 }
 

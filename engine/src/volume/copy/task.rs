@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
 use crate::volume::io::barrier::SyncBarrier;
@@ -154,8 +152,8 @@ impl Task {
         drop(self.chunk.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// The task as `task_list` shows it.
-    pub fn json(&self) -> Value {
+    /// Where the task stands: its counters and the rate and ETA they give.
+    pub fn progress_report(&self) -> TaskProgress {
         let done = self.done();
         let elapsed = self
             .ended_after
@@ -174,30 +172,29 @@ impl Task {
         } else {
             None
         };
-        let (state, error) = match self.state() {
-            TaskState::Running => ("running", None),
-            TaskState::Done => ("done", None),
-            TaskState::Cancelled => ("cancelled", None),
-            TaskState::Failed(m) => ("failed", Some(m)),
-        };
-        json!({
-            "id": self.id,
-            "kind": self.kind,
-            "dg": self.dg,
-            "volume": self.volume,
-            "plex": self.plex,
-            "source": self.source,
-            "targets": self.targets,
-            "state": state,
-            "error": error,
-            "done_blocks": done,
-            "total_blocks": self.total,
-            "percent": if self.total == 0 { 100.0 } else { (done as f64 * 100.0 / self.total as f64 * 10.0).floor() / 10.0 },
-            "rate_blocks_per_sec": rate.round() as u64,
-            "eta_secs": eta,
-            "elapsed_secs": (elapsed * 10.0).round() / 10.0,
-        })
+        TaskProgress {
+            done,
+            total: self.total,
+            rate,
+            eta_secs: eta,
+            elapsed_secs: elapsed,
+        }
     }
+}
+
+/// A task's progress at one moment ([`Task::progress_report`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskProgress {
+    /// Blocks copied so far (including where it resumed from).
+    pub done: u64,
+    /// Blocks to copy.
+    pub total: u64,
+    /// Blocks copied per second since the start.
+    pub rate: f64,
+    /// Seconds left at that rate, while it runs and the rate is known.
+    pub eta_secs: Option<u64>,
+    /// Seconds since the start (to the end, once it ended).
+    pub elapsed_secs: f64,
 }
 
 /// What a new task copies: the arguments of [`TaskList::add`].

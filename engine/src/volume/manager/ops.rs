@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::bdev::blocking::{start_io, BlockingIoError, PendingIo};
@@ -1029,38 +1028,6 @@ impl VolumeManager {
         }
         committed
     }
-
-    /// `volume_list`: volumes with their plexes and subdisks.
-    pub fn volume_list(&self, dg: Option<&str>, name: Option<&str>) -> Result<Value, VolumeError> {
-        let groups = self.lock();
-        if let Some(d) = dg {
-            if !groups.contains_key(d) {
-                return Err(VolumeError::NotFound {
-                    kind: "disk group",
-                    name: d.into(),
-                });
-            }
-        }
-        let mut out = Vec::new();
-        for (gname, g) in groups.iter() {
-            if dg.is_some_and(|d| d != gname) {
-                continue;
-            }
-            for v in &g.cfg.volumes {
-                if name.is_some_and(|n| n != v.name) {
-                    continue;
-                }
-                out.push(volume_json(g, v));
-            }
-        }
-        if let (Some(n), true) = (name, out.is_empty()) {
-            return Err(VolumeError::NotFound {
-                kind: "volume",
-                name: n.into(),
-            });
-        }
-        Ok(Value::Array(out))
-    }
 }
 
 /// Sub-volumes are started, stopped and deleted with their layered volume only.
@@ -1156,69 +1123,4 @@ fn volume_io_types(map: &VolumeMap) -> IoTypeSet {
         }
     }
     IoTypeSet::of(&t)
-}
-
-/// One volume as `volume_list` shows it.
-pub(crate) fn volume_json(g: &Group, v: &VolumeRecord) -> Value {
-    let bs = g.cfg.block_size as u64;
-    let plexes: Vec<Value> = g
-        .cfg
-        .plexes_of(&v.name)
-        .iter()
-        .map(|p| {
-            let (ncol, su) = match p.layout {
-                PlexLayout::Concat => (1, None),
-                PlexLayout::Stripe { ncol, stripe_unit } => (ncol, Some(stripe_unit)),
-            };
-            let sds: Vec<Value> = g
-                .cfg
-                .subdisks_of(&p.name)
-                .iter()
-                .map(|s| {
-                    json!({
-                        "name": s.name,
-                        "disk": s.disk,
-                        "device": g.members.get(&s.disk).map(|m| m.bdev.name().to_string()),
-                        "disk_offset": s.disk_offset,
-                        "len": s.len,
-                        "column": s.column,
-                        "column_offset": s.column_offset,
-                        "subvolume": s.subvolume,
-                    })
-                })
-                .collect();
-            let len: u64 = g.cfg.subdisks_of(&p.name).iter().map(|s| s.len).sum();
-            json!({
-                "name": p.name,
-                "state": p.state,
-                "kstate": p.kstate,
-                "layout": p.layout.as_str().to_lowercase(),
-                "ncol": ncol,
-                "stripe_unit_blocks": su,
-                "len": len,
-                "sync_offset": p.sync_offset,
-                "read_errors": g.read_errors.get(&p.name).copied().unwrap_or(0),
-                "subdisks": sds,
-            })
-        })
-        .collect();
-    json!({
-        "dg": g.cfg.name,
-        "name": v.name,
-        "bdev": v.bdev(&g.cfg.name),
-        "raid_level": v.raid_level,
-        "parent": v.parent,
-        "uuid": v.uuid.to_string(),
-        "block_size": bs,
-        "num_blocks": v.len,
-        "size_bytes": v.len * bs,
-        "layout": v.layout,
-        "state": v.state,
-        "kstate": v.kstate,
-        "read_policy": v.read_policy.as_str().to_lowercase(),
-        "prefer_plex": match &v.read_policy { ReadPolicy::Prefer(p) => Some(p.clone()), _ => None },
-        "started": g.volumes.contains_key(&v.name),
-        "resync_offset": v.resync_offset,
-        "plexes": plexes,
-    })
 }

@@ -28,7 +28,7 @@ fn raid_levels_map_onto_volumes_and_reassemble_from_their_disks() {
             data
         );
     }
-    let list = vm.raid_list("all").unwrap();
+    let list = serde_json::to_value(vm.raid_list("all").unwrap()).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 3);
     let saved =
         crate::volume::manager::raid_config::saved_config(vm.lock().get("R1").unwrap(), "R1");
@@ -47,7 +47,7 @@ fn raid_levels_map_onto_volumes_and_reassemble_from_their_disks() {
     let id = vm.raid_add_base("R1", "M6").unwrap();
     let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
     assert_eq!(t.state(), TaskState::Done);
-    let list = vm.raid_list("online").unwrap();
+    let list = serde_json::to_value(vm.raid_list("online").unwrap()).unwrap();
     let r1_info = list
         .as_array()
         .unwrap()

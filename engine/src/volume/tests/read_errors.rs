@@ -22,7 +22,7 @@ fn setup() -> (
 }
 
 fn errors_of(vm: &VolumeManager, plex: &str) -> u64 {
-    let list = vm.volume_list(Some("dg01"), Some("vol01")).unwrap();
+    let list = serde_json::to_value(vm.volume_list(Some("dg01"), Some("vol01")).unwrap()).unwrap();
     list[0]["plexes"]
         .as_array()
         .unwrap()
