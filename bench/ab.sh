@@ -67,11 +67,12 @@ cfg malloc bdev_malloc_create '{"name":"Malloc0","num_blocks":65536,"block_size"
 cfg vhost-null bdev_null_create '{"name":"Null0","num_blocks":20971520,"block_size":512}' \
   ',{"subsystem":"vhost_blk","config":[{"method":"vhost_create_blk_controller","params":{"ctrlr":"ab","dev_name":"Null0"}}]}'
 
-# sample ROW COMMAND...: runs COMMAND once per binary (old then new) for this round; COMMAND's
-# words OLDNEW_PERF are replaced by that binary's plexperf.
+# sample ROUND ROW COMMAND...: runs COMMAND once per binary (old then new) for this round;
+# COMMAND's words OLDNEW_PERF are replaced by that binary's plexperf.
 sample() {
-  local row=$1
-  shift
+  local round=$1 row=$2
+  shift 2
+  [ "$round" = 1 ] && rows+=("$row")
   for b in old new; do
     local cmd=("${@/OLDNEW_PERF/${PERF[$b]}}")
     "${cmd[@]}" --output json --no-progress | iops >>"$out/$b-$row"
@@ -82,9 +83,7 @@ if want inproc; then
   for i in $(seq "$N"); do
     for spec in null:randread malloc:randread malloc:randwrite; do
       for qd in 1 128; do
-        row="inproc ${spec%%:*} ${spec#*:} QD$qd"
-        [ "$i" = 1 ] && rows+=("$row")
-        sample "$row" OLDNEW_PERF --json "$out/${spec%%:*}.json" -q "$qd" -o 4096 -w "${spec#*:}" -t "$T" -m 0x1
+        sample "$i" "inproc ${spec%%:*} ${spec#*:} QD$qd" OLDNEW_PERF --json "$out/${spec%%:*}.json" -q "$qd" -o 4096 -w "${spec#*:}" -t "$T" -m 0x1
       done
     done
   done
@@ -94,9 +93,7 @@ if want volume; then
   for i in $(seq "$N"); do
     for w in randread randwrite; do
       for target in Single bench/stripe4 bench/mirror2; do
-        row="volume ${target#bench/} $w QD128"
-        [ "$i" = 1 ] && rows+=("$row")
-        sample "$row" OLDNEW_PERF --json bench/volumes.json -T "$target" -q 128 -o 4096 -w "$w" -t "$T" -m 0x1
+        sample "$i" "volume ${target#bench/} $w QD128" OLDNEW_PERF --json bench/volumes.json -T "$target" -q 128 -o 4096 -w "$w" -t "$T" -m 0x1
       done
     done
   done

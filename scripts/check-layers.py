@@ -131,6 +131,17 @@ def known_modules(root):
     return mods
 
 
+def code_of(path):
+    """A file's text without its test module (everything from `#[cfg(test)] mod`) and without
+    comments (doc links name modules without depending on them)."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    cut = re.search(r"^\s*#\[cfg\(test\)\]\s*\n\s*mod\s+\w+", text, re.M)
+    if cut:
+        text = text[: cut.start()]
+    return re.sub(r"//[^\n]*", "", text)
+
+
 def scan(root):
     mods = known_modules(root)
     edges = {}  # (from_module, to_module) -> first "file:line"
@@ -142,13 +153,7 @@ def scan(root):
             if not f.endswith(".rs"):
                 continue
             path = os.path.join(dirpath, f)
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-            cut = re.search(r"^\s*#\[cfg\(test\)\]\s*\n\s*mod\s+\w+", text, re.M)
-            if cut:
-                text = text[: cut.start()]
-            # Drop comments (doc links name modules without depending on them).
-            text = re.sub(r"//[^\n]*", "", text)
+            text = code_of(path)
             me = module_path(root, path)
             is_mod = f == "mod.rs"
             found = []
@@ -196,12 +201,7 @@ def check_engine(src):
                 if not f.endswith(".rs") or f in ("tests.rs", "test_support.rs"):
                     continue
                 path = os.path.join(dirpath, f)
-                with open(path, encoding="utf-8") as fh:
-                    text = fh.read()
-                cut = re.search(r"^\s*#\[cfg\(test\)\]\s*\n\s*mod\s+\w+", text, re.M)
-                if cut:
-                    text = text[: cut.start()]
-                text = re.sub(r"//[^\n]*", "", text)
+                text = code_of(path)
                 for m in CRATE_RE.finditer(text):
                     dst = m.group(1)
                     if dst == top or dst not in ENGINE_RANKS:
