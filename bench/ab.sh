@@ -67,37 +67,33 @@ cfg malloc bdev_malloc_create '{"name":"Malloc0","num_blocks":65536,"block_size"
 cfg vhost-null bdev_null_create '{"name":"Null0","num_blocks":20971520,"block_size":512}' \
   ',{"subsystem":"vhost_blk","config":[{"method":"vhost_create_blk_controller","params":{"ctrlr":"ab","dev_name":"Null0"}}]}'
 
-# sample ROUND ROW COMMAND...: runs COMMAND once per binary (old then new) for this round;
-# COMMAND's words OLDNEW_PERF are replaced by that binary's plexperf.
-sample() {
-  local round=$1 row=$2
-  shift 2
-  [ "$round" = 1 ] && rows+=("$row")
-  for b in old new; do
-    local cmd=("${@/OLDNEW_PERF/${PERF[$b]}}")
-    "${cmd[@]}" --output json --no-progress | iops >>"$out/$b-$row"
-  done
-}
-
+# The in-process rows: "ROW NAME|plexperf arguments" (the binary and the common tail added).
+specs=()
 if want inproc; then
-  for i in $(seq "$N"); do
-    for spec in null:randread malloc:randread malloc:randwrite; do
-      for qd in 1 128; do
-        sample "$i" "inproc ${spec%%:*} ${spec#*:} QD$qd" OLDNEW_PERF --json "$out/${spec%%:*}.json" -q "$qd" -o 4096 -w "${spec#*:}" -t "$T" -m 0x1
-      done
+  for bw in null:randread malloc:randread malloc:randwrite; do
+    for qd in 1 128; do
+      specs+=("inproc ${bw%%:*} ${bw#*:} QD$qd|--json $out/${bw%%:*}.json -q $qd -w ${bw#*:}")
     done
   done
 fi
-
 if want volume; then
-  for i in $(seq "$N"); do
-    for w in randread randwrite; do
-      for target in Single bench/stripe4 bench/mirror2; do
-        sample "$i" "volume ${target#bench/} $w QD128" OLDNEW_PERF --json bench/volumes.json -T "$target" -q 128 -o 4096 -w "$w" -t "$T" -m 0x1
-      done
+  for w in randread randwrite; do
+    for target in Single bench/stripe4 bench/mirror2; do
+      specs+=("volume ${target#bench/} $w QD128|--json bench/volumes.json -T $target -q 128 -w $w")
     done
   done
 fi
+# Each round runs every row once per binary, old then new.
+for i in $(seq "$N"); do
+  for spec in "${specs[@]}"; do
+    row=${spec%%|*}
+    read -ra args <<<"${spec#*|}"
+    [ "$i" = 1 ] && rows+=("$row")
+    for b in old new; do
+      "${PERF[$b]}" "${args[@]}" -o 4096 -t "$T" -m 0x1 --output json --no-progress | iops >>"$out/$b-$row"
+    done
+  done
+done
 
 if want vhost; then
   # One daemon per binary and round, each serving its own socket directory.
