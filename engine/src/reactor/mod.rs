@@ -374,9 +374,10 @@ pub fn register_poller(poller: &Rc<dyn Poller>) -> bool {
 
 /// Registers `poller` with the current thread's reactor, which keeps it alive until the thread
 /// stops being a reactor (SPDK's per-thread io_device channel) and runs it before and after
-/// the other pollers of every iteration. Returns false off a reactor thread.
+/// the other pollers of every iteration. Returns false (dropping it) off a reactor thread or
+/// when the reactor already owns as many as it takes (a few: one per layer).
 pub fn register_owned_poller(poller: Rc<dyn Poller>) -> bool {
-    Local::with(|l| l.register_owned_poller(poller)).is_some()
+    Local::with(|l| l.register_owned_poller(poller)) == Some(true)
 }
 
 /// The core id of the reactor running this thread, if any.
