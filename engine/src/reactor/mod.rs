@@ -394,13 +394,18 @@ pub fn current_index() -> Option<usize> {
 /// work done.
 fn run_once(sh: &ReactorShared, local: &Local) -> usize {
     let mut work = 0;
-    for _ in 0..64 {
-        match sh.msgs.pop() {
-            Some(m) => {
-                m();
-                work += 1;
+    // `is_empty` is two plain loads; `pop` on an empty queue also pays a full memory fence,
+    // which every idle-for-messages iteration would pay. A message pushed meanwhile is seen
+    // next iteration (the sleep path re-checks the queue itself).
+    if !sh.msgs.is_empty() {
+        for _ in 0..64 {
+            match sh.msgs.pop() {
+                Some(m) => {
+                    m();
+                    work += 1;
+                }
+                None => break,
             }
-            None => break,
         }
     }
     work += local.run_owned_pollers();
