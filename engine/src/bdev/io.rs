@@ -348,10 +348,17 @@ impl BdevIo {
     /// Drivers call this; the callback runs from the reactor loop.
     pub fn complete(mut self, status: IoStatus) {
         self.data.status = status;
-        if let Some(t) = BdevThread::current() {
-            t.push_completion(self);
-        } else {
-            self.finish();
+        // As in `alloc`: no reference count moves once the thread's state exists.
+        let mut io = Some(self);
+        BdevThread::with(|t| {
+            if let Some(io) = io.take() {
+                t.push_completion(io);
+            }
+        });
+        let Some(io) = io else { return };
+        match BdevThread::current() {
+            Some(t) => t.push_completion(io),
+            None => io.finish(),
         }
     }
 

@@ -4,6 +4,10 @@
 //! Everything here is touched only by the owning thread, so it uses `Cell`/`RefCell` and no
 //! locks. Borrows are kept short and never held across a poller call, so pollers may register
 //! other pollers.
+//!
+//! Owned pollers (per-thread state of other layers, see [`Local::register_owned_poller`]) run
+//! twice in every iteration, so they are kept apart from the others, in a small fixed table
+//! that is walked without a borrow flag or a reference count.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -19,18 +23,21 @@ pub(crate) struct Local {
     pub(crate) core: u32,
     pollers: RefCell<Vec<PollerSlot>>,
     /// Pollers the reactor keeps alive until the thread stops being a reactor (per-thread
-    /// state of other layers). They are in `pollers` too, for sleeping, shutdown and counts,
-    /// but run from here, at both ends of every iteration.
-    owned: RefCell<Vec<Rc<dyn Poller>>>,
+    /// state of other layers), run at both ends of every iteration. The first `owned_len`
+    /// entries are filled; an entry is empty only while its poller runs.
+    owned: [Cell<Option<Rc<dyn Poller>>>; MAX_OWNED_POLLERS],
+    owned_len: Cell<usize>,
     pub(crate) epoll: Epoll,
     dirty_pollers: Cell<bool>,
 }
 
+/// Most owned pollers one reactor takes: one per layer with per-thread state (today only the
+/// bdev layer has one).
+pub(crate) const MAX_OWNED_POLLERS: usize = 4;
+
 struct PollerSlot {
     poller: Weak<dyn Poller>,
     fd: Option<i32>,
-    /// Also in `owned`, which runs it.
-    owned: bool,
 }
 
 thread_local! {
@@ -44,7 +51,8 @@ impl Local {
             index,
             core,
             pollers: RefCell::new(Vec::with_capacity(64)),
-            owned: RefCell::new(Vec::new()),
+            owned: Default::default(),
+            owned_len: Cell::new(0),
             epoll: Epoll::new()?,
             dirty_pollers: Cell::new(false),
         });
@@ -58,7 +66,9 @@ impl Local {
         let local = LOCAL.with(|l| l.borrow_mut().take());
         if let Some(local) = local {
             local.pollers.borrow_mut().clear();
-            let owned: Vec<Rc<dyn Poller>> = local.owned.borrow_mut().drain(..).collect();
+            let n = local.owned_len.replace(0);
+            let owned: Vec<Rc<dyn Poller>> =
+                local.owned[..n].iter().filter_map(Cell::take).collect();
             drop(owned);
         }
     }
@@ -76,10 +86,15 @@ impl Local {
 
     /// Registers a poller; it stays registered until the last strong reference to it drops.
     pub(crate) fn register_poller(&self, poller: &Rc<dyn Poller>) {
-        self.add_slot(poller, false);
+        let fd = self.watch(poller.as_ref());
+        self.pollers.borrow_mut().push(PollerSlot {
+            poller: Rc::downgrade(poller),
+            fd,
+        });
     }
 
-    fn add_slot(&self, poller: &Rc<dyn Poller>, owned: bool) {
+    /// Adds the poller's wake fd, if any, to the epoll set; returns it.
+    fn watch(&self, poller: &dyn Poller) -> Option<i32> {
         let fd = poller.wake_fd();
         if let Some(fd) = fd {
             if let Err(e) = self.epoll.add(fd, fd as u64) {
@@ -89,34 +104,53 @@ impl Local {
                 );
             }
         }
-        self.pollers.borrow_mut().push(PollerSlot {
-            poller: Rc::downgrade(poller),
-            fd,
-            owned,
-        });
+        fd
     }
 
-    /// Registers a poller and keeps it alive until this thread stops being a reactor.
-    pub(crate) fn register_owned_poller(&self, poller: Rc<dyn Poller>) {
-        self.add_slot(&poller, true);
-        self.owned.borrow_mut().push(poller);
+    /// Registers a poller and keeps it alive until this thread stops being a reactor; returns
+    /// false (dropping it) when the reactor already owns [`MAX_OWNED_POLLERS`].
+    pub(crate) fn register_owned_poller(&self, poller: Rc<dyn Poller>) -> bool {
+        let n = self.owned_len.get();
+        let Some(slot) = self.owned.get(n) else {
+            tracing::error!(
+                "reactor {}: cannot own more than {MAX_OWNED_POLLERS} per-thread pollers",
+                self.core
+            );
+            return false;
+        };
+        self.watch(poller.as_ref());
+        slot.set(Some(poller));
+        self.owned_len.set(n + 1);
+        true
     }
 
     /// Runs every owned poller once; returns the total work done. The loop runs them before
     /// and after the other pollers, so work they queue during an iteration (the bdev layer's
-    /// completed requests) is done within it.
+    /// completed requests) is done within it. Inlined: it runs twice per iteration, on the
+    /// I/O path.
+    #[inline(always)]
     pub(crate) fn run_owned_pollers(&self) -> usize {
         let mut work = 0;
         let mut i = 0;
-        loop {
-            let p = self.owned.borrow().get(i).cloned();
-            match p {
-                Some(p) => work += p.poll(),
-                None => break,
+        while let Some(slot) = self.owned[..self.owned_len.get()].get(i) {
+            // Out of its entry while it runs (no borrow to hold across the call), then back.
+            if let Some(p) = slot.take() {
+                work += p.poll();
+                slot.set(Some(p));
             }
             i += 1;
         }
         work
+    }
+
+    /// Runs `f` on every owned poller that is not running right now.
+    fn each_owned(&self, mut f: impl FnMut(&dyn Poller)) {
+        for slot in &self.owned[..self.owned_len.get()] {
+            if let Some(p) = slot.take() {
+                f(p.as_ref());
+                slot.set(Some(p));
+            }
+        }
     }
 
     /// The live poller at position `i`, if any; `Err` past the end.
@@ -135,17 +169,16 @@ impl Local {
         loop {
             let p = {
                 let pollers = self.pollers.borrow();
-                let Some(slot) = pollers.get(i) else { break };
-                i += 1;
-                if slot.owned {
-                    continue;
+                match pollers.get(i) {
+                    None => break,
+                    Some(slot) => slot.poller.upgrade(),
                 }
-                slot.poller.upgrade()
             };
             match p {
                 Some(p) => work += p.poll(),
                 None => self.dirty_pollers.set(true),
             }
+            i += 1;
         }
         if self.dirty_pollers.replace(false) {
             let mut pollers = self.pollers.borrow_mut();
@@ -167,34 +200,40 @@ impl Local {
 
     /// The earliest deadline of any poller, and whether any poller is busy (must not sleep).
     pub(crate) fn sleep_constraints(&self) -> (Option<u64>, bool) {
-        let pollers = self.pollers.borrow();
         let mut deadline: Option<u64> = None;
         let mut busy = false;
-        for slot in pollers.iter() {
+        let mut constrain = |p: &dyn Poller| {
+            busy |= p.busy();
+            if let Some(d) = p.next_deadline() {
+                deadline = Some(deadline.map_or(d, |x| x.min(d)));
+            }
+        };
+        for slot in self.pollers.borrow().iter() {
             if let Some(p) = slot.poller.upgrade() {
-                busy |= p.busy();
-                if let Some(d) = p.next_deadline() {
-                    deadline = Some(deadline.map_or(d, |x| x.min(d)));
-                }
+                constrain(p.as_ref());
             }
         }
+        self.each_owned(constrain);
         (deadline, busy)
     }
 
     /// Number of registered pollers: (active, timed).
     pub(crate) fn poller_counts(&self) -> (usize, usize) {
-        let pollers = self.pollers.borrow();
         let mut active = 0;
         let mut timed = 0;
-        for slot in pollers.iter() {
+        let mut count = |p: &dyn Poller| {
+            if p.is_timed() {
+                timed += 1;
+            } else {
+                active += 1;
+            }
+        };
+        for slot in self.pollers.borrow().iter() {
             if let Some(p) = slot.poller.upgrade() {
-                if p.is_timed() {
-                    timed += 1;
-                } else {
-                    active += 1;
-                }
+                count(p.as_ref());
             }
         }
+        self.each_owned(count);
         (active, timed)
     }
 
@@ -205,12 +244,15 @@ impl Local {
 
     /// Work in flight on this reactor, summed over its live pollers.
     pub(crate) fn inflight(&self) -> u64 {
-        let pollers = self.pollers.borrow();
-        pollers
+        let mut inflight: u64 = self
+            .pollers
+            .borrow()
             .iter()
             .filter_map(|s| s.poller.upgrade())
             .map(|p| p.inflight())
-            .sum()
+            .sum();
+        self.each_owned(|p| inflight += p.inflight());
+        inflight
     }
 
     /// Tells every live poller that the reactor is stopping (see [`Poller::quiesce`]).
@@ -222,5 +264,6 @@ impl Local {
             }
             i += 1;
         }
+        self.each_owned(|p| p.quiesce());
     }
 }

@@ -374,9 +374,10 @@ pub fn register_poller(poller: &Rc<dyn Poller>) -> bool {
 
 /// Registers `poller` with the current thread's reactor, which keeps it alive until the thread
 /// stops being a reactor (SPDK's per-thread io_device channel) and runs it before and after
-/// the other pollers of every iteration. Returns false off a reactor thread.
+/// the other pollers of every iteration. Returns false (dropping it) off a reactor thread or
+/// when the reactor already owns as many as it takes (a few: one per layer).
 pub fn register_owned_poller(poller: Rc<dyn Poller>) -> bool {
-    Local::with(|l| l.register_owned_poller(poller)).is_some()
+    Local::with(|l| l.register_owned_poller(poller)) == Some(true)
 }
 
 /// The core id of the reactor running this thread, if any.
@@ -393,13 +394,18 @@ pub fn current_index() -> Option<usize> {
 /// work done.
 fn run_once(sh: &ReactorShared, local: &Local) -> usize {
     let mut work = 0;
-    for _ in 0..64 {
-        match sh.msgs.pop() {
-            Some(m) => {
-                m();
-                work += 1;
+    // `is_empty` is two plain loads; `pop` on an empty queue also pays a full memory fence,
+    // which every idle-for-messages iteration would pay. A message pushed meanwhile is seen
+    // next iteration (the sleep path re-checks the queue itself).
+    if !sh.msgs.is_empty() {
+        for _ in 0..64 {
+            match sh.msgs.pop() {
+                Some(m) => {
+                    m();
+                    work += 1;
+                }
+                None => break,
             }
-            None => break,
         }
     }
     work += local.run_owned_pollers();

@@ -164,6 +164,28 @@ fn owned_pollers_run_before_and_after_the_others() {
 }
 
 #[test]
+fn a_reactor_owns_a_few_pollers_and_refuses_more() {
+    let r = InlineReactor::new().unwrap();
+    let polls = Arc::new(AtomicU64::new(0));
+    let owned = |polls: &Arc<AtomicU64>| -> Rc<dyn Poller> {
+        Rc::new(Counter {
+            polls: polls.clone(),
+            busy: true,
+            fd: None,
+        })
+    };
+    for _ in 0..local::MAX_OWNED_POLLERS {
+        assert!(register_owned_poller(owned(&polls)));
+    }
+    assert!(!register_owned_poller(owned(&polls)), "the table is full");
+    assert_eq!(r.poll(), 2 * local::MAX_OWNED_POLLERS);
+    assert_eq!(
+        Local::with(|l| l.poller_counts()),
+        Some((local::MAX_OWNED_POLLERS, 0))
+    );
+}
+
+#[test]
 fn a_timed_poller_runs_after_its_period() {
     let r = InlineReactor::new().unwrap();
     let runs = Rc::new(Cell::new(0));
