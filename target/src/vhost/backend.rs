@@ -407,6 +407,13 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
         if ctx.len() != files.len() {
             return Err(VuError::InvalidParam);
         }
+        // The vhost crate already refuses more than 32 regions in one message; check against
+        // the slots offered anyway (each region takes an entry in the process-wide SIGBUS
+        // guard table). The files are closed on return.
+        if ctx.len() as u64 > MAX_MEM_SLOTS {
+            tracing::error!(ctrlr = %self.export.ctrlr, regions = ctx.len(), "memory table refused: more than the {MAX_MEM_SLOTS} memory slots offered");
+            return Err(VuError::InvalidParam);
+        }
         let mut regions = Vec::with_capacity(ctx.len());
         // A new table starts unpoisoned: faults in the old one do not count against it.
         let faults = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -619,6 +626,12 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
         fd: File,
         _postcopy: Option<bool>,
     ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        // Refused before anything is mapped or registered with the SIGBUS guard table (shared
+        // by every controller): the table stays as it was and `fd` is closed on return.
+        if self.memory.len() as u64 >= MAX_MEM_SLOTS {
+            tracing::error!(ctrlr = %self.export.ctrlr, gpa = { region.guest_phys_addr }, "memory region refused: all {MAX_MEM_SLOTS} memory slots offered are in use; remove a region first (REM_MEM_REG)");
+            return Err(VuError::InvalidParam);
+        }
         let r = MemoryTable::map_region(
             region.guest_phys_addr,
             region.memory_size,
@@ -650,9 +663,14 @@ impl VhostUserBackendReqHandlerMut for BlkBackend {
         }
         if self.memory.is_empty() {
             self.mem = None;
+            super::sigbus::sweep();
             return Ok(());
         }
-        self.publish_memory()
+        let r = self.publish_memory();
+        // Release the removed region's mapping and guard-table entry now if no reactor holds
+        // it any more (otherwise the next mapping's sweep does).
+        super::sigbus::sweep();
+        r
     }
 
     fn set_device_state_fd(

@@ -126,6 +126,11 @@ impl MemoryTable {
         self.regions.len() != before
     }
 
+    /// Number of mapped regions (memory slots in use).
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
     /// Whether no region is mapped.
     pub fn is_empty(&self) -> bool {
         self.regions.is_empty()
