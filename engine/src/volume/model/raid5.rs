@@ -239,9 +239,11 @@ impl StripeSpan {
         (self.parity_column + 1 + k) % self.ncol
     }
 
-    /// The data unit held by column `c` of this row, or `None` for the parity column.
+    /// The data unit held by column `c` of this row, or `None` for the parity column (and for
+    /// a column index that is not below `ncol`).
     pub fn unit_of(&self, c: usize) -> Option<usize> {
-        (c != self.parity_column).then(|| (c + self.ncol - self.parity_column - 1) % self.ncol)
+        (c != self.parity_column && c < self.ncol)
+            .then(|| (c + self.ncol - self.parity_column - 1) % self.ncol)
     }
 
     /// The written unit offsets `[lo, hi)` of data unit `k` (`lo == hi` when not touched).
@@ -276,7 +278,7 @@ impl StripeSpan {
     }
 
     /// The write plan of this span, `missing` being the column that is missing (degraded), if
-    /// any. See [`WritePlan`] for the rule.
+    /// any (a column index not below `ncol` counts as none). See [`WritePlan`] for the rule.
     pub fn plan(&self, missing: Option<usize>) -> WritePlan {
         if missing == Some(self.parity_column) {
             return WritePlan::DataOnly;
@@ -479,8 +481,9 @@ impl Raid5Geometry {
         self.ncol - 1 - (row % self.ncol as u64) as usize
     }
 
-    /// What column `c` holds in `row`.
+    /// What column `c` (below `ncol`) holds in `row`.
     pub fn role(&self, row: u64, c: usize) -> Role {
+        debug_assert!(c < self.ncol);
         let p = self.parity_column(row);
         if c == p {
             Role::Parity
@@ -491,6 +494,7 @@ impl Raid5Geometry {
 
     /// Calls `f` for the disk pieces of unit offsets `[lo, lo + len)` of column `c` in `row`
     /// (`lo + len <= su`), in order; pieces split only at extent boundaries. Does not allocate.
+    /// Arguments out of range map to nothing (and fail a debug assertion).
     pub fn locate(&self, row: u64, c: usize, lo: u64, len: u64, mut f: impl FnMut(DiskPiece)) {
         debug_assert!(row < self.rows && c < self.ncol && lo + len <= self.su);
         let block = ((row * self.ncol as u64 + c as u64) << self.su_shift) + lo;
