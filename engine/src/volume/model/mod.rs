@@ -4,8 +4,10 @@
 //! - [`objects`]: the objects as stored in the configuration database (disks, subdisks, plexes,
 //!   volumes, states).
 //! - [`layout`]: the block mapping of a plex (concat, stripe) onto disks.
+//! - [`raid5`]: the block mapping of a RAID-5 plex (parity rotation, write plans).
 //! - [`alloc`]: vxassist-style space allocation.
 
 pub mod alloc;
 pub mod layout;
 pub mod objects;
+pub mod raid5;
