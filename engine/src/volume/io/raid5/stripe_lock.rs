@@ -64,6 +64,12 @@
 //!    after it released them, and copies (rebuild, scrub, resync) rely on the barrier, not on
 //!    tickets, with barrier chunks a whole number of rows. A copier waiting for writers to
 //!    drain then never waits for a stripe that a writer deferred by the barrier holds.
+//! 5. **Memory before the ticket.** Take the stripe buffers an operation needs
+//!    (`super::parity::StripeBufPool::has`, then `take`) before its ticket, together with the
+//!    room of rule 3, so a holder never waits for memory that a waiter behind it has.
+//! 6. **Degraded reads hold the stripe.** A read that reconstructs a missing unit from the
+//!    others takes the stripe like a write (it must not see a half-written stripe); a read of
+//!    a present unit needs no ticket.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -249,6 +255,12 @@ impl<T> StripeWaiters<T> {
         Ok(())
     }
 
+    /// The waiting items, oldest first, to change in place (e.g. mark them failed when the
+    /// volume is disabled: they still wait for their turn and release at once, rule 2).
+    pub fn items_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.q.iter_mut().map(|(_, item)| item)
+    }
+
     /// The oldest waiter whose turn has come, removed from the queue with its stripe held;
     /// `None` if no waiter's turn has come. Call it in a loop from the channel's poll. Two
     /// waiters of one slot are never both ready, so the queue's order is each slot's ticket
@@ -357,6 +369,27 @@ mod tests {
         let h = t.hold(&lock).expect("its turn");
         lock.release(h);
         assert_eq!(lock.queued(1), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "dropped unused")]
+    fn dropping_a_ticket_is_caught() {
+        let lock = StripeLock::new();
+        drop(lock.ticket(9));
+    }
+
+    #[test]
+    fn waiting_items_can_be_marked() {
+        let lock = StripeLock::new();
+        let mut w = StripeWaiters::with_capacity(2);
+        let held = lock.ticket(4).hold(&lock).expect("free");
+        assert!(submit(&lock, &mut w, 4, false).is_none());
+        w.items_mut().for_each(|failed| *failed = true);
+        lock.release(held);
+        let (h, failed) = w.pop_ready(&lock).expect("its turn");
+        assert!(failed);
+        lock.release(h);
     }
 
     /// Plays one reactor: submits stripe operations on `rows` (one at a time per row of the
