@@ -7,8 +7,10 @@
 //! - [`channel`]: the per-reactor I/O path that splits requests over plexes and disks.
 //! - [`barrier`]: the copy barrier that keeps copies and guest writes to one chunk apart.
 //! - [`fence`]: copy writes still in flight after their copy was cancelled, and what they hold.
+//! - [`raid5`]: RAID-5 building blocks (parity kernels, stripe buffers, the per-stripe lock).
 
 pub mod barrier;
 pub mod channel;
 pub mod driver;
 pub mod fence;
+pub mod raid5;
