@@ -10,6 +10,7 @@
 //! that is walked without a borrow flag or a reference count.
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
 
 use super::poller::Poller;
@@ -28,6 +29,8 @@ pub(crate) struct Local {
     owned: [Cell<Option<Rc<dyn Poller>>>; MAX_OWNED_POLLERS],
     owned_len: Cell<usize>,
     pub(crate) epoll: Epoll,
+    /// The duplicates of owned pollers' wake fds (see [`Local::watch`]).
+    owned_fds: RefCell<Vec<OwnedFd>>,
     dirty_pollers: Cell<bool>,
 }
 
@@ -37,7 +40,8 @@ pub(crate) const MAX_OWNED_POLLERS: usize = 4;
 
 struct PollerSlot {
     poller: Weak<dyn Poller>,
-    fd: Option<i32>,
+    /// The reactor's own duplicate of the poller's wake fd (see [`Local::watch`]).
+    fd: Option<OwnedFd>,
 }
 
 thread_local! {
@@ -54,6 +58,7 @@ impl Local {
             owned: Default::default(),
             owned_len: Cell::new(0),
             epoll: Epoll::new()?,
+            owned_fds: RefCell::new(Vec::new()),
             dirty_pollers: Cell::new(false),
         });
         LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
@@ -65,7 +70,14 @@ impl Local {
     pub(crate) fn uninstall() {
         let local = LOCAL.with(|l| l.borrow_mut().take());
         if let Some(local) = local {
-            local.pollers.borrow_mut().clear();
+            let slots: Vec<PollerSlot> = local.pollers.borrow_mut().drain(..).collect();
+            for fd in slots.into_iter().filter_map(|s| s.fd) {
+                local.unwatch(fd);
+            }
+            let fds: Vec<OwnedFd> = local.owned_fds.borrow_mut().drain(..).collect();
+            for fd in fds {
+                local.unwatch(fd);
+            }
             let n = local.owned_len.replace(0);
             let owned: Vec<Rc<dyn Poller>> =
                 local.owned[..n].iter().filter_map(Cell::take).collect();
@@ -93,18 +105,41 @@ impl Local {
         });
     }
 
-    /// Adds the poller's wake fd, if any, to the epoll set; returns it.
-    fn watch(&self, poller: &dyn Poller) -> Option<i32> {
-        let fd = poller.wake_fd();
-        if let Some(fd) = fd {
-            if let Err(e) = self.epoll.add(fd, fd as u64) {
-                tracing::warn!(
-                    "reactor {}: cannot watch fd {fd}: {e}; falling back to polling",
-                    self.core
-                );
-            }
+    /// Watches the poller's wake fd, if any: the reactor duplicates it and adds its own
+    /// duplicate to the epoll set, with the duplicate's number as the token. The duplicate
+    /// stays open until [`Local::unwatch`] has taken it out of the set, so a token always names
+    /// the file it was registered for. (Watching the poller's own fd would not do: the poller
+    /// may close it while another descriptor keeps the file open, e.g. a vhost kick fd, and
+    /// epoll keeps such an entry, firing under a number the process may have reused for a
+    /// socket that draining would then read from and block on.)
+    fn watch(&self, poller: &dyn Poller) -> Option<OwnedFd> {
+        let fd = poller.wake_fd()?;
+        // SAFETY: `fd` is open (the poller keeps it for as long as it is alive, and we hold a
+        // reference to it); F_DUPFD_CLOEXEC only creates a new descriptor.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(
+                "reactor {}: cannot duplicate wake fd {fd}: {e}; falling back to polling",
+                self.core
+            );
+            return None;
         }
-        fd
+        // SAFETY: `dup` is a descriptor fcntl just created; nothing else owns it.
+        let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+        if let Err(e) = self.epoll.add(dup.as_raw_fd(), dup.as_raw_fd() as u64) {
+            tracing::warn!(
+                "reactor {}: cannot watch fd {fd}: {e}; falling back to polling",
+                self.core
+            );
+        }
+        Some(dup)
+    }
+
+    /// Takes a duplicate made by [`Local::watch`] out of the epoll set, then closes it.
+    fn unwatch(&self, fd: OwnedFd) {
+        self.epoll.remove(fd.as_raw_fd());
+        drop(fd);
     }
 
     /// Registers a poller and keeps it alive until this thread stops being a reactor; returns
@@ -118,7 +153,9 @@ impl Local {
             );
             return false;
         };
-        self.watch(poller.as_ref());
+        if let Some(fd) = self.watch(poller.as_ref()) {
+            self.owned_fds.borrow_mut().push(fd);
+        }
         slot.set(Some(poller));
         self.owned_len.set(n + 1);
         true
@@ -182,16 +219,15 @@ impl Local {
         }
         if self.dirty_pollers.replace(false) {
             let mut pollers = self.pollers.borrow_mut();
-            let dead_fds: Vec<i32> = pollers
-                .iter()
-                .filter(|s| s.poller.strong_count() == 0)
-                .filter_map(|s| s.fd)
-                .collect();
-            pollers.retain(|s| s.poller.strong_count() > 0);
-            for fd in dead_fds {
-                // A new poller may already have been given the same fd number: keep it watched.
-                if !pollers.iter().any(|s| s.fd == Some(fd)) {
-                    self.epoll.remove(fd);
+            let mut i = 0;
+            while i < pollers.len() {
+                if pollers[i].poller.strong_count() > 0 {
+                    i += 1;
+                    continue;
+                }
+                // Out of the set before it closes (see `watch`); order of the rest is kept.
+                if let Some(fd) = pollers.remove(i).fd {
+                    self.unwatch(fd);
                 }
             }
         }

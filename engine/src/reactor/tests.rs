@@ -261,3 +261,68 @@ fn stop_quiesces_pollers_then_waits_for_their_work() {
         "the reactor thread dropped it"
     );
 }
+
+/// Owns a duplicate of an eventfd whose original stays open elsewhere (as a vhost worker owns
+/// a dup of the front-end's kick fd), and closes it when dropped.
+struct DupWaker {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Poller for DupWaker {
+    fn poll(&self) -> usize {
+        0
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+}
+
+#[test]
+fn a_dropped_pollers_wake_fd_number_reused_by_a_socket_never_blocks_the_reactor() {
+    let set = ReactorSet::start(&[0], PollMode::Interrupt).unwrap();
+    let kick = wake::new_eventfd().unwrap();
+    let dup = kick.try_clone().unwrap();
+    // SAFETY: `into_raw_fd` hands over the duplicate's descriptor, owned from here on by
+    // the OwnedFd alone.
+    let owned =
+        unsafe { std::os::fd::FromRawFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(dup)) };
+    let number = set
+        .call(0, move || {
+            let p: Rc<dyn Poller> = Rc::new(DupWaker { fd: owned });
+            let n = p.wake_fd();
+            assert!(register_poller(&p));
+            // The poller dies at once; its duplicate closes with it.
+            drop(p);
+            n
+        })
+        .flatten()
+        .expect("registered on reactor 0");
+    // Let the reactor notice the dead poller, then hand its number to a blocking socket.
+    assert_eq!(set.call(0, || 1), Some(1));
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    // The socket may already have been given the freed number (the lowest free one).
+    let placed_by_us = a.as_raw_fd() != number;
+    if placed_by_us {
+        // SAFETY: dup2 onto the number the dropped poller closed (free: nothing in this test
+        // opened it since); `a` stays open for the test.
+        let placed = unsafe { libc::dup2(a.as_raw_fd(), number) };
+        assert_eq!(placed, number);
+    }
+    // The front-end kicks: the file the dead poller watched fires.
+    kick.write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let (tx, rx) = std::sync::mpsc::channel();
+    assert!(set.send_msg(0, move || {
+        let _ = tx.send(());
+    }));
+    let answered = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+    if placed_by_us {
+        // SAFETY: closes the descriptor dup2 created above, which nothing else owns.
+        unsafe { libc::close(number) };
+    }
+    assert!(
+        answered,
+        "the reactor did not run a message: it is blocked reading the socket now numbered {number}"
+    );
+}
