@@ -151,7 +151,7 @@ impl Plexd {
     pub fn call(&self, method: &str, params: Value) -> Value {
         self.client()
             .call(method, Some(params))
-            .unwrap_or_else(|e| panic!("{method}: {e}"))
+            .unwrap_or_else(|e| panic!("{method}: {}", error_chain(&e)))
     }
 
     /// Calls `method` expecting an error; returns (code, message).
@@ -380,3 +380,16 @@ pub fn write_bdev_config(dir: &Path, file: &str, entries: &[Value]) -> PathBuf {
 
 /// A driver-side vhost-user-blk client (guest memory, hand-laid virtqueues, the handshake).
 pub mod vhost_client;
+
+/// An error with its sources, `: `-separated (e.g. "RPC socket I/O failed: Resource
+/// temporarily unavailable"), so a failed call says whether it timed out or was reset.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
