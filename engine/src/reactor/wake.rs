@@ -33,6 +33,12 @@ const MAX_EVENTS: usize = 32;
 pub struct Epoll(vmm_sys_util::epoll::Epoll);
 
 impl Epoll {
+    /// The epoll descriptor itself (tests read its `/proc/self/fdinfo` entry).
+    #[cfg(test)]
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
     /// Creates an epoll set (close-on-exec).
     pub fn new() -> io::Result<Self> {
         vmm_sys_util::epoll::Epoll::new().map(Epoll)
