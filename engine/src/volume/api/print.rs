@@ -3,6 +3,7 @@
 //! (the object tree in `vxprint -ht` columns; lengths and offsets in 512-byte sectors, as VxVM
 //! prints).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use plexd_control::api::dg::DgInfo;
@@ -240,19 +241,8 @@ impl VolumeManager {
     /// `disk_list`: the disks of imported groups.
     pub fn disk_list(&self, dg: Option<&str>) -> Result<Vec<DiskInfo>, VolumeError> {
         let groups = self.lock();
-        if let Some(d) = dg {
-            if !groups.contains_key(d) {
-                return Err(VolumeError::NotFound {
-                    kind: "disk group",
-                    name: d.into(),
-                });
-            }
-        }
         let mut out = Vec::new();
-        for (n, g) in groups.iter() {
-            if dg.is_some_and(|x| x != n) {
-                continue;
-            }
+        for (n, g) in selected(&groups, dg)? {
             for d in &g.cfg.disks {
                 let m = g.members.get(&d.name);
                 let free_blocks: u64 = g.cfg.free_space(&d.name).iter().map(|(_, l)| l).sum();
@@ -283,19 +273,8 @@ impl VolumeManager {
         name: Option<&str>,
     ) -> Result<Vec<VolumeInfo>, VolumeError> {
         let groups = self.lock();
-        if let Some(d) = dg {
-            if !groups.contains_key(d) {
-                return Err(VolumeError::NotFound {
-                    kind: "disk group",
-                    name: d.into(),
-                });
-            }
-        }
         let mut out = Vec::new();
-        for (gname, g) in groups.iter() {
-            if dg.is_some_and(|d| d != gname) {
-                continue;
-            }
+        for (_, g) in selected(&groups, dg)? {
             for v in &g.cfg.volumes {
                 if name.is_some_and(|n| n != v.name) {
                     continue;
@@ -389,4 +368,23 @@ fn volume_info(g: &Group, v: &VolumeRecord) -> VolumeInfo {
         resync_offset: v.resync_offset,
         plexes: plexes.into(),
     }
+}
+
+/// The imported groups a listing covers: all of them, or the one named `dg` (an error naming
+/// it if no such group is imported).
+fn selected<'a>(
+    groups: &'a BTreeMap<String, Group>,
+    dg: Option<&'a str>,
+) -> Result<impl Iterator<Item = (&'a String, &'a Group)>, VolumeError> {
+    if let Some(d) = dg {
+        if !groups.contains_key(d) {
+            return Err(VolumeError::NotFound {
+                kind: "disk group",
+                name: d.into(),
+            });
+        }
+    }
+    Ok(groups
+        .iter()
+        .filter(move |(n, _)| dg.is_none_or(|d| d == n.as_str())))
 }
