@@ -443,12 +443,13 @@ fn check_overlap(columns: &[Column]) -> Result<(), LayoutError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashSet;
 
-    fn ext(target: u32, offset: u64, len: u64) -> Extent {
+    /// An extent of `len` blocks at `offset` on `target` (also used by the RAID-5 tests).
+    pub(crate) fn ext(target: u32, offset: u64, len: u64) -> Extent {
         Extent {
             target,
             offset,
@@ -456,7 +457,8 @@ mod tests {
         }
     }
 
-    fn col(extents: &[Extent]) -> Column {
+    /// A column made of `extents` (also used by the RAID-5 tests).
+    pub(crate) fn col(extents: &[Extent]) -> Column {
         Column {
             extents: extents.to_vec(),
         }

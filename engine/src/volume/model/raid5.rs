@@ -612,24 +612,10 @@ impl Raid5Geometry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::Extent;
+    use super::super::layout::tests::{col, ext};
     use super::*;
     use proptest::prelude::*;
     use std::collections::{HashMap, HashSet};
-
-    fn ext(target: u32, offset: u64, len: u64) -> Extent {
-        Extent {
-            target,
-            offset,
-            len,
-        }
-    }
-
-    fn col(extents: &[Extent]) -> Column {
-        Column {
-            extents: extents.to_vec(),
-        }
-    }
 
     /// `ncol` columns of `len` blocks, column `c` on target `c` at offset `100 * c`.
     fn simple(ncol: usize, len: u64, su: u64) -> Raid5Geometry {
