@@ -8,6 +8,7 @@ use plexd_tests::vhost_client::*;
 use plexd_tests::Plexd;
 use serde_json::json;
 use vhost::vhost_user::VhostUserFrontend;
+use vhost::VhostUserMemoryRegionInfo;
 
 /// Slots plexd offers (GET_MAX_MEM_SLOTS).
 const MAX_MEM_SLOTS: u64 = 32;
@@ -129,11 +130,7 @@ fn many_add_mem_region_do_not_starve_other_controllers() {
     let mut a = env.connect("A");
     // One 4 KiB memfd, added over and over at different guest addresses.
     let page = GuestMem::new_at(4096, ADDED_GPA);
-    let region = |i: u64| {
-        let mut r = page.region(page.user_addr(), 4096);
-        r.guest_phys_addr = ADDED_GPA + i * 4096;
-        r
-    };
+    let region = |i: u64| nth_page_region(&page, i);
     let mut accepted = 0u64;
     while accepted < FLOOD && a.fe.add_mem_region(&region(accepted)).is_ok() {
         accepted += 1;
@@ -167,11 +164,7 @@ fn removed_regions_free_their_guard_entries() {
     let env = Env::start();
     let mut a = env.connect("A");
     let page = GuestMem::new_at(4096, ADDED_GPA);
-    let region = |i: u64| {
-        let mut r = page.region(page.user_addr(), 4096);
-        r.guest_phys_addr = ADDED_GPA + i * 4096;
-        r
-    };
+    let region = |i: u64| nth_page_region(&page, i);
     let rounds = FLOOD / (MAX_MEM_SLOTS - 1) + 1;
     for round in 0..rounds {
         for i in 0..MAX_MEM_SLOTS - 1 {
@@ -189,4 +182,12 @@ fn removed_regions_free_their_guard_entries() {
     let mut b = env.connect("B");
     b.write_read_check(0, &data_pattern(10, 4096))
         .expect("B after A added and removed regions");
+}
+
+/// The one-page memfd `page` mapped as guest page `i` above `ADDED_GPA` (the same memory may
+/// back many regions at different guest addresses).
+fn nth_page_region(page: &GuestMem, i: u64) -> VhostUserMemoryRegionInfo {
+    let mut r = page.region(page.user_addr(), 4096);
+    r.guest_phys_addr = ADDED_GPA + i * 4096;
+    r
 }
