@@ -95,7 +95,8 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
             let sds = cfg.subdisks_of(&p.name);
             let plen: u64 = match p.layout {
                 PlexLayout::Concat => sds.iter().map(|s| s.len).sum(),
-                PlexLayout::Stripe { ncol, stripe_unit } => {
+                PlexLayout::Stripe { ncol, stripe_unit }
+                | PlexLayout::Raid5 { ncol, stripe_unit } => {
                     let shortest = (0..ncol)
                         .map(|c| {
                             sds.iter()
@@ -110,7 +111,8 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
             };
             let wid = match p.layout {
                 PlexLayout::Concat => "-".to_string(),
-                PlexLayout::Stripe { ncol, stripe_unit } => {
+                PlexLayout::Stripe { ncol, stripe_unit }
+                | PlexLayout::Raid5 { ncol, stripe_unit } => {
                     format!("{ncol}/{}", stripe_unit * sect)
                 }
             };
@@ -148,7 +150,7 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
                     .map_or("-".to_string(), |m| m.bdev.name().to_string());
                 let off = match p.layout {
                     PlexLayout::Concat => format!("{}", s.column_offset * sect),
-                    PlexLayout::Stripe { .. } => {
+                    PlexLayout::Stripe { .. } | PlexLayout::Raid5 { .. } => {
                         format!("{}/{}", s.column, s.column_offset * sect)
                     }
                 };
@@ -317,7 +319,8 @@ fn volume_info(g: &Group, v: &VolumeRecord) -> VolumeInfo {
         .map(|p| {
             let (ncol, su) = match p.layout {
                 PlexLayout::Concat => (1, None),
-                PlexLayout::Stripe { ncol, stripe_unit } => (ncol, Some(stripe_unit)),
+                PlexLayout::Stripe { ncol, stripe_unit }
+                | PlexLayout::Raid5 { ncol, stripe_unit } => (ncol, Some(stripe_unit)),
             };
             let sds = g.cfg.subdisks_of(&p.name);
             PlexInfo {

@@ -301,10 +301,8 @@ impl VolumeManager {
                 let bs = g.cfg.block_size as u64;
                 let strip = plexes
                     .first()
-                    .and_then(|p| match p.layout {
-                        PlexLayout::Stripe { stripe_unit, .. } => Some(stripe_unit * bs / 1024),
-                        PlexLayout::Concat => None,
-                    })
+                    .and_then(|p| p.layout.stripe_unit())
+                    .map(|su| su * bs / 1024)
                     .unwrap_or(0);
                 let mut base: Vec<RaidBaseBdev> = g
                     .cfg

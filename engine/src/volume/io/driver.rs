@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use crate::bdev::{Bdev, BdevDriver, BdevError, DriverChannel};
 use crate::volume::io::barrier::SyncBarrier;
 use crate::volume::model::layout::PlexGeometry;
+use crate::volume::model::raid5::Raid5Geometry;
 
 /// The volume bdev's `product_name`.
 pub const PRODUCT_NAME: &str = "plexd volume";
@@ -46,6 +47,20 @@ pub struct PlexMap {
     pub readable: bool,
     /// Enabled: receives writes (in-sync plexes and plexes being attached).
     pub writable: bool,
+}
+
+/// A RAID-5 volume's data plex as the I/O path sees it (the I/O goes through
+/// `io::raid5::channel` instead of the mirror path).
+#[derive(Debug, Clone)]
+pub struct Raid5Map {
+    /// The RAID-5 plex's name (for events and listings).
+    pub plex: String,
+    /// Where its blocks are; targets index [`VolumeMap::disks`], offsets are absolute blocks.
+    /// A missing column's extents have targets at or above `disks.len()`: never used.
+    pub geometry: Raid5Geometry,
+    /// The column that is neither read nor written (its disk failed or is missing, or its
+    /// contents are stale): reads of it are reconstructed from the others.
+    pub missing: Option<usize>,
 }
 
 /// How a read picks its plex.
@@ -73,6 +88,8 @@ pub struct VolumeMap {
     /// False when the volume cannot do I/O (every plex failed, or a failure could not be
     /// recorded): every request fails with ENXIO.
     pub enabled: bool,
+    /// For a RAID-5 volume, its data plex (then `plexes` is empty and `read_source` `None`).
+    pub raid5: Option<Raid5Map>,
 }
 
 impl VolumeMap {
@@ -86,6 +103,7 @@ impl VolumeMap {
             read_policy: self.read_policy,
             read_source: self.read_source,
             enabled: false,
+            raid5: self.raid5.clone(),
         }
     }
 

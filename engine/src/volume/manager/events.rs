@@ -68,14 +68,7 @@ impl VolumeManager {
                         None => {
                             tracing::error!(volume = %volume.name(), "cannot record the failed plexes {real:?}: {e}; disabling the volume");
                             let cur = volume.map();
-                            volume.publish(driver::VolumeMap {
-                                generation: cur.generation + 1,
-                                disks: cur.disks.clone(),
-                                plexes: cur.plexes.clone(),
-                                read_policy: cur.read_policy,
-                                read_source: cur.read_source,
-                                enabled: false,
-                            });
+                            volume.publish(cur.disabled(cur.generation + 1));
                         }
                     }
                 }

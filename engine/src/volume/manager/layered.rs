@@ -128,6 +128,7 @@ impl VolumeManager {
             state: PlexState::Temp,
             kstate: KernelState::Disabled,
             sync_offset: None,
+            stale_columns: Vec::new(),
         });
         cfg.volumes.push(VolumeRecord {
             name: name.to_string(),

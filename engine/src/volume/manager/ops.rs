@@ -10,7 +10,7 @@ use crate::bdev::blocking::{start_io, BlockingIoError, PendingIo};
 use crate::bdev::{BdevSpec, IoType, IoTypeSet};
 use crate::volume::error::VolumeError;
 use crate::volume::io::driver::{
-    self, MapReadPolicy, PlexMap, VolumeBdev, VolumeMap, VolumeShared,
+    self, MapReadPolicy, PlexMap, Raid5Map, VolumeBdev, VolumeMap, VolumeShared,
 };
 use crate::volume::io::fence::FenceList;
 use crate::volume::manager::{check_name, group_mut, was_running, Group, VolumeManager};
@@ -20,6 +20,7 @@ use crate::volume::model::objects::{
     DgConfig, DiskCondition, KernelState, PlexLayout, PlexRecord, PlexState, ReadPolicy,
     SubdiskRecord, VolumeRecord, VolumeState, DEFAULT_STRIPE_UNIT_BYTES, MAX_PLEXES,
 };
+use crate::volume::model::raid5::Raid5Geometry;
 
 /// The layouts `volume_create` accepts.
 pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe, stripe-mirror";
@@ -180,6 +181,12 @@ pub(crate) fn plex_geometry(
     match plex.layout {
         PlexLayout::Concat => PlexGeometry::concat(columns.remove(0)),
         PlexLayout::Stripe { stripe_unit, .. } => PlexGeometry::stripe(columns, stripe_unit),
+        PlexLayout::Raid5 { .. } => {
+            return Err(format!(
+                "plex {} is a RAID-5 plex: it has no mirror-path geometry",
+                plex.name
+            ))
+        }
     }
     .map(Some)
     .map_err(|e| format!("plex {}: {e}", plex.name))
@@ -197,6 +204,22 @@ pub(crate) fn build_map(
     let cfg = &g.cfg;
     let v = cfg.volume(vol).ok_or_else(|| format!("no volume {vol}"))?;
     let mut disks: Vec<Arc<crate::bdev::Bdev>> = Vec::new();
+    if let Some(p) = cfg
+        .plexes_of(vol)
+        .into_iter()
+        .find(|p| matches!(p.layout, PlexLayout::Raid5 { .. }))
+    {
+        let raid5 = raid5_map(g, p, v.len, &mut disks)?;
+        return Ok(VolumeMap {
+            generation,
+            disks,
+            plexes: Vec::new(),
+            read_policy: MapReadPolicy::RoundRobin,
+            read_source: None,
+            enabled: p.kstate == KernelState::Enabled && !g.disabled.contains(vol),
+            raid5: Some(raid5),
+        });
+    }
     let mut plexes = Vec::new();
     for p in cfg.plexes_of(vol) {
         if p.kstate != KernelState::Enabled {
@@ -257,6 +280,94 @@ pub(crate) fn build_map(
         read_policy,
         read_source,
         enabled,
+        raid5: None,
+    })
+}
+
+/// Builds the I/O view of RAID-5 plex `plex` of a volume of `len` blocks. A column is
+/// missing when it is recorded stale or one of its subdisks is on a disk that is not present
+/// and usable; its extents then get targets at or above `disks.len()` (never used). Fails
+/// when two columns are missing: the plex cannot serve its data.
+pub(crate) fn raid5_map(
+    g: &Group,
+    plex: &PlexRecord,
+    len: u64,
+    disks: &mut Vec<Arc<crate::bdev::Bdev>>,
+) -> Result<Raid5Map, String> {
+    let cfg = &g.cfg;
+    let PlexLayout::Raid5 { ncol, stripe_unit } = plex.layout else {
+        return Err(format!("plex {} is not a RAID-5 plex", plex.name));
+    };
+    let sds = cfg.subdisks_of(&plex.name);
+    let mut missing: Vec<usize> = plex.stale_columns.iter().map(|&c| c as usize).collect();
+    let mut columns = vec![Column::default(); ncol as usize];
+    let mut absent = Vec::new();
+    for s in &sds {
+        let col = columns
+            .get_mut(s.column as usize)
+            .ok_or_else(|| format!("subdisk {} is in a column plex {} lacks", s.name, plex.name))?;
+        let at = match (g.members.get(&s.disk), cfg.disk(&s.disk)) {
+            (Some(m), Some(d)) if d.condition == DiskCondition::Ok => {
+                Some((m.bdev.clone(), d.public_offset + s.disk_offset))
+            }
+            _ => None,
+        };
+        match at {
+            Some((bdev, offset)) => {
+                let target = match disks.iter().position(|b| b.id() == bdev.id()) {
+                    Some(i) => i,
+                    None => {
+                        disks.push(bdev);
+                        disks.len() - 1
+                    }
+                };
+                col.extents.push(Extent {
+                    target: target as u32,
+                    offset,
+                    len: s.len,
+                });
+            }
+            None => {
+                if !missing.contains(&(s.column as usize)) {
+                    missing.push(s.column as usize);
+                }
+                absent.push((s.column as usize, col.extents.len(), s.disk_offset, s.len));
+                col.extents.push(Extent {
+                    target: 0,
+                    offset: s.disk_offset,
+                    len: s.len,
+                });
+            }
+        }
+    }
+    // Extents on absent disks: a target per column above every present disk, so no two
+    // columns share one and none is a real disk.
+    for (c, i, _, _) in absent {
+        columns[c].extents[i].target = (disks.len() + c) as u32;
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.len() > 1 {
+        return Err(format!(
+            "RAID-5 plex {} has {} columns without current data (columns {:?}): it cannot serve its data; replace the failed disks or force a start",
+            plex.name,
+            missing.len(),
+            missing
+        ));
+    }
+    let geometry =
+        Raid5Geometry::new(columns, stripe_unit).map_err(|e| format!("plex {}: {e}", plex.name))?;
+    if geometry.len() < len {
+        return Err(format!(
+            "plex {} holds {} blocks, less than the volume's {len}",
+            plex.name,
+            geometry.len()
+        ));
+    }
+    Ok(Raid5Map {
+        plex: plex.name.clone(),
+        geometry,
+        missing: missing.first().copied(),
     })
 }
 

@@ -6,7 +6,6 @@
 use serde_json::{json, Value};
 
 use crate::volume::manager::Group;
-use crate::volume::model::objects::PlexLayout;
 
 /// The saved-config entry that recreates a raid volume, or `None` for other volumes.
 pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
@@ -16,12 +15,8 @@ pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
         .cfg
         .plexes_of(vol)
         .first()
-        .and_then(|p| match p.layout {
-            PlexLayout::Stripe { stripe_unit, .. } => {
-                Some(stripe_unit * g.cfg.block_size as u64 / 1024)
-            }
-            PlexLayout::Concat => None,
-        })
+        .and_then(|p| p.layout.stripe_unit())
+        .map(|su| su * g.cfg.block_size as u64 / 1024)
         .unwrap_or(0);
     Some(json!({
         "method": "bdev_raid_create",

@@ -167,6 +167,15 @@ impl VolumeManager {
                     ncol,
                     new_len.div_ceil(ncol as u64).div_ceil(stripe_unit) * stripe_unit,
                 ),
+                // Every column grows by whole rows; the new rows are zeroed with the rest of
+                // the new space, so their parity (of zeroes) is right before they are used.
+                PlexLayout::Raid5 { ncol, stripe_unit } => (
+                    ncol,
+                    new_len
+                        .div_ceil(u64::from(ncol.saturating_sub(1)).max(1))
+                        .div_ceil(stripe_unit)
+                        * stripe_unit,
+                ),
             };
             for c in 0..ncol {
                 let have: u64 = sds.iter().filter(|s| s.column == c).map(|s| s.len).sum();
@@ -360,7 +369,7 @@ impl VolumeManager {
                 old.column_offset.min(len),
                 (old.column_offset + old.len).min(len),
             ),
-            PlexLayout::Stripe { .. } => (0, len),
+            PlexLayout::Stripe { .. } | PlexLayout::Raid5 { .. } => (0, len),
         };
         let bs = g.cfg.block_size as u64;
         let task = self.tasks.add(TaskSpec {

@@ -216,13 +216,7 @@ impl VolumeManager {
                         len: v.len,
                         nmirror: 1,
                         ncol: model.layout.ncol(),
-                        stripe_unit: match model.layout {
-                            crate::volume::model::objects::PlexLayout::Stripe {
-                                stripe_unit,
-                                ..
-                            } => stripe_unit,
-                            crate::volume::model::objects::PlexLayout::Concat => 1,
-                        },
+                        stripe_unit: model.layout.stripe_unit().unwrap_or(1),
                         disks,
                         exclude: used,
                     },

@@ -14,6 +14,9 @@ pub const MAX_PLEXES: usize = 32;
 /// Default stripe unit: 64 KiB.
 pub const DEFAULT_STRIPE_UNIT_BYTES: u64 = 64 * 1024;
 
+/// Default stripe unit of a RAID-5 plex: 16 KiB, as in VxVM.
+pub const DEFAULT_RAID5_STRIPE_UNIT_BYTES: u64 = 16 * 1024;
+
 /// A plex's administrative state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -142,6 +145,14 @@ pub enum PlexLayout {
         /// Stripe unit in blocks.
         stripe_unit: u64,
     },
+    /// RAID-5: `ncol` columns, stripe units of `stripe_unit` blocks, one unit per row holding
+    /// the parity of the others (left-symmetric rotation, see `model::raid5`).
+    Raid5 {
+        /// Number of columns (at least 3).
+        ncol: u32,
+        /// Stripe unit in blocks (a power of two).
+        stripe_unit: u64,
+    },
 }
 
 impl PlexLayout {
@@ -149,7 +160,17 @@ impl PlexLayout {
     pub fn ncol(&self) -> u32 {
         match self {
             PlexLayout::Concat => 1,
-            PlexLayout::Stripe { ncol, .. } => *ncol,
+            PlexLayout::Stripe { ncol, .. } | PlexLayout::Raid5 { ncol, .. } => *ncol,
+        }
+    }
+
+    /// The stripe unit in blocks, `None` for concat.
+    pub fn stripe_unit(&self) -> Option<u64> {
+        match self {
+            PlexLayout::Concat => None,
+            PlexLayout::Stripe { stripe_unit, .. } | PlexLayout::Raid5 { stripe_unit, .. } => {
+                Some(*stripe_unit)
+            }
         }
     }
 
@@ -158,6 +179,7 @@ impl PlexLayout {
         match self {
             PlexLayout::Concat => "CONCAT",
             PlexLayout::Stripe { .. } => "STRIPE",
+            PlexLayout::Raid5 { .. } => "RAID",
         }
     }
 }
@@ -250,6 +272,11 @@ pub struct PlexRecord {
     /// Copy checkpoint of an attach or resync in progress: blocks below it are in sync.
     #[serde(default)]
     pub sync_offset: Option<u64>,
+    /// RAID-5: the columns whose contents are not current (their disk failed or is missing,
+    /// or they are being rebuilt), in ascending order. One such column leaves the plex
+    /// degraded (reads reconstruct it from the others); two take it offline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_columns: Vec<u32>,
 }
 
 /// A volume.
@@ -442,6 +469,7 @@ impl DgConfig {
             state,
             kstate,
             sync_offset: None,
+            stale_columns: Vec::new(),
         });
         pname
     }
@@ -616,6 +644,7 @@ mod tests {
             state: PlexState::Iofail,
             kstate: KernelState::Detached,
             sync_offset: None,
+            stale_columns: Vec::new(),
         };
         let j = serde_json::to_value(&p).unwrap();
         assert_eq!(j["layout"]["type"], "stripe");
