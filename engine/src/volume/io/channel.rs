@@ -729,8 +729,9 @@ fn zero_writes(
     built
 }
 
-/// Appends to `child` the bytes `[off, off + len)` of the data described by `iovs`.
-fn push_range(child: &mut BdevIo, iovs: &[libc::iovec], mut off: usize, mut len: usize) {
+/// Appends to `child` the bytes `[off, off + len)` of the data described by `iovs` (the
+/// segments of a parent request that waits until `child` completed).
+pub(crate) fn push_range(child: &mut BdevIo, iovs: &[libc::iovec], mut off: usize, mut len: usize) {
     for v in iovs {
         if len == 0 {
             break;

@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 
 use crate::bdev::{Bdev, BdevDriver, BdevError, DriverChannel};
 use crate::volume::io::barrier::SyncBarrier;
+use crate::volume::io::raid5::stripe_lock::StripeLock;
 use crate::volume::model::layout::PlexGeometry;
 use crate::volume::model::raid5::Raid5Geometry;
 
@@ -169,6 +170,19 @@ pub enum VolumeEvent {
         /// Blocks.
         num: u64,
     },
+    /// RAID-5: these columns (bit per column of `map.raid5`'s plex) failed a write, a read a
+    /// write needed, or a flush: record them stale (one left: degraded; two: the volume goes
+    /// offline), publish the new map, then call [`VolumeShared::ack_event`].
+    ColumnFailed {
+        /// The volume.
+        volume: Arc<VolumeShared>,
+        /// The map the request used.
+        map: Arc<VolumeMap>,
+        /// Column bits.
+        columns: u64,
+        /// Id to acknowledge.
+        id: u64,
+    },
 }
 
 /// The state of one volume shared by its channels and the volume manager.
@@ -195,6 +209,8 @@ pub struct VolumeShared {
     /// The progress of the resync running while the map has a read source: below it every
     /// writable plex equals the source (failure path only reads it).
     pub(crate) resync: arc_swap::ArcSwapOption<CopyProgress>,
+    /// RAID-5 volumes: the per-stripe lock every reactor's channel shares.
+    stripes: Option<StripeLock>,
 }
 
 /// How far a copy has come: every block below it is copied. The copy (a task on its own
@@ -238,6 +254,7 @@ impl VolumeShared {
             )),
             name,
             generation: AtomicU64::new(map.generation),
+            stripes: map.raid5.is_some().then(StripeLock::new),
             map: ArcSwap::from_pointee(map),
             events,
             event_lock: std::sync::Mutex::new(()),
@@ -250,6 +267,11 @@ impl VolumeShared {
             writes_deferred: AtomicU64::new(0),
             resync: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// The per-stripe lock (RAID-5 volumes only).
+    pub(crate) fn stripe_lock(&self) -> Option<&StripeLock> {
+        self.stripes.as_ref()
     }
 
     /// The bdev name.
@@ -354,7 +376,11 @@ impl BdevDriver for VolumeBdev {
     }
 
     fn create_channel(&self, _bdev: &Arc<Bdev>) -> Result<Box<dyn DriverChannel>, BdevError> {
-        crate::volume::io::channel::create(&self.shared)
+        if self.shared.stripe_lock().is_some() {
+            crate::volume::io::raid5::channel::create(&self.shared)
+        } else {
+            crate::volume::io::channel::create(&self.shared)
+        }
     }
 
     fn driver_specific(&self) -> Option<(&'static str, Value)> {

@@ -74,6 +74,33 @@ impl VolumeManager {
                 }
                 volume.ack_event(id);
             }
+            VolumeEvent::ColumnFailed {
+                volume,
+                map,
+                columns,
+                id,
+            } => {
+                let mut groups = self.lock();
+                let (dg, vol) = (volume.dg(), volume.volume());
+                let r = match (groups.get_mut(dg), map.raid5.as_ref()) {
+                    (Some(g), Some(r5)) => self.record_stale_columns(g, vol, &r5.plex, columns),
+                    _ => Err(VolumeError::Invalid(format!(
+                        "volume {} is not a RAID-5 volume of an imported group",
+                        volume.name()
+                    ))),
+                };
+                if let Err(e) = r {
+                    match groups.get_mut(dg) {
+                        Some(g) => self.disable(g, vol, &e.to_string()),
+                        None => {
+                            tracing::error!(volume = %volume.name(), "cannot record the failed columns: {e}; disabling the volume");
+                            let cur = volume.map();
+                            volume.publish(cur.disabled(cur.generation + 1));
+                        }
+                    }
+                }
+                volume.ack_event(id);
+            }
             VolumeEvent::ReadRepair {
                 volume,
                 map,
@@ -94,6 +121,56 @@ impl VolumeManager {
                 });
             }
         }
+    }
+
+    /// Records `columns` (bits) of RAID-5 plex `plex` of volume `vol` stale (their contents
+    /// no longer current) and publishes the map without them. A plex left with two stale
+    /// columns cannot serve its data: its map is refused and the volume goes offline, the
+    /// columns and their disks in the log and in the configuration.
+    pub(crate) fn record_stale_columns(
+        &self,
+        g: &mut Group,
+        vol: &str,
+        plex: &str,
+        columns: u64,
+    ) -> Result<(), VolumeError> {
+        let dg = g.cfg.name.clone();
+        let mut cfg = g.cfg.clone();
+        let disks_of = |c: u32| -> Vec<String> {
+            g.cfg
+                .subdisks_of(plex)
+                .iter()
+                .filter(|s| s.column == c)
+                .map(|s| s.disk.clone())
+                .collect()
+        };
+        let Some(pl) = cfg.plex_mut(plex) else {
+            return Err(VolumeError::NotFound {
+                kind: "plex",
+                name: format!("{dg}/{plex}"),
+            });
+        };
+        let mut added = Vec::new();
+        for c in (0..64u32).filter(|c| columns & (1 << c) != 0) {
+            if !pl.stale_columns.contains(&c) {
+                pl.stale_columns.push(c);
+                added.push(c);
+            }
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        pl.stale_columns.sort_unstable();
+        let stale = pl.stale_columns.len();
+        for c in &added {
+            tracing::error!(dg = %dg, volume = %vol, plex = %plex, column = c, disks = ?disks_of(*c), "RAID-5 column failed: recorded stale");
+        }
+        if stale > 1 {
+            tracing::error!(dg = %dg, volume = %vol, plex = %plex, "RAID-5 plex has {stale} stale columns: the volume goes offline");
+        }
+        let committed = g.commit(&self.engine, cfg);
+        self.publish(g, vol);
+        committed
     }
 
     pub(crate) fn detach_failed(

@@ -422,13 +422,33 @@ pub(crate) fn recover_at_import(cfg: &mut DgConfig, _lagging: &[String], g: &Gro
         .filter(|d| d.condition != DiskCondition::Ok || !g.members.contains_key(&d.name))
         .map(|d| d.name.clone())
         .collect();
-    let hit: Vec<String> = cfg
+    let hit: Vec<(String, u32)> = cfg
         .subdisks
         .iter()
         .filter(|s| bad_disks.contains(&s.disk))
-        .filter_map(|s| s.plex.clone())
+        .filter_map(|s| s.plex.clone().map(|p| (p, s.column)))
         .collect();
-    for p in cfg.plexes.iter_mut().filter(|p| hit.contains(&p.name)) {
+    // A RAID-5 plex keeps running without the column (degraded; two such columns and it
+    // cannot start): the column is stale for good, a disk that comes back missed writes.
+    for p in cfg
+        .plexes
+        .iter_mut()
+        .filter(|p| matches!(p.layout, PlexLayout::Raid5 { .. }))
+    {
+        for (_, c) in hit.iter().filter(|(n, _)| *n == p.name) {
+            if !p.stale_columns.contains(c) {
+                tracing::warn!(dg = %cfg.name, plex = %p.name, column = c, "RAID-5 column on a missing disk: recorded stale");
+                p.stale_columns.push(*c);
+            }
+        }
+        p.stale_columns.sort_unstable();
+    }
+    let hit: Vec<String> = hit.into_iter().map(|(p, _)| p).collect();
+    for p in cfg
+        .plexes
+        .iter_mut()
+        .filter(|p| hit.contains(&p.name) && !matches!(p.layout, PlexLayout::Raid5 { .. }))
+    {
         if p.kstate == KernelState::Enabled {
             tracing::warn!(dg = %cfg.name, plex = %p.name, "plex has subdisks on a missing disk: detached, STALE");
             p.kstate = KernelState::Detached;

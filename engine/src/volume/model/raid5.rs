@@ -266,6 +266,33 @@ impl StripeSpan {
         )
     }
 
+    /// The number of columns.
+    pub fn ncol(&self) -> usize {
+        self.ncol
+    }
+
+    /// The stripe unit in blocks.
+    pub fn stripe_unit(&self) -> u64 {
+        self.su
+    }
+
+    /// Whether data unit `k` is written at unit offset `x`.
+    pub fn writes_at(&self, k: usize, x: u64) -> bool {
+        self.w(k, x)
+    }
+
+    /// Calls `f(lo, hi)` for the (at most three) ranges of unit offsets between the
+    /// breakpoints of the span, in order, covering `[0, su)`: within each range which units
+    /// are written, and what every plan reads, is the same at every offset.
+    pub fn intervals(&self, mut f: impl FnMut(u64, u64)) {
+        let br = self.breaks();
+        for i in 0..3 {
+            if br[i] < br[i + 1] {
+                f(br[i], br[i + 1]);
+            }
+        }
+    }
+
     /// Whether data unit `k` is written at unit offset `x`.
     fn w(&self, k: usize, x: u64) -> bool {
         let b = k as u64 * self.su + x;
@@ -339,7 +366,7 @@ impl StripeSpan {
     }
 
     /// Whether column `c` must be read at unit offset `x` under `plan` (see [`WritePlan`]).
-    fn reads_at(&self, plan: WritePlan, missing: Option<usize>, c: usize, x: u64) -> bool {
+    pub fn reads_at(&self, plan: WritePlan, missing: Option<usize>, c: usize, x: u64) -> bool {
         if Some(c) == missing {
             return false;
         }
@@ -519,6 +546,30 @@ impl Raid5Geometry {
                 len: self.len,
             }),
         }
+    }
+
+    /// The part of `[offset, offset + num)` that falls in the row holding `offset`, as a span
+    /// starting `req_offset` blocks into its request (`num` at least 1; the range must lie
+    /// within the plex: callers check with [`Raid5Geometry::for_each_stripe`] or by length).
+    pub fn stripe_at(&self, offset: u64, num: u64, req_offset: u64) -> StripeSpan {
+        debug_assert!(num > 0 && offset + num <= self.len);
+        let row_len = (self.ncol as u64 - 1) << self.su_shift;
+        let row = offset / row_len;
+        let start = offset % row_len;
+        StripeSpan {
+            row,
+            parity_column: self.parity_column(row),
+            start,
+            len: (row_len - start).min(num),
+            req_offset,
+            ncol: self.ncol,
+            su: self.su,
+        }
+    }
+
+    /// Data blocks per row: `(ncol - 1) * su`.
+    pub fn row_blocks(&self) -> u64 {
+        (self.ncol as u64 - 1) << self.su_shift
     }
 
     /// Calls `f` once per stripe that `[offset, offset + num)` touches, in request order.

@@ -1,15 +1,18 @@
-//! RAID-5 (striping with rotating parity) for the volume's I/O path: the building blocks the
-//! per-reactor channel will use for parity plexes.
+//! RAID-5 (striping with rotating parity) in the volume's I/O path: a RAID-5 volume's requests
+//! go through [`channel`] instead of the mirror path of [`super::channel`].
 //!
-//! This folder will hold the parity math, the stripe buffers and the per-stripe lock now, and
-//! later the left-symmetric layout, the stripe state machine (full-stripe write,
-//! reconstruct-write, read-modify-write, degraded reads) and the log-plex writer. Nothing here
-//! is wired into [`super::channel`] yet.
-//!
+//! - [`channel`]: the per-reactor I/O path: reads straight from the data columns (a missing
+//!   column reconstructed), writes one stripe operation per row (full-stripe,
+//!   reconstruct-write, read-modify-write, degraded), column failures reported and held until
+//!   recorded.
+//! - [`compute`]: the byte work of a stripe operation on its row buffer (parity of a write,
+//!   reconstruction of a missing unit).
 //! - [`parity`]: XOR kernels (parity, reconstruction, read-modify-write update) and the pool of
 //!   aligned stripe-unit buffers they work on.
 //! - [`stripe_lock`]: the per-stripe lock shared by every reactor of a volume, which orders
 //!   requests to one stripe without ever blocking a reactor.
 
+pub mod channel;
+pub mod compute;
 pub mod parity;
 pub mod stripe_lock;

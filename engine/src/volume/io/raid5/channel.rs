@@ -1,0 +1,1189 @@
+//! A RAID-5 volume's queue on one reactor: the I/O path from a volume request to its columns.
+//!
+//! - **Reads** of present columns go straight from the disks into the request's buffers, one
+//!   child per data piece (no lock, no copy). A piece of the missing column (the map's, or one
+//!   whose read just failed) is rebuilt by a *reconstruct* stripe operation: it holds its
+//!   stripe, reads the same unit offsets of every other column (parity included) into its row
+//!   buffer, XORs them and copies the result into the request. A read error on a column is
+//!   answered by reconstructing the whole request without that column (counted in
+//!   `read_errors`); a second failure fails the read.
+//! - **Writes** (write-zeroes and unmaps too: they write zeroes, so parity stays right) are one
+//!   *write* stripe operation per row: it holds its stripe ([`StripeLock`]), reads what its
+//!   [`WritePlan`] needs into its row buffer, copies the new data in, computes the parity
+//!   ([`super::compute::apply_write`]) and writes data and parity. A request covering more rows
+//!   than there are free operations continues as operations come back.
+//! - **Failures**: a column that fails a write, a read a write needed, or a flush is reported
+//!   ([`VolumeEvent::ColumnFailed`]); the operation keeps its stripe and its request waits until
+//!   the manager has recorded the column stale and published a map without it, exactly as a
+//!   mirror write waits for a plex detach. Then the write is acknowledged: the column's contents
+//!   are implied by the others. A write that lost two columns (or one beside the missing one)
+//!   fails with EIO, and the manager takes the volume offline.
+//! - **Flushes** go to every disk of a present column.
+//!
+//! Steady state takes no lock and allocates nothing: stripe operations and their row buffers
+//! are allocated with the channel (their number bounded by a memory budget), parents wait in
+//! preallocated slots, a request that finds no free operation (or its barrier chunk raised by a
+//! copy) waits in a queue and is taken up from the channel's poll.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::bdev::{
+    BdevError, BdevIo, DriverChannel, IoBuf, IoChannel, IoCompletion, IoStatus, IoType,
+};
+use crate::volume::io::channel::push_range;
+use crate::volume::io::driver::{Raid5Map, VolumeEvent, VolumeMap, VolumeShared};
+use crate::volume::io::raid5::compute::{apply_write, reconstruct};
+use crate::volume::io::raid5::stripe_lock::{StripeHeld, StripeWaiters};
+use crate::volume::model::raid5::{StripeSpan, WritePlan};
+
+/// Preallocated parent slots per channel.
+const PARENTS: usize = 256;
+/// Row-buffer memory per channel: the number of stripe operations is this over one row
+/// buffer (`ncol` stripe units), within [`MIN_OPS`, `MAX_OPS`].
+const OP_BUDGET_BYTES: usize = 16 << 20;
+/// Fewest stripe operations per channel, whatever the row size.
+const MIN_OPS: usize = 4;
+/// Most stripe operations per channel (more only wastes memory at queue depth 128).
+const MAX_OPS: usize = 128;
+/// Tag bit of a stripe operation's child (else the child belongs to a parent directly).
+const OP_TAG: u64 = 1 << 63;
+
+/// Creates a channel for RAID-5 volume `shared` on the calling reactor.
+pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel>, BdevError> {
+    let map = shared.map();
+    let Some(r5) = map.raid5.as_ref() else {
+        return Err(BdevError::InvalidParam(format!(
+            "volume {} has no RAID-5 plex in its map",
+            shared.name()
+        )));
+    };
+    let bs = map.disks.first().map_or(512, |d| d.block_size()) as usize;
+    let (ncol, su) = (r5.geometry.ncol(), r5.geometry.stripe_unit() as usize);
+    let unit = su * bs;
+    let row = ncol * unit;
+    let nops = (OP_BUDGET_BYTES / row).clamp(MIN_OPS, MAX_OPS);
+    let ops = (0..nops).map(|_| Op::new(IoBuf::new(row))).collect();
+    let view = View::load(map.clone())?;
+    let core = Rc::new_cyclic(|me| Core {
+        me: me.clone(),
+        shared: shared.clone(),
+        st: RefCell::new(State {
+            views: vec![Some(view)],
+            cur: 0,
+            broken: false,
+            parents: Vec::with_capacity(PARENTS),
+            free_parents: Vec::with_capacity(PARENTS),
+            ops,
+            free_ops: (0..nops as u32).rev().collect(),
+            waiters: StripeWaiters::with_capacity(nops),
+            want_ops: VecDeque::with_capacity(PARENTS),
+            held: VecDeque::with_capacity(nops + 16),
+            deferred: VecDeque::with_capacity(16),
+            scratch: Vec::with_capacity(64),
+            ncol,
+            su: su as u64,
+            bs,
+        }),
+    });
+    Ok(Box::new(Raid5Channel { core }))
+}
+
+/// One published map as this channel uses it.
+struct View {
+    map: Arc<VolumeMap>,
+    bases: Vec<Rc<IoChannel>>,
+    /// Parents and operations in flight bound to this view.
+    users: u32,
+}
+
+impl View {
+    fn load(map: Arc<VolumeMap>) -> Result<View, BdevError> {
+        let bases = map
+            .disks
+            .iter()
+            .map(|d| d.get_io_channel())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(View {
+            map,
+            bases,
+            users: 0,
+        })
+    }
+
+    fn raid5(&self) -> Option<&Raid5Map> {
+        self.map.raid5.as_ref()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Read,
+    /// A write; `op` is what goes into the row buffers' data: `Write` copies the request's
+    /// data, `WriteZeroes` (and unmaps) zeroes.
+    Write,
+    WriteZeroes,
+    /// A flush or reset sent to every disk of a present column.
+    Flush(IoType),
+}
+
+/// A volume request waiting for its children and stripe operations.
+struct Parent {
+    io: Option<BdevIo>,
+    kind: Kind,
+    /// The view its direct children use.
+    view: usize,
+    /// Request-relative block of the next row to start.
+    cursor: u64,
+    /// Children and stripe operations in flight.
+    remaining: u32,
+    /// The column read around (reads): the map's missing one, or one whose read failed.
+    missing: Option<usize>,
+    /// Columns whose direct children failed.
+    failed: u64,
+    /// First error to return (0: none).
+    errno: i32,
+    /// Whether it counted itself into the copy barrier (writes).
+    in_barrier: bool,
+}
+
+impl Parent {
+    fn empty() -> Parent {
+        Parent {
+            io: None,
+            kind: Kind::Read,
+            view: 0,
+            cursor: 0,
+            remaining: 0,
+            missing: None,
+            failed: 0,
+            errno: 0,
+            in_barrier: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    Free,
+    /// Has a ticket, waits for its stripe in `waiters`.
+    Waiting,
+    Reading,
+    Writing,
+    /// A column failed: waits for the manager to record it (in `held`).
+    Held,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum OpKind {
+    /// The row part of a write.
+    Write,
+    /// Rebuild unit offsets `[lo, hi)` of the missing column (a degraded read), into the
+    /// parent at request block `req`.
+    Reconstruct { lo: u64, hi: u64, req: u64 },
+}
+
+/// One stripe operation: one row of one request, with its row buffer.
+struct Op {
+    stage: Stage,
+    kind: OpKind,
+    parent: u32,
+    span: Option<StripeSpan>,
+    plan: WritePlan,
+    missing: Option<usize>,
+    view: usize,
+    held: Option<StripeHeld>,
+    remaining: u32,
+    /// Columns whose children failed in the current stage.
+    failed: u64,
+    /// Columns that must be recorded stale before the request completes.
+    lost: u64,
+    /// The request cannot succeed (EIO once the stripe is released).
+    fatal: bool,
+    /// `ncol` stripe units.
+    buf: IoBuf,
+}
+
+impl Op {
+    fn new(buf: IoBuf) -> Op {
+        Op {
+            stage: Stage::Free,
+            kind: OpKind::Write,
+            parent: 0,
+            span: None,
+            plan: WritePlan::ReadModifyWrite,
+            missing: None,
+            view: 0,
+            held: None,
+            remaining: 0,
+            failed: 0,
+            lost: 0,
+            fatal: false,
+            buf,
+        }
+    }
+}
+
+/// What waits for the manager to record failed columns: an operation (holding its stripe)
+/// or a parent (a flush).
+#[derive(Clone, Copy)]
+enum Held {
+    Op(u32),
+    Parent(u32),
+}
+
+struct State {
+    views: Vec<Option<View>>,
+    cur: usize,
+    broken: bool,
+    parents: Vec<Parent>,
+    free_parents: Vec<u32>,
+    ops: Vec<Op>,
+    free_ops: Vec<u32>,
+    /// Operations with a ticket whose turn has not come.
+    waiters: StripeWaiters<u32>,
+    /// Parents with rows left to start, waiting for a free operation, oldest first.
+    want_ops: VecDeque<u32>,
+    /// Waiting for an event to be acknowledged: (what, event id).
+    held: VecDeque<(Held, u64)>,
+    /// Requests not started yet (a copy holds their chunk, or earlier ones wait), in order.
+    deferred: VecDeque<BdevIo>,
+    /// Children built for launch: (view, disk, child).
+    scratch: Vec<(usize, u32, BdevIo)>,
+    ncol: usize,
+    su: u64,
+    bs: usize,
+}
+
+/// The part of a channel children complete into.
+struct Core {
+    shared: Arc<VolumeShared>,
+    st: RefCell<State>,
+    me: std::rc::Weak<Core>,
+}
+
+struct Raid5Channel {
+    core: Rc<Core>,
+}
+
+fn parent_tag(p: u32, column: usize) -> u64 {
+    u64::from(p) | ((column as u64) << 32)
+}
+
+fn op_tag(op: u32, column: usize) -> u64 {
+    OP_TAG | u64::from(op) | ((column as u64) << 32)
+}
+
+/// Copies the request's bytes `[off, off + dst.len())` into `dst`.
+fn copy_from_request(io: &BdevIo, mut off: usize, dst: &mut [u8]) {
+    let mut done = 0;
+    for seg in io.segments() {
+        if done == dst.len() {
+            break;
+        }
+        if off >= seg.len() {
+            off -= seg.len();
+            continue;
+        }
+        done += seg.copy_to(off, &mut dst[done..]);
+        off = 0;
+    }
+}
+
+/// Copies `src` into the request's bytes from `off` on.
+fn copy_to_request(io: &BdevIo, mut off: usize, src: &[u8]) {
+    let mut done = 0;
+    for seg in io.segments() {
+        if done == src.len() {
+            break;
+        }
+        if off >= seg.len() {
+            off -= seg.len();
+            continue;
+        }
+        done += seg.copy_from(off, &src[done..]);
+        off = 0;
+    }
+}
+
+impl State {
+    fn view(&self, i: usize) -> &View {
+        match self.views.get(i).and_then(Option::as_ref) {
+            Some(v) => v,
+            // Parents and operations only point at views they keep alive (users > 0), and
+            // `cur` is never freed.
+            None => unreachable!("RAID-5 channel view {i} is gone"),
+        }
+    }
+
+    fn view_mut(&mut self, i: usize) -> &mut View {
+        match self.views.get_mut(i).and_then(Option::as_mut) {
+            Some(v) => v,
+            None => unreachable!("RAID-5 channel view {i} is gone"),
+        }
+    }
+
+    /// Picks up a newer map.
+    fn refresh(&mut self, shared: &VolumeShared) {
+        let gen = shared.generation.load(Ordering::Acquire);
+        if gen == self.view(self.cur).map.generation && !self.broken {
+            return;
+        }
+        match View::load(shared.map()) {
+            Ok(v) => {
+                self.broken = false;
+                if self.view(self.cur).users == 0 {
+                    self.views[self.cur] = Some(v);
+                    return;
+                }
+                match self.views.iter().position(Option::is_none) {
+                    Some(i) => {
+                        self.views[i] = Some(v);
+                        self.cur = i;
+                    }
+                    None => {
+                        self.views.push(Some(v));
+                        self.cur = self.views.len() - 1;
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.broken {
+                    tracing::error!(volume = %shared.name(), "cannot open a disk channel for the new map: {e}; failing requests until it can");
+                }
+                self.broken = true;
+            }
+        }
+    }
+
+    fn bind(&mut self) -> usize {
+        let cur = self.cur;
+        self.view_mut(cur).users += 1;
+        cur
+    }
+
+    fn unbind(&mut self, v: usize) {
+        let view = self.view_mut(v);
+        view.users = view.users.saturating_sub(1);
+        if view.users == 0 && v != self.cur {
+            self.views[v] = None;
+        }
+    }
+
+    /// Whether the current view can serve requests with this channel's row buffers.
+    fn usable(&self) -> Result<(), i32> {
+        if self.broken {
+            return Err(libc::EIO);
+        }
+        let view = self.view(self.cur);
+        if !view.map.enabled {
+            return Err(libc::ENXIO);
+        }
+        match view.raid5() {
+            Some(r) if r.geometry.ncol() == self.ncol && r.geometry.stripe_unit() == self.su => {
+                Ok(())
+            }
+            _ => Err(libc::EIO),
+        }
+    }
+
+    fn alloc_parent(&mut self, io: BdevIo, kind: Kind) -> u32 {
+        let idx = match self.free_parents.pop() {
+            Some(i) => i,
+            None => {
+                self.parents.push(Parent::empty());
+                (self.parents.len() - 1) as u32
+            }
+        };
+        let view = self.bind();
+        let missing = self.view(view).raid5().and_then(|r| r.missing);
+        let p = &mut self.parents[idx as usize];
+        *p = Parent::empty();
+        p.io = Some(io);
+        p.kind = kind;
+        p.view = view;
+        p.missing = missing;
+        idx
+    }
+
+    /// Submits the children built in `scratch`.
+    fn launch(&mut self) {
+        let State { scratch, views, .. } = self;
+        for (v, disk, c) in scratch.drain(..) {
+            let ch = views
+                .get(v)
+                .and_then(Option::as_ref)
+                .and_then(|view| view.bases.get(disk as usize));
+            match ch {
+                Some(ch) => ch.submit(c),
+                None => c.complete(IoStatus::Failed(libc::EIO)),
+            }
+        }
+    }
+
+    /// Completes parent `p` if nothing of it is in flight or left to start.
+    fn parent_step(&mut self, p: u32, core: &Rc<Core>) {
+        let pr = &self.parents[p as usize];
+        let total = pr.io.as_ref().map_or(0, |io| io.num_blocks());
+        if pr.remaining > 0 || (pr.cursor < total && pr.errno == 0) {
+            return;
+        }
+        if pr.kind == Kind::Read && pr.failed != 0 && pr.errno == 0 {
+            // A column failed a read: read the request again around it (once).
+            let f = pr.failed.trailing_zeros() as usize;
+            core.shared.read_errors.fetch_add(1, Ordering::Relaxed);
+            if pr.missing.is_none() && pr.failed.count_ones() == 1 {
+                let pr = &mut self.parents[p as usize];
+                pr.missing = Some(f);
+                pr.failed = 0;
+                pr.cursor = 0;
+                self.start_rows(p, core);
+                return;
+            }
+            self.parents[p as usize].errno = libc::EIO;
+        }
+        let pr = &self.parents[p as usize];
+        if let Kind::Flush(_) = pr.kind {
+            if pr.failed != 0 && pr.errno == 0 {
+                let failed = pr.failed;
+                let v = pr.view;
+                match self.report(core, v, failed) {
+                    Some(id) => {
+                        self.held.push_back((Held::Parent(p), id));
+                        return;
+                    }
+                    None => self.parents[p as usize].errno = libc::EIO,
+                }
+            }
+        }
+        self.finish_parent(p, core);
+    }
+
+    fn finish_parent(&mut self, p: u32, core: &Rc<Core>) {
+        if !self.want_ops.is_empty() {
+            // Only a parent that failed part-way can still be queued: it starts no more rows.
+            self.want_ops.retain(|&q| q != p);
+        }
+        let pr = &mut self.parents[p as usize];
+        let io = pr.io.take();
+        let (errno, v, in_barrier) = (pr.errno, pr.view, pr.in_barrier);
+        pr.in_barrier = false;
+        self.unbind(v);
+        self.free_parents.push(p);
+        if let Some(io) = io {
+            if in_barrier {
+                core.shared
+                    .barrier()
+                    .leave(io.offset_blocks(), io.num_blocks());
+            }
+            io.complete(if errno == 0 {
+                IoStatus::Success
+            } else {
+                IoStatus::Failed(errno)
+            });
+        }
+    }
+
+    /// Sends a `ColumnFailed` event for `columns` of view `v`'s map; the id to wait for, or
+    /// `None` if nobody can record it.
+    fn report(&self, core: &Rc<Core>, v: usize, columns: u64) -> Option<u64> {
+        let shared = &core.shared;
+        shared.write_errors.fetch_add(1, Ordering::Relaxed);
+        let _order = shared.event_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let id = shared.next_event.fetch_add(1, Ordering::AcqRel);
+        shared
+            .events
+            .send(VolumeEvent::ColumnFailed {
+                volume: shared.clone(),
+                map: self.view(v).map.clone(),
+                columns,
+                id,
+            })
+            .ok()
+            .map(|_| id)
+    }
+
+    /// Starts as many of parent `p`'s remaining rows as free operations allow; queues it in
+    /// `want_ops` if rows are left.
+    fn start_rows(&mut self, p: u32, core: &Rc<Core>) {
+        let (v, kind, missing) = {
+            let pr = &self.parents[p as usize];
+            (pr.view, pr.kind, pr.missing)
+        };
+        let Some((offset, num)) = self.parents[p as usize]
+            .io
+            .as_ref()
+            .map(|io| (io.offset_blocks(), io.num_blocks()))
+        else {
+            return;
+        };
+        let bs = self.bs;
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        while self.parents[p as usize].cursor < num {
+            let cursor = self.parents[p as usize].cursor;
+            let Some(r5) = self.view(v).raid5() else {
+                self.parents[p as usize].errno = libc::EIO;
+                break;
+            };
+            let span = r5.geometry.stripe_at(offset + cursor, num - cursor, cursor);
+            // The missing column's data unit in this row, if the request reads it.
+            let rebuild = missing.and_then(|m| {
+                let k = span.unit_of(m)?;
+                let (lo, hi) = span.written(k);
+                (lo < hi).then_some((k, lo, hi))
+            });
+            let needs_op = kind != Kind::Read || rebuild.is_some();
+            if needs_op && self.free_ops.is_empty() {
+                self.want_ops.push_back(p);
+                break;
+            }
+            if kind == Kind::Read {
+                let State {
+                    views,
+                    parents,
+                    scratch,
+                    ..
+                } = self;
+                let Some(view) = views.get(v).and_then(Option::as_ref) else {
+                    break;
+                };
+                let pr = &mut parents[p as usize];
+                let Some(io) = pr.io.as_ref() else {
+                    break;
+                };
+                let mut built = 0;
+                if let Some(r5) = view.raid5() {
+                    r5.geometry.data_segments(&span, |seg| {
+                        if Some(seg.column) == missing {
+                            return;
+                        }
+                        let mut c = BdevIo::alloc();
+                        c.prep(IoType::Read, seg.target_offset, seg.len);
+                        push_range(
+                            &mut c,
+                            io.iovs(),
+                            seg.req_offset as usize * bs,
+                            seg.len as usize * bs,
+                        );
+                        c.set_callback(cb.clone(), parent_tag(p, seg.column));
+                        scratch.push((v, seg.target, c));
+                        built += 1;
+                    });
+                }
+                pr.remaining += built;
+            }
+            if needs_op {
+                let kind = match rebuild {
+                    Some((k, lo, hi)) if kind == Kind::Read => OpKind::Reconstruct {
+                        lo,
+                        hi,
+                        req: span.req_offset + k as u64 * self.su + lo - span.start,
+                    },
+                    _ => OpKind::Write,
+                };
+                self.start_op(p, span, kind, core);
+            }
+            self.parents[p as usize].cursor += span.len;
+        }
+        self.launch();
+    }
+
+    /// Takes a free operation for `span` of parent `p` and asks for its stripe.
+    fn start_op(&mut self, p: u32, span: StripeSpan, kind: OpKind, core: &Rc<Core>) {
+        let Some(o) = self.free_ops.pop() else {
+            return;
+        };
+        let Some(lock) = core.shared.stripe_lock() else {
+            self.free_ops.push(o);
+            self.parents[p as usize].errno = libc::EIO;
+            return;
+        };
+        self.parents[p as usize].remaining += 1;
+        let op = &mut self.ops[o as usize];
+        op.stage = Stage::Waiting;
+        op.kind = kind;
+        op.parent = p;
+        op.span = Some(span);
+        op.failed = 0;
+        op.lost = 0;
+        op.fatal = false;
+        match lock.ticket(span.row).hold(lock) {
+            Ok(held) => {
+                op.held = Some(held);
+                self.begin_op(o, core);
+            }
+            Err(ticket) => {
+                // Room is certain: one place per operation.
+                if let Err((ticket, o)) = self.waiters.push(ticket, o) {
+                    // Unreachable (a bug): wait for the turn here rather than lose the ticket.
+                    tracing::error!("RAID-5 stripe waiter queue full; taking the stripe late");
+                    let mut t = ticket;
+                    loop {
+                        match t.hold(lock) {
+                            Ok(h) => {
+                                self.ops[o as usize].held = Some(h);
+                                break;
+                            }
+                            Err(back) => {
+                                t = back;
+                                std::hint::spin_loop();
+                            }
+                        }
+                    }
+                    self.begin_op(o, core);
+                }
+            }
+        }
+    }
+
+    /// Operation `o` holds its stripe: bind it to the newest map and issue its reads.
+    fn begin_op(&mut self, o: u32, core: &Rc<Core>) {
+        self.refresh(&core.shared);
+        let usable = self.usable();
+        let v = self.bind();
+        let view_missing = self.view(v).raid5().and_then(|r| r.missing);
+        let op = &mut self.ops[o as usize];
+        op.view = v;
+        op.stage = Stage::Reading;
+        if let Err(e) = usable {
+            op.fatal = true;
+            let p = op.parent;
+            if self.parents[p as usize].errno == 0 {
+                self.parents[p as usize].errno = e;
+            }
+            self.end_op(o, core);
+            return;
+        }
+        let parent_missing = self.parents[op.parent as usize].missing;
+        op.missing = match (op.kind, parent_missing, view_missing) {
+            (OpKind::Reconstruct { .. }, Some(a), Some(b)) if a != b => {
+                op.fatal = true;
+                self.end_op(o, core);
+                return;
+            }
+            (OpKind::Reconstruct { .. }, a, b) => a.or(b),
+            (OpKind::Write, _, m) => m,
+        };
+        self.issue_reads(o, core);
+    }
+
+    /// Issues operation `o`'s reads (after a plan change too); goes on at once if none.
+    fn issue_reads(&mut self, o: u32, core: &Rc<Core>) {
+        if !self.op_mapped(o) {
+            self.ops[o as usize].fatal = true;
+            self.end_op(o, core);
+            return;
+        }
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let (bs, su) = (self.bs, self.su);
+        let unit = su as usize * bs;
+        let State {
+            ops,
+            views,
+            scratch,
+            ..
+        } = self;
+        let op = &mut ops[o as usize];
+        let Some(span) = op.span else {
+            return;
+        };
+        let Some(r5) = views
+            .get(op.view)
+            .and_then(Option::as_ref)
+            .and_then(View::raid5)
+        else {
+            return;
+        };
+        op.stage = Stage::Reading;
+        op.failed = 0;
+        let base = op.buf.as_mut_ptr();
+        let v = op.view;
+        let mut n = 0;
+        let mut read = |c: usize, lo: u64, hi: u64| {
+            r5.geometry.locate(span.row, c, lo, hi - lo, |piece| {
+                let mut child = BdevIo::alloc();
+                child.prep(IoType::Read, piece.target_offset, piece.len);
+                let at = c * unit + (lo + piece.piece_offset) as usize * bs;
+                // SAFETY: `base` is the operation's row buffer of `ncol * unit` bytes and
+                // `at + piece.len * bs <= (c + 1) * unit` (unit offsets stay below `su`). The
+                // buffer lives as long as the channel and is not touched again until every
+                // child of this stage has completed (the operation waits for them).
+                unsafe { child.push_iov(base.add(at), piece.len as usize * bs) };
+                child.set_callback(cb.clone(), op_tag(o, c));
+                scratch.push((v, piece.target, child));
+                n += 1;
+            });
+        };
+        match op.kind {
+            OpKind::Write => {
+                op.plan = span.plan(op.missing);
+                let missing = op.missing;
+                span.reads(op.plan, missing, |r| read(r.column, r.lo, r.hi));
+            }
+            OpKind::Reconstruct { lo, hi, .. } => {
+                let m = op.missing;
+                for c in (0..span.ncol()).filter(|&c| Some(c) != m) {
+                    read(c, lo, hi);
+                }
+            }
+        }
+        op.remaining = n;
+        if n == 0 {
+            self.after_reads(o, core);
+        } else {
+            self.launch();
+        }
+    }
+
+    /// Whether operation `o` has a span and its view a RAID-5 map (always, once it began).
+    fn op_mapped(&self, o: u32) -> bool {
+        let op = &self.ops[o as usize];
+        op.span.is_some()
+            && self
+                .views
+                .get(op.view)
+                .and_then(Option::as_ref)
+                .and_then(View::raid5)
+                .is_some()
+            && self.parents[op.parent as usize].io.is_some()
+    }
+
+    /// Every read of operation `o` is back.
+    fn after_reads(&mut self, o: u32, core: &Rc<Core>) {
+        let op = &mut self.ops[o as usize];
+        if op.failed != 0 {
+            core.shared.read_errors.fetch_add(1, Ordering::Relaxed);
+            let failed = op.failed;
+            if let OpKind::Reconstruct { .. } = op.kind {
+                // Every column but the missing one was read: a second one is unreadable.
+                op.fatal = true;
+                self.end_op(o, core);
+                return;
+            }
+            op.lost |= failed;
+            if op.missing.is_none() && failed.count_ones() == 1 {
+                // Go around the column that failed; it is recorded stale before the request
+                // completes (a write must not leave it behind as if current).
+                op.missing = Some(failed.trailing_zeros() as usize);
+                self.issue_reads(o, core);
+                return;
+            }
+            op.fatal = true;
+            op.failed = 0;
+            self.after_writes(o, core);
+            return;
+        }
+        match op.kind {
+            OpKind::Reconstruct { lo, hi, req } => {
+                let (ncol, unit, bs) = (self.ncol, self.su as usize * self.bs, self.bs);
+                let State { ops, parents, .. } = self;
+                let op = &mut ops[o as usize];
+                if let Some(m) = op.missing {
+                    let row = &mut op.buf.as_mut_slice()[..ncol * unit];
+                    reconstruct(row, ncol, m, lo, hi, unit, bs);
+                    let from = m * unit + lo as usize * bs;
+                    let len = (hi - lo) as usize * bs;
+                    if let Some(io) = parents[op.parent as usize].io.as_ref() {
+                        copy_to_request(io, req as usize * bs, &row[from..from + len]);
+                    }
+                }
+                self.end_op(o, core);
+            }
+            OpKind::Write => self.issue_writes(o, core),
+        }
+    }
+
+    /// Computes operation `o`'s parity and writes its data and parity.
+    fn issue_writes(&mut self, o: u32, core: &Rc<Core>) {
+        if !self.op_mapped(o) {
+            self.ops[o as usize].fatal = true;
+            self.end_op(o, core);
+            return;
+        }
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let (ncol, bs, su) = (self.ncol, self.bs, self.su);
+        let unit = su as usize * bs;
+        let State {
+            ops,
+            views,
+            parents,
+            scratch,
+            ..
+        } = self;
+        let op = &mut ops[o as usize];
+        let Some(span) = op.span else {
+            return;
+        };
+        let Some(r5) = views
+            .get(op.view)
+            .and_then(Option::as_ref)
+            .and_then(View::raid5)
+        else {
+            return;
+        };
+        let pr = &parents[op.parent as usize];
+        let zeroes = pr.kind == Kind::WriteZeroes;
+        let Some(io) = pr.io.as_ref() else {
+            return;
+        };
+        let (plan, missing) = (op.plan, op.missing);
+        {
+            let row = &mut op.buf.as_mut_slice()[..ncol * unit];
+            apply_write(&span, plan, missing, row, unit, bs, |k, x, dst| {
+                if zeroes {
+                    dst.fill(0);
+                } else {
+                    let req = span.req_offset + k as u64 * su + x - span.start;
+                    copy_from_request(io, req as usize * bs, dst);
+                }
+            });
+        }
+        op.stage = Stage::Writing;
+        op.failed = 0;
+        let base = op.buf.as_mut_ptr();
+        let v = op.view;
+        let mut n = 0;
+        let mut write = |c: usize, lo: u64, hi: u64| {
+            r5.geometry.locate(span.row, c, lo, hi - lo, |piece| {
+                let mut child = BdevIo::alloc();
+                child.prep(IoType::Write, piece.target_offset, piece.len);
+                let at = c * unit + (lo + piece.piece_offset) as usize * bs;
+                // SAFETY: as for the reads: inside the row buffer, which stays untouched until
+                // every write of this stage has completed.
+                unsafe { child.push_iov(base.add(at), piece.len as usize * bs) };
+                child.set_callback(cb.clone(), op_tag(o, c));
+                scratch.push((v, piece.target, child));
+                n += 1;
+            });
+        };
+        let (first, last) = span.units();
+        for k in first..=last {
+            let c = span.data_column(k);
+            let (lo, hi) = span.written(k);
+            if Some(c) != missing && lo < hi {
+                write(c, lo, hi);
+            }
+        }
+        if Some(span.parity_column) != missing {
+            span.parity_writes(plan, |r| write(r.column, r.lo, r.hi));
+        }
+        op.remaining = n;
+        if n == 0 {
+            self.after_writes(o, core);
+        } else {
+            self.launch();
+        }
+    }
+
+    /// Every write of operation `o` is back (or it gave up): report lost columns or finish.
+    fn after_writes(&mut self, o: u32, core: &Rc<Core>) {
+        let op = &mut self.ops[o as usize];
+        op.lost |= op.failed;
+        let gone = op.lost | op.missing.map_or(0, |m| 1 << m);
+        if gone.count_ones() > 1 {
+            op.fatal = true;
+        }
+        if op.lost != 0 {
+            let (v, lost) = (op.view, op.lost);
+            match self.report(core, v, lost) {
+                Some(id) => {
+                    self.ops[o as usize].stage = Stage::Held;
+                    self.held.push_back((Held::Op(o), id));
+                    return;
+                }
+                None => self.ops[o as usize].fatal = true,
+            }
+        }
+        self.end_op(o, core);
+    }
+
+    /// Releases operation `o`'s stripe, accounts it to its parent and frees it; starts rows
+    /// of parents waiting for an operation.
+    fn end_op(&mut self, o: u32, core: &Rc<Core>) {
+        let op = &mut self.ops[o as usize];
+        if let (Some(h), Some(lock)) = (op.held.take(), core.shared.stripe_lock()) {
+            lock.release(h);
+        }
+        let (p, v, fatal) = (op.parent, op.view, op.fatal);
+        // Every operation that ends began (`begin_op` bound it to a view).
+        debug_assert!(!matches!(op.stage, Stage::Free | Stage::Waiting));
+        op.stage = Stage::Free;
+        op.span = None;
+        self.unbind(v);
+        self.free_ops.push(o);
+        let pr = &mut self.parents[p as usize];
+        pr.remaining = pr.remaining.saturating_sub(1);
+        if fatal && pr.errno == 0 {
+            pr.errno = libc::EIO;
+        }
+        self.parent_step(p, core);
+        self.serve_want_ops(core);
+    }
+
+    /// Starts rows of parents waiting for free operations, oldest first.
+    fn serve_want_ops(&mut self, core: &Rc<Core>) -> usize {
+        let mut n = 0;
+        while !self.free_ops.is_empty() {
+            let Some(p) = self.want_ops.pop_front() else {
+                break;
+            };
+            n += 1;
+            if self.parents[p as usize].errno != 0 {
+                self.parent_step(p, core);
+                continue;
+            }
+            self.start_rows(p, core);
+            self.parent_step(p, core);
+        }
+        n
+    }
+
+    /// Operations whose stripe turn has come begin.
+    fn serve_waiters(&mut self, core: &Rc<Core>) -> usize {
+        let Some(lock) = core.shared.stripe_lock() else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some((held, o)) = self.waiters.pop_ready(lock) {
+            self.ops[o as usize].held = Some(held);
+            self.begin_op(o, core);
+            n += 1;
+        }
+        n
+    }
+
+    /// Completes what waited for recorded failures (or fails it if the volume went offline).
+    fn release_held(&mut self, core: &Rc<Core>) -> usize {
+        if self.held.is_empty() {
+            return 0;
+        }
+        let shared = &core.shared;
+        let acked = shared.acked_event.load(Ordering::Acquire);
+        let enabled = shared.map.load().enabled;
+        let mut n = 0;
+        while let Some(&(what, id)) = self.held.front() {
+            if id > acked && enabled {
+                break;
+            }
+            self.held.pop_front();
+            n += 1;
+            match what {
+                Held::Op(o) => {
+                    if !enabled {
+                        self.ops[o as usize].fatal = true;
+                    }
+                    self.end_op(o, core);
+                }
+                Held::Parent(p) => {
+                    if !enabled {
+                        self.parents[p as usize].errno = libc::EIO;
+                    }
+                    self.finish_parent(p, core);
+                }
+            }
+        }
+        n
+    }
+
+    /// Starts one request, or hands it back if it must wait.
+    fn start(&mut self, io: BdevIo, core: &Rc<Core>) -> Option<BdevIo> {
+        let op = io.io_type();
+        let is_write = matches!(op, IoType::Write | IoType::WriteZeroes | IoType::Unmap);
+        if io.num_blocks() == 0 && matches!(op, IoType::WriteZeroes | IoType::Unmap) {
+            let status = if op == IoType::Unmap {
+                IoStatus::Failed(libc::EINVAL)
+            } else {
+                IoStatus::Success
+            };
+            io.complete(status);
+            return None;
+        }
+        if is_write {
+            if !self.deferred.is_empty() || !self.want_ops.is_empty() {
+                return Some(io);
+            }
+            if !core
+                .shared
+                .barrier()
+                .enter(io.offset_blocks(), io.num_blocks())
+            {
+                return Some(io);
+            }
+        }
+        self.refresh(&core.shared);
+        if let Err(e) = self.usable() {
+            if is_write {
+                core.shared
+                    .barrier()
+                    .leave(io.offset_blocks(), io.num_blocks());
+            }
+            io.complete(IoStatus::Failed(e));
+            return None;
+        }
+        let kind = match op {
+            IoType::Read => Kind::Read,
+            IoType::Write => Kind::Write,
+            IoType::WriteZeroes | IoType::Unmap => Kind::WriteZeroes,
+            IoType::Flush | IoType::Reset => Kind::Flush(op),
+        };
+        let p = self.alloc_parent(io, kind);
+        self.parents[p as usize].in_barrier = is_write;
+        match kind {
+            Kind::Flush(op) => self.start_flush(p, op, core),
+            _ => self.start_rows(p, core),
+        }
+        self.parent_step(p, core);
+        None
+    }
+
+    /// Sends a flush (or reset) to every disk of a present column.
+    fn start_flush(&mut self, p: u32, op: IoType, core: &Rc<Core>) {
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let State {
+            views,
+            parents,
+            scratch,
+            ..
+        } = self;
+        let pr = &mut parents[p as usize];
+        let v = pr.view;
+        let Some(view) = views.get(v).and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(r5) = view.raid5() else {
+            return;
+        };
+        let mut n = 0;
+        for (c, col) in r5.geometry.columns().iter().enumerate() {
+            if Some(c) == r5.missing {
+                continue;
+            }
+            for (i, e) in col.extents.iter().enumerate() {
+                let dup = col.extents[..i].iter().any(|f| f.target == e.target);
+                let supported = view
+                    .map
+                    .disks
+                    .get(e.target as usize)
+                    .is_some_and(|d| d.io_types().contains(op));
+                if dup || !supported {
+                    continue;
+                }
+                let mut child = BdevIo::alloc();
+                child.prep(op, 0, 0);
+                child.set_callback(cb.clone(), parent_tag(p, c));
+                scratch.push((v, e.target, child));
+                n += 1;
+            }
+        }
+        pr.remaining = n;
+        self.launch();
+    }
+
+    /// Retries deferred requests in order; returns how many started.
+    fn retry_deferred(&mut self, core: &Rc<Core>) -> usize {
+        let mut n = 0;
+        while let Some(io) = self.deferred.pop_front() {
+            let q = std::mem::take(&mut self.deferred);
+            let back = self.start(io, core);
+            self.deferred = q;
+            match back {
+                Some(io) => {
+                    self.deferred.push_front(io);
+                    break;
+                }
+                None => n += 1,
+            }
+        }
+        n
+    }
+}
+
+impl IoCompletion for Core {
+    fn io_done(&self, child: BdevIo) {
+        let t = child.tag();
+        let status = child.status();
+        drop(child);
+        let Some(core) = self.me.upgrade() else {
+            return;
+        };
+        let mut st = self.st.borrow_mut();
+        let idx = (t & 0xffff_ffff) as u32;
+        let column = ((t & !OP_TAG) >> 32) as usize;
+        let bit = if column < 64 { 1u64 << column } else { 0 };
+        if t & OP_TAG != 0 {
+            let Some(op) = st.ops.get_mut(idx as usize) else {
+                return;
+            };
+            if let IoStatus::Failed(_) = status {
+                op.failed |= bit;
+            }
+            op.remaining = op.remaining.saturating_sub(1);
+            if op.remaining == 0 {
+                match op.stage {
+                    Stage::Reading => st.after_reads(idx, &core),
+                    Stage::Writing => st.after_writes(idx, &core),
+                    _ => {}
+                }
+            }
+        } else {
+            let Some(pr) = st.parents.get_mut(idx as usize) else {
+                return;
+            };
+            if let IoStatus::Failed(_) = status {
+                pr.failed |= bit;
+            }
+            pr.remaining = pr.remaining.saturating_sub(1);
+            if pr.remaining == 0 {
+                st.parent_step(idx, &core);
+            }
+        }
+    }
+}
+
+impl DriverChannel for Raid5Channel {
+    fn submit(&mut self, io: BdevIo) -> Result<(), BdevIo> {
+        let core = &self.core;
+        let mut st = core.st.borrow_mut();
+        st.release_held(core);
+        if let Some(io) = st.start(io, core) {
+            #[cfg(test)]
+            core.shared
+                .writes_deferred
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            st.deferred.push_back(io);
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> usize {
+        let core = &self.core;
+        match core.st.try_borrow_mut() {
+            Ok(mut st) => {
+                let mut n = st.release_held(core);
+                if !st.waiters.is_empty() {
+                    n += st.serve_waiters(core);
+                }
+                if !st.want_ops.is_empty() {
+                    n += st.serve_want_ops(core);
+                }
+                if !st.deferred.is_empty() {
+                    n += st.retry_deferred(core);
+                }
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    fn must_poll(&self) -> bool {
+        self.core.st.try_borrow().map_or(true, |st| {
+            !st.held.is_empty()
+                || !st.waiters.is_empty()
+                || !st.want_ops.is_empty()
+                || !st.deferred.is_empty()
+        })
+    }
+}
