@@ -3,6 +3,8 @@
 //! - [`task`]: the task registry (id, progress, rate, ETA) and the copy engine (chunk by chunk
 //!   under the barrier).
 //! - [`repair`]: the read-repair worker and its bounded queue.
+//! - [`raid5`]: RAID-5 row tasks (parity resync, column rebuild, scrub) on the same barrier.
 
+pub mod raid5;
 pub mod repair;
 pub mod task;

@@ -488,6 +488,22 @@ pub(crate) fn plex_io(
     op: IoType,
     buf: &mut [u8],
 ) -> Result<(), PlexIoError> {
+    let chunk = io.barrier.chunk_of(offset);
+    plex_io_in(io, p, offset, num, op, buf, chunk)
+}
+
+/// [`plex_io`] for a plex whose offsets are not the volume's (a RAID-5 column): `chunk` is
+/// the barrier chunk the caller holds, which a fence keeps raised for a write the task was
+/// cancelled under.
+pub(crate) fn plex_io_in(
+    io: &CopyIo<'_>,
+    p: &CopyPlex,
+    offset: u64,
+    num: u64,
+    op: IoType,
+    buf: &mut [u8],
+    chunk: u64,
+) -> Result<(), PlexIoError> {
     let CopyIo {
         engine,
         task,
@@ -538,7 +554,6 @@ pub(crate) fn plex_io(
                         if op != IoType::Write {
                             return Err(PlexIoError::Stopped);
                         }
-                        let chunk = offset / barrier.chunk_blocks();
                         let r = task.fences.fence(FencedWrite { dg: &task.dg, volume: &task.volume, barrier, chunk, disk, offset: at, len }, io);
                         // Completed meanwhile or fenced: either way this copy stops here.
                         drop(r);

@@ -30,7 +30,10 @@ struct Bucket {
 /// themselves in the chunk's bucket before they look at the map, the copier raises the
 /// bucket's barrier and waits for the count to drain. Lock-free on the writer side.
 pub struct SyncBarrier {
-    shift: u32,
+    /// Blocks per chunk.
+    chunk: u64,
+    /// `log2(chunk)` when the chunk is a power of two (the common case: a shift, no division).
+    shift: Option<u32>,
     buckets: Box<[Bucket]>,
     /// How long a copier waits for one of its I/Os before it warns (and waits on: the chunk
     /// stays raised until the disk answers), in ms.
@@ -43,10 +46,13 @@ pub struct SyncBarrier {
 const COPY_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl SyncBarrier {
-    /// A barrier whose buckets cover `chunk_blocks` (a power of two) blocks each.
+    /// A barrier whose buckets cover `chunk_blocks` blocks each (any number: a RAID-5
+    /// volume's chunks are a whole number of rows).
     pub fn new(chunk_blocks: u64) -> SyncBarrier {
+        let chunk = chunk_blocks.max(1);
         SyncBarrier {
-            shift: chunk_blocks.max(1).next_power_of_two().trailing_zeros(),
+            chunk,
+            shift: chunk.is_power_of_two().then(|| chunk.trailing_zeros()),
             buckets: (0..BUCKETS).map(|_| Bucket::default()).collect(),
             io_timeout_ms: AtomicU64::new(COPY_IO_TIMEOUT.as_millis() as u64),
             slow_ios: AtomicU64::new(0),
@@ -79,12 +85,20 @@ impl SyncBarrier {
 
     /// Blocks per chunk.
     pub fn chunk_blocks(&self) -> u64 {
-        1 << self.shift
+        self.chunk
+    }
+
+    /// The chunk holding `block`.
+    pub fn chunk_of(&self, block: u64) -> u64 {
+        match self.shift {
+            Some(s) => block >> s,
+            None => block / self.chunk,
+        }
     }
 
     fn range(&self, offset: u64, num: u64) -> (u64, u64) {
-        let first = offset >> self.shift;
-        let last = (offset + num.max(1) - 1) >> self.shift;
+        let first = self.chunk_of(offset);
+        let last = self.chunk_of(offset + num.max(1) - 1);
         (first, last.min(first + BUCKETS as u64 - 1))
     }
 

@@ -62,6 +62,9 @@ pub struct Raid5Map {
     /// The column that is neither read nor written (its disk failed or is missing, or its
     /// contents are stale): reads of it are reconstructed from the others.
     pub missing: Option<usize>,
+    /// The missing column is being rebuilt: in the rows below the rebuild's progress
+    /// ([`VolumeShared::rebuilt_rows`]) it is current, read and written like the others.
+    pub rebuilding: bool,
 }
 
 /// How a read picks its plex.
@@ -246,12 +249,20 @@ impl VolumeShared {
         block_size: u32,
         events: crossbeam::channel::Sender<VolumeEvent>,
     ) -> Arc<VolumeShared> {
+        let chunk = COPY_CHUNK_BYTES / block_size.max(1) as u64;
+        // A RAID-5 volume's chunks are whole rows: a row task (rebuild, parity resync, scrub)
+        // holds exactly the rows it works on.
+        let chunk = match &map.raid5 {
+            Some(r5) => {
+                let row = r5.geometry.row_blocks().max(1);
+                row * (chunk / row).max(1)
+            }
+            None => chunk,
+        };
         Arc::new(VolumeShared {
             dg: dg.to_string(),
             volume: volume.to_string(),
-            barrier: Arc::new(SyncBarrier::new(
-                COPY_CHUNK_BYTES / block_size.max(1) as u64,
-            )),
+            barrier: Arc::new(SyncBarrier::new(chunk)),
             name,
             generation: AtomicU64::new(map.generation),
             stripes: map.raid5.is_some().then(StripeLock::new),
@@ -323,6 +334,23 @@ impl VolumeShared {
     /// there). Only meaningful while the map has a read source.
     pub(crate) fn resynced_through(&self, end: u64) -> bool {
         self.resync.load().as_ref().is_some_and(|p| p.get() >= end)
+    }
+
+    /// Rows below which a RAID-5 rebuild has made its column current (0 when none runs).
+    pub(crate) fn rebuilt_rows(&self, row_blocks: u64) -> u64 {
+        self.resync
+            .load()
+            .as_ref()
+            .map_or(0, |p| p.get() / row_blocks.max(1))
+    }
+
+    /// The column missing in `row` of RAID-5 map `r5` (none below a rebuild's progress).
+    pub(crate) fn raid5_missing(&self, r5: &Raid5Map, row: u64) -> Option<usize> {
+        if r5.rebuilding && row < self.rebuilt_rows(r5.geometry.row_blocks()) {
+            None
+        } else {
+            r5.missing
+        }
     }
 
     /// Read errors seen (each retried on another plex when one was left).

@@ -364,10 +364,14 @@ pub(crate) fn raid5_map(
             geometry.len()
         ));
     }
+    let missing = missing.first().copied();
     Ok(Raid5Map {
         plex: plex.name.clone(),
         geometry,
-        missing: missing.first().copied(),
+        // A stale column whose disks are all present is rebuilt in place (its checkpoint,
+        // in rows, is the plex's `sync_offset`).
+        rebuilding: missing.is_some() && plex.sync_offset.is_some(),
+        missing,
     })
 }
 

@@ -347,7 +347,7 @@ impl VolumeManager {
 
     /// Records a copy's progress once the `targets`' disks are flushed (skipped once the task
     /// was cancelled: whoever cancelled it owns the configuration now).
-    fn checkpoint(
+    pub(crate) fn checkpoint(
         &self,
         task: &Task,
         targets: &[CopyPlex],
@@ -371,7 +371,7 @@ impl VolumeManager {
         }
     }
 
-    fn finish_task(
+    pub(crate) fn finish_task(
         &self,
         task: &Arc<Task>,
         r: Result<bool, String>,

@@ -140,7 +140,8 @@ struct Parent {
     cursor: u64,
     /// Children and stripe operations in flight.
     remaining: u32,
-    /// The column read around (reads): the map's missing one, or one whose read failed.
+    /// A column whose read failed: the request is read again around it (beside the map's
+    /// missing column of each row).
     missing: Option<usize>,
     /// Columns whose direct children failed.
     failed: u64,
@@ -399,13 +400,11 @@ impl State {
             }
         };
         let view = self.bind();
-        let missing = self.view(view).raid5().and_then(|r| r.missing);
         let p = &mut self.parents[idx as usize];
         *p = Parent::empty();
         p.io = Some(io);
         p.kind = kind;
         p.view = view;
-        p.missing = missing;
         idx
     }
 
@@ -509,7 +508,7 @@ impl State {
     /// Starts as many of parent `p`'s remaining rows as free operations allow; queues it in
     /// `want_ops` if rows are left.
     fn start_rows(&mut self, p: u32, core: &Rc<Core>) {
-        let (v, kind, missing) = {
+        let (v, kind, forced) = {
             let pr = &self.parents[p as usize];
             (pr.view, pr.kind, pr.missing)
         };
@@ -529,6 +528,8 @@ impl State {
                 break;
             };
             let span = r5.geometry.stripe_at(offset + cursor, num - cursor, cursor);
+            let row_missing = core.shared.raid5_missing(r5, span.row);
+            let missing = forced.or(row_missing);
             // The missing column's data unit in this row, if the request reads it.
             let rebuild = missing.and_then(|m| {
                 let k = span.unit_of(m)?;
@@ -557,7 +558,7 @@ impl State {
                 let mut built = 0;
                 if let Some(r5) = view.raid5() {
                     r5.geometry.data_segments(&span, |seg| {
-                        if Some(seg.column) == missing {
+                        if Some(seg.column) == missing || Some(seg.column) == row_missing {
                             return;
                         }
                         let mut c = BdevIo::alloc();
@@ -644,7 +645,11 @@ impl State {
         self.refresh(&core.shared);
         let usable = self.usable();
         let v = self.bind();
-        let view_missing = self.view(v).raid5().and_then(|r| r.missing);
+        let row = self.ops[o as usize].span.map_or(0, |s| s.row);
+        let view_missing = self
+            .view(v)
+            .raid5()
+            .and_then(|r| core.shared.raid5_missing(r, row));
         let op = &mut self.ops[o as usize];
         op.view = v;
         op.stage = Stage::Reading;
@@ -1058,7 +1063,8 @@ impl State {
         };
         let mut n = 0;
         for (c, col) in r5.geometry.columns().iter().enumerate() {
-            if Some(c) == r5.missing {
+            // A column being rebuilt takes writes below the rebuild's progress: flush it too.
+            if Some(c) == r5.missing && !r5.rebuilding {
                 continue;
             }
             for (i, e) in col.extents.iter().enumerate() {
