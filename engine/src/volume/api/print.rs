@@ -77,16 +77,20 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
             _ => "-",
         };
         // A RAID-5 volume shows as VxVM shows one: read policy RAID, usage type raid5, and
-        // DEGRADED while one column has no current data.
+        // DEGRADED while its plex serves with one column without current data.
         let raid5 = raid5_ops::raid5_plex(cfg, &v.name);
-        let missing = raid5.map(|p| raid5_ops::missing_columns(g, p));
         let (readpol, utype) = match raid5 {
             Some(_) => ("RAID", "raid5"),
             None => (v.read_policy.as_str(), "fsgen"),
         };
-        let state = match (&missing, v.state) {
-            (Some(m), VolumeState::Active | VolumeState::Clean) if m.len() == 1 => "DEGRADED",
-            _ => v.state.as_str(),
+        let degraded = raid5.is_some_and(|p| {
+            p.kstate == KernelState::Enabled
+                && p.state.is_in_sync()
+                && raid5_ops::missing_columns(g, p).len() == 1
+        });
+        let state = match v.state {
+            VolumeState::Active | VolumeState::Clean if degraded => "DEGRADED",
+            s => s.as_str(),
         };
         let _ = writeln!(
             out,

@@ -70,6 +70,9 @@ impl Raid5Shape {
                 "a RAID-5 volume of {ncol} columns needs {ncol} disks (no two columns may share a disk), but {among}; add disks or ask for fewer columns (ncol)"
             )));
         }
+        if ncol > DEFAULT_MAX_RAID5_COLUMNS {
+            tracing::warn!(dg = %cfg.name, volume = %req.name, "a RAID-5 volume of {ncol} columns: more than {DEFAULT_MAX_RAID5_COLUMNS} is discouraged (every partial-stripe write and every reconstruction reads more disks)");
+        }
         let bs = u64::from(cfg.block_size.max(1));
         let su_bytes = match req.stripe_unit_kb {
             Some(kb) => kb.saturating_mul(1024),

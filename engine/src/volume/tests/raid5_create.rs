@@ -140,7 +140,7 @@ fn raid5_volume_is_one_plex_of_columns_on_distinct_disks() {
 /// raid5 on the `v` row, layout RAID with NCOL/WID and the data length (parity not counted)
 /// on the `pl` row, `column/offset` on the `sd` rows; a column recorded stale makes the volume
 /// DEGRADED and its subdisks `dS`. `volume_list` gives layout `raid`, the columns, the stripe
-/// unit and the stale columns.
+/// unit and the stale columns. Two stale columns are not "degraded" (the plex cannot serve).
 #[test]
 fn raid5_volume_in_vm_print_and_volume_list() {
     let e = engine();
@@ -207,6 +207,18 @@ fn raid5_volume_in_vm_print_and_volume_list() {
         json[0]["plexes"][0]["stale_columns"],
         serde_json::json!([1])
     );
+    // Two stale columns: not degraded but without its data; the volume shows its recorded
+    // state, both columns' subdisks dS.
+    record(&vm, |cfg| {
+        cfg.plex_mut("r5-01").unwrap().stale_columns = vec![0, 2]
+    });
+    let listing = vm.vm_print(Some("dg01")).unwrap();
+    assert_eq!(row(&listing, "v  r5 ")[4], "ACTIVE", "{listing}");
+    for s in &sds {
+        let mode = &row(&listing, &format!("sd {} ", s.name))[8];
+        let want = if s.column == 1 { "ENA" } else { "dS" };
+        assert_eq!(mode, want, "{}", s.name);
+    }
     vm.shutdown();
     e.shutdown();
 }
