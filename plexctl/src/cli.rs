@@ -341,7 +341,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         for bad in [
-            "--layout raid5",
+            "--layout raid6",
             "--layout stripe_mirror",
             "--read-policy fastest",
             "--ncol 0",

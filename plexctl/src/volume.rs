@@ -30,6 +30,8 @@ pub enum Layout {
     MirrorStripe,
     /// One striped plex whose columns are mirrored sub-volumes (layered).
     StripeMirror,
+    /// One RAID-5 plex: --ncol columns (at least 3) with rotating parity, 16K stripe unit.
+    Raid5,
 }
 
 impl Layout {
@@ -41,6 +43,7 @@ impl Layout {
             Layout::Mirror => "mirror",
             Layout::MirrorStripe => "mirror-stripe",
             Layout::StripeMirror => "stripe-mirror",
+            Layout::Raid5 => "raid5",
         }
     }
 }
@@ -80,13 +83,15 @@ pub struct VolumeCreateArgs {
     /// Layout [daemon default: concat].
     #[arg(long, value_name = "LAYOUT")]
     pub layout: Option<Layout>,
-    /// Number of stripe columns (striped layouts; default from the number of disks).
+    /// Number of columns (striped and raid5 layouts; default from the number of disks, at
+    /// least 3 for raid5).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub ncol: Option<u32>,
     /// Number of plexes (mirror layouts default to 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub nmirror: Option<u32>,
-    /// Stripe unit, a whole number of KiB (e.g. 64K, the daemon's default).
+    /// Stripe unit, a whole number of KiB (daemon default: 64K; 16K for raid5, which takes
+    /// powers of two from 4K to 1M).
     #[arg(long, value_name = "SIZE", value_parser = size_arg)]
     pub stripe_unit: Option<u64>,
     /// Read policy [daemon default: select]; --prefer-plex alone implies prefer.
@@ -347,6 +352,25 @@ mod tests {
                 Output::Name,
             );
         }
+    }
+
+    #[test]
+    fn volume_create_raid5() {
+        check(
+            "volume create dg01 r5 1G --layout raid5 --ncol 4 --stripe-unit 32K",
+            "volume_create",
+            Some(json!({
+                "dg": "dg01", "name": "r5", "size": 1u64 << 30, "layout": "raid5",
+                "ncol": 4, "stripe_unit_kb": 32
+            })),
+            Output::Name,
+        );
+        check(
+            "volume create dg01 r5 100M --layout raid5",
+            "volume_create",
+            Some(json!({"dg": "dg01", "name": "r5", "size": 100u64 << 20, "layout": "raid5"})),
+            Output::Name,
+        );
     }
 
     #[test]

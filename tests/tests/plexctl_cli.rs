@@ -411,6 +411,76 @@ fn volume_manager_commands() {
     assert_eq!(ok(&p, &["dg", "import", "dg01"]).trim(), "dg01");
 }
 
+/// `plexctl volume create --layout raid5 --ncol --stripe-unit` makes a RAID-5 volume that
+/// `print` shows as `vxprint -ht` does (RAID, NCOL/WID in sectors) and `volume list` lists;
+/// `--help` offers raid5; a bad column count is the daemon's clear error, exit status 1.
+#[test]
+fn raid5_volume_create_list_and_print() {
+    let p = Plexd::start();
+    for m in ["M0", "M1", "M2", "M3"] {
+        ok(&p, &["bdev", "malloc", "create", m, "--size", "32MiB"]);
+    }
+    ok(&p, &["dg", "create", "dg01", "M0", "M1", "M2", "M3"]);
+    let help = ok(&p, &["volume", "create", "--help"]);
+    assert!(help.contains("raid5"), "{help}");
+    let out = ok(
+        &p,
+        &[
+            "volume",
+            "create",
+            "dg01",
+            "r5",
+            "6MiB",
+            "--layout",
+            "raid5",
+            "--ncol",
+            "3",
+            "--stripe-unit",
+            "32K",
+        ],
+    );
+    assert_eq!(out.trim(), "dg01/r5");
+    let bdev = p.call("bdev_get_bdevs", json!({"name": "dg01/r5"}));
+    assert_eq!(bdev[0]["num_blocks"], 12288);
+
+    let tree = ok(&p, &["print", "dg01"]);
+    let cells = |prefix: &str| -> Vec<String> {
+        tree.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' line:\n{tree}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        cells("v  r5 "),
+        ["v", "r5", "-", "ENABLED", "ACTIVE", "12288", "RAID", "-", "raid5"]
+    );
+    assert_eq!(
+        cells("pl r5-01 "),
+        ["pl", "r5-01", "r5", "ENABLED", "ACTIVE", "12288", "RAID", "3/64", "RW"]
+    );
+    assert_eq!(tree.matches("\nsd ").count(), 3, "{tree}");
+
+    let listed = parse(&ok(&p, &["--json", "volume", "list", "--dg", "dg01", "r5"]));
+    assert_eq!(listed[0]["layout"], "raid5");
+    let plex = &listed[0]["plexes"][0];
+    assert_eq!(
+        (&plex["layout"], &plex["ncol"], &plex["stripe_unit_blocks"]),
+        (&json!("raid"), &json!(3), &json!(64))
+    );
+
+    let out = p.plexctl(&[
+        "volume", "create", "dg01", "bad", "1MiB", "--layout", "raid5", "--ncol", "2",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at least 3 columns"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn volume_manager_errors_exit_1_and_unknown_tasks_too() {
     let p = Plexd::start();

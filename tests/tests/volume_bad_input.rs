@@ -253,7 +253,43 @@ fn volume_create_refusals_change_nothing() {
             "at least 4 disks",
         ),
         // Layout parameters that make no sense.
-        (vc(json!({"layout": "raid5"})), EINVAL, "unknown layout"),
+        (vc(json!({"layout": "raid6"})), EINVAL, "unknown layout"),
+        // RAID-5: columns, stripe unit, mirrors, disks.
+        (
+            vc(json!({"layout": "raid5", "ncol": 2})),
+            EINVAL,
+            "at least 3 columns",
+        ),
+        (
+            vc(json!({"layout": "raid5", "ncol": 4})),
+            EINVAL,
+            "4 columns needs 4 disks",
+        ),
+        (
+            vc(json!({"layout": "raid5", "stripe_unit_kb": 12})),
+            EINVAL,
+            "power of two",
+        ),
+        (
+            vc(json!({"layout": "raid5", "stripe_unit_kb": 2048})),
+            EINVAL,
+            "4 KiB to 1 MiB",
+        ),
+        (
+            vc(json!({"layout": "raid5", "nmirror": 2})),
+            EINVAL,
+            "not mirrored",
+        ),
+        (
+            vc(json!({"layout": "raid5", "alloc": ["b0", "b1"]})),
+            EINVAL,
+            "alloc list names only 2",
+        ),
+        (
+            vc(json!({"layout": "raid5", "size": "1G"})),
+            ENOSPC,
+            "RAID-5",
+        ),
         (
             vc(json!({"layout": "stripe-mirror", "ncol": 1, "nmirror": 2})),
             EINVAL,

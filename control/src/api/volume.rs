@@ -79,16 +79,16 @@ pub struct VolumeCreateParams {
     pub name: String,
     /// Its size.
     pub size: Size,
-    /// `concat` (default), `stripe`, `mirror`, `mirror-stripe` or `stripe-mirror`.
+    /// `concat` (default), `stripe`, `mirror`, `mirror-stripe`, `stripe-mirror` or `raid5`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layout: Option<String>,
-    /// Columns of a striped layout.
+    /// Columns of a striped or RAID-5 layout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ncol: Option<u32>,
     /// Mirrors of a mirrored layout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nmirror: Option<u32>,
-    /// Stripe unit in KiB.
+    /// Stripe unit in KiB (default 64; 16 for `raid5`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stripe_unit_kb: Option<u64>,
     /// `select`, `round` or `prefer`.
@@ -172,12 +172,16 @@ pub struct PlexInfo {
     pub state: String,
     /// Kernel state.
     pub kstate: String,
-    /// `concat` or `stripe`.
+    /// `concat`, `stripe` or `raid` (RAID-5).
     pub layout: String,
     /// Columns (1 for concat).
     pub ncol: u32,
     /// Stripe unit in blocks (`null` for concat).
     pub stripe_unit_blocks: Option<u64>,
+    /// RAID-5: the columns recorded without current data (one: degraded, reads of it are
+    /// reconstructed; two or more: offline). Absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_columns: Vec<u32>,
     /// Sum of its subdisks' lengths.
     pub len: u64,
     /// How far an attach copy has written it, while one runs.
@@ -259,6 +263,31 @@ mod tests {
     }
 
     #[test]
+    fn raid5_plex_shape() {
+        let plex = PlexInfo {
+            name: "r5-01".into(),
+            state: "ACTIVE".into(),
+            kstate: "ENABLED".into(),
+            layout: "raid".into(),
+            ncol: 4,
+            stripe_unit_blocks: Some(32),
+            stale_columns: vec![2],
+            len: 3072,
+            ..Default::default()
+        };
+        assert_shape(
+            &plex,
+            json!({"name": "r5-01", "state": "ACTIVE", "kstate": "ENABLED", "layout": "raid",
+                   "ncol": 4, "stripe_unit_blocks": 32, "stale_columns": [2], "len": 3072,
+                   "sync_offset": null, "read_errors": 0, "subdisks": []}),
+        );
+        // A listing from a daemon without the field reads as no stale column.
+        let old: PlexInfo = serde_json::from_value(json!({"name": "r5-01", "layout": "raid"}))
+            .expect("a plex without stale_columns");
+        assert!(old.stale_columns.is_empty());
+    }
+
+    #[test]
     fn volume_info_shape() {
         let info = VolumeInfo {
             dg: "dg01".into(),
@@ -284,6 +313,7 @@ mod tests {
                 layout: "concat".into(),
                 ncol: 1,
                 stripe_unit_blocks: None,
+                stale_columns: Vec::new(),
                 len: 2048,
                 sync_offset: None,
                 read_errors: 0,

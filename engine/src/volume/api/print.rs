@@ -11,9 +11,9 @@ use plexd_control::api::disk::DiskInfo;
 use plexd_control::api::volume::{PlexInfo, SubdiskInfo, VolumeInfo};
 
 use crate::volume::error::VolumeError;
-use crate::volume::manager::{Group, VolumeManager};
+use crate::volume::manager::{raid5_ops, Group, VolumeManager};
 use crate::volume::model::objects::{
-    DiskCondition, KernelState, PlexLayout, ReadPolicy, VolumeRecord,
+    DiskCondition, KernelState, PlexLayout, ReadPolicy, VolumeRecord, VolumeState,
 };
 
 /// The `vxprint -ht` header block.
@@ -76,9 +76,25 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
             ReadPolicy::Prefer(p) => p.as_str(),
             _ => "-",
         };
+        // A RAID-5 volume shows as VxVM shows one: read policy RAID, usage type raid5, and
+        // DEGRADED while its plex serves with one column without current data.
+        let raid5 = raid5_ops::raid5_plex(cfg, &v.name);
+        let (readpol, utype) = match raid5 {
+            Some(_) => ("RAID", "raid5"),
+            None => (v.read_policy.as_str(), "fsgen"),
+        };
+        let degraded = raid5.is_some_and(|p| {
+            p.kstate == KernelState::Enabled
+                && p.state.is_in_sync()
+                && raid5_ops::missing_columns(g, p).len() == 1
+        });
+        let state = match v.state {
+            VolumeState::Active | VolumeState::Clean if degraded => "DEGRADED",
+            s => s.as_str(),
+        };
         let _ = writeln!(
             out,
-            "v  {:<12} {:<12} {:<8} {:<8} {:<8} {:<9} {:<8} fsgen",
+            "v  {:<12} {:<12} {:<8} {:<8} {:<8} {:<9} {:<8} {}",
             v.name,
             "-",
             if g.volumes.contains_key(&v.name) {
@@ -86,27 +102,38 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
             } else {
                 KernelState::Disabled.as_str()
             },
-            v.state.as_str(),
+            state,
             v.len * sect,
-            v.read_policy.as_str(),
+            readpol,
             prefer,
+            utype,
         );
         for p in cfg.plexes_of(&v.name) {
             let sds = cfg.subdisks_of(&p.name);
+            let stale = match p.layout {
+                PlexLayout::Raid5 { .. } => raid5_ops::missing_columns(g, p),
+                _ => Vec::new(),
+            };
+            let rows = |ncol: u32, stripe_unit: u64| {
+                let shortest = (0..ncol)
+                    .map(|c| {
+                        sds.iter()
+                            .filter(|s| s.column == c)
+                            .map(|s| s.len)
+                            .sum::<u64>()
+                    })
+                    .min()
+                    .unwrap_or(0);
+                shortest / stripe_unit.max(1)
+            };
+            // The data a plex holds: a RAID-5 plex's parity units are not counted.
             let plen: u64 = match p.layout {
                 PlexLayout::Concat => sds.iter().map(|s| s.len).sum(),
-                PlexLayout::Stripe { ncol, stripe_unit }
-                | PlexLayout::Raid5 { ncol, stripe_unit } => {
-                    let shortest = (0..ncol)
-                        .map(|c| {
-                            sds.iter()
-                                .filter(|s| s.column == c)
-                                .map(|s| s.len)
-                                .sum::<u64>()
-                        })
-                        .min()
-                        .unwrap_or(0);
-                    ncol as u64 * (shortest / stripe_unit.max(1) * stripe_unit)
+                PlexLayout::Stripe { ncol, stripe_unit } => {
+                    u64::from(ncol) * rows(ncol, stripe_unit) * stripe_unit
+                }
+                PlexLayout::Raid5 { ncol, stripe_unit } => {
+                    u64::from(ncol.saturating_sub(1)) * rows(ncol, stripe_unit) * stripe_unit
                 }
             };
             let wid = match p.layout {
@@ -154,10 +181,14 @@ pub(crate) fn print_group(g: &Group, out: &mut String) {
                         format!("{}/{}", s.column, s.column_offset * sect)
                     }
                 };
-                let mode = if g.members.contains_key(&s.disk) {
-                    "ENA"
-                } else {
+                // NDEV: the disk is missing; dS (VxVM's detached, Stale): a RAID-5 column
+                // without current data.
+                let mode = if !g.members.contains_key(&s.disk) {
                     "NDEV"
+                } else if stale.contains(&s.column) {
+                    "dS"
+                } else {
+                    "ENA"
                 };
                 let _ = writeln!(
                     out,
@@ -330,6 +361,7 @@ fn volume_info(g: &Group, v: &VolumeRecord) -> VolumeInfo {
                 layout: p.layout.as_str().to_lowercase(),
                 ncol,
                 stripe_unit_blocks: su,
+                stale_columns: p.stale_columns.clone(),
                 len: sds.iter().map(|s| s.len).sum(),
                 sync_offset: p.sync_offset,
                 read_errors: g.read_errors.get(&p.name).copied().map_or(0, u64::from),

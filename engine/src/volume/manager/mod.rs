@@ -13,6 +13,8 @@
 //! - [`ops`]: volume and plex operations (create, start, stop, delete, detach).
 //! - [`layered`]: stripe-mirror volumes, whose columns are mirrored sub-volumes.
 //! - [`raid_config`]: the saved-config entry of a volume made by `bdev_raid_create`.
+//! - [`raid5_ops`]: RAID-5 volumes: the checks and allocation of their creation, and the
+//!   operations refused on them.
 //! - [`reshape`]: volume grow and subdisk move.
 //! - [`resync`]: crash resync, plex attach and read repair: what to copy, run as copy tasks.
 
@@ -22,6 +24,7 @@ mod group;
 mod import;
 pub mod layered;
 pub mod ops;
+pub mod raid5_ops;
 pub mod raid_config;
 pub mod reshape;
 pub mod resync;

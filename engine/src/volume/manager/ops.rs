@@ -23,7 +23,7 @@ use crate::volume::model::objects::{
 use crate::volume::model::raid5::Raid5Geometry;
 
 /// The layouts `volume_create` accepts.
-pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe, stripe-mirror";
+pub const LAYOUTS: &str = "concat, stripe, mirror, mirror-stripe, stripe-mirror, raid5";
 
 /// What `volume_create` is asked for.
 #[derive(Debug, Clone, Default)]
@@ -36,11 +36,11 @@ pub struct VolumeCreate {
     pub size: u64,
     /// Layout (see [`LAYOUTS`]).
     pub layout: String,
-    /// Columns for striped layouts.
+    /// Columns for striped and RAID-5 layouts.
     pub ncol: Option<u32>,
     /// Plexes.
     pub nmirror: Option<u32>,
-    /// Stripe unit in KiB (default 64).
+    /// Stripe unit in KiB (default 64; 16 for RAID-5).
     pub stripe_unit_kb: Option<u64>,
     /// Read policy (`round`, `select`, `prefer`).
     pub read_policy: Option<String>,
@@ -543,6 +543,7 @@ impl VolumeManager {
             "mirror" => (false, 2),
             "mirror-stripe" => (true, 2),
             "stripe-mirror" => (true, 2),
+            "raid5" => return self.create_raid5(g, req, len),
             other => {
                 return Err(VolumeError::Invalid(format!(
                     "unknown layout '{other}': use one of {LAYOUTS}"

@@ -117,6 +117,11 @@ impl VolumeManager {
                 kind: "volume",
                 name: format!("{dg}/{name}"),
             })?;
+        crate::volume::manager::raid5_ops::refuse_raid5(
+            g,
+            name,
+            "growing RAID-5 volumes is not supported yet",
+        )?;
         let bs = g.cfg.block_size as u64;
         let new_len = size.div_ceil(bs);
         if new_len < v.len {
@@ -275,6 +280,11 @@ impl VolumeManager {
                 kind: "plex",
                 name: plex_name.clone(),
             })?;
+        if matches!(plex.layout, PlexLayout::Raid5 { .. }) {
+            return Err(VolumeError::Invalid(format!(
+                "subdisk_move is not supported yet for RAID-5 plexes: {sd} is in RAID-5 plex {plex_name}"
+            )));
+        }
         let vol = plex.volume.clone().ok_or_else(|| {
             VolumeError::Invalid(format!("plex {plex_name} belongs to no volume"))
         })?;

@@ -127,6 +127,11 @@ impl VolumeManager {
                 kind: "volume",
                 name: format!("{dg}/{vol}"),
             })?;
+        crate::volume::manager::raid5_ops::refuse_raid5(
+            g,
+            vol,
+            "a RAID-5 volume has one RAID-5 plex; mirrors of it are not supported (nor is re-attaching its plex yet)",
+        )?;
         if !g.volumes.contains_key(vol) {
             return Err(VolumeError::Invalid(format!(
                 "volume {dg}/{vol} is not started; start it before attaching a plex"

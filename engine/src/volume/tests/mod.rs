@@ -18,6 +18,7 @@ mod failures;
 mod layered;
 mod model;
 mod raid;
+mod raid5_create;
 mod raid5_io;
 mod read_errors;
 mod request_types;
