@@ -73,6 +73,10 @@ pub struct TaskInfo {
     pub eta_secs: Lenient<Option<u64>>,
     /// Seconds since the start (to the end, once it ended).
     pub elapsed_secs: f64,
+    /// What the task found, once it ended (a `check`: `mismatch_rows`, `mismatch_ranges` as
+    /// `[first, end)` rows, `repaired`); absent for tasks that report nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

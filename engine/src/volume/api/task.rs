@@ -35,5 +35,6 @@ pub(crate) fn info(task: &Task) -> TaskInfo {
         rate_blocks_per_sec: (p.rate.round() as u64).into(),
         eta_secs: p.eta_secs.into(),
         elapsed_secs: (p.elapsed_secs * 10.0).round() / 10.0,
+        result: task.result(),
     }
 }

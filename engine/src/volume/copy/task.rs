@@ -61,6 +61,8 @@ pub struct Task {
     state: Mutex<TaskState>,
     /// Seconds from start to the end, once it ended.
     ended_after: Mutex<Option<f64>>,
+    /// What the task found (a check's mismatches), once it ended.
+    result: Mutex<Option<serde_json::Value>>,
     finished: std::sync::Condvar,
     cancel: AtomicBool,
     /// Held while a chunk is being copied: cancelling waits for it, so no copy I/O starts
@@ -97,6 +99,19 @@ pub(crate) enum HookPoint<'a> {
 pub(crate) type Hook = Arc<dyn Fn(HookPoint<'_>) + Send + Sync>;
 
 impl Task {
+    /// What the task found (a check's mismatch count and ranges), if it reports anything.
+    pub fn result(&self) -> Option<serde_json::Value> {
+        self.result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records what the task found (before it is marked done).
+    pub(crate) fn set_result(&self, v: serde_json::Value) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+
     /// The task's state.
     pub fn state(&self) -> TaskState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -280,6 +295,7 @@ impl TaskList {
             started: Instant::now(),
             state: Mutex::new(TaskState::Running),
             ended_after: Mutex::new(None),
+            result: Mutex::new(None),
             finished: std::sync::Condvar::new(),
             cancel: AtomicBool::new(false),
             chunk: Mutex::new(()),
@@ -433,6 +449,7 @@ impl TaskList {
 }
 
 /// One plex's geometry and disks, for the copy engine.
+#[derive(Clone)]
 pub(crate) struct CopyPlex {
     pub(crate) geometry: PlexGeometry,
     pub(crate) disks: Vec<Arc<Bdev>>,

@@ -151,13 +151,25 @@ impl VolumeManager {
             });
         };
         let mut added = Vec::new();
+        let mut rebuild_hit = false;
         for c in (0..64u32).filter(|c| columns & (1 << c) != 0) {
             if !pl.stale_columns.contains(&c) {
                 pl.stale_columns.push(c);
                 added.push(c);
+            } else if pl.sync_offset.is_some() {
+                // The column being rebuilt failed a write below the rebuild's progress.
+                rebuild_hit = true;
             }
         }
-        if added.is_empty() {
+        if rebuild_hit {
+            tracing::error!(dg = %dg, volume = %vol, plex = %plex, "a write to the column being rebuilt failed: the rebuild stops and the column stays stale");
+            pl.sync_offset = None;
+            self.tasks.cancel_kind(&dg, vol, "rebuild");
+            if let Some(s) = g.volumes.get(vol) {
+                s.resync.store(None);
+            }
+        }
+        if added.is_empty() && !rebuild_hit {
             return Ok(());
         }
         pl.stale_columns.sort_unstable();

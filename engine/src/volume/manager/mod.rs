@@ -25,6 +25,7 @@ mod import;
 pub mod layered;
 pub mod ops;
 pub mod raid5_ops;
+pub mod raid5_tasks;
 pub mod raid_config;
 pub mod reshape;
 pub mod resync;

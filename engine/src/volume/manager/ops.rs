@@ -864,6 +864,12 @@ impl VolumeManager {
     /// died (state ACTIVE) with more than one in-sync plex is started in SYNC: reads come from
     /// one plex while a resync makes the others equal to it.
     pub fn volume_start(&self, dg: &str, name: &str) -> Result<(), VolumeError> {
+        self.volume_start_with(dg, name, false)
+    }
+
+    /// [`VolumeManager::volume_start`]; `force` also starts a RAID-5 volume that crashed
+    /// while degraded (see [`VolumeManager::start_volume_with`]).
+    pub fn volume_start_with(&self, dg: &str, name: &str, force: bool) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if g.cfg.volume(name).is_none() {
@@ -875,7 +881,7 @@ impl VolumeManager {
                 "volume {dg}/{name} is already started"
             )));
         }
-        self.start_volume(g, name)
+        self.start_volume_with(g, name, force)
     }
 
     /// Stops a volume (refused while it is exported): its bdev goes away and it is not started
@@ -898,7 +904,23 @@ impl VolumeManager {
     }
 
     pub(crate) fn start_volume(&self, g: &mut Group, name: &str) -> Result<(), VolumeError> {
+        self.start_volume_with(g, name, false)
+    }
+
+    /// Starts a volume; `force` starts a RAID-5 volume that crashed while degraded (its
+    /// parity cannot be resynchronised without the missing column, so the reconstructed
+    /// column may be wrong where a write was torn).
+    pub(crate) fn start_volume_with(
+        &self,
+        g: &mut Group,
+        name: &str,
+        force: bool,
+    ) -> Result<(), VolumeError> {
         let dg = g.cfg.name.clone();
+        let raid5 = crate::volume::manager::raid5_tasks::raid5_plex(g, name);
+        let raid5_degraded = raid5
+            .as_deref()
+            .is_some_and(|p| crate::volume::manager::raid5_tasks::raid5_degraded(g, p));
         let mut cfg = g.cfg.clone();
         let readable: Vec<String> = cfg
             .plexes_of(name)
@@ -914,11 +936,23 @@ impl VolumeManager {
         let Some(v) = cfg.volume_mut(name) else {
             return Err(not_found_volume(&dg, name));
         };
-        let needs_sync = was_running(v.state) && readable.len() > 1;
+        let mut needs_sync = was_running(v.state) && (readable.len() > 1 || raid5.is_some());
         // Still ENABLED means plexd died while the volume ran: writes after the last
         // checkpoint may have reached only some plexes, so copies start over. After a clean
         // stop (DISABLED) they resume from their checkpoints.
         let crashed = v.kstate == KernelState::Enabled;
+        if needs_sync && raid5_degraded {
+            // A RAID-5 volume's parity resync needs every column; without one, a row whose
+            // write was torn by the crash reconstructs the missing column wrongly.
+            if !force {
+                return Err(VolumeError::Invalid(format!(
+                    "RAID-5 volume {dg}/{name} was not stopped cleanly and has a column without current data: a write torn by the crash would make that column read back wrong, and its parity cannot be resynchronised without it; bring the missing disk back, or start it with force to accept that risk"
+                )));
+            }
+            tracing::warn!(dg = %dg, volume = %name, "starting a crashed, degraded RAID-5 volume by force: rows whose writes the crash tore may read back wrong in the missing column");
+            needs_sync = false;
+            v.resync_offset = None;
+        }
         v.state = if needs_sync {
             VolumeState::Sync
         } else {
@@ -990,10 +1024,14 @@ impl VolumeManager {
             return Err(e.into());
         }
         g.volumes.insert(name.to_string(), shared);
-        if needs_sync {
-            self.start_resync(g, name);
+        if raid5.is_some() {
+            self.start_raid5_tasks(g, name);
+        } else {
+            if needs_sync {
+                self.start_resync(g, name);
+            }
+            self.resume_attaches(g, name);
         }
-        self.resume_attaches(g, name);
         Ok(())
     }
 

@@ -1,0 +1,417 @@
+//! RAID-5 recovery and checks as tasks: the parity resync after a crash, the rebuild of a
+//! stale column (`volume_recover`, VxVM's vxrecover), and the scrub (`volume_check`, md's
+//! check/repair). *What* each does to a row is in `copy::raid5`; here is when they run and
+//! what is recorded when they end.
+//!
+//! - **Parity resync.** A RAID-5 volume without a log that was running when plexd died may
+//!   have rows whose parity does not match their data (a torn write: the write hole). At its
+//!   next start it is SYNC while every row's parity is recomputed from its data (reads are
+//!   served meanwhile: they never read parity). A crashed volume that is also degraded cannot
+//!   be repaired that way (the missing column is known only through the parity that may be
+//!   wrong): it is refused unless started with `force`.
+//! - **Rebuild.** A stale column whose disks are all present is rebuilt in place from the
+//!   others, rows in order; its checkpoint is the plex's `sync_offset` (a logical block at a
+//!   row boundary), so a stopped or crashed rebuild resumes. The I/O path treats the column
+//!   as current below the rebuild's progress (`VolumeShared::raid5_missing`); a write failure
+//!   on it stops the rebuild and leaves it stale.
+//! - **Check.** Counts the rows whose parity is not the XOR of their data and, with `repair`,
+//!   rewrites their parity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::volume::copy::raid5::{run_rows, Mismatches, RowPlex, RowWork};
+use crate::volume::copy::task::{CopyIo, Task, TaskSpec};
+use crate::volume::error::VolumeError;
+use crate::volume::io::driver::VolumeShared;
+use crate::volume::manager::{group_mut, Group, VolumeManager};
+use crate::volume::model::objects::{DiskCondition, PlexLayout, VolumeState};
+
+/// Task kinds.
+const RESYNC: &str = "parity_resync";
+const REBUILD: &str = "rebuild";
+const CHECK: &str = "check";
+
+/// The RAID-5 plex of volume `vol` in `g`, if it is a RAID-5 volume.
+pub(crate) fn raid5_plex(g: &Group, vol: &str) -> Option<String> {
+    g.cfg
+        .plexes_of(vol)
+        .into_iter()
+        .find(|p| matches!(p.layout, PlexLayout::Raid5 { .. }))
+        .map(|p| p.name.clone())
+}
+
+/// Whether RAID-5 plex `plex` has a column without current data: recorded stale, or with a
+/// subdisk on a disk that is not present and usable.
+pub(crate) fn raid5_degraded(g: &Group, plex: &str) -> bool {
+    let stale = g
+        .cfg
+        .plex(plex)
+        .is_some_and(|p| !p.stale_columns.is_empty());
+    stale
+        || g.cfg.subdisks_of(plex).iter().any(|s| {
+            !g.members.contains_key(&s.disk)
+                || g.cfg
+                    .disk(&s.disk)
+                    .is_none_or(|d| d.condition != DiskCondition::Ok)
+        })
+}
+
+impl VolumeManager {
+    /// Starts what started RAID-5 volume `vol` needs: its parity resync (state SYNC) or the
+    /// rebuild its plex's checkpoint says was running.
+    pub(crate) fn start_raid5_tasks(&self, g: &mut Group, vol: &str) {
+        let Some(plex) = raid5_plex(g, vol) else {
+            return;
+        };
+        let syncing = g
+            .cfg
+            .volume(vol)
+            .is_some_and(|v| v.state == VolumeState::Sync);
+        if syncing {
+            self.spawn_resync(g, vol);
+        } else if g.cfg.plex(&plex).is_some_and(|p| p.sync_offset.is_some()) {
+            if let Err(e) = self.spawn_rebuild(g, vol, Duration::ZERO) {
+                tracing::error!(dg = %g.cfg.name, volume = %vol, "cannot resume the rebuild: {e}");
+            }
+        }
+    }
+
+    /// Rebuilds the stale column of RAID-5 volume `vol` whose disks are all present (after a
+    /// disk that failed came back, or was replaced in place): a task; returns its id.
+    /// `delay` is slept between chunks (throttle).
+    pub fn volume_recover(&self, dg: &str, vol: &str, delay: Duration) -> Result<u64, VolumeError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if g.cfg.volume(vol).is_none() {
+            return Err(VolumeError::NotFound {
+                kind: "volume",
+                name: format!("{dg}/{vol}"),
+            });
+        }
+        let Some(plex) = raid5_plex(g, vol) else {
+            return Err(VolumeError::Invalid(format!(
+                "volume {dg}/{vol} is not a RAID-5 volume; mirrors are recovered with plex_attach"
+            )));
+        };
+        if !g.volumes.contains_key(vol) {
+            return Err(VolumeError::Invalid(format!(
+                "volume {dg}/{vol} is not started; start it before recovering it"
+            )));
+        }
+        if self.tasks.busy(dg, vol) {
+            return Err(VolumeError::Busy(format!(
+                "volume {dg}/{vol} is locked by another operation (a resync, rebuild or check is running); wait for it with task_wait"
+            )));
+        }
+        if g.cfg.plex(&plex).is_none_or(|p| p.stale_columns.is_empty()) {
+            return Err(VolumeError::Invalid(format!(
+                "RAID-5 volume {dg}/{vol} has no stale column: nothing to recover"
+            )));
+        }
+        let mut cfg = g.cfg.clone();
+        if let Some(p) = cfg.plex_mut(&plex) {
+            p.sync_offset.get_or_insert(0);
+        }
+        g.commit(&self.engine, cfg)?;
+        self.spawn_rebuild(g, vol, delay)
+    }
+
+    /// Checks the parity of every row of RAID-5 volume `vol` (a task; returns its id): the
+    /// rows whose parity is not the XOR of their data are counted in the task's result and,
+    /// with `repair`, their parity is rewritten.
+    pub fn volume_check(&self, dg: &str, vol: &str, repair: bool) -> Result<u64, VolumeError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if g.cfg.volume(vol).is_none() {
+            return Err(VolumeError::NotFound {
+                kind: "volume",
+                name: format!("{dg}/{vol}"),
+            });
+        }
+        let Some(plex) = raid5_plex(g, vol) else {
+            return Err(VolumeError::Invalid(format!(
+                "volume {dg}/{vol} is not a RAID-5 volume; checking mirrors is not built yet"
+            )));
+        };
+        let Some(shared) = g.volumes.get(vol).cloned() else {
+            return Err(VolumeError::Invalid(format!(
+                "volume {dg}/{vol} is not started; start it before checking it"
+            )));
+        };
+        if self.tasks.busy(dg, vol) {
+            return Err(VolumeError::Busy(format!(
+                "volume {dg}/{vol} is locked by another operation (a resync, rebuild or check is running); wait for it with task_wait"
+            )));
+        }
+        if raid5_degraded(g, &plex) {
+            return Err(VolumeError::Invalid(format!(
+                "RAID-5 volume {dg}/{vol} is degraded: its parity is what holds the missing column, there is nothing to check it against; recover it first"
+            )));
+        }
+        let task = self.spawn_rows(
+            g,
+            vol,
+            &shared,
+            RowWork::Check { repair },
+            0,
+            Duration::ZERO,
+            |_, _| {},
+            move |_vm, _g, t, found| {
+                let what = if repair { "repaired" } else { "found" };
+                t.set_result(serde_json::json!({
+                    "mismatch_rows": found.rows,
+                    "mismatch_ranges": found.ranges,
+                    "repaired": repair,
+                }));
+                if found.rows > 0 {
+                    tracing::warn!(dg = %t.dg, volume = %t.volume, rows = found.rows, ranges = ?found.ranges, "parity check: {} rows whose parity does not match their data {what}", found.rows);
+                } else {
+                    tracing::info!(dg = %t.dg, volume = %t.volume, "parity check: every row's parity matches its data");
+                }
+                Ok(())
+            },
+        )?;
+        Ok(task)
+    }
+
+    /// Starts the parity resync of RAID-5 volume `vol` (state SYNC) from its checkpoint.
+    fn spawn_resync(&self, g: &mut Group, vol: &str) {
+        let Some(shared) = g.volumes.get(vol).cloned() else {
+            return;
+        };
+        let start = g.cfg.volume(vol).and_then(|v| v.resync_offset).unwrap_or(0);
+        let r = self.spawn_rows(
+            g,
+            vol,
+            &shared,
+            RowWork::Resync,
+            start,
+            Duration::ZERO,
+            {
+                let vol = vol.to_string();
+                move |cfg, off| {
+                    if let Some(v) = cfg.volume_mut(&vol) {
+                        v.resync_offset = Some(off);
+                    }
+                }
+            },
+            |vm, g, t, _| {
+                let mut cfg = g.cfg.clone();
+                if let Some(v) = cfg.volume_mut(&t.volume) {
+                    v.state = VolumeState::Active;
+                    v.resync_offset = None;
+                }
+                g.commit(&vm.engine, cfg)?;
+                tracing::info!(dg = %t.dg, volume = %t.volume, "parity resync complete: every row's parity matches its data");
+                Ok(())
+            },
+        );
+        if let Err(e) = r {
+            tracing::error!(dg = %g.cfg.name, volume = %vol, "cannot start the parity resync: {e}");
+        }
+    }
+
+    /// Starts rebuilding the stale column of RAID-5 volume `vol` from its plex's checkpoint
+    /// (`sync_offset`, set by the caller).
+    fn spawn_rebuild(&self, g: &mut Group, vol: &str, delay: Duration) -> Result<u64, VolumeError> {
+        let dg = g.cfg.name.clone();
+        let (Some(plex), Some(shared)) = (raid5_plex(g, vol), g.volumes.get(vol).cloned()) else {
+            return Err(VolumeError::Invalid(format!(
+                "volume {dg}/{vol} is not a started RAID-5 volume"
+            )));
+        };
+        let Some(p) = g.cfg.plex(&plex).cloned() else {
+            return Err(VolumeError::NotFound {
+                kind: "plex",
+                name: format!("{dg}/{plex}"),
+            });
+        };
+        let column = match p.stale_columns.as_slice() {
+            [c] => *c as usize,
+            [] => {
+                return Err(VolumeError::Invalid(format!(
+                    "plex {plex} has no stale column"
+                )))
+            }
+            many => {
+                return Err(VolumeError::Invalid(format!(
+                    "plex {plex} has {} stale columns ({many:?}): its data cannot be rebuilt",
+                    many.len()
+                )))
+            }
+        };
+        let absent: Vec<String> = g
+            .cfg
+            .subdisks_of(&plex)
+            .iter()
+            .filter(|s| s.column as usize == column)
+            .filter(|s| {
+                !g.members.contains_key(&s.disk)
+                    || g.cfg
+                        .disk(&s.disk)
+                        .is_none_or(|d| d.condition != DiskCondition::Ok)
+            })
+            .map(|s| s.disk.clone())
+            .collect();
+        if !absent.is_empty() {
+            let mut cfg = g.cfg.clone();
+            if let Some(p) = cfg.plex_mut(&plex) {
+                p.sync_offset = None;
+            }
+            g.commit(&self.engine, cfg)?;
+            return Err(VolumeError::Invalid(format!(
+                "column {column} of plex {plex} is on disks that are missing or failed ({}); bring them back, or replace the column, before rebuilding",
+                absent.join(", ")
+            )));
+        }
+        let start = p.sync_offset.unwrap_or(0);
+        let plex2 = plex.clone();
+        let id = self.spawn_rows(
+            g,
+            vol,
+            &shared,
+            RowWork::Rebuild(column),
+            start,
+            delay,
+            move |cfg, off| {
+                if let Some(p) = cfg.plex_mut(&plex2) {
+                    p.sync_offset = Some(off);
+                }
+            },
+            move |vm, g, t, _| {
+                let mut cfg = g.cfg.clone();
+                if let Some(p) = cfg.plex_mut(&plex) {
+                    p.stale_columns.retain(|&c| c as usize != column);
+                    p.sync_offset = None;
+                }
+                g.commit(&vm.engine, cfg)?;
+                vm.publish(g, &t.volume);
+                tracing::info!(dg = %t.dg, volume = %t.volume, plex = %plex, column, "rebuild complete: the column is current");
+                Ok(())
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// After a rebuild ended: the I/O path stops using its progress. If it did not complete
+    /// while the volume still runs (a write to the column failed, or it failed), its
+    /// checkpoint is dropped too: guest writes from now on leave the column alone, so the
+    /// rows it had rebuilt are no longer current. A volume that was stopped keeps the
+    /// checkpoint (nothing wrote meanwhile) and resumes from it at its next start.
+    fn end_rebuild(&self, task: &Task, vol: &str, shared: &Arc<VolumeShared>) {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(&task.dg) else {
+            return;
+        };
+        if !g.volumes.get(vol).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            return;
+        }
+        shared.resync.store(None);
+        if task.state() != crate::volume::copy::task::TaskState::Done {
+            if let Some(plex) = raid5_plex(g, vol) {
+                let mut cfg = g.cfg.clone();
+                if let Some(p) = cfg.plex_mut(&plex) {
+                    p.sync_offset = None;
+                }
+                if let Err(e) = g.commit(&self.engine, cfg) {
+                    tracing::warn!(dg = %task.dg, volume = %vol, "cannot drop the rebuild checkpoint: {e}");
+                }
+            }
+        }
+        self.publish(g, vol);
+    }
+
+    /// Runs row task `work` on RAID-5 volume `vol` from logical block `start` (rounded down to
+    /// a barrier chunk) on its own thread. `checkpoint(cfg, block)` records progress (after
+    /// the disks written were flushed); `done` records the end (under the manager lock, after
+    /// a final flush). A rebuild publishes its progress to the I/O path and a map with the
+    /// column rebuilding.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_rows(
+        &self,
+        g: &mut Group,
+        vol: &str,
+        shared: &Arc<VolumeShared>,
+        work: RowWork,
+        start: u64,
+        delay: Duration,
+        checkpoint: impl Fn(&mut crate::volume::model::objects::DgConfig, u64) + Send + 'static,
+        done: impl FnOnce(&VolumeManager, &mut Group, &Task, &Mismatches) -> Result<(), VolumeError>
+            + Send
+            + 'static,
+    ) -> Result<u64, VolumeError> {
+        let dg = g.cfg.name.clone();
+        let map = shared.map();
+        let Some(r5) = map.raid5.as_ref() else {
+            return Err(VolumeError::Invalid(format!(
+                "volume {dg}/{vol} has no RAID-5 map"
+            )));
+        };
+        let plex = RowPlex::new(r5.geometry.clone(), &map.disks).map_err(VolumeError::Invalid)?;
+        let rows = r5.geometry.rows();
+        let row_blocks = r5.geometry.row_blocks();
+        let chunk = shared.barrier().chunk_blocks();
+        let start = (start - start % chunk).min(rows * row_blocks);
+        let kind = match work {
+            RowWork::Resync => RESYNC,
+            RowWork::Rebuild(_) => REBUILD,
+            RowWork::Check { .. } => CHECK,
+        };
+        let plex_name = r5.plex.clone();
+        let task = self.tasks.add(TaskSpec {
+            kind,
+            dg: &dg,
+            volume: vol,
+            plex: Some(&plex_name),
+            targets: &[],
+            source: None,
+            start,
+            total: rows * row_blocks,
+        });
+        if let RowWork::Rebuild(_) = work {
+            // Progress first, then the map that says to use it.
+            shared.resync.store(Some(task.progress().clone()));
+            self.publish(g, vol);
+        }
+        // What the task writes, flushed before each checkpoint and at the end.
+        let written: Vec<crate::volume::copy::task::CopyPlex> = match work {
+            RowWork::Rebuild(c) => plex.column(c).into_iter().cloned().collect(),
+            _ => (0..r5.geometry.ncol())
+                .filter_map(|c| plex.column(c).cloned())
+                .collect(),
+        };
+        tracing::info!(dg = %dg, volume = %vol, from = start, "RAID-5 {kind} started");
+        let Some(vm) = self.me.upgrade() else {
+            return Ok(task.id);
+        };
+        let shared = shared.clone();
+        let vol = vol.to_string();
+        let id = task.id;
+        let spawned = std::thread::Builder::new()
+            .name(format!("{kind} {dg}/{vol}"))
+            .spawn(move || {
+                let bs = map.disks.first().map_or(512, |d| d.block_size() as u64);
+                let mut found = Mismatches::default();
+                let io = CopyIo {
+                    engine: &vm.engine,
+                    task: &task,
+                    barrier: shared.barrier(),
+                    block_size: bs,
+                };
+                let r = run_rows(&io, &plex, work, rows, delay, &mut found, |off| {
+                    vm.checkpoint(&task, &written, |cfg| checkpoint(cfg, off))
+                });
+                let r = crate::volume::manager::flush_copied(&vm.engine, r, &written);
+                let rebuilding = matches!(work, RowWork::Rebuild(_));
+                vm.finish_task(&task, r, |g, t| done(&vm, g, t, &found));
+                if rebuilding {
+                    vm.end_rebuild(&task, &vol, &shared);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the {kind} thread: {e}");
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,222 @@
+//! RAID-5 tasks end to end: the parity resync after a crash (the write hole closed without a
+//! log), the refusal to start a crashed degraded volume unless forced, the rebuild of a stale
+//! column while guests write, and the scrub that finds and repairs silent corruption.
+
+use super::raid5_io::{parity_mismatch, raid5};
+use super::*;
+use crate::drivers::error::InjectTarget;
+use crate::volume::copy::task::TaskState;
+use crate::volume::model::objects::VolumeState;
+use std::time::Duration;
+
+/// Writes `data` straight to unit `row` of column `col` of `vol`'s RAID-5 plex (behind the
+/// volume's back: a torn write, or silent corruption).
+fn write_unit(vm: &VolumeManager, vol: &Bdev, row: u64, col: usize, data: &[u8]) {
+    let shared = crate::volume::io::driver::shared_of(vol).unwrap();
+    let map = shared.map();
+    let g = &map.raid5.as_ref().unwrap().geometry;
+    let bs = vol.block_size() as u64;
+    let mut pieces = Vec::new();
+    g.locate(row, col, 0, data.len() as u64 / bs, |p| pieces.push(p));
+    for p in pieces {
+        let at = (p.piece_offset * bs) as usize;
+        write(
+            vm.engine(),
+            &map.disks[p.target as usize],
+            p.target_offset * bs,
+            &data[at..at + (p.len * bs) as usize],
+        )
+        .unwrap();
+    }
+}
+
+/// A data column (not the parity) of `row`.
+fn data_column(vol: &Bdev, row: u64) -> usize {
+    let shared = crate::volume::io::driver::shared_of(vol).unwrap();
+    let p = shared
+        .map()
+        .raid5
+        .as_ref()
+        .unwrap()
+        .geometry
+        .parity_column(row);
+    (p + 1) % 3
+}
+
+fn wait_task(vm: &VolumeManager, kind: &str) -> Arc<crate::volume::copy::task::Task> {
+    wait_until(&format!("a {kind} task"), || {
+        vm.tasks().list().iter().any(|t| t.kind == kind)
+    });
+    let t = task_of_kind(vm, kind);
+    let t = vm.tasks().wait(t.id, Duration::from_secs(60)).unwrap();
+    assert_eq!(t.state(), TaskState::Done, "{kind}");
+    t
+}
+
+fn stale_columns(vm: &VolumeManager, vol: &str) -> Vec<u32> {
+    let (cfg, _) = vm.config("dg01").unwrap();
+    cfg.plexes_of(vol)[0].stale_columns.clone()
+}
+
+/// A crash while a write had reached only some columns leaves rows whose parity does not
+/// match their data; without a log, the next start resynchronises every row's parity.
+#[test]
+fn a_crashed_raid5_volume_resyncs_its_parity() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = raid5(&vm, "r5", 8 << 20, 3, 8);
+    let len = vol.num_blocks() * 512;
+    let mut model = pattern(1, len as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    // Torn writes: new data reached one column of rows 3 and 40, not their parity.
+    for row in [3u64, 40] {
+        let torn = pattern(100 + row, 8 << 10);
+        let c = data_column(&vol, row);
+        write_unit(&vm, &vol, row, c, &torn);
+        // Where that unit sits in the volume: data unit k of the row.
+        let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
+        let g = shared.map().raid5.as_ref().unwrap().geometry.clone();
+        let k = match g.role(row, c) {
+            crate::volume::model::raid5::Role::Data(k) => k as u64,
+            _ => unreachable!(),
+        };
+        let at = ((row * 2 + k) * (8 << 10)) as usize;
+        model[at..at + torn.len()].copy_from_slice(&torn);
+    }
+    assert_eq!(parity_mismatch(&vm, &vol), Some(3));
+    drop(vol);
+    vm.crash();
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    wait_task(&vm, "parity_resync");
+    let vol = e.bdevs().get("dg01/r5").unwrap();
+    assert_eq!(parity_mismatch(&vm, &vol), None, "parity resynchronised");
+    assert!(read(&e, &vol, 0, len).unwrap() == model);
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(cfg.volume("r5").unwrap().state, VolumeState::Active);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A RAID-5 volume that crashed while degraded does not start by itself (its missing column
+/// could read back wrong where a write was torn); forced, it starts and serves its data.
+#[test]
+fn a_crashed_degraded_raid5_volume_starts_only_by_force() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = raid5(&vm, "r5", 4 << 20, 3, 8);
+    let len = vol.num_blocks() * 512;
+    let model = pattern(2, len as usize);
+    inject(&e, &d[1], InjectTarget::Write, 1_000_000);
+    write(&e, &vol, 0, &model).unwrap();
+    assert_eq!(stale_columns(&vm, "r5").len(), 1);
+    drop(vol);
+    vm.crash();
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    assert!(!vm.is_started("dg01", "r5"), "not started at import");
+    let err = vm.volume_start("dg01", "r5").unwrap_err().to_string();
+    assert!(err.contains("force"), "{err}");
+    vm.volume_start_with("dg01", "r5", true).unwrap();
+    let vol = e.bdevs().get("dg01/r5").unwrap();
+    assert!(read(&e, &vol, 0, len).unwrap() == model);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A column that failed and came back is rebuilt from the others while the guest writes; at
+/// the end it is current (parity of every row right, every block as written) and no longer
+/// stale, also after a re-import.
+#[test]
+fn a_stale_column_is_rebuilt_while_guests_write() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 4, 32);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = raid5(&vm, "r5", 24 << 20, 4, 16);
+    let len = vol.num_blocks() * 512;
+    let mut model = pattern(3, len as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    // One write fails on disk 2: its column is stale; the disk then works again.
+    inject(&e, &d[2], InjectTarget::Write, 1);
+    let w = pattern(4, 64 << 10);
+    write(&e, &vol, 0, &w).unwrap();
+    model[..w.len()].copy_from_slice(&w);
+    assert_eq!(stale_columns(&vm, "r5").len(), 1);
+    // Degraded writes meanwhile (the column misses them).
+    for i in 0..20u64 {
+        let off = (i * 1_048_583 * 512 / 512) % (len - 8192) / 512 * 512;
+        let w = pattern(50 + i, 8192);
+        write(&e, &vol, off, &w).unwrap();
+        model[off as usize..off as usize + w.len()].copy_from_slice(&w);
+    }
+    let id = vm
+        .volume_recover("dg01", "r5", Duration::from_millis(30))
+        .unwrap();
+    // Guest writes while the rebuild runs, behind and ahead of it.
+    let task = vm.tasks().get(id).unwrap();
+    let mut i = 0u64;
+    while task.state() == TaskState::Running || i < 10 {
+        let off = (i * 7_340_033) % (len - 20_000) / 512 * 512;
+        let w = pattern(200 + i, 12_288);
+        write(&e, &vol, off, &w).unwrap();
+        model[off as usize..off as usize + w.len()].copy_from_slice(&w);
+        i += 1;
+    }
+    assert!(i > 10, "writes ran during the rebuild");
+    let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
+    assert_eq!(t.state(), TaskState::Done);
+    assert_eq!(stale_columns(&vm, "r5"), Vec::<u32>::new());
+    assert_eq!(parity_mismatch(&vm, &vol), None, "every column current");
+    assert!(read(&e, &vol, 0, len).unwrap() == model);
+    drop(vol);
+    vm.crash();
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    let vol = e.bdevs().get("dg01/r5").unwrap();
+    assert_eq!(stale_columns(&vm, "r5"), Vec::<u32>::new());
+    assert!(read(&e, &vol, 0, len).unwrap() == model);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// Silent corruption of one unit on one disk is found by a check (the row is reported,
+/// nothing changed) and fixed by a check with repair.
+#[test]
+fn a_check_finds_and_repairs_silent_corruption() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = raid5(&vm, "r5", 4 << 20, 3, 8);
+    let len = vol.num_blocks() * 512;
+    write(&e, &vol, 0, &pattern(5, len as usize)).unwrap();
+    let mut bad = pattern(6, 8 << 10);
+    bad.truncate(8 << 10);
+    write_unit(&vm, &vol, 17, data_column(&vol, 17), &bad);
+    let id = vm.volume_check("dg01", "r5", false).unwrap();
+    let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
+    assert_eq!(t.state(), TaskState::Done);
+    let r = t.result().unwrap();
+    assert_eq!(r["mismatch_rows"], 1, "{r}");
+    assert_eq!(r["mismatch_ranges"], serde_json::json!([[17, 18]]), "{r}");
+    assert_eq!(
+        parity_mismatch(&vm, &vol),
+        Some(17),
+        "a check changes nothing"
+    );
+    let id = vm.volume_check("dg01", "r5", true).unwrap();
+    let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
+    assert_eq!(t.result().unwrap()["mismatch_rows"], 1);
+    assert_eq!(parity_mismatch(&vm, &vol), None, "repaired");
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
