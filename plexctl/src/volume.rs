@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use clap::{Args, Subcommand, ValueEnum};
 use plexd_control::api::dg::{DgDiskParams, DgListParams};
 use plexd_control::api::volume::{
-    Resized, Size, VmPrint, VolumeCreate, VolumeCreateParams, VolumeDelete, VolumeInfo, VolumeList,
-    VolumeResize, VolumeResizeParams, VolumeStart, VolumeStop,
+    Resized, Size, VmPrint, VolumeCheck, VolumeCheckParams, VolumeCreate, VolumeCreateParams,
+    VolumeDelete, VolumeInfo, VolumeList, VolumeRecover, VolumeRecoverParams, VolumeResize,
+    VolumeResizeParams, VolumeStart, VolumeStartParams, VolumeStop,
 };
 use plexd_control::api::{params_value, RpcMethod};
 use plexd_control::size::{format_size, size_arg};
@@ -123,6 +124,32 @@ pub enum VolumeCommand {
         dg: String,
         /// The volume.
         name: String,
+        /// Start a RAID-5 volume that crashed while degraded (where the crash tore a write,
+        /// its missing column may read back wrong).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rebuild a RAID-5 volume's stale column whose disks are back (volume_recover); prints
+    /// the task's id (follow it with `plexctl task wait`).
+    Recover {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+        /// Pause between chunks of rows, in ms (throttle).
+        #[arg(long, value_name = "MS")]
+        delay_ms: Option<u64>,
+    },
+    /// Check a RAID-5 volume's parity against its data (volume_check); prints the task's id.
+    /// `plexctl task wait ID` shows the mismatching rows when it ends.
+    Check {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+        /// Rewrite the parity where it does not match.
+        #[arg(long)]
+        repair: bool,
     },
     /// Stop a volume cleanly: its bdev goes away (volume_stop).
     Stop {
@@ -166,9 +193,30 @@ pub(crate) fn plan(command: &VolumeCommand) -> Result<Request, CommandError> {
         VolumeCommand::Delete { dg, name } => {
             Request::typed::<VolumeDelete>(&dg_name(dg, name), Output::Silent)
         }
-        VolumeCommand::Start { dg, name } => {
-            Request::typed::<VolumeStart>(&dg_name(dg, name), Output::Silent)
-        }
+        VolumeCommand::Start { dg, name, force } => Request::typed::<VolumeStart>(
+            &VolumeStartParams {
+                dg: dg.clone(),
+                name: name.clone(),
+                force: *force,
+            },
+            Output::Silent,
+        ),
+        VolumeCommand::Recover { dg, name, delay_ms } => Request::typed::<VolumeRecover>(
+            &VolumeRecoverParams {
+                dg: dg.clone(),
+                name: name.clone(),
+                delay_ms: *delay_ms,
+            },
+            Output::TaskStarted,
+        ),
+        VolumeCommand::Check { dg, name, repair } => Request::typed::<VolumeCheck>(
+            &VolumeCheckParams {
+                dg: dg.clone(),
+                name: name.clone(),
+                repair: *repair,
+            },
+            Output::TaskStarted,
+        ),
         VolumeCommand::Stop { dg, name } => {
             Request::typed::<VolumeStop>(&dg_name(dg, name), Output::Silent)
         }
@@ -411,6 +459,24 @@ mod tests {
                 Output::Silent,
             );
         }
+        check(
+            "volume start --force dg01 r5",
+            "volume_start",
+            Some(json!({"dg": "dg01", "name": "r5", "force": true})),
+            Output::Silent,
+        );
+        check(
+            "volume recover dg01 r5 --delay-ms 5",
+            "volume_recover",
+            Some(json!({"dg": "dg01", "name": "r5", "delay_ms": 5})),
+            Output::TaskStarted,
+        );
+        check(
+            "volume check dg01 r5 --repair",
+            "volume_check",
+            Some(json!({"dg": "dg01", "name": "r5", "repair": true})),
+            Output::TaskStarted,
+        );
         check("volume list", "volume_list", None, Output::Volumes);
         check(
             "volume list --dg dg01 vol01",

@@ -124,6 +124,7 @@ mod tests {
             rate_blocks_per_sec: 512.into(),
             eta_secs: Lenient::Value(Some(2)),
             elapsed_secs: 2.0,
+            result: None,
         };
         assert_shape(
             &info,
@@ -133,5 +134,14 @@ mod tests {
                    "total_blocks": 2048, "percent": 50.0, "rate_blocks_per_sec": 512,
                    "eta_secs": 2, "elapsed_secs": 2.0}),
         );
+        // A check reports what it found.
+        let check = TaskInfo {
+            kind: "check".into(),
+            result: Some(json!({"mismatch_rows": 1, "mismatch_ranges": [[17, 18]],
+                                "repaired": false})),
+            ..info
+        };
+        let v = serde_json::to_value(&check).unwrap();
+        assert_eq!(v["result"]["mismatch_ranges"], json!([[17, 18]]));
     }
 }

@@ -1,10 +1,12 @@
 //! Volumes: `volume_create`, `volume_delete`, `volume_start`, `volume_stop`,
-//! `volume_resize`, `volume_list`, and the `vxprint -ht` listing `vm_print` (the volume
-//! manager's objects after Veritas VxVM).
+//! `volume_resize`, `volume_list`, `volume_recover` and `volume_check` (RAID-5 rebuild and
+//! scrub), and the `vxprint -ht` listing `vm_print` (the volume manager's objects after
+//! Veritas VxVM).
 
 use serde::{Deserialize, Serialize};
 
 use super::dg::{DgDiskParams, DgListParams};
+use super::task::TaskStarted;
 use super::{Lenient, RpcMethod};
 use crate::size::parse_size;
 
@@ -19,9 +21,60 @@ method!(
 );
 
 method!(
-    /// `volume_start`: publish a volume's bdev (resyncing its mirrors if needed).
-    VolumeStart, "volume_start", DgDiskParams, bool
+    /// `volume_start`: publish a volume's bdev (resyncing its mirrors or parity if needed).
+    VolumeStart, "volume_start", VolumeStartParams, bool
 );
+
+method!(
+    /// `volume_recover`: rebuild a RAID-5 volume's stale column in the background.
+    VolumeRecover, "volume_recover", VolumeRecoverParams, TaskStarted
+);
+
+method!(
+    /// `volume_check`: check (and with `repair` fix) a RAID-5 volume's parity in the
+    /// background; the task's result has the mismatching rows.
+    VolumeCheck, "volume_check", VolumeCheckParams, TaskStarted
+);
+
+/// Params of `volume_start`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeStartParams {
+    /// The group.
+    pub dg: String,
+    /// The volume.
+    pub name: String,
+    /// Start a RAID-5 volume that crashed while degraded (its missing column may read back
+    /// wrong where the crash tore a write).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// Params of `volume_recover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRecoverParams {
+    /// The group.
+    pub dg: String,
+    /// The volume.
+    pub name: String,
+    /// Pause between chunks of rows, in ms (throttle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+}
+
+/// Params of `volume_check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeCheckParams {
+    /// The group.
+    pub dg: String,
+    /// The volume.
+    pub name: String,
+    /// Rewrite the parity of the rows where it does not match the data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
+}
 
 method!(
     /// `volume_stop`: remove a volume's bdev and mark it clean.

@@ -14,8 +14,8 @@ use plexd_control::api::disk::{DiskList, DiskSet};
 use plexd_control::api::plex::{PlexAttach, PlexDetach, SubdiskMove};
 use plexd_control::api::task::{TaskList, TaskStarted, TaskWait};
 use plexd_control::api::volume::{
-    Resized, Size, VmPrint, VolumeCreate, VolumeDelete, VolumeList, VolumeResize, VolumeStart,
-    VolumeStop,
+    Resized, Size, VmPrint, VolumeCheck, VolumeCreate, VolumeDelete, VolumeList, VolumeRecover,
+    VolumeResize, VolumeStart, VolumeStop,
 };
 use plexd_control::{MethodTable, RpcError};
 
@@ -121,8 +121,22 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     });
     let m = vm.clone();
     t.runtime_typed::<VolumeStart, _>(move |p| {
-        m.volume_start(&p.dg, &p.name)?;
+        m.volume_start_with(&p.dg, &p.name, p.force)?;
         Ok(true)
+    });
+    let m = vm.clone();
+    t.runtime_typed::<VolumeRecover, _>(move |p| {
+        let id = m.volume_recover(
+            &p.dg,
+            &p.name,
+            Duration::from_millis(p.delay_ms.unwrap_or(0)),
+        )?;
+        Ok(TaskStarted { task: id.into() })
+    });
+    let m = vm.clone();
+    t.runtime_typed::<VolumeCheck, _>(move |p| {
+        let id = m.volume_check(&p.dg, &p.name, p.repair)?;
+        Ok(TaskStarted { task: id.into() })
     });
     let m = vm.clone();
     t.runtime_typed::<VolumeStop, _>(move |p| {
