@@ -139,6 +139,8 @@ pub(crate) fn run_rows(
         let c = barrier.chunk_of(at);
         let r1 = ((c + 1) * rows_per_chunk).min(end_row);
         let n = (r1 - r0) as usize;
+        #[cfg(test)]
+        task.hook(crate::volume::copy::task::HookPoint::Chunk { task, at });
         let _g = task.chunk_lock();
         if task.cancelled() {
             return Ok(false);

@@ -65,6 +65,10 @@ pub struct Raid5Map {
     /// The missing column is being rebuilt: in the rows below the rebuild's progress
     /// ([`VolumeShared::rebuilt_rows`]) it is current, read and written like the others.
     pub rebuilding: bool,
+    /// A parity resync runs (after a crash): rows at or past its progress may have parity
+    /// that does not match their data, so writes there reconstruct the parity from the data
+    /// (reconstruct-write) instead of updating it (read-modify-write would keep it wrong).
+    pub resyncing: bool,
 }
 
 /// How a read picks its plex.
@@ -351,6 +355,12 @@ impl VolumeShared {
         } else {
             r5.missing
         }
+    }
+
+    /// Whether a write to `row` of RAID-5 map `r5` must not trust the row's parity (a parity
+    /// resync has not reached it yet).
+    pub(crate) fn raid5_parity_suspect(&self, r5: &Raid5Map, row: u64) -> bool {
+        r5.resyncing && row >= self.rebuilt_rows(r5.geometry.row_blocks())
     }
 
     /// Read errors seen (each retried on another plex when one was left).

@@ -371,6 +371,10 @@ pub(crate) fn raid5_map(
         // A stale column whose disks are all present is rebuilt in place (its checkpoint,
         // in rows, is the plex's `sync_offset`).
         rebuilding: missing.is_some() && plex.sync_offset.is_some(),
+        resyncing: missing.is_none()
+            && cfg.volumes.iter().any(|v| {
+                Some(v.name.as_str()) == plex.volume.as_deref() && v.state == VolumeState::Sync
+            }),
         missing,
     })
 }

@@ -322,6 +322,25 @@ impl VolumeManager {
         self.publish(g, vol);
     }
 
+    /// After a parity resync ended: once done the volume is ACTIVE and its map no longer
+    /// resyncing; otherwise (cancelled by a stop, or failed) writes go on reconstructing the
+    /// parity of every row (no progress to trust), until the resync runs again.
+    fn end_resync(&self, task: &Task, vol: &str, shared: &Arc<VolumeShared>) {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(&task.dg) else {
+            return;
+        };
+        if !g.volumes.get(vol).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            return;
+        }
+        if task.state() == crate::volume::copy::task::TaskState::Done {
+            self.publish(g, vol);
+            shared.resync.store(None);
+        } else {
+            shared.resync.store(None);
+        }
+    }
+
     /// Runs row task `work` on RAID-5 volume `vol` from logical block `start` (rounded down to
     /// a barrier chunk) on its own thread. `checkpoint(cfg, block)` records progress (after
     /// the disks written were flushed); `done` records the end (under the manager lock, after
@@ -369,7 +388,7 @@ impl VolumeManager {
             start,
             total: rows * row_blocks,
         });
-        if let RowWork::Rebuild(_) = work {
+        if let RowWork::Rebuild(_) | RowWork::Resync = work {
             // Progress first, then the map that says to use it.
             shared.resync.store(Some(task.progress().clone()));
             self.publish(g, vol);
@@ -403,10 +422,11 @@ impl VolumeManager {
                     vm.checkpoint(&task, &written, |cfg| checkpoint(cfg, off))
                 });
                 let r = crate::volume::manager::flush_copied(&vm.engine, r, &written);
-                let rebuilding = matches!(work, RowWork::Rebuild(_));
                 vm.finish_task(&task, r, |g, t| done(&vm, g, t, &found));
-                if rebuilding {
-                    vm.end_rebuild(&task, &vol, &shared);
+                match work {
+                    RowWork::Rebuild(_) => vm.end_rebuild(&task, &vol, &shared),
+                    RowWork::Resync => vm.end_resync(&task, &vol, &shared),
+                    RowWork::Check { .. } => {}
                 }
             });
         if let Err(e) = spawned {

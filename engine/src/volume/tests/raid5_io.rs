@@ -29,6 +29,11 @@ pub(crate) fn raid5(vm: &VolumeManager, name: &str, size: u64, ncol: u32, su_kb:
 /// returns the first row whose units do not XOR to zero (only meaningful when no column is
 /// missing).
 pub(crate) fn parity_mismatch(vm: &VolumeManager, vol: &Bdev) -> Option<u64> {
+    mismatching_rows(vm, vol).first().copied()
+}
+
+/// Every row of `vol`'s RAID-5 plex whose units (read from the disks) do not XOR to zero.
+pub(crate) fn mismatching_rows(vm: &VolumeManager, vol: &Bdev) -> Vec<u64> {
     let shared = crate::volume::io::driver::shared_of(vol).expect("volume");
     let map = shared.map();
     let r5 = map.raid5.as_ref().expect("a RAID-5 map");
@@ -49,8 +54,10 @@ pub(crate) fn parity_mismatch(vm: &VolumeManager, vol: &Bdev) -> Option<u64> {
     }
     let unit = (su * bs) as usize;
     acc.chunks(unit)
-        .position(|u| u.iter().any(|&b| b != 0))
-        .map(|r| r as u64)
+        .enumerate()
+        .filter(|(_, u)| u.iter().any(|&b| b != 0))
+        .map(|(r, _)| r as u64)
+        .collect()
 }
 
 /// Runs one request without data and checks it succeeded.

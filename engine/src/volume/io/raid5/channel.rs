@@ -204,6 +204,9 @@ struct Op {
     lost: u64,
     /// The request cannot succeed (EIO once the stripe is released).
     fatal: bool,
+    /// The row's parity may be wrong (a parity resync has not reached it): never
+    /// read-modify-write.
+    parity_suspect: bool,
     /// `ncol` stripe units.
     buf: IoBuf,
 }
@@ -223,6 +226,7 @@ impl Op {
             failed: 0,
             lost: 0,
             fatal: false,
+            parity_suspect: false,
             buf,
         }
     }
@@ -650,7 +654,12 @@ impl State {
             .view(v)
             .raid5()
             .and_then(|r| core.shared.raid5_missing(r, row));
+        let suspect = self
+            .view(v)
+            .raid5()
+            .is_some_and(|r| core.shared.raid5_parity_suspect(r, row));
         let op = &mut self.ops[o as usize];
+        op.parity_suspect = suspect;
         op.view = v;
         op.stage = Stage::Reading;
         if let Err(e) = usable {
@@ -725,6 +734,12 @@ impl State {
         match op.kind {
             OpKind::Write => {
                 op.plan = span.plan(op.missing);
+                if op.parity_suspect
+                    && op.missing.is_none()
+                    && op.plan == WritePlan::ReadModifyWrite
+                {
+                    op.plan = WritePlan::ReconstructWrite;
+                }
                 let missing = op.missing;
                 span.reads(op.plan, missing, |r| read(r.column, r.lo, r.hi));
             }
