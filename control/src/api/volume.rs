@@ -153,6 +153,9 @@ pub struct VolumeCreateParams {
     /// Disks to allocate from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alloc: Option<Vec<String>>,
+    /// RAID-5: log plexes (default 1 when a disk the columns do not use has room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nlog: Option<u32>,
 }
 
 /// Params of `volume_resize`.

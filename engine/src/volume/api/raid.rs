@@ -248,6 +248,7 @@ impl VolumeManager {
                 uuid,
                 bdev_name: Some(name.to_string()),
                 raid_level: Some(level.name().to_string()),
+                logs: Vec::new(),
             },
         )
     }

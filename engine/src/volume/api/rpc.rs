@@ -94,6 +94,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             read_policy: p.read_policy,
             prefer_plex: p.prefer_plex,
             alloc: p.alloc,
+            nlog: p.nlog,
         };
         Ok(m.volume_create(&req)?)
     });

@@ -69,6 +69,20 @@ pub struct Raid5Map {
     /// that does not match their data, so writes there reconstruct the parity from the data
     /// (reconstruct-write) instead of updating it (read-modify-write would keep it wrong).
     pub resyncing: bool,
+    /// The log plexes that take entries (enabled, on present disks); every write is logged
+    /// to each of them before any column is written. Empty: no log.
+    pub logs: Vec<Raid5Log>,
+    /// The epoch written into log entries (the plex's `log_epoch`).
+    pub log_epoch: u64,
+}
+
+/// One RAID-5 log plex as the I/O path sees it.
+#[derive(Debug, Clone)]
+pub struct Raid5Log {
+    /// The log plex's name (for events).
+    pub plex: String,
+    /// Its blocks (a concat of its subdisks); targets index [`VolumeMap::disks`].
+    pub geometry: PlexGeometry,
 }
 
 /// How a read picks its plex.
@@ -177,6 +191,19 @@ pub enum VolumeEvent {
         /// Blocks.
         num: u64,
     },
+    /// RAID-5: writes to these log plexes (bits into `map.raid5`'s `logs`) failed: record
+    /// them BADLOG (the volume runs without their protection), publish the new map, then call
+    /// [`VolumeShared::ack_event`].
+    LogFailed {
+        /// The volume.
+        volume: Arc<VolumeShared>,
+        /// The map the request used.
+        map: Arc<VolumeMap>,
+        /// Log plex bits.
+        logs: u64,
+        /// Id to acknowledge.
+        id: u64,
+    },
     /// RAID-5: these columns (bit per column of `map.raid5`'s plex) failed a write, a read a
     /// write needed, or a flush: record them stale (one left: degraded; two: the volume goes
     /// offline), publish the new map, then call [`VolumeShared::ack_event`].
@@ -218,6 +245,8 @@ pub struct VolumeShared {
     pub(crate) resync: arc_swap::ArcSwapOption<CopyProgress>,
     /// RAID-5 volumes: the per-stripe lock every reactor's channel shares.
     stripes: Option<StripeLock>,
+    /// RAID-5 volumes: the log's slots every reactor's channel shares.
+    log_ring: Option<crate::volume::io::raid5::log_ring::LogRing>,
 }
 
 /// How far a copy has come: every block below it is copied. The copy (a task on its own
@@ -270,6 +299,10 @@ impl VolumeShared {
             name,
             generation: AtomicU64::new(map.generation),
             stripes: map.raid5.is_some().then(StripeLock::new),
+            log_ring: map
+                .raid5
+                .is_some()
+                .then(crate::volume::io::raid5::log_ring::LogRing::new),
             map: ArcSwap::from_pointee(map),
             events,
             event_lock: std::sync::Mutex::new(()),
@@ -287,6 +320,11 @@ impl VolumeShared {
     /// The per-stripe lock (RAID-5 volumes only).
     pub(crate) fn stripe_lock(&self) -> Option<&StripeLock> {
         self.stripes.as_ref()
+    }
+
+    /// The log's slots (RAID-5 volumes only).
+    pub(crate) fn log_ring(&self) -> Option<&crate::volume::io::raid5::log_ring::LogRing> {
+        self.log_ring.as_ref()
     }
 
     /// The bdev name.

@@ -101,6 +101,42 @@ impl VolumeManager {
                 }
                 volume.ack_event(id);
             }
+            VolumeEvent::LogFailed {
+                volume,
+                map,
+                logs,
+                id,
+            } => {
+                let names: Vec<String> = map
+                    .raid5
+                    .iter()
+                    .flat_map(|r| r.logs.iter().enumerate())
+                    .filter(|(i, _)| *i < 64 && logs & (1 << i) != 0)
+                    .map(|(_, l)| l.plex.clone())
+                    .collect();
+                let mut groups = self.lock();
+                let (dg, vol) = (volume.dg(), volume.volume());
+                let r = match groups.get_mut(dg) {
+                    Some(g) => self.record_bad_logs(g, vol, &names),
+                    None => Err(VolumeError::NotFound {
+                        kind: "disk group",
+                        name: dg.to_string(),
+                    }),
+                };
+                if let Err(e) = r {
+                    // Entries may be missing from a log that a replay would still read:
+                    // nothing may be acknowledged over it.
+                    match groups.get_mut(dg) {
+                        Some(g) => self.disable(g, vol, &e.to_string()),
+                        None => {
+                            tracing::error!(volume = %volume.name(), "cannot record the failed log plexes {names:?}: {e}; disabling the volume");
+                            let cur = volume.map();
+                            volume.publish(cur.disabled(cur.generation + 1));
+                        }
+                    }
+                }
+                volume.ack_event(id);
+            }
             VolumeEvent::ReadRepair {
                 volume,
                 map,
@@ -121,6 +157,40 @@ impl VolumeManager {
                 });
             }
         }
+    }
+
+    /// Records log plexes `names` of RAID-5 volume `vol` BADLOG (detached: no entry is
+    /// written to or replayed from them) and publishes the map without them. This is the
+    /// alert that the volume lost (some of) its write-hole protection.
+    pub(crate) fn record_bad_logs(
+        &self,
+        g: &mut Group,
+        vol: &str,
+        names: &[String],
+    ) -> Result<(), VolumeError> {
+        let dg = g.cfg.name.clone();
+        let mut cfg = g.cfg.clone();
+        for n in names {
+            if let Some(p) = cfg.plex_mut(n) {
+                if p.state == PlexState::Log {
+                    p.state = PlexState::Badlog;
+                    p.kstate = KernelState::Detached;
+                }
+            }
+        }
+        let left = cfg
+            .plexes_of(vol)
+            .iter()
+            .filter(|p| p.state == PlexState::Log && p.kstate == KernelState::Enabled)
+            .count();
+        if left == 0 {
+            tracing::error!(dg = %dg, volume = %vol, plexes = ?names, "RAID-5 log plex failed (BADLOG): the volume has no working log and runs WITHOUT write-hole protection (a crash now needs a full parity resync, and a crash while degraded a forced start); attach a new log plex");
+        } else {
+            tracing::error!(dg = %dg, volume = %vol, plexes = ?names, "RAID-5 log plex failed (BADLOG); {left} log plex(es) still protect the volume");
+        }
+        let committed = g.commit(&self.engine, cfg);
+        self.publish(g, vol);
+        committed
     }
 
     /// Records `columns` (bits) of RAID-5 plex `plex` of volume `vol` stale (their contents

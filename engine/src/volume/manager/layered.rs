@@ -129,6 +129,7 @@ impl VolumeManager {
             kstate: KernelState::Disabled,
             sync_offset: None,
             stale_columns: Vec::new(),
+            log_epoch: 0,
         });
         cfg.volumes.push(VolumeRecord {
             name: name.to_string(),

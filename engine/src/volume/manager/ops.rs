@@ -48,6 +48,8 @@ pub struct VolumeCreate {
     pub prefer_plex: Option<String>,
     /// Disks (names in the group or bdev names) to allocate from.
     pub alloc: Option<Vec<String>>,
+    /// RAID-5: log plexes (default 1 when a disk the columns do not use has room, else 0).
+    pub nlog: Option<u32>,
 }
 
 /// Free space on the group's usable disks (present, condition OK) in `cfg`, as the allocator
@@ -112,6 +114,8 @@ pub(crate) struct NewVolume<'a> {
     pub(crate) uuid: Option<Uuid>,
     pub(crate) bdev_name: Option<String>,
     pub(crate) raid_level: Option<String>,
+    /// Log plexes (RAID-5), one subdisk list each, recorded LOG with the volume.
+    pub(crate) logs: Vec<alloc::PlexAlloc>,
 }
 
 /// Builds the geometry of plex `plex` from its subdisks, with `swap` = (old subdisk, new
@@ -340,6 +344,8 @@ pub(crate) fn raid5_map(
             }
         }
     }
+    // The logs' disks first: the targets below are past every disk of the map.
+    let (logs, log_epoch) = raid5_logs(g, plex, ncol, stripe_unit, disks);
     // Extents on absent disks: a target per column above every present disk, so no two
     // columns share one and none is a real disk.
     for (c, i, _, _) in absent {
@@ -366,6 +372,8 @@ pub(crate) fn raid5_map(
     }
     let missing = missing.first().copied();
     Ok(Raid5Map {
+        logs,
+        log_epoch,
         plex: plex.name.clone(),
         geometry,
         // A stale column whose disks are all present is rebuilt in place (its checkpoint,
@@ -377,6 +385,58 @@ pub(crate) fn raid5_map(
             }),
         missing,
     })
+}
+
+/// The usable log plexes of RAID-5 plex `plex` (state LOG, enabled, every subdisk on a
+/// present disk, at least a whole log long) and the epoch to write, adding their disks to
+/// `disks`.
+fn raid5_logs(
+    g: &Group,
+    plex: &PlexRecord,
+    ncol: u32,
+    su: u64,
+    disks: &mut Vec<Arc<crate::bdev::Bdev>>,
+) -> (Vec<driver::Raid5Log>, u64) {
+    let cfg = &g.cfg;
+    let need = crate::volume::model::raid5_log::log_blocks(ncol, su);
+    let mut logs = Vec::new();
+    let Some(vol) = plex.volume.as_deref() else {
+        return (logs, plex.log_epoch);
+    };
+    for lp in cfg.plexes_of(vol) {
+        if lp.state != PlexState::Log || lp.kstate != KernelState::Enabled {
+            continue;
+        }
+        let mut col = Column::default();
+        let mut ok = true;
+        for s in cfg.subdisks_of(&lp.name) {
+            match (g.members.get(&s.disk), cfg.disk(&s.disk)) {
+                (Some(m), Some(d)) if d.condition == DiskCondition::Ok => {
+                    let target = match disks.iter().position(|b| b.id() == m.bdev.id()) {
+                        Some(i) => i,
+                        None => {
+                            disks.push(m.bdev.clone());
+                            disks.len() - 1
+                        }
+                    };
+                    col.extents.push(Extent {
+                        target: target as u32,
+                        offset: d.public_offset + s.disk_offset,
+                        len: s.len,
+                    });
+                }
+                _ => ok = false,
+            }
+        }
+        match PlexGeometry::concat(col) {
+            Ok(geometry) if ok && geometry.len() >= need => logs.push(driver::Raid5Log {
+                plex: lp.name.clone(),
+                geometry,
+            }),
+            _ => {}
+        }
+    }
+    (logs, plex.log_epoch)
 }
 
 /// Cleans up what a crash left half done, before the imported configuration is committed:
@@ -635,6 +695,7 @@ impl VolumeManager {
                 uuid: None,
                 bdev_name: None,
                 raid_level: None,
+                logs: Vec::new(),
             },
         )
     }
@@ -658,6 +719,16 @@ impl VolumeManager {
                 PlexState::Temp,
                 KernelState::Disabled,
                 &pa.columns,
+            ));
+        }
+        let mut log_names = Vec::new();
+        for la in &nv.logs {
+            log_names.push(cfg.add_plex(
+                name,
+                PlexLayout::Concat,
+                PlexState::Temp,
+                KernelState::Disabled,
+                &la.columns,
             ));
         }
         if let ReadPolicy::Prefer(p) = &read_policy {
@@ -707,12 +778,17 @@ impl VolumeManager {
         g.commit(&self.engine, cfg.clone())?;
         // A new volume reads as zeroes (never as an old volume's data), and mirrors start
         // identical.
-        if let Err(f) = self.zero_subdisks(g, &plex_names) {
+        let zeroed: Vec<String> = plex_names.iter().chain(&log_names).cloned().collect();
+        if let Err(f) = self.zero_subdisks(g, &zeroed) {
             return Err(self.zeroing_failed(g, f, |back| remove_volume(back, name)));
         }
         for p in cfg.plexes.iter_mut() {
             if plex_names.contains(&p.name) {
                 p.state = PlexState::Clean;
+                p.kstate = KernelState::Enabled;
+            }
+            if log_names.contains(&p.name) {
+                p.state = PlexState::Log;
                 p.kstate = KernelState::Enabled;
             }
         }
@@ -925,6 +1001,14 @@ impl VolumeManager {
         let raid5_degraded = raid5
             .as_deref()
             .is_some_and(|p| crate::volume::manager::raid5_tasks::raid5_degraded(g, p));
+        // A RAID-5 volume that crashed with a log: its log makes every torn row whole again,
+        // before anything else touches the volume.
+        let replayed = match (&raid5, g.cfg.volume(name)) {
+            (Some(_), Some(v)) if was_running(v.state) && v.kstate == KernelState::Enabled => {
+                self.replay_raid5_log(g, name)?
+            }
+            _ => None,
+        };
         let mut cfg = g.cfg.clone();
         let readable: Vec<String> = cfg
             .plexes_of(name)
@@ -941,11 +1025,16 @@ impl VolumeManager {
             return Err(not_found_volume(&dg, name));
         };
         let mut needs_sync = was_running(v.state) && (readable.len() > 1 || raid5.is_some());
+        if replayed.is_some() {
+            // The log covered the crash: only a resync an earlier crash left unfinished
+            // remains (which needs every column).
+            needs_sync = v.state == VolumeState::Sync && !raid5_degraded;
+        }
         // Still ENABLED means plexd died while the volume ran: writes after the last
         // checkpoint may have reached only some plexes, so copies start over. After a clean
         // stop (DISABLED) they resume from their checkpoints.
         let crashed = v.kstate == KernelState::Enabled;
-        if needs_sync && raid5_degraded {
+        if needs_sync && raid5_degraded && replayed.is_none() {
             // A RAID-5 volume's parity resync needs every column; without one, a row whose
             // write was torn by the crash reconstructs the missing column wrongly.
             if !force {
@@ -971,6 +1060,10 @@ impl VolumeManager {
         for p in cfg.plexes.iter_mut() {
             if p.volume.as_deref() == Some(name) && p.state == PlexState::Clean {
                 p.state = PlexState::Active;
+            }
+            // Log entries of earlier runs are never replayed again.
+            if p.volume.as_deref() == Some(name) && matches!(p.layout, PlexLayout::Raid5 { .. }) {
+                p.log_epoch += 1;
             }
             if p.volume.as_deref() == Some(name) && crashed && p.sync_offset.is_some() {
                 p.sync_offset = Some(0);

@@ -247,8 +247,9 @@ impl VolumeManager {
             .map(|l| resolve_disks(&g.cfg, l))
             .transpose()?;
         let space = usable_space(g, &g.cfg, self.tasks.fences());
-        let plan = alloc::allocate(&space, &shape.alloc_request(disks))
+        let plan = alloc::allocate(&space, &shape.alloc_request(disks.clone()))
             .map_err(|e| named_raid5(e, shape.ncol))?;
+        let logs = self.allocate_logs(g, req, &shape, &plan, disks, &space)?;
         self.create_from_plan(
             g,
             NewVolume {
@@ -261,8 +262,65 @@ impl VolumeManager {
                 uuid: None,
                 bdev_name: None,
                 raid_level: None,
+                logs,
             },
         )
+    }
+
+    /// The log plexes of a new RAID-5 volume: `req.nlog` of them (default 1 if there is room,
+    /// else none, with a warning), each on a disk that no column and no other log uses.
+    fn allocate_logs(
+        &self,
+        g: &Group,
+        req: &VolumeCreate,
+        shape: &Raid5Shape,
+        plan: &[alloc::PlexAlloc],
+        disks: Option<Vec<String>>,
+        space: &[alloc::DiskSpace],
+    ) -> Result<Vec<alloc::PlexAlloc>, VolumeError> {
+        let bs = g.cfg.block_size as usize;
+        if shape.ncol as usize + 2 > crate::volume::model::raid5_log::max_ranges(bs) {
+            if req.nlog.is_some_and(|n| n > 0) {
+                return Err(VolumeError::Invalid(format!(
+                    "a RAID-5 log holds rows of at most {} columns with {bs}-byte blocks; {} columns cannot have a log",
+                    crate::volume::model::raid5_log::max_ranges(bs) - 2,
+                    shape.ncol
+                )));
+            }
+            return Ok(Vec::new());
+        }
+        let used: Vec<String> = plan
+            .iter()
+            .flat_map(|p| p.columns.iter().flatten().map(|(d, _, _)| d.clone()))
+            .collect();
+        let want = req.nlog.unwrap_or(1);
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        let len = crate::volume::model::raid5_log::log_blocks(shape.ncol, shape.stripe_unit);
+        // Space the columns took is gone from `space` only in the committed configuration:
+        // leave their disks out altogether.
+        let r = alloc::allocate(
+            space,
+            &AllocRequest {
+                len,
+                nmirror: want,
+                ncol: 1,
+                stripe_unit: 1,
+                disks,
+                exclude: used,
+            },
+        );
+        match r {
+            Ok(logs) => Ok(logs),
+            Err(e) if req.nlog.is_none() => {
+                tracing::warn!(dg = %g.cfg.name, volume = %req.name, "no room for a RAID-5 log on a disk the columns do not use ({e}): the volume has no log, so a crash leaves it to a full parity resync, and a crash while degraded to a forced start");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(VolumeError::Invalid(format!(
+                "{want} RAID-5 log plex(es) of {len} blocks need disks that no column uses: {e}"
+            ))),
+        }
     }
 }
 

@@ -367,6 +367,11 @@ impl VolumeManager {
                 "volume {dg}/{vol} has no RAID-5 map"
             )));
         };
+        if matches!(work, RowWork::Resync | RowWork::Check { .. }) && r5.missing.is_some() {
+            return Err(VolumeError::Invalid(format!(
+                "RAID-5 volume {dg}/{vol} is degraded: its parity cannot be recomputed or checked without the missing column"
+            )));
+        }
         let plex = RowPlex::new(r5.geometry.clone(), &map.disks).map_err(VolumeError::Invalid)?;
         let rows = r5.geometry.rows();
         let row_blocks = r5.geometry.row_blocks();
@@ -434,4 +439,165 @@ impl VolumeManager {
         }
         Ok(id)
     }
+}
+
+/// How long a replay waits for one log or column I/O.
+const REPLAY_IO_WAIT: Duration = Duration::from_secs(60);
+
+/// One valid log entry read back: its header, ranges and payload.
+struct Entry {
+    header: crate::volume::model::raid5_log::LogHeader,
+    ranges: Vec<crate::volume::model::raid5_log::LogRange>,
+    payload: Vec<u8>,
+}
+
+impl VolumeManager {
+    /// Replays the log of RAID-5 volume `vol` (not started) after a crash: every valid entry
+    /// of the plex's current epoch, from every usable log plex, is written again to its
+    /// columns in sequence order (a missing column's ranges are skipped: the replayed parity
+    /// implies them), then the columns are flushed. Returns how many entries were replayed,
+    /// or `None` if the volume has no usable log (it then needs a parity resync).
+    pub(crate) fn replay_raid5_log(
+        &self,
+        g: &Group,
+        vol: &str,
+    ) -> Result<Option<usize>, VolumeError> {
+        use crate::bdev::blocking::start_io;
+        use crate::bdev::IoType;
+        use crate::volume::model::raid5_log::{decode_header, slot_blocks, LOG_SLOTS};
+        let dg = g.cfg.name.clone();
+        let (Some(plex), Some(v)) = (raid5_plex(g, vol), g.cfg.volume(vol)) else {
+            return Ok(None);
+        };
+        let Some(p) = g.cfg.plex(&plex) else {
+            return Ok(None);
+        };
+        let mut disks = Vec::new();
+        let map = crate::volume::manager::ops::raid5_map(g, p, v.len, &mut disks)
+            .map_err(VolumeError::Invalid)?;
+        if map.logs.is_empty() {
+            return Ok(None);
+        }
+        let geo = &map.geometry;
+        let (ncol, su) = (geo.ncol() as u32, geo.stripe_unit());
+        let bs = g.cfg.block_size as u64;
+        let slot = slot_blocks(ncol, su);
+        let io_err = |e: crate::bdev::blocking::BlockingIoError| VolumeError::Disk(e.into());
+        let mut entries: std::collections::BTreeMap<u64, Entry> = Default::default();
+        let mut read_any = false;
+        for log in &map.logs {
+            // The whole log plex, extent by extent.
+            let mut buf = vec![0u8; (LOG_SLOTS * slot * bs) as usize];
+            let mut ok = true;
+            let _ = log.geometry.map(0, LOG_SLOTS * slot, |s| {
+                if !ok {
+                    return;
+                }
+                let r = disks
+                    .get(s.target as usize)
+                    .ok_or_else(|| VolumeError::Invalid("log plex on an unknown disk".into()))
+                    .and_then(|d| {
+                        start_io(&self.engine, 0, d, IoType::Read, s.target_offset * bs, s.len * bs, None)
+                            .map_err(io_err)?
+                            .wait(REPLAY_IO_WAIT)
+                            .map_err(io_err)
+                    });
+                match r {
+                    Ok(data) => {
+                        let at = (s.req_offset * bs) as usize;
+                        buf[at..at + data.len()].copy_from_slice(&data);
+                    }
+                    Err(e) => {
+                        tracing::error!(dg = %dg, volume = %vol, plex = %log.plex, "cannot read the RAID-5 log: {e}");
+                        ok = false;
+                    }
+                }
+            });
+            if !ok {
+                continue;
+            }
+            read_any = true;
+            for k in 0..LOG_SLOTS {
+                let at = (k * slot * bs) as usize;
+                let Ok((h, ranges)) = decode_header(&buf[at..at + bs as usize]) else {
+                    continue;
+                };
+                if h.epoch != map.log_epoch
+                    || h.ncol != ncol
+                    || h.su != su
+                    || h.row >= geo.rows()
+                    || log_slot(h.seq) != k
+                    || entries.contains_key(&h.seq)
+                {
+                    continue;
+                }
+                let from = at + bs as usize;
+                let len = (u64::from(h.payload_blocks) * bs) as usize;
+                let Some(payload) = buf.get(from..from + len) else {
+                    continue;
+                };
+                if crc32c::crc32c(payload) != h.payload_crc {
+                    continue;
+                }
+                entries.insert(
+                    h.seq,
+                    Entry {
+                        header: h,
+                        ranges,
+                        payload: payload.to_vec(),
+                    },
+                );
+            }
+        }
+        if !read_any {
+            tracing::error!(dg = %dg, volume = %vol, "no RAID-5 log plex could be read: the log cannot be replayed");
+            return Ok(None);
+        }
+        // Replay, oldest first.
+        for e in entries.values() {
+            let mut at = 0usize;
+            for r in &e.ranges {
+                let len = (r.blocks() * bs) as usize;
+                let data = &e.payload[at..at + len];
+                at += len;
+                if Some(r.column as usize) == map.missing {
+                    continue;
+                }
+                let mut pieces = Vec::new();
+                geo.locate(
+                    e.header.row,
+                    r.column as usize,
+                    u64::from(r.lo),
+                    r.blocks(),
+                    |p| pieces.push(p),
+                );
+                for p in pieces {
+                    let d = disks.get(p.target as usize).ok_or_else(|| {
+                        VolumeError::Invalid("a RAID-5 column on an unknown disk".into())
+                    })?;
+                    let off = (p.piece_offset * bs) as usize;
+                    start_io(
+                        &self.engine,
+                        0,
+                        d,
+                        IoType::Write,
+                        p.target_offset * bs,
+                        p.len * bs,
+                        Some(&data[off..off + (p.len * bs) as usize]),
+                    )
+                    .map_err(io_err)?
+                    .wait(REPLAY_IO_WAIT)
+                    .map_err(io_err)?;
+                }
+            }
+        }
+        crate::volume::manager::flush_disks(&self.engine, disks.iter())?;
+        tracing::info!(dg = %dg, volume = %vol, entries = entries.len(), "RAID-5 log replayed");
+        Ok(Some(entries.len()))
+    }
+}
+
+/// The slot of log entry `seq`.
+fn log_slot(seq: u64) -> u64 {
+    crate::volume::io::raid5::log_ring::LogRing::slot(seq)
 }

@@ -5,9 +5,11 @@
 //!   volumes, states).
 //! - [`layout`]: the block mapping of a plex (concat, stripe) onto disks.
 //! - [`raid5`]: the block mapping of a RAID-5 plex (parity rotation, write plans).
+//! - [`raid5_log`]: the RAID-5 log's entry format and layout.
 //! - [`alloc`]: vxassist-style space allocation.
 
 pub mod alloc;
 pub mod layout;
 pub mod objects;
 pub mod raid5;
+pub mod raid5_log;

@@ -33,8 +33,10 @@ pub enum PlexState {
     Offline,
     /// Detached after an I/O failure.
     Iofail,
-    /// A log-only plex.
+    /// A log-only plex (a RAID-5 volume's log).
     Log,
+    /// A log plex whose disk failed a write: the volume runs without its protection.
+    Badlog,
     /// Being attached (copy in progress); removed again if the operation is abandoned.
     Temp,
     /// Being removed.
@@ -54,6 +56,7 @@ impl PlexState {
             PlexState::Offline => "OFFLINE",
             PlexState::Iofail => "IOFAIL",
             PlexState::Log => "LOG",
+            PlexState::Badlog => "BADLOG",
             PlexState::Temp => "TEMP",
             PlexState::Temprm => "TEMPRM",
             PlexState::Temprmsd => "TEMPRMSD",
@@ -277,6 +280,14 @@ pub struct PlexRecord {
     /// degraded (reads reconstruct it from the others); two take it offline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_columns: Vec<u32>,
+    /// RAID-5: the generation of the volume's log entries, bumped at every start; entries of
+    /// other generations are ignored (see `model::raid5_log`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_epoch: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A volume.
@@ -470,6 +481,7 @@ impl DgConfig {
             kstate,
             sync_offset: None,
             stale_columns: Vec::new(),
+            log_epoch: 0,
         });
         pname
     }
@@ -645,6 +657,7 @@ mod tests {
             kstate: KernelState::Detached,
             sync_offset: None,
             stale_columns: Vec::new(),
+            log_epoch: 0,
         };
         let j = serde_json::to_value(&p).unwrap();
         assert_eq!(j["layout"]["type"], "stripe");

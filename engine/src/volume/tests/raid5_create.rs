@@ -122,6 +122,8 @@ fn raid5_volume_is_one_plex_of_columns_on_distinct_disks() {
     assert_eq!(back.plexes_of("r5")[0].layout, p.layout);
     assert_eq!(columns(&back, &p.name), cols);
     assert!(vm.is_started("dg01", "r5"));
+    // It crashed without a log: its parity is resynchronised first.
+    wait_until("the parity resync", || !vm.tasks().busy("dg01", "r5"));
     vm.volume_stop("dg01", "r5").unwrap();
     assert_eq!(
         vm.config("dg01").unwrap().0.volume("r5").unwrap().state,
@@ -178,7 +180,27 @@ fn raid5_volume_in_vm_print_and_volume_list() {
     assert_eq!(v.layout.get().map(String::as_str), Some("raid5"));
     assert_eq!(v.num_blocks.copied(), Some(2048));
     let plexes = v.plexes.get().unwrap();
-    assert_eq!(plexes.len(), 1);
+    // The RAID-5 plex and its log (on the fourth disk, which no column uses).
+    assert_eq!(plexes.len(), 2);
+    assert_eq!(plexes[1].state.as_str(), "LOG");
+    let log_disk = &plexes[1].subdisks[0].disk;
+    assert!(plexes[0].subdisks.iter().all(|s| &s.disk != log_disk));
+    let log_row = row(&listing, "pl r5-02 ");
+    assert_eq!(
+        log_row,
+        [
+            "pl",
+            "r5-02",
+            "r5",
+            "ENABLED",
+            "LOG",
+            &(64 * (1 + 3 * 64)).to_string(),
+            "CONCAT",
+            "-",
+            "RW"
+        ],
+        "{listing}"
+    );
     let p = &plexes[0];
     assert_eq!(
         (p.layout.as_str(), p.ncol, p.stripe_unit_blocks),

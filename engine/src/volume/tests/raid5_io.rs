@@ -163,20 +163,18 @@ fn raid5_matches_a_flat_model_and_parity_holds_on_disk() {
     e.shutdown();
 }
 
-/// The column of `vol`'s RAID-5 plex on disk `disk` (a bdev name).
-fn column_on(vm: &VolumeManager, disk_bdev: &str) -> u32 {
+/// The column of `vol`'s RAID-5 plex (`r5-01`) on disk `disk_bdev`, if it holds one.
+fn column_on(vm: &VolumeManager, disk_bdev: &str) -> Option<u32> {
     let (cfg, _) = vm.config("dg01").unwrap();
     let members = vm.member_bdevs("dg01").unwrap();
     let dname = members
         .iter()
         .find(|(_, b)| b.as_str() == disk_bdev)
-        .map(|(n, _)| n.clone())
-        .unwrap();
-    cfg.subdisks
+        .map(|(n, _)| n.clone())?;
+    cfg.subdisks_of("r5-01")
         .iter()
         .find(|s| s.disk == dname)
-        .unwrap()
-        .column
+        .map(|s| s.column)
 }
 
 fn stale_columns(vm: &VolumeManager, vol: &str) -> Vec<u32> {
@@ -192,7 +190,8 @@ fn stale_columns(vm: &VolumeManager, vol: &str) -> Vec<u32> {
 fn raid5_survives_one_column_and_goes_offline_on_the_second() {
     let e = engine();
     let vm = VolumeManager::new(e.clone());
-    let d = error_disks(&e, 4, 16);
+    // Four columns and a log on the fifth disk (with it, a crash while degraded restarts).
+    let d = error_disks(&e, 5, 16);
     vm.dg_create("dg01", &d, false).unwrap();
     let vol = raid5(&vm, "r5", 6 << 20, 4, 16);
     let len = vol.num_blocks() * 512;
@@ -201,8 +200,11 @@ fn raid5_survives_one_column_and_goes_offline_on_the_second() {
     assert_eq!(parity_mismatch(&vm, &vol), None);
 
     // Disk 2 fails every write from now on: the next write touching its column detaches it.
-    let col = column_on(&vm, &d[2]);
-    inject(&e, &d[2], InjectTarget::Write, 1_000_000);
+    // Two disks holding columns (one of the five holds the log).
+    let holders: Vec<&String> = d.iter().filter(|b| column_on(&vm, b).is_some()).collect();
+    assert_eq!(holders.len(), 4);
+    let col = column_on(&vm, holders[2]).unwrap();
+    inject(&e, holders[2], InjectTarget::Write, 1_000_000);
     let bs = 512u64;
     let data = pattern(2, (2 << 20) as usize);
     write(&e, &vol, 5 * bs, &data).expect("the write survives one column");
@@ -241,8 +243,8 @@ fn raid5_survives_one_column_and_goes_offline_on_the_second() {
     );
 
     // A second column fails: offline, nothing returned.
-    inject(&e, &d[0], InjectTarget::Write, 1_000_000);
-    let other = column_on(&vm, &d[0]);
+    inject(&e, holders[0], InjectTarget::Write, 1_000_000);
+    let other = column_on(&vm, holders[0]).unwrap();
     // A full-row write touches every column.
     let err = write(&e, &vol, 0, &pattern(3, (3 * 16) << 10));
     assert!(err.is_err(), "a write that lost two columns fails");

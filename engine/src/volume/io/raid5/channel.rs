@@ -37,8 +37,10 @@ use crate::bdev::{
 use crate::volume::io::channel::push_range;
 use crate::volume::io::driver::{Raid5Map, VolumeEvent, VolumeMap, VolumeShared};
 use crate::volume::io::raid5::compute::{apply_write, reconstruct};
+use crate::volume::io::raid5::log_ring::LogRing;
 use crate::volume::io::raid5::stripe_lock::{StripeHeld, StripeWaiters};
 use crate::volume::model::raid5::{StripeSpan, WritePlan};
+use crate::volume::model::raid5_log::{encode_header, slot_blocks, LogHeader, LogRange, LOG_SLOTS};
 
 /// Preallocated parent slots per channel.
 const PARENTS: usize = 256;
@@ -51,6 +53,13 @@ const MIN_OPS: usize = 4;
 const MAX_OPS: usize = 128;
 /// Tag bit of a stripe operation's child (else the child belongs to a parent directly).
 const OP_TAG: u64 = 1 << 63;
+/// With [`OP_TAG`]: the child is a log write or flush (its index is a log plex's).
+const LOG_TAG: u64 = 1 << 62;
+/// Tag of a channel's flush of the column disks before log entries are retired.
+const RETIRE_TAG: u64 = 1 << 61;
+/// Segments of a log entry write at most: the header and a range per data unit and parity
+/// range (within what a pooled request holds without allocating).
+const MAX_LOG_IOVS: usize = 30;
 
 /// Creates a channel for RAID-5 volume `shared` on the calling reactor.
 pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel>, BdevError> {
@@ -66,7 +75,7 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
     let unit = su * bs;
     let row = ncol * unit;
     let nops = (OP_BUDGET_BYTES / row).clamp(MIN_OPS, MAX_OPS);
-    let ops = (0..nops).map(|_| Op::new(IoBuf::new(row))).collect();
+    let ops = (0..nops).map(|_| Op::new(IoBuf::new(row), bs)).collect();
     let view = View::load(map.clone())?;
     let core = Rc::new_cyclic(|me| Core {
         me: me.clone(),
@@ -84,6 +93,11 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
             held: VecDeque::with_capacity(nops + 16),
             deferred: VecDeque::with_capacity(16),
             scratch: Vec::with_capacity(64),
+            log_waiters: VecDeque::with_capacity(nops),
+            pending_retire: Vec::with_capacity(2 * LOG_SLOTS as usize),
+            retiring: Vec::with_capacity(2 * LOG_SLOTS as usize),
+            retire_remaining: 0,
+            retire_view: 0,
             ncol,
             su: su as u64,
             bs,
@@ -173,8 +187,14 @@ enum Stage {
     /// Has a ticket, waits for its stripe in `waiters`.
     Waiting,
     Reading,
+    /// Has its log sequence number, waits for its log slot to be retired (`log_waiters`).
+    LogWait,
+    /// Writing its log entry.
+    Logging,
+    /// Flushing the log disks.
+    LogFlush,
     Writing,
-    /// A column failed: waits for the manager to record it (in `held`).
+    /// A column or log failed: waits for the manager to record it (in `held`).
     Held,
 }
 
@@ -209,11 +229,20 @@ struct Op {
     parity_suspect: bool,
     /// `ncol` stripe units.
     buf: IoBuf,
+    /// What it writes to the columns (and first to the log): capacity allocated once.
+    ranges: Vec<LogRange>,
+    /// Its log entry's sequence number (0: none), retired once its columns are flushed.
+    seq: u64,
+    /// One block for its log entry's header.
+    header: IoBuf,
 }
 
 impl Op {
-    fn new(buf: IoBuf) -> Op {
+    fn new(buf: IoBuf, bs: usize) -> Op {
         Op {
+            ranges: Vec::with_capacity(MAX_LOG_IOVS),
+            seq: 0,
+            header: IoBuf::new(bs),
             stage: Stage::Free,
             kind: OpKind::Write,
             parent: 0,
@@ -237,6 +266,8 @@ impl Op {
 #[derive(Clone, Copy)]
 enum Held {
     Op(u32),
+    /// An operation whose log write failed: once recorded, it writes its columns.
+    OpLog(u32),
     Parent(u32),
 }
 
@@ -258,6 +289,16 @@ struct State {
     deferred: VecDeque<BdevIo>,
     /// Children built for launch: (view, disk, child).
     scratch: Vec<(usize, u32, BdevIo)>,
+    /// Operations waiting for their log slot, oldest first.
+    log_waiters: VecDeque<u32>,
+    /// Log entries whose column writes completed, to retire after the next column flush.
+    pending_retire: Vec<u64>,
+    /// Log entries retired when the column flush in flight completes.
+    retiring: Vec<u64>,
+    /// Children of that flush still in flight (0: none).
+    retire_remaining: u32,
+    /// The view that flush uses.
+    retire_view: usize,
     ncol: usize,
     su: u64,
     bs: usize,
@@ -280,6 +321,10 @@ fn parent_tag(p: u32, column: usize) -> u64 {
 
 fn op_tag(op: u32, column: usize) -> u64 {
     OP_TAG | u64::from(op) | ((column as u64) << 32)
+}
+
+fn log_tag(op: u32, log: usize) -> u64 {
+    OP_TAG | LOG_TAG | u64::from(op) | ((log as u64) << 32)
 }
 
 /// Copies the request's bytes `[off, off + dst.len())` into `dst`.
@@ -816,32 +861,24 @@ impl State {
         }
     }
 
-    /// Computes operation `o`'s parity and writes its data and parity.
+    /// Computes operation `o`'s parity and what it writes; logs it first if the plex has a
+    /// log, else writes the columns.
     fn issue_writes(&mut self, o: u32, core: &Rc<Core>) {
         if !self.op_mapped(o) {
             self.ops[o as usize].fatal = true;
             self.end_op(o, core);
             return;
         }
-        let cb: Rc<dyn IoCompletion> = core.clone();
         let (ncol, bs, su) = (self.ncol, self.bs, self.su);
         let unit = su as usize * bs;
         let State {
             ops,
             views,
             parents,
-            scratch,
             ..
         } = self;
         let op = &mut ops[o as usize];
         let Some(span) = op.span else {
-            return;
-        };
-        let Some(r5) = views
-            .get(op.view)
-            .and_then(Option::as_ref)
-            .and_then(View::raid5)
-        else {
             return;
         };
         let pr = &parents[op.parent as usize];
@@ -861,12 +898,257 @@ impl State {
                 }
             });
         }
+        // What goes to the columns (and first to the log): the data written, the parity.
+        op.ranges.clear();
+        let (first, last) = span.units();
+        for k in first..=last {
+            let c = span.data_column(k);
+            let (lo, hi) = span.written(k);
+            if Some(c) != missing && lo < hi {
+                op.ranges.push(LogRange {
+                    column: c as u32,
+                    lo: lo as u32,
+                    hi: hi as u32,
+                });
+            }
+        }
+        if Some(span.parity_column) != missing {
+            let ranges = &mut op.ranges;
+            span.parity_writes(plan, |r| {
+                ranges.push(LogRange {
+                    column: r.column as u32,
+                    lo: r.lo as u32,
+                    hi: r.hi as u32,
+                })
+            });
+        }
+        let logged = views
+            .get(op.view)
+            .and_then(Option::as_ref)
+            .and_then(View::raid5)
+            .is_some_and(|r| !r.logs.is_empty())
+            && !op.ranges.is_empty()
+            && op.ranges.len() < MAX_LOG_IOVS;
+        match core.shared.log_ring().filter(|_| logged) {
+            Some(ring) => {
+                op.seq = ring.take();
+                if ring.is_free_for(op.seq) {
+                    self.issue_log(o, core);
+                } else {
+                    op.stage = Stage::LogWait;
+                    self.log_waiters.push_back(o);
+                }
+            }
+            None => self.write_columns(o, core),
+        }
+    }
+
+    /// Writes operation `o`'s log entry (header and ranges) to every log plex of its map.
+    fn issue_log(&mut self, o: u32, core: &Rc<Core>) {
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let (ncol, bs, su) = (self.ncol, self.bs, self.su);
+        let unit = su as usize * bs;
+        let State {
+            ops,
+            views,
+            scratch,
+            ..
+        } = self;
+        let op = &mut ops[o as usize];
+        let (Some(span), Some(r5)) = (
+            op.span,
+            views
+                .get(op.view)
+                .and_then(Option::as_ref)
+                .and_then(View::raid5),
+        ) else {
+            return;
+        };
+        let row = op.buf.as_slice();
+        let mut crc = 0u32;
+        let mut payload = 0u64;
+        for r in &op.ranges {
+            let at = r.column as usize * unit + r.lo as usize * bs;
+            let len = r.blocks() as usize * bs;
+            crc = crc32c::crc32c_append(crc, &row[at..at + len]);
+            payload += r.blocks();
+        }
+        let header = LogHeader {
+            epoch: r5.log_epoch,
+            seq: op.seq,
+            row: span.row,
+            ncol: ncol as u32,
+            su,
+            payload_crc: crc,
+            payload_blocks: payload as u32,
+        };
+        encode_header(&mut op.header.as_mut_slice()[..bs], &header, &op.ranges);
+        // The entry as one list of segments: the header block, then each range.
+        let base = op.buf.as_mut_ptr();
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_LOG_IOVS];
+        iovs[0] = libc::iovec {
+            iov_base: op.header.as_mut_ptr().cast(),
+            iov_len: bs,
+        };
+        let mut n_iov = 1;
+        for r in &op.ranges {
+            let at = r.column as usize * unit + r.lo as usize * bs;
+            // SAFETY: `at` lies inside the row buffer (a column below `ncol`, a unit offset
+            // below `su`), so the pointer stays within its allocation.
+            let ptr = unsafe { base.add(at) };
+            iovs[n_iov] = libc::iovec {
+                iov_base: ptr.cast(),
+                iov_len: r.blocks() as usize * bs,
+            };
+            n_iov += 1;
+        }
+        let total = 1 + payload;
+        let start = LogRing::slot(op.seq) * slot_blocks(ncol as u32, su);
+        let v = op.view;
+        let mut n = 0;
+        for (li, log) in r5.logs.iter().enumerate().take(63) {
+            let _ = log.geometry.map(start, total, |seg| {
+                let mut child = BdevIo::alloc();
+                child.prep(IoType::Write, seg.target_offset, seg.len);
+                // The header buffer and the row buffer stay untouched until every write of
+                // this stage has completed (the operation waits for them).
+                push_range(
+                    &mut child,
+                    &iovs[..n_iov],
+                    seg.req_offset as usize * bs,
+                    seg.len as usize * bs,
+                );
+                child.set_callback(cb.clone(), log_tag(o, li));
+                scratch.push((v, seg.target, child));
+                n += 1;
+            });
+        }
+        op.stage = Stage::Logging;
+        op.failed = 0;
+        op.remaining = n;
+        if n == 0 {
+            self.after_log(o, core);
+        } else {
+            self.launch();
+        }
+    }
+
+    /// The log writes (or the log flush) of operation `o` are back.
+    fn after_log(&mut self, o: u32, core: &Rc<Core>) {
+        let op = &mut self.ops[o as usize];
+        if op.failed != 0 {
+            // The entry may be missing from these logs: they must be recorded bad (never
+            // replayed) before any column is written.
+            let (v, bad) = (op.view, op.failed);
+            op.failed = 0;
+            match self.report_logs(core, v, bad) {
+                Some(id) => {
+                    self.ops[o as usize].stage = Stage::Held;
+                    self.held.push_back((Held::OpLog(o), id));
+                }
+                None => {
+                    self.ops[o as usize].fatal = true;
+                    self.end_op(o, core);
+                }
+            }
+            return;
+        }
+        if op.stage == Stage::LogFlush {
+            self.write_columns(o, core);
+            return;
+        }
+        // Written: make it durable (a flush of each log disk).
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let State {
+            ops,
+            views,
+            scratch,
+            ..
+        } = self;
+        let op = &mut ops[o as usize];
+        let v = op.view;
+        let mut n = 0;
+        if let Some(view) = views.get(v).and_then(Option::as_ref) {
+            if let Some(r5) = view.raid5() {
+                for (li, log) in r5.logs.iter().enumerate().take(63) {
+                    for (i, e) in log.geometry.columns()[0].extents.iter().enumerate() {
+                        let dup = log.geometry.columns()[0].extents[..i]
+                            .iter()
+                            .any(|f| f.target == e.target);
+                        let flushes = view
+                            .map
+                            .disks
+                            .get(e.target as usize)
+                            .is_some_and(|d| d.io_types().contains(IoType::Flush));
+                        if dup || !flushes {
+                            continue;
+                        }
+                        let mut child = BdevIo::alloc();
+                        child.prep(IoType::Flush, 0, 0);
+                        child.set_callback(cb.clone(), log_tag(o, li));
+                        scratch.push((v, e.target, child));
+                        n += 1;
+                    }
+                }
+            }
+        }
+        op.stage = Stage::LogFlush;
+        op.remaining = n;
+        if n == 0 {
+            self.write_columns(o, core);
+        } else {
+            self.launch();
+        }
+    }
+
+    /// Sends a `LogFailed` event for log plexes `logs` (bits) of view `v`'s map.
+    fn report_logs(&self, core: &Rc<Core>, v: usize, logs: u64) -> Option<u64> {
+        let shared = &core.shared;
+        let _order = shared.event_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let id = shared.next_event.fetch_add(1, Ordering::AcqRel);
+        shared
+            .events
+            .send(VolumeEvent::LogFailed {
+                volume: shared.clone(),
+                map: self.view(v).map.clone(),
+                logs,
+                id,
+            })
+            .ok()
+            .map(|_| id)
+    }
+
+    /// Writes operation `o`'s ranges (computed by `issue_writes`) to the columns.
+    fn write_columns(&mut self, o: u32, core: &Rc<Core>) {
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let (bs, su) = (self.bs, self.su);
+        let unit = su as usize * bs;
+        let State {
+            ops,
+            views,
+            scratch,
+            ..
+        } = self;
+        let op = &mut ops[o as usize];
+        let (Some(span), Some(r5)) = (
+            op.span,
+            views
+                .get(op.view)
+                .and_then(Option::as_ref)
+                .and_then(View::raid5),
+        ) else {
+            return;
+        };
         op.stage = Stage::Writing;
         op.failed = 0;
         let base = op.buf.as_mut_ptr();
         let v = op.view;
         let mut n = 0;
-        let mut write = |c: usize, lo: u64, hi: u64| {
+        for r in &op.ranges {
+            let (c, lo, hi) = (r.column as usize, u64::from(r.lo), u64::from(r.hi));
             r5.geometry.locate(span.row, c, lo, hi - lo, |piece| {
                 let mut child = BdevIo::alloc();
                 child.prep(IoType::Write, piece.target_offset, piece.len);
@@ -878,17 +1160,6 @@ impl State {
                 scratch.push((v, piece.target, child));
                 n += 1;
             });
-        };
-        let (first, last) = span.units();
-        for k in first..=last {
-            let c = span.data_column(k);
-            let (lo, hi) = span.written(k);
-            if Some(c) != missing && lo < hi {
-                write(c, lo, hi);
-            }
-        }
-        if Some(span.parity_column) != missing {
-            span.parity_writes(plan, |r| write(r.column, r.lo, r.hi));
         }
         op.remaining = n;
         if n == 0 {
@@ -932,6 +1203,10 @@ impl State {
         debug_assert!(!matches!(op.stage, Stage::Free | Stage::Waiting));
         op.stage = Stage::Free;
         op.span = None;
+        let seq = std::mem::take(&mut op.seq);
+        if seq != 0 {
+            self.pending_retire.push(seq);
+        }
         self.unbind(v);
         self.free_ops.push(o);
         let pr = &mut self.parents[p as usize];
@@ -940,7 +1215,94 @@ impl State {
             pr.errno = libc::EIO;
         }
         self.parent_step(p, core);
+        if seq != 0 {
+            self.start_retire(core);
+        }
         self.serve_want_ops(core);
+    }
+
+    /// Flushes the column disks so the log entries whose column writes completed can be
+    /// retired (their slots reused); one such flush in flight per channel.
+    fn start_retire(&mut self, core: &Rc<Core>) {
+        if self.retire_remaining > 0 || self.pending_retire.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.pending_retire, &mut self.retiring);
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let v = self.bind();
+        self.retire_view = v;
+        let State { views, scratch, .. } = self;
+        let mut n = 0;
+        if let Some(view) = views.get(v).and_then(Option::as_ref) {
+            let mut seen: u64 = 0;
+            if let Some(r5) = view.raid5() {
+                for (c, col) in r5.geometry.columns().iter().enumerate() {
+                    if Some(c) == r5.missing && !r5.rebuilding {
+                        continue;
+                    }
+                    for e in &col.extents {
+                        let fresh = e.target >= 64 || seen & (1 << e.target) == 0;
+                        let flushes = view
+                            .map
+                            .disks
+                            .get(e.target as usize)
+                            .is_some_and(|d| d.io_types().contains(IoType::Flush));
+                        if e.target < 64 {
+                            seen |= 1 << e.target;
+                        }
+                        if !fresh || !flushes {
+                            continue;
+                        }
+                        let mut child = BdevIo::alloc();
+                        child.prep(IoType::Flush, 0, 0);
+                        child.set_callback(cb.clone(), RETIRE_TAG);
+                        scratch.push((v, e.target, child));
+                        n += 1;
+                    }
+                }
+            }
+        }
+        self.retire_remaining = n;
+        if n == 0 {
+            self.end_retire(core);
+        } else {
+            self.launch();
+        }
+    }
+
+    /// The column flush is done: its entries are retired (a failed flush leaves the failure
+    /// to the writes that follow; the entries are retired all the same).
+    fn end_retire(&mut self, core: &Rc<Core>) {
+        if let Some(ring) = core.shared.log_ring() {
+            for &seq in &self.retiring {
+                ring.retire(seq);
+            }
+        }
+        self.retiring.clear();
+        let v = self.retire_view;
+        self.unbind(v);
+        self.start_retire(core);
+        self.serve_log_waiters(core);
+    }
+
+    /// Operations whose log slot is free write their entry.
+    fn serve_log_waiters(&mut self, core: &Rc<Core>) -> usize {
+        let Some(ring) = core.shared.log_ring() else {
+            return 0;
+        };
+        let mut n = 0;
+        let mut i = 0;
+        while i < self.log_waiters.len() {
+            let o = self.log_waiters[i];
+            if ring.is_free_for(self.ops[o as usize].seq) {
+                self.log_waiters.remove(i);
+                self.issue_log(o, core);
+                n += 1;
+            } else {
+                i += 1;
+            }
+        }
+        n
     }
 
     /// Starts rows of parents waiting for free operations, oldest first.
@@ -996,6 +1358,14 @@ impl State {
                         self.ops[o as usize].fatal = true;
                     }
                     self.end_op(o, core);
+                }
+                Held::OpLog(o) => {
+                    if enabled {
+                        self.write_columns(o, core);
+                    } else {
+                        self.ops[o as usize].fatal = true;
+                        self.end_op(o, core);
+                    }
                 }
                 Held::Parent(p) => {
                     if !enabled {
@@ -1132,9 +1502,14 @@ impl IoCompletion for Core {
         };
         let mut st = self.st.borrow_mut();
         let idx = (t & 0xffff_ffff) as u32;
-        let column = ((t & !OP_TAG) >> 32) as usize;
+        let column = ((t >> 32) & 0xffff) as usize;
         let bit = if column < 64 { 1u64 << column } else { 0 };
-        if t & OP_TAG != 0 {
+        if t & RETIRE_TAG != 0 {
+            st.retire_remaining = st.retire_remaining.saturating_sub(1);
+            if st.retire_remaining == 0 {
+                st.end_retire(&core);
+            }
+        } else if t & OP_TAG != 0 {
             let Some(op) = st.ops.get_mut(idx as usize) else {
                 return;
             };
@@ -1145,6 +1520,7 @@ impl IoCompletion for Core {
             if op.remaining == 0 {
                 match op.stage {
                     Stage::Reading => st.after_reads(idx, &core),
+                    Stage::Logging | Stage::LogFlush => st.after_log(idx, &core),
                     Stage::Writing => st.after_writes(idx, &core),
                     _ => {}
                 }
@@ -1187,6 +1563,9 @@ impl DriverChannel for Raid5Channel {
                 if !st.waiters.is_empty() {
                     n += st.serve_waiters(core);
                 }
+                if !st.log_waiters.is_empty() {
+                    n += st.serve_log_waiters(core);
+                }
                 if !st.want_ops.is_empty() {
                     n += st.serve_want_ops(core);
                 }
@@ -1203,6 +1582,7 @@ impl DriverChannel for Raid5Channel {
         self.core.st.try_borrow().map_or(true, |st| {
             !st.held.is_empty()
                 || !st.waiters.is_empty()
+                || !st.log_waiters.is_empty()
                 || !st.want_ops.is_empty()
                 || !st.deferred.is_empty()
         })

@@ -7,6 +7,8 @@
 //!   recorded.
 //! - [`compute`]: the byte work of a stripe operation on its row buffer (parity of a write,
 //!   reconstruction of a missing unit).
+//! - [`log_ring`]: the RAID-5 log's slots shared by the reactors (which entry goes where,
+//!   when a slot may be reused).
 //! - [`parity`]: XOR kernels (parity, reconstruction, read-modify-write update) and the pool of
 //!   aligned stripe-unit buffers they work on.
 //! - [`stripe_lock`]: the per-stripe lock shared by every reactor of a volume, which orders
@@ -14,5 +16,6 @@
 
 pub mod channel;
 pub mod compute;
+pub mod log_ring;
 pub mod parity;
 pub mod stripe_lock;
