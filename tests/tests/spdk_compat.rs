@@ -465,7 +465,8 @@ fn spdk_rpc_drives_raid_bdevs() {
 
 /// SPDK's client makes a raid5f (`-r raid5f` / `-r 5f`) on plexd's RAID-5 engine: SPDK's size
 /// and `bdev_raid_get_bdevs` shape, the `save_config` entry, SPDK's refusals (two base bdevs,
-/// a strip size that is not a power of two, none at all) with nothing claimed, and delete.
+/// a strip size that is not a power of two, none at all) with nothing claimed, a base bdev
+/// removed (degraded, online), and delete.
 #[test]
 fn spdk_rpc_makes_raid5f_bdevs() {
     let p = Plexd::start();
@@ -562,9 +563,25 @@ fn spdk_rpc_makes_raid5f_bdevs() {
     for m in ["M4", "M5"] {
         assert_eq!(bdev(&all, m)["claimed"], false, "{m} is claimed");
     }
-    // No rebuild of a raid5f base bdev yet: removing one is refused.
-    let err = spdk_fails(s, &["bdev_raid_remove_base_bdev", "M1"]);
-    assert!(err.contains("-22") && err.contains("raid5f"), "{err}");
+    // Removing a base bdev leaves the raid5f online, degraded, with an empty slot; the bdev
+    // is free. A second removal would take it offline: refused.
+    assert_eq!(
+        spdk(s, &["bdev_raid_remove_base_bdev", "M1"], None).trim(),
+        ""
+    );
+    let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
+    let r = raid(&raids, "R5");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs"], 4, "{r}");
+    assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 3, "{r}");
+    assert!(r["base_bdevs_list"][1]["name"].is_null(), "{r}");
+    assert_eq!(configured_bases(r), ["M0", "M2", "M3"], "{r}");
+    assert_eq!(bdev(&bdevs(s), "M1")["claimed"], false);
+    let err = spdk_fails(s, &["bdev_raid_remove_base_bdev", "M2"]);
+    assert!(err.contains("-22") && err.contains("offline"), "{err}");
+    let r5 = spdk_json(s, &["bdev_get_bdevs", "-b", "R5"]);
+    assert_eq!(r5[0]["num_blocks"], 3 * data_blocks, "{r5}");
 
     assert_eq!(spdk(s, &["bdev_raid_delete", "R5"], None).trim(), "");
     assert_eq!(spdk_json(s, &["bdev_raid_get_bdevs", "all"]), json!([]));

@@ -73,10 +73,9 @@ impl RaidLevel {
 /// The raid0 strip size when `strip_size_kb` is not given (SPDK's default).
 const DEFAULT_STRIP_KB: u64 = 64;
 
-/// Checks raid5f's own parameters before anything is looked up, as SPDK does: a strip size
-/// that is a power of two (SPDK has no default for raid5f) within what plexd's RAID-5 engine
-/// takes, and at least 3 base bdevs.
-fn check_raid5f(base_bdevs: &[String], strip_size_kb: Option<u64>) -> Result<(), VolumeError> {
+/// Checks a raid5f's strip size before anything is looked up, as SPDK does: a power of two
+/// (SPDK has no default for raid5f) within what plexd's RAID-5 engine takes.
+fn check_raid5f_strip(strip_size_kb: Option<u64>) -> Result<(), VolumeError> {
     let kb = strip_size_kb.unwrap_or(0);
     let (min_kb, max_kb) = (
         MIN_RAID5_STRIPE_UNIT_BYTES >> 10,
@@ -97,10 +96,24 @@ fn check_raid5f(base_bdevs: &[String], strip_size_kb: Option<u64>) -> Result<(),
             "Invalid strip size {kb}: plexd's raid5f takes strip_size_kb {min_kb} to {max_kb}"
         )));
     }
+    Ok(())
+}
+
+/// The most base bdevs a raid5f takes (the RAID-5 engine reports failed columns as bits of a
+/// 64-bit word).
+const MAX_RAID5F_BASE_BDEVS: usize = 64;
+
+/// Checks the number of base bdevs of a new raid5f: at least 3 (SPDK's minimum), at most 64.
+fn check_raid5f_count(base_bdevs: &[String]) -> Result<(), VolumeError> {
     let n = base_bdevs.len();
     if n < MIN_RAID5_COLUMNS as usize {
         return Err(VolumeError::Invalid(format!(
             "At least {MIN_RAID5_COLUMNS} base devices required for raid5f (two data strips and one parity strip per stripe); {n} given"
+        )));
+    }
+    if n > MAX_RAID5F_BASE_BDEVS {
+        return Err(VolumeError::Invalid(format!(
+            "plexd's raid5f takes at most {MAX_RAID5F_BASE_BDEVS} base bdevs; {n} given"
         )));
     }
     Ok(())
@@ -152,7 +165,7 @@ impl VolumeManager {
             ));
         }
         if level == RaidLevel::Raid5f {
-            check_raid5f(base_bdevs, strip_size_kb)?;
+            check_raid5f_strip(strip_size_kb)?;
         }
         check_distinct(base_bdevs)?;
         if self.group_names().iter().any(|g| g == name) {
@@ -167,10 +180,14 @@ impl VolumeManager {
             tracing::info!(raid = %name, "raid bdev re-assembled from its base bdevs");
             return Ok(name.to_string());
         }
+        // Counted after re-assembly: a degraded raid's saved config lists fewer base bdevs.
         if level == RaidLevel::Raid1 && base_bdevs.len() < 2 {
             return Err(VolumeError::Invalid(
                 "raid1 needs at least 2 base bdevs".into(),
             ));
+        }
+        if level == RaidLevel::Raid5f {
+            check_raid5f_count(base_bdevs)?;
         }
         if matches!(level, RaidLevel::Raid0 | RaidLevel::Raid5f) {
             // Everything checked before the disks are labelled: a failure past this point
@@ -288,7 +305,8 @@ impl VolumeManager {
                 (plan, col * u64::from(ncol), layout, "stripe")
             }
             RaidLevel::Raid5f => {
-                // `check_raid5f` made sure of the strip size (and of ncol >= 3).
+                // `check_raid5f_strip` and `check_raid5f_count` made sure of the strip size
+                // and of ncol >= 3.
                 let (su, col, plan) = columns(strip_size_kb.unwrap_or(0))?;
                 let layout = PlexLayout::Raid5 {
                     ncol,
@@ -390,6 +408,10 @@ impl VolumeManager {
                     .disks
                     .iter()
                     .map(|d| {
+                        if d.condition == DiskCondition::Removed {
+                            // A raid5f base bdev removed: its slot is empty, as in SPDK.
+                            return RaidBaseBdev::default();
+                        }
                         let m = g.members.get(&d.name);
                         RaidBaseBdev {
                             name: Some(m.map_or(d.device.clone(), |m| m.bdev.name().to_string())),
@@ -456,9 +478,10 @@ impl VolumeManager {
         }
     }
 
-    /// `bdev_raid_remove_base_bdev`: removes base bdev `base` from the raid1 holding it
-    /// (refused for raid0, concat and raid5f base bdevs).
+    /// `bdev_raid_remove_base_bdev`: removes base bdev `base` from the raid1 or raid5f holding
+    /// it (refused for raid0 and concat base bdevs).
     pub fn raid_remove_base(&self, base: &str) -> Result<(), VolumeError> {
+        let mut raid5f = None;
         let (raid, disk, plex) = {
             let groups = self.lock();
             let mut hit = None;
@@ -474,10 +497,8 @@ impl VolumeManager {
                     continue;
                 };
                 if v.raid_level.as_deref() == Some(RaidLevel::Raid5f.name()) {
-                    return Err(VolumeError::Invalid(format!(
-                        "'{base}' belongs to raid5f bdev '{}': plexd cannot yet rebuild a raid5f base bdev added back, so removing one would leave the raid degraded for good; a base bdev that fails is detached by itself (the raid stays online, degraded)",
-                        g.cfg.name
-                    )));
+                    raid5f = Some((g.cfg.name.clone(), d.name.clone()));
+                    break;
                 }
                 if v.raid_level.as_deref() != Some("raid1") {
                     return Err(VolumeError::Invalid(format!(
@@ -493,15 +514,67 @@ impl VolumeManager {
                     .and_then(|s| s.plex.clone());
                 hit = Some((g.cfg.name.clone(), d.name.clone(), plex));
             }
-            hit.ok_or_else(|| VolumeError::NotFound {
-                kind: "raid base bdev",
-                name: base.into(),
-            })?
+            if raid5f.is_none() {
+                hit.ok_or_else(|| VolumeError::NotFound {
+                    kind: "raid base bdev",
+                    name: base.into(),
+                })?
+            } else {
+                Default::default()
+            }
         };
+        if let Some((raid, disk)) = raid5f {
+            return self.raid5f_remove_base(&raid, &disk, base);
+        }
         if let Some(p) = plex {
             self.plex_detach(&raid, &p, true)?;
         }
         self.dg_remove_disk(&raid, &disk)
+    }
+}
+
+impl VolumeManager {
+    /// Removes base bdev `base` (disk `disk`) from raid5f `raid`, as SPDK does: its column is
+    /// recorded stale first (the raid goes on degraded, reads of the column reconstructed),
+    /// then the bdev leaves the group with its label reset, its slot left empty. Refused when
+    /// another column is already missing: the raid would go offline.
+    fn raid5f_remove_base(&self, raid: &str, disk: &str, base: &str) -> Result<(), VolumeError> {
+        {
+            let mut groups = self.lock();
+            let g = group_mut(&mut groups, raid)?;
+            let plex = raid5_ops::raid5_plex(&g.cfg, raid)
+                .cloned()
+                .ok_or_else(|| VolumeError::NotFound {
+                    kind: "RAID-5 plex of raid bdev",
+                    name: raid.into(),
+                })?;
+            let column = g
+                .cfg
+                .subdisks_on(disk)
+                .iter()
+                .find(|s| s.plex.as_deref() == Some(plex.name.as_str()))
+                .map(|s| s.column)
+                .ok_or_else(|| {
+                    VolumeError::Invalid(format!(
+                        "base bdev '{base}' holds no column of raid5f '{raid}'"
+                    ))
+                })?;
+            let missing = raid5_ops::missing_columns(g, &plex);
+            if let Some(other) = missing.iter().find(|&&c| c != column) {
+                return Err(VolumeError::Invalid(format!(
+                    "removing '{base}' would take raid5f '{raid}' offline: the base bdev of column {other} is already missing or stale, and a raid5f serves with at most one missing"
+                )));
+            }
+            let bit = 1u64.checked_shl(column).ok_or_else(|| {
+                VolumeError::Invalid(format!(
+                    "column {column} of raid5f '{raid}' is beyond the 64 plexd tracks"
+                ))
+            })?;
+            self.record_stale_columns(g, raid, &plex.name, bit)?;
+        }
+        self.dg_release_disk(raid, disk)?;
+        tracing::info!(raid = %raid, base = %base, "raid5f base bdev removed: degraded");
+        Ok(())
     }
 }
 

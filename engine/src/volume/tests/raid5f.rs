@@ -29,7 +29,9 @@ fn put(e: &Engine, vol: &Arc<Bdev>, model: &mut [u8], off: u64, data: &[u8]) {
 /// A raid5f of 4 base bdevs is one RAID-5 plex with column `i` on base bdev `i` and SPDK's
 /// size; writes of every shape SPDK's raid5f refuses read back with the parity right on the
 /// disks; `bdev_raid_get_bdevs` and the saved config describe it as SPDK does, and the saved
-/// config re-assembles it with its data after a crash; delete frees the base bdevs.
+/// config re-assembles it with its data after a crash; a removed base bdev leaves it online
+/// and degraded (a second removal is refused), also after re-assembly; delete frees the base
+/// bdevs.
 #[test]
 fn raid5f_is_a_raid5_plex_that_takes_partial_stripe_writes() {
     let e = engine();
@@ -167,13 +169,70 @@ fn raid5f_is_a_raid5_plex_that_takes_partial_stripe_writes() {
     );
     assert_eq!(raid_info(&vm, "R5")["raid_level"], "raid5f");
 
-    // Base bdevs cannot be added to or removed from a raid5f (no rebuild yet).
+    // No rebuild of a raid5f base bdev yet: none can be added.
     malloc(&e, "M9", 16);
     let err = vm.raid_add_base("R5", "M9").unwrap_err().to_string();
     assert!(err.contains("only to raid1"), "{err}");
-    let err = vm.raid_remove_base("M1").unwrap_err().to_string();
-    assert!(err.contains("raid5f") && err.contains("degraded"), "{err}");
-    assert_eq!(raid_info(&vm, "R5")["num_base_bdevs_operational"], 4);
+
+    // Removing a base bdev leaves the raid online, degraded, its slot empty, the bdev free.
+    vm.raid_remove_base("M1").unwrap();
+    let degraded = |vm: &VolumeManager| {
+        let r = raid_info(vm, "R5");
+        assert_eq!(r["state"], "online", "{r}");
+        assert_eq!(r["num_base_bdevs"], 4, "{r}");
+        assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+        assert_eq!(r["num_base_bdevs_operational"], 3, "{r}");
+        let slots: Vec<serde_json::Value> = r["base_bdevs_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].clone())
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                serde_json::json!("M0"),
+                serde_json::Value::Null,
+                serde_json::json!("M2"),
+                serde_json::json!("M3")
+            ],
+            "{r}"
+        );
+    };
+    degraded(&vm);
+    assert!(e.bdevs().get("M1").unwrap().claimed_by().is_none());
+    assert!(read(&e, &vol, 0, len).unwrap() == model, "degraded reads");
+    put(&e, &vol, &mut model, stripe + 4096, &pattern(8, 100 << 10));
+    assert!(read(&e, &vol, 0, len).unwrap() == model, "degraded write");
+    // A second removal would take it offline: refused, nothing changed.
+    let err = vm.raid_remove_base("M2").unwrap_err().to_string();
+    assert!(err.contains("offline"), "{err}");
+    degraded(&vm);
+    assert!(e.bdevs().get("M2").unwrap().claimed_by().is_some());
+    assert!(
+        vm.raid_remove_base("M1").is_err(),
+        "M1 is no longer in a raid"
+    );
+
+    // The saved config lists the base bdevs left, and re-assembles the degraded raid.
+    let saved =
+        crate::volume::manager::raid_config::saved_config(vm.lock().get("R5").unwrap(), "R5")
+            .unwrap();
+    let left: Vec<String> = serde_json::from_value(saved["params"]["base_bdevs"].clone()).unwrap();
+    assert_eq!(left, ["M0", "M2", "M3"]);
+    // A clean stop (a degraded RAID-5 volume that crashed may rightly refuse to start
+    // unforced).
+    drop(vol);
+    vm.shutdown();
+    let vm = VolumeManager::new(e.clone());
+    vm.raid_create("R5", RaidLevel::Raid5f, &left, Some(64), Some(uuid))
+        .unwrap();
+    let vol = e.bdevs().get("R5").unwrap();
+    assert!(
+        read(&e, &vol, 0, len).unwrap() == model,
+        "degraded after re-assembly"
+    );
+    degraded(&vm);
 
     // Delete frees the base bdevs: they form a new raid5f at once.
     drop(vol);
@@ -182,6 +241,7 @@ fn raid5f_is_a_raid5_plex_that_takes_partial_stripe_writes() {
     for b in &base {
         assert!(e.bdevs().get(b).unwrap().claimed_by().is_none(), "{b}");
     }
+    // The removed base bdev (M1) included.
     vm.raid_create("R5b", RaidLevel::Raid5f, &base[..3], Some(4), None)
         .unwrap();
     let vol = e.bdevs().get("R5b").unwrap();
@@ -196,7 +256,8 @@ fn raid5f_is_a_raid5_plex_that_takes_partial_stripe_writes() {
 }
 
 /// A raid5f that loses a base bdev stays online with one fewer operational (SPDK's degraded
-/// raid5f), serving its data; losing a second takes it offline.
+/// raid5f), serving its data, and the failed base bdev can be removed; losing a second takes
+/// it offline.
 #[test]
 fn raid5f_degraded_stays_online_and_a_second_loss_takes_it_offline() {
     let e = engine();
@@ -224,6 +285,14 @@ fn raid5f_degraded_stays_online_and_a_second_loss_takes_it_offline() {
         .map(|b| b["is_configured"].as_bool().unwrap())
         .collect();
     assert_eq!(configured, [true, true, false, true], "{r}");
+    // The failed base bdev can be removed (how SPDK frees one): its slot empties.
+    vm.raid_remove_base(&d[2]).unwrap();
+    let r = raid_info(&vm, "R5");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 3, "{r}");
+    assert!(r["base_bdevs_list"][2]["name"].is_null(), "{r}");
+    assert!(e.bdevs().get(&d[2]).unwrap().claimed_by().is_none());
     assert_eq!(
         serde_json::to_value(vm.raid_list("online").unwrap()).unwrap()[0]["name"],
         "R5"
@@ -300,6 +369,48 @@ fn bad_raid5f_input_is_refused_and_writes_nothing() {
         }
     }
     assert!(RaidLevel::parse("raid5").is_err());
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A 3-base-bdev raid5f with one base bdev removed re-assembles after a restart from its
+/// saved config of two base bdevs (fewer than a new raid5f takes), with its data.
+#[test]
+fn degraded_raid5f_of_three_reassembles_from_two_base_bdevs() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 3, 8);
+    vm.raid_create("R5", RaidLevel::Raid5f, &d, Some(8), None)
+        .unwrap();
+    let vol = e.bdevs().get("R5").unwrap();
+    let model = pattern(5, (vol.num_blocks() * 512) as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    vm.raid_remove_base(&d[0]).unwrap();
+    let saved =
+        crate::volume::manager::raid_config::saved_config(vm.lock().get("R5").unwrap(), "R5")
+            .unwrap();
+    let left: Vec<String> = serde_json::from_value(saved["params"]["base_bdevs"].clone()).unwrap();
+    assert_eq!(left, d[1..]);
+    drop(vol);
+    vm.shutdown();
+    let vm = VolumeManager::new(e.clone());
+    vm.raid_create("R5", RaidLevel::Raid5f, &left, Some(8), None)
+        .unwrap();
+    let vol = e.bdevs().get("R5").unwrap();
+    assert!(read(&e, &vol, 0, model.len() as u64).unwrap() == model);
+    let r = raid_info(&vm, "R5");
+    assert_eq!(
+        (r["state"].clone(), r["num_base_bdevs_operational"].clone()),
+        (serde_json::json!("online"), serde_json::json!(2)),
+        "{r}"
+    );
+    // The new-raid rule still holds for bdevs that carry no raid.
+    let err = vm
+        .raid_create("R6", RaidLevel::Raid5f, &d[..1], Some(8), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("At least 3"), "{err}");
+    drop(vol);
     vm.shutdown();
     e.shutdown();
 }
