@@ -481,59 +481,44 @@ impl VolumeManager {
     /// `bdev_raid_remove_base_bdev`: removes base bdev `base` from the raid1 or raid5f holding
     /// it (refused for raid0 and concat base bdevs).
     pub fn raid_remove_base(&self, base: &str) -> Result<(), VolumeError> {
-        let mut raid5f = None;
-        let (raid, disk, plex) = {
+        // (raid, its level, the disk on `base`, the first plex with a subdisk on it)
+        let (raid, level, disk, plex) = {
             let groups = self.lock();
-            let mut hit = None;
-            for g in groups.values() {
-                let Some(v) = g.cfg.volumes.iter().find(|v| v.raid_level.is_some()) else {
-                    continue;
-                };
-                let Some(d) = g.cfg.disks.iter().find(|d| {
-                    g.members
-                        .get(&d.name)
-                        .is_some_and(|m| m.bdev.name() == base)
-                }) else {
-                    continue;
-                };
-                if v.raid_level.as_deref() == Some(RaidLevel::Raid5f.name()) {
-                    raid5f = Some((g.cfg.name.clone(), d.name.clone()));
-                    break;
-                }
-                if v.raid_level.as_deref() != Some("raid1") {
-                    return Err(VolumeError::Invalid(format!(
-                        "'{base}' belongs to {} bdev '{}'; only raid1 base bdevs can be removed",
-                        v.raid_level.clone().unwrap_or_default(),
-                        g.cfg.name
-                    )));
-                }
-                let plex = g
-                    .cfg
-                    .subdisks_on(&d.name)
-                    .first()
-                    .and_then(|s| s.plex.clone());
-                hit = Some((g.cfg.name.clone(), d.name.clone(), plex));
-            }
-            if raid5f.is_none() {
-                hit.ok_or_else(|| VolumeError::NotFound {
+            groups
+                .values()
+                .find_map(|g| {
+                    let level = g.cfg.volumes.iter().find_map(|v| v.raid_level.clone())?;
+                    let d = g.cfg.disks.iter().find(|d| {
+                        g.members
+                            .get(&d.name)
+                            .is_some_and(|m| m.bdev.name() == base)
+                    })?;
+                    let plex = g
+                        .cfg
+                        .subdisks_on(&d.name)
+                        .first()
+                        .and_then(|s| s.plex.clone());
+                    Some((g.cfg.name.clone(), level, d.name.clone(), plex))
+                })
+                .ok_or_else(|| VolumeError::NotFound {
                     kind: "raid base bdev",
                     name: base.into(),
                 })?
-            } else {
-                Default::default()
-            }
         };
-        if let Some((raid, disk)) = raid5f {
-            return self.raid5f_remove_base(&raid, &disk, base);
+        match level.as_str() {
+            "raid1" => {
+                if let Some(p) = plex {
+                    self.plex_detach(&raid, &p, true)?;
+                }
+                self.dg_remove_disk(&raid, &disk)
+            }
+            "raid5f" => self.raid5f_remove_base(&raid, &disk, base),
+            other => Err(VolumeError::Invalid(format!(
+                "'{base}' belongs to {other} bdev '{raid}', which has no redundancy; only raid1 and raid5f base bdevs can be removed"
+            ))),
         }
-        if let Some(p) = plex {
-            self.plex_detach(&raid, &p, true)?;
-        }
-        self.dg_remove_disk(&raid, &disk)
     }
-}
 
-impl VolumeManager {
     /// Removes base bdev `base` (disk `disk`) from raid5f `raid`, as SPDK does: its column is
     /// recorded stale first (the raid goes on degraded, reads of the column reconstructed),
     /// then the bdev leaves the group with its label reset, its slot left empty. Refused when
