@@ -462,3 +462,131 @@ fn spdk_rpc_drives_raid_bdevs() {
     let r0 = spdk_json(s, &["bdev_get_bdevs", "-b", "R0"]);
     assert_eq!(r0[0]["num_blocks"], 2 * data_blocks, "{r0}");
 }
+
+/// SPDK's client makes a raid5f (`-r raid5f` / `-r 5f`) on plexd's RAID-5 engine: SPDK's size
+/// and `bdev_raid_get_bdevs` shape, the `save_config` entry, SPDK's refusals (two base bdevs,
+/// a strip size that is not a power of two, none at all) with nothing claimed, a base bdev
+/// removed (degraded, online), and delete.
+#[test]
+fn spdk_rpc_makes_raid5f_bdevs() {
+    let p = Plexd::start();
+    let s = p.socket.as_path();
+    for m in ["M0", "M1", "M2", "M3", "M4", "M5"] {
+        spdk(s, &["bdev_malloc_create", "-b", m, "64", "512"], None);
+    }
+    spdk(
+        s,
+        &[
+            "bdev_raid_create",
+            "-n",
+            "R5",
+            "-z",
+            "64",
+            "-r",
+            "raid5f",
+            "-b",
+            "M0 M1 M2 M3",
+        ],
+        None,
+    );
+    let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
+    let r = raid(&raids, "R5");
+    assert_eq!(r["raid_level"], "raid5f", "{r}");
+    assert_eq!(r["strip_size_kb"], 64, "{r}");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["superblock"], true, "{r}");
+    for k in [
+        "num_base_bdevs",
+        "num_base_bdevs_discovered",
+        "num_base_bdevs_operational",
+    ] {
+        assert_eq!(r[k], 4, "{k}: {r}");
+    }
+    assert_eq!(configured_bases(r), ["M0", "M1", "M2", "M3"], "{r}");
+    for b in r["base_bdevs_list"].as_array().expect("base_bdevs_list") {
+        for k in ["uuid", "data_offset", "data_size"] {
+            assert!(!b[k].is_null(), "{k} in {b}");
+        }
+    }
+    assert_eq!(
+        spdk_json(s, &["bdev_raid_get_bdevs", "online"]),
+        raids,
+        "online"
+    );
+
+    // 3 data columns of each base bdev's 60 MiB data area (whole 64 KiB strips).
+    let data_blocks = (64 - 4) << 11;
+    let r5 = spdk_json(s, &["bdev_get_bdevs", "-b", "R5"]);
+    assert_eq!(r5[0]["num_blocks"], 3 * data_blocks, "{r5}");
+    assert_eq!(r5[0]["uuid"], r["uuid"], "{r5}");
+
+    let config: Value =
+        serde_json::from_str(&spdk(s, &["save_config"], None)).expect("save_config is JSON");
+    let saved = config["subsystems"]
+        .as_array()
+        .expect("subsystems")
+        .iter()
+        .filter_map(|sub| sub["config"].as_array())
+        .flatten()
+        .find(|c| c["method"] == "bdev_raid_create" && c["params"]["name"] == "R5")
+        .unwrap_or_else(|| panic!("no bdev_raid_create for R5: {config}"));
+    assert_eq!(saved["params"]["raid_level"], "raid5f", "{saved}");
+    assert_eq!(saved["params"]["strip_size_kb"], 64, "{saved}");
+    assert_eq!(
+        saved["params"]["base_bdevs"],
+        json!(["M0", "M1", "M2", "M3"]),
+        "{saved}"
+    );
+
+    // SPDK's refusals, in SPDK's words, and nothing claimed.
+    for (args, want) in [
+        (
+            &["-z", "64", "-r", "5f", "-b", "M4 M5"][..],
+            "At least 3 base devices required for raid5f",
+        ),
+        (
+            &["-z", "48", "-r", "5f", "-b", "M4 M5 M0"][..],
+            "Invalid strip size 48",
+        ),
+        (
+            &["-r", "raid5f", "-b", "M4 M5 M4"][..],
+            "Invalid strip size 0",
+        ),
+    ] {
+        let mut full = vec!["bdev_raid_create", "-n", "X"];
+        full.extend_from_slice(args);
+        let err = spdk_fails(s, &full);
+        assert!(err.contains("-22") && err.contains(want), "{args:?}: {err}");
+    }
+    let all = bdevs(s);
+    assert!(all.iter().all(|b| b["name"] != "X"), "X was made");
+    for m in ["M4", "M5"] {
+        assert_eq!(bdev(&all, m)["claimed"], false, "{m} is claimed");
+    }
+    // Removing a base bdev leaves the raid5f online, degraded, with an empty slot; the bdev
+    // is free. A second removal would take it offline: refused.
+    assert_eq!(
+        spdk(s, &["bdev_raid_remove_base_bdev", "M1"], None).trim(),
+        ""
+    );
+    let raids = spdk_json(s, &["bdev_raid_get_bdevs", "all"]);
+    let r = raid(&raids, "R5");
+    assert_eq!(r["state"], "online", "{r}");
+    assert_eq!(r["num_base_bdevs"], 4, "{r}");
+    assert_eq!(r["num_base_bdevs_discovered"], 3, "{r}");
+    assert_eq!(r["num_base_bdevs_operational"], 3, "{r}");
+    assert!(r["base_bdevs_list"][1]["name"].is_null(), "{r}");
+    assert_eq!(configured_bases(r), ["M0", "M2", "M3"], "{r}");
+    assert_eq!(bdev(&bdevs(s), "M1")["claimed"], false);
+    let err = spdk_fails(s, &["bdev_raid_remove_base_bdev", "M2"]);
+    assert!(err.contains("-22") && err.contains("offline"), "{err}");
+    let r5 = spdk_json(s, &["bdev_get_bdevs", "-b", "R5"]);
+    assert_eq!(r5[0]["num_blocks"], 3 * data_blocks, "{r5}");
+
+    assert_eq!(spdk(s, &["bdev_raid_delete", "R5"], None).trim(), "");
+    assert_eq!(spdk_json(s, &["bdev_raid_get_bdevs", "all"]), json!([]));
+    let all = bdevs(s);
+    for m in ["M0", "M1", "M2", "M3"] {
+        assert_eq!(bdev(&all, m)["claimed"], false, "{m} is still claimed");
+    }
+}

@@ -1,4 +1,4 @@
-//! SPDK's `bdev_raid_*` methods (raid0, raid1, concat), which plexd maps onto volumes.
+//! SPDK's `bdev_raid_*` methods (raid0, raid1, raid5f, concat), which plexd maps onto volumes.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,7 @@ method!(
 );
 
 method!(
-    /// `bdev_raid_remove_base_bdev`: remove a base bdev from the raid1 holding it.
+    /// `bdev_raid_remove_base_bdev`: remove a base bdev from the raid1 or raid5f holding it.
     BdevRaidRemoveBaseBdev, "bdev_raid_remove_base_bdev", RaidRemoveBaseBdevParams, bool
 );
 
@@ -35,11 +35,11 @@ method!(
 pub struct RaidCreateParams {
     /// The raid bdev's name.
     pub name: String,
-    /// `raid0`/`0`, `raid1`/`1` or `concat`.
+    /// `raid0`/`0`, `raid1`/`1`, `raid5f`/`5f` or `concat`.
     pub raid_level: String,
     /// The base bdevs, in order.
     pub base_bdevs: BaseBdevs,
-    /// raid0's strip size in KiB (default 64).
+    /// raid0's strip size in KiB (default 64); raid5f's (required, a power of two).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strip_size_kb: Option<u64>,
     /// The raid bdev's UUID.
@@ -122,11 +122,11 @@ pub struct RaidInfo {
     pub name: String,
     /// Its UUID.
     pub uuid: String,
-    /// raid0's strip size in KiB (0 otherwise).
+    /// The strip size in KiB of a raid0 or raid5f (0 otherwise).
     pub strip_size_kb: u64,
     /// `online` or `offline`.
     pub state: String,
-    /// `raid0`, `raid1` or `concat`.
+    /// `raid0`, `raid1`, `raid5f` or `concat`.
     pub raid_level: Option<String>,
     /// Always true: the configuration lives on the base bdevs.
     pub superblock: bool,

@@ -13,7 +13,7 @@ use crate::volume::manager::{
     check_name, claim_owner, disk_record, group_mut, release_all, top_volumes, Group, Member,
     VolumeManager,
 };
-use crate::volume::model::objects::DgConfig;
+use crate::volume::model::objects::{DgConfig, DiskCondition};
 use crate::volume::ondisk::disk;
 use crate::volume::ondisk::format::{self, DiskState};
 
@@ -259,17 +259,53 @@ impl VolumeManager {
             return Err(e);
         }
         if let Some(m) = member {
-            let mut l = m.label.clone();
-            l.dg_id = Uuid::nil();
-            l.dg_name.clear();
-            l.disk_name.clear();
-            l.state = DiskState::Free;
-            if let Err(e) = disk::write_label(&self.engine, &m.bdev, &l) {
-                tracing::warn!(disk = %name, "could not reset the removed disk's label: {e}");
-            }
-            m.bdev.release_claim();
+            self.free_member(name, m);
         }
         Ok(())
+    }
+
+    /// Takes disk `name` out of group `dg` while subdisks still refer to it: the record stays
+    /// (condition REMOVED, so its subdisks stay explained and are never used again), the bdev
+    /// is released with its label reset to a free VM disk. The caller has made sure nothing
+    /// reads or writes it any more (a RAID-5 column recorded stale).
+    pub(crate) fn dg_release_disk(&self, dg: &str, name: &str) -> Result<(), VolumeError> {
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        let mut cfg = g.cfg.clone();
+        let d = cfg.disk_mut(name).ok_or_else(|| VolumeError::NotFound {
+            kind: "disk",
+            name: format!("{dg}/{name}"),
+        })?;
+        d.condition = DiskCondition::Removed;
+        if g.members.len() == 1 && g.members.contains_key(name) {
+            return Err(VolumeError::Busy(format!(
+                "disk {name} is the last disk of disk group '{dg}'; deport the group instead"
+            )));
+        }
+        let member = g.members.remove(name);
+        if let Err(e) = g.commit(&self.engine, cfg) {
+            if let Some(m) = member {
+                g.members.insert(name.to_string(), m);
+            }
+            return Err(e);
+        }
+        if let Some(m) = member {
+            self.free_member(name, m);
+        }
+        Ok(())
+    }
+
+    /// Resets the label of a disk that left its group to a free VM disk and releases its bdev.
+    fn free_member(&self, name: &str, m: Member) {
+        let mut l = m.label.clone();
+        l.dg_id = Uuid::nil();
+        l.dg_name.clear();
+        l.disk_name.clear();
+        l.state = DiskState::Free;
+        if let Err(e) = disk::write_label(&self.engine, &m.bdev, &l) {
+            tracing::warn!(disk = %name, "could not reset the removed disk's label: {e}");
+        }
+        m.bdev.release_claim();
     }
 
     /// Sets how many disks hold config copies (0: every disk). Fewer copies make commits

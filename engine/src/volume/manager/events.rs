@@ -242,6 +242,13 @@ impl VolumeManager {
         if added.is_empty() && !rebuild_hit {
             return Ok(());
         }
+        if !added.is_empty() {
+            // A parity resync or check reads every column: from now on one is stale, and
+            // parity computed with it would bake its old contents in. They stop; a volume
+            // left SYNC and degraded then needs a forced start after a restart.
+            self.tasks.cancel_kind(&dg, vol, "parity_resync");
+            self.tasks.cancel_kind(&dg, vol, "check");
+        }
         pl.stale_columns.sort_unstable();
         let stale = pl.stale_columns.len();
         for c in &added {

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::volume::manager::Group;
+use crate::volume::model::objects::DiskCondition;
 
 /// The saved-config entry that recreates a raid volume, or `None` for other volumes.
 pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
@@ -31,11 +32,13 @@ pub(crate) fn saved_config(g: &Group, vol: &str) -> Option<Value> {
     }))
 }
 
-/// The group's member bdevs in disk order (missing ones by their last known device).
+/// The group's member bdevs in disk order (missing ones by their last known device; removed
+/// ones, whose slots are empty, left out: the raid re-assembles degraded without them).
 fn base_bdev_names(g: &Group) -> Vec<String> {
     g.cfg
         .disks
         .iter()
+        .filter(|d| d.condition != DiskCondition::Removed)
         .map(|d| {
             g.members
                 .get(&d.name)
