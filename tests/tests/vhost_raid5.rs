@@ -23,6 +23,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use plexd_tests::error_chain;
 use plexd_tests::guest::{guest_command, one_guest_at_a_time, BackgroundGuest, Target, CTRLR};
 use serde_json::{json, Value};
 
@@ -46,8 +47,9 @@ const REGION_C: (u64, u64) = (48 * MIB, 48 * MIB);
 /// fio's write rate limit in the guest: each region's writes last at least 12 s, longer than
 /// the host's injection (~2 s) and the rebuild.
 const RATE: &str = "4m";
-/// The rebuild's sleep between barrier chunks (~1 MiB of rows each, ~100 chunks): ~5 s.
-const REBUILD_DELAY_MS: u64 = 50;
+/// The rebuild's sleep between barrier chunks (~1 MiB of rows each, ~100 chunks): ~4 s of
+/// sleep, well inside fio C's 12 s of writes.
+const REBUILD_DELAY_MS: u64 = 40;
 /// How long the host waits for a state change it caused.
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -117,13 +119,24 @@ impl Run {
         }
     }
 
+    /// Calls `method`; an error fails the run (with plexd's log).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let r = self.t.plexd.client().call(method, Some(params));
+        r.unwrap_or_else(|e| self.fail(&format!("{method}: {}", error_chain(&e))))
+    }
+
+    /// `bdev_get_iostat` of one bdev.
+    fn iostat(&mut self, bdev: &str) -> Value {
+        self.call("bdev_get_iostat", json!({"name": bdev}))["bdevs"][0].clone()
+    }
+
     /// The volume's `volume_list` entry.
-    fn volume(&self) -> Value {
-        self.t.call("volume_list", json!({"dg": DG, "name": VOL}))[0].clone()
+    fn volume(&mut self) -> Value {
+        self.call("volume_list", json!({"dg": DG, "name": VOL}))[0].clone()
     }
 
     /// The stale columns of the volume's RAID-5 plex (empty when there are none).
-    fn stale_columns(&self) -> Vec<u64> {
+    fn stale_columns(&mut self) -> Vec<u64> {
         let vol = self.volume();
         vol["plexes"][0]["stale_columns"]
             .as_array()
@@ -132,8 +145,8 @@ impl Run {
     }
 
     /// The volume's (kernel state, state) on its `vm_print` `v` line.
-    fn printed_state(&self) -> (String, String) {
-        let print = self.t.call("vm_print", json!({"dg": DG}));
+    fn printed_state(&mut self) -> (String, String) {
+        let print = self.call("vm_print", json!({"dg": DG}));
         let print = print.as_str().unwrap_or_default().to_string();
         print
             .lines()
@@ -144,15 +157,14 @@ impl Run {
     }
 
     /// The volume bdev's completed write requests.
-    fn writes(&self) -> u64 {
-        num(&self.t.iostat(VOL_BDEV), "num_write_ops")
+    fn writes(&mut self) -> u64 {
+        num(&self.iostat(VOL_BDEV), "num_write_ops")
     }
 
     /// `task_wait` for task `id`; returns it once it ended.
     fn task_wait(&mut self, id: u64) -> Value {
-        let task = self
-            .t
-            .call("task_wait", json!({"id": id, "timeout_ms": 120_000}));
+        // Below the RPC client's 60 s timeout, so a stuck task shows as ETIMEDOUT.
+        let task = self.call("task_wait", json!({"id": id, "timeout_ms": 50_000}));
         self.check(task["state"] == "done", || {
             format!("task {id} did not end done: {task}")
         });
@@ -227,7 +239,7 @@ fn raid5_volume_passes_fio_verify_degraded_and_during_rebuild() {
     r.check(healthy_writes > 0, || {
         "no guest write before the failure".into()
     });
-    r.t.call(
+    r.call(
         "bdev_error_inject_error",
         json!({"name": FAILING, "io_type": "write", "error_type": "failure",
                "num": 1_000_000_000u64}),
@@ -246,7 +258,7 @@ fn raid5_volume_passes_fio_verify_degraded_and_during_rebuild() {
     r.check(state == ("ENABLED".into(), "DEGRADED".into()), || {
         format!("degraded volume in vm_print: {state:?}")
     });
-    let ee = r.t.iostat(FAILING);
+    let ee = r.iostat(FAILING);
     r.check(num(&ee, "io_error") > 0, || {
         format!("no failed write on {FAILING}: {ee}")
     });
@@ -261,19 +273,19 @@ fn raid5_volume_passes_fio_verify_degraded_and_during_rebuild() {
     r.check(stale == [failing_column], || {
         format!("stale columns after fio A: {stale:?}")
     });
-    let vs = r.t.iostat(VOL_BDEV);
+    let vs = r.iostat(VOL_BDEV);
     r.check(vs["io_error"] == 0, || {
         format!("the volume failed a request: {vs}")
     });
 
     // 2. The disk works again; the column is rebuilt while the guest writes region C.
-    r.t.call(
+    r.call(
         "bdev_error_inject_error",
         json!({"name": FAILING, "io_type": "clear", "error_type": "failure"}),
     );
     r.tell("go-rebuild");
     r.expect_marker("R5-C-WRITING");
-    let task = r.t.call(
+    let task = r.call(
         "volume_recover",
         json!({"dg": DG, "name": VOL, "delay_ms": REBUILD_DELAY_MS}),
     );
@@ -284,7 +296,7 @@ fn raid5_volume_passes_fio_verify_degraded_and_during_rebuild() {
     let mut writes_at_half = None;
     let end = Instant::now() + Duration::from_secs(120);
     let last = loop {
-        let tasks = r.t.call("task_list", json!({}));
+        let tasks = r.call("task_list", json!({}));
         let Some(task) = tasks
             .as_array()
             .and_then(|a| a.iter().find(|k| k["id"] == id))
@@ -307,7 +319,10 @@ fn raid5_volume_passes_fio_verify_degraded_and_during_rebuild() {
     let rebuild_secs = rebuild_start.elapsed().as_secs_f64();
     let (task, writes_at_end) = last;
     let task_done = r.task_wait(id);
-    println!("rebuild: {rebuild_secs:.1} s, {task_done}");
+    println!(
+        "rebuild: {rebuild_secs:.1} s, guest writes {writes_at_start} at its start, \
+         {writes_at_half:?} at 50%, {writes_at_end} at its end; {task_done}"
+    );
     r.check(task["kind"] == "rebuild", || {
         format!("volume_recover started {task}")
     });
@@ -330,7 +345,7 @@ fn raid5_volume_passes_fio_verify_degraded_and_during_rebuild() {
     r.expect_marker("R5-C-DONE");
 
     // 3. Every row's parity agrees with its data; the guest verifies both regions.
-    let check = r.t.call("volume_check", json!({"dg": DG, "name": VOL}));
+    let check = r.call("volume_check", json!({"dg": DG, "name": VOL}));
     let scrub = r.task_wait(num(&check, "task"));
     r.check(scrub["result"]["mismatch_rows"] == 0, || {
         format!("the scrub after the rebuild found parity mismatches: {scrub}")
@@ -341,7 +356,7 @@ fn raid5_volume_passes_fio_verify_degraded_and_during_rebuild() {
     let g = g.unwrap_or_else(|| r.fail("no guest"));
     r.t.expect_pass("raid5-check.sh", &g);
     assert!(g.log.contains("raid5-check: PASS"), "{}", g.log);
-    let vs = r.t.iostat(VOL_BDEV);
+    let vs = r.iostat(VOL_BDEV);
     assert_eq!(vs["io_error"], 0, "the volume failed a request: {vs}");
     assert_eq!(r.t.plexd.stop(libc::SIGTERM), Some(0), "plexd exit status");
     println!(
