@@ -381,6 +381,8 @@ pub fn write_bdev_config(dir: &Path, file: &str, entries: &[Value]) -> PathBuf {
 /// A driver-side vhost-user-blk client (guest memory, hand-laid virtqueues, the handshake).
 pub mod vhost_client;
 
+pub mod guest;
+
 /// An error with its sources, `: `-separated (e.g. "RPC socket I/O failed: Resource
 /// temporarily unavailable"), so a failed call says whether it timed out or was reset.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
