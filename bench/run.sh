@@ -5,18 +5,31 @@
 #   1. In-process (plexperf runs plexd's engine): null, malloc and uring-file bdevs, 4 KiB
 #      randread (and randwrite for malloc), QD 1 and 128, one reactor (-m 0x1) and two
 #      (-m 0x3 -C: both reactors drive the bdev).
+#   1b. Volumes, in-process (bench/volumes.json): one RAM bdev vs a 4-column stripe and a 2-way
+#      mirror over RAM bdevs, 4 KiB randread and randwrite, QD 128, one reactor.
+#   1c. RAID-5, in-process (bench/raid5.json), side by side, QD 128, one reactor: a 4-column
+#      RAID-5 volume vs a 4-column stripe (raid0) on the same four RAM bdevs with the same
+#      16 KiB stripe unit: 4 KiB randwrite (read-modify-write), 4 KiB randread, full-stripe
+#      sequential write (48 KiB = 3 data units, aligned; GB/s), and 4 KiB randread of a RAID-5
+#      volume with one column missing (its disk absent at import). The cost of the RAID-5 log
+#      is a placeholder until log plexes exist.
 #   2. The vhost-user path, plexperf --vhost-user as the client (1 queue, 4 KiB randread,
 #      QD 128 and QD 1): plexd vs qemu-storage-daemon, null backing (plexd null bdev vs
 #      driver=null-co) and file backing (plexd uring bdev vs driver=file,aio=io_uring,
 #      cache.direct=on) on the same file. Each back-end is pinned to CPU 0 (one reactor /
 #      one iothread), the client to CPU 1.
 #   3. If SPDK_DIR is set and holds build/examples/bdevperf: SPDK's bdevperf on the same
-#      in-process configs (never required).
+#      in-process configs, and raid5f full-stripe write (bdev_raid_create raid5f over four RAM
+#      bdevs, 16 KiB strips, 48 KiB writes) by both plexperf and bdevperf from one config
+#      (never required; skipped with a note in the report otherwise).
 #   4. A short profile of the in-process null randread path (perf record, or callgrind).
 #
-# Usage: bench/run.sh [-t SECONDS] [-o RESULTS.md] [-r]
-#   -t  seconds per run (default 5; -t 1 checks the script in about a minute)
+# Usage: bench/run.sh [-t SECONDS] [-o RESULTS.md] [-s SECTIONS] [-r]
+#   -t  seconds per run (default 5; -t 1 checks the script in about two minutes)
 #   -o  where to write the report (default bench/RESULTS.md)
+#   -s  comma-separated sections to run (default all: inproc,volume,raid5,vhost,spdk,profile);
+#       the report shows only the tables of the sections run, so write a partial run
+#       elsewhere with -o (e.g. bench/run.sh -s raid5 -t 10 -o bench/out/raid5.md)
 #   -r  measure nothing: rewrite the report from the last run's bench/out/
 # Needs: cargo, python3, qemu-storage-daemon (Debian: qemu-utils); perf or valgrind for the
 # profile (skipped if neither works).
@@ -26,14 +39,17 @@ cd "$(dirname "$0")/.."
 T=5
 RESULTS=bench/RESULTS.md
 REPORT_ONLY=0
-while getopts "t:o:rh" opt; do
+SECTIONS=inproc,volume,raid5,vhost,spdk,profile
+while getopts "t:o:s:rh" opt; do
   case $opt in
     t) T=$OPTARG ;;
     o) RESULTS=$OPTARG ;;
     r) REPORT_ONLY=1 ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    s) SECTIONS=$OPTARG ;;
+    *) sed -n '2,35p' "$0"; exit 2 ;;
   esac
 done
+want() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 
 OUT=bench/out
 if [ $REPORT_ONLY = 0 ]; then
@@ -64,10 +80,12 @@ trap cleanup EXIT
 FILE=build/tmp/bench-disk.img
 FILE_MB=1024
 mkdir -p build/tmp
-if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -ne $((FILE_MB << 20)) ]; then
+if { want inproc || want vhost || want spdk; } &&
+  { [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -ne $((FILE_MB << 20)) ]; }; then
   echo "== writing $FILE ($FILE_MB MiB)" >&2
   dd if=/dev/urandom of="$FILE" bs=1M count=$FILE_MB oflag=direct status=none
 fi
+: >"$OUT/daemons.txt"
 
 # One config per bdev, so plexperf and bdevperf load exactly the same thing.
 cfg() { # name method params-json
@@ -97,7 +115,7 @@ perf record -e cpu-clock -o "$OUT/perf-probe.data" -- true >/dev/null 2>&1 && PE
 PT=$(( T < 3 ? T : 3 ))
 
 # ---- 1. in-process ------------------------------------------------------------------------
-for bdev in null malloc uring; do
+want inproc && for bdev in null malloc uring; do
   workloads="randread"
   [ $bdev = malloc ] && workloads="randread randwrite"
   for w in $workloads; do
@@ -115,13 +133,34 @@ done
 
 # ---- 1b. volumes (in-process): a single RAM bdev vs a 4-column stripe and a 2-way mirror over
 # RAM bdevs (bench/volumes.json), side by side, one reactor, QD 128.
-for w in randread randwrite; do
+want volume && for w in randread randwrite; do
   for target in Single bench/stripe4 bench/mirror2; do
     record volume "volume-${target#bench/}-$w" target="${target#bench/}" w=$w -- \
       "$PERF" --json bench/volumes.json -T "$target" -q 128 -o 4096 -w "$w" -t "$T" -m 0x1 \
       --output json --no-progress
   done
 done
+
+# ---- 1c. RAID-5 (in-process): bench/raid5.json builds group r5 (RAID-5 volume raid5 and stripe
+# volume raid0 on the same four RAM bdevs, 4 columns, 16 KiB units each) and group r5d (a RAID-5
+# volume like r5/raid5 on four other RAM bdevs, deported, one bdev deleted and imported again:
+# it serves with that column missing). One reactor, QD 128.
+R5_FULL=$(( (4 - 1) * 16 * 1024 )) # (ncol - 1) × stripe unit: one row's data, as in raid5.json
+if want raid5; then
+  for row in "randwrite 4096" "randread 4096" "write $R5_FULL"; do
+    read -r w o <<<"$row"
+    for target in raid5 raid0; do
+      record raid5 "raid5-$target-$w-o$o" target=$target w=$w o=$o -- \
+        "$PERF" --json bench/raid5.json -T "r5/$target" -q 128 -o "$o" -w "$w" -t "$T" -m 0x1 \
+        --output json --no-progress
+    done
+  done
+  record raid5 "raid5-degraded-randread-o4096" target=degraded w=randread o=4096 -- \
+    "$PERF" --json bench/raid5.json -T r5d/raid5 -q 128 -o 4096 -w randread -t "$T" -m 0x1 \
+    --output json --no-progress
+  # The cost of the RAID-5 log (RMW IOPS with the log on vs off) is measured once log plexes
+  # exist (issue 12); the report keeps a placeholder row for it.
+fi
 
 # ---- 2. vhost-user path ------------------------------------------------------------------
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -174,8 +213,7 @@ start_qsd() { # backing; sets DAEMON_PID
   DAEMON_PID=$!
   pids+=("$DAEMON_PID")
 }
-: >"$OUT/daemons.txt"
-for backing in null file; do
+want vhost && for backing in null file; do
   start_plexd $backing
   pid=$DAEMON_PID
   if wait_socket "$OUT/vhost/plexd-$backing" "$pid"; then
@@ -212,7 +250,14 @@ done
 
 # ---- 3. SPDK's bdevperf (optional) -----------------------------------------------------
 BDEVPERF=${SPDK_DIR:+$SPDK_DIR/build/examples/bdevperf}
-if [ -n "$BDEVPERF" ] && [ -x "$BDEVPERF" ]; then
+spdk_note=
+if ! want spdk; then
+  spdk_note="not run (-s without spdk)"
+elif [ -z "$BDEVPERF" ]; then
+  spdk_note="skipped: SPDK_DIR is not set (no SPDK build on this machine)"
+elif [ ! -x "$BDEVPERF" ]; then
+  spdk_note="skipped: $BDEVPERF is not an executable"
+else
   for bdev in null malloc uring; do
     workloads="randread"
     [ $bdev = malloc ] && workloads="randread randwrite"
@@ -227,13 +272,28 @@ if [ -n "$BDEVPERF" ] && [ -x "$BDEVPERF" ]; then
       done
     done
   done
+  # raid5f full-stripe write: the same config (four RAM bdevs, bdev_raid_create raid5f with
+  # 16 KiB strips) loaded by both tools; 48 KiB aligned sequential writes, QD 128, 1 reactor.
+  m=""
+  for i in 0 1 2 3; do
+    m+="{\"method\":\"bdev_malloc_create\",\"params\":{\"name\":\"R5f$i\",\"num_blocks\":131072,\"block_size\":512}},"
+  done
+  printf '{"subsystems":[{"subsystem":"bdev","config":[%s{"method":"bdev_raid_create","params":{"name":"Raid5f","raid_level":"raid5f","base_bdevs":["R5f0","R5f1","R5f2","R5f3"],"strip_size_kb":16}}]}]}\n' \
+    "$m" >"$OUT/cfg/raid5f.json"
+  record raid5f "raid5f-plexd" tool=plexd -- \
+    "$PERF" --json "$OUT/cfg/raid5f.json" -T Raid5f -q 128 -o "$R5_FULL" -w write -t "$T" -m 0x1 \
+    --output json --no-progress
+  record spdk "raid5f-spdk" tool=spdk bdev=raid5f -- \
+    "$BDEVPERF" --json "$OUT/cfg/raid5f.json" -T Raid5f -q 128 -o "$R5_FULL" -w write -t "$T" -m 0x1
 fi
 
 # ---- 4. profile of the in-process null path ----------------------------------------------
 PROFILE_CMD=()
 profile_tool=none
 pt=$PT
-if [ $PERF_OK = 1 ]; then
+if ! want profile; then
+  :
+elif [ $PERF_OK = 1 ]; then
   profile_tool=perf
   PROFILE_CMD=(perf record -e cpu-clock -F 2999 -o "$OUT/perf.data" -- "$PERF" --json "$OUT/cfg/null.json"
     -q 128 -o 4096 -w randread -t "$pt" -m 0x1 --no-progress)
@@ -260,6 +320,7 @@ elapsed=$((SECONDS - t0))
     "$T" "$started_at" "$load_before" "$elapsed" "$profile_tool"
   printf 'PROFILE_CMD_TEXT=%q\nVHOST_PROFILE_CMD=%q\nbusiest=%q\n' \
     "${PROFILE_CMD[*]:-}" "${VHOST_PROFILE_CMD:-}" "$busiest"
+  printf 'SECTIONS_RUN=%q\nspdk_note=%q\nR5_FULL=%q\n' "$SECTIONS" "$spdk_note" "$R5_FULL"
 } >"$OUT/meta.env"
 fi # REPORT_ONLY
 
@@ -268,10 +329,13 @@ fi # REPORT_ONLY
 # shellcheck source=/dev/null
 . "$OUT/meta.env"
 python3 - "$OUT" "$RESULTS" "$T" "$started_at" "$load_before" "$elapsed" "$profile_tool" \
-  "$PROFILE_CMD_TEXT" "$VHOST_PROFILE_CMD" "$busiest" <<'PY'
+  "$PROFILE_CMD_TEXT" "$VHOST_PROFILE_CMD" "$busiest" "${SECTIONS_RUN:-}" "${spdk_note:-}" \
+  "${R5_FULL:-49152}" <<'PY'
 import json, os, re, subprocess, sys
 
-out, results, T, started, load, elapsed, ptool, pcmd, vpcmd, busiest = sys.argv[1:11]
+out, results, T, started, load, elapsed, ptool, pcmd, vpcmd, busiest, sections, spdk_note, r5_full = sys.argv[1:14]
+ALL_SECTIONS = "inproc,volume,raid5,vhost,spdk,profile"
+sections = sections or ALL_SECTIONS
 rows = []
 for line in open(os.path.join(out, "manifest.tsv")):
     kind, name, rc, meta, cmd = line.rstrip("\n").split("\t")
@@ -330,8 +394,12 @@ nproc = os.cpu_count()
 kernel = os.uname().release
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+def has(kind):
+    return any(r["kind"] == kind for r in rows)
+
 L += ["# plexperf: side-by-side results", "",
-      "Generated by `bench/run.sh" + ("" if T == "5" else f" -t {T}") + "`; rerun it to regenerate this file. "
+      "Generated by `bench/run.sh" + ("" if T == "5" else f" -t {T}")
+      + ("" if sections == ALL_SECTIONS else f" -s {sections}") + "`; rerun it to regenerate this file. "
       "Every number below was measured side by side in that one run, on one machine, "
       f"{T} s per configuration.", "",
       "## Machine", "",
@@ -343,101 +411,167 @@ L += ["# plexperf: side-by-side results", "",
       "QEMU guests), so absolute numbers are noisy and the back-ends did not have a core to themselves; "
       "the side-by-side ratios and the per-CPU figures are what to read.", ""]
 
-# ---- in-process table
-L += ["## In-process (plexperf runs plexd's engine; 4 KiB)", "",
-      "One reactor: `-m 0x1`. Two reactors: `-m 0x3 -C` (each reactor runs a job on the same bdev, on disjoint halves). "
-      "CPU is the whole process's CPU seconds per million I/Os.", ""]
-hdr = "| bdev | workload | QD | 1 reactor IOPS | IOPS per CPU-s | p99 µs | 2 reactors IOPS | IOPS per CPU-s | p99 µs | 2r / 1r |"
-sep = "|---|---|---|---|---|---|---|---|---|---|"
-if have_spdk:
-    hdr += " SPDK 1r IOPS | plexd/SPDK 1r | SPDK 2r IOPS | plexd/SPDK 2r |"
-    sep += "---|---|---|---|"
-hdr += " SPDK ref (issue 5) | 1r / ref | per CPU-s / ref |"
-sep += "---|---|---|"
-L += [hdr, sep]
-def per_cpu(r):
-    c = r["data"].get("cpu_seconds_per_million_ios") if r and r["data"] else None
-    return 1e6 / c if c else None
 goals = []
-for bdev, w in [("null", "randread"), ("malloc", "randread"), ("malloc", "randwrite"), ("uring", "randread")]:
-    for qd in ["1", "128"]:
-        a = find("inproc", bdev=bdev, w=w, qd=qd, mask="0x1")
-        b = find("inproc", bdev=bdev, w=w, qd=qd, mask="0x3")
-        if not a and not b: continue
-        line = (f"| {bdev} | {w} | {qd} | {fmt_iops(iops(a))} | {fmt_iops(per_cpu(a))} | {fmt(lat(a,'p99'))} | "
-                f"{fmt_iops(iops(b))} | {fmt_iops(per_cpu(b))} | {fmt(lat(b,'p99'))} | {ratio(iops(b), iops(a))} |")
-        if have_spdk:
-            sa = find("spdk", bdev=bdev, w=w, qd=qd, mask="0x1")
-            sb = find("spdk", bdev=bdev, w=w, qd=qd, mask="0x3")
-            line += f" {fmt_iops(iops(sa))} | {ratio(iops(a), iops(sa))} | {fmt_iops(iops(sb))} | {ratio(iops(b), iops(sb))} |"
-        ref = spdk_ref.get((bdev, w)) if qd == "128" else None
-        line += f" {fmt_iops(ref)} | {ratio(iops(a), ref)} | {ratio(per_cpu(a), ref)} |"
-        L.append(line)
-        if qd == "128" and (bdev, w) in [("null", "randread"), ("malloc", "randread")]:
-            goals.append((f"{bdev} randread, 1 reactor, QD 128 ≥ {fmt_iops(ref)} IOPS",
-                          iops(a) is not None and iops(a) >= ref,
-                          f"{fmt_iops(iops(a))} ({fmt_iops(per_cpu(a))} per CPU-second)"))
-        if qd == "128" and w == "randread" and bdev in ("null", "malloc"):
-            eff = per_cpu(b) / per_cpu(a) if per_cpu(a) and per_cpu(b) else None
-            goals.append((f"{bdev} randread QD 128: 2 reactors ≥ 1.8× one",
-                          bool(iops(a) and iops(b) and iops(b) >= 1.8 * iops(a)),
-                          f"{ratio(iops(b), iops(a))}; per CPU-second each of the 2 reactors does {fmt(eff, 2)} of what one "
-                          f"does alone, so {fmt(2 * eff, 2) if eff else '—'}× if each had a whole core"))
-L += ["", "IOPS per CPU-s: requests completed per second of CPU the plexperf process used (the whole "
-      "process, all reactors), which holds up better than IOPS when other work takes CPU time from the reactors. "
-      "SPDK ref: SPDK 26.09-pre bdevperf on this machine, 1 core, QD 128 (issue 5); "
-      "measured when the machine was quiet, so compare it with the per-CPU-second column when the load is high."]
-L.append("")
+# ---- in-process table
+if has("inproc"):
+    L += ["## In-process (plexperf runs plexd's engine; 4 KiB)", "",
+          "One reactor: `-m 0x1`. Two reactors: `-m 0x3 -C` (each reactor runs a job on the same bdev, on disjoint halves). "
+          "CPU is the whole process's CPU seconds per million I/Os.", ""]
+    hdr = "| bdev | workload | QD | 1 reactor IOPS | IOPS per CPU-s | p99 µs | 2 reactors IOPS | IOPS per CPU-s | p99 µs | 2r / 1r |"
+    sep = "|---|---|---|---|---|---|---|---|---|---|"
+    if have_spdk:
+        hdr += " SPDK 1r IOPS | plexd/SPDK 1r | SPDK 2r IOPS | plexd/SPDK 2r |"
+        sep += "---|---|---|---|"
+    hdr += " SPDK ref (issue 5) | 1r / ref | per CPU-s / ref |"
+    sep += "---|---|---|"
+    L += [hdr, sep]
+    def per_cpu(r):
+        c = r["data"].get("cpu_seconds_per_million_ios") if r and r["data"] else None
+        return 1e6 / c if c else None
+    for bdev, w in [("null", "randread"), ("malloc", "randread"), ("malloc", "randwrite"), ("uring", "randread")]:
+        for qd in ["1", "128"]:
+            a = find("inproc", bdev=bdev, w=w, qd=qd, mask="0x1")
+            b = find("inproc", bdev=bdev, w=w, qd=qd, mask="0x3")
+            if not a and not b: continue
+            line = (f"| {bdev} | {w} | {qd} | {fmt_iops(iops(a))} | {fmt_iops(per_cpu(a))} | {fmt(lat(a,'p99'))} | "
+                    f"{fmt_iops(iops(b))} | {fmt_iops(per_cpu(b))} | {fmt(lat(b,'p99'))} | {ratio(iops(b), iops(a))} |")
+            if have_spdk:
+                sa = find("spdk", bdev=bdev, w=w, qd=qd, mask="0x1")
+                sb = find("spdk", bdev=bdev, w=w, qd=qd, mask="0x3")
+                line += f" {fmt_iops(iops(sa))} | {ratio(iops(a), iops(sa))} | {fmt_iops(iops(sb))} | {ratio(iops(b), iops(sb))} |"
+            ref = spdk_ref.get((bdev, w)) if qd == "128" else None
+            line += f" {fmt_iops(ref)} | {ratio(iops(a), ref)} | {ratio(per_cpu(a), ref)} |"
+            L.append(line)
+            if qd == "128" and (bdev, w) in [("null", "randread"), ("malloc", "randread")]:
+                goals.append((f"{bdev} randread, 1 reactor, QD 128 ≥ {fmt_iops(ref)} IOPS",
+                              iops(a) is not None and iops(a) >= ref,
+                              f"{fmt_iops(iops(a))} ({fmt_iops(per_cpu(a))} per CPU-second)"))
+            if qd == "128" and w == "randread" and bdev in ("null", "malloc"):
+                eff = per_cpu(b) / per_cpu(a) if per_cpu(a) and per_cpu(b) else None
+                goals.append((f"{bdev} randread QD 128: 2 reactors ≥ 1.8× one",
+                              bool(iops(a) and iops(b) and iops(b) >= 1.8 * iops(a)),
+                              f"{ratio(iops(b), iops(a))}; per CPU-second each of the 2 reactors does {fmt(eff, 2)} of what one "
+                              f"does alone, so {fmt(2 * eff, 2) if eff else '—'}× if each had a whole core"))
+    L += ["", "IOPS per CPU-s: requests completed per second of CPU the plexperf process used (the whole "
+          "process, all reactors), which holds up better than IOPS when other work takes CPU time from the reactors. "
+          "SPDK ref: SPDK 26.09-pre bdevperf on this machine, 1 core, QD 128 (issue 5); "
+          "measured when the machine was quiet, so compare it with the per-CPU-second column when the load is high."]
+    L.append("")
 
 # ---- volume table
-L += ["## Volumes (in-process, 1 reactor, QD 128, 4 KiB)", "",
-      "`bench/volumes.json`: `Single` is one 256 MiB RAM bdev; `stripe4` a 256 MiB 4-column stripe "
-      "(64 KiB stripe unit) and `mirror2` a 256 MiB 2-way mirror, both in a disk group over four RAM bdevs. "
-      "Runs side by side in this run; the ratio is against `Single` with the same workload.", "",
-      "| volume | workload | IOPS | vs Single | p50 µs | p99 µs | CPU s per M I/O |", "|---|---|---|---|---|---|---|"]
-for w in ["randread", "randwrite"]:
-    base = find("volume", target="Single", w=w)
-    for t in ["Single", "stripe4", "mirror2"]:
-        r = find("volume", target=t, w=w)
-        c = r["data"].get("cpu_seconds_per_million_ios") if r and r["data"] else None
-        L.append(f"| {t} | {w} | {fmt_iops(iops(r))} | {ratio(iops(r), iops(base))} | "
-                 f"{fmt(lat(r,'p50'))} | {fmt(lat(r,'p99'))} | {fmt(c, 3)} |")
-    s4 = find("volume", target="stripe4", w=w)
-    if w == "randread":
-        goals.append(("4-column stripe over RAM bdevs: randread costs < 10% vs one RAM bdev (issue 4)",
-                      bool(iops(s4) and iops(base) and iops(s4) >= 0.9 * iops(base)),
-                      ratio(iops(s4), iops(base))))
-L.append("")
+if has("volume"):
+    L += ["## Volumes (in-process, 1 reactor, QD 128, 4 KiB)", "",
+          "`bench/volumes.json`: `Single` is one 256 MiB RAM bdev; `stripe4` a 256 MiB 4-column stripe "
+          "(64 KiB stripe unit) and `mirror2` a 256 MiB 2-way mirror, both in a disk group over four RAM bdevs. "
+          "Runs side by side in this run; the ratio is against `Single` with the same workload.", "",
+          "| volume | workload | IOPS | vs Single | p50 µs | p99 µs | CPU s per M I/O |", "|---|---|---|---|---|---|---|"]
+    for w in ["randread", "randwrite"]:
+        base = find("volume", target="Single", w=w)
+        for t in ["Single", "stripe4", "mirror2"]:
+            r = find("volume", target=t, w=w)
+            c = r["data"].get("cpu_seconds_per_million_ios") if r and r["data"] else None
+            L.append(f"| {t} | {w} | {fmt_iops(iops(r))} | {ratio(iops(r), iops(base))} | "
+                     f"{fmt(lat(r,'p50'))} | {fmt(lat(r,'p99'))} | {fmt(c, 3)} |")
+        s4 = find("volume", target="stripe4", w=w)
+        if w == "randread":
+            goals.append(("4-column stripe over RAM bdevs: randread costs < 10% vs one RAM bdev (issue 4)",
+                          bool(iops(s4) and iops(base) and iops(s4) >= 0.9 * iops(base)),
+                          ratio(iops(s4), iops(base))))
+    L.append("")
+
+# ---- RAID-5 table
+def gbps(r):
+    if not r or not r["data"]: return None
+    if r["kind"] == "spdk":
+        return iops(r) * int(r5_full) / 1e9 if iops(r) else None
+    return sum(j["mibps"] for j in r["data"].get("jobs", [])) * 1048576 / 1e9 or None
+
+def met(v, goal):
+    return "—" if v is None else ("yes" if v >= goal else "no")
+
+if has("raid5"):
+    full_kib = int(r5_full) // 1024
+    L += ["## RAID-5 (in-process, 1 reactor, QD 128)", "",
+          "`bench/raid5.json`: `raid5` is a 256 MiB RAID-5 volume of 4 columns and `raid0` a 256 MiB "
+          "4-column stripe, both in group `r5` on the same four RAM bdevs with the same 16 KiB stripe unit; "
+          "`degraded` is the same RAID-5 volume in group `r5d` on four other RAM bdevs, imported with one "
+          "of them missing (column NODEVICE, volume DEGRADED). "
+          f"Full-stripe write: sequential {full_kib} KiB writes (3 data units, aligned to the row), "
+          "so every RAID-5 write is a full stripe computing parity without reads. Ratio: RAID-5 / raid0, same workload; "
+          "the goals are judged on it. Per CPU-s: the same ratio of work done per second of CPU the process used, "
+          "which holds up better when other work takes CPU time from the reactor.", "",
+          "| row | RAID-5 | raid0 | RAID-5 / raid0 | goal | met | per CPU-s | RAID-5 p50 µs | RAID-5 p99 µs | raid0 p99 µs |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    def cpu_ratio(a, b):
+        ca = a["data"].get("cpu_seconds_per_million_ios") if a and a["data"] else None
+        cb = b["data"].get("cpu_seconds_per_million_ios") if b and b["data"] else None
+        return f"{cb / ca:.2f}×" if ca and cb else "—"
+    for label, w, o, goal, unit in [("4 KiB randwrite (read-modify-write)", "randwrite", "4096", 0.25, "iops"),
+                                    ("4 KiB randread", "randread", "4096", 0.9, "iops"),
+                                    (f"full-stripe sequential write ({full_kib} KiB)", "write", r5_full, 0.7, "gbps")]:
+        a = find("raid5", target="raid5", w=w, o=o)
+        b = find("raid5", target="raid0", w=w, o=o)
+        va, vb = (iops(a), iops(b)) if unit == "iops" else (gbps(a), gbps(b))
+        show = fmt_iops if unit == "iops" else (lambda v: "—" if v is None else f"{v:.2f} GB/s")
+        rr = va / vb if va and vb else None
+        L.append(f"| {label} | {show(va)} | {show(vb)} | {fmt(rr, 2) + '×' if rr else '—'} | ≥ {goal}× | {met(rr, goal)} | "
+                 f"{cpu_ratio(a, b)} | {fmt(lat(a,'p50'))} | {fmt(lat(a,'p99'))} | {fmt(lat(b,'p99'))} |")
+        goals.append((f"RAID-5 {label}: ≥ {goal}× raid0 on the same disks (issue 12)",
+                      bool(rr and rr >= goal), f"{fmt(rr, 2)}×" if rr else "—"))
+    d = find("raid5", target="degraded", w="randread")
+    h = find("raid5", target="raid5", w="randread", o="4096")
+    z = find("raid5", target="raid0", w="randread", o="4096")
+    L.append(f"| degraded 4 KiB randread (one column missing) | {fmt_iops(iops(d))} | {fmt_iops(iops(z))} | "
+             f"{ratio(iops(d), iops(z))} | none set ({ratio(iops(d), iops(h))} of healthy RAID-5) | — | "
+             f"{cpu_ratio(d, z)} | {fmt(lat(d,'p50'))} | {fmt(lat(d,'p99'))} | {fmt(lat(z,'p99'))} |")
+    L.append("| cost of the RAID-5 log (RMW IOPS, log on vs off; goal: ≤ 30%) | — | — | — | ≤ 30% | — | — | — | — | — |")
+    L += ["", "The log row is a placeholder: RAID-5 log plexes are not built yet (issue 12); it is measured once they are.", ""]
+
+if "spdk" in sections or has("raid5f"):
+    L += ["## raid5f full-stripe write: plexd vs SPDK bdevperf (1 reactor, QD 128)", ""]
+    p5, s5 = find("raid5f", tool="plexd"), find("spdk", tool="spdk", bdev="raid5f")
+    if p5 or s5:
+        rr = gbps(p5) / gbps(s5) if gbps(p5) and gbps(s5) else None
+        L += [f"`bdev_raid_create raid5f` over four RAM bdevs, 16 KiB strips, sequential {int(r5_full) // 1024} KiB writes, "
+              "the same config file (`bench/out/cfg/raid5f.json`) loaded by both.", "",
+              "| plexd | SPDK | plexd / SPDK | goal | met |", "|---|---|---|---|---|",
+              f"| {'—' if gbps(p5) is None else f'{gbps(p5):.2f} GB/s'} | {'—' if gbps(s5) is None else f'{gbps(s5):.2f} GB/s'} | "
+              f"{fmt(rr, 2) + '×' if rr else '—'} | ≥ 1.2× | {met(rr, 1.2)} |", ""]
+        goals.append(("raid5f full-stripe write ≥ 1.2× SPDK bdevperf raid5f (issue 12)", bool(rr and rr >= 1.2),
+                      f"{fmt(rr, 2)}×" if rr else "—"))
+    else:
+        L += [f"Not measured: {spdk_note or 'no SPDK run'}.", ""]
 
 # ---- vhost table
-L += ["## vhost-user path (plexperf --vhost-user client, 1 queue, 4 KiB randread)", "",
-      "Back-end pinned to CPU 0 (plexd: one reactor, default adaptive polling; qemu-storage-daemon: one iothread, "
-      "default adaptive polling), client pinned to CPU 1, busy-polling its virtqueue. "
-      "Null backing: plexd null bdev vs `driver=null-co,read-zeroes=off` (neither touches the data). "
-      "File backing: the same 1 GiB file, plexd uring bdev (O_DIRECT) vs `driver=file,aio=io_uring,cache.direct=on`. "
-      "Back-end CPU: the daemon's CPU seconds per million I/Os over the client's run.", ""]
-L += ["| backing | QD | plexd IOPS | qsd IOPS | plexd / qsd | plexd p50 µs | qsd p50 µs | plexd p99 µs | qsd p99 µs | plexd p99.9 µs | qsd p99.9 µs | plexd CPU s/M | qsd CPU s/M |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-hz = os.sysconf("SC_CLK_TCK")
-def bcpu(r):
-    if not r or not r["data"] or "backend_ticks" not in r["meta"]: return None
-    n = sum(j["ios"] for j in r["data"]["jobs"])
-    return int(r["meta"]["backend_ticks"]) / hz * 1e6 / n if n else None
-for backing in ["null", "file"]:
-    for qd in ["128", "1"]:
-        p = find("vhost", backend="plexd", backing=backing, qd=qd)
-        q = find("vhost", backend="qsd", backing=backing, qd=qd)
-        L.append(f"| {backing} | {qd} | {fmt_iops(iops(p))} | {fmt_iops(iops(q))} | {ratio(iops(p), iops(q))} | "
-                 f"{fmt(lat(p,'p50'))} | {fmt(lat(q,'p50'))} | {fmt(lat(p,'p99'))} | {fmt(lat(q,'p99'))} | "
-                 f"{fmt(lat(p,'p99_9'))} | {fmt(lat(q,'p99_9'))} | {fmt(bcpu(p),3)} | {fmt(bcpu(q),3)} |")
-L += ["", "Latency distributions of these runs: `bench/out/vhost-*.svg` (`--plot`).", ""]
-p = find("vhost", backend="plexd", backing="null", qd="128")
-q = find("vhost", backend="qsd", backing="null", qd="128")
-goals.append(("vhost null QD 128: plexd ≥ 2× qemu-storage-daemon IOPS",
-              bool(iops(p) and iops(q) and iops(p) >= 2 * iops(q)), ratio(iops(p), iops(q))))
-goals.append(("vhost null QD 128: plexd p99 below qemu-storage-daemon's",
-              bool(lat(p, "p99") and lat(q, "p99") and lat(p, "p99") < lat(q, "p99")),
-              f"{fmt(lat(p, 'p99'))} µs vs {fmt(lat(q, 'p99'))} µs"))
+if has("vhost"):
+    L += ["## vhost-user path (plexperf --vhost-user client, 1 queue, 4 KiB randread)", "",
+          "Back-end pinned to CPU 0 (plexd: one reactor, default adaptive polling; qemu-storage-daemon: one iothread, "
+          "default adaptive polling), client pinned to CPU 1, busy-polling its virtqueue. "
+          "Null backing: plexd null bdev vs `driver=null-co,read-zeroes=off` (neither touches the data). "
+          "File backing: the same 1 GiB file, plexd uring bdev (O_DIRECT) vs `driver=file,aio=io_uring,cache.direct=on`. "
+          "Back-end CPU: the daemon's CPU seconds per million I/Os over the client's run.", ""]
+    L += ["| backing | QD | plexd IOPS | qsd IOPS | plexd / qsd | plexd p50 µs | qsd p50 µs | plexd p99 µs | qsd p99 µs | plexd p99.9 µs | qsd p99.9 µs | plexd CPU s/M | qsd CPU s/M |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    hz = os.sysconf("SC_CLK_TCK")
+    def bcpu(r):
+        if not r or not r["data"] or "backend_ticks" not in r["meta"]: return None
+        n = sum(j["ios"] for j in r["data"]["jobs"])
+        return int(r["meta"]["backend_ticks"]) / hz * 1e6 / n if n else None
+    for backing in ["null", "file"]:
+        for qd in ["128", "1"]:
+            p = find("vhost", backend="plexd", backing=backing, qd=qd)
+            q = find("vhost", backend="qsd", backing=backing, qd=qd)
+            L.append(f"| {backing} | {qd} | {fmt_iops(iops(p))} | {fmt_iops(iops(q))} | {ratio(iops(p), iops(q))} | "
+                     f"{fmt(lat(p,'p50'))} | {fmt(lat(q,'p50'))} | {fmt(lat(p,'p99'))} | {fmt(lat(q,'p99'))} | "
+                     f"{fmt(lat(p,'p99_9'))} | {fmt(lat(q,'p99_9'))} | {fmt(bcpu(p),3)} | {fmt(bcpu(q),3)} |")
+    L += ["", "Latency distributions of these runs: `bench/out/vhost-*.svg` (`--plot`).", ""]
+    p = find("vhost", backend="plexd", backing="null", qd="128")
+    q = find("vhost", backend="qsd", backing="null", qd="128")
+    goals.append(("vhost null QD 128: plexd ≥ 2× qemu-storage-daemon IOPS",
+                  bool(iops(p) and iops(q) and iops(p) >= 2 * iops(q)), ratio(iops(p), iops(q))))
+    goals.append(("vhost null QD 128: plexd p99 below qemu-storage-daemon's",
+                  bool(lat(p, "p99") and lat(q, "p99") and lat(p, "p99") < lat(q, "p99")),
+                  f"{fmt(lat(p, 'p99'))} µs vs {fmt(lat(q, 'p99'))} µs"))
 L += ["## Goals in this run", "", "| goal | met | measured |", "|---|---|---|"]
 L += [f"| {g} | {'yes' if ok else 'no'} | {m} |" for g, ok, m in goals] + [""]
 
@@ -446,9 +580,12 @@ if failed:
     L += ["## Runs that failed", ""] + [f"- `{r['name']}` (exit {r['rc']}): see `bench/out/{r['name']}.err`" for r in failed] + [""]
 
 # ---- profile
-L += ["## Profile: in-process null randread, 1 reactor, QD 128", ""]
 pfile = os.path.join(out, "profile.txt")
-if ptool != "none" and os.path.exists(pfile) and os.path.getsize(pfile):
+if "profile" in sections:
+    L += ["## Profile: in-process null randread, 1 reactor, QD 128", ""]
+if "profile" not in sections:
+    pass
+elif ptool != "none" and os.path.exists(pfile) and os.path.getsize(pfile):
     L += [f"`{pcmd}` ({ptool}; `perf stat` hardware counters are not available in this VM, "
           "software cpu-clock sampling is), top functions by self time:", "", "```"]
     L += [re.sub(r"(\s+-)+\s*$", "", l.rstrip()) for l in open(pfile)] + ["```", ""]
@@ -460,12 +597,15 @@ if vpcmd and os.path.exists(vfile) and os.path.getsize(vfile):
           f"`{vpcmd}`, top functions of plexd by self time:", "", "```"]
     L += [re.sub(r"(\s+-)+\s*$", "", l.rstrip()) for l in open(vfile)] + ["```", ""]
 notes = "bench/profile-notes.md"
-if os.path.exists(notes):
+if "profile" in sections and os.path.exists(notes):
     L += [open(notes).read().strip(), ""]
 
 # ---- commands
-L += ["## Exact commands", "", "Daemons (started one at a time, each stopped before the next):", "", "```"]
-L += [l.rstrip() for l in open(os.path.join(out, "daemons.txt"))] + ["```", "", "Clients, in run order:", "", "```"]
+L += ["## Exact commands", ""]
+daemons = [l.rstrip() for l in open(os.path.join(out, "daemons.txt"))]
+if daemons:
+    L += ["Daemons (started one at a time, each stopped before the next):", "", "```"] + daemons + ["```", ""]
+L += ["Clients, in run order:", "", "```"]
 L += [r["cmd"] for r in rows] + ["```", ""]
 L += ["Configs are written by the script to `bench/out/cfg/` (one bdev each, in SPDK's JSON format, "
       "so SPDK's bdevperf loads the same files)."]

@@ -4,6 +4,9 @@
 //! steady state (and write-zeroes and unmaps on a mirror whose new plex is on a disk without
 //! them, so they are written as zero buffers; and, where a ramfs can be mounted, write-zeroes
 //! and unmaps on uring and aio bdevs on a file system without fallocate) and must see none.
+//! RAID-5 volumes (4 columns over RAM bdevs) are measured the same way: 4 KiB random writes
+//! (read-modify-write), 4 KiB random reads, full-stripe sequential writes and a verify pass, in
+//! full health and again degraded (one column failed by an error bdev failing its writes).
 //! Threads of the test harness itself are not counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,12 +25,13 @@ use serde_json::json;
 static GLOBAL: plexd_perf::alloc_count::CountingAllocator =
     plexd_perf::alloc_count::CountingAllocator;
 
-/// Runs `warmup + window*2 + tail` requests and returns the allocations seen while the
-/// middle `window` requests ran, for two consecutive windows.
+/// Runs `warmup + window*2 + tail` requests of `io_size` bytes and returns the allocations
+/// seen while the middle `window` requests ran, for two consecutive windows.
 fn allocations_in_windows(
     engine: &Arc<Engine>,
     bdev: &str,
     workload: Workload,
+    io_size: usize,
     window: u64,
 ) -> (u64, u64, u64) {
     let warmup = 20_000;
@@ -37,7 +41,7 @@ fn allocations_in_windows(
         bdev: bdev.to_string(),
         reactor: 0,
         workload,
-        io_size: 4096,
+        io_size,
         queue_depth: 64,
         read_pct: 50,
         duration: Some(Duration::from_secs(600)),
@@ -77,14 +81,57 @@ fn allocations_in_windows(
     assert_eq!(results[0].errors, 0, "{bdev}: requests failed");
     assert_eq!(results[0].miscompares, 0, "{bdev}: verify miscompared");
     eprintln!(
-        "{bdev:>8} {:>9}: {} allocations over {} requests, {} over {} requests",
+        "{bdev:>8} {:>9} {:>6}: {} allocations over {} requests, {} over {} requests",
         workload.name(),
+        io_size,
         a1 - a0,
         p1 - p0,
         a2 - a1,
         p2 - p1
     );
     (a1 - a0, a2 - a1, p2 - p1)
+}
+
+/// 4 KiB: the small requests.
+const SMALL: usize = 4096;
+/// The RAID-5 volumes' stripe unit.
+const STRIPE_UNIT_KB: usize = 16;
+/// A full stripe of a 4-column RAID-5 volume: the data of one row (3 units), so each such
+/// write, aligned, covers its row and computes parity without reading anything.
+const FULL_STRIPE: usize = 3 * STRIPE_UNIT_KB * 1024;
+
+/// `params` with `"dg": dg` added.
+fn with_dg(params: &serde_json::Value, dg: &str) -> serde_json::Value {
+    let mut p = params.clone();
+    p["dg"] = json!(dg);
+    p
+}
+
+/// The number of stale columns of volume `r5` of group `dg` (its RAID-5 plex).
+fn stale_columns(call: &dyn Fn(&str, serde_json::Value) -> serde_json::Value, dg: &str) -> usize {
+    let v = call("volume_list", json!({"dg": dg, "name": "r5"}));
+    v[0]["plexes"][0]["stale_columns"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// Runs `n` 4 KiB random writes on `bdev` (outside any measured window) and checks none failed.
+fn write_some(engine: &Arc<Engine>, bdev: &str, n: u64) {
+    let spec = JobSpec {
+        bdev: bdev.to_string(),
+        reactor: 0,
+        workload: Workload::RandWrite,
+        io_size: SMALL,
+        queue_depth: 8,
+        read_pct: 0,
+        duration: None,
+        max_ios: Some(n),
+        seed: 7,
+        region: (0, 1),
+        stop: None,
+    };
+    let r = run_jobs(engine, &[spec], Arc::new(AtomicU64::new(0))).expect("writes ran");
+    assert_eq!(r[0].errors, 0, "{bdev}: writes failed");
 }
 
 /// A ramfs (a file system without any fallocate mode) mounted on a fresh directory and
@@ -233,19 +280,59 @@ fn steady_state_io_makes_no_heap_allocation() {
     );
     let done = call("task_wait", json!({"id": task["task"]}));
     assert_eq!(done["state"], "done", "{done}");
+    // RAID-5: 4 columns of 16 KiB stripe units over RAM bdevs (r5dg/r5), and the same over
+    // error bdevs (r5f/r5) with one column failed: its disk fails every write, a few writes
+    // make the volume record that column stale, and from then on it serves degraded.
+    for i in 0..4 {
+        call(
+            "bdev_malloc_create",
+            json!({"name": format!("R{i}"), "num_blocks": 49152, "block_size": 512}),
+        );
+        call(
+            "bdev_malloc_create",
+            json!({"name": format!("F{i}"), "num_blocks": 49152, "block_size": 512}),
+        );
+        call("bdev_error_create", json!({"base_name": format!("F{i}")}));
+    }
+    let raid5 = json!({"name": "r5", "size": "16M", "layout": "raid5", "ncol": 4,
+                       "stripe_unit_kb": STRIPE_UNIT_KB});
+    call(
+        "dg_create",
+        json!({"name": "r5dg", "disks": ["R0", "R1", "R2", "R3"]}),
+    );
+    call("volume_create", with_dg(&raid5, "r5dg"));
+    call(
+        "dg_create",
+        json!({"name": "r5f", "disks": ["EE_F0", "EE_F1", "EE_F2", "EE_F3"]}),
+    );
+    call("volume_create", with_dg(&raid5, "r5f"));
+    call(
+        "bdev_error_inject_error",
+        json!({"name": "EE_F3", "io_type": "write", "error_type": "failure", "num": 1u64 << 40}),
+    );
+    write_some(&engine, "r5f/r5", 1000);
+    assert_eq!(stale_columns(&call, "r5f"), 1, "r5f/r5 is not degraded");
     let mut cases = vec![
-        ("Null0", Workload::RandRead),
-        ("Malloc0", Workload::RandRw),
-        ("Malloc0", Workload::Verify),
-        ("Uring0", Workload::RandRw),
-        ("Aio0", Workload::RandRw),
-        ("EE_Malloc1", Workload::RandRw),
-        ("Delay0", Workload::RandRw),
-        ("dg/stripe", Workload::RandRw),
-        ("dg/mirror", Workload::RandRw),
-        ("dg/mirror", Workload::Verify),
-        ("zdg/zv", Workload::WriteZeroes),
-        ("zdg/zv", Workload::Unmap),
+        ("Null0", Workload::RandRead, SMALL),
+        ("Malloc0", Workload::RandRw, SMALL),
+        ("Malloc0", Workload::Verify, SMALL),
+        ("Uring0", Workload::RandRw, SMALL),
+        ("Aio0", Workload::RandRw, SMALL),
+        ("EE_Malloc1", Workload::RandRw, SMALL),
+        ("Delay0", Workload::RandRw, SMALL),
+        ("dg/stripe", Workload::RandRw, SMALL),
+        ("dg/mirror", Workload::RandRw, SMALL),
+        ("dg/mirror", Workload::Verify, SMALL),
+        ("zdg/zv", Workload::WriteZeroes, SMALL),
+        ("zdg/zv", Workload::Unmap, SMALL),
+        ("r5dg/r5", Workload::RandWrite, SMALL),
+        ("r5dg/r5", Workload::RandRead, SMALL),
+        ("r5dg/r5", Workload::Write, FULL_STRIPE),
+        ("r5dg/r5", Workload::Verify, SMALL),
+        ("r5f/r5", Workload::RandWrite, SMALL),
+        ("r5f/r5", Workload::RandRead, SMALL),
+        ("r5f/r5", Workload::Write, FULL_STRIPE),
+        ("r5f/r5", Workload::Verify, SMALL),
     ];
     if let Some(fs) = &ramfs {
         for (method, name) in [
@@ -268,18 +355,29 @@ fn steady_state_io_makes_no_heap_allocation() {
                 b[0]["driver_specific"][key]["write_zeroes"], "emulated",
                 "{b}"
             );
-            cases.push((name, Workload::WriteZeroes));
-            cases.push((name, Workload::Unmap));
+            cases.push((name, Workload::WriteZeroes, SMALL));
+            cases.push((name, Workload::Unmap, SMALL));
         }
     }
     let mut failures = Vec::new();
-    for (bdev, w) in cases {
-        let (first, second, n) = allocations_in_windows(&engine, bdev, w, 100_000);
+    for (bdev, w, io_size) in cases {
+        let (first, second, n) = allocations_in_windows(&engine, bdev, w, io_size, 100_000);
         assert!(n >= 200_000, "{bdev}: window too small ({n})");
         if first != 0 || second != 0 {
-            failures.push(format!("{bdev}/{}: {first} then {second}", w.name()));
+            failures.push(format!(
+                "{bdev}/{}/{io_size}: {first} then {second}",
+                w.name()
+            ));
         }
     }
+    // What was measured is what was meant: the healthy RAID-5 lost no column on the way, the
+    // degraded one no second.
+    assert_eq!(stale_columns(&call, "r5dg"), 0, "r5dg/r5 lost a column");
+    assert_eq!(
+        stale_columns(&call, "r5f"),
+        1,
+        "r5f/r5 lost a second column"
+    );
     let plexes = call("volume_list", json!({"dg": "zdg", "name": "zv"}));
     for p in plexes[0]["plexes"].as_array().expect("plexes") {
         assert_eq!(p["state"], "ACTIVE", "write-zeroes detached a plex: {p}");
