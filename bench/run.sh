@@ -11,8 +11,8 @@
 #      RAID-5 volume vs a 4-column stripe (raid0) on the same four RAM bdevs with the same
 #      16 KiB stripe unit: 4 KiB randwrite (read-modify-write), 4 KiB randread, full-stripe
 #      sequential write (48 KiB = 3 data units, aligned; GB/s), and 4 KiB randread of a RAID-5
-#      volume with one column missing (its disk absent at import). The cost of the RAID-5 log
-#      is a placeholder until log plexes exist.
+#      volume with one column missing (its disk absent at import), and the cost of the RAID-5
+#      log (4 KiB randwrite on the same RAID-5 volume with a log plex on a fifth RAM bdev).
 #   2. The vhost-user path, plexperf --vhost-user as the client (1 queue, 4 KiB randread,
 #      QD 128 and QD 1): plexd vs qemu-storage-daemon, null backing (plexd null bdev vs
 #      driver=null-co) and file backing (plexd uring bdev vs driver=file,aio=io_uring,
@@ -158,8 +158,11 @@ if want raid5; then
   record raid5 "raid5-degraded-randread-o4096" target=degraded w=randread o=4096 -- \
     "$PERF" --json bench/raid5.json -T r5d/raid5 -q 128 -o 4096 -w randread -t "$T" -m 0x1 \
     --output json --no-progress
-  # The cost of the RAID-5 log (RMW IOPS with the log on vs off) is measured once log plexes
-  # exist (issue 12); the report keeps a placeholder row for it.
+  # The cost of the RAID-5 log: group r5l, the same RAID-5 volume with a log plex on a fifth
+  # RAM bdev (every write goes to the log, durably, before the columns).
+  record raid5 "raid5-logged-randwrite-o4096" target=logged w=randwrite o=4096 -- \
+    "$PERF" --json bench/raid5.json -T r5l/raid5 -q 128 -o 4096 -w randwrite -t "$T" -m 0x1 \
+    --output json --no-progress
 fi
 
 # ---- 2. vhost-user path ------------------------------------------------------------------
@@ -524,8 +527,17 @@ if has("raid5"):
     L.append(f"| degraded 4 KiB randread (one column missing) | {fmt_iops(iops(d))} | {fmt_iops(iops(z))} | "
              f"{ratio(iops(d), iops(z))} | none set ({ratio(iops(d), iops(h))} of healthy RAID-5) | — | "
              f"{cpu_ratio(d, z)} | {fmt(lat(d,'p50'))} | {fmt(lat(d,'p99'))} | {fmt(lat(z,'p99'))} |")
-    L.append("| cost of the RAID-5 log (RMW IOPS, log on vs off; goal: ≤ 30%) | — | — | — | ≤ 30% | — | — | — | — | — |")
-    L += ["", "The log row is a placeholder: RAID-5 log plexes are not built yet (issue 12); it is measured once they are.", ""]
+    lg = find("raid5", target="logged", w="randwrite")
+    nl = find("raid5", target="raid5", w="randwrite", o="4096")
+    cost = 1 - iops(lg) / iops(nl) if iops(lg) and iops(nl) else None
+    L.append(f"| RAID-5 with a log, 4 KiB randwrite (the log's cost vs no log; goal ≤ 30%) | {fmt_iops(iops(lg))} | "
+             f"{fmt_iops(iops(nl))} (no log) | {ratio(iops(lg), iops(nl))} | cost ≤ 30% | "
+             f"{'—' if cost is None else ('yes' if cost <= 0.30 else 'no')} | {cpu_ratio(lg, nl)} | "
+             f"{fmt(lat(lg,'p50'))} | {fmt(lat(lg,'p99'))} | {fmt(lat(nl,'p99'))} |")
+    goals.append(("RAID-5 log costs ≤ 30% of read-modify-write IOPS (issue 12)",
+                  bool(cost is not None and cost <= 0.30), "—" if cost is None else f"{cost * 100:.0f}%"))
+    L += ["", "In the log row the second column is the same RAID-5 volume without a log (group `r5`), "
+          "and the ratio is logged / not logged.", ""]
 
 if "spdk" in sections or has("raid5f"):
     L += ["## raid5f full-stripe write: plexd vs SPDK bdevperf (1 reactor, QD 128)", ""]

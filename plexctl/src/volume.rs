@@ -104,6 +104,10 @@ pub struct VolumeCreateArgs {
     /// Allocate only on this disk (disk name or bdev; repeatable).
     #[arg(long = "alloc", value_name = "DISK")]
     pub alloc: Vec<String>,
+    /// RAID-5: log plexes, each on a disk no column uses (default 1 when one has room; 0
+    /// for none). The log closes the RAID-5 write hole.
+    #[arg(long, value_name = "N")]
+    pub nlog: Option<u32>,
 }
 
 /// `plexctl volume ...`
@@ -286,6 +290,7 @@ fn volume_create(args: &VolumeCreateArgs) -> Result<VolumeCreateParams, CommandE
     p.read_policy = policy.map(|policy| policy.as_str().to_string());
     p.prefer_plex = args.prefer_plex.clone();
     p.alloc = (!args.alloc.is_empty()).then(|| args.alloc.clone());
+    p.nlog = args.nlog;
     Ok(p)
 }
 

@@ -74,6 +74,8 @@ pub struct Raid5Map {
     pub logs: Vec<Raid5Log>,
     /// The epoch written into log entries (the plex's `log_epoch`).
     pub log_epoch: u64,
+    /// Slots every log in `logs` holds (the fewest of them).
+    pub log_slots: u64,
 }
 
 /// One RAID-5 log plex as the I/O path sees it.
@@ -299,10 +301,12 @@ impl VolumeShared {
             name,
             generation: AtomicU64::new(map.generation),
             stripes: map.raid5.is_some().then(StripeLock::new),
-            log_ring: map
-                .raid5
-                .is_some()
-                .then(crate::volume::io::raid5::log_ring::LogRing::new),
+            log_ring: map.raid5.as_ref().map(|r| {
+                crate::volume::io::raid5::log_ring::LogRing::new(
+                    r.log_slots
+                        .max(crate::volume::model::raid5_log::MIN_LOG_SLOTS),
+                )
+            }),
             map: ArcSwap::from_pointee(map),
             events,
             event_lock: std::sync::Mutex::new(()),

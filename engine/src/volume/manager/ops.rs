@@ -345,7 +345,7 @@ pub(crate) fn raid5_map(
         }
     }
     // The logs' disks first: the targets below are past every disk of the map.
-    let (logs, log_epoch) = raid5_logs(g, plex, ncol, stripe_unit, disks);
+    let (logs, log_epoch, log_slots) = raid5_logs(g, plex, ncol, stripe_unit, disks);
     // Extents on absent disks: a target per column above every present disk, so no two
     // columns share one and none is a real disk.
     for (c, i, _, _) in absent {
@@ -374,6 +374,7 @@ pub(crate) fn raid5_map(
     Ok(Raid5Map {
         logs,
         log_epoch,
+        log_slots,
         plex: plex.name.clone(),
         geometry,
         // A stale column whose disks are all present is rebuilt in place (its checkpoint,
@@ -396,12 +397,13 @@ fn raid5_logs(
     ncol: u32,
     su: u64,
     disks: &mut Vec<Arc<crate::bdev::Bdev>>,
-) -> (Vec<driver::Raid5Log>, u64) {
+) -> (Vec<driver::Raid5Log>, u64, u64) {
+    use crate::volume::model::raid5_log::{slots_in, MIN_LOG_SLOTS};
     let cfg = &g.cfg;
-    let need = crate::volume::model::raid5_log::log_blocks(ncol, su);
     let mut logs = Vec::new();
+    let mut slots = u64::MAX;
     let Some(vol) = plex.volume.as_deref() else {
-        return (logs, plex.log_epoch);
+        return (logs, plex.log_epoch, 0);
     };
     for lp in cfg.plexes_of(vol) {
         if lp.state != PlexState::Log || lp.kstate != KernelState::Enabled {
@@ -429,14 +431,20 @@ fn raid5_logs(
             }
         }
         match PlexGeometry::concat(col) {
-            Ok(geometry) if ok && geometry.len() >= need => logs.push(driver::Raid5Log {
-                plex: lp.name.clone(),
-                geometry,
-            }),
+            Ok(geometry) if ok && slots_in(geometry.len(), ncol, su) >= MIN_LOG_SLOTS => {
+                slots = slots.min(slots_in(geometry.len(), ncol, su));
+                logs.push(driver::Raid5Log {
+                    plex: lp.name.clone(),
+                    geometry,
+                })
+            }
             _ => {}
         }
     }
-    (logs, plex.log_epoch)
+    if logs.is_empty() {
+        slots = 0;
+    }
+    (logs, plex.log_epoch, slots)
 }
 
 /// Cleans up what a crash left half done, before the imported configuration is committed:

@@ -297,20 +297,22 @@ impl VolumeManager {
         if want == 0 {
             return Ok(Vec::new());
         }
-        let len = crate::volume::model::raid5_log::log_blocks(shape.ncol, shape.stripe_unit);
-        // Space the columns took is gone from `space` only in the committed configuration:
-        // leave their disks out altogether.
-        let r = alloc::allocate(
-            space,
-            &AllocRequest {
-                len,
-                nmirror: want,
-                ncol: 1,
-                stripe_unit: 1,
-                disks,
-                exclude: used,
-            },
-        );
+        use crate::volume::model::raid5_log::{log_blocks, slot_blocks, MIN_LOG_SLOTS};
+        // The columns' disks are left out altogether (the space they took is not yet gone
+        // from `space`). The default size first (room for every write in flight); where the
+        // disks lack it, the smallest log.
+        let request = |len| AllocRequest {
+            len,
+            nmirror: want,
+            ncol: 1,
+            stripe_unit: 1,
+            disks: disks.clone(),
+            exclude: used.clone(),
+        };
+        let len = log_blocks(shape.ncol, shape.stripe_unit, u64::from(g.cfg.block_size));
+        let small = MIN_LOG_SLOTS * slot_blocks(shape.ncol, shape.stripe_unit);
+        let r = alloc::allocate(space, &request(len))
+            .or_else(|_| alloc::allocate(space, &request(small)));
         match r {
             Ok(logs) => Ok(logs),
             Err(e) if req.nlog.is_none() => {
@@ -318,7 +320,7 @@ impl VolumeManager {
                 Ok(Vec::new())
             }
             Err(e) => Err(VolumeError::Invalid(format!(
-                "{want} RAID-5 log plex(es) of {len} blocks need disks that no column uses: {e}"
+                "{want} RAID-5 log plex(es) of {small} blocks at least need disks that no column uses: {e}"
             ))),
         }
     }

@@ -464,7 +464,7 @@ impl VolumeManager {
     ) -> Result<Option<usize>, VolumeError> {
         use crate::bdev::blocking::start_io;
         use crate::bdev::IoType;
-        use crate::volume::model::raid5_log::{decode_header, slot_blocks, LOG_SLOTS};
+        use crate::volume::model::raid5_log::{decode_header, slot_blocks, slots_in};
         let dg = g.cfg.name.clone();
         let (Some(plex), Some(v)) = (raid5_plex(g, vol), g.cfg.volume(vol)) else {
             return Ok(None);
@@ -487,9 +487,12 @@ impl VolumeManager {
         let mut read_any = false;
         for log in &map.logs {
             // The whole log plex, extent by extent.
-            let mut buf = vec![0u8; (LOG_SLOTS * slot * bs) as usize];
+            // Entries were placed by the ring of the run that wrote them: as many slots as the
+            // shortest log holds.
+            let slots = map.log_slots.min(slots_in(log.geometry.len(), ncol, su));
+            let mut buf = vec![0u8; (slots * slot * bs) as usize];
             let mut ok = true;
-            let _ = log.geometry.map(0, LOG_SLOTS * slot, |s| {
+            let _ = log.geometry.map(0, slots * slot, |s| {
                 if !ok {
                     return;
                 }
@@ -517,7 +520,7 @@ impl VolumeManager {
                 continue;
             }
             read_any = true;
-            for k in 0..LOG_SLOTS {
+            for k in 0..slots {
                 let at = (k * slot * bs) as usize;
                 let Ok((h, ranges)) = decode_header(&buf[at..at + bs as usize]) else {
                     continue;
@@ -526,7 +529,7 @@ impl VolumeManager {
                     || h.ncol != ncol
                     || h.su != su
                     || h.row >= geo.rows()
-                    || log_slot(h.seq) != k
+                    || h.seq % slots != k
                     || entries.contains_key(&h.seq)
                 {
                     continue;
@@ -595,9 +598,4 @@ impl VolumeManager {
         tracing::info!(dg = %dg, volume = %vol, entries = entries.len(), "RAID-5 log replayed");
         Ok(Some(entries.len()))
     }
-}
-
-/// The slot of log entry `seq`.
-fn log_slot(seq: u64) -> u64 {
-    crate::volume::io::raid5::log_ring::LogRing::slot(seq)
 }

@@ -10,10 +10,11 @@
 //!
 //! # Layout
 //!
-//! A log plex is [`LOG_SLOTS`] slots of [`slot_blocks`] blocks each: room for one entry of the
-//! largest write a stripe operation makes (a header block and `ncol` stripe units). Entry `seq`
-//! (1, 2, ...) goes to slot `seq % LOG_SLOTS`; a slot is reused only once its previous entry's
-//! column writes are on the disks (the slot's previous sequence number is retired).
+//! A log plex is `slots` slots of [`slot_blocks`] blocks each (its length over the slot size;
+//! [`default_log_slots`] at creation): room for one entry of the largest write a stripe
+//! operation makes (a header block and `ncol` stripe units). Entry `seq` (1, 2, ...) goes to
+//! slot `seq % slots`; a slot is reused only once its previous entry's column writes are on
+//! the disks (the slot's previous sequence number is retired).
 //!
 //! An entry is a header block followed by its payload: the ranges' blocks, range after range.
 //! The header (little-endian):
@@ -43,8 +44,14 @@
 //! too: in sequence order, every range ends up with its last logged contents, which is what
 //! the columns held (every write to the columns of a logged plex goes through the log).
 
-/// Slots in a log plex.
-pub const LOG_SLOTS: u64 = 64;
+/// Fewest slots a log plex has (a plex shorter than that is not used as a log).
+pub const MIN_LOG_SLOTS: u64 = 64;
+
+/// Most slots a new log plex gets.
+pub const MAX_LOG_SLOTS: u64 = 1024;
+
+/// What a new log plex is sized for: as many slots as fit, within the bounds above.
+pub const LOG_BUDGET_BYTES: u64 = 16 << 20;
 
 /// The header's magic.
 pub const LOG_MAGIC: [u8; 8] = *b"PLXR5LOG";
@@ -64,9 +71,23 @@ pub fn slot_blocks(ncol: u32, su: u64) -> u64 {
     1 + u64::from(ncol) * su
 }
 
-/// Blocks of a log plex for `ncol` columns of `su`-block stripe units.
-pub fn log_blocks(ncol: u32, su: u64) -> u64 {
-    LOG_SLOTS * slot_blocks(ncol, su)
+/// Slots of a new log plex for `ncol` columns of `su`-block stripe units and blocks of
+/// `block_size` bytes: as many as fit in [`LOG_BUDGET_BYTES`], [`MIN_LOG_SLOTS`] to
+/// [`MAX_LOG_SLOTS`] (enough for every write in flight at a queue depth of 128 not to wait for
+/// a slot).
+pub fn default_log_slots(ncol: u32, su: u64, block_size: u64) -> u64 {
+    (LOG_BUDGET_BYTES / (slot_blocks(ncol, su) * block_size.max(1)))
+        .clamp(MIN_LOG_SLOTS, MAX_LOG_SLOTS)
+}
+
+/// Blocks of a new log plex (see [`default_log_slots`]).
+pub fn log_blocks(ncol: u32, su: u64, block_size: u64) -> u64 {
+    default_log_slots(ncol, su, block_size) * slot_blocks(ncol, su)
+}
+
+/// Slots a log plex of `len` blocks holds (the rest of it unused).
+pub fn slots_in(len: u64, ncol: u32, su: u64) -> u64 {
+    len / slot_blocks(ncol, su)
 }
 
 /// The most ranges a header block of `block_size` bytes holds.
@@ -291,7 +312,13 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(slot_blocks(4, 32), 129);
-        assert_eq!(log_blocks(4, 32), 64 * 129);
+        // 16 MiB of 64.5 KiB slots.
+        assert_eq!(default_log_slots(4, 32, 512), 254);
+        assert_eq!(log_blocks(4, 32, 512), 254 * 129);
+        assert_eq!(slots_in(254 * 129 + 5, 4, 32), 254);
+        // Huge rows still get the minimum, tiny ones the maximum.
+        assert_eq!(default_log_slots(8, 2048, 512), 64);
+        assert_eq!(default_log_slots(3, 8, 512), 1024);
         assert_eq!(max_ranges(512), 37);
     }
 }

@@ -208,3 +208,35 @@ fn a_failed_log_is_recorded_and_the_volume_runs_on() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A log that would have to share a disk with a column is refused, and nothing changes;
+/// without `nlog` and without room the volume is made without a log.
+#[test]
+fn a_log_on_a_column_disk_is_refused() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let (before, seq) = vm.config("dg01").unwrap();
+    let req = VolumeCreate {
+        dg: "dg01".into(),
+        name: "r5".into(),
+        size: 2 << 20,
+        layout: "raid5".into(),
+        ncol: Some(3),
+        alloc: Some(vec!["disk01".into(), "disk02".into(), "disk03".into()]),
+        nlog: Some(1),
+        ..Default::default()
+    };
+    let err = vm.volume_create(&req).unwrap_err().to_string();
+    assert!(err.contains("no column uses"), "{err}");
+    assert_eq!(vm.config("dg01").unwrap(), (before, seq), "nothing changed");
+    assert!(e.bdevs().get("dg01/r5").is_err());
+    // Left to its default, the log is skipped when it has no room.
+    vm.volume_create(&VolumeCreate { nlog: None, ..req })
+        .unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(cfg.plexes_of("r5").len(), 1, "no log plex");
+    vm.shutdown();
+    e.shutdown();
+}

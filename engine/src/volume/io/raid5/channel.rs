@@ -37,10 +37,11 @@ use crate::bdev::{
 use crate::volume::io::channel::push_range;
 use crate::volume::io::driver::{Raid5Map, VolumeEvent, VolumeMap, VolumeShared};
 use crate::volume::io::raid5::compute::{apply_write, reconstruct};
-use crate::volume::io::raid5::log_ring::LogRing;
 use crate::volume::io::raid5::stripe_lock::{StripeHeld, StripeWaiters};
 use crate::volume::model::raid5::{StripeSpan, WritePlan};
-use crate::volume::model::raid5_log::{encode_header, slot_blocks, LogHeader, LogRange, LOG_SLOTS};
+use crate::volume::model::raid5_log::{
+    encode_header, slot_blocks, LogHeader, LogRange, MAX_LOG_SLOTS,
+};
 
 /// Preallocated parent slots per channel.
 const PARENTS: usize = 256;
@@ -57,6 +58,8 @@ const OP_TAG: u64 = 1 << 63;
 const LOG_TAG: u64 = 1 << 62;
 /// Tag of a channel's flush of the column disks before log entries are retired.
 const RETIRE_TAG: u64 = 1 << 61;
+/// Tag of a channel's flush of the log disks (its index is a log plex's).
+const LOG_FLUSH_TAG: u64 = 1 << 60;
 /// Segments of a log entry write at most: the header and a range per data unit and parity
 /// range (within what a pooled request holds without allocating).
 const MAX_LOG_IOVS: usize = 30;
@@ -94,8 +97,12 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
             deferred: VecDeque::with_capacity(16),
             scratch: Vec::with_capacity(64),
             log_waiters: VecDeque::with_capacity(nops),
-            pending_retire: Vec::with_capacity(2 * LOG_SLOTS as usize),
-            retiring: Vec::with_capacity(2 * LOG_SLOTS as usize),
+            log_flush_waiting: Vec::with_capacity(nops),
+            log_flushing: Vec::with_capacity(nops),
+            log_flush_remaining: 0,
+            log_flush_failed: 0,
+            pending_retire: Vec::with_capacity(2 * MAX_LOG_SLOTS as usize),
+            retiring: Vec::with_capacity(2 * MAX_LOG_SLOTS as usize),
             retire_remaining: 0,
             retire_view: 0,
             ncol,
@@ -291,6 +298,14 @@ struct State {
     scratch: Vec<(usize, u32, BdevIo)>,
     /// Operations waiting for their log slot, oldest first.
     log_waiters: VecDeque<u32>,
+    /// Operations whose log entry is written, waiting for the next log flush.
+    log_flush_waiting: Vec<u32>,
+    /// Operations whose entry the log flush in flight makes durable.
+    log_flushing: Vec<u32>,
+    /// Children of that flush still in flight (0: none).
+    log_flush_remaining: u32,
+    /// Log plexes (bits) whose flush failed.
+    log_flush_failed: u64,
     /// Log entries whose column writes completed, to retire after the next column flush.
     pending_retire: Vec<u64>,
     /// Log entries retired when the column flush in flight completes.
@@ -926,7 +941,13 @@ impl State {
             .get(op.view)
             .and_then(Option::as_ref)
             .and_then(View::raid5)
-            .is_some_and(|r| !r.logs.is_empty())
+            .is_some_and(|r| {
+                !r.logs.is_empty()
+                    && core
+                        .shared
+                        .log_ring()
+                        .is_some_and(|ring| ring.slots() <= r.log_slots)
+            })
             && !op.ranges.is_empty()
             && op.ranges.len() < MAX_LOG_IOVS;
         match core.shared.log_ring().filter(|_| logged) {
@@ -1006,7 +1027,10 @@ impl State {
             n_iov += 1;
         }
         let total = 1 + payload;
-        let start = LogRing::slot(op.seq) * slot_blocks(ncol as u32, su);
+        let Some(ring) = core.shared.log_ring() else {
+            return;
+        };
+        let start = ring.slot(op.seq) * slot_blocks(ncol as u32, su);
         let v = op.view;
         let mut n = 0;
         for (li, log) in r5.logs.iter().enumerate().take(63) {
@@ -1056,28 +1080,47 @@ impl State {
             }
             return;
         }
-        if op.stage == Stage::LogFlush {
-            self.write_columns(o, core);
+        // Written: made durable by the next flush of the log disks, shared with every
+        // other entry written meanwhile (group commit).
+        op.stage = Stage::LogFlush;
+        self.log_flush_waiting.push(o);
+        self.start_log_flush(core);
+    }
+
+    /// Flushes the log disks for the entries written and not yet flushed (those of one view;
+    /// one such flush in flight per channel).
+    fn start_log_flush(&mut self, core: &Rc<Core>) {
+        if self.log_flush_remaining > 0 || self.log_flush_waiting.is_empty() {
             return;
         }
-        // Written: make it durable (a flush of each log disk).
-        let cb: Rc<dyn IoCompletion> = core.clone();
+        let v = self.ops[self.log_flush_waiting[0] as usize].view;
         let State {
             ops,
             views,
             scratch,
+            log_flush_waiting,
+            log_flushing,
             ..
         } = self;
-        let op = &mut ops[o as usize];
-        let v = op.view;
+        log_flushing.clear();
+        let mut i = 0;
+        while i < log_flush_waiting.len() {
+            let o = log_flush_waiting[i];
+            if ops[o as usize].view == v {
+                log_flushing.push(o);
+                log_flush_waiting.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let cb: Rc<dyn IoCompletion> = core.clone();
         let mut n = 0;
         if let Some(view) = views.get(v).and_then(Option::as_ref) {
             if let Some(r5) = view.raid5() {
                 for (li, log) in r5.logs.iter().enumerate().take(63) {
-                    for (i, e) in log.geometry.columns()[0].extents.iter().enumerate() {
-                        let dup = log.geometry.columns()[0].extents[..i]
-                            .iter()
-                            .any(|f| f.target == e.target);
+                    let extents = &log.geometry.columns()[0].extents;
+                    for (k, e) in extents.iter().enumerate() {
+                        let dup = extents[..k].iter().any(|f| f.target == e.target);
                         let flushes = view
                             .map
                             .disks
@@ -1088,20 +1131,39 @@ impl State {
                         }
                         let mut child = BdevIo::alloc();
                         child.prep(IoType::Flush, 0, 0);
-                        child.set_callback(cb.clone(), log_tag(o, li));
+                        child.set_callback(cb.clone(), LOG_FLUSH_TAG | ((li as u64) << 32));
                         scratch.push((v, e.target, child));
                         n += 1;
                     }
                 }
             }
         }
-        op.stage = Stage::LogFlush;
-        op.remaining = n;
+        self.log_flush_remaining = n;
+        self.log_flush_failed = 0;
         if n == 0 {
-            self.write_columns(o, core);
+            self.end_log_flush(core);
         } else {
             self.launch();
         }
+    }
+
+    /// The log flush is done: its entries are durable and their operations write their
+    /// columns (or, if a log disk failed the flush, report that log first).
+    fn end_log_flush(&mut self, core: &Rc<Core>) {
+        let failed = self.log_flush_failed;
+        let batch = std::mem::take(&mut self.log_flushing);
+        for &o in &batch {
+            if failed != 0 {
+                self.ops[o as usize].failed = failed;
+                self.after_log(o, core);
+            } else {
+                self.write_columns(o, core);
+            }
+        }
+        // Keep the (empty) vector's capacity for the next batch.
+        self.log_flushing = batch;
+        self.log_flushing.clear();
+        self.start_log_flush(core);
     }
 
     /// Sends a `LogFailed` event for log plexes `logs` (bits) of view `v`'s map.
@@ -1504,7 +1566,15 @@ impl IoCompletion for Core {
         let idx = (t & 0xffff_ffff) as u32;
         let column = ((t >> 32) & 0xffff) as usize;
         let bit = if column < 64 { 1u64 << column } else { 0 };
-        if t & RETIRE_TAG != 0 {
+        if t & LOG_FLUSH_TAG != 0 {
+            if let IoStatus::Failed(_) = status {
+                st.log_flush_failed |= bit;
+            }
+            st.log_flush_remaining = st.log_flush_remaining.saturating_sub(1);
+            if st.log_flush_remaining == 0 {
+                st.end_log_flush(&core);
+            }
+        } else if t & RETIRE_TAG != 0 {
             st.retire_remaining = st.retire_remaining.saturating_sub(1);
             if st.retire_remaining == 0 {
                 st.end_retire(&core);
@@ -1520,7 +1590,7 @@ impl IoCompletion for Core {
             if op.remaining == 0 {
                 match op.stage {
                     Stage::Reading => st.after_reads(idx, &core),
-                    Stage::Logging | Stage::LogFlush => st.after_log(idx, &core),
+                    Stage::Logging => st.after_log(idx, &core),
                     Stage::Writing => st.after_writes(idx, &core),
                     _ => {}
                 }

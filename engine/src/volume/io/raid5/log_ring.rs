@@ -1,8 +1,8 @@
 //! The RAID-5 log's slots as every reactor of a volume shares them: who writes the next
 //! entry where, and when a slot may be written again.
 //!
-//! Entry `seq` goes to slot `seq % LOG_SLOTS` (see `model::raid5_log`). A slot may take entry
-//! `seq` once its previous entry, `seq - LOG_SLOTS`, is *retired*: its column writes completed
+//! Entry `seq` goes to slot `seq % slots` (see `model::raid5_log`). A slot may take entry
+//! `seq` once its previous entry, `seq - slots`, is *retired*: its column writes completed
 //! and the column disks were flushed since, so a crash can no longer tear that row and the
 //! entry is not needed. Taking a number is one `fetch_add`, checking a slot one load, retiring
 //! one store: no lock. A stripe operation takes its number only once it holds its stripe and
@@ -10,8 +10,6 @@
 //! already writing: the wait always ends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::volume::model::raid5_log::LOG_SLOTS;
 
 /// The log slots of one RAID-5 volume (in its shared state).
 pub struct LogRing {
@@ -21,19 +19,18 @@ pub struct LogRing {
     retired: Box<[AtomicU64]>,
 }
 
-impl Default for LogRing {
-    fn default() -> Self {
-        LogRing::new()
-    }
-}
-
 impl LogRing {
-    /// A ring with every slot free, numbering from 1.
-    pub fn new() -> LogRing {
+    /// A ring of `slots` (at least 1) free slots, numbering from 1.
+    pub fn new(slots: u64) -> LogRing {
         LogRing {
             next: AtomicU64::new(0),
-            retired: (0..LOG_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            retired: (0..slots.max(1)).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Its slots.
+    pub fn slots(&self) -> u64 {
+        self.retired.len() as u64
     }
 
     /// The next sequence number (from 1).
@@ -42,19 +39,19 @@ impl LogRing {
     }
 
     /// The slot of entry `seq`.
-    pub fn slot(seq: u64) -> u64 {
-        seq % LOG_SLOTS
+    pub fn slot(&self, seq: u64) -> u64 {
+        seq % self.slots()
     }
 
     /// Whether entry `seq` may be written: the slot's previous entry is retired.
     pub fn is_free_for(&self, seq: u64) -> bool {
         // Acquire: the retirement (after the columns' flush) happens before the overwrite.
-        self.retired[Self::slot(seq) as usize].load(Ordering::Acquire) + LOG_SLOTS >= seq
+        self.retired[self.slot(seq) as usize].load(Ordering::Acquire) + self.slots() >= seq
     }
 
     /// Entry `seq` is no longer needed (its rows are on the disks).
     pub fn retire(&self, seq: u64) {
-        self.retired[Self::slot(seq) as usize].fetch_max(seq, Ordering::AcqRel);
+        self.retired[self.slot(seq) as usize].fetch_max(seq, Ordering::AcqRel);
     }
 }
 
@@ -64,7 +61,8 @@ mod tests {
 
     #[test]
     fn a_slot_is_reused_only_after_its_entry_retired() {
-        let r = LogRing::new();
+        const LOG_SLOTS: u64 = 64;
+        let r = LogRing::new(LOG_SLOTS);
         let seqs: Vec<u64> = (0..LOG_SLOTS).map(|_| r.take()).collect();
         assert!(
             seqs.iter().all(|&s| r.is_free_for(s)),
