@@ -460,7 +460,9 @@ fn raid5_volume_create_list_and_print() {
         cells("pl r5-01 "),
         ["pl", "r5-01", "r5", "ENABLED", "ACTIVE", "12288", "RAID", "3/64", "RW"]
     );
-    assert_eq!(tree.matches("\nsd ").count(), 3, "{tree}");
+    // Three columns, and a log plex on the fourth disk (one subdisk).
+    assert_eq!(cells("pl r5-02 ")[4], "LOG", "{tree}");
+    assert_eq!(tree.matches("\nsd ").count(), 4, "{tree}");
 
     let listed = parse(&ok(&p, &["--json", "volume", "list", "--dg", "dg01", "r5"]));
     assert_eq!(listed[0]["layout"], "raid5");
