@@ -63,7 +63,7 @@ pub struct Raid5Map {
     /// contents are stale): reads of it are reconstructed from the others.
     pub missing: Option<usize>,
     /// The missing column is being rebuilt: in the rows below the rebuild's progress
-    /// ([`VolumeShared::rebuilt_rows`]) it is current, read and written like the others.
+    /// (`VolumeShared::rebuilt_rows`) it is current, read and written like the others.
     pub rebuilding: bool,
     /// A parity resync runs (after a crash): rows at or past its progress may have parity
     /// that does not match their data, so writes there reconstruct the parity from the data

@@ -956,7 +956,8 @@ impl VolumeManager {
     }
 
     /// [`VolumeManager::volume_start`]; `force` also starts a RAID-5 volume that crashed
-    /// while degraded (see [`VolumeManager::start_volume_with`]).
+    /// while degraded (its parity cannot be resynchronised without the missing column, so the
+    /// reconstructed column may be wrong where the crash tore a write).
     pub fn volume_start_with(&self, dg: &str, name: &str, force: bool) -> Result<(), VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;

@@ -8,7 +8,7 @@
 //!   answered by reconstructing the whole request without that column (counted in
 //!   `read_errors`); a second failure fails the read.
 //! - **Writes** (write-zeroes and unmaps too: they write zeroes, so parity stays right) are one
-//!   *write* stripe operation per row: it holds its stripe ([`StripeLock`]), reads what its
+//!   *write* stripe operation per row: it holds its stripe (`StripeLock`), reads what its
 //!   [`WritePlan`] needs into its row buffer, copies the new data in, computes the parity
 //!   ([`super::compute::apply_write`]) and writes data and parity. A request covering more rows
 //!   than there are free operations continues as operations come back.
