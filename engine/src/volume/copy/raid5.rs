@@ -45,6 +45,8 @@ pub(crate) enum RowWork {
 pub(crate) struct Mismatches {
     /// Rows found.
     pub(crate) rows: u64,
+    /// A column whose read failed (the task stopped there): the caller records it stale.
+    pub(crate) failed_read: Option<usize>,
     /// The first mismatching row ranges `[first, end)` (at most [`Mismatches::MAX_RANGES`]).
     pub(crate) ranges: Vec<(u64, u64)>,
 }
@@ -148,6 +150,7 @@ pub(crate) fn run_rows(
         if !barrier.raise(c, task.cancel_flag()) {
             return Ok(false);
         }
+        let failed_read = std::cell::Cell::new(None);
         let r = (|| -> Result<(), PlexIoError> {
             let col_io = |bufs: &mut Vec<Vec<u8>>, col: usize, op: IoType| {
                 plex_io_in(
@@ -166,7 +169,11 @@ pub(crate) fn run_rows(
             match work {
                 RowWork::Rebuild(target) => {
                     for col in (0..ncol).filter(|&k| k != target) {
-                        col_io(&mut bufs, col, IoType::Read)?;
+                        col_io(&mut bufs, col, IoType::Read).inspect_err(|e| {
+                            if let PlexIoError::Failed(_) = e {
+                                failed_read.set(Some(col));
+                            }
+                        })?;
                     }
                     let (dst, rest) = take_column(&mut bufs, target);
                     let dst = &mut dst[..n * unit];
@@ -178,7 +185,11 @@ pub(crate) fn run_rows(
                 }
                 RowWork::Resync | RowWork::Check { .. } => {
                     for col in 0..ncol {
-                        col_io(&mut bufs, col, IoType::Read)?;
+                        col_io(&mut bufs, col, IoType::Read).inspect_err(|e| {
+                            if let PlexIoError::Failed(_) = e {
+                                failed_read.set(Some(col));
+                            }
+                        })?;
                     }
                     for i in 0..n {
                         let row = r0 + i as u64;
@@ -215,7 +226,10 @@ pub(crate) fn run_rows(
         match r {
             Ok(()) => {}
             Err(PlexIoError::Stopped) => return Ok(false),
-            Err(PlexIoError::Failed(e)) => return Err(e),
+            Err(PlexIoError::Failed(e)) => {
+                found.failed_read = failed_read.get();
+                return Err(e);
+            }
         }
         drop(_g);
         if last_ck.elapsed() >= Duration::from_secs(1) {

@@ -294,6 +294,25 @@ impl VolumeManager {
         Ok(id)
     }
 
+    /// A row task's read of column `column` failed: the column is recorded stale. During a
+    /// rebuild that is a second column without current data: the volume goes offline (the
+    /// log names both columns and their disks).
+    fn row_task_read_failed(&self, task: &Task, vol: &str, column: usize, e: &str) {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(&task.dg) else {
+            return;
+        };
+        let Some(plex) = raid5_plex(g, vol) else {
+            return;
+        };
+        tracing::error!(dg = %task.dg, volume = %vol, column, "{} read of column {column} failed ({e}): the column is recorded stale", task.kind);
+        if column < 64 {
+            if let Err(err) = self.record_stale_columns(g, vol, &plex, 1 << column) {
+                self.disable(g, vol, &err.to_string());
+            }
+        }
+    }
+
     /// After a rebuild ended: the I/O path stops using its progress. If it did not complete
     /// while the volume still runs (a write to the column failed, or it failed), its
     /// checkpoint is dropped too: guest writes from now on leave the column alone, so the
@@ -427,6 +446,9 @@ impl VolumeManager {
                     vm.checkpoint(&task, &written, |cfg| checkpoint(cfg, off))
                 });
                 let r = crate::volume::manager::flush_copied(&vm.engine, r, &written);
+                if let (Err(e), Some(c)) = (&r, found.failed_read) {
+                    vm.row_task_read_failed(&task, &vol, c, e);
+                }
                 vm.finish_task(&task, r, |g, t| done(&vm, g, t, &found));
                 match work {
                     RowWork::Rebuild(_) => vm.end_rebuild(&task, &vol, &shared),
