@@ -249,7 +249,6 @@ impl VolumeManager {
             self.tasks.cancel_kind(&dg, vol, "parity_resync");
             self.tasks.cancel_kind(&dg, vol, "check");
         }
-        pl.stale_columns.sort_unstable();
         let stale = pl.stale_columns.len();
         for c in &added {
             tracing::error!(dg = %dg, volume = %vol, plex = %plex, column = c, disks = ?disks_of(*c), "RAID-5 column failed: recorded stale");

@@ -517,7 +517,6 @@ pub(crate) fn recover_at_import(cfg: &mut DgConfig, _lagging: &[String], g: &Gro
                 p.stale_columns.push(*c);
             }
         }
-        p.stale_columns.sort_unstable();
     }
     let hit: Vec<String> = hit.into_iter().map(|(p, _)| p).collect();
     for p in cfg
@@ -1007,6 +1006,9 @@ impl VolumeManager {
     ) -> Result<(), VolumeError> {
         let dg = g.cfg.name.clone();
         let raid5 = crate::volume::manager::raid5_tasks::raid5_plex(g, name);
+        if let (true, Some(p)) = (force, raid5.as_deref()) {
+            self.trust_last_failed_column(g, name, p)?;
+        }
         let raid5_degraded = raid5
             .as_deref()
             .is_some_and(|p| crate::volume::manager::raid5_tasks::raid5_degraded(g, p));

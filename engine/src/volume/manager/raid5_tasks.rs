@@ -175,6 +175,31 @@ impl VolumeManager {
         Ok(task)
     }
 
+    /// A forced start of RAID-5 volume `vol` whose plex `plex` has two or more stale columns
+    /// (offline): the column that failed last is trusted again (it held every write until the
+    /// volume went offline, but a write in flight then may be torn in it), so the plex serves
+    /// degraded. Committed before the start.
+    pub(crate) fn trust_last_failed_column(
+        &self,
+        g: &mut Group,
+        vol: &str,
+        plex: &str,
+    ) -> Result<(), VolumeError> {
+        let mut cfg = g.cfg.clone();
+        let Some(p) = cfg.plex_mut(plex) else {
+            return Ok(());
+        };
+        if p.stale_columns.len() < 2 {
+            return Ok(());
+        }
+        let Some(c) = p.stale_columns.pop() else {
+            return Ok(());
+        };
+        p.sync_offset = None;
+        tracing::warn!(dg = %g.cfg.name, volume = %vol, plex = %plex, column = c, "forced start of an offline RAID-5 volume: column {c}, the last to fail, is trusted again; rows a write in flight tore when it failed may read back wrong");
+        g.commit(&self.engine, cfg)
+    }
+
     /// Starts the parity resync of RAID-5 volume `vol` (state SYNC) from its checkpoint.
     fn spawn_resync(&self, g: &mut Group, vol: &str) {
         let Some(shared) = g.volumes.get(vol).cloned() else {

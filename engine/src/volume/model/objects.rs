@@ -276,8 +276,9 @@ pub struct PlexRecord {
     #[serde(default)]
     pub sync_offset: Option<u64>,
     /// RAID-5: the columns whose contents are not current (their disk failed or is missing,
-    /// or they are being rebuilt), in ascending order. One such column leaves the plex
-    /// degraded (reads reconstruct it from the others); two take it offline.
+    /// or they are being rebuilt), in the order they failed. One such column leaves the plex
+    /// degraded (reads reconstruct it from the others); two take it offline (a forced start
+    /// then trusts the last one to fail, which missed no write before the volume stopped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_columns: Vec<u32>,
     /// RAID-5: the generation of the volume's log entries, bumped at every start; entries of

@@ -358,3 +358,68 @@ fn zeroes_and_unmaps_then_a_degraded_read() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// How long a rebuild of one RAID-5 column takes against a plain copy of the same size (a
+/// mirror plex attach), in one engine on RAM disks. Not run by default (it needs a few GiB of
+/// RAM and a release build): `cargo test --release -p plexd-engine rebuild_time -- --ignored
+/// --nocapture` (set `PLEXD_REBUILD_MIB`, default 1024, for the column size).
+#[test]
+#[ignore]
+fn rebuild_time_against_a_plain_copy() {
+    let mib: u64 = std::env::var("PLEXD_REBUILD_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    // Rebuild: 4 columns of `mib` MiB; one fails a write, comes back, is rebuilt.
+    let d = error_disks(&e, 4, mib + 8);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = e
+        .bdevs()
+        .get(
+            &vm.volume_create(&VolumeCreate {
+                dg: "dg01".into(),
+                name: "r5".into(),
+                size: 3 * (mib << 20),
+                layout: "raid5".into(),
+                ncol: Some(4),
+                nlog: Some(0),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    inject(&e, &d[2], InjectTarget::Write, 1);
+    write(&e, &vol, 0, &pattern(1, 3 * 16 << 10)).unwrap();
+    assert_eq!(stale_columns(&vm, "r5").len(), 1);
+    let id = vm.volume_recover("dg01", "r5", Duration::ZERO).unwrap();
+    let t = vm.tasks().wait(id, Duration::from_secs(3600)).unwrap();
+    assert_eq!(t.state(), TaskState::Done);
+    let rebuild = t.progress_report().elapsed_secs;
+    drop(vol);
+    vm.volume_delete("dg01", "r5").unwrap();
+    // Copy: a concat volume of `mib` MiB gets a second plex (read one disk, write another).
+    let bdev = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "c".into(),
+            size: mib << 20,
+            layout: "concat".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let id = vm
+        .plex_attach("dg01", "c", None, None, Duration::ZERO)
+        .unwrap();
+    let t = vm.tasks().wait(id, Duration::from_secs(3600)).unwrap();
+    assert_eq!(t.state(), TaskState::Done);
+    let copy = t.progress_report().elapsed_secs;
+    eprintln!(
+        "rebuild of a {mib} MiB RAID-5 column: {rebuild:.2} s; plain copy of {mib} MiB (plex attach): {copy:.2} s; ratio {:.2}",
+        rebuild / copy
+    );
+    drop(bdev);
+    vm.shutdown();
+    e.shutdown();
+}
