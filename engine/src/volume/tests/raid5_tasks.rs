@@ -391,7 +391,7 @@ fn rebuild_time_against_a_plain_copy() {
         )
         .unwrap();
     inject(&e, &d[2], InjectTarget::Write, 1);
-    write(&e, &vol, 0, &pattern(1, 3 * 16 << 10)).unwrap();
+    write(&e, &vol, 0, &pattern(1, (3 * 16) << 10)).unwrap();
     assert_eq!(stale_columns(&vm, "r5").len(), 1);
     let id = vm.volume_recover("dg01", "r5", Duration::ZERO).unwrap();
     let t = vm.tasks().wait(id, Duration::from_secs(3600)).unwrap();
