@@ -140,6 +140,10 @@ pub enum VolumeCommand {
         dg: String,
         /// The volume.
         name: String,
+        /// Rebuild the column on this disk (disk name or bdev) instead of in place (default:
+        /// in place when its disk is back, else a disk no other column or log uses).
+        #[arg(long, value_name = "DISK")]
+        disk: Option<String>,
         /// Pause between chunks of rows, in ms (throttle).
         #[arg(long, value_name = "MS")]
         delay_ms: Option<u64>,
@@ -205,10 +209,16 @@ pub(crate) fn plan(command: &VolumeCommand) -> Result<Request, CommandError> {
             },
             Output::Silent,
         ),
-        VolumeCommand::Recover { dg, name, delay_ms } => Request::typed::<VolumeRecover>(
+        VolumeCommand::Recover {
+            dg,
+            name,
+            disk,
+            delay_ms,
+        } => Request::typed::<VolumeRecover>(
             &VolumeRecoverParams {
                 dg: dg.clone(),
                 name: name.clone(),
+                disk: disk.clone(),
                 delay_ms: *delay_ms,
             },
             Output::TaskStarted,

@@ -58,6 +58,11 @@ pub struct VolumeRecoverParams {
     pub dg: String,
     /// The volume.
     pub name: String,
+    /// Rebuild the column on this disk (a disk of the group or its bdev) instead of in place;
+    /// default: in place when the column's disks are present, else any disk no other column
+    /// or log uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
     /// Pause between chunks of rows, in ms (throttle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,

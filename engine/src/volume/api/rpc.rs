@@ -130,6 +130,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
         let id = m.volume_recover(
             &p.dg,
             &p.name,
+            p.disk.as_deref(),
             Duration::from_millis(p.delay_ms.unwrap_or(0)),
         )?;
         Ok(TaskStarted { task: id.into() })

@@ -77,10 +77,18 @@ impl VolumeManager {
         }
     }
 
-    /// Rebuilds the stale column of RAID-5 volume `vol` whose disks are all present (after a
-    /// disk that failed came back, or was replaced in place): a task; returns its id.
-    /// `delay` is slept between chunks (throttle).
-    pub fn volume_recover(&self, dg: &str, vol: &str, delay: Duration) -> Result<u64, VolumeError> {
+    /// Rebuilds the stale column of RAID-5 volume `vol`: a task; returns its id. In place when
+    /// its disks are all present and no `disk` is named (a disk that failed came back);
+    /// otherwise on new space, on `disk` or on any disk no other column or log uses (a disk
+    /// that is gone for good is replaced), the column's old subdisks being freed. `delay` is
+    /// slept between chunks (throttle).
+    pub fn volume_recover(
+        &self,
+        dg: &str,
+        vol: &str,
+        disk: Option<&str>,
+        delay: Duration,
+    ) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
         if g.cfg.volume(vol).is_none() {
@@ -110,11 +118,122 @@ impl VolumeManager {
             )));
         }
         let mut cfg = g.cfg.clone();
+        let stale = cfg.plex(&plex).map_or(0, |p| p.stale_columns.len());
+        if stale > 1 {
+            return Err(VolumeError::Invalid(format!(
+                "RAID-5 volume {dg}/{vol} has {stale} stale columns: its data cannot be rebuilt (a forced start trusts the last column to fail)"
+            )));
+        }
+        let column = cfg
+            .plex(&plex)
+            .and_then(|p| p.stale_columns.first().copied());
+        let absent = column.is_some_and(|c| {
+            g.cfg
+                .subdisks_of(&plex)
+                .iter()
+                .filter(|s| s.column == c)
+                .any(|s| {
+                    !g.members.contains_key(&s.disk)
+                        || g.cfg
+                            .disk(&s.disk)
+                            .is_none_or(|d| d.condition != DiskCondition::Ok)
+                })
+        });
+        if let (Some(c), true) = (column, absent || disk.is_some()) {
+            self.move_column(g, &mut cfg, &plex, c, disk)?;
+        }
         if let Some(p) = cfg.plex_mut(&plex) {
+            // A moved column starts over; one rebuilt in place resumes.
             p.sync_offset.get_or_insert(0);
         }
         g.commit(&self.engine, cfg)?;
+        // The rebuild works on the map with the column's new place.
+        self.publish(g, vol);
         self.spawn_rebuild(g, vol, delay)
+    }
+
+    /// Gives column `column` of RAID-5 plex `plex` new space in `cfg` (as long as it had): on
+    /// `disk`, or on any usable disk that no other column and no log of the volume uses; the
+    /// old subdisks are removed (their space is free once committed). The column stays stale
+    /// and its rebuild starts from row 0.
+    fn move_column(
+        &self,
+        g: &Group,
+        cfg: &mut crate::volume::model::objects::DgConfig,
+        plex: &str,
+        column: u32,
+        disk: Option<&str>,
+    ) -> Result<(), VolumeError> {
+        use crate::volume::model::alloc::{self, AllocRequest};
+        use crate::volume::model::objects::SubdiskRecord;
+        let dg = cfg.name.clone();
+        let vol = cfg
+            .plex(plex)
+            .and_then(|p| p.volume.clone())
+            .unwrap_or_default();
+        let old: Vec<SubdiskRecord> = cfg
+            .subdisks_of(plex)
+            .into_iter()
+            .filter(|s| s.column == column)
+            .cloned()
+            .collect();
+        let len: u64 = old.iter().map(|s| s.len).sum();
+        let used: Vec<String> = cfg
+            .plexes_of(&vol)
+            .iter()
+            .flat_map(|p| cfg.subdisks_of(&p.name))
+            .filter(|s| !(s.plex.as_deref() == Some(plex) && s.column == column))
+            .map(|s| s.disk.clone())
+            .collect();
+        let disks = disk
+            .map(|d| crate::volume::manager::ops::resolve_disks(cfg, &[d.to_string()]))
+            .transpose()?;
+        if let Some(d) = disks.as_ref().and_then(|v| v.first()) {
+            if used.contains(d) {
+                return Err(VolumeError::Invalid(format!(
+                    "disk {d} already holds another column or a log of {dg}/{vol}: a RAID-5 column must be on a disk of its own"
+                )));
+            }
+        }
+        let space = crate::volume::manager::ops::usable_space(g, cfg, self.tasks.fences());
+        let plan = alloc::allocate(
+            &space,
+            &AllocRequest {
+                len,
+                nmirror: 1,
+                ncol: 1,
+                stripe_unit: 1,
+                disks,
+                exclude: used,
+            },
+        )?;
+        let Some(extents) = plan.first().and_then(|p| p.columns.first()) else {
+            return Err(VolumeError::Invalid(format!(
+                "no space for column {column} of {dg}/{vol}"
+            )));
+        };
+        cfg.subdisks
+            .retain(|s| !(s.plex.as_deref() == Some(plex) && s.column == column));
+        let mut at = 0;
+        for (d, off, n) in extents {
+            let name = cfg.next_name(&format!("{d}-"), |x| cfg.name_taken(x));
+            cfg.subdisks.push(SubdiskRecord {
+                name,
+                disk: d.clone(),
+                disk_offset: *off,
+                len: *n,
+                plex: Some(plex.to_string()),
+                column,
+                column_offset: at,
+                subvolume: None,
+            });
+            at += n;
+        }
+        if let Some(p) = cfg.plex_mut(plex) {
+            p.sync_offset = Some(0);
+        }
+        tracing::info!(dg = %dg, volume = %vol, plex = %plex, column, disks = ?extents.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), "RAID-5 column moved to new space; it is rebuilt there");
+        Ok(())
     }
 
     /// Checks the parity of every row of RAID-5 volume `vol` (a task; returns its id): the

@@ -202,7 +202,7 @@ fn a_stale_column_is_rebuilt_while_guests_write() {
         model[off as usize..off as usize + w.len()].copy_from_slice(&w);
     }
     let id = vm
-        .volume_recover("dg01", "r5", Duration::from_millis(30))
+        .volume_recover("dg01", "r5", None, Duration::from_millis(30))
         .unwrap();
     // Guest writes while the rebuild runs, behind and ahead of it.
     let task = vm.tasks().get(id).unwrap();
@@ -283,7 +283,9 @@ fn a_failure_during_a_rebuild_takes_the_volume_offline() {
     assert_eq!(stale_columns(&vm, "r5").len(), 1);
     // The rebuild reads the other two columns: one of them fails.
     inject(&e, &d[0], InjectTarget::Read, 1_000_000);
-    let id = vm.volume_recover("dg01", "r5", Duration::ZERO).unwrap();
+    let id = vm
+        .volume_recover("dg01", "r5", None, Duration::ZERO)
+        .unwrap();
     let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
     assert!(matches!(t.state(), TaskState::Failed(_)), "{:?}", t.state());
     wait_until("both columns recorded", || {
@@ -393,7 +395,9 @@ fn rebuild_time_against_a_plain_copy() {
     inject(&e, &d[2], InjectTarget::Write, 1);
     write(&e, &vol, 0, &pattern(1, (3 * 16) << 10)).unwrap();
     assert_eq!(stale_columns(&vm, "r5").len(), 1);
-    let id = vm.volume_recover("dg01", "r5", Duration::ZERO).unwrap();
+    let id = vm
+        .volume_recover("dg01", "r5", None, Duration::ZERO)
+        .unwrap();
     let t = vm.tasks().wait(id, Duration::from_secs(3600)).unwrap();
     assert_eq!(t.state(), TaskState::Done);
     let rebuild = t.progress_report().elapsed_secs;
@@ -420,6 +424,92 @@ fn rebuild_time_against_a_plain_copy() {
         rebuild / copy
     );
     drop(bdev);
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A column whose disk keeps failing is rebuilt on another disk (`volume_recover` with a
+/// disk): its old subdisk is freed, the new one holds the column, the volume is whole again
+/// (also after a re-import), and a disk holding another column is refused.
+#[test]
+fn a_column_is_rebuilt_on_another_disk() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 5, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    // Four columns, no log: the fifth disk is free.
+    let vol = e
+        .bdevs()
+        .get(
+            &vm.volume_create(&VolumeCreate {
+                dg: "dg01".into(),
+                name: "r5".into(),
+                size: 6 << 20,
+                layout: "raid5".into(),
+                ncol: Some(4),
+                nlog: Some(0),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    let len = vol.num_blocks() * 512;
+    let mut model = pattern(1, len as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    let members = vm.member_bdevs("dg01").unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let on = |disk: &str| {
+        cfg.subdisks
+            .iter()
+            .find(|s| s.disk == disk)
+            .map(|s| s.column)
+    };
+    let free = members.keys().find(|n| on(n).is_none()).unwrap().clone();
+    let (bad, bad_col) = members
+        .keys()
+        .find_map(|n| on(n).map(|c| (n.clone(), c)))
+        .unwrap();
+    let other = members
+        .keys()
+        .find(|n| on(n).is_some() && **n != bad)
+        .unwrap()
+        .clone();
+    inject(&e, &members[&bad], InjectTarget::Write, 1_000_000);
+    let w = pattern(2, 48 << 10);
+    write(&e, &vol, 0, &w).unwrap();
+    model[..w.len()].copy_from_slice(&w);
+    assert_eq!(stale_columns(&vm, "r5"), vec![bad_col]);
+    let refused = vm
+        .volume_recover("dg01", "r5", Some(&other), Duration::ZERO)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("another column"), "{refused}");
+    let id = vm
+        .volume_recover("dg01", "r5", Some(&free), Duration::from_millis(5))
+        .unwrap();
+    // The guest writes on meanwhile.
+    let w = pattern(3, 100 << 10);
+    write(&e, &vol, 200 << 10, &w).unwrap();
+    model[200 << 10..(200 << 10) + w.len()].copy_from_slice(&w);
+    let t = vm.tasks().wait(id, Duration::from_secs(60)).unwrap();
+    assert_eq!(t.state(), TaskState::Done);
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert!(cfg.plex("r5-01").unwrap().stale_columns.is_empty());
+    assert!(
+        cfg.subdisks_on(&bad).is_empty(),
+        "the failed disk's subdisk is freed"
+    );
+    assert_eq!(cfg.subdisks_on(&free)[0].column, bad_col);
+    assert_eq!(parity_mismatch(&vm, &vol), None);
+    assert!(read(&e, &vol, 0, len).unwrap() == model);
+    drop(vol);
+    vm.crash();
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    wait_until("the parity resync", || !vm.tasks().busy("dg01", "r5"));
+    let vol = e.bdevs().get("dg01/r5").unwrap();
+    assert!(read(&e, &vol, 0, len).unwrap() == model);
+    drop(vol);
     vm.shutdown();
     e.shutdown();
 }
