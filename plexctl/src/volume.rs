@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use clap::{Args, Subcommand, ValueEnum};
 use plexd_control::api::dg::{DgDiskParams, DgListParams};
 use plexd_control::api::volume::{
-    Resized, Size, VmPrint, VolumeCheck, VolumeCheckParams, VolumeCreate, VolumeCreateParams,
-    VolumeDelete, VolumeInfo, VolumeList, VolumeRecover, VolumeRecoverParams, VolumeResize,
-    VolumeResizeParams, VolumeStart, VolumeStartParams, VolumeStop,
+    Resized, Size, VmPrint, VolumeAddlog, VolumeAddlogParams, VolumeCheck, VolumeCheckParams,
+    VolumeCreate, VolumeCreateParams, VolumeDelete, VolumeInfo, VolumeList, VolumeRecover,
+    VolumeRecoverParams, VolumeResize, VolumeResizeParams, VolumeStart, VolumeStartParams,
+    VolumeStop,
 };
 use plexd_control::api::{params_value, RpcMethod};
 use plexd_control::size::{format_size, size_arg};
@@ -148,6 +149,17 @@ pub enum VolumeCommand {
         #[arg(long, value_name = "MS")]
         delay_ms: Option<u64>,
     },
+    /// Add a log plex to a RAID-5 volume, on a disk no column or log uses (volume_addlog);
+    /// prints the new plex's name.
+    Addlog {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+        /// Allocate only on this disk (disk name or bdev; repeatable).
+        #[arg(long = "alloc", value_name = "DISK")]
+        alloc: Vec<String>,
+    },
     /// Check a RAID-5 volume's parity against its data (volume_check); prints the task's id.
     /// `plexctl task wait ID` shows the mismatching rows when it ends.
     Check {
@@ -222,6 +234,14 @@ pub(crate) fn plan(command: &VolumeCommand) -> Result<Request, CommandError> {
                 delay_ms: *delay_ms,
             },
             Output::TaskStarted,
+        ),
+        VolumeCommand::Addlog { dg, name, alloc } => Request::typed::<VolumeAddlog>(
+            &VolumeAddlogParams {
+                dg: dg.clone(),
+                name: name.clone(),
+                alloc: (!alloc.is_empty()).then(|| alloc.clone()),
+            },
+            Output::Name,
         ),
         VolumeCommand::Check { dg, name, repair } => Request::typed::<VolumeCheck>(
             &VolumeCheckParams {
@@ -485,6 +505,12 @@ mod tests {
             "volume_recover",
             Some(json!({"dg": "dg01", "name": "r5", "delay_ms": 5})),
             Output::TaskStarted,
+        );
+        check(
+            "volume addlog dg01 r5 --alloc disk05",
+            "volume_addlog",
+            Some(json!({"dg": "dg01", "name": "r5", "alloc": ["disk05"]})),
+            Output::Name,
         );
         check(
             "volume check dg01 r5 --repair",

@@ -1,6 +1,6 @@
 //! Volumes: `volume_create`, `volume_delete`, `volume_start`, `volume_stop`,
-//! `volume_resize`, `volume_list`, `volume_recover` and `volume_check` (RAID-5 rebuild and
-//! scrub), and the `vxprint -ht` listing `vm_print` (the volume manager's objects after
+//! `volume_resize`, `volume_list`, `volume_recover`, `volume_check` and `volume_addlog`
+//! (RAID-5 rebuild, scrub and log plexes), and the `vxprint -ht` listing `vm_print` (the volume manager's objects after
 //! Veritas VxVM).
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,25 @@ method!(
     /// background; the task's result has the mismatching rows.
     VolumeCheck, "volume_check", VolumeCheckParams, TaskStarted
 );
+
+method!(
+    /// `volume_addlog`: add a log plex to a RAID-5 volume (VxVM's `vxassist addlog`); answers
+    /// the new plex's name.
+    VolumeAddlog, "volume_addlog", VolumeAddlogParams, String
+);
+
+/// Params of `volume_addlog`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAddlogParams {
+    /// The group.
+    pub dg: String,
+    /// The volume.
+    pub name: String,
+    /// Disks (or bdevs) to allocate the log on; default any disk no column or log uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alloc: Option<Vec<String>>,
+}
 
 /// Params of `volume_start`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,8 +14,8 @@ use plexd_control::api::disk::{DiskList, DiskSet};
 use plexd_control::api::plex::{PlexAttach, PlexDetach, SubdiskMove};
 use plexd_control::api::task::{TaskList, TaskStarted, TaskWait};
 use plexd_control::api::volume::{
-    Resized, Size, VmPrint, VolumeCheck, VolumeCreate, VolumeDelete, VolumeList, VolumeRecover,
-    VolumeResize, VolumeStart, VolumeStop,
+    Resized, Size, VmPrint, VolumeAddlog, VolumeCheck, VolumeCreate, VolumeDelete, VolumeList,
+    VolumeRecover, VolumeResize, VolumeStart, VolumeStop,
 };
 use plexd_control::{MethodTable, RpcError};
 
@@ -134,6 +134,10 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             Duration::from_millis(p.delay_ms.unwrap_or(0)),
         )?;
         Ok(TaskStarted { task: id.into() })
+    });
+    let m = vm.clone();
+    t.runtime_typed::<VolumeAddlog, _>(move |p| {
+        Ok(m.log_attach(&p.dg, &p.name, p.alloc.as_deref())?)
     });
     let m = vm.clone();
     t.runtime_typed::<VolumeCheck, _>(move |p| {

@@ -469,6 +469,26 @@ pub(crate) fn recover_at_import(cfg: &mut DgConfig, _lagging: &[String], g: &Gro
         tracing::warn!(dg = %cfg.name, volume = %v, "rolling back a volume creation that did not finish");
         remove_volume(cfg, &v);
     }
+    // Log plexes whose attach did not finish (still TEMP next to a RAID-5 plex): removed.
+    let half_logs: Vec<String> = cfg
+        .plexes
+        .iter()
+        .filter(|p| p.state == PlexState::Temp && p.layout == PlexLayout::Concat)
+        .filter(|p| {
+            p.volume.as_deref().is_some_and(|v| {
+                cfg.plexes_of(v)
+                    .iter()
+                    .any(|q| matches!(q.layout, PlexLayout::Raid5 { .. }))
+            }) && cfg
+                .volume(p.volume.as_deref().unwrap_or_default())
+                .is_some_and(|v| v.state != VolumeState::Empty)
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    for p in half_logs {
+        tracing::warn!(dg = %cfg.name, plex = %p, "removing a RAID-5 log plex whose attach did not finish");
+        remove_plex(cfg, &p, true);
+    }
     // Plex removals in progress: finish them.
     let removing: Vec<(String, PlexState)> = cfg
         .plexes

@@ -653,9 +653,7 @@ impl VolumeManager {
         let mut read_any = false;
         for log in &map.logs {
             // The whole log plex, extent by extent.
-            // Entries were placed by the ring of the run that wrote them: as many slots as the
-            // shortest log holds.
-            let slots = map.log_slots.min(slots_in(log.geometry.len(), ncol, su));
+            let slots = slots_in(log.geometry.len(), ncol, su);
             let mut buf = vec![0u8; (slots * slot * bs) as usize];
             let mut ok = true;
             let _ = log.geometry.map(0, slots * slot, |s| {
@@ -695,7 +693,10 @@ impl VolumeManager {
                     || h.ncol != ncol
                     || h.su != su
                     || h.row >= geo.rows()
-                    || h.seq % slots != k
+                    // Where the ring of the run that wrote it put it.
+                    || h.slots == 0
+                    || h.slots > slots
+                    || h.seq % h.slots != k
                     || entries.contains_key(&h.seq)
                 {
                     continue;
@@ -763,5 +764,108 @@ impl VolumeManager {
         crate::volume::manager::flush_disks(&self.engine, disks.iter())?;
         tracing::info!(dg = %dg, volume = %vol, entries = entries.len(), "RAID-5 log replayed");
         Ok(Some(entries.len()))
+    }
+}
+
+impl VolumeManager {
+    /// Adds a log plex to RAID-5 volume `vol` (`plex_attach` with `log`): allocated like the
+    /// volume's first logs (on `alloc` disks if given) on a disk that no column and no other
+    /// log uses, zeroed (no stale entry can be replayed from it), recorded LOG and published:
+    /// writes from then on are logged to it too. Returns the new plex's name.
+    pub fn log_attach(
+        &self,
+        dg: &str,
+        vol: &str,
+        alloc_disks: Option<&[String]>,
+    ) -> Result<String, VolumeError> {
+        use crate::volume::model::alloc::{self, AllocRequest};
+        use crate::volume::model::objects::{KernelState, PlexLayout, PlexState};
+        use crate::volume::model::raid5_log::{log_blocks, max_ranges, slot_blocks, MIN_LOG_SLOTS};
+        let mut groups = self.lock();
+        let g = group_mut(&mut groups, dg)?;
+        if g.cfg.volume(vol).is_none() {
+            return Err(VolumeError::NotFound {
+                kind: "volume",
+                name: format!("{dg}/{vol}"),
+            });
+        }
+        let Some(plex) = raid5_plex(g, vol) else {
+            return Err(VolumeError::Invalid(format!(
+                "volume {dg}/{vol} is not a RAID-5 volume: only RAID-5 volumes take log plexes"
+            )));
+        };
+        let Some(PlexLayout::Raid5 { ncol, stripe_unit }) = g.cfg.plex(&plex).map(|p| p.layout)
+        else {
+            return Err(VolumeError::Invalid(format!(
+                "plex {plex} is not a RAID-5 plex"
+            )));
+        };
+        let bs = u64::from(g.cfg.block_size);
+        if ncol as usize + 2 > max_ranges(bs as usize) {
+            return Err(VolumeError::Invalid(format!(
+                "a RAID-5 log holds rows of at most {} columns with {bs}-byte blocks; {dg}/{vol} has {ncol}",
+                max_ranges(bs as usize) - 2
+            )));
+        }
+        let used: Vec<String> = g
+            .cfg
+            .plexes_of(vol)
+            .iter()
+            .flat_map(|p| g.cfg.subdisks_of(&p.name))
+            .map(|s| s.disk.clone())
+            .collect();
+        let disks = alloc_disks
+            .map(|l| crate::volume::manager::ops::resolve_disks(&g.cfg, l))
+            .transpose()?;
+        if let Some(d) = disks.iter().flatten().find(|d| used.contains(d)) {
+            return Err(VolumeError::Invalid(format!(
+                "disk {d} already holds a column or a log of {dg}/{vol}: a log plex must be on a disk of its own"
+            )));
+        }
+        let space = crate::volume::manager::ops::usable_space(g, &g.cfg, self.tasks.fences());
+        let request = |len| AllocRequest {
+            len,
+            nmirror: 1,
+            ncol: 1,
+            stripe_unit: 1,
+            disks: disks.clone(),
+            exclude: used.clone(),
+        };
+        let plan =
+            alloc::allocate(&space, &request(log_blocks(ncol, stripe_unit, bs))).or_else(|_| {
+                alloc::allocate(
+                    &space,
+                    &request(MIN_LOG_SLOTS * slot_blocks(ncol, stripe_unit)),
+                )
+            })?;
+        let Some(columns) = plan.first().map(|p| p.columns.clone()) else {
+            return Err(VolumeError::Invalid("no space for a log plex".into()));
+        };
+        // Recorded TEMP first: a crash before it is zeroed removes it at import.
+        let mut cfg = g.cfg.clone();
+        let name = cfg.add_plex(
+            vol,
+            PlexLayout::Concat,
+            PlexState::Temp,
+            KernelState::Disabled,
+            &columns,
+        );
+        g.commit(&self.engine, cfg.clone())?;
+        if let Err(f) = self.zero_subdisks(g, std::slice::from_ref(&name)) {
+            let n = name.clone();
+            return Err(self.zeroing_failed(g, f, move |back| {
+                back.subdisks
+                    .retain(|s| s.plex.as_deref() != Some(n.as_str()));
+                back.plexes.retain(|p| p.name != n);
+            }));
+        }
+        if let Some(p) = cfg.plex_mut(&name) {
+            p.state = PlexState::Log;
+            p.kstate = KernelState::Enabled;
+        }
+        g.commit(&self.engine, cfg)?;
+        self.publish(g, vol);
+        tracing::info!(dg = %dg, volume = %vol, plex = %name, "RAID-5 log plex attached");
+        Ok(name)
     }
 }

@@ -32,7 +32,8 @@
 //! | 48..56 | stripe unit in blocks |
 //! | 56..60 | crc32c of the payload |
 //! | 60..64 | payload blocks |
-//! | 64.. | ranges: column (u32), first unit offset (u32), end unit offset (u32) |
+//! | 64..72 | slots of the ring that placed it (`seq % slots` is its slot) |
+//! | 72.. | ranges: column (u32), first unit offset (u32), end unit offset (u32) |
 //!
 //! A torn entry fails its checksums and is ignored: its operation never wrote a column (it
 //! waits for the entry to be durable), so nothing needs it.
@@ -60,7 +61,7 @@ pub const LOG_MAGIC: [u8; 8] = *b"PLXR5LOG";
 pub const LOG_VERSION: u32 = 1;
 
 /// Bytes of the header before the ranges.
-const FIXED: usize = 64;
+const FIXED: usize = 72;
 
 /// Bytes per range in the header.
 const RANGE: usize = 12;
@@ -130,6 +131,8 @@ pub struct LogHeader {
     pub payload_crc: u32,
     /// Payload blocks (the sum of the ranges' blocks).
     pub payload_blocks: u32,
+    /// Slots of the ring that placed the entry (it sits in slot `seq % slots`).
+    pub slots: u64,
 }
 
 /// Why a header block is not a valid entry.
@@ -164,6 +167,7 @@ pub fn encode_header(block: &mut [u8], h: &LogHeader, ranges: &[LogRange]) {
     block[48..56].copy_from_slice(&h.su.to_le_bytes());
     block[56..60].copy_from_slice(&h.payload_crc.to_le_bytes());
     block[60..64].copy_from_slice(&h.payload_blocks.to_le_bytes());
+    block[64..72].copy_from_slice(&h.slots.to_le_bytes());
     for (i, r) in ranges.iter().enumerate() {
         let at = FIXED + i * RANGE;
         block[at..at + 4].copy_from_slice(&r.column.to_le_bytes());
@@ -210,6 +214,7 @@ pub fn decode_header(block: &[u8]) -> Result<(LogHeader, Vec<LogRange>), LogErro
         su: u64_at(block, 48),
         payload_crc: u32_at(block, 56),
         payload_blocks: u32_at(block, 60),
+        slots: u64_at(block, 64),
     };
     let n = u32_at(block, 44) as usize;
     if n > max_ranges(block.len()) {
@@ -256,6 +261,7 @@ mod tests {
                 su: 32,
                 payload_crc: 0xdead_beef,
                 payload_blocks: 24,
+                slots: 254,
             },
             vec![
                 LogRange {
@@ -319,6 +325,6 @@ mod tests {
         // Huge rows still get the minimum, tiny ones the maximum.
         assert_eq!(default_log_slots(8, 2048, 512), 64);
         assert_eq!(default_log_slots(3, 8, 512), 1024);
-        assert_eq!(max_ranges(512), 37);
+        assert_eq!(max_ranges(512), 36);
     }
 }

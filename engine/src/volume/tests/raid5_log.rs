@@ -41,6 +41,11 @@ struct Torn {
 /// and tears a 4 KiB write into unit 0 of row 5: the parity disk holds its write for ever,
 /// the data lands. Then "crashes" the manager.
 fn tear(e: &Arc<Engine>, vm: &VolumeManager, nlog: u32) -> Torn {
+    tear_with(e, vm, nlog, false)
+}
+
+/// [`tear`], the log (if `late_log`) added to the running volume instead of at create.
+fn tear_with(e: &Arc<Engine>, vm: &VolumeManager, nlog: u32, late_log: bool) -> Torn {
     let d = error_disks(e, 4, 16);
     vm.dg_create("dg01", &d, false).unwrap();
     let bdev = vm
@@ -51,10 +56,15 @@ fn tear(e: &Arc<Engine>, vm: &VolumeManager, nlog: u32) -> Torn {
             layout: "raid5".into(),
             ncol: Some(3),
             stripe_unit_kb: Some(8),
-            nlog: Some(nlog),
+            nlog: Some(if late_log { 0 } else { nlog }),
             ..Default::default()
         })
         .unwrap();
+    if late_log {
+        for _ in 0..nlog {
+            vm.log_attach("dg01", "r5", None).unwrap();
+        }
+    }
     let vol = e.bdevs().get(&bdev).unwrap();
     let len = vol.num_blocks() * 512;
     let before = pattern(1, len as usize);
@@ -152,6 +162,26 @@ fn the_log_closes_the_write_hole() {
     e.shutdown();
 }
 
+/// A log added to the running volume closes the hole the same way (its ring was sized
+/// before the log existed: the entries say where they are).
+#[test]
+fn a_log_added_later_closes_the_write_hole() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let t = tear_with(&e, &vm, 1, true);
+    let vm = restart_without(&e, &t);
+    assert!(
+        vm.is_started("dg01", "r5"),
+        "a logged volume restarts degraded"
+    );
+    let vol = e.bdevs().get("dg01/r5").unwrap();
+    let got = read(&e, &vol, t.untouched.start as u64, 8192).unwrap();
+    assert!(got == t.before[t.untouched.clone()]);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}
+
 /// Without a log the same crash leaves the volume stopped (a forced start is needed), and
 /// forced, the untouched unit of the torn row reads back wrong: the write hole.
 #[test]
@@ -237,6 +267,61 @@ fn a_log_on_a_column_disk_is_refused() {
         .unwrap();
     let (cfg, _) = vm.config("dg01").unwrap();
     assert_eq!(cfg.plexes_of("r5").len(), 1, "no log plex");
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A log plex added to a running RAID-5 volume that had none (`volume_addlog`) is zeroed,
+/// takes every write from then on, and covers the next crash (no parity resync; the volume
+/// restarts degraded without force). A log on a column's disk is refused.
+#[test]
+fn a_log_added_later_protects_the_next_crash() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = e
+        .bdevs()
+        .get(
+            &vm.volume_create(&VolumeCreate {
+                dg: "dg01".into(),
+                name: "r5".into(),
+                size: 2 << 20,
+                layout: "raid5".into(),
+                ncol: Some(3),
+                nlog: Some(0),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    let (cfg, seq) = vm.config("dg01").unwrap();
+    let column_disk = cfg.subdisks_of("r5-01")[0].disk.clone();
+    let err = vm
+        .log_attach("dg01", "r5", Some(&[column_disk]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("disk of its own"), "{err}");
+    assert_eq!(vm.config("dg01").unwrap().1, seq, "nothing changed");
+    let log = vm.log_attach("dg01", "r5", None).unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    assert_eq!(cfg.plex(&log).unwrap().state, PlexState::Log);
+    let len = vol.num_blocks() * 512;
+    let model = pattern(5, len as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    drop(vol);
+    vm.crash();
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    assert!(vm.is_started("dg01", "r5"));
+    assert!(
+        vm.tasks().list().iter().all(|t| t.kind != "parity_resync"),
+        "the log was replayed: no parity resync"
+    );
+    let vol = e.bdevs().get("dg01/r5").unwrap();
+    assert!(read(&e, &vol, 0, len).unwrap() == model);
+    assert_eq!(mismatching_rows(&vm, &vol), Vec::<u64>::new());
+    drop(vol);
     vm.shutdown();
     e.shutdown();
 }

@@ -1002,6 +1002,7 @@ impl State {
             su,
             payload_crc: crc,
             payload_blocks: payload as u32,
+            slots: core.shared.log_ring().map_or(0, |r| r.slots()),
         };
         encode_header(&mut op.header.as_mut_slice()[..bs], &header, &op.ranges);
         // The entry as one list of segments: the header block, then each range.
