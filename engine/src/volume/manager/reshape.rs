@@ -104,7 +104,9 @@ impl VolumeManager {
     }
 
     /// Grows volume `name` to `size` bytes (rounded up to the block size): every plex gets
-    /// more space (stripes per column) on disks no other plex or column of the volume uses.
+    /// more space (stripes and RAID-5 plexes per column, RAID-5 by whole rows) on disks no
+    /// other plex or column of the volume uses. The new space is zeroed before it is used: a
+    /// RAID-5 plex's new rows are zeroes in every column, their parity already right.
     /// Returns the new length in blocks. Shrinking is refused.
     pub fn volume_resize(&self, dg: &str, name: &str, size: u64) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
@@ -117,11 +119,6 @@ impl VolumeManager {
                 kind: "volume",
                 name: format!("{dg}/{name}"),
             })?;
-        crate::volume::manager::raid5_ops::refuse_raid5(
-            g,
-            name,
-            "growing RAID-5 volumes is not supported yet",
-        )?;
         let bs = g.cfg.block_size as u64;
         let new_len = size.div_ceil(bs);
         if new_len < v.len {

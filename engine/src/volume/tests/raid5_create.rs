@@ -359,7 +359,7 @@ fn bad_raid5_parameters_are_refused_and_change_nothing() {
 
 /// What RAID-5 volumes do not support (yet) is refused at once, naming why, and changes
 /// nothing: attaching a plex (a mirror, or re-attaching its own), moving one of its subdisks,
-/// growing it, detaching its only plex.
+/// detaching its only plex.
 #[test]
 fn operations_raid5_volumes_do_not_support_are_refused() {
     let e = engine();
@@ -408,11 +408,6 @@ fn operations_raid5_volumes_do_not_support_are_refused() {
         "subdisk_move",
         vm.subdisk_move("dg01", &sd, Some("disk04"), Duration::ZERO),
         "not supported yet for RAID-5 plexes",
-    );
-    unchanged(
-        "volume_resize",
-        vm.volume_resize("dg01", "r5", 2 << 20),
-        "growing RAID-5 volumes is not supported yet",
     );
     unchanged(
         "plex_detach",
