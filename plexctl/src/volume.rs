@@ -109,6 +109,10 @@ pub struct VolumeCreateArgs {
     /// for none). The log closes the RAID-5 write hole.
     #[arg(long, value_name = "N")]
     pub nlog: Option<u32>,
+    /// RAID-5: once no log plex works, continue (write on without the log's protection) or
+    /// readonly (refuse writes until a log plex is added).
+    #[arg(long, value_name = "POLICY")]
+    pub log_failure: Option<String>,
 }
 
 /// `plexctl volume ...`
@@ -321,6 +325,7 @@ fn volume_create(args: &VolumeCreateArgs) -> Result<VolumeCreateParams, CommandE
     p.prefer_plex = args.prefer_plex.clone();
     p.alloc = (!args.alloc.is_empty()).then(|| args.alloc.clone());
     p.nlog = args.nlog;
+    p.log_failure = args.log_failure.clone();
     Ok(p)
 }
 

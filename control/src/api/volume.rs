@@ -180,6 +180,10 @@ pub struct VolumeCreateParams {
     /// RAID-5: log plexes (default 1 when a disk the columns do not use has room).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nlog: Option<u32>,
+    /// RAID-5: once no log plex works, `continue` (default: write on without the log's
+    /// protection) or `readonly` (refuse writes until a log plex is added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_failure: Option<String>,
 }
 
 /// Params of `volume_resize`.

@@ -95,6 +95,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             prefer_plex: p.prefer_plex,
             alloc: p.alloc,
             nlog: p.nlog,
+            log_failure: p.log_failure,
         };
         Ok(m.volume_create(&req)?)
     });

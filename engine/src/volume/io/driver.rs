@@ -76,6 +76,9 @@ pub struct Raid5Map {
     pub log_epoch: u64,
     /// Slots every log in `logs` holds (the fewest of them).
     pub log_slots: u64,
+    /// Writes are refused (EROFS): the volume had log plexes, none works any more, and its
+    /// policy is `readonly`.
+    pub read_only: bool,
 }
 
 /// One RAID-5 log plex as the I/O path sees it.

@@ -97,6 +97,7 @@ impl VolumeManager {
                 raid_level: None,
                 raid_slots: None,
                 parent: Some(name.to_string()),
+                log_failure: Default::default(),
             });
             top_sds.push(SubdiskRecord {
                 name: format!("{name}-S{:02}", c + 1),
@@ -145,6 +146,7 @@ impl VolumeManager {
             raid_level: None,
             raid_slots: None,
             parent: None,
+            log_failure: Default::default(),
         });
         // Recorded with every plex TEMP: a crash before the end rolls the whole tree back.
         g.commit(&self.engine, cfg.clone())?;

@@ -50,6 +50,8 @@ pub struct VolumeCreate {
     pub alloc: Option<Vec<String>>,
     /// RAID-5: log plexes (default 1 when a disk the columns do not use has room, else 0).
     pub nlog: Option<u32>,
+    /// RAID-5: `continue` (default) or `readonly` once no log plex works.
+    pub log_failure: Option<String>,
 }
 
 /// Free space on the group's usable disks (present, condition OK) in `cfg`, as the allocator
@@ -371,7 +373,20 @@ pub(crate) fn raid5_map(
         ));
     }
     let missing = missing.first().copied();
+    let had_logs = plex.volume.as_deref().is_some_and(|v| {
+        cfg.plexes_of(v)
+            .iter()
+            .any(|p| matches!(p.state, PlexState::Log | PlexState::Badlog))
+    });
+    let read_only = had_logs
+        && logs.is_empty()
+        && plex
+            .volume
+            .as_deref()
+            .and_then(|v| cfg.volume(v))
+            .is_some_and(|v| v.log_failure == crate::volume::model::objects::LogFailure::Readonly);
     Ok(Raid5Map {
+        read_only,
         logs,
         log_epoch,
         log_slots,
@@ -786,6 +801,7 @@ impl VolumeManager {
             raid_slots: nv.raid_level.as_ref().map(|_| g.cfg.disks.len() as u32),
             raid_level: nv.raid_level,
             parent: None,
+            log_failure: Default::default(),
         };
         let bdev_name = record.bdev(&dg);
         self.engine.bdevs().check_free(&bdev_name)?;

@@ -241,6 +241,14 @@ impl VolumeManager {
         len: u64,
     ) -> Result<String, VolumeError> {
         let shape = Raid5Shape::check(&g.cfg, req, len)?;
+        let log_failure = match req.log_failure.as_deref() {
+            None => crate::volume::model::objects::LogFailure::Continue,
+            Some(s) => crate::volume::model::objects::LogFailure::parse(s).ok_or_else(|| {
+                VolumeError::Invalid(format!(
+                    "unknown log_failure '{s}': use continue (write on without the log's protection) or readonly (refuse writes until a log plex is added)"
+                ))
+            })?,
+        };
         let disks = req
             .alloc
             .as_deref()
@@ -250,7 +258,7 @@ impl VolumeManager {
         let plan = alloc::allocate(&space, &shape.alloc_request(disks.clone()))
             .map_err(|e| named_raid5(e, shape.ncol))?;
         let logs = self.allocate_logs(g, req, &shape, &plan, disks, &space)?;
-        self.create_from_plan(
+        let bdev = self.create_from_plan(
             g,
             NewVolume {
                 name: &req.name,
@@ -264,7 +272,16 @@ impl VolumeManager {
                 raid_level: None,
                 logs,
             },
-        )
+        )?;
+        if log_failure != crate::volume::model::objects::LogFailure::Continue {
+            let mut cfg = g.cfg.clone();
+            if let Some(v) = cfg.volume_mut(&req.name) {
+                v.log_failure = log_failure;
+            }
+            g.commit(&self.engine, cfg)?;
+            self.publish(g, &req.name);
+        }
+        Ok(bdev)
     }
 
     /// The log plexes of a new RAID-5 volume: `req.nlog` of them (default 1 if there is room,

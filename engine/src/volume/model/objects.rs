@@ -326,6 +326,35 @@ pub struct VolumeRecord {
     /// For a sub-volume of a layered volume (stripe-mirror): the volume it is a column of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// RAID-5: what the volume does once no log plex works any more.
+    #[serde(default, skip_serializing_if = "LogFailure::is_default")]
+    pub log_failure: LogFailure,
+}
+
+/// What a RAID-5 volume with log plexes does when the last of them fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFailure {
+    /// Keeps taking writes, without write-hole protection (an alert is logged).
+    #[default]
+    Continue,
+    /// Refuses writes (EROFS) until a log plex is added; reads go on.
+    Readonly,
+}
+
+impl LogFailure {
+    fn is_default(&self) -> bool {
+        *self == LogFailure::Continue
+    }
+
+    /// Parses the RPC's name (`continue`, `readonly`).
+    pub fn parse(s: &str) -> Option<LogFailure> {
+        match s {
+            "continue" => Some(LogFailure::Continue),
+            "readonly" => Some(LogFailure::Readonly),
+            _ => None,
+        }
+    }
 }
 
 impl VolumeRecord {

@@ -325,3 +325,75 @@ fn a_log_added_later_protects_the_next_crash() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// With `log_failure readonly`, losing the last log refuses writes (the write that found the
+/// log failed included, nothing of it written) while reads go on; a new log plex lifts it.
+#[test]
+fn a_readonly_policy_refuses_writes_without_a_log() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 5, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = e
+        .bdevs()
+        .get(
+            &vm.volume_create(&VolumeCreate {
+                dg: "dg01".into(),
+                name: "r5".into(),
+                size: 2 << 20,
+                layout: "raid5".into(),
+                ncol: Some(3),
+                nlog: Some(1),
+                log_failure: Some("readonly".into()),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    let bad = VolumeCreate {
+        dg: "dg01".into(),
+        name: "r5b".into(),
+        size: 1 << 20,
+        layout: "raid5".into(),
+        log_failure: Some("sometimes".into()),
+        ..Default::default()
+    };
+    assert!(vm
+        .volume_create(&bad)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown log_failure"));
+    let len = vol.num_blocks() * 512;
+    let model = pattern(1, len as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let log = cfg
+        .plexes_of("r5")
+        .into_iter()
+        .find(|p| p.state == PlexState::Log)
+        .unwrap()
+        .clone();
+    let log_disk = cfg.subdisks_of(&log.name)[0].disk.clone();
+    let log_bdev = vm.member_bdevs("dg01").unwrap()[&log_disk].clone();
+    inject(&e, &log_bdev, InjectTarget::Write, 1_000_000);
+    assert!(
+        write(&e, &vol, 8192, &pattern(2, 4096)).is_err(),
+        "the write that lost the log"
+    );
+    assert!(
+        write(&e, &vol, 0, &pattern(3, 4096)).is_err(),
+        "later writes"
+    );
+    assert!(
+        read(&e, &vol, 0, len).unwrap() == model,
+        "reads go on, nothing was written"
+    );
+    // A new log (on a disk of its own) lifts it.
+    vm.log_attach("dg01", "r5", None).unwrap();
+    let w = pattern(4, 4096);
+    write(&e, &vol, 0, &w).unwrap();
+    assert_eq!(read(&e, &vol, 0, 4096).unwrap(), w);
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}

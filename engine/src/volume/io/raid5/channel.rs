@@ -1423,8 +1423,19 @@ impl State {
                     self.end_op(o, core);
                 }
                 Held::OpLog(o) => {
-                    if enabled {
+                    let read_only = shared
+                        .map
+                        .load()
+                        .raid5
+                        .as_ref()
+                        .is_some_and(|r| r.read_only);
+                    if enabled && !read_only {
                         self.write_columns(o, core);
+                    } else if read_only {
+                        // The last log failed and the volume refuses unprotected writes.
+                        let p = self.ops[o as usize].parent;
+                        self.parents[p as usize].errno = libc::EROFS;
+                        self.end_op(o, core);
                     } else {
                         self.ops[o as usize].fatal = true;
                         self.end_op(o, core);
@@ -1467,7 +1478,11 @@ impl State {
             }
         }
         self.refresh(&core.shared);
-        if let Err(e) = self.usable() {
+        let read_only = is_write && self.view(self.cur).raid5().is_some_and(|r| r.read_only);
+        if let Err(e) = self
+            .usable()
+            .and(if read_only { Err(libc::EROFS) } else { Ok(()) })
+        {
             if is_write {
                 core.shared
                     .barrier()
