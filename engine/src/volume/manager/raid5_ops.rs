@@ -170,6 +170,32 @@ fn usable_disks(cfg: &DgConfig, alloc: Option<&[String]>) -> Result<(u32, String
     })
 }
 
+/// Allocates log plexes of `len` blocks (`request(len)`), each preferably on one disk: when
+/// that does not fit a single disk per log, logs of `small` blocks (the fewest slots) that
+/// do, and only then `len` spread over several disks, then `small` spread.
+pub(crate) fn allocate_log(
+    space: &[alloc::DiskSpace],
+    len: u64,
+    small: u64,
+    request: impl Fn(u64) -> AllocRequest,
+) -> Result<Vec<alloc::PlexAlloc>, AllocError> {
+    let one_disk = |plan: &Vec<alloc::PlexAlloc>| {
+        plan.iter().all(|p| {
+            let mut disks = p.columns.iter().flatten().map(|(d, _, _)| d);
+            let first = disks.next();
+            disks.all(|d| Some(d) == first)
+        })
+    };
+    let big = alloc::allocate(space, &request(len));
+    if big.as_ref().is_ok_and(one_disk) {
+        return big;
+    }
+    match alloc::allocate(space, &request(small)) {
+        Ok(p) if one_disk(&p) => Ok(p),
+        other => big.or(other),
+    }
+}
+
 /// `AllocError` with the layout named as a RAID-5 plex instead of a stripe.
 fn named_raid5(e: AllocError, ncol: u32) -> AllocError {
     let layout = format!("a {ncol}-column RAID-5 volume");
@@ -328,8 +354,7 @@ impl VolumeManager {
         };
         let len = log_blocks(shape.ncol, shape.stripe_unit, u64::from(g.cfg.block_size));
         let small = MIN_LOG_SLOTS * slot_blocks(shape.ncol, shape.stripe_unit);
-        let r = alloc::allocate(space, &request(len))
-            .or_else(|_| alloc::allocate(space, &request(small)));
+        let r = allocate_log(space, len, small, request);
         match r {
             Ok(logs) => Ok(logs),
             Err(e) if req.nlog.is_none() => {

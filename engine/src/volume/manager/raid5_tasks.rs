@@ -778,7 +778,7 @@ impl VolumeManager {
         vol: &str,
         alloc_disks: Option<&[String]>,
     ) -> Result<String, VolumeError> {
-        use crate::volume::model::alloc::{self, AllocRequest};
+        use crate::volume::model::alloc::AllocRequest;
         use crate::volume::model::objects::{KernelState, PlexLayout, PlexState};
         use crate::volume::model::raid5_log::{log_blocks, max_ranges, slot_blocks, MIN_LOG_SLOTS};
         let mut groups = self.lock();
@@ -831,13 +831,12 @@ impl VolumeManager {
             disks: disks.clone(),
             exclude: used.clone(),
         };
-        let plan =
-            alloc::allocate(&space, &request(log_blocks(ncol, stripe_unit, bs))).or_else(|_| {
-                alloc::allocate(
-                    &space,
-                    &request(MIN_LOG_SLOTS * slot_blocks(ncol, stripe_unit)),
-                )
-            })?;
+        let plan = crate::volume::manager::raid5_ops::allocate_log(
+            &space,
+            log_blocks(ncol, stripe_unit, bs),
+            MIN_LOG_SLOTS * slot_blocks(ncol, stripe_unit),
+            request,
+        )?;
         let Some(columns) = plan.first().map(|p| p.columns.clone()) else {
             return Err(VolumeError::Invalid("no space for a log plex".into()));
         };
