@@ -138,6 +138,60 @@ impl View {
     fn raid5(&self) -> Option<&Raid5Map> {
         self.map.raid5.as_ref()
     }
+
+    /// Builds into `scratch` a request of type `op` (a flush or a reset) for each distinct
+    /// disk of `targets` (`(tag, disk)` pairs, bound to view `v`) that takes `op`; returns how
+    /// many.
+    fn disk_requests(
+        &self,
+        v: usize,
+        op: IoType,
+        targets: impl Iterator<Item = (u64, u32)>,
+        cb: &Rc<dyn IoCompletion>,
+        scratch: &mut Vec<(usize, u32, BdevIo)>,
+    ) -> u32 {
+        let first = scratch.len();
+        let mut n = 0;
+        for (tag, t) in targets {
+            let dup = scratch[first..].iter().any(|(_, d, _)| *d == t);
+            let takes = self
+                .map
+                .disks
+                .get(t as usize)
+                .is_some_and(|d| d.io_types().contains(op));
+            if dup || !takes {
+                continue;
+            }
+            let mut child = BdevIo::alloc();
+            child.prep(op, 0, 0);
+            child.set_callback(cb.clone(), tag);
+            scratch.push((v, t, child));
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The disks written to in `r5` as `(column, disk)`: every column but the missing one (which
+/// counts while it is rebuilt: it takes writes below the rebuild's progress).
+fn written_disks(r5: &Raid5Map) -> impl Iterator<Item = (usize, u32)> + '_ {
+    r5.geometry
+        .columns()
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| Some(*c) != r5.missing || r5.rebuilding)
+        .flat_map(|(c, col)| col.extents.iter().map(move |e| (c, e.target)))
+}
+
+/// The disks of `r5`'s log plexes as `(log index, disk)`.
+fn log_disks(r5: &Raid5Map) -> impl Iterator<Item = (usize, u32)> + '_ {
+    r5.logs.iter().enumerate().take(63).flat_map(|(li, log)| {
+        log.geometry
+            .columns()
+            .iter()
+            .flat_map(|c| c.extents.iter())
+            .map(move |e| (li, e.target))
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -553,20 +607,37 @@ impl State {
     /// Sends a `ColumnFailed` event for `columns` of view `v`'s map; the id to wait for, or
     /// `None` if nobody can record it.
     fn report(&self, core: &Rc<Core>, v: usize, columns: u64) -> Option<u64> {
+        core.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.send_event(core, |volume, id| VolumeEvent::ColumnFailed {
+            volume,
+            map: self.view(v).map.clone(),
+            columns,
+            id,
+        })
+    }
+
+    /// Sends a `LogFailed` event for log plexes `logs` (bits) of view `v`'s map.
+    fn report_logs(&self, core: &Rc<Core>, v: usize, logs: u64) -> Option<u64> {
+        self.send_event(core, |volume, id| VolumeEvent::LogFailed {
+            volume,
+            map: self.view(v).map.clone(),
+            logs,
+            id,
+        })
+    }
+
+    /// Takes the next event id and sends `event(volume, id)` in one step (under the event
+    /// lock, failure path only), so an acknowledgement of id N covers every event before it;
+    /// `None` if nobody can record it.
+    fn send_event(
+        &self,
+        core: &Rc<Core>,
+        event: impl FnOnce(Arc<VolumeShared>, u64) -> VolumeEvent,
+    ) -> Option<u64> {
         let shared = &core.shared;
-        shared.write_errors.fetch_add(1, Ordering::Relaxed);
         let _order = shared.event_lock.lock().unwrap_or_else(|p| p.into_inner());
         let id = shared.next_event.fetch_add(1, Ordering::AcqRel);
-        shared
-            .events
-            .send(VolumeEvent::ColumnFailed {
-                volume: shared.clone(),
-                map: self.view(v).map.clone(),
-                columns,
-                id,
-            })
-            .ok()
-            .map(|_| id)
+        shared.events.send(event(shared.clone(), id)).ok().map(|_| id)
     }
 
     /// Starts as many of parent `p`'s remaining rows as free operations allow; queues it in
@@ -1115,30 +1186,11 @@ impl State {
             }
         }
         let cb: Rc<dyn IoCompletion> = core.clone();
-        let mut n = 0;
-        if let Some(view) = views.get(v).and_then(Option::as_ref) {
-            if let Some(r5) = view.raid5() {
-                for (li, log) in r5.logs.iter().enumerate().take(63) {
-                    let extents = &log.geometry.columns()[0].extents;
-                    for (k, e) in extents.iter().enumerate() {
-                        let dup = extents[..k].iter().any(|f| f.target == e.target);
-                        let flushes = view
-                            .map
-                            .disks
-                            .get(e.target as usize)
-                            .is_some_and(|d| d.io_types().contains(IoType::Flush));
-                        if dup || !flushes {
-                            continue;
-                        }
-                        let mut child = BdevIo::alloc();
-                        child.prep(IoType::Flush, 0, 0);
-                        child.set_callback(cb.clone(), LOG_FLUSH_TAG | ((li as u64) << 32));
-                        scratch.push((v, e.target, child));
-                        n += 1;
-                    }
-                }
-            }
-        }
+        let n = views.get(v).and_then(Option::as_ref).map_or(0, |view| {
+            let targets = view.raid5().into_iter().flat_map(log_disks);
+            let tagged = targets.map(|(li, t)| (LOG_FLUSH_TAG | ((li as u64) << 32), t));
+            view.disk_requests(v, IoType::Flush, tagged, &cb, scratch)
+        });
         self.log_flush_remaining = n;
         self.log_flush_failed = 0;
         if n == 0 {
@@ -1165,23 +1217,6 @@ impl State {
         self.log_flushing = batch;
         self.log_flushing.clear();
         self.start_log_flush(core);
-    }
-
-    /// Sends a `LogFailed` event for log plexes `logs` (bits) of view `v`'s map.
-    fn report_logs(&self, core: &Rc<Core>, v: usize, logs: u64) -> Option<u64> {
-        let shared = &core.shared;
-        let _order = shared.event_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let id = shared.next_event.fetch_add(1, Ordering::AcqRel);
-        shared
-            .events
-            .send(VolumeEvent::LogFailed {
-                volume: shared.clone(),
-                map: self.view(v).map.clone(),
-                logs,
-                id,
-            })
-            .ok()
-            .map(|_| id)
     }
 
     /// Writes operation `o`'s ranges (computed by `issue_writes`) to the columns.
@@ -1295,36 +1330,11 @@ impl State {
         let v = self.bind();
         self.retire_view = v;
         let State { views, scratch, .. } = self;
-        let mut n = 0;
-        if let Some(view) = views.get(v).and_then(Option::as_ref) {
-            let mut seen: u64 = 0;
-            if let Some(r5) = view.raid5() {
-                for (c, col) in r5.geometry.columns().iter().enumerate() {
-                    if Some(c) == r5.missing && !r5.rebuilding {
-                        continue;
-                    }
-                    for e in &col.extents {
-                        let fresh = e.target >= 64 || seen & (1 << e.target) == 0;
-                        let flushes = view
-                            .map
-                            .disks
-                            .get(e.target as usize)
-                            .is_some_and(|d| d.io_types().contains(IoType::Flush));
-                        if e.target < 64 {
-                            seen |= 1 << e.target;
-                        }
-                        if !fresh || !flushes {
-                            continue;
-                        }
-                        let mut child = BdevIo::alloc();
-                        child.prep(IoType::Flush, 0, 0);
-                        child.set_callback(cb.clone(), RETIRE_TAG);
-                        scratch.push((v, e.target, child));
-                        n += 1;
-                    }
-                }
-            }
-        }
+        let n = views.get(v).and_then(Option::as_ref).map_or(0, |view| {
+            let targets = view.raid5().into_iter().flat_map(written_disks);
+            let tagged = targets.map(|(_, t)| (RETIRE_TAG, t));
+            view.disk_requests(v, IoType::Flush, tagged, &cb, scratch)
+        });
         self.retire_remaining = n;
         if n == 0 {
             self.end_retire(core);
@@ -1518,36 +1528,11 @@ impl State {
         } = self;
         let pr = &mut parents[p as usize];
         let v = pr.view;
-        let Some(view) = views.get(v).and_then(Option::as_ref) else {
-            return;
-        };
-        let Some(r5) = view.raid5() else {
-            return;
-        };
-        let mut n = 0;
-        for (c, col) in r5.geometry.columns().iter().enumerate() {
-            // A column being rebuilt takes writes below the rebuild's progress: flush it too.
-            if Some(c) == r5.missing && !r5.rebuilding {
-                continue;
-            }
-            for (i, e) in col.extents.iter().enumerate() {
-                let dup = col.extents[..i].iter().any(|f| f.target == e.target);
-                let supported = view
-                    .map
-                    .disks
-                    .get(e.target as usize)
-                    .is_some_and(|d| d.io_types().contains(op));
-                if dup || !supported {
-                    continue;
-                }
-                let mut child = BdevIo::alloc();
-                child.prep(op, 0, 0);
-                child.set_callback(cb.clone(), parent_tag(p, c));
-                scratch.push((v, e.target, child));
-                n += 1;
-            }
-        }
-        pr.remaining = n;
+        pr.remaining = views.get(v).and_then(Option::as_ref).map_or(0, |view| {
+            let targets = view.raid5().into_iter().flat_map(written_disks);
+            let tagged = targets.map(|(c, t)| (parent_tag(p, c), t));
+            view.disk_requests(v, op, tagged, &cb, scratch)
+        });
         self.launch();
     }
 
