@@ -238,20 +238,36 @@ pub(crate) fn refuse_raid5(g: &Group, vol: &str, why: &str) -> Result<(), Volume
     }
 }
 
+/// Whether disk `disk` of `g` is present and usable (condition OK).
+pub(crate) fn disk_usable(g: &Group, disk: &str) -> bool {
+    g.members.contains_key(disk)
+        && g.cfg
+            .disk(disk)
+            .is_some_and(|d| d.condition == DiskCondition::Ok)
+}
+
+/// The disks of column `column` of RAID-5 plex `plex` that are missing or not usable.
+pub(crate) fn absent_column_disks(g: &Group, plex: &str, column: u32) -> Vec<String> {
+    g.cfg
+        .subdisks_of(plex)
+        .iter()
+        .filter(|s| s.column == column && !disk_usable(g, &s.disk))
+        .map(|s| s.disk.clone())
+        .collect()
+}
+
 /// The columns of RAID-5 plex `plex` without current data, in ascending order: those
 /// recorded stale and those with a subdisk on a disk that is missing or not usable (as the
 /// I/O map sees them).
 pub(crate) fn missing_columns(g: &Group, plex: &PlexRecord) -> Vec<u32> {
     let mut cols = plex.stale_columns.clone();
-    for s in g.cfg.subdisks_of(&plex.name) {
-        let usable = g.members.contains_key(&s.disk)
-            && g.cfg
-                .disk(&s.disk)
-                .is_some_and(|d| d.condition == DiskCondition::Ok);
-        if !usable {
-            cols.push(s.column);
-        }
-    }
+    cols.extend(
+        g.cfg
+            .subdisks_of(&plex.name)
+            .iter()
+            .filter(|s| !disk_usable(g, &s.disk))
+            .map(|s| s.column),
+    );
     cols.sort_unstable();
     cols.dedup();
     cols

@@ -24,8 +24,8 @@ use crate::volume::copy::raid5::{run_rows, Mismatches, RowPlex, RowWork};
 use crate::volume::copy::task::{CopyIo, Task, TaskSpec};
 use crate::volume::error::VolumeError;
 use crate::volume::io::driver::VolumeShared;
-use crate::volume::manager::{group_mut, Group, VolumeManager};
-use crate::volume::model::objects::{DiskCondition, PlexLayout, VolumeState};
+use crate::volume::manager::{group_mut, raid5_ops, Group, VolumeManager};
+use crate::volume::model::objects::VolumeState;
 
 /// Task kinds.
 const RESYNC: &str = "parity_resync";
@@ -34,27 +34,49 @@ const CHECK: &str = "check";
 
 /// The RAID-5 plex of volume `vol` in `g`, if it is a RAID-5 volume.
 pub(crate) fn raid5_plex(g: &Group, vol: &str) -> Option<String> {
-    g.cfg
-        .plexes_of(vol)
-        .into_iter()
-        .find(|p| matches!(p.layout, PlexLayout::Raid5 { .. }))
-        .map(|p| p.name.clone())
+    raid5_ops::raid5_plex(&g.cfg, vol).map(|p| p.name.clone())
 }
 
-/// Whether RAID-5 plex `plex` has a column without current data: recorded stale, or with a
-/// subdisk on a disk that is not present and usable.
+/// Whether RAID-5 plex `plex` has a column without current data.
 pub(crate) fn raid5_degraded(g: &Group, plex: &str) -> bool {
-    let stale = g
-        .cfg
+    g.cfg
         .plex(plex)
-        .is_some_and(|p| !p.stale_columns.is_empty());
-    stale
-        || g.cfg.subdisks_of(plex).iter().any(|s| {
-            !g.members.contains_key(&s.disk)
-                || g.cfg
-                    .disk(&s.disk)
-                    .is_none_or(|d| d.condition != DiskCondition::Ok)
-        })
+        .is_some_and(|p| !raid5_ops::missing_columns(g, p).is_empty())
+}
+
+/// Volume `vol` of `g`, a RAID-5 volume that is started and has no task running, for
+/// `what` (an operation name in the errors): its RAID-5 plex and shared state. `not_raid5`
+/// tells a user what to do for other volumes.
+fn started_raid5(
+    vm: &VolumeManager,
+    g: &Group,
+    vol: &str,
+    what: &str,
+    not_raid5: &str,
+) -> Result<(String, Arc<VolumeShared>), VolumeError> {
+    let dg = &g.cfg.name;
+    if g.cfg.volume(vol).is_none() {
+        return Err(VolumeError::NotFound {
+            kind: "volume",
+            name: format!("{dg}/{vol}"),
+        });
+    }
+    let Some(plex) = raid5_plex(g, vol) else {
+        return Err(VolumeError::Invalid(format!(
+            "volume {dg}/{vol} is not a RAID-5 volume; {not_raid5}"
+        )));
+    };
+    let Some(shared) = g.volumes.get(vol).cloned() else {
+        return Err(VolumeError::Invalid(format!(
+            "volume {dg}/{vol} is not started; start it before {what}"
+        )));
+    };
+    if vm.tasks.busy(dg, vol) {
+        return Err(VolumeError::Busy(format!(
+            "volume {dg}/{vol} is locked by another operation (a resync, rebuild or check is running); wait for it with task_wait"
+        )));
+    }
+    Ok((plex, shared))
 }
 
 impl VolumeManager {
@@ -91,27 +113,13 @@ impl VolumeManager {
     ) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
-        if g.cfg.volume(vol).is_none() {
-            return Err(VolumeError::NotFound {
-                kind: "volume",
-                name: format!("{dg}/{vol}"),
-            });
-        }
-        let Some(plex) = raid5_plex(g, vol) else {
-            return Err(VolumeError::Invalid(format!(
-                "volume {dg}/{vol} is not a RAID-5 volume; mirrors are recovered with plex_attach"
-            )));
-        };
-        if !g.volumes.contains_key(vol) {
-            return Err(VolumeError::Invalid(format!(
-                "volume {dg}/{vol} is not started; start it before recovering it"
-            )));
-        }
-        if self.tasks.busy(dg, vol) {
-            return Err(VolumeError::Busy(format!(
-                "volume {dg}/{vol} is locked by another operation (a resync, rebuild or check is running); wait for it with task_wait"
-            )));
-        }
+        let (plex, _) = started_raid5(
+            self,
+            g,
+            vol,
+            "recovering it",
+            "mirrors are recovered with plex_attach",
+        )?;
         if g.cfg.plex(&plex).is_none_or(|p| p.stale_columns.is_empty()) {
             return Err(VolumeError::Invalid(format!(
                 "RAID-5 volume {dg}/{vol} has no stale column: nothing to recover"
@@ -127,18 +135,8 @@ impl VolumeManager {
         let column = cfg
             .plex(&plex)
             .and_then(|p| p.stale_columns.first().copied());
-        let absent = column.is_some_and(|c| {
-            g.cfg
-                .subdisks_of(&plex)
-                .iter()
-                .filter(|s| s.column == c)
-                .any(|s| {
-                    !g.members.contains_key(&s.disk)
-                        || g.cfg
-                            .disk(&s.disk)
-                            .is_none_or(|d| d.condition != DiskCondition::Ok)
-                })
-        });
+        let absent =
+            column.is_some_and(|c| !raid5_ops::absent_column_disks(g, &plex, c).is_empty());
         if let (Some(c), true) = (column, absent || disk.is_some()) {
             self.move_column(g, &mut cfg, &plex, c, disk)?;
         }
@@ -242,27 +240,13 @@ impl VolumeManager {
     pub fn volume_check(&self, dg: &str, vol: &str, repair: bool) -> Result<u64, VolumeError> {
         let mut groups = self.lock();
         let g = group_mut(&mut groups, dg)?;
-        if g.cfg.volume(vol).is_none() {
-            return Err(VolumeError::NotFound {
-                kind: "volume",
-                name: format!("{dg}/{vol}"),
-            });
-        }
-        let Some(plex) = raid5_plex(g, vol) else {
-            return Err(VolumeError::Invalid(format!(
-                "volume {dg}/{vol} is not a RAID-5 volume; checking mirrors is not built yet"
-            )));
-        };
-        let Some(shared) = g.volumes.get(vol).cloned() else {
-            return Err(VolumeError::Invalid(format!(
-                "volume {dg}/{vol} is not started; start it before checking it"
-            )));
-        };
-        if self.tasks.busy(dg, vol) {
-            return Err(VolumeError::Busy(format!(
-                "volume {dg}/{vol} is locked by another operation (a resync, rebuild or check is running); wait for it with task_wait"
-            )));
-        }
+        let (plex, shared) = started_raid5(
+            self,
+            g,
+            vol,
+            "checking it",
+            "checking mirrors is not built yet",
+        )?;
         if raid5_degraded(g, &plex) {
             return Err(VolumeError::Invalid(format!(
                 "RAID-5 volume {dg}/{vol} is degraded: its parity is what holds the missing column, there is nothing to check it against; recover it first"
@@ -385,19 +369,7 @@ impl VolumeManager {
                 )))
             }
         };
-        let absent: Vec<String> = g
-            .cfg
-            .subdisks_of(&plex)
-            .iter()
-            .filter(|s| s.column as usize == column)
-            .filter(|s| {
-                !g.members.contains_key(&s.disk)
-                    || g.cfg
-                        .disk(&s.disk)
-                        .is_none_or(|d| d.condition != DiskCondition::Ok)
-            })
-            .map(|s| s.disk.clone())
-            .collect();
+        let absent = raid5_ops::absent_column_disks(g, &plex, column as u32);
         if !absent.is_empty() {
             let mut cfg = g.cfg.clone();
             if let Some(p) = cfg.plex_mut(&plex) {

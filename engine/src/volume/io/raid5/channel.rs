@@ -637,7 +637,11 @@ impl State {
         let shared = &core.shared;
         let _order = shared.event_lock.lock().unwrap_or_else(|p| p.into_inner());
         let id = shared.next_event.fetch_add(1, Ordering::AcqRel);
-        shared.events.send(event(shared.clone(), id)).ok().map(|_| id)
+        shared
+            .events
+            .send(event(shared.clone(), id))
+            .ok()
+            .map(|_| id)
     }
 
     /// Starts as many of parent `p`'s remaining rows as free operations allow; queues it in
