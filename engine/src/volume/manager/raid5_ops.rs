@@ -186,37 +186,15 @@ pub(crate) fn allocate_log(
             disks.all(|d| Some(d) == first)
         })
     };
-    let big = alloc::allocate(space, &request(len));
+    let allocate =
+        |len| alloc::allocate(space, &request(len)).map_err(|e| e.for_layout("a RAID-5 log plex"));
+    let big = allocate(len);
     if big.as_ref().is_ok_and(one_disk) {
         return big;
     }
-    match alloc::allocate(space, &request(small)) {
+    match allocate(small) {
         Ok(p) if one_disk(&p) => Ok(p),
         other => big.or(other),
-    }
-}
-
-/// `AllocError` with the layout named as a RAID-5 plex instead of a stripe.
-fn named_raid5(e: AllocError, ncol: u32) -> AllocError {
-    let layout = format!("a {ncol}-column RAID-5 volume");
-    match e {
-        AllocError::NotEnoughDisks { need, have, .. } => {
-            AllocError::NotEnoughDisks { layout, need, have }
-        }
-        AllocError::NotEnoughSpace {
-            need,
-            unit,
-            index,
-            largest,
-            ..
-        } => AllocError::NotEnoughSpace {
-            layout,
-            need,
-            unit,
-            index,
-            largest,
-        },
-        other => other,
     }
 }
 
@@ -298,7 +276,7 @@ impl VolumeManager {
             .transpose()?;
         let space = usable_space(g, &g.cfg, self.tasks.fences());
         let plan = alloc::allocate(&space, &shape.alloc_request(disks.clone()))
-            .map_err(|e| named_raid5(e, shape.ncol))?;
+            .map_err(|e| e.for_layout(format!("a {}-column RAID-5 volume", shape.ncol)))?;
         let logs = self.allocate_logs(g, req, &shape, &plan, disks, &space)?;
         let bdev = self.create_from_plan(
             g,

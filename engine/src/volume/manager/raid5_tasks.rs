@@ -204,7 +204,8 @@ impl VolumeManager {
                 disks,
                 exclude: used,
             },
-        )?;
+        )
+        .map_err(|e| e.for_layout(format!("column {column} of RAID-5 volume {dg}/{vol}")))?;
         let Some(extents) = plan.first().and_then(|p| p.columns.first()) else {
             return Err(VolumeError::Invalid(format!(
                 "no space for column {column} of {dg}/{vol}"

@@ -99,6 +99,34 @@ pub enum AllocError {
     },
 }
 
+impl AllocError {
+    /// The same error naming the thing allocated as `layout` (a caller that allocates a
+    /// RAID-5 column or log through a concat request says so, not "a concat volume").
+    pub fn for_layout(self, layout: impl Into<String>) -> AllocError {
+        match self {
+            AllocError::NotEnoughDisks { need, have, .. } => AllocError::NotEnoughDisks {
+                layout: layout.into(),
+                need,
+                have,
+            },
+            AllocError::NotEnoughSpace {
+                need,
+                unit,
+                index,
+                largest,
+                ..
+            } => AllocError::NotEnoughSpace {
+                layout: layout.into(),
+                need,
+                unit,
+                index,
+                largest,
+            },
+            other => other,
+        }
+    }
+}
+
 /// A usable disk during allocation.
 struct Candidate<'a> {
     name: &'a str,
