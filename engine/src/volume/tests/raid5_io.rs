@@ -11,8 +11,9 @@ use crate::drivers::error::InjectTarget;
 /// Creates RAID-5 volume `name` of group dg01 with `ncol` columns of `su_kb` KiB units and
 /// `size` bytes.
 pub(crate) fn raid5(vm: &VolumeManager, name: &str, size: u64, ncol: u32, su_kb: u64) -> Arc<Bdev> {
-    let bdev = vm
-        .volume_create(&VolumeCreate {
+    create_req(
+        vm,
+        &VolumeCreate {
             dg: "dg01".into(),
             name: name.into(),
             size,
@@ -20,8 +21,15 @@ pub(crate) fn raid5(vm: &VolumeManager, name: &str, size: u64, ncol: u32, su_kb:
             ncol: Some(ncol),
             stripe_unit_kb: Some(su_kb),
             ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("volume_create raid5: {e}"));
+        },
+    )
+}
+
+/// Makes the volume `req` asks for; its bdev.
+pub(crate) fn create_req(vm: &VolumeManager, req: &VolumeCreate) -> Arc<Bdev> {
+    let bdev = vm
+        .volume_create(req)
+        .unwrap_or_else(|e| panic!("volume_create {}: {e}", req.layout));
     vm.engine().bdevs().get(&bdev).unwrap()
 }
 
@@ -177,7 +185,8 @@ fn column_on(vm: &VolumeManager, disk_bdev: &str) -> Option<u32> {
         .map(|s| s.column)
 }
 
-fn stale_columns(vm: &VolumeManager, vol: &str) -> Vec<u32> {
+/// The stale columns of volume `vol`'s first plex (its RAID-5 plex), in failure order.
+pub(crate) fn stale_columns(vm: &VolumeManager, vol: &str) -> Vec<u32> {
     let (cfg, _) = vm.config("dg01").unwrap();
     cfg.plexes_of(vol)[0].stale_columns.clone()
 }

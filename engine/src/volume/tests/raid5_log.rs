@@ -5,7 +5,7 @@
 //! and forced, that unit reads back wrong (the hole the log closes). A log plex that fails
 //! is recorded BADLOG and the volume runs on without it.
 
-use super::raid5_io::{mismatching_rows, raid5};
+use super::raid5_io::{create_req, mismatching_rows, raid5};
 use super::*;
 use crate::drivers::error::{Arming, ErrorKind, InjectTarget};
 use crate::volume::model::objects::PlexState;
@@ -280,21 +280,18 @@ fn a_log_added_later_protects_the_next_crash() {
     let vm = VolumeManager::new(e.clone());
     let d = disks(&e, 4, 16);
     vm.dg_create("dg01", &d, false).unwrap();
-    let vol = e
-        .bdevs()
-        .get(
-            &vm.volume_create(&VolumeCreate {
-                dg: "dg01".into(),
-                name: "r5".into(),
-                size: 2 << 20,
-                layout: "raid5".into(),
-                ncol: Some(3),
-                nlog: Some(0),
-                ..Default::default()
-            })
-            .unwrap(),
-        )
-        .unwrap();
+    let vol = create_req(
+        &vm,
+        &VolumeCreate {
+            dg: "dg01".into(),
+            name: "r5".into(),
+            size: 2 << 20,
+            layout: "raid5".into(),
+            ncol: Some(3),
+            nlog: Some(0),
+            ..Default::default()
+        },
+    );
     let (cfg, seq) = vm.config("dg01").unwrap();
     let column_disk = cfg.subdisks_of("r5-01")[0].disk.clone();
     let err = vm
@@ -334,22 +331,19 @@ fn a_readonly_policy_refuses_writes_without_a_log() {
     let vm = VolumeManager::new(e.clone());
     let d = error_disks(&e, 5, 16);
     vm.dg_create("dg01", &d, false).unwrap();
-    let vol = e
-        .bdevs()
-        .get(
-            &vm.volume_create(&VolumeCreate {
-                dg: "dg01".into(),
-                name: "r5".into(),
-                size: 2 << 20,
-                layout: "raid5".into(),
-                ncol: Some(3),
-                nlog: Some(1),
-                log_failure: Some("readonly".into()),
-                ..Default::default()
-            })
-            .unwrap(),
-        )
-        .unwrap();
+    let vol = create_req(
+        &vm,
+        &VolumeCreate {
+            dg: "dg01".into(),
+            name: "r5".into(),
+            size: 2 << 20,
+            layout: "raid5".into(),
+            ncol: Some(3),
+            nlog: Some(1),
+            log_failure: Some("readonly".into()),
+            ..Default::default()
+        },
+    );
     let bad = VolumeCreate {
         dg: "dg01".into(),
         name: "r5b".into(),

@@ -2,7 +2,7 @@
 //! log), the refusal to start a crashed degraded volume unless forced, the rebuild of a stale
 //! column while guests write, and the scrub that finds and repairs silent corruption.
 
-use super::raid5_io::{parity_mismatch, raid5};
+use super::raid5_io::{create_req, parity_mismatch, raid5, stale_columns};
 use super::*;
 use crate::drivers::error::InjectTarget;
 use crate::volume::copy::task::TaskState;
@@ -46,11 +46,6 @@ fn wait_task(vm: &VolumeManager, kind: &str) -> Arc<crate::volume::copy::task::T
     let t = vm.tasks().wait(t.id, Duration::from_secs(60)).unwrap();
     assert_eq!(t.state(), TaskState::Done, "{kind}");
     t
-}
-
-fn stale_columns(vm: &VolumeManager, vol: &str) -> Vec<u32> {
-    let (cfg, _) = vm.config("dg01").unwrap();
-    cfg.plexes_of(vol)[0].stale_columns.clone()
 }
 
 /// A crash while a write had reached only some columns leaves rows whose parity does not
@@ -377,21 +372,18 @@ fn rebuild_time_against_a_plain_copy() {
     // Rebuild: 4 columns of `mib` MiB; one fails a write, comes back, is rebuilt.
     let d = error_disks(&e, 4, mib + 8);
     vm.dg_create("dg01", &d, false).unwrap();
-    let vol = e
-        .bdevs()
-        .get(
-            &vm.volume_create(&VolumeCreate {
-                dg: "dg01".into(),
-                name: "r5".into(),
-                size: 3 * (mib << 20),
-                layout: "raid5".into(),
-                ncol: Some(4),
-                nlog: Some(0),
-                ..Default::default()
-            })
-            .unwrap(),
-        )
-        .unwrap();
+    let vol = create_req(
+        &vm,
+        &VolumeCreate {
+            dg: "dg01".into(),
+            name: "r5".into(),
+            size: 3 * (mib << 20),
+            layout: "raid5".into(),
+            ncol: Some(4),
+            nlog: Some(0),
+            ..Default::default()
+        },
+    );
     inject(&e, &d[2], InjectTarget::Write, 1);
     write(&e, &vol, 0, &pattern(1, (3 * 16) << 10)).unwrap();
     assert_eq!(stale_columns(&vm, "r5").len(), 1);
@@ -438,21 +430,18 @@ fn a_column_is_rebuilt_on_another_disk() {
     let d = error_disks(&e, 5, 16);
     vm.dg_create("dg01", &d, false).unwrap();
     // Four columns, no log: the fifth disk is free.
-    let vol = e
-        .bdevs()
-        .get(
-            &vm.volume_create(&VolumeCreate {
-                dg: "dg01".into(),
-                name: "r5".into(),
-                size: 6 << 20,
-                layout: "raid5".into(),
-                ncol: Some(4),
-                nlog: Some(0),
-                ..Default::default()
-            })
-            .unwrap(),
-        )
-        .unwrap();
+    let vol = create_req(
+        &vm,
+        &VolumeCreate {
+            dg: "dg01".into(),
+            name: "r5".into(),
+            size: 6 << 20,
+            layout: "raid5".into(),
+            ncol: Some(4),
+            nlog: Some(0),
+            ..Default::default()
+        },
+    );
     let len = vol.num_blocks() * 512;
     let mut model = pattern(1, len as usize);
     write(&e, &vol, 0, &model).unwrap();
