@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::bdev::{Bdev, IoType};
 use crate::volume::copy::task::{plex_io_in, CopyIo, CopyPlex, PlexIoError};
-use crate::volume::io::raid5::parity::xor_into;
+use crate::volume::io::raid5::parity::{parity_into, parity_mismatch, reconstruct_into};
 use crate::volume::model::layout::PlexGeometry;
 use crate::volume::model::raid5::Raid5Geometry;
 
@@ -163,44 +163,42 @@ pub(crate) fn run_rows(
                     c,
                 )
             };
+            // A column whose read fails is named to the caller (it records it stale).
+            let read_col = |bufs: &mut Vec<Vec<u8>>, col: usize| {
+                col_io(bufs, col, IoType::Read).inspect_err(|e| {
+                    if let PlexIoError::Failed(_) = e {
+                        failed_read.set(Some(col));
+                    }
+                })
+            };
             let unit_io = |buf: &mut [u8], col: usize, row: u64, op: IoType| {
                 plex_io_in(io, &plex.columns[col], row * su, su, op, buf, c)
             };
             match work {
                 RowWork::Rebuild(target) => {
                     for col in (0..ncol).filter(|&k| k != target) {
-                        col_io(&mut bufs, col, IoType::Read).inspect_err(|e| {
-                            if let PlexIoError::Failed(_) = e {
-                                failed_read.set(Some(col));
-                            }
-                        })?;
+                        read_col(&mut bufs, col)?;
                     }
                     let (dst, rest) = take_column(&mut bufs, target);
-                    let dst = &mut dst[..n * unit];
-                    dst.fill(0);
-                    for src in rest {
-                        xor_into(dst, &src[..n * unit]);
-                    }
+                    reconstruct_into(&mut dst[..n * unit], rest.iter().map(|b| &b[..n * unit]));
                     col_io(&mut bufs, target, IoType::Write)?;
                 }
                 RowWork::Resync | RowWork::Check { .. } => {
                     for col in 0..ncol {
-                        col_io(&mut bufs, col, IoType::Read).inspect_err(|e| {
-                            if let PlexIoError::Failed(_) = e {
-                                failed_read.set(Some(col));
-                            }
-                        })?;
+                        read_col(&mut bufs, col)?;
                     }
                     for i in 0..n {
                         let row = r0 + i as u64;
                         let p = g.parity_column(row);
-                        acc.fill(0);
-                        for (_, b) in bufs.iter().enumerate().filter(|(k, _)| *k != p) {
-                            xor_into(&mut acc, &b[i * unit..(i + 1) * unit]);
-                        }
-                        if acc[..] == bufs[p][i * unit..(i + 1) * unit] {
+                        let data = bufs
+                            .iter()
+                            .enumerate()
+                            .filter(|(k, _)| *k != p)
+                            .map(|(_, b)| unit_at(b, i, unit));
+                        if parity_mismatch(unit_at(&bufs[p], i, unit), data.clone()).is_none() {
                             continue;
                         }
+                        parity_into(&mut acc, data);
                         let rewrite = match work {
                             RowWork::Check { repair } => {
                                 found.add(row);
@@ -240,6 +238,11 @@ pub(crate) fn run_rows(
             std::thread::sleep(delay);
         }
     }
+}
+
+/// Unit `i` (of `unit` bytes) of a column buffer.
+fn unit_at(b: &[u8], i: usize, unit: usize) -> &[u8] {
+    &b[i * unit..(i + 1) * unit]
 }
 
 /// Column `target`'s buffer, mutably, and the others.

@@ -7,7 +7,7 @@
 //! - [`channel`]: the per-reactor I/O path that splits requests over plexes and disks.
 //! - [`barrier`]: the copy barrier that keeps copies and guest writes to one chunk apart.
 //! - [`fence`]: copy writes still in flight after their copy was cancelled, and what they hold.
-//! - [`raid5`]: RAID-5 building blocks (parity kernels, stripe buffers, the per-stripe lock).
+//! - [`raid5`]: the RAID-5 channel, its parity work, the per-stripe lock and the log's slots.
 
 pub mod barrier;
 pub mod channel;

@@ -9,8 +9,7 @@
 //!   reconstruction of a missing unit).
 //! - [`log_ring`]: the RAID-5 log's slots shared by the reactors (which entry goes where,
 //!   when a slot may be reused).
-//! - [`parity`]: XOR kernels (parity, reconstruction, read-modify-write update) and the pool of
-//!   aligned stripe-unit buffers they work on.
+//! - [`parity`]: XOR kernels (parity, reconstruction, the scrub's check).
 //! - [`stripe_lock`]: the per-stripe lock shared by every reactor of a volume, which orders
 //!   requests to one stripe without ever blocking a reactor.
 

@@ -64,9 +64,9 @@
 //!    after it released them, and copies (rebuild, scrub, resync) rely on the barrier, not on
 //!    tickets, with barrier chunks a whole number of rows. A copier waiting for writers to
 //!    drain then never waits for a stripe that a writer deferred by the barrier holds.
-//! 5. **Memory before the ticket.** Take the stripe buffers an operation needs
-//!    (`super::parity::StripeBufPool::has`, then `take`) before its ticket, together with the
-//!    room of rule 3, so a holder never waits for memory that a waiter behind it has.
+//! 5. **Memory before the ticket.** An operation has its row buffer before it takes its
+//!    ticket (the channel's operations own theirs), together with the room of rule 3, so a
+//!    holder never waits for memory that a waiter behind it has.
 //! 6. **Degraded reads hold the stripe.** A read that reconstructs a missing unit from the
 //!    others takes the stripe like a write (it must not see a half-written stripe); a read of
 //!    a present unit needs no ticket.
