@@ -79,6 +79,10 @@ pub struct Raid5Map {
     /// Writes are refused (EROFS): the volume had log plexes, none works any more, and its
     /// policy is `readonly`.
     pub read_only: bool,
+    /// Full-stripe writes go from the request's buffers to the data columns, with parity
+    /// computed from those buffers, instead of through the row buffer (md's `skip_copy`; the
+    /// volume's `skip_copy`). Only while the volume has no working log plex.
+    pub skip_copy: bool,
 }
 
 /// One RAID-5 log plex as the I/O path sees it.

@@ -387,6 +387,7 @@ pub(crate) fn raid5_map(
             .is_some_and(|v| v.log_failure == crate::volume::model::objects::LogFailure::Readonly);
     Ok(Raid5Map {
         read_only,
+        skip_copy: false,
         logs,
         log_epoch,
         log_slots,
