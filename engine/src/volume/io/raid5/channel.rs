@@ -37,6 +37,7 @@ use crate::bdev::{
 use crate::volume::io::channel::push_range;
 use crate::volume::io::driver::{Raid5Map, VolumeEvent, VolumeMap, VolumeShared};
 use crate::volume::io::raid5::compute::{apply_write, reconstruct};
+use crate::volume::io::raid5::parity::{xor_into, BLOCK as XOR_BLOCK};
 use crate::volume::io::raid5::stripe_lock::{StripeHeld, StripeWaiters};
 use crate::volume::model::raid5::{StripeSpan, WritePlan};
 use crate::volume::model::raid5_log::{
@@ -105,6 +106,7 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
             retiring: Vec::with_capacity(2 * MAX_LOG_SLOTS as usize),
             retire_remaining: 0,
             retire_view: 0,
+            xor_scratch: vec![0; XOR_BLOCK],
             ncol,
             su: su as u64,
             bs,
@@ -296,6 +298,9 @@ struct Op {
     seq: u64,
     /// One block for its log entry's header.
     header: IoBuf,
+    /// Its data goes to the columns straight from the request's buffers (a full-stripe write
+    /// with `skip_copy`): only the parity unit of the row buffer is used.
+    direct: bool,
 }
 
 impl Op {
@@ -304,6 +309,7 @@ impl Op {
             ranges: Vec::with_capacity(MAX_LOG_IOVS),
             seq: 0,
             header: IoBuf::new(bs),
+            direct: false,
             stage: Stage::Free,
             kind: OpKind::Write,
             parent: 0,
@@ -368,6 +374,8 @@ struct State {
     retire_remaining: u32,
     /// The view that flush uses.
     retire_view: usize,
+    /// One [`XOR_BLOCK`] the parity of a `skip_copy` write reads the request's bytes into.
+    xor_scratch: Vec<u8>,
     ncol: usize,
     su: u64,
     bs: usize,
@@ -409,6 +417,30 @@ fn copy_from_request(io: &BdevIo, mut off: usize, dst: &mut [u8]) {
         }
         done += seg.copy_to(off, &mut dst[done..]);
         off = 0;
+    }
+}
+
+/// Computes `parity` (`parity.len()` bytes) as the XOR of the request's bytes at each of
+/// `offs` (byte offsets), a [`XOR_BLOCK`] at a time through `scratch` so the parity block
+/// stays in L1. The request's memory is only copied from (a client may change it meanwhile:
+/// see `bdev::segment`), never borrowed as a slice.
+fn parity_from_request(
+    io: &BdevIo,
+    offs: impl Iterator<Item = usize> + Clone,
+    parity: &mut [u8],
+    scratch: &mut [u8],
+) {
+    for (i, block) in parity.chunks_mut(scratch.len()).enumerate() {
+        let at = i * scratch.len();
+        let tmp = &mut scratch[..block.len()];
+        for (j, off) in offs.clone().enumerate() {
+            if j == 0 {
+                copy_from_request(io, off + at, block);
+            } else {
+                copy_from_request(io, off + at, tmp);
+                xor_into(block, tmp);
+            }
+        }
     }
 }
 
@@ -965,6 +997,7 @@ impl State {
             ops,
             views,
             parents,
+            xor_scratch,
             ..
         } = self;
         let op = &mut ops[o as usize];
@@ -977,7 +1010,27 @@ impl State {
             return;
         };
         let (plan, missing) = (op.plan, op.missing);
-        {
+        // skip_copy: a full stripe of request data, and no log (whose entry is written from
+        // the row buffer).
+        op.direct = plan == WritePlan::FullStripe
+            && !zeroes
+            && views
+                .get(op.view)
+                .and_then(Option::as_ref)
+                .and_then(View::raid5)
+                .is_some_and(|r| r.skip_copy && r.logs.is_empty());
+        if op.direct {
+            let pc = span.parity_column;
+            if Some(pc) != missing {
+                let ndata = span.ncol() - 1;
+                let offs = (0..ndata).map(|k| {
+                    let (lo, _) = span.written(k);
+                    (span.req_offset + k as u64 * su + lo - span.start) as usize * bs
+                });
+                let parity = &mut op.buf.as_mut_slice()[pc * unit..(pc + 1) * unit];
+                parity_from_request(io, offs, parity, xor_scratch);
+            }
+        } else {
             let row = &mut op.buf.as_mut_slice()[..ncol * unit];
             apply_write(&span, plan, missing, row, unit, bs, |k, x, dst| {
                 if zeroes {
@@ -1231,6 +1284,7 @@ impl State {
         let State {
             ops,
             views,
+            parents,
             scratch,
             ..
         } = self;
@@ -1244,6 +1298,12 @@ impl State {
         ) else {
             return;
         };
+        // A direct (skip_copy) write's data comes from the request itself.
+        let request = parents[op.parent as usize]
+            .io
+            .as_ref()
+            .filter(|_| op.direct)
+            .map(|io| io.iovs());
         op.stage = Stage::Writing;
         op.failed = 0;
         let base = op.buf.as_mut_ptr();
@@ -1251,13 +1311,20 @@ impl State {
         let mut n = 0;
         for r in &op.ranges {
             let (c, lo, hi) = (r.column as usize, u64::from(r.lo), u64::from(r.hi));
+            let from_request = request.zip(span.unit_of(c));
             r5.geometry.locate(span.row, c, lo, hi - lo, |piece| {
                 let mut child = BdevIo::alloc();
                 child.prep(IoType::Write, piece.target_offset, piece.len);
-                let at = c * unit + (lo + piece.piece_offset) as usize * bs;
-                // SAFETY: as for the reads: inside the row buffer, which stays untouched until
-                // every write of this stage has completed.
-                unsafe { child.push_iov(base.add(at), piece.len as usize * bs) };
+                let x = lo + piece.piece_offset;
+                if let Some((iovs, k)) = from_request {
+                    let req = span.req_offset + k as u64 * su + x - span.start;
+                    push_range(&mut child, iovs, req as usize * bs, piece.len as usize * bs);
+                } else {
+                    let at = c * unit + x as usize * bs;
+                    // SAFETY: as for the reads: inside the row buffer, which stays untouched
+                    // until every write of this stage has completed.
+                    unsafe { child.push_iov(base.add(at), piece.len as usize * bs) };
+                }
                 child.set_callback(cb.clone(), op_tag(o, c));
                 scratch.push((v, piece.target, child));
                 n += 1;
