@@ -378,16 +378,17 @@ pub(crate) fn raid5_map(
             .iter()
             .any(|p| matches!(p.state, PlexState::Log | PlexState::Badlog))
     });
+    let record = plex.volume.as_deref().and_then(|v| cfg.volume(v));
     let read_only = had_logs
         && logs.is_empty()
-        && plex
-            .volume
-            .as_deref()
-            .and_then(|v| cfg.volume(v))
+        && record
             .is_some_and(|v| v.log_failure == crate::volume::model::objects::LogFailure::Readonly);
+    // The volume's choice, which does not apply while a log plex works (see
+    // `VolumeRecord::skip_copy`).
+    let skip_copy = logs.is_empty() && record.is_some_and(|v| v.skip_copy);
     Ok(Raid5Map {
         read_only,
-        skip_copy: false,
+        skip_copy,
         logs,
         log_epoch,
         log_slots,
@@ -803,6 +804,7 @@ impl VolumeManager {
             raid_level: nv.raid_level,
             parent: None,
             log_failure: Default::default(),
+            skip_copy: false,
         };
         let bdev_name = record.bdev(&dg);
         self.engine.bdevs().check_free(&bdev_name)?;
