@@ -184,6 +184,11 @@ pub struct VolumeCreateParams {
     /// protection) or `readonly` (refuse writes until a log plex is added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_failure: Option<String>,
+    /// RAID-5: full-stripe writes compute parity from the client's buffers instead of a copy
+    /// (md's `skip_copy`; default false). Only for clients that never change a buffer while
+    /// its write is in flight; not used while a log plex works. Refused for other layouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_copy: Option<bool>,
 }
 
 /// Params of `volume_resize`.

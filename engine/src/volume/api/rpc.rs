@@ -96,6 +96,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             alloc: p.alloc,
             nlog: p.nlog,
             log_failure: p.log_failure,
+            skip_copy: p.skip_copy,
         };
         Ok(m.volume_create(&req)?)
     });
