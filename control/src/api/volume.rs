@@ -1,7 +1,7 @@
 //! Volumes: `volume_create`, `volume_delete`, `volume_start`, `volume_stop`,
 //! `volume_resize`, `volume_list`, `volume_recover`, `volume_check` and `volume_addlog`
-//! (RAID-5 rebuild, scrub and log plexes), and the `vxprint -ht` listing `vm_print` (the volume manager's objects after
-//! Veritas VxVM).
+//! (RAID-5 rebuild, scrub and log plexes), `volume_set` (a volume's properties), and the
+//! `vxprint -ht` listing `vm_print` (the volume manager's objects after Veritas VxVM).
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,27 @@ method!(
     /// the new plex's name.
     VolumeAddlog, "volume_addlog", VolumeAddlogParams, String
 );
+
+method!(
+    /// `volume_set`: change properties of a volume (each optional; at least one).
+    VolumeSet, "volume_set", VolumeSetParams, bool
+);
+
+/// Params of `volume_set`: the volume, and the properties to change (each left out stays as
+/// it is; at least one must be given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSetParams {
+    /// The group.
+    pub dg: String,
+    /// The volume.
+    pub name: String,
+    /// RAID-5: full-stripe writes compute parity from the client's buffers instead of a copy
+    /// (md's `skip_copy`). Only for clients that never change a buffer while its write is in
+    /// flight; not used while a log plex works. Refused for other layouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_copy: Option<bool>,
+}
 
 /// Params of `volume_addlog`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +360,39 @@ mod tests {
             },
             json!({"num_blocks": 32768}),
         );
+    }
+
+    #[test]
+    fn skip_copy_params() {
+        assert_shape(
+            &VolumeCreateParams {
+                dg: "dg01".into(),
+                name: "r5".into(),
+                size: Size::Text("1G".into()),
+                layout: Some("raid5".into()),
+                skip_copy: Some(true),
+                ..Default::default()
+            },
+            json!({"dg": "dg01", "name": "r5", "size": "1G", "layout": "raid5",
+                   "skip_copy": true}),
+        );
+        assert_shape(
+            &VolumeSetParams {
+                dg: "dg01".into(),
+                name: "r5".into(),
+                skip_copy: Some(false),
+            },
+            json!({"dg": "dg01", "name": "r5", "skip_copy": false}),
+        );
+        // Every property is optional (the daemon refuses a call without any); an unknown
+        // one is refused by the params.
+        let none: VolumeSetParams =
+            serde_json::from_value(json!({"dg": "dg01", "name": "r5"})).expect("no property");
+        assert_eq!(none.skip_copy, None);
+        assert!(serde_json::from_value::<VolumeSetParams>(
+            json!({"dg": "dg01", "name": "r5", "skipcopy": true})
+        )
+        .is_err());
     }
 
     #[test]

@@ -1440,7 +1440,8 @@ pub(crate) fn refuse_subvolume(g: &Group, name: &str, what: &str) -> Result<(), 
     }
 }
 
-fn not_found_volume(dg: &str, name: &str) -> VolumeError {
+/// The error for volume `name` of group `dg` not existing.
+pub(crate) fn not_found_volume(dg: &str, name: &str) -> VolumeError {
     VolumeError::NotFound {
         kind: "volume",
         name: format!("{dg}/{name}"),

@@ -1,11 +1,13 @@
 //! A RAID-5 volume's `skip_copy` setting on the control side: asked for at create, stored
 //! on the volume's record, published in its map (off while a log plex works), kept through
-//! deport and import, and refused with nothing changed for other layouts. The I/O path's use
-//! of it has its own tests.
+//! deport and import, changed by `volume_set` (committed, then published), and refused with
+//! nothing changed for other layouts and bad requests. The I/O path's use of it has its own
+//! tests.
 
 use super::raid5_io::create_req;
 use super::*;
 use crate::volume::error::VolumeError;
+use crate::volume::manager::settings::VolumeSet;
 
 /// Group dg01 on four 16 MiB RAM disks.
 fn group(e: &Engine, vm: &VolumeManager) {
@@ -124,6 +126,156 @@ fn skip_copy_on_other_layouts_is_refused_at_create() {
     };
     create_req(&vm, &req);
     assert!(!recorded(&vm, "m"));
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// `skip_copy: Some(on)` alone.
+fn skip_copy(on: bool) -> VolumeSet {
+    VolumeSet {
+        skip_copy: Some(on),
+    }
+}
+
+/// `volume_set skip_copy` on a started RAID-5 volume is committed and its map follows at
+/// once, both ways; setting what is already set commits nothing. On a stopped volume it is
+/// recorded and the map built at the next start has it; the setting survives deport and
+/// import.
+#[test]
+fn volume_set_skip_copy_is_committed_and_published() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    group(&e, &vm);
+    create_req(&vm, &raid5("r5", 0, None));
+    assert!(!published(&vm, "r5"));
+    let (_, seq0) = vm.config("dg01").unwrap();
+    vm.volume_set("dg01", "r5", &skip_copy(true)).unwrap();
+    let (_, seq1) = vm.config("dg01").unwrap();
+    assert!(seq1 > seq0, "committed");
+    assert!(recorded(&vm, "r5") && published(&vm, "r5"));
+    vm.volume_set("dg01", "r5", &skip_copy(true)).unwrap();
+    assert_eq!(
+        vm.config("dg01").unwrap().1,
+        seq1,
+        "nothing to change, no commit"
+    );
+    vm.volume_set("dg01", "r5", &skip_copy(false)).unwrap();
+    assert!(!recorded(&vm, "r5") && !published(&vm, "r5"));
+
+    vm.volume_stop("dg01", "r5").unwrap();
+    vm.volume_set("dg01", "r5", &skip_copy(true)).unwrap();
+    assert!(recorded(&vm, "r5"));
+    vm.volume_start("dg01", "r5").unwrap();
+    assert!(published(&vm, "r5"));
+
+    vm.dg_deport("dg01").unwrap();
+    let vm = VolumeManager::new(e.clone());
+    vm.dg_import(Some("dg01"), None, None).unwrap();
+    assert!(recorded(&vm, "r5") && published(&vm, "r5"));
+    vm.volume_set("dg01", "r5", &skip_copy(false)).unwrap();
+    assert!(!published(&vm, "r5"));
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// `volume_set` without a property, on a group or volume that does not exist, on a
+/// sub-volume, or with `skip_copy` on a volume without parity is refused with an error
+/// saying so and changes nothing (configuration, sequence number, published maps).
+#[test]
+fn volume_set_refusals_change_nothing() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    group(&e, &vm);
+    create_req(&vm, &raid5("r5", 0, None));
+    create(&vm, "m", 1 << 20, "mirror");
+    create_req(
+        &vm,
+        &VolumeCreate {
+            dg: "dg01".into(),
+            name: "sm".into(),
+            size: 1 << 20,
+            layout: "stripe-mirror".into(),
+            ncol: Some(2),
+            ..Default::default()
+        },
+    );
+    let (cfg, _) = vm.config("dg01").unwrap();
+    let sub = cfg
+        .volumes
+        .iter()
+        .find(|v| v.parent.as_deref() == Some("sm"))
+        .expect("a sub-volume of sm")
+        .name
+        .clone();
+    // The generation of each volume's published map: a republished map has a new one.
+    let generations = || {
+        ["r5", "m", "sm"].map(|v| {
+            let b = e.bdevs().get(&format!("dg01/{v}")).unwrap();
+            crate::volume::io::driver::shared_of(&b)
+                .expect("a volume")
+                .map()
+                .generation
+        })
+    };
+    let before = vm.config("dg01").unwrap();
+    let maps = generations();
+    let refused = |dg: &str, vol: &str, set: &VolumeSet, errno: i32, want: &str| {
+        let err = vm
+            .volume_set(dg, vol, set)
+            .expect_err(&format!("volume_set {dg}/{vol} {set:?} was accepted"));
+        assert!(err.to_string().contains(want), "{vol} {set:?}: '{err}'");
+        assert_eq!(err.errno(), errno, "{vol} {set:?}: '{err}'");
+        assert_eq!(
+            vm.config("dg01").unwrap(),
+            before,
+            "{vol} {set:?} changed dg01"
+        );
+        assert_eq!(generations(), maps, "{vol} {set:?} published a map");
+    };
+    refused(
+        "dg01",
+        "r5",
+        &VolumeSet::default(),
+        libc::EINVAL,
+        "volume_set: give at least one property to change (skip_copy)",
+    );
+    refused("dg09", "r5", &skip_copy(true), libc::ENOENT, "dg09");
+    refused(
+        "dg01",
+        "nosuch",
+        &skip_copy(true),
+        libc::ENOENT,
+        "dg01/nosuch",
+    );
+    refused(
+        "dg01",
+        "m",
+        &skip_copy(true),
+        libc::EINVAL,
+        "skip_copy applies to RAID-5 volumes only",
+    );
+    // Off is what a mirror has, but the property is still not one of a mirror's.
+    refused(
+        "dg01",
+        "m",
+        &skip_copy(false),
+        libc::EINVAL,
+        "a mirror volume has no parity",
+    );
+    refused(
+        "dg01",
+        &sub,
+        &skip_copy(true),
+        libc::EINVAL,
+        "sub-volume (a column) of layered volume sm; change sm instead",
+    );
+    refused(
+        "dg01",
+        "sm",
+        &skip_copy(true),
+        libc::EINVAL,
+        "a stripe-mirror volume has no parity",
+    );
     vm.shutdown();
     e.shutdown();
 }
