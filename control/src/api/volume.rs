@@ -268,6 +268,10 @@ pub struct VolumeInfo {
     pub started: Lenient<bool>,
     /// Where an interrupted resync resumes.
     pub resync_offset: Option<u64>,
+    /// RAID-5: full-stripe writes compute parity from the client's buffers, without a copy
+    /// (`skip_copy` of `volume_create` and `volume_set`). Absent when off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_copy: bool,
     /// Its plexes.
     pub plexes: Lenient<Vec<PlexInfo>>,
 }
@@ -449,6 +453,7 @@ mod tests {
             prefer_plex: None,
             started: true.into(),
             resync_offset: None,
+            skip_copy: false,
             plexes: vec![PlexInfo {
                 name: "vol01-01".into(),
                 state: "ACTIVE".into(),

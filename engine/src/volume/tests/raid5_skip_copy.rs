@@ -58,6 +58,15 @@ fn skip_copy_at_create_is_recorded_published_and_kept() {
     assert!(!recorded(&vm, "plain") && !published(&vm, "plain"));
     assert!(recorded(&vm, "logged"), "the record keeps the choice");
     assert!(!published(&vm, "logged"), "not used while a log plex works");
+    // volume_list shows the setting, and leaves the field out when it is off.
+    let listed = |vol: &str| {
+        let list = vm.volume_list(Some("dg01"), Some(vol)).unwrap();
+        let json = serde_json::to_value(&list).unwrap();
+        (list[0].skip_copy, json[0].get("skip_copy").cloned())
+    };
+    assert_eq!(listed("fast"), (true, Some(serde_json::json!(true))));
+    assert_eq!(listed("logged"), (true, Some(serde_json::json!(true))));
+    assert_eq!(listed("plain"), (false, None));
 
     vm.dg_deport("dg01").unwrap();
     let vm = VolumeManager::new(e.clone());
