@@ -301,6 +301,11 @@ fn steady_state_io_makes_no_heap_allocation() {
         json!({"name": "r5dg", "disks": ["R0", "R1", "R2", "R3"]}),
     );
     call("volume_create", with_dg(&raid5, "r5dg"));
+    // The same volume with skip_copy: full stripes go from the request's buffers.
+    let mut raid5s = raid5.clone();
+    raid5s["name"] = json!("r5s");
+    raid5s["skip_copy"] = json!(true);
+    call("volume_create", with_dg(&raid5s, "r5dg"));
     call(
         "dg_create",
         json!({"name": "r5f", "disks": ["EE_F0", "EE_F1", "EE_F2", "EE_F3"]}),
@@ -329,6 +334,7 @@ fn steady_state_io_makes_no_heap_allocation() {
         ("r5dg/r5", Workload::RandRead, SMALL),
         ("r5dg/r5", Workload::Write, FULL_STRIPE),
         ("r5dg/r5", Workload::Verify, SMALL),
+        ("r5dg/r5s", Workload::Write, FULL_STRIPE),
         ("r5f/r5", Workload::RandWrite, SMALL),
         ("r5f/r5", Workload::RandRead, SMALL),
         ("r5f/r5", Workload::Write, FULL_STRIPE),
