@@ -172,7 +172,7 @@ fn raid5_matches_a_flat_model_and_parity_holds_on_disk() {
 }
 
 /// The column of `vol`'s RAID-5 plex (`r5-01`) on disk `disk_bdev`, if it holds one.
-fn column_on(vm: &VolumeManager, disk_bdev: &str) -> Option<u32> {
+pub(crate) fn column_on(vm: &VolumeManager, disk_bdev: &str) -> Option<u32> {
     let (cfg, _) = vm.config("dg01").unwrap();
     let members = vm.member_bdevs("dg01").unwrap();
     let dname = members

@@ -391,3 +391,40 @@ fn a_readonly_policy_refuses_writes_without_a_log() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A column disk that fails the flush after which log entries would be retired (its cache
+/// may have lost those rows) is recorded stale; the volume serves on degraded, every write
+/// reads back, and the rows the log still covered are right.
+#[test]
+fn a_column_disk_failing_the_retire_flush_is_recorded_stale() {
+    use super::raid5_io::{column_on, stale_columns};
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = raid5(&vm, "r5", 4 << 20, 3, 8);
+    let len = vol.num_blocks() * 512;
+    let mut model = pattern(1, len as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    let disk = d
+        .iter()
+        .find(|b| column_on(&vm, b) == Some(1))
+        .expect("a disk holds column 1")
+        .clone();
+    inject(&e, &disk, InjectTarget::Flush, 1_000_000);
+    // Small writes: read-modify-write, logged, then retired after a flush of the columns.
+    for i in 0..4u64 {
+        let off = 40_960 + i * 20_480;
+        let w = pattern(10 + i, 4096);
+        write(&e, &vol, off, &w).expect("the write goes on");
+        model[off as usize..off as usize + w.len()].copy_from_slice(&w);
+    }
+    wait_until(
+        "column 1 recorded stale after its disk failed a flush",
+        || stale_columns(&vm, "r5") == vec![1],
+    );
+    assert!(read(&e, &vol, 0, len).unwrap() == model, "degraded reads");
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}

@@ -112,6 +112,8 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
             retiring: Vec::with_capacity(2 * MAX_LOG_SLOTS as usize),
             retire_remaining: 0,
             retire_view: 0,
+            retire_failed: 0,
+            retire_held: false,
             xor_scratch: vec![0; XOR_BLOCK],
             ncol,
             su: su as u64,
@@ -342,6 +344,9 @@ enum Held {
     /// An operation whose log write failed: once recorded, it writes its columns.
     OpLog(u32),
     Parent(u32),
+    /// The channel's retire flush, which a column disk failed: its entries are retired once
+    /// that column is recorded stale (its disk may have lost the rows they cover).
+    Retire,
 }
 
 struct State {
@@ -380,6 +385,10 @@ struct State {
     retire_remaining: u32,
     /// The view that flush uses.
     retire_view: usize,
+    /// Columns (bits) whose disks failed that flush.
+    retire_failed: u64,
+    /// That flush failed and waits in `held` for the manager to record the columns.
+    retire_held: bool,
     /// One [`XOR_BLOCK`] the parity of a `skip_copy` write reads the request's bytes into.
     xor_scratch: Vec<u8>,
     ncol: usize,
@@ -1399,7 +1408,7 @@ impl State {
     /// Flushes the column disks so the log entries whose column writes completed can be
     /// retired (their slots reused); one such flush in flight per channel.
     fn start_retire(&mut self, core: &Rc<Core>) {
-        if self.retire_remaining > 0 || self.pending_retire.is_empty() {
+        if self.retire_remaining > 0 || self.retire_held || self.pending_retire.is_empty() {
             return;
         }
         std::mem::swap(&mut self.pending_retire, &mut self.retiring);
@@ -1409,10 +1418,11 @@ impl State {
         let State { views, scratch, .. } = self;
         let n = views.get(v).and_then(Option::as_ref).map_or(0, |view| {
             let targets = view.raid5().into_iter().flat_map(written_disks);
-            let tagged = targets.map(|(_, t)| (RETIRE_TAG, t));
+            let tagged = targets.map(|(c, t)| (RETIRE_TAG | ((c as u64) << 32), t));
             view.disk_requests(v, IoType::Flush, tagged, &cb, scratch)
         });
         self.retire_remaining = n;
+        self.retire_failed = 0;
         if n == 0 {
             self.end_retire(core);
         } else {
@@ -1420,9 +1430,36 @@ impl State {
         }
     }
 
-    /// The column flush is done: its entries are retired (a failed flush leaves the failure
-    /// to the writes that follow; the entries are retired all the same).
+    /// The column flush is done: its entries are retired. If a column disk failed it, that
+    /// disk may have lost rows the entries cover, so the column is reported first and the
+    /// entries are retired only once the manager has recorded it stale (until then they stay
+    /// in the log, and a crash replays them).
     fn end_retire(&mut self, core: &Rc<Core>) {
+        let failed = std::mem::take(&mut self.retire_failed);
+        if failed != 0 {
+            let v = self.retire_view;
+            match self.report(core, v, failed) {
+                Some(id) => {
+                    self.retire_held = true;
+                    self.held.push_back((Held::Retire, id));
+                }
+                None => {
+                    // No manager to record it (shutting down): keep the entries.
+                    tracing::error!(
+                        volume = %core.shared.name(),
+                        "a RAID-5 column disk failed a flush and the failure cannot be recorded; its log entries are kept"
+                    );
+                    self.retiring.clear();
+                    self.unbind(v);
+                }
+            }
+            return;
+        }
+        self.retire_entries(core);
+    }
+
+    /// Retires the entries of the channel's last column flush and starts the next one.
+    fn retire_entries(&mut self, core: &Rc<Core>) {
         if let Some(ring) = core.shared.log_ring() {
             for &seq in &self.retiring {
                 ring.retire(seq);
@@ -1533,6 +1570,17 @@ impl State {
                         self.parents[p as usize].errno = libc::EIO;
                     }
                     self.finish_parent(p, core);
+                }
+                Held::Retire => {
+                    self.retire_held = false;
+                    if enabled {
+                        self.retire_entries(core);
+                    } else {
+                        // Offline: the entries stay for the replay at the next start.
+                        self.retiring.clear();
+                        let v = self.retire_view;
+                        self.unbind(v);
+                    }
                 }
             }
         }
@@ -1653,6 +1701,9 @@ impl IoCompletion for Core {
                 st.end_log_flush(&core);
             }
         } else if t & RETIRE_TAG != 0 {
+            if let IoStatus::Failed(_) = status {
+                st.retire_failed |= bit;
+            }
             st.retire_remaining = st.retire_remaining.saturating_sub(1);
             if st.retire_remaining == 0 {
                 st.end_retire(&core);
