@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use plexd_control::api::dg::{DgDiskParams, DgListParams};
 use plexd_control::api::volume::{
     Resized, Size, VmPrint, VolumeAddlog, VolumeAddlogParams, VolumeCheck, VolumeCheckParams,
     VolumeCreate, VolumeCreateParams, VolumeDelete, VolumeInfo, VolumeList, VolumeRecover,
-    VolumeRecoverParams, VolumeResize, VolumeResizeParams, VolumeStart, VolumeStartParams,
-    VolumeStop,
+    VolumeRecoverParams, VolumeResize, VolumeResizeParams, VolumeSet, VolumeSetParams, VolumeStart,
+    VolumeStartParams, VolumeStop,
 };
 use plexd_control::api::{params_value, RpcMethod};
 use plexd_control::size::{format_size, size_arg};
@@ -113,6 +114,11 @@ pub struct VolumeCreateArgs {
     /// readonly (refuse writes until a log plex is added).
     #[arg(long, value_name = "POLICY")]
     pub log_failure: Option<String>,
+    /// RAID-5: full-stripe writes compute parity from the client's buffers without copying
+    /// them first (md's skip_copy). Only for clients that never change a buffer while its
+    /// write is in flight; not used while a log plex works.
+    #[arg(long)]
+    pub skip_copy: bool,
 }
 
 /// `plexctl volume ...`
@@ -175,6 +181,20 @@ pub enum VolumeCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Change properties of a volume (volume_set); a started volume uses them at once.
+    #[command(group(ArgGroup::new("properties").required(true).multiple(true)))]
+    Set {
+        /// The disk group.
+        dg: String,
+        /// The volume.
+        name: String,
+        /// RAID-5: on, full-stripe writes compute parity from the client's buffers without
+        /// copying them first (md's skip_copy); off (the default), every write is copied.
+        /// Only for clients that never change a buffer while its write is in flight; not
+        /// used while a log plex works.
+        #[arg(long, value_name = "on|off", value_parser = on_off(), group = "properties")]
+        skip_copy: Option<bool>,
+    },
     /// Stop a volume cleanly: its bdev goes away (volume_stop).
     Stop {
         /// The disk group.
@@ -203,6 +223,11 @@ pub enum VolumeCommand {
         /// Only this volume.
         name: Option<String>,
     },
+}
+
+/// A switch's value: `on` or `off`.
+fn on_off() -> impl TypedValueParser<Value = bool> {
+    PossibleValuesParser::new(["on", "off"]).map(|v| v == "on")
 }
 
 pub(crate) fn plan(command: &VolumeCommand) -> Result<Request, CommandError> {
@@ -254,6 +279,18 @@ pub(crate) fn plan(command: &VolumeCommand) -> Result<Request, CommandError> {
                 repair: *repair,
             },
             Output::TaskStarted,
+        ),
+        VolumeCommand::Set {
+            dg,
+            name,
+            skip_copy,
+        } => Request::typed::<VolumeSet>(
+            &VolumeSetParams {
+                dg: dg.clone(),
+                name: name.clone(),
+                skip_copy: *skip_copy,
+            },
+            Output::Silent,
         ),
         VolumeCommand::Stop { dg, name } => {
             Request::typed::<VolumeStop>(&dg_name(dg, name), Output::Silent)
@@ -326,6 +363,7 @@ fn volume_create(args: &VolumeCreateArgs) -> Result<VolumeCreateParams, CommandE
     p.alloc = (!args.alloc.is_empty()).then(|| args.alloc.clone());
     p.nlog = args.nlog;
     p.log_failure = args.log_failure.clone();
+    p.skip_copy = args.skip_copy.then_some(true);
     Ok(p)
 }
 
@@ -459,6 +497,43 @@ mod tests {
             Some(json!({"dg": "dg01", "name": "r5", "size": 100u64 << 20, "layout": "raid5"})),
             Output::Name,
         );
+        check(
+            "volume create dg01 r5 100M --layout raid5 --nlog 0 --skip-copy",
+            "volume_create",
+            Some(json!({
+                "dg": "dg01", "name": "r5", "size": 100u64 << 20, "layout": "raid5",
+                "nlog": 0, "skip_copy": true
+            })),
+            Output::Name,
+        );
+    }
+
+    #[test]
+    fn volume_set_sends_the_properties_given() {
+        for (value, on) in [("on", true), ("off", false)] {
+            check(
+                &format!("volume set dg01 r5 --skip-copy {value}"),
+                "volume_set",
+                Some(json!({"dg": "dg01", "name": "r5", "skip_copy": on})),
+                Output::Silent,
+            );
+        }
+        // No property, or a value that is not on/off: refused before anything is sent.
+        let parse = |args: &str| {
+            <crate::cli::Cli as clap::Parser>::try_parse_from(
+                ["plexctl", "volume", "set", "dg01", "r5"]
+                    .into_iter()
+                    .chain(args.split_whitespace()),
+            )
+        };
+        let err = parse("").expect_err("no property");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse("--skip-copy").expect_err("no value");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        for bad in ["sometimes", "true"] {
+            let err = parse(&format!("--skip-copy {bad}")).expect_err("not on or off");
+            assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{bad}");
+        }
     }
 
     #[test]

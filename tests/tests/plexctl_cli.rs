@@ -413,7 +413,8 @@ fn volume_manager_commands() {
 
 /// `plexctl volume create --layout raid5 --ncol --stripe-unit` makes a RAID-5 volume that
 /// `print` shows as `vxprint -ht` does (RAID, NCOL/WID in sectors) and `volume list` lists;
-/// `--help` offers raid5; a bad column count is the daemon's clear error, exit status 1.
+/// `--help` offers raid5; `volume set --skip-copy` changes it; a bad column count is the
+/// daemon's clear error, exit status 1.
 #[test]
 fn raid5_volume_create_list_and_print() {
     let p = Plexd::start();
@@ -470,6 +471,30 @@ fn raid5_volume_create_list_and_print() {
     assert_eq!(
         (&plex["layout"], &plex["ncol"], &plex["stripe_unit_blocks"]),
         (&json!("raid"), &json!(3), &json!(64))
+    );
+
+    // `volume set --skip-copy on|off` changes the volume, and its listing follows (the field
+    // is absent while it is off); a volume without parity refuses it, exit status 1.
+    assert_eq!(listed[0].get("skip_copy"), None, "{listed}");
+    let skip_copy = |on: &str| {
+        ok(&p, &["volume", "set", "dg01", "r5", "--skip-copy", on]);
+        let listed = parse(&ok(&p, &["--json", "volume", "list", "--dg", "dg01", "r5"]));
+        listed[0].get("skip_copy").cloned()
+    };
+    assert_eq!(skip_copy("on"), Some(json!(true)));
+    assert_eq!(skip_copy("off"), None);
+    ok(
+        &p,
+        &[
+            "volume", "create", "dg01", "m", "1MiB", "--layout", "mirror",
+        ],
+    );
+    let out = p.plexctl(&["volume", "set", "dg01", "m", "--skip-copy", "on"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("skip_copy applies to RAID-5 volumes only"),
+        "{}",
+        stderr(&out)
     );
 
     let out = p.plexctl(&[

@@ -401,6 +401,7 @@ fn volume_info(g: &Group, v: &VolumeRecord) -> VolumeInfo {
         },
         started: g.volumes.contains_key(&v.name).into(),
         resync_offset: v.resync_offset,
+        skip_copy: v.skip_copy,
         plexes: plexes.into(),
     }
 }

@@ -15,13 +15,13 @@ use plexd_control::api::plex::{PlexAttach, PlexDetach, SubdiskMove};
 use plexd_control::api::task::{TaskList, TaskStarted, TaskWait};
 use plexd_control::api::volume::{
     Resized, Size, VmPrint, VolumeAddlog, VolumeCheck, VolumeCreate, VolumeDelete, VolumeList,
-    VolumeRecover, VolumeResize, VolumeStart, VolumeStop,
+    VolumeRecover, VolumeResize, VolumeSet, VolumeStart, VolumeStop,
 };
 use plexd_control::{MethodTable, RpcError};
 
 use crate::volume::copy::task::TaskState;
-use crate::volume::manager::ops;
 use crate::volume::manager::VolumeManager;
+use crate::volume::manager::{ops, settings};
 
 /// A size in bytes, or the invalid-params error naming it.
 fn bytes(size: &Size) -> Result<u64, RpcError> {
@@ -96,6 +96,7 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
             alloc: p.alloc,
             nlog: p.nlog,
             log_failure: p.log_failure,
+            skip_copy: p.skip_copy,
         };
         Ok(m.volume_create(&req)?)
     });
@@ -144,6 +145,14 @@ pub fn register(t: &mut MethodTable, vm: &Arc<VolumeManager>) {
     t.runtime_typed::<VolumeCheck, _>(move |p| {
         let id = m.volume_check(&p.dg, &p.name, p.repair)?;
         Ok(TaskStarted { task: id.into() })
+    });
+    let m = vm.clone();
+    t.runtime_typed::<VolumeSet, _>(move |p| {
+        let set = settings::VolumeSet {
+            skip_copy: p.skip_copy,
+        };
+        m.volume_set(&p.dg, &p.name, &set)?;
+        Ok(true)
     });
     let m = vm.clone();
     t.runtime_typed::<VolumeStop, _>(move |p| {

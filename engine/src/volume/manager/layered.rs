@@ -98,6 +98,7 @@ impl VolumeManager {
                 raid_slots: None,
                 parent: Some(name.to_string()),
                 log_failure: Default::default(),
+                skip_copy: false,
             });
             top_sds.push(SubdiskRecord {
                 name: format!("{name}-S{:02}", c + 1),
@@ -147,6 +148,7 @@ impl VolumeManager {
             raid_slots: None,
             parent: None,
             log_failure: Default::default(),
+            skip_copy: false,
         });
         // Recorded with every plex TEMP: a crash before the end rolls the whole tree back.
         g.commit(&self.engine, cfg.clone())?;

@@ -17,6 +17,7 @@
 //!   operations refused on them.
 //! - [`reshape`]: volume grow and subdisk move.
 //! - [`resync`]: crash resync, plex attach and read repair: what to copy, run as copy tasks.
+//! - [`settings`]: `volume_set`, a volume's properties changed after it was made.
 
 mod disk_group;
 mod events;
@@ -29,6 +30,7 @@ pub mod raid5_tasks;
 pub mod raid_config;
 pub mod reshape;
 pub mod resync;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -52,6 +52,9 @@ pub struct VolumeCreate {
     pub nlog: Option<u32>,
     /// RAID-5: `continue` (default) or `readonly` once no log plex works.
     pub log_failure: Option<String>,
+    /// RAID-5: full-stripe writes skip the copy into the row buffer (see
+    /// `VolumeRecord::skip_copy`); refused for other layouts.
+    pub skip_copy: Option<bool>,
 }
 
 /// Free space on the group's usable disks (present, condition OK) in `cfg`, as the allocator
@@ -378,16 +381,17 @@ pub(crate) fn raid5_map(
             .iter()
             .any(|p| matches!(p.state, PlexState::Log | PlexState::Badlog))
     });
+    let record = plex.volume.as_deref().and_then(|v| cfg.volume(v));
     let read_only = had_logs
         && logs.is_empty()
-        && plex
-            .volume
-            .as_deref()
-            .and_then(|v| cfg.volume(v))
+        && record
             .is_some_and(|v| v.log_failure == crate::volume::model::objects::LogFailure::Readonly);
+    // The volume's choice, which does not apply while a log plex works (see
+    // `VolumeRecord::skip_copy`).
+    let skip_copy = logs.is_empty() && record.is_some_and(|v| v.skip_copy);
     Ok(Raid5Map {
         read_only,
-        skip_copy: false,
+        skip_copy,
         logs,
         log_epoch,
         log_slots,
@@ -657,6 +661,9 @@ impl VolumeManager {
                 )))
             }
         };
+        if req.skip_copy == Some(true) {
+            return Err(skip_copy_not_raid5(&req.layout));
+        }
         let nmirror = req.nmirror.unwrap_or(default_mirrors);
         if nmirror == 0 || nmirror as usize > MAX_PLEXES {
             return Err(VolumeError::Invalid(format!(
@@ -803,6 +810,7 @@ impl VolumeManager {
             raid_level: nv.raid_level,
             parent: None,
             log_failure: Default::default(),
+            skip_copy: false,
         };
         let bdev_name = record.bdev(&dg);
         self.engine.bdevs().check_free(&bdev_name)?;
@@ -1414,6 +1422,15 @@ fn refuse_lingering(g: &mut Group, vol: &str, what: &str) -> Result<(), VolumeEr
     )))
 }
 
+/// The refusal of `skip_copy` for a volume of layout `layout`, which is not RAID-5.
+pub(crate) fn skip_copy_not_raid5(layout: &str) -> VolumeError {
+    VolumeError::Invalid(format!(
+        "skip_copy applies to RAID-5 volumes only: it lets full-stripe writes compute parity from the client's buffers, and a {layout} volume has no parity"
+    ))
+}
+
+/// Refuses `what` on volume `name` if it is a sub-volume of a layered volume, naming the
+/// volume to ask instead.
 pub(crate) fn refuse_subvolume(g: &Group, name: &str, what: &str) -> Result<(), VolumeError> {
     match g.cfg.volume(name).and_then(|v| v.parent.clone()) {
         Some(parent) => Err(VolumeError::Invalid(format!(
@@ -1423,7 +1440,8 @@ pub(crate) fn refuse_subvolume(g: &Group, name: &str, what: &str) -> Result<(), 
     }
 }
 
-fn not_found_volume(dg: &str, name: &str) -> VolumeError {
+/// The error for volume `name` of group `dg` not existing.
+pub(crate) fn not_found_volume(dg: &str, name: &str) -> VolumeError {
     VolumeError::NotFound {
         kind: "volume",
         name: format!("{dg}/{name}"),

@@ -269,6 +269,7 @@ impl VolumeManager {
                 ))
             })?,
         };
+        let skip_copy = req.skip_copy.unwrap_or(false);
         let disks = req
             .alloc
             .as_deref()
@@ -293,10 +294,11 @@ impl VolumeManager {
                 logs,
             },
         )?;
-        if log_failure != crate::volume::model::objects::LogFailure::Continue {
+        if log_failure != crate::volume::model::objects::LogFailure::Continue || skip_copy {
             let mut cfg = g.cfg.clone();
             if let Some(v) = cfg.volume_mut(&req.name) {
                 v.log_failure = log_failure;
+                v.skip_copy = skip_copy;
             }
             g.commit(&self.engine, cfg)?;
             self.publish(g, &req.name);

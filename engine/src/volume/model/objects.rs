@@ -329,6 +329,16 @@ pub struct VolumeRecord {
     /// RAID-5: what the volume does once no log plex works any more.
     #[serde(default, skip_serializing_if = "LogFailure::is_default")]
     pub log_failure: LogFailure,
+    /// RAID-5: full-stripe writes compute parity from the client's buffers and write the
+    /// columns from them, without first copying the data into the operation's row buffer
+    /// (Linux md's `skip_copy`). By default every write is copied, because a client (a guest)
+    /// may change a buffer while its write is in flight, and parity computed from memory that
+    /// changed could then disagree with the data the columns got; the row stays inconsistent
+    /// until the next resync and a later reconstruction of it returns wrong data. Only for
+    /// clients that never change a buffer while its write is in flight. Partial-stripe writes
+    /// are always copied, and the setting is ignored while the volume has a working log plex.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_copy: bool,
 }
 
 /// What a RAID-5 volume with log plexes does when the last of them fails.
@@ -700,5 +710,22 @@ mod tests {
             rp,
             serde_json::json!({"policy": "prefer", "plex": "vol01-02"})
         );
+    }
+
+    /// A configuration written before `skip_copy` existed loads with it off, and a volume
+    /// with it off is written without the field (the same bytes as before); on, it is
+    /// written and read back.
+    #[test]
+    fn skip_copy_is_absent_unless_on() {
+        let old = serde_json::json!({"name": "r5", "uuid": Uuid::nil(), "len": 2048,
+            "state": "CLEAN", "kstate": "DISABLED", "read_policy": {"policy": "select"},
+            "layout": "raid5", "autostart": false, "resync_offset": null});
+        let mut v: VolumeRecord = serde_json::from_value(old.clone()).unwrap();
+        assert!(!v.skip_copy);
+        assert_eq!(serde_json::to_value(&v).unwrap(), old);
+        v.skip_copy = true;
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["skip_copy"], true);
+        assert_eq!(serde_json::from_value::<VolumeRecord>(j).unwrap(), v);
     }
 }

@@ -21,6 +21,7 @@ mod raid;
 mod raid5_create;
 mod raid5_io;
 mod raid5_log;
+mod raid5_skip_copy;
 mod raid5_tasks;
 mod raid5f;
 mod read_errors;

@@ -11,7 +11,13 @@
 //!   *write* stripe operation per row: it holds its stripe (`StripeLock`), reads what its
 //!   [`WritePlan`] needs into its row buffer, copies the new data in, computes the parity
 //!   ([`super::compute::apply_write`]) and writes data and parity. A request covering more rows
-//!   than there are free operations continues as operations come back.
+//!   than there are free operations continues as operations come back. With the volume's
+//!   `skip_copy` (md's option of that name; off by default) and no log, a full-stripe write
+//!   skips the row buffer: its data goes to the columns from the request's own buffers and its
+//!   parity is computed from them, read a block at a time into a scratch block. That saves a
+//!   copy, but a client that changes a buffer while its write is in flight leaves parity that
+//!   does not match the data written (which a later degraded read or rebuild would turn into
+//!   wrong data): hence opt-in.
 //! - **Failures**: a column that fails a write, a read a write needed, or a flush is reported
 //!   ([`VolumeEvent::ColumnFailed`]); the operation keeps its stripe and its request waits until
 //!   the manager has recorded the column stale and published a map without it, exactly as a
