@@ -20,7 +20,9 @@ use std::ops::Range;
 
 use plexd_control::size::format_size;
 
-use super::objects::{DgConfig, DiskCondition, DiskRecord, DrlCopyRecord, PlexLayout, PlexState};
+use super::objects::{
+    DgConfig, DiskCondition, DiskRecord, DrlCopyRecord, DrlMode, DrlRecord, PlexLayout, PlexState,
+};
 
 /// The smallest region: 64 KiB.
 pub const MIN_REGION_BYTES: u64 = 64 << 10;
@@ -414,6 +416,26 @@ pub struct MapPlacement {
     pub copies: Vec<DrlCopyRecord>,
 }
 
+impl MapPlacement {
+    /// The configuration record of a new map placed here, with generation `epoch` (one no
+    /// earlier map of the volume had), normal mode, the default clear interval and
+    /// sequential target, M at generation 1 and not tracking.
+    pub fn into_record(self, epoch: u64) -> DrlRecord {
+        DrlRecord {
+            region_blocks: self.region_blocks,
+            mode: DrlMode::Normal,
+            max_dirty: DEFAULT_MAX_DIRTY,
+            clear_ms: DEFAULT_CLEAR_MS,
+            epoch,
+            m_epoch: 1,
+            tracking: false,
+            valid: true,
+            pages: self.pages,
+            copies: self.copies,
+        }
+    }
+}
+
 /// Places a new map of the volume [`MapRequest`] describes in the log areas of disk group
 /// `dg` (see the module doc for the order of preference). Fails if fewer than
 /// [`MAP_COPIES`] disks can hold a copy, or none of the region sizes it may try fits.
@@ -622,7 +644,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::volume::model::objects::DrlRecord;
 
     const KIB: u64 = 1 << 10;
     const MIB: u64 = 1 << 20;
@@ -822,6 +843,13 @@ mod tests {
         let p = place_map("dg01", &areas, &request(mirror(4 * GIB), &plexes, true)).unwrap();
         assert_eq!(placed(&p), vec![("disk03", 0), ("disk02", 3)]);
         assert_eq!((p.region_blocks, p.nregions, p.pages), (128, 65_536, 3));
+        let rec = p.into_record(5);
+        assert_eq!(
+            (rec.epoch, rec.region_blocks, rec.copy_pages()),
+            (5, 128, 7)
+        );
+        assert!(rec.valid && !rec.tracking);
+        assert_eq!(rec.copies[1].page, 3);
         // disk02 full: both copies on plex A's disks rather than on disk04.
         let mut full = areas.clone();
         full[1].used = vec![0..240];
