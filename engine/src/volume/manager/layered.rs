@@ -99,6 +99,8 @@ impl VolumeManager {
                 parent: Some(name.to_string()),
                 log_failure: Default::default(),
                 skip_copy: false,
+                drl: None,
+                resync_mode: Default::default(),
             });
             top_sds.push(SubdiskRecord {
                 name: format!("{name}-S{:02}", c + 1),
@@ -132,6 +134,8 @@ impl VolumeManager {
             sync_offset: None,
             stale_columns: Vec::new(),
             log_epoch: 0,
+            drl_missed: None,
+            sync_mode: Default::default(),
         });
         cfg.volumes.push(VolumeRecord {
             name: name.to_string(),
@@ -149,6 +153,8 @@ impl VolumeManager {
             parent: None,
             log_failure: Default::default(),
             skip_copy: false,
+            drl: None,
+            resync_mode: Default::default(),
         });
         // Recorded with every plex TEMP: a crash before the end rolls the whole tree back.
         g.commit(&self.engine, cfg.clone())?;

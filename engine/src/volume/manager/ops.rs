@@ -811,6 +811,8 @@ impl VolumeManager {
             parent: None,
             log_failure: Default::default(),
             skip_copy: false,
+            drl: None,
+            resync_mode: Default::default(),
         };
         let bdev_name = record.bdev(&dg);
         self.engine.bdevs().check_free(&bdev_name)?;

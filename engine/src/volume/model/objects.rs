@@ -285,6 +285,14 @@ pub struct PlexRecord {
     /// other generations are ignored (see `model::raid5_log`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub log_epoch: u64,
+    /// DRL (FastResync): the plex stopped taking writes while its volume's missed-writes map
+    /// (M) was kept, so a return may copy only the regions in M ∪ D. Absent: a return copies
+    /// everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drl_missed: Option<DrlMissed>,
+    /// What the attach copy checkpointed in `sync_offset` copies (`full` when absent).
+    #[serde(default, skip_serializing_if = "SyncMode::is_full")]
+    pub sync_mode: SyncMode,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -339,6 +347,199 @@ pub struct VolumeRecord {
     /// are always copied, and the setting is ignored while the volume has a working log plex.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_copy: bool,
+    /// The volume's dirty region log, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drl: Option<DrlRecord>,
+    /// What the resync checkpointed in `resync_offset` copies (`full` when absent).
+    #[serde(default, skip_serializing_if = "ResyncMode::is_full")]
+    pub resync_mode: ResyncMode,
+}
+
+/// A volume's dirty region log (DRL): the volume is cut into regions of `region_blocks`
+/// blocks, and a bitmap of them is kept in the log areas of two disks (see
+/// `docs/on-disk-format.md`). Each copy holds a header page, then the `pages` pages of the
+/// dirty map D (regions that may differ between the plexes after a crash), then the `pages`
+/// pages of the missed-writes map M (regions written while some plex with
+/// [`PlexRecord::drl_missed`] was away).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrlRecord {
+    /// Volume blocks per region (a power of two; for RAID-5 a power-of-two number of rows).
+    pub region_blocks: u64,
+    /// How dirty regions are cleared.
+    pub mode: DrlMode,
+    /// Sequential mode: how many regions may stay dirty at once (a target, not a limit).
+    pub max_dirty: u32,
+    /// A region is cleared after being quiet for between one and two of these intervals, in
+    /// milliseconds.
+    pub clear_ms: u32,
+    /// Generation of the map: in every copy's header and D page. A new map (enabled again,
+    /// new region size, resize, copy relocated after a loss) gets an epoch no earlier map of
+    /// the volume had, so stale pages never count.
+    pub epoch: u64,
+    /// Generation of the M pages, raised each time M is reset (no plex tracked any more); an
+    /// M page of an older generation reads as empty.
+    pub m_epoch: u64,
+    /// Whether M is kept up to date: some plex has [`PlexRecord::drl_missed`] or a delta copy
+    /// runs. While it is, no region leaves D before it is in M.
+    pub tracking: bool,
+    /// False once every copy failed: the map is not trusted, a crash then resyncs the whole
+    /// volume, and no plex is tracked, until DRL is enabled again.
+    pub valid: bool,
+    /// Pages per bitmap (D and M each); a copy spans `1 + 2 × pages` pages.
+    pub pages: u32,
+    /// Where the copies are, normally two on different disks.
+    pub copies: Vec<DrlCopyRecord>,
+}
+
+impl DrlRecord {
+    /// Log-area pages one copy takes: the header and both bitmaps.
+    pub fn copy_pages(&self) -> u64 {
+        1 + 2 * u64::from(self.pages)
+    }
+}
+
+/// Where one copy of a volume's dirty region log is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrlCopyRecord {
+    /// The disk (by name in the group) whose log area holds it.
+    pub disk: String,
+    /// Its first page (the header), in pages from the start of the disk's log area.
+    pub page: u32,
+}
+
+/// How a dirty region log clears its regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrlMode {
+    /// A region is cleared once quiet for a clear interval.
+    #[default]
+    Normal,
+    /// VxVM's sequential DRL, for log-style volumes: besides, the oldest regions are cleared
+    /// as soon as more than `max_dirty` are dirty.
+    Sequential,
+}
+
+impl DrlMode {
+    /// The name the RPC and listings use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrlMode::Normal => "normal",
+            DrlMode::Sequential => "sequential",
+        }
+    }
+
+    /// Parses the RPC's name (`normal`, `sequential`).
+    pub fn parse(s: &str) -> Option<DrlMode> {
+        match s {
+            "normal" => Some(DrlMode::Normal),
+            "sequential" => Some(DrlMode::Sequential),
+            _ => None,
+        }
+    }
+}
+
+/// What a volume's crash resync copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResyncMode {
+    /// Every region (no usable dirty region log).
+    #[default]
+    Full,
+    /// Only the regions in the dirty map D.
+    Drl,
+}
+
+impl ResyncMode {
+    fn is_full(&self) -> bool {
+        *self == ResyncMode::Full
+    }
+
+    /// The name the RPC and listings use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncMode::Full => "full",
+            ResyncMode::Drl => "drl",
+        }
+    }
+}
+
+/// What a plex's attach copy copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Every region.
+    #[default]
+    Full,
+    /// FastResync: only the regions the plex missed (M ∪ D).
+    Delta,
+}
+
+impl SyncMode {
+    fn is_full(&self) -> bool {
+        *self == SyncMode::Full
+    }
+
+    /// The name the RPC and listings use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Delta => "delta",
+        }
+    }
+}
+
+/// What a plex looked like when it stopped taking writes while its volume's missed-writes map
+/// was kept: a return may copy only M ∪ D if nothing here changed meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrlMissed {
+    /// The volume's [`DrlRecord::m_epoch`] then; M has been reset since if it differs.
+    pub m_epoch: u64,
+    /// The volume's length then, in blocks.
+    pub len: u64,
+    /// The plex's disks then, each once, in the order of its subdisks.
+    pub disks: Vec<MissedDisk>,
+    /// The plex's subdisks then; a move or grow since changes them.
+    pub subdisks: Vec<SubdiskRecord>,
+}
+
+/// A disk of a plex that left, as the configuration knew it then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedDisk {
+    /// The disk's name in the group.
+    pub disk: String,
+    /// The id in its label.
+    pub disk_id: Uuid,
+    /// The label serial the configuration expected of it.
+    pub serial: u64,
+}
+
+impl DrlMissed {
+    /// The record for plex `plex` of `cfg` leaving now, with the volume's missed-writes map at
+    /// generation `m_epoch`; `None` if the plex has no volume. Subdisks that are pieces of a
+    /// sub-volume name no disk.
+    pub fn capture(cfg: &DgConfig, plex: &str, m_epoch: u64) -> Option<DrlMissed> {
+        let vol = cfg.volume(cfg.plex(plex)?.volume.as_deref()?)?;
+        let subdisks: Vec<SubdiskRecord> = cfg.subdisks_of(plex).into_iter().cloned().collect();
+        let mut disks: Vec<MissedDisk> = Vec::new();
+        for sd in subdisks.iter().filter(|s| s.subvolume.is_none()) {
+            if disks.iter().any(|d| d.disk == sd.disk) {
+                continue;
+            }
+            if let Some(d) = cfg.disk(&sd.disk) {
+                disks.push(MissedDisk {
+                    disk: d.name.clone(),
+                    disk_id: d.disk_id,
+                    serial: d.expected_serial,
+                });
+            }
+        }
+        Some(DrlMissed {
+            m_epoch,
+            len: vol.len,
+            disks,
+            subdisks,
+        })
+    }
 }
 
 /// What a RAID-5 volume with log plexes does when the last of them fails.
@@ -522,6 +723,8 @@ impl DgConfig {
             sync_offset: None,
             stale_columns: Vec::new(),
             log_epoch: 0,
+            drl_missed: None,
+            sync_mode: SyncMode::Full,
         });
         pname
     }
@@ -601,6 +804,48 @@ impl DgConfig {
                 return Err(format!(
                     "volume {} has more than {MAX_PLEXES} plexes",
                     v.name
+                ));
+            }
+        }
+        self.validate_drl()
+    }
+
+    /// The dirty region logs' part of [`DgConfig::validate`]: regions and pages not empty,
+    /// copies on known disks, a map's copies on different disks, and no two copies sharing a
+    /// log-area page.
+    fn validate_drl(&self) -> Result<(), String> {
+        let mut placed: Vec<(&str, u64, u64, &str)> = Vec::new();
+        for v in &self.volumes {
+            let Some(drl) = &v.drl else { continue };
+            if drl.region_blocks == 0 || drl.pages == 0 {
+                return Err(format!(
+                    "the region log of volume {} has no regions",
+                    v.name
+                ));
+            }
+            for (i, c) in drl.copies.iter().enumerate() {
+                if self.disk(&c.disk).is_none() {
+                    return Err(format!(
+                        "the region log of volume {} has a copy on unknown disk {}",
+                        v.name, c.disk
+                    ));
+                }
+                if drl.copies[..i].iter().any(|o| o.disk == c.disk) {
+                    return Err(format!(
+                        "the region log of volume {} has two copies on disk {}",
+                        v.name, c.disk
+                    ));
+                }
+                let first = u64::from(c.page);
+                placed.push((&c.disk, first, first + drl.copy_pages(), &v.name));
+            }
+        }
+        placed.sort_unstable();
+        for w in placed.windows(2) {
+            if w[0].0 == w[1].0 && w[1].1 < w[0].2 {
+                return Err(format!(
+                    "the region logs of volumes {} and {} overlap on disk {}",
+                    w[0].3, w[1].3, w[0].0
                 ));
             }
         }
@@ -698,6 +943,8 @@ mod tests {
             sync_offset: None,
             stale_columns: Vec::new(),
             log_epoch: 0,
+            drl_missed: None,
+            sync_mode: SyncMode::Full,
         };
         let j = serde_json::to_value(&p).unwrap();
         assert_eq!(j["layout"]["type"], "stripe");
@@ -710,6 +957,158 @@ mod tests {
             rp,
             serde_json::json!({"policy": "prefer", "plex": "vol01-02"})
         );
+    }
+
+    fn drl_volume(name: &str, copies: &[(&str, u32)]) -> VolumeRecord {
+        let mut v: VolumeRecord = serde_json::from_value(serde_json::json!({"name": name,
+            "uuid": Uuid::nil(), "len": 2048, "state": "ACTIVE", "kstate": "ENABLED",
+            "read_policy": {"policy": "select"}, "layout": "mirror", "autostart": true,
+            "resync_offset": null}))
+        .unwrap();
+        v.drl = Some(DrlRecord {
+            region_blocks: 128,
+            mode: DrlMode::Normal,
+            max_dirty: 4,
+            clear_ms: 5000,
+            epoch: 3,
+            m_epoch: 1,
+            tracking: false,
+            valid: true,
+            pages: 1,
+            copies: copies
+                .iter()
+                .map(|&(disk, page)| DrlCopyRecord {
+                    disk: disk.into(),
+                    page,
+                })
+                .collect(),
+        });
+        v
+    }
+
+    /// A configuration written before DRL existed loads without it, and one without DRL is
+    /// written without the new fields (the same bytes as before).
+    #[test]
+    fn drl_fields_are_absent_unless_used() {
+        let old_vol = serde_json::json!({"name": "vol01", "uuid": Uuid::nil(), "len": 2048,
+            "state": "ACTIVE", "kstate": "ENABLED", "read_policy": {"policy": "select"},
+            "layout": "mirror", "autostart": true, "resync_offset": 1024});
+        let v: VolumeRecord = serde_json::from_value(old_vol.clone()).unwrap();
+        assert_eq!((v.drl.clone(), v.resync_mode), (None, ResyncMode::Full));
+        assert_eq!(serde_json::to_value(&v).unwrap(), old_vol);
+        let old_plex = serde_json::json!({"name": "vol01-02", "volume": "vol01",
+            "layout": {"type": "concat"}, "state": "STALE", "kstate": "ENABLED",
+            "sync_offset": 64});
+        let p: PlexRecord = serde_json::from_value(old_plex.clone()).unwrap();
+        assert_eq!((p.drl_missed.clone(), p.sync_mode), (None, SyncMode::Full));
+        assert_eq!(serde_json::to_value(&p).unwrap(), old_plex);
+    }
+
+    /// The DRL fields' JSON names are part of the on-disk format.
+    #[test]
+    fn drl_json_field_names_are_stable() {
+        let mut v = drl_volume("vol01", &[("disk01", 0), ("disk02", 3)]);
+        v.resync_mode = ResyncMode::Drl;
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            j["drl"],
+            serde_json::json!({"region_blocks": 128, "mode": "normal", "max_dirty": 4,
+                "clear_ms": 5000, "epoch": 3, "m_epoch": 1, "tracking": false, "valid": true,
+                "pages": 1, "copies": [{"disk": "disk01", "page": 0},
+                {"disk": "disk02", "page": 3}]})
+        );
+        assert_eq!(j["resync_mode"], "drl");
+        assert_eq!(serde_json::from_value::<VolumeRecord>(j).unwrap(), v);
+
+        let mut c = cfg();
+        c.volumes.push(drl_volume("vol01", &[("disk01", 0)]));
+        let pname = c.add_plex(
+            "vol01",
+            PlexLayout::Concat,
+            PlexState::Stale,
+            KernelState::Enabled,
+            &[vec![("disk01".into(), 500, 100)]],
+        );
+        let missed = DrlMissed::capture(&c, &pname, 7).unwrap();
+        let plex = c.plex_mut(&pname).unwrap();
+        plex.drl_missed = Some(missed);
+        plex.sync_mode = SyncMode::Delta;
+        let j = serde_json::to_value(&*plex).unwrap();
+        assert_eq!(j["sync_mode"], "delta");
+        assert_eq!(j["drl_missed"]["m_epoch"], 7);
+        assert_eq!(j["drl_missed"]["len"], 2048);
+        assert_eq!(
+            j["drl_missed"]["disks"],
+            serde_json::json!([{"disk": "disk01", "disk_id": Uuid::nil(), "serial": 1}])
+        );
+        assert_eq!(j["drl_missed"]["subdisks"][0]["disk_offset"], 500);
+        assert_eq!(serde_json::from_value::<PlexRecord>(j).unwrap(), *plex);
+        assert_eq!(DrlMode::parse("sequential"), Some(DrlMode::Sequential));
+        assert_eq!(DrlMode::parse("seq"), None);
+    }
+
+    #[test]
+    fn drl_missed_records_each_disk_once() {
+        let mut c = cfg();
+        c.disks.push(DiskRecord {
+            name: "disk02".into(),
+            disk_id: Uuid::from_u128(2),
+            expected_serial: 9,
+            ..c.disks[0].clone()
+        });
+        c.volumes.push(drl_volume("vol01", &[]));
+        let pname = c.add_plex(
+            "vol01",
+            PlexLayout::Concat,
+            PlexState::Active,
+            KernelState::Enabled,
+            &[vec![
+                ("disk02".into(), 0, 10),
+                ("disk01".into(), 500, 10),
+                ("disk02".into(), 20, 10),
+            ]],
+        );
+        let m = DrlMissed::capture(&c, &pname, 1).unwrap();
+        let disks: Vec<(&str, u64)> = m
+            .disks
+            .iter()
+            .map(|d| (d.disk.as_str(), d.serial))
+            .collect();
+        assert_eq!(disks, vec![("disk02", 9), ("disk01", 1)]);
+        assert_eq!(m.disks[0].disk_id, Uuid::from_u128(2));
+        assert_eq!(m.subdisks.len(), 3);
+        assert!(DrlMissed::capture(&c, "nosuch", 1).is_none());
+    }
+
+    #[test]
+    fn validate_checks_region_log_placement() {
+        let mut c = cfg();
+        c.disks.push(DiskRecord {
+            name: "disk02".into(),
+            ..c.disks[0].clone()
+        });
+        // Copies of 3 pages: vol02 starting at page 3 of disk01 just fits after vol01.
+        c.volumes
+            .push(drl_volume("vol01", &[("disk01", 0), ("disk02", 0)]));
+        c.volumes
+            .push(drl_volume("vol02", &[("disk01", 3), ("disk02", 10)]));
+        assert!(c.validate().is_ok());
+        c.volumes[1].drl.as_mut().unwrap().copies[0].page = 2;
+        assert_eq!(
+            c.validate().unwrap_err(),
+            "the region logs of volumes vol01 and vol02 overlap on disk disk01"
+        );
+        c.volumes[1].drl.as_mut().unwrap().copies[0].disk = "disk02".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("two copies on disk disk02"));
+        c.volumes[1].drl.as_mut().unwrap().copies[0].disk = "disk09".into();
+        assert!(c.validate().unwrap_err().contains("unknown disk disk09"));
+        c.volumes[1].drl.as_mut().unwrap().copies[0].disk = "disk01".into();
+        c.volumes[1].drl.as_mut().unwrap().copies[0].page = 3;
+        c.volumes[1].drl.as_mut().unwrap().pages = 0;
+        assert!(c.validate().unwrap_err().contains("has no regions"));
     }
 
     /// A configuration written before `skip_copy` existed loads with it off, and a volume
