@@ -4,8 +4,11 @@
 //! header ([`DrlHeader`]), pages `1..=P` the D bitmap ([`PageKind::Dirty`]) and pages
 //! `P+1..=2P` the M bitmap ([`PageKind::Missed`]). A page is `max(4096, block_size)` bytes;
 //! a bitmap page holds [`bits_per_page`] bits and ends in a [`TRAILER_LEN`]-byte trailer
-//! ([`PageTrailer`]) whose crc32c covers the whole page. The format is specified in
-//! `docs/on-disk-format.md` ("Dirty region log").
+//! ([`PageTrailer`]) whose crc32c covers the whole page. Region `r` of a page is byte `r / 8`,
+//! bit `r % 8` from the least significant ([`get_bit`]); that is also bit `r % 64` of the
+//! page's little-endian `u64` number `r / 64`, so an in-memory image kept as `u64` words goes
+//! to a page with `to_le_bytes`. The format is specified in `docs/on-disk-format.md` ("Dirty
+//! region log").
 //!
 //! This module is pure: encode, check and merge over byte slices, no I/O, and no allocation
 //! except in the message of an error. Nothing here panics, whatever the input: damage is
@@ -1329,6 +1332,16 @@ mod tests {
         p[4064] = 0xff;
         assert!(!get_bit(&p, bpp));
         assert!(!get_bit(&[], 0));
+    }
+
+    #[test]
+    fn a_page_is_its_little_endian_u64_words() {
+        let words: [u64; 3] = [1 << 63 | 1, 0, 1 << 5];
+        let mut p = vec![0; 4096];
+        for (i, w) in words.iter().enumerate() {
+            p[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(set_regions(&p), vec![0, 63, 2 * 64 + 5]);
     }
 
     /// Merges `copies` of page `index` into a fresh page and returns it with the outcome.
