@@ -5,7 +5,7 @@ Reads every `.rs` file under `engine/src/volume/` (test code excluded: the `test
 everything after a file's `#[cfg(test)]` line), collects the volume modules each one names
 (`use super::…`, `use crate::volume::…`, `super::super::…`, `self::…`, paths inside braces,
 and inline paths such as `super::ops::build_map(…)`), and maps each file to its layer: the
-first folder under `volume/` (`model`, `ondisk`, `io`, `copy`, `manager`, `api`), or the file
+first folder under `volume/` (`model`, `ondisk`, `drl`, `io`, `copy`, `manager`, `api`), or the file
 name for the files directly in `volume/` (`error`; `mod.rs` is the public facade and exempt).
 
 Prints the layer graph (`--dot` for Graphviz, `--modules` for the module graph as well) and
@@ -28,11 +28,12 @@ import sys
 RANKS = {
     "model": 0,    # object model, block mapping, allocation: pure, no I/O
     "ondisk": 1,   # private-region format, disk I/O, choosing the config copy
-    "io": 2,       # volume bdev, published map, per-reactor channel, barrier, fences
-    "error": 3,    # the volume error type (wraps lower layers' errors)
-    "copy": 4,     # long-running copies: task registry, copy engine, read-repair queue
-    "manager": 5,  # disk groups, commits, events, volume/plex operations
-    "api": 6,      # JSON-RPC methods, SPDK raid mapping, listings
+    "drl": 2,      # dirty-region log: its on-disk bitmap format, the region marks writes set
+    "io": 3,       # volume bdev, published map, per-reactor channel, barrier, fences
+    "error": 4,    # the volume error type (wraps lower layers' errors)
+    "copy": 5,     # long-running copies: task registry, copy engine, read-repair queue
+    "manager": 6,  # disk groups, commits, events, volume/plex operations
+    "api": 7,      # JSON-RPC methods, SPDK raid mapping, listings
 }
 FACADE = "mod"
 
