@@ -33,8 +33,9 @@ pub const HEADER_LEN: usize = 4096;
 pub const HEADER_CRC_OFFSET: usize = 4092;
 /// Magic at the start of every bitmap page's trailer.
 pub const PAGE_MAGIC: [u8; 4] = *b"DRLP";
-/// Size in bytes of the trailer at the end of every bitmap page.
-pub const TRAILER_LEN: usize = 32;
+/// Size in bytes of the trailer at the end of every bitmap page (the model's constant, which
+/// the log-area allocator counts pages with).
+pub const TRAILER_LEN: usize = crate::volume::model::drl_space::PAGE_TRAILER_BYTES as usize;
 /// Smallest page: the 4096-byte record unit of the private region.
 pub const MIN_PAGE_SIZE: usize = 4096;
 /// Largest page: the largest block size a VM disk supports.
