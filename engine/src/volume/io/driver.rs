@@ -244,6 +244,8 @@ pub struct VolumeShared {
     pub(crate) read_errors: AtomicU64,
     pub(crate) write_errors: AtomicU64,
     pub(crate) read_repairs_dropped: AtomicU64,
+    /// RAID-5: ranges rebuilt after a column's read error and written back to it.
+    pub(crate) read_repairs: AtomicU64,
     /// Writes a channel deferred because a copy (or a fence) held their chunk (tests wait
     /// for a write to be parked with it).
     #[cfg(test)]
@@ -322,6 +324,7 @@ impl VolumeShared {
             read_errors: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             read_repairs_dropped: AtomicU64::new(0),
+            read_repairs: AtomicU64::new(0),
             #[cfg(test)]
             writes_deferred: AtomicU64::new(0),
             resync: arc_swap::ArcSwapOption::empty(),
@@ -422,6 +425,12 @@ impl VolumeShared {
         self.write_errors.load(Ordering::Relaxed)
     }
 
+    /// RAID-5 read errors repaired in place: the range was rebuilt from the other columns and
+    /// written back to the column that failed to read it.
+    pub fn read_repairs(&self) -> u64 {
+        self.read_repairs.load(Ordering::Relaxed)
+    }
+
     /// Read repairs not run because the repair queue was full (the failing range is left as
     /// it was; the next read there fails over and asks again).
     pub fn read_repairs_dropped(&self) -> u64 {
@@ -482,6 +491,7 @@ impl BdevDriver for VolumeBdev {
                 "read_errors": self.shared.read_errors(),
                 "write_errors": self.shared.write_errors(),
                 "read_repairs_dropped": self.shared.read_repairs_dropped(),
+                "read_repairs": self.shared.read_repairs(),
             }),
         ))
     }

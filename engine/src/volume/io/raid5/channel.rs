@@ -6,7 +6,11 @@
 //!   stripe, reads the same unit offsets of every other column (parity included) into its row
 //!   buffer, XORs them and copies the result into the request. A read error on a column is
 //!   answered by reconstructing the whole request without that column (counted in
-//!   `read_errors`); a second failure fails the read.
+//!   `read_errors`), and each rebuilt range is written back to that column while its
+//!   operation still holds the stripe (md's read-error rewrite; `read_repairs`; a failed
+//!   rewrite reports the column like a failed write). In rows a parity resync has not reached
+//!   the parity is unverified, so a read error there fails the read (EIO) instead. A second
+//!   failure fails the read.
 //! - **Writes** (write-zeroes and unmaps too: they write zeroes, so parity stays right) are one
 //!   *write* stripe operation per row: it holds its stripe (`StripeLock`), reads what its
 //!   [`WritePlan`] needs into its row buffer, copies the new data in, computes the parity
@@ -309,6 +313,9 @@ struct Op {
     /// Its data goes to the columns straight from the request's buffers (a full-stripe write
     /// with `skip_copy`): only the parity unit of the row buffer is used.
     direct: bool,
+    /// A reconstruct around a column that failed a read (not the map's missing one): the
+    /// rebuilt range is written back to that column (md's read-error rewrite).
+    repair: bool,
 }
 
 impl Op {
@@ -318,6 +325,7 @@ impl Op {
             seq: 0,
             header: IoBuf::new(bs),
             direct: false,
+            repair: false,
             stage: Stage::Free,
             kind: OpKind::Write,
             parent: 0,
@@ -854,6 +862,17 @@ impl State {
             return;
         }
         let parent_missing = self.parents[op.parent as usize].missing;
+        let read_error = matches!(op.kind, OpKind::Reconstruct { .. })
+            && parent_missing.is_some()
+            && view_missing.is_none();
+        op.repair = read_error;
+        if read_error && suspect {
+            // A column failed a read in a row whose parity a resync has not reached: what the
+            // parity would rebuild may be wrong, and a read never returns guessed data.
+            op.fatal = true;
+            self.end_op(o, core);
+            return;
+        }
         op.missing = match (op.kind, parent_missing, view_missing) {
             (OpKind::Reconstruct { .. }, Some(a), Some(b)) if a != b => {
                 op.fatal = true;
@@ -992,7 +1011,11 @@ impl State {
                         copy_to_request(io, req as usize * bs, &row[from..from + len]);
                     }
                 }
-                self.end_op(o, core);
+                if op.repair {
+                    self.repair_column(o, core);
+                } else {
+                    self.end_op(o, core);
+                }
             }
             OpKind::Write => self.issue_writes(o, core),
         }
@@ -1353,9 +1376,62 @@ impl State {
         }
     }
 
+    /// Writes the range a reconstruct op rebuilt back to the column that failed to read it
+    /// (still holding the stripe, so no write to the row comes between). A failed rewrite
+    /// reports the column like any failed write; the read has its data either way.
+    fn repair_column(&mut self, o: u32, core: &Rc<Core>) {
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let (bs, su) = (self.bs, self.su);
+        let unit = su as usize * bs;
+        let State {
+            ops,
+            views,
+            scratch,
+            ..
+        } = self;
+        let op = &mut ops[o as usize];
+        let (Some(span), Some(r5), Some(m), OpKind::Reconstruct { lo, hi, .. }) = (
+            op.span,
+            views
+                .get(op.view)
+                .and_then(Option::as_ref)
+                .and_then(View::raid5),
+            op.missing,
+            op.kind,
+        ) else {
+            self.end_op(o, core);
+            return;
+        };
+        op.stage = Stage::Writing;
+        op.failed = 0;
+        let base = op.buf.as_mut_ptr();
+        let v = op.view;
+        let mut n = 0;
+        r5.geometry.locate(span.row, m, lo, hi - lo, |piece| {
+            let mut child = BdevIo::alloc();
+            child.prep(IoType::Write, piece.target_offset, piece.len);
+            let at = m * unit + (lo + piece.piece_offset) as usize * bs;
+            // SAFETY: as for the reads: inside the row buffer, which stays untouched until
+            // every write of this stage has completed.
+            unsafe { child.push_iov(base.add(at), piece.len as usize * bs) };
+            child.set_callback(cb.clone(), op_tag(o, m));
+            scratch.push((v, piece.target, child));
+            n += 1;
+        });
+        op.remaining = n;
+        if n == 0 {
+            self.after_writes(o, core);
+        } else {
+            self.launch();
+        }
+    }
+
     /// Every write of operation `o` is back (or it gave up): report lost columns or finish.
     fn after_writes(&mut self, o: u32, core: &Rc<Core>) {
         let op = &mut self.ops[o as usize];
+        if op.repair && op.failed == 0 {
+            core.shared.read_repairs.fetch_add(1, Ordering::Relaxed);
+        }
         op.lost |= op.failed;
         let gone = op.lost | op.missing.map_or(0, |m| 1 << m);
         if gone.count_ones() > 1 {
