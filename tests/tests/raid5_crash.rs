@@ -32,13 +32,20 @@
 //!   rows an in-flight write touched (the write hole a log closes; counted and printed).
 //!
 //! A SIGKILL tears a row only when plexd dies between submitting the row's column writes (the
-//! kernel finishes the file writes it was given), so the hole rarely shows here even without
-//! a log; `engine/src/volume/tests/raid5_log.rs` tears rows deterministically in-process.
-//! `the_check_rejects_wrong_blocks` shows the rule catches stale, misplaced and garbled blocks.
+//! kernel finishes the file writes it was given), so the hole rarely shows in those two tests
+//! even without a log. `raid5_torn_row_restart_with_a_column_disk_missing` makes it certain:
+//! the disks are error bdevs over the files, and once the random writes are drained each
+//! volume gets one 4 KiB write whose parity write the error bdev holds for ever (`pending`)
+//! while its data lands (seen in the file); then SIGKILL, and a restart (on the plain files)
+//! without the disk that holds the torn row's untouched unit. With the log every block obeys
+//! the rule; without it (forced) exactly the 8 blocks of the missing column under the torn
+//! write's offsets read back wrong, reconstructed from the stale parity.
+//! `the_check_rejects_wrong_blocks` shows the rule catches stale, misplaced, garbled and
+//! rebuilt-from-stale-parity blocks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -93,18 +100,23 @@ const UNLOGGED: Vol = Vol {
 // ---------------------------------------------------------------------------------------------
 // Tagged data and the rule.
 
-/// The 512 bytes write `id` puts in volume sector `lba`: id, lba, then a stream from both.
+/// The 512 bytes write `id` puts in volume sector `lba`: id, lba, then a splitmix64 stream
+/// seeded from both. Not linear over XOR (unlike xorshift), so a block reconstructed from
+/// stale parity (an XOR of other blocks) never looks like a block some write made.
 fn sector_data(id: u64, lba: u64) -> [u8; SECTOR as usize] {
     let mut out = [0u8; SECTOR as usize];
     out[0..8].copy_from_slice(&id.to_le_bytes());
     out[8..16].copy_from_slice(&lba.to_le_bytes());
-    let mut x =
-        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ lba.wrapping_mul(0xD1B5_4A32_D192_ED03)) | 1;
+    let mut x = id
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(lba)
+        .wrapping_mul(0xD1B5_4A32_D192_ED03);
     for w in out[16..].chunks_exact_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        w.copy_from_slice(&x.to_le_bytes());
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        w.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     out
 }
@@ -271,13 +283,26 @@ impl Rng {
     }
 }
 
+/// A writer's phase, set by the main thread: keep random writes in flight.
+const RUN: u8 = 0;
+/// Submit nothing new; set `drained` once nothing is in flight.
+const DRAIN: u8 = 1;
+/// Submit the writer's tear write (once) and set `torn`.
+const TEAR: u8 = 2;
+/// plexd is dead: reap the last completions and return.
+const STOP: u8 = 3;
+
 /// What the main thread and a writer share.
 #[derive(Default)]
 struct Shared {
     /// Random writes acknowledged so far.
     acked: AtomicU64,
-    /// Set once plexd is dead: reap the last completions and return.
-    stop: AtomicBool,
+    /// [`RUN`], [`DRAIN`], [`TEAR`] or [`STOP`].
+    phase: AtomicU8,
+    /// Nothing in flight (in [`DRAIN`]).
+    drained: AtomicBool,
+    /// The tear write was submitted (in [`TEAR`]).
+    torn: AtomicBool,
 }
 
 /// Guest addresses of slot `k`'s request header, status byte and data (after the scratch area,
@@ -306,9 +331,25 @@ fn pick(rng: &mut Rng, busy: &[Option<Write>]) -> Option<(usize, u64, u64)> {
     None
 }
 
+/// Lays out write `w` in slot `k` (descriptors `3k..3k+3`) and returns its head.
+fn prepare(c: &mut Client, k: usize, w: &Write) -> u16 {
+    let mem = c.mem.clone();
+    let (hdr, st, buf) = slot_addrs(k);
+    mem.write(hdr, &blk_header(VIRTIO_BLK_T_OUT, w.sector));
+    mem.write(st, &[0xEE]);
+    mem.write(buf, &write_data(w.id, w.sector, w.n));
+    let descs = [
+        Desc::ro(hdr, 16),
+        Desc::ro(buf, (w.n * SECTOR) as u32),
+        Desc::wo(st, 1),
+    ];
+    c.vq.set_chain(&mem, 3 * k as u16, &descs)
+}
+
 /// Connects to `socket`, fills the volume with tagged data (acknowledged one by one), then
-/// keeps [`QD`] random writes in flight until `shared.stop`; returns what it knows.
-fn writer(socket: PathBuf, seed: u64, shared: Arc<Shared>) -> Outcome {
+/// keeps [`QD`] random writes in flight while `shared.phase` is [`RUN`], drains, submits the
+/// `tear` write (sector, length) in [`TEAR`], and returns what it knows at [`STOP`].
+fn writer(socket: PathBuf, seed: u64, tear: Option<(u64, u64)>, shared: Arc<Shared>) -> Outcome {
     let mut c = Client::connect(&socket, &ClientOpts::default())
         .unwrap_or_else(|e| panic!("vhost client on {}: {e}", socket.display()));
     let mut next_id = 1u64;
@@ -332,7 +373,7 @@ fn writer(socket: PathBuf, seed: u64, shared: Arc<Shared>) -> Outcome {
     let mut slots: [Option<Write>; QD] = [None; QD];
     let mut kinds = [0usize; QD];
     loop {
-        let stopping = shared.stop.load(Ordering::Acquire);
+        let phase = shared.phase.load(Ordering::Acquire);
         while let Some(u) = c.vq.pop_used(&mem) {
             let k = u.id as usize / 3;
             let w = slots.get_mut(k).and_then(Option::take).unwrap_or_else(|| {
@@ -344,35 +385,46 @@ fn writer(socket: PathBuf, seed: u64, shared: Arc<Shared>) -> Outcome {
             o.acked[kinds[k]] += 1;
             shared.acked.fetch_add(1, Ordering::Release);
         }
-        if stopping {
-            break;
-        }
         let mut heads = Vec::new();
-        for k in 0..QD {
-            if slots[k].is_some() {
-                continue;
+        match phase {
+            RUN => {
+                for k in 0..QD {
+                    if slots[k].is_some() {
+                        continue;
+                    }
+                    let Some((kind, sector, n)) = pick(&mut rng, &slots) else {
+                        continue;
+                    };
+                    let w = Write {
+                        id: next_id,
+                        sector,
+                        n,
+                    };
+                    next_id += 1;
+                    heads.push(prepare(&mut c, k, &w));
+                    slots[k] = Some(w);
+                    kinds[k] = kind;
+                }
             }
-            let Some((kind, sector, n)) = pick(&mut rng, &slots) else {
-                continue;
-            };
-            let w = Write {
-                id: next_id,
-                sector,
-                n,
-            };
-            next_id += 1;
-            let (hdr, st, buf) = slot_addrs(k);
-            mem.write(hdr, &blk_header(VIRTIO_BLK_T_OUT, sector));
-            mem.write(st, &[0xEE]);
-            mem.write(buf, &write_data(w.id, sector, n));
-            let descs = [
-                Desc::ro(hdr, 16),
-                Desc::ro(buf, (n * SECTOR) as u32),
-                Desc::wo(st, 1),
-            ];
-            heads.push(c.vq.set_chain(&mem, 3 * k as u16, &descs));
-            slots[k] = Some(w);
-            kinds[k] = kind;
+            DRAIN => {
+                if slots.iter().all(Option::is_none) {
+                    shared.drained.store(true, Ordering::Release);
+                }
+            }
+            TEAR => {
+                if let (Some((sector, n)), false) = (tear, shared.torn.load(Ordering::Acquire)) {
+                    let w = Write {
+                        id: next_id,
+                        sector,
+                        n,
+                    };
+                    next_id += 1;
+                    heads.push(prepare(&mut c, 0, &w));
+                    slots[0] = Some(w);
+                    shared.torn.store(true, Ordering::Release);
+                }
+            }
+            _ => break,
         }
         if heads.is_empty() {
             std::thread::sleep(Duration::from_micros(200));
@@ -387,23 +439,72 @@ fn writer(socket: PathBuf, seed: u64, shared: Arc<Shared>) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // The crash.
 
-/// What the first plexd left: the rig, each volume's writer outcome, and where things were.
-struct Crashed {
-    rig: Rig,
-    outcomes: BTreeMap<&'static str, Outcome>,
-    /// Each volume's column disks (bdev names), by column.
-    columns: BTreeMap<&'static str, Vec<String>>,
-    /// The log plex's disk (bdev) of `r5l`.
+/// A column of a volume: its disk (the rig's name) and where its subdisk starts in the disk's
+/// file (bytes).
+#[derive(Debug, Clone)]
+struct Column {
+    disk: String,
+    start: u64,
+}
+
+impl Column {
+    /// The disk file's bytes at `unit_sector` sectors into the column.
+    fn read(&self, rig: &Rig, unit_sector: u64, len: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(rig.file(&self.disk)).expect("open disk file");
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, self.start + unit_sector * SECTOR)
+            .expect("read disk file");
+        b
+    }
+}
+
+/// Where the volumes live.
+struct Layout {
+    /// Each volume's columns, by column index.
+    columns: BTreeMap<&'static str, Vec<Column>>,
+    /// The disk of `r5l`'s log plex.
     log_disk: String,
 }
 
-/// Creates `vol` and checks its log plexes.
-fn create(plexd: &Plexd, vol: Vol) -> Vec<String> {
+impl Layout {
+    /// A disk holding a column of both volumes and not the log.
+    fn common_disk(&self) -> String {
+        let cols = |v: Vol| self.columns[v.name].iter().map(|c| c.disk.clone());
+        cols(LOGGED)
+            .find(|d| cols(UNLOGGED).any(|e| e == *d) && *d != self.log_disk)
+            .expect("a disk holding a column of both volumes")
+    }
+
+    /// The column of `vol` on `disk`.
+    fn column_on(&self, vol: Vol, disk: &str) -> u64 {
+        self.columns[vol.name]
+            .iter()
+            .position(|c| c.disk == disk)
+            .unwrap_or_else(|| panic!("{} has no column on {disk}", vol.name)) as u64
+    }
+}
+
+/// The rig's disk under a group disk's bdev (`d0` or the error bdev `EE_d0` over it).
+fn rig_disk(bdev: &str) -> String {
+    bdev.strip_prefix("EE_").unwrap_or(bdev).to_string()
+}
+
+/// Creates `vol`, checks its log plexes and returns its columns.
+fn create(plexd: &Plexd, vol: Vol) -> Vec<Column> {
     plexd.call(
         "volume_create",
         json!({"dg": DG, "name": vol.name, "size": VOL_SECTORS * SECTOR, "layout": "raid5",
                "ncol": NCOL, "nlog": vol.nlog}),
     );
+    let disks = plexd.call("disk_list", json!({"dg": DG}));
+    let public = |name: &Value| {
+        disks
+            .as_array()
+            .and_then(|l| l.iter().find(|d| d["name"] == *name))
+            .and_then(|d| d["public_offset_blocks"].as_u64())
+            .unwrap_or_else(|| panic!("no public offset of disk {name}: {disks}"))
+    };
     let v = &plexd.call("volume_list", json!({"dg": DG, "name": vol.name}))[0];
     let plexes = v["plexes"].as_array().expect("plexes");
     let logs = plexes.iter().filter(|p| p["state"] == "LOG").count();
@@ -412,21 +513,38 @@ fn create(plexd: &Plexd, vol: Vol) -> Vec<String> {
         .iter()
         .find(|p| p["layout"] == "raid")
         .unwrap_or_else(|| panic!("{}: no RAID plex: {v}", vol.name));
-    let mut cols = vec![String::new(); NCOL as usize];
+    let mut cols: Vec<Option<Column>> = vec![None; NCOL as usize];
     for sd in data["subdisks"].as_array().expect("subdisks") {
         let c = sd["column"].as_u64().expect("column") as usize;
-        assert!(cols[c].is_empty(), "one subdisk per column here: {data}");
-        cols[c] = sd["device"].as_str().expect("device").to_string();
+        assert!(cols[c].is_none(), "one subdisk per column here: {data}");
+        let offset = sd["disk_offset"].as_u64().expect("disk_offset");
+        cols[c] = Some(Column {
+            disk: rig_disk(sd["device"].as_str().expect("device")),
+            start: (public(&sd["disk"]) + offset) * SECTOR,
+        });
     }
-    cols
+    cols.into_iter()
+        .map(|c| c.unwrap_or_else(|| panic!("a column without a subdisk: {data}")))
+        .collect()
 }
 
-/// Starts plexd on five disks, creates `r5l` and `r5n`, runs a writer on each and kills plexd
-/// (SIGKILL) once each writer has had [`ACKED_BEFORE_KILL`] random writes acknowledged.
-fn crash() -> Crashed {
+/// Starts plexd on five disks (under error bdevs if `error_bdevs`) and creates `r5l` and
+/// `r5n` in one group.
+fn setup(error_bdevs: bool) -> (Rig, Plexd, Layout) {
     let rig = Rig::new(&DISKS);
-    let mut plexd = rig.start();
-    plexd.call("dg_create", json!({"name": DG, "disks": DISKS}));
+    let plexd = rig.start();
+    let bdevs: Vec<String> = DISKS
+        .iter()
+        .map(|d| {
+            if error_bdevs {
+                let r = plexd.call("bdev_error_create", json!({"base_name": d}));
+                r.as_str().expect("error bdev name").to_string()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect();
+    plexd.call("dg_create", json!({"name": DG, "disks": bdevs}));
     let mut columns = BTreeMap::new();
     for vol in [LOGGED, UNLOGGED] {
         columns.insert(vol.name, create(&plexd, vol));
@@ -435,15 +553,22 @@ fn crash() -> Crashed {
     let log_disk = v["plexes"]
         .as_array()
         .and_then(|p| p.iter().find(|p| p["state"] == "LOG"))
-        .map(|p| {
-            p["subdisks"][0]["device"]
-                .as_str()
-                .expect("device")
-                .to_string()
-        })
+        .and_then(|p| p["subdisks"][0]["device"].as_str())
+        .map(rig_disk)
         .unwrap_or_else(|| panic!("no log plex: {v}"));
+    (rig, plexd, Layout { columns, log_disk })
+}
 
-    let mut writers: Vec<(Vol, Arc<Shared>, JoinHandle<Outcome>)> = Vec::new();
+/// A running writer.
+struct Writer {
+    vol: Vol,
+    shared: Arc<Shared>,
+    handle: JoinHandle<Outcome>,
+}
+
+/// Exports both volumes and starts a writer on each (with its tear write, if any).
+fn start_writers(rig: &Rig, plexd: &Plexd, tears: &BTreeMap<&str, (u64, u64)>) -> Vec<Writer> {
+    let mut writers = Vec::new();
     for vol in [LOGGED, UNLOGGED] {
         plexd.call(
             "vhost_create_blk_controller",
@@ -452,38 +577,66 @@ fn crash() -> Crashed {
         let shared = Arc::new(Shared::default());
         let socket = rig.sockets().join(vol.ctrlr);
         let s = shared.clone();
-        let h = std::thread::spawn(move || writer(socket, vol.seed, s));
-        writers.push((vol, shared, h));
+        let tear = tears.get(vol.name).copied();
+        let handle = std::thread::spawn(move || writer(socket, vol.seed, tear, s));
+        writers.push(Writer {
+            vol,
+            shared,
+            handle,
+        });
     }
+    writers
+}
+
+/// Waits (up to 120 s) until `done` holds for every writer; panics if a writer ended.
+fn wait_writers(writers: &[Writer], what: &str, done: impl Fn(&Shared) -> bool) {
     let end = Instant::now() + Duration::from_secs(120);
-    while writers
-        .iter()
-        .any(|(_, s, _)| s.acked.load(Ordering::Acquire) < ACKED_BEFORE_KILL)
-    {
-        if let Some((vol, _, _)) = writers.iter().find(|(_, _, h)| h.is_finished()) {
-            panic!("the writer of {} ended before the kill", vol.name);
+    while !writers.iter().all(|w| done(&w.shared)) {
+        if let Some(w) = writers.iter().find(|w| w.handle.is_finished()) {
+            panic!("the writer of {} ended early", w.vol.name);
         }
-        assert!(
-            Instant::now() < end,
-            "the writers did not get {ACKED_BEFORE_KILL} writes acknowledged within 120 s"
-        );
+        assert!(Instant::now() < end, "writers: {what}: not within 120 s");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Stops the writers (plexd is dead) and returns what each knows.
+fn finish(writers: Vec<Writer>) -> BTreeMap<&'static str, Outcome> {
+    let mut outcomes = BTreeMap::new();
+    for w in writers {
+        w.shared.phase.store(STOP, Ordering::Release);
+        let o = w
+            .handle
+            .join()
+            .unwrap_or_else(|_| panic!("the writer of {} panicked", w.vol.name));
+        eprintln!(
+            "{}: acknowledged {:?} (small, full-stripe, any) random writes; in flight at the \
+             kill: {:?}",
+            w.vol.name, o.acked, o.inflight
+        );
+        outcomes.insert(w.vol.name, o);
+    }
+    outcomes
+}
+
+/// What the first plexd left: the rig, where the volumes are, each writer's outcome.
+struct Crashed {
+    rig: Rig,
+    layout: Layout,
+    outcomes: BTreeMap<&'static str, Outcome>,
+}
+
+/// [`setup`], a writer on each volume, and SIGKILL once each writer has had
+/// [`ACKED_BEFORE_KILL`] random writes acknowledged (with writes in flight).
+fn crash() -> Crashed {
+    let (rig, mut plexd, layout) = setup(false);
+    let writers = start_writers(&rig, &plexd, &BTreeMap::new());
+    wait_writers(&writers, "writes acknowledged", |s| {
+        s.acked.load(Ordering::Acquire) >= ACKED_BEFORE_KILL
+    });
     plexd.stop(libc::SIGKILL);
     drop(plexd);
-
-    let mut outcomes = BTreeMap::new();
-    for (vol, shared, h) in writers {
-        shared.stop.store(true, Ordering::Release);
-        let o = h
-            .join()
-            .unwrap_or_else(|_| panic!("the writer of {} panicked", vol.name));
-        eprintln!(
-            "{}: acknowledged {:?} (small, full-stripe, any) random writes; in flight at the kill: {:?}",
-            vol.name, o.acked, o.inflight
-        );
-        outcomes.insert(vol.name, o);
-    }
+    let outcomes = finish(writers);
     let inflight: usize = outcomes.values().map(|o| o.inflight.len()).sum();
     assert!(
         inflight > 0,
@@ -491,9 +644,8 @@ fn crash() -> Crashed {
     );
     Crashed {
         rig,
+        layout,
         outcomes,
-        columns,
-        log_disk,
     }
 }
 
@@ -569,25 +721,11 @@ fn raid5_crash_mid_write_clean_restart() {
     );
 }
 
-/// Scenario 6: SIGKILL during writes, restart with a disk holding a column of both volumes
-/// missing.
-#[test]
-fn raid5_crash_mid_write_restart_with_a_column_disk_missing() {
-    let t0 = Instant::now();
-    let c = crash();
-    let killed = t0.elapsed();
-    let missing = c.columns[LOGGED.name]
-        .iter()
-        .find(|d| c.columns[UNLOGGED.name].contains(d) && **d != c.log_disk)
-        .expect("a disk holding a column of both volumes")
-        .clone();
-    let col = |vol: Vol| {
-        c.columns[vol.name]
-            .iter()
-            .position(|d| *d == missing)
-            .expect("column on the missing disk") as u64
-    };
-    let plexd = c.rig.start_without(&[&missing]);
+/// After a restart without `missing`: the disk is NODEVICE, and `r5l` (its log replayed) is
+/// started with the disk's column stale, DEGRADED in `vm_print` with its subdisk NDEV, and
+/// no parity resync.
+fn assert_logged_started_degraded(plexd: &Plexd, layout: &Layout, missing: &str) {
+    let col = layout.column_on(LOGGED, missing);
     let disks = plexd.call("disk_list", json!({"dg": DG}));
     let gone: Vec<&Value> = disks
         .as_array()
@@ -597,56 +735,38 @@ fn raid5_crash_mid_write_restart_with_a_column_disk_missing() {
         .collect();
     assert_eq!(gone.len(), 1, "one disk NODEVICE: {disks}");
     let gone_name = gone[0]["name"].as_str().expect("disk name").to_string();
-
-    // With the log: replayed, started degraded, every block right.
-    let v = volume(&plexd, LOGGED.name);
+    let v = volume(plexd, LOGGED.name);
     assert_eq!(v["started"], true, "r5l (with a log) did not start: {v}");
     assert_eq!(
         v["plexes"][0]["stale_columns"],
-        json!([col(LOGGED)]),
+        json!([col]),
         "r5l: the missing disk's column is the stale one: {v}"
     );
     let print = plexd.call("vm_print", json!({"dg": DG}));
     let print = print.as_str().expect("vm_print text");
     let vline = print
         .lines()
-        .find(|l| l.starts_with("v  r5l") || l.starts_with("v r5l"))
+        .find(|l| l.split_whitespace().take(2).eq(["v", "r5l"]))
         .unwrap_or_else(|| panic!("no v line for r5l: {print}"));
     assert!(vline.contains("DEGRADED"), "r5l: {vline}\n{print}");
-    let ndev: Vec<&str> = print
+    let sd: Vec<&str> = print
         .lines()
         .filter(|l| l.starts_with("sd") && l.contains("r5l") && l.contains(&gone_name))
         .collect();
     assert!(
-        !ndev.is_empty() && ndev.iter().all(|l| l.contains("NDEV")),
-        "r5l: the subdisk on {gone_name} is NDEV: {ndev:?}\n{print}"
+        !sd.is_empty() && sd.iter().all(|l| l.contains("NDEV")),
+        "r5l: the subdisk on {gone_name} is NDEV: {sd:?}\n{print}"
     );
     assert!(
-        !tasks_of(&plexd, "parity_resync").contains_key(LOGGED.name),
+        !tasks_of(plexd, "parity_resync").contains_key(LOGGED.name),
         "r5l needs no parity resync (its log was replayed)"
     );
-    let o = &c.outcomes[LOGGED.name];
-    let hole_blocks = o
-        .inflight_rows()
-        .iter()
-        .flat_map(|r| r * ROW..(r + 1) * ROW)
-        .filter(|&lba| column_of(lba) == col(LOGGED) && !o.inflight.iter().any(|w| w.covers(lba)))
-        .count();
-    let mut client = c
-        .rig
-        .export(&plexd, LOGGED.ctrlr, &format!("{DG}/{}", LOGGED.name));
-    let what = format!(
-        "r5l degraded (column {} missing) after SIGKILL",
-        col(LOGGED)
-    );
-    assert_none_bad(&read_and_check(&mut client, o, &what), &what, o);
-    eprintln!(
-        "r5l: {hole_blocks} blocks of the missing column in rows being written (not written \
-         themselves) read back right"
-    );
+}
 
-    // Without a log: refused, then forced.
-    let v = volume(&plexd, UNLOGGED.name);
+/// `r5n` (no log, crashed, a column missing) was not started at import; `volume_start`
+/// refuses with a message that says to force it, and `force` starts it degraded.
+fn force_unlogged(plexd: &Plexd, layout: &Layout, missing: &str) {
+    let v = volume(plexd, UNLOGGED.name);
     assert_eq!(
         v["started"], false,
         "r5n (no log, crashed, a column missing) was started at import: {v}"
@@ -654,27 +774,65 @@ fn raid5_crash_mid_write_restart_with_a_column_disk_missing() {
     let (code, msg) = plexd.call_err("volume_start", json!({"dg": DG, "name": UNLOGGED.name}));
     assert_eq!(code, -(libc::EINVAL as i64), "{msg}");
     assert!(msg.contains("force"), "the refusal says to force it: {msg}");
-    assert_eq!(volume(&plexd, UNLOGGED.name)["started"], false);
+    assert_eq!(volume(plexd, UNLOGGED.name)["started"], false);
     plexd.call(
         "volume_start",
         json!({"dg": DG, "name": UNLOGGED.name, "force": true}),
     );
-    let v = volume(&plexd, UNLOGGED.name);
+    let v = volume(plexd, UNLOGGED.name);
     assert_eq!(v["started"], true, "r5n forced: {v}");
     assert_eq!(
         v["plexes"][0]["stale_columns"],
-        json!([col(UNLOGGED)]),
+        json!([layout.column_on(UNLOGGED, missing)]),
         "r5n: {v}"
     );
-    let o = &c.outcomes[UNLOGGED.name];
-    let rows = o.inflight_rows();
+}
+
+/// Exports `vol` and reads it whole; returns the blocks that break the rule.
+fn export_and_check(plexd: &Plexd, c: &Crashed, vol: Vol, what: &str) -> Vec<Bad> {
     let mut client = c
         .rig
-        .export(&plexd, UNLOGGED.ctrlr, &format!("{DG}/{}", UNLOGGED.name));
-    let what = format!("r5n forced, degraded (column {} missing)", col(UNLOGGED));
-    let (hole, bad): (Vec<Bad>, Vec<Bad>) = read_and_check(&mut client, o, &what)
+        .export(plexd, vol.ctrlr, &format!("{DG}/{}", vol.name));
+    read_and_check(&mut client, &c.outcomes[vol.name], what)
+}
+
+/// Scenario 6: SIGKILL during writes, restart with a disk holding a column of both volumes
+/// missing.
+#[test]
+fn raid5_crash_mid_write_restart_with_a_column_disk_missing() {
+    let t0 = Instant::now();
+    let c = crash();
+    let killed = t0.elapsed();
+    let missing = c.layout.common_disk();
+    let plexd = c.rig.start_without(&[&missing]);
+
+    // With the log: replayed, started degraded, every block right.
+    assert_logged_started_degraded(&plexd, &c.layout, &missing);
+    let col = c.layout.column_on(LOGGED, &missing);
+    let o = &c.outcomes[LOGGED.name];
+    let hole_blocks = o
+        .inflight_rows()
+        .iter()
+        .flat_map(|r| r * ROW..(r + 1) * ROW)
+        .filter(|&lba| column_of(lba) == col && !o.inflight.iter().any(|w| w.covers(lba)))
+        .count();
+    let what = format!("r5l degraded (column {col} missing) after SIGKILL");
+    assert_none_bad(&export_and_check(&plexd, &c, LOGGED, &what), &what, o);
+    eprintln!(
+        "r5l: {hole_blocks} blocks of the missing column in rows being written (not written \
+         themselves) read back right"
+    );
+
+    // Without a log: refused, then forced; only the missing column of rows being written may
+    // read back wrong.
+    force_unlogged(&plexd, &c.layout, &missing);
+    let col = c.layout.column_on(UNLOGGED, &missing);
+    let o = &c.outcomes[UNLOGGED.name];
+    let rows = o.inflight_rows();
+    let what = format!("r5n forced, degraded (column {col} missing)");
+    let (hole, bad): (Vec<Bad>, Vec<Bad>) = export_and_check(&plexd, &c, UNLOGGED, &what)
         .into_iter()
-        .partition(|b| rows.contains(&(b.lba / ROW)) && column_of(b.lba) == col(UNLOGGED));
+        .partition(|b| rows.contains(&(b.lba / ROW)) && column_of(b.lba) == col);
     assert_none_bad(&bad, &what, o);
     eprintln!(
         "r5n (no log, forced): {} blocks of the missing column in rows being written read back \
@@ -685,6 +843,145 @@ fn raid5_crash_mid_write_restart_with_a_column_disk_missing() {
         "crash after {killed:?}, restart and checks {:?}",
         t0.elapsed() - killed
     );
+}
+
+/// A write torn on purpose: its data reaches a column, its parity never does.
+#[derive(Debug, Clone)]
+struct Tear {
+    /// The row, its parity column and the written unit's column.
+    row: u64,
+    parity: u64,
+    data: u64,
+    /// The write: 8 sectors from 8 sectors into the row's first data unit.
+    sector: u64,
+    /// Sectors of the missing column in that row at the same unit offsets as the write: its
+    /// parity covers them, so they read back wrong if the parity is stale.
+    hole: std::ops::Range<u64>,
+}
+
+impl Tear {
+    /// A tear in a row where `missing` (a column index) holds a data unit the write leaves
+    /// alone: the row whose parity is on the column after `missing`, so the write's unit
+    /// (the row's first) is two after it and `missing` holds the row's third unit.
+    fn for_missing(missing: u64) -> Tear {
+        let parity = (missing + 1) % NCOL;
+        let row = (8..ROWS)
+            .find(|r| NCOL - 1 - r % NCOL == parity)
+            .expect("a row with that parity column");
+        let sector = row * ROW + 8;
+        let hole = row * ROW + 2 * SU + 8..row * ROW + 2 * SU + 16;
+        let t = Tear {
+            row,
+            parity,
+            data: (missing + 2) % NCOL,
+            sector,
+            hole,
+        };
+        assert_eq!(column_of(t.sector), t.data, "{t:?}");
+        assert_eq!(column_of(t.hole.start), missing, "{t:?}");
+        t
+    }
+}
+
+/// Scenario 6 with the write hole made certain: after random writes, each volume's writer
+/// issues one 4 KiB write (read-modify-write) whose parity write is held for ever by an error
+/// bdev while its data lands; plexd is killed and restarted with a disk missing that holds
+/// the torn row's untouched unit in both volumes. With the log the replay rewrites the row's
+/// parity and that unit reads back right; without it (forced) exactly the blocks under the
+/// torn write's offsets read back wrong: the write hole, shown where the log closes it.
+#[test]
+fn raid5_torn_row_restart_with_a_column_disk_missing() {
+    let t0 = Instant::now();
+    let (rig, mut plexd, layout) = setup(true);
+    let missing = layout.common_disk();
+    let tears: BTreeMap<&str, Tear> = [LOGGED, UNLOGGED]
+        .iter()
+        .map(|v| (v.name, Tear::for_missing(layout.column_on(*v, &missing))))
+        .collect();
+    let plans = tears.iter().map(|(v, t)| (*v, (t.sector, 8))).collect();
+    let writers = start_writers(&rig, &plexd, &plans);
+    wait_writers(&writers, "writes acknowledged", |s| {
+        s.acked.load(Ordering::Acquire) >= ACKED_BEFORE_KILL / 3
+    });
+    for w in &writers {
+        w.shared.phase.store(DRAIN, Ordering::Release);
+    }
+    wait_writers(&writers, "drained", |s| s.drained.load(Ordering::Acquire));
+    let mut parity_before = BTreeMap::new();
+    for w in &writers {
+        let t = &tears[w.vol.name];
+        let cols = &layout.columns[w.vol.name];
+        let unit_sector = t.row * SU + 8;
+        let data_before = cols[t.data as usize].read(&rig, unit_sector, 4096);
+        parity_before.insert(
+            w.vol.name,
+            cols[t.parity as usize].read(&rig, unit_sector, 4096),
+        );
+        plexd.call(
+            "bdev_error_inject_error",
+            json!({"name": format!("EE_{}", cols[t.parity as usize].disk), "io_type": "write",
+                   "error_type": "pending", "num": 1}),
+        );
+        w.shared.phase.store(TEAR, Ordering::Release);
+        let end = Instant::now() + Duration::from_secs(20);
+        while cols[t.data as usize].read(&rig, unit_sector, 4096) == data_before {
+            assert!(
+                Instant::now() < end,
+                "{}: the torn write's data did not reach column {} within 20 s",
+                w.vol.name,
+                t.data
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    plexd.stop(libc::SIGKILL);
+    drop(plexd);
+    let outcomes = finish(writers);
+    for (vol, t) in &tears {
+        let o = &outcomes[vol];
+        assert!(
+            o.inflight.iter().any(|w| w.sector == t.sector),
+            "{vol}: the torn write was acknowledged (its parity write was held): {:?}",
+            o.inflight
+        );
+        let cols = &layout.columns[vol];
+        assert_eq!(
+            cols[t.parity as usize].read(&rig, t.row * SU + 8, 4096),
+            parity_before[vol],
+            "{vol}: the held parity write reached the disk"
+        );
+    }
+    let c = Crashed {
+        rig,
+        layout,
+        outcomes,
+    };
+    let plexd = c.rig.start_without(&[&missing]);
+
+    assert_logged_started_degraded(&plexd, &c.layout, &missing);
+    let t = &tears[LOGGED.name];
+    let what = format!(
+        "r5l degraded after a torn write in row {} (column {} missing)",
+        t.row,
+        c.layout.column_on(LOGGED, &missing)
+    );
+    let o = &c.outcomes[LOGGED.name];
+    assert_none_bad(&export_and_check(&plexd, &c, LOGGED, &what), &what, o);
+
+    force_unlogged(&plexd, &c.layout, &missing);
+    let t = &tears[UNLOGGED.name];
+    let what = format!("r5n forced after a torn write in row {}", t.row);
+    let bad: Vec<u64> = export_and_check(&plexd, &c, UNLOGGED, &what)
+        .iter()
+        .map(|b| b.lba)
+        .collect();
+    assert_eq!(
+        bad,
+        t.hole.clone().collect::<Vec<_>>(),
+        "{what}: without a log exactly the missing column's blocks under the torn write's \
+         offsets read back wrong (reconstructed with the stale parity)"
+    );
+    eprintln!("torn rows: {tears:?}; total {:?}", t0.elapsed());
 }
 
 /// The rule catches what it should: old data under no in-flight write, another sector's or
@@ -718,6 +1015,19 @@ fn the_check_rejects_wrong_blocks() {
         assert_eq!(bad.len(), 1, "{what}: {bad:?}");
         assert_eq!(bad[0].lba, lba, "{what}: {bad:?}");
     }
+    // A block rebuilt from stale parity (old ^ old' ^ new') names write 9 and sector 10 in
+    // its header, but is neither write's data: rejected.
+    let mut rebuilt = good.clone();
+    let xor: Vec<u8> = sector_data(1, 10)
+        .iter()
+        .zip(sector_data(1, 11))
+        .zip(sector_data(9, 11))
+        .map(|((a, b), c)| a ^ b ^ c)
+        .collect();
+    rebuilt[10 * 512..11 * 512].copy_from_slice(&xor);
+    let bad = bad_blocks(&o, 0, &rebuilt);
+    assert_eq!(bad.len(), 1, "rebuilt: {bad:?}");
+    assert_eq!(bad[0].lba, 10, "rebuilt: {bad:?}");
     // Left-symmetric: row 0 puts unit 0 on column 0, row 1 on column 3 (parity on 2).
     assert_eq!(
         [
