@@ -383,6 +383,8 @@ pub mod vhost_client;
 
 pub mod guest;
 
+pub mod rig;
+
 /// An error with its sources, `: `-separated (e.g. "RPC socket I/O failed: Resource
 /// temporarily unavailable"), so a failed call says whether it timed out or was reset.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
