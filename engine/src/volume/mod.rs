@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod copy;
+pub mod drl;
 pub mod error;
 pub mod io;
 pub mod manager;
