@@ -518,7 +518,9 @@ impl Drl {
         let mut seeded = 0;
         for r in 0..self.geom.regions {
             let w = self.words[r as usize].load(SeqCst);
-            if w & M_DUR == 0 && (w & COUNT != 0 || w & (D_DUR | D_REQ) != 0) {
+            // M_REQ alone: a request left behind by a writer racing `reset_m`, whose image bit
+            // the reset may have wiped; a writer now would wait on it forever.
+            if w & M_DUR == 0 && (w & COUNT != 0 || w & (D_DUR | D_REQ | M_REQ) != 0) {
                 self.set_image_bit(Bitmap::Missed, r);
                 seeded += 1;
             }
@@ -862,7 +864,8 @@ impl DrlOwner {
 
     /// Stops tracking M and forgets it (no plex is missing any more; the manager then moves
     /// the M epoch so the M pages on disk read as zero). A writer that raced with this may
-    /// leave an M bit behind: extra, never missing.
+    /// leave an M bit (extra, never missing) or a bare M request behind; the next
+    /// [`Drl::start_tracking`] requests the latter again.
     pub fn reset_m(&mut self) {
         self.assert_no_batch();
         let drl = &*self.drl;

@@ -453,6 +453,23 @@ fn tracking_started_during_a_commit_keeps_the_d_bit() {
 }
 
 #[test]
+fn an_m_request_left_by_a_writer_racing_reset_m_does_not_block_later_writers() {
+    let drl = log(300);
+    // The racing writer read `tracking` before the reset, set M_REQ after the reset cleared
+    // the words, and its image bit was wiped with the image.
+    drl.words[20].fetch_or(M_REQ, SeqCst);
+    assert_eq!(drl.start_tracking(), 1);
+    let mut t = ticket(drl.enter(20, 20));
+    flush_batch(&drl).expect("a batch");
+    assert!(
+        drl.poll_wait(20, 20, &mut t),
+        "the M bit was requested again"
+    );
+    drl.leave(20, 20);
+    assert!(drl.is_set(Bitmap::Missed, 20));
+}
+
+#[test]
 fn arm_idle_empties_d_except_pinned_and_busy_regions() {
     let drl = log(300);
     for r in [1, 2, 250] {
