@@ -316,6 +316,9 @@ impl Drl {
     /// A writer enters regions `first..=last` (inclusive) before it issues its write. In the
     /// steady state (every region's bits durable) this is one `fetch_add` per region. Pair it
     /// with [`Drl::leave`] when the write completed, whatever the answer.
+    ///
+    /// # Panics
+    /// If `last` is not a region of the log (the caller maps blocks to regions of this map).
     #[inline]
     pub fn enter(&self, first: u32, last: u32) -> Entered {
         let mut have = D_DUR | M_DUR;
@@ -488,10 +491,10 @@ impl Drl {
         self.pin_from.load(SeqCst)
     }
 
-    /// Sets [`Drl::pin_from`]. Raising it is always safe. Lowering it is safe too: a clear that
-    /// races with it gives its bit back, so once this returns no bit at or above `region` is
-    /// cleared, and a snapshot of D taken after it ([`Drl::copy_image`]) holds every bit that
-    /// will not be.
+    /// Sets [`Drl::pin_from`]. A copy raises it only once its writes below `region` completed
+    /// (the clear pass's data flush then covers them). Lowering it holds for every clear
+    /// decided after this returns: a pass racing with it either decided before (the region was
+    /// quiet and flushed: no copy needs it) or gives its bit back.
     pub fn set_pin_from(&self, region: u64) {
         self.pin_from.store(region, SeqCst);
     }
