@@ -638,7 +638,10 @@ impl World {
 struct Rig {
     drl: Arc<Drl>,
     world: Mutex<World>,
+    /// Stops the writers, the tracker and the copier.
     stop: AtomicBool,
+    /// Stops the owner and the clearer, once no writer waits on them any more.
+    stop_owner: AtomicBool,
 }
 
 impl Rig {
@@ -699,7 +702,27 @@ impl Rig {
                 self.world().stats.waits += 1;
                 let since = Instant::now();
                 while !self.drl.poll_wait(first, last, &mut t) {
-                    assert!(since.elapsed() < Duration::from_secs(20), "writer stuck");
+                    if since.elapsed() > Duration::from_secs(20) {
+                        let d = &self.drl;
+                        let words: Vec<String> = (first..=last)
+                            .map(|r| {
+                                format!(
+                                    "{r}: word {:#010x} D {} M {}",
+                                    word(d, r),
+                                    d.is_set(Bitmap::Dirty, r),
+                                    d.is_set(Bitmap::Missed, r)
+                                )
+                            })
+                            .collect();
+                        panic!(
+                            "writer stuck: {t:?}, req {} durable {} pending {} tracking {}; {}",
+                            d.requested_seq(),
+                            d.durable_seq(),
+                            d.batch_pending(),
+                            d.is_tracking(),
+                            words.join(", ")
+                        );
+                    }
                     thread::yield_now();
                 }
             }
@@ -733,7 +756,7 @@ impl Rig {
     fn owner(&self, seed: u64) {
         let mut rng = Rng(seed);
         let mut buf = buffer(self.drl.geometry());
-        while !self.stop.load(SeqCst) {
+        while !self.stop_owner.load(SeqCst) {
             if self.drl.batch_pending() {
                 if let Some(mut owner) = self.drl.try_own() {
                     self.batch(&mut owner, &mut buf, &mut rng);
@@ -772,7 +795,7 @@ impl Rig {
         let mut rng = Rng(seed);
         let mut buf = buffer(self.drl.geometry());
         let mut now = 0;
-        while !self.stop.load(SeqCst) {
+        while !self.stop_owner.load(SeqCst) {
             thread::sleep(Duration::from_micros(300));
             if let Some(mut owner) = self.drl.try_own() {
                 now += 1;
@@ -843,9 +866,11 @@ fn stress_the_crash_invariant_holds_at_every_step() {
         drl: Arc::new(drl),
         world: Mutex::new(world),
         stop: AtomicBool::new(false),
+        stop_owner: AtomicBool::new(false),
     });
 
     let mut threads = Vec::new();
+    let mut services = Vec::new();
     for i in 0..3 {
         let rig = Arc::clone(&rig);
         threads.push(thread::spawn(move || rig.writer(0x9E37_79B9 + i)));
@@ -854,14 +879,18 @@ fn stress_the_crash_invariant_holds_at_every_step() {
         let rig = Arc::clone(&rig);
         thread::spawn(move || f(&rig))
     };
-    threads.push(spawn(|rig| rig.owner(7)));
-    threads.push(spawn(|rig| rig.clearer(11)));
+    services.push(spawn(|rig| rig.owner(7)));
+    services.push(spawn(|rig| rig.clearer(11)));
     threads.push(spawn(Rig::tracker));
     threads.push(spawn(Rig::copier));
     thread::sleep(Duration::from_millis(2_500));
     rig.stop.store(true, SeqCst);
     for t in threads {
         t.join().expect("a stress thread failed");
+    }
+    rig.stop_owner.store(true, SeqCst);
+    for t in services {
+        t.join().expect("the owner or the clearer failed");
     }
 
     // Quiet: once tracking stops and nothing is pinned, clear passes empty D on disk.
