@@ -13,8 +13,13 @@
 //!
 //! - [`format`](mod@format): the on-disk header and bitmap pages: encoding, checking, and
 //!   merging the copies of a page into what recovery must assume. Pure: no I/O.
+//! - [`regions`](mod@regions): the region state every reactor of a volume shares (`Drl`):
+//!   the marks a write takes before it is issued (one atomic when its region is already
+//!   durable), the group commit of bitmap pages by whoever holds the volume's token, the
+//!   lazy clear of quiet regions, and the tracking of what a missing plex missed. No I/O.
 //!
-//! Still to come: the in-memory region marks a write takes before it is issued and the group
-//! commit of bitmap pages, and reading and writing a map in the log area.
+//! Still to come: the port that issues a map's page writes from a channel, and reading and
+//! writing a map in the log area.
 
 pub mod format;
+pub mod regions;
