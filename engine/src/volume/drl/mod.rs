@@ -13,8 +13,10 @@
 //!
 //! - [`format`](mod@format): the on-disk header and bitmap pages: encoding, checking, and
 //!   merging the copies of a page into what recovery must assume. Pure: no I/O.
+//! - [`store`](mod@store): a map in the log areas: make, read and merge, write pages (manager).
 //!
 //! Still to come: the in-memory region marks a write takes before it is issued and the group
 //! commit of bitmap pages, and reading and writing a map in the log area.
 
 pub mod format;
+pub mod store;
