@@ -37,7 +37,7 @@ use crate::volume::drl::format::{
 use crate::volume::model::drl_space;
 use crate::volume::model::objects::{DgConfig, DrlMode, DrlRecord};
 use crate::volume::model::region_set::RegionSet;
-use crate::volume::ondisk::disk::{self, DiskError, LogAreaError};
+use crate::volume::ondisk::disk::{self, DiskError};
 use crate::volume::ondisk::format::Label;
 use crate::Engine;
 
@@ -234,12 +234,12 @@ pub struct CopyDisk<'a> {
 }
 
 /// The present disk of copy `copy`, checked to have pages of the map's size and room for the
-/// whole copy in its log area.
+/// whole copy in its log area, and the byte offset of the copy on it.
 fn copy_disk<'a>(
     map: &MapSpec,
     disks: &[CopyDisk<'a>],
     copy: usize,
-) -> Result<CopyDisk<'a>, StoreError> {
+) -> Result<(CopyDisk<'a>, u64), StoreError> {
     let rec = map
         .record
         .copies
@@ -271,24 +271,22 @@ fn copy_disk<'a>(
             ),
         });
     }
-    let pages = disk::log_area_pages(d.bdev, d.label);
     let first = u64::from(rec.page);
-    let end = first + u64::from(map.geometry.map_pages());
-    if end > pages {
-        return Err(StoreError::Disk {
+    let offset = disk::log_span(d.bdev, d.label, first, u64::from(map.geometry.map_pages()))
+        .map_err(|source| StoreError::Disk {
             volume: map.name.clone(),
             copy,
-            source: DiskError::from(LogAreaError::Bounds {
-                disk: d.name.to_string(),
-                bdev: d.bdev.name().to_string(),
-                first,
-                end,
-                pages,
-                page_size: page,
-            }),
-        });
-    }
-    Ok(d)
+            source,
+        })?;
+    Ok((d, offset))
+}
+
+/// The byte offset on its disk of copy `copy`'s first page (its header; page `k` of the copy
+/// is `k × page_size` further), checked as the other functions check a copy: its disk is
+/// among `disks`, has pages of the map's size and holds the whole copy in its log area. For
+/// building the I/O path's view of the copies, which writes pages itself.
+pub fn copy_offset(map: &MapSpec, disks: &[CopyDisk<'_>], copy: usize) -> Result<u64, StoreError> {
+    Ok(copy_disk(map, disks, copy)?.1)
 }
 
 /// An image of one copy of `map` with bitmaps `d` and `m`: `(1 + 2P)` pages, map page `k` at
@@ -339,7 +337,7 @@ pub fn init_map(
     d: &RegionSet,
     m: &RegionSet,
 ) -> Result<(), StoreError> {
-    let target = copy_disk(map, disks, copy)?;
+    let (target, _) = copy_disk(map, disks, copy)?;
     let mut image = encode_image(map, d, m)?;
     // At most COPIES (2) copies, checked by MapSpec::new.
     let header = map.header(copy as u32, now_secs());
@@ -467,7 +465,7 @@ pub fn write_pages(
     let mut report = WriteReport::default();
     for (copy, rec) in map.record.copies.iter().enumerate() {
         match copy_disk(map, disks, copy) {
-            Ok(d) => targets.push((copy, d)),
+            Ok((d, _)) => targets.push((copy, d)),
             Err(StoreError::Missing { .. }) => report.failed.push(CopyFailure {
                 copy,
                 disk: rec.disk.clone(),
@@ -702,7 +700,7 @@ fn read_copy(
     copy: usize,
 ) -> (CopyState, Option<CopyPages>) {
     let d = match copy_disk(map, disks, copy) {
-        Ok(d) => d,
+        Ok((d, _)) => d,
         Err(StoreError::Missing { .. }) => return (CopyState::Missing, None),
         Err(e) => return (CopyState::Unreadable(e.to_string()), None),
     };
@@ -843,6 +841,7 @@ mod tests {
     use super::*;
     use crate::drivers::error::InjectTarget;
     use crate::volume::model::objects::DrlCopyRecord;
+    use crate::volume::ondisk::disk::LogAreaError;
     use crate::volume::tests::{engine, err_state, error_disks, inject};
 
     /// Regions of the test map: 70,000 regions of 128 blocks, so 3 pages per bitmap (the
@@ -862,11 +861,38 @@ mod tests {
     impl Rig {
         fn new() -> Rig {
             let engine = engine();
+            let bdevs = error_disks(&engine, 2, 8)
+                .iter()
+                .map(|b| engine.bdevs().get(b).unwrap())
+                .collect();
+            Rig::of(engine, bdevs)
+        }
+
+        /// Two 8 MiB RAM disks of `block_size`-byte blocks.
+        fn with_blocks(block_size: u32) -> Rig {
+            let engine = engine();
+            let bdevs = (0..2)
+                .map(|i| {
+                    let spec = crate::bdev::BdevSpec {
+                        name: format!("B{i}"),
+                        aliases: vec![],
+                        uuid: None,
+                        block_size,
+                        num_blocks: (8 << 20) / u64::from(block_size),
+                        io_types: crate::bdev::IoTypeSet::all(),
+                    };
+                    let ram = crate::drivers::malloc::MallocBdev::new(8 << 20).unwrap();
+                    engine.add_bdev(spec, Box::new(ram)).unwrap()
+                })
+                .collect();
+            Rig::of(engine, bdevs)
+        }
+
+        fn of(engine: Arc<Engine>, disks: Vec<Arc<Bdev>>) -> Rig {
             let mut bdevs = Vec::new();
             let mut labels = Vec::new();
             let mut names = Vec::new();
-            for (i, b) in error_disks(&engine, 2, 8).into_iter().enumerate() {
-                let bdev = engine.bdevs().get(&b).unwrap();
+            for (i, bdev) in disks.into_iter().enumerate() {
                 let mut label = disk::init(&engine, &bdev, false).unwrap();
                 label.disk_name = format!("disk0{}", i + 1);
                 names.push(label.disk_name.clone());
@@ -1018,6 +1044,51 @@ mod tests {
                 .chain(&area[(first + 7) * 4096..]);
             assert!(outside.into_iter().all(|&b| b == 0), "disk {i}");
         }
+    }
+
+    #[test]
+    fn pages_are_as_large_as_a_block_when_blocks_are_larger_than_4k() {
+        let rig = Rig::with_blocks(8192);
+        // 70,000 regions of 64 KiB (8 blocks); 65,280 bits a page, so P = 2, 5 pages a copy.
+        let map = spec_with(|c| {
+            c.block_size = 8192;
+            c.volumes[0].len = NREGIONS * 8;
+            let drl = c.volumes[0].drl.as_mut().unwrap();
+            drl.region_blocks = 8;
+            drl.pages = 2;
+        });
+        assert_eq!((map.page_size(), map.image_len()), (8192, 5 * 8192));
+        let log = rig.labels[1].layout.log_offset;
+        assert_eq!(copy_offset(&map, &rig.disks(), 1).unwrap(), log + 5 * 8192);
+        let empty = RegionSet::new(NREGIONS);
+        init_all(&rig.engine, &map, &rig.disks(), &empty, &empty).unwrap();
+        let d = [0, 65_279, 65_280, 69_999];
+        let image = encode_image(&map, &set(&d), &set(&M)).unwrap();
+        let spans = [
+            PageSpan {
+                kind: PageKind::Dirty,
+                pages: 0..2,
+            },
+            PageSpan {
+                kind: PageKind::Missed,
+                pages: 0..2,
+            },
+        ];
+        write_pages(&rig.engine, &map, &rig.disks(), &image, &spans).unwrap();
+        let r = rig.read(&map);
+        assert!(r.usable() && r.messages().is_empty(), "{:?}", r.messages());
+        assert_eq!((regions(&r.d), regions(&r.m)), (d.to_vec(), M.to_vec()));
+        // On disk: copy 1's header at page 5 of disk02's log area, of 8 KiB pages.
+        let area = rig.log_area(1);
+        let h = DrlHeader::decode(&area[5 * 8192..]).unwrap();
+        assert_eq!((h.copy, h.geometry.page_size()), (1, 8192));
+        // A map of 4 KiB pages does not fit these disks.
+        let e = copy_offset(&spec(), &rig.disks(), 0).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("disk disk01 has log pages of 8192 bytes, but the map's pages are 4096"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -454,9 +454,15 @@ fn log_io_error(bdev: &Bdev, label: &Label, what: String, source: BlockingIoErro
     })
 }
 
-/// The byte offset of log pages `first..first + count` of a disk, after checking that they
-/// lie inside its log area.
-fn log_span(bdev: &Bdev, label: &Label, first: u64, count: u64) -> Result<u64, DiskError> {
+/// The byte offset on the disk of log pages `first..first + count` (of [`log_page_size`]
+/// bytes, from the start of the log area `label` places), after checking that they lie
+/// inside the log area ([`LogAreaError::Bounds`] if not).
+pub(crate) fn log_span(
+    bdev: &Bdev,
+    label: &Label,
+    first: u64,
+    count: u64,
+) -> Result<u64, DiskError> {
     let page = log_page_size(bdev);
     let pages = log_area_pages(bdev, label);
     let end = first.checked_add(count);
