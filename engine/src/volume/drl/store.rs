@@ -426,8 +426,9 @@ impl fmt::Display for WriteReport {
 /// Refuses, writing nothing: an image of the wrong length, a span past the bitmap's pages
 /// or empty, a page not sealed for its place, and a copy whose place lies outside its disk's
 /// log area. A copy whose disk is absent or whose write or flush fails is reported in the
-/// [`WriteReport`]; the pages are durable once one copy is written. Fails with
-/// [`StoreError::NoCopyWritten`] when no copy is.
+/// [`WriteReport`] (not logged: the caller says what it means); the pages are durable once
+/// one copy is written. Fails with [`StoreError::NoCopyWritten`] when no copy is. No spans
+/// only flushes the copies' disks.
 pub fn write_pages(
     engine: &Engine,
     map: &MapSpec,
@@ -494,7 +495,6 @@ pub fn write_pages(
         match done {
             Ok(()) => report.written.push(copy),
             Err(e) => {
-                tracing::warn!(volume = %map.name, disk = %d.name, "region log copy {copy} not written: {e}");
                 report.failed.push(CopyFailure {
                     copy,
                     disk: d.name.to_string(),
