@@ -17,9 +17,11 @@
 //!   the marks a write takes before it is issued (one atomic when its region is already
 //!   durable), the group commit of bitmap pages by whoever holds the volume's token, the
 //!   lazy clear of quiet regions, and the tracking of what a missing plex missed. No I/O.
+//! - [`store`](mod@store): a map in the disks' log areas, from the manager thread: make a
+//!   copy, read and merge the copies (what recovery must assume), write pages, zero D.
 //!
-//! Still to come: the port that issues a map's page writes from a channel, and reading and
-//! writing a map in the log area.
+//! Still to come: the port that issues a map's page writes from a channel (the write path).
 
 pub mod format;
 pub mod regions;
+pub mod store;

@@ -1,5 +1,6 @@
-//! Reading and writing a VM disk's private region (labels, config copies) through the bdev
-//! layer. Control path only: these block the calling thread on a reactor's completion.
+//! Reading and writing a VM disk's private region (labels, config copies, pages of the log area)
+//! through the bdev layer. Control path only: these block the calling thread on a reactor's
+//! completion.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,70 @@ pub enum DiskError {
         /// What is on it.
         what: String,
     },
+    /// Reading or writing the disk's log area failed or was refused.
+    #[error(transparent)]
+    Log(Box<LogAreaError>),
+}
+
+/// Why reading, writing or flushing pages of a disk's log area failed (boxed in
+/// [`DiskError::Log`], which stays small). Each names the disk and the pages.
+#[derive(Debug, thiserror::Error)]
+pub enum LogAreaError {
+    /// Log-area pages outside the disk's log area were asked for (nothing was read or
+    /// written): the configuration places something where this disk has no log area.
+    #[error(
+        "disk {disk} (bdev '{bdev}'): log pages {first}..{end} are outside its log area of \
+         {pages} pages of {page_size} bytes; nothing was read or written"
+    )]
+    Bounds {
+        /// The disk's name in its group (from its label).
+        disk: String,
+        /// The bdev.
+        bdev: String,
+        /// First page asked for, from the start of the log area.
+        first: u64,
+        /// One past the last page asked for.
+        end: u64,
+        /// Whole pages in the log area.
+        pages: u64,
+        /// Bytes per page.
+        page_size: u64,
+    },
+    /// A write of log-area pages whose buffer is not a whole number of pages (nothing was
+    /// written).
+    #[error(
+        "disk {disk} (bdev '{bdev}'): {len} bytes are not a whole number of {page_size}-byte \
+         log pages; nothing was written"
+    )]
+    Length {
+        /// The disk's name in its group (from its label).
+        disk: String,
+        /// The bdev.
+        bdev: String,
+        /// Bytes given.
+        len: usize,
+        /// Bytes per page.
+        page_size: u64,
+    },
+    /// Reading, writing or flushing log-area pages failed.
+    #[error("disk {disk} (bdev '{bdev}'): {what} failed: {source}")]
+    Io {
+        /// The disk's name in its group (from its label).
+        disk: String,
+        /// The bdev.
+        bdev: String,
+        /// What was done, naming the pages ("writing log pages 3..10").
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: BlockingIoError,
+    },
+}
+
+impl From<LogAreaError> for DiskError {
+    fn from(e: LogAreaError) -> DiskError {
+        DiskError::Log(Box::new(e))
+    }
 }
 
 /// The unit the private region is read and written in: a 4096-byte record, or the whole
@@ -355,4 +420,139 @@ pub fn write_copy(
         )?;
     }
     flush(engine, bdev)
+}
+
+/// Bytes of one page of a disk's log area: the private region's record unit, 4096 bytes or
+/// one block when blocks are larger (the page of the dirty region log,
+/// `model::drl_space::page_bytes`).
+pub(crate) fn log_page_size(bdev: &Bdev) -> u64 {
+    record_unit(bdev)
+}
+
+/// Whole pages in the log area of a disk with `label` (its `log_len` over
+/// [`log_page_size`]; a partial page at the end is not counted).
+pub(crate) fn log_area_pages(bdev: &Bdev, label: &Label) -> u64 {
+    label.layout.log_len / log_page_size(bdev)
+}
+
+/// The disk's name for messages: its name in the group, or its bdev's while it has none.
+fn disk_name(bdev: &Bdev, label: &Label) -> String {
+    if label.disk_name.is_empty() {
+        bdev.name().to_string()
+    } else {
+        label.disk_name.clone()
+    }
+}
+
+/// The error of a failed log-area request: what was done (naming the pages) and on which disk.
+fn log_io_error(bdev: &Bdev, label: &Label, what: String, source: BlockingIoError) -> DiskError {
+    DiskError::from(LogAreaError::Io {
+        disk: disk_name(bdev, label),
+        bdev: bdev.name().to_string(),
+        what,
+        source,
+    })
+}
+
+/// The byte offset on the disk of log pages `first..first + count` (of [`log_page_size`]
+/// bytes, from the start of the log area `label` places), after checking that they lie
+/// inside the log area ([`LogAreaError::Bounds`] if not).
+pub(crate) fn log_span(
+    bdev: &Bdev,
+    label: &Label,
+    first: u64,
+    count: u64,
+) -> Result<u64, DiskError> {
+    let page = log_page_size(bdev);
+    let pages = log_area_pages(bdev, label);
+    let end = first.checked_add(count);
+    match end {
+        Some(end) if end <= pages => Ok(label.layout.log_offset + first * page),
+        _ => Err(DiskError::from(LogAreaError::Bounds {
+            disk: disk_name(bdev, label),
+            bdev: bdev.name().to_string(),
+            first,
+            end: end.unwrap_or(u64::MAX),
+            pages,
+            page_size: page,
+        })),
+    }
+}
+
+/// Reads log pages `first..first + count` of a disk (pages of [`log_page_size`] bytes,
+/// counted from the start of its log area, as `label` places it) in one request, waiting up
+/// to the private region's timeout. Refuses pages outside the log area without reading
+/// anything ([`LogAreaError::Bounds`]); an I/O error names the disk and the pages
+/// ([`LogAreaError::Io`]). Reading 0 pages reads nothing and returns no bytes.
+pub(crate) fn read_log_pages(
+    engine: &Engine,
+    bdev: &Arc<Bdev>,
+    label: &Label,
+    first: u64,
+    count: u64,
+) -> Result<Vec<u8>, DiskError> {
+    let at = log_span(bdev, label, first, count)?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let len = count * log_page_size(bdev);
+    run_io(engine, 0, bdev, IoType::Read, at, len, None, IO_TIMEOUT).map_err(|source| {
+        let what = format!("reading log pages {first}..{}", first + count);
+        log_io_error(bdev, label, what, source)
+    })
+}
+
+/// Writes `data`, a whole number of log pages, to the log area of a disk from page `first`
+/// on, in one request (not flushed: see [`flush_log`]). Refuses a buffer that is not whole
+/// pages ([`LogAreaError::Length`]) or pages outside the log area ([`LogAreaError::Bounds`])
+/// without writing anything; an I/O error names the disk and the pages. An empty `data`
+/// writes nothing.
+pub(crate) fn write_log_pages(
+    engine: &Engine,
+    bdev: &Arc<Bdev>,
+    label: &Label,
+    first: u64,
+    data: &[u8],
+) -> Result<(), DiskError> {
+    let page = log_page_size(bdev);
+    let len = data.len() as u64;
+    if !len.is_multiple_of(page) {
+        return Err(DiskError::from(LogAreaError::Length {
+            disk: disk_name(bdev, label),
+            bdev: bdev.name().to_string(),
+            len: data.len(),
+            page_size: page,
+        }));
+    }
+    let count = len / page;
+    let at = log_span(bdev, label, first, count)?;
+    if count == 0 {
+        return Ok(());
+    }
+    run_io(
+        engine,
+        0,
+        bdev,
+        IoType::Write,
+        at,
+        len,
+        Some(data),
+        IO_TIMEOUT,
+    )
+    .map(|_| ())
+    .map_err(|source| {
+        let what = format!("writing log pages {first}..{}", first + count);
+        log_io_error(bdev, label, what, source)
+    })
+}
+
+/// Makes the log pages written to a disk durable ([`flush`], with an error that names the
+/// disk and its log area).
+pub(crate) fn flush_log(engine: &Engine, bdev: &Arc<Bdev>, label: &Label) -> Result<(), DiskError> {
+    if !bdev.io_types().contains(IoType::Flush) {
+        return Ok(());
+    }
+    run_io(engine, 0, bdev, IoType::Flush, 0, 0, None, IO_TIMEOUT)
+        .map(|_| ())
+        .map_err(|source| log_io_error(bdev, label, "flushing the log area".to_string(), source))
 }
