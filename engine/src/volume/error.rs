@@ -7,7 +7,7 @@
 use crate::bdev::BdevError;
 use crate::volume::model::alloc::AllocError;
 use crate::volume::ondisk::configdb::ChooseError;
-use crate::volume::ondisk::disk::DiskError;
+use crate::volume::ondisk::disk::{DiskError, LogAreaError};
 
 /// Errors of volume-manager operations; each maps to an errno for JSON-RPC.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,9 @@ impl VolumeError {
             VolumeError::Alloc(_) => libc::ENOSPC,
             VolumeError::Disk(DiskError::Io(_)) => libc::EIO,
             VolumeError::Disk(DiskError::InUse { .. }) => libc::EBUSY,
+            VolumeError::Disk(DiskError::Log(e)) if matches!(**e, LogAreaError::Io { .. }) => {
+                libc::EIO
+            }
             VolumeError::Disk(_) => libc::EINVAL,
             VolumeError::Bdev(e) => e.errno(),
             VolumeError::Choose(_) => libc::EEXIST,
