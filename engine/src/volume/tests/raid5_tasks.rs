@@ -685,3 +685,58 @@ fn a_read_error_ahead_of_a_parity_resync_fails_rather_than_guess() {
     vm.shutdown();
     e.shutdown();
 }
+
+/// A write whose planned read fails on one column takes the other plan, which does not read
+/// that range, instead of giving the column up: a read-modify-write whose old data (or old
+/// parity) read fails becomes a reconstruct-write (which rewrites the failed range, counted
+/// as a repair), and a reconstruct-write whose read of an unwritten unit fails becomes a
+/// read-modify-write. No column goes stale; data and parity stay right.
+#[test]
+fn a_write_whose_read_fails_takes_the_other_plan() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 4, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let vol = raid5(&vm, "r5", 4 << 20, 4, 8);
+    let len = vol.num_blocks() * 512;
+    let mut model = pattern(7, len as usize);
+    write(&e, &vol, 0, &model).unwrap();
+    let g = crate::volume::io::driver::shared_of(&vol).unwrap();
+    let geometry = g.map().raid5.as_ref().unwrap().geometry.clone();
+    let row_bytes = 3 * 8192u64;
+    let mut step = |row: u64, fail_col: usize, off_in_row: u64, n: u64, seed: u64| {
+        inject(&e, &column_disk(&vol, fail_col), InjectTarget::Read, 1);
+        let before = g.read_errors();
+        let off = row * row_bytes + off_in_row;
+        let data = pattern(seed, n as usize);
+        write(&e, &vol, off, &data).expect("the write goes on");
+        model[off as usize..(off + n) as usize].copy_from_slice(&data);
+        assert!(
+            g.read_errors() > before,
+            "row {row}: the injected read error happened"
+        );
+        assert_eq!(
+            stale_columns(&vm, "r5"),
+            Vec::<u32>::new(),
+            "row {row}: no column given up"
+        );
+        assert_eq!(parity_mismatch(&vm, &vol), None, "row {row}: parity right");
+    };
+    // Read-modify-write (4 KiB of one of three units): its old data read fails, then (another
+    // row) its old parity read.
+    let p = geometry.parity_column(7);
+    step(7, (p + 1) % 4, 0, 4096, 70);
+    let p = geometry.parity_column(9);
+    step(9, p, 0, 4096, 90);
+    assert!(g.read_repairs() >= 2, "the failed ranges were rewritten");
+    // Reconstruct-write (two whole units of three): the read of the third unit fails.
+    let p = geometry.parity_column(11);
+    step(11, (p + 3) % 4, 0, 2 * 8192, 110);
+    assert!(
+        read(&e, &vol, 0, len).unwrap() == model,
+        "every write reads back"
+    );
+    drop(vol);
+    vm.shutdown();
+    e.shutdown();
+}

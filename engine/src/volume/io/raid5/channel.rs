@@ -22,7 +22,10 @@
 //!   copy, but a client that changes a buffer while its write is in flight leaves parity that
 //!   does not match the data written (which a later degraded read or rebuild would turn into
 //!   wrong data): hence opt-in.
-//! - **Failures**: a column that fails a write, a read a write needed, or a flush is reported
+//! - **Failures**: a read a write needs that fails on one column first switches the write to
+//!   its other plan (read-modify-write ⇄ reconstruct-write), which reads other ranges; after
+//!   read-modify-write the failed range is rewritten by the write itself. A column that fails
+//!   a write, a flush, or the read of that second plan too is reported
 //!   ([`VolumeEvent::ColumnFailed`]); the operation keeps its stripe and its request waits until
 //!   the manager has recorded the column stale and published a map without it, exactly as a
 //!   mirror write waits for a plex detach. Then the write is acknowledged: the column's contents
@@ -314,8 +317,12 @@ struct Op {
     /// with `skip_copy`): only the parity unit of the row buffer is used.
     direct: bool,
     /// A reconstruct around a column that failed a read (not the map's missing one): the
-    /// rebuilt range is written back to that column (md's read-error rewrite).
+    /// rebuilt range is written back to that column (md's read-error rewrite). For a write,
+    /// the column that failed its read is rewritten by the write itself.
     repair: bool,
+    /// The plan a write switched to after one column failed a read (the other plan reads
+    /// other ranges), so the column need not be given up.
+    replan: Option<WritePlan>,
 }
 
 impl Op {
@@ -326,6 +333,7 @@ impl Op {
             header: IoBuf::new(bs),
             direct: false,
             repair: false,
+            replan: None,
             stage: Stage::Free,
             kind: OpKind::Write,
             parent: 0,
@@ -866,6 +874,7 @@ impl State {
             && parent_missing.is_some()
             && view_missing.is_none();
         op.repair = read_error;
+        op.replan = None;
         if read_error && suspect {
             // A column failed a read in a row whose parity a resync has not reached: what the
             // parity would rebuild may be wrong, and a read never returns guessed data.
@@ -934,7 +943,10 @@ impl State {
         };
         match op.kind {
             OpKind::Write => {
-                op.plan = span.plan(op.missing);
+                op.plan = match (op.replan, op.missing) {
+                    (Some(p), None) => p,
+                    _ => span.plan(op.missing),
+                };
                 if op.parity_suspect
                     && op.missing.is_none()
                     && op.plan == WritePlan::ReadModifyWrite
@@ -983,6 +995,27 @@ impl State {
                 op.fatal = true;
                 self.end_op(o, core);
                 return;
+            }
+            if op.missing.is_none() && failed.count_ones() == 1 && op.replan.is_none() {
+                // One column failed a read the plan needed: the other plan does not read that
+                // range (read-modify-write reads the written ranges and the parity, which a
+                // reconstruct-write overwrites; reconstruct-write reads the unwritten ranges,
+                // which read-modify-write leaves alone), so try it before giving the column up.
+                let other = match op.plan {
+                    WritePlan::ReadModifyWrite => Some(WritePlan::ReconstructWrite),
+                    WritePlan::ReconstructWrite if !op.parity_suspect => {
+                        Some(WritePlan::ReadModifyWrite)
+                    }
+                    _ => None,
+                };
+                if let Some(plan) = other {
+                    // After read-modify-write, the failed range is rewritten by this write.
+                    op.repair = op.plan == WritePlan::ReadModifyWrite;
+                    op.replan = Some(plan);
+                    op.failed = 0;
+                    self.issue_reads(o, core);
+                    return;
+                }
             }
             op.lost |= failed;
             if op.missing.is_none() && failed.count_ones() == 1 {
