@@ -5,7 +5,8 @@ use plexd_control::api::task::TaskInfo;
 use crate::volume::copy::task::{Task, TaskState};
 
 /// The task's description: its progress in blocks and percent (rounded down to a tenth), its
-/// rate, ETA and elapsed time (to a tenth of a second).
+/// rate, ETA and elapsed time (to a tenth of a second); what it copies (`mode`, and for a
+/// sparse copy its skipped blocks and regions).
 pub(crate) fn info(task: &Task) -> TaskInfo {
     let p = task.progress_report();
     let (state, error) = match task.state() {
@@ -36,5 +37,10 @@ pub(crate) fn info(task: &Task) -> TaskInfo {
         eta_secs: p.eta_secs.into(),
         elapsed_secs: (p.elapsed_secs * 10.0).round() / 10.0,
         result: task.result(),
+        mode: Some(task.mode().into()),
+        why_full: task.why_full().map(str::to_string),
+        skipped_blocks: task.todo().map(|_| task.skipped_blocks()),
+        regions_total: task.regions_total(),
+        regions_copied: task.regions_copied(),
     }
 }

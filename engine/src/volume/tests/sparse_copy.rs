@@ -222,6 +222,14 @@ fn a_sparse_resync_copies_only_the_todo_regions() {
     assert_eq!(t.skipped_blocks(), len - copied);
     assert_eq!((t.regions_total(), t.regions_copied()), (Some(5), Some(5)));
     assert_eq!((t.done(), t.mode(), t.why_full()), (len, "drl", None));
+    let info = crate::volume::api::task::info(&t);
+    assert_eq!(info.mode.as_deref(), Some("drl"));
+    assert_eq!(info.skipped_blocks, Some(len - copied));
+    assert_eq!(
+        (info.regions_total, info.regions_copied),
+        (Some(5), Some(5))
+    );
+    assert_eq!((info.done_blocks, info.percent), (len, 100.0.into()));
     vm.shutdown();
     e.shutdown();
 }
@@ -245,6 +253,9 @@ fn a_copy_without_a_todo_copies_everything() {
         (t.regions_total(), t.regions_copied(), t.mode()),
         (None, None, "full")
     );
+    let info = crate::volume::api::task::info(&t);
+    assert_eq!(info.mode.as_deref(), Some("full"));
+    assert_eq!((info.skipped_blocks, info.regions_total), (None, None));
     vm.shutdown();
     e.shutdown();
 }
