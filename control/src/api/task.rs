@@ -74,7 +74,8 @@ pub struct TaskInfo {
     /// Seconds since the start (to the end, once it ended).
     pub elapsed_secs: f64,
     /// What the task found, once it ended (a `check`: `mismatch_rows`, `mismatch_ranges` as
-    /// `[first, end)` rows, `repaired`); absent for tasks that report nothing.
+    /// `[first, end)` rows, `repaired`; a `drl` or `delta` copy: `regions`, the region ranges
+    /// `[first, end)` it copied, at most 1024); absent for tasks that report nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
     /// What a copy copies: `full`, `drl` (the dirty regions after a crash) or `delta` (the

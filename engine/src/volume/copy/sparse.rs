@@ -126,6 +126,37 @@ impl CopyTodo {
     /// Todo regions that hold a block at or past `start` and whose every block lies below
     /// `frontier`: the regions a copy that began at `start` has finished at `frontier`.
     pub(crate) fn regions_done(&self, start: u64, frontier: u64) -> u64 {
+        let done = self.passed(start, frontier);
+        if done.is_empty() {
+            return 0;
+        }
+        self.regions.count_in(done)
+    }
+
+    /// The runs `[first, end)` of the regions [`CopyTodo::regions_done`] counts, in
+    /// ascending order, at most `max` of them.
+    pub(crate) fn ranges_done(&self, start: u64, frontier: u64, max: usize) -> Vec<Range<u64>> {
+        let done = self.passed(start, frontier);
+        let mut out = Vec::new();
+        let mut r = done.start;
+        while out.len() < max {
+            let Some(first) = self.regions.next_set(r).filter(|f| *f < done.end) else {
+                break;
+            };
+            let end = self
+                .regions
+                .next_clear(first)
+                .unwrap_or(self.regions.nregions())
+                .min(done.end);
+            out.push(first..end);
+            r = end;
+        }
+        out
+    }
+
+    /// The regions that hold a block at or past `start` and whose every block lies below
+    /// `frontier` (empty if none).
+    fn passed(&self, start: u64, frontier: u64) -> Range<u64> {
         let g = &self.geometry;
         let first = g.regions_of(start..g.volume_blocks()).start;
         let passed = if frontier >= g.volume_blocks() {
@@ -133,10 +164,7 @@ impl CopyTodo {
         } else {
             frontier / g.region_blocks()
         };
-        if passed <= first {
-            return 0;
-        }
-        self.regions.count_in(first..passed)
+        first..passed.max(first)
     }
 }
 
@@ -211,5 +239,13 @@ mod tests {
             "the short last region at the end"
         );
         assert_eq!(t.regions_done(600, 600), 0);
+        assert_eq!(t.ranges_done(0, 1050, 10), vec![1..3, 5..6, 10..11]);
+        assert_eq!(
+            t.ranges_done(150, 550, 10),
+            vec![1..3],
+            "region 5 not finished"
+        );
+        assert_eq!(t.ranges_done(250, 1050, 2), vec![2..3, 5..6], "at most 2");
+        assert_eq!(t.ranges_done(600, 600, 10), Vec::<Range<u64>>::new());
     }
 }

@@ -182,6 +182,18 @@ impl Task {
         Some(t.regions_done(self.start_offset, self.done()))
     }
 
+    /// The runs `[first, end)` of the todo regions the copy has finished (those
+    /// [`Task::regions_copied`] counts), at most [`Task::MAX_REGION_RANGES`] of them; `None`
+    /// for a full copy.
+    pub fn region_ranges_copied(&self) -> Option<Vec<(u64, u64)>> {
+        let t = self.todo.as_ref()?;
+        let ranges = t.ranges_done(self.start_offset, self.done(), Self::MAX_REGION_RANGES);
+        Some(ranges.into_iter().map(|r| (r.start, r.end)).collect())
+    }
+
+    /// How many region ranges [`Task::region_ranges_copied`] gives at most.
+    pub const MAX_REGION_RANGES: usize = 1024;
+
     /// Records that the progress moved past `n` blocks of which `copied` were copied.
     fn count(&self, n: u64, copied: u64) {
         self.copied.fetch_add(copied, Ordering::Relaxed);

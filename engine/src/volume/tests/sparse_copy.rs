@@ -230,6 +230,10 @@ fn a_sparse_resync_copies_only_the_todo_regions() {
         (Some(5), Some(5))
     );
     assert_eq!((info.done_blocks, info.percent), (len, 100.0.into()));
+    assert_eq!(
+        info.result,
+        Some(serde_json::json!({"regions": [[3, 4], [17, 19], [100, 101], [127, 128]]}))
+    );
     vm.shutdown();
     e.shutdown();
 }
@@ -340,6 +344,11 @@ fn a_sparse_attach_resumes_mid_region_with_monotonic_checkpoints() {
     assert_eq!(t.copied_blocks(), copied);
     assert_eq!(t.skipped_blocks(), len - start - copied);
     assert_eq!(t.regions_copied(), Some(3));
+    assert_eq!(
+        t.region_ranges_copied(),
+        Some(vec![(1, 2), (3, 4), (5, 6)]),
+        "region 1 counts: it was finished from the start on"
+    );
     let rep = t.progress_report();
     let rate = copied as f64 / rep.elapsed_secs;
     assert!(
@@ -449,6 +458,11 @@ fn a_sparse_raid5_resync_fixes_only_the_todo_rows() {
         vec![(5, 6), (40, 42)],
         "only rows of the todo are checked"
     );
+    let info = crate::volume::api::task::info(&t);
+    assert_eq!(
+        info.result,
+        Some(serde_json::json!({"regions": [[1, 2], [10, 11]]}))
+    );
     assert_eq!(
         (t.copied_blocks(), t.skipped_blocks()),
         (2 * region, len - 2 * region)
@@ -487,6 +501,118 @@ fn a_sparse_raid5_resync_fixes_only_the_todo_rows() {
         (t.copied_blocks(), t.skipped_blocks(), t.mode()),
         (len, 0, "full")
     );
+    vm.shutdown();
+    e.shutdown();
+}
+
+/// A 3-way mirror whose two targets differ from the source in regions 2 and 5 (two runs of
+/// one chunk) and 20 (the next chunk); the first copy write to the second plex fails: that
+/// target is handed over once, gets nothing more (not even the chunk's second run), and the
+/// chunk is copied again to the third plex, which ends equal in every todo region. The
+/// failed chunk is not counted twice.
+#[test]
+fn a_sparse_copy_drops_a_failing_target_within_a_chunk() {
+    let e = engine();
+    let vm = VolumeManager::new(e.clone());
+    let d = error_disks(&e, 3, 16);
+    vm.dg_create("dg01", &d, false).unwrap();
+    let name = vm
+        .volume_create(&VolumeCreate {
+            dg: "dg01".into(),
+            name: "vol01".into(),
+            size: 4 * MIB,
+            layout: "mirror".into(),
+            nmirror: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    let vol = e.bdevs().get(&name).unwrap();
+    let (len, rb) = (vol.num_blocks(), 128);
+    write(&e, &vol, 0, &pattern(11, (4 * MIB) as usize)).unwrap();
+    let p = plex_names(&vm, "dg01", "vol01");
+    let (p1, p2, p3) = (p[0].clone(), p[1].clone(), p[2].clone());
+    let shared = crate::volume::io::driver::shared_of(&vol).unwrap();
+    for t in [&p2, &p3] {
+        for r in [2u64, 5, 20] {
+            plex_write(&vm, &vol, t, r * rb, &pattern(600 + r, (rb * 512) as usize));
+        }
+    }
+    // The bdev under p2 (one disk: a 4 MiB plex fits on one subdisk).
+    let bad_disk = {
+        let (map, mut target) = (shared.map(), None);
+        let i = map.plexes.iter().position(|x| x.name == p2).unwrap();
+        map.plexes[i]
+            .geometry
+            .map(0, 1, |s| target = Some(s.target))
+            .unwrap();
+        map.disks[target.unwrap() as usize].name().to_string()
+    };
+    let raised = Arc::new(Mutex::new(Vec::new()));
+    let seen = raised.clone();
+    set_hook(&vm, move |p| {
+        if let HookPoint::Chunk { at, .. } = p {
+            seen.lock().unwrap().push(at);
+        }
+    });
+    let targets = [p2.clone(), p3.clone()];
+    let t = vm.tasks().add(TaskSpec {
+        kind: "resync",
+        dg: "dg01",
+        volume: "vol01",
+        plex: None,
+        targets: &targets,
+        source: Some(&p1),
+        start: 0,
+        total: len,
+        todo: Some(todo(&vol, rb, &[2, 5, 20], SparseMode::Drl)),
+        why_full: None,
+    });
+    inject(&e, &bad_disk, crate::drivers::error::InjectTarget::Write, 1);
+    let handed = Mutex::new(Vec::new());
+    let r = task::copy(
+        &CopyIo {
+            engine: vm.engine(),
+            task: &t,
+            barrier: shared.barrier(),
+            block_size: 512,
+        },
+        &copy_plex(&vol, &p1),
+        &[copy_plex(&vol, &p2), copy_plex(&vol, &p3)],
+        len,
+        Duration::ZERO,
+        |_| {},
+        |i, _| {
+            handed.lock().unwrap().push(i);
+            true
+        },
+    );
+    t.set_state(TaskState::Done);
+    assert_eq!(r, Ok(true));
+    assert_eq!(
+        handed.into_inner().unwrap(),
+        vec![0],
+        "the failing target, once"
+    );
+    for r in [2u64, 5, 20] {
+        assert!(
+            same(&vm, &vol, (&p1, &p3), r * rb, rb),
+            "region {r} copied to {p3}"
+        );
+        assert!(
+            !same(&vm, &vol, (&p1, &p2), r * rb, rb),
+            "region {r} not on {p2}"
+        );
+    }
+    assert_eq!(
+        raised.lock().unwrap().clone(),
+        vec![2 * rb, 2 * rb, 20 * rb],
+        "the chunk of regions 2 and 5 copied again"
+    );
+    assert_eq!(
+        (t.copied_blocks(), t.skipped_blocks()),
+        (3 * rb, len - 3 * rb)
+    );
+    assert_eq!(t.regions_copied(), Some(3));
     vm.shutdown();
     e.shutdown();
 }
