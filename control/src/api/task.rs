@@ -74,9 +74,27 @@ pub struct TaskInfo {
     /// Seconds since the start (to the end, once it ended).
     pub elapsed_secs: f64,
     /// What the task found, once it ended (a `check`: `mismatch_rows`, `mismatch_ranges` as
-    /// `[first, end)` rows, `repaired`); absent for tasks that report nothing.
+    /// `[first, end)` rows, `repaired`; a `drl` or `delta` copy: `regions`, the region ranges
+    /// `[first, end)` it copied, at most 1024); absent for tasks that report nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// What a copy copies: `full`, `drl` (the dirty regions after a crash) or `delta` (the
+    /// regions a returning plex missed); absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Why a copy is `full` although it could have been limited to some regions, if it could.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_full: Option<String>,
+    /// Blocks a `drl` or `delta` copy passed without copying them (counted in
+    /// `done_blocks`, not in the rate); absent for a full copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_blocks: Option<u64>,
+    /// Regions a `drl` or `delta` copy has to copy (from where it started on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions_total: Option<u64>,
+    /// Regions of those it has copied so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions_copied: Option<u64>,
 }
 
 #[cfg(test)]
@@ -125,6 +143,11 @@ mod tests {
             eta_secs: Lenient::Value(Some(2)),
             elapsed_secs: 2.0,
             result: None,
+            mode: None,
+            why_full: None,
+            skipped_blocks: None,
+            regions_total: None,
+            regions_copied: None,
         };
         assert_shape(
             &info,
@@ -143,5 +166,37 @@ mod tests {
         };
         let v = serde_json::to_value(&check).unwrap();
         assert_eq!(v["result"]["mismatch_ranges"], json!([[17, 18]]));
+        // A sparse copy says what it skipped; a full one may say why it is full.
+        let sparse = TaskInfo {
+            kind: "resync".into(),
+            result: None,
+            mode: Some("drl".into()),
+            skipped_blocks: Some(1000),
+            regions_total: Some(3),
+            regions_copied: Some(1),
+            ..check.clone()
+        };
+        let v = serde_json::to_value(&sparse).unwrap();
+        assert_eq!(
+            (
+                &v["mode"],
+                &v["skipped_blocks"],
+                &v["regions_total"],
+                &v["regions_copied"]
+            ),
+            (&json!("drl"), &json!(1000), &json!(3), &json!(1))
+        );
+        assert!(v.get("why_full").is_none(), "{v}");
+        let full = TaskInfo {
+            mode: Some("full".into()),
+            why_full: Some("vol01 has no region log".into()),
+            ..check
+        };
+        let v = serde_json::to_value(&full).unwrap();
+        assert_eq!(v["why_full"], json!("vol01 has no region log"));
+        assert!(v.get("skipped_blocks").is_none(), "{v}");
+        // Older servers send none of these.
+        let old: TaskInfo = serde_json::from_value(json!({"id": 1, "kind": "resync"})).unwrap();
+        assert_eq!((old.mode, old.regions_copied), (None, None));
     }
 }

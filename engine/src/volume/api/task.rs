@@ -5,7 +5,9 @@ use plexd_control::api::task::TaskInfo;
 use crate::volume::copy::task::{Task, TaskState};
 
 /// The task's description: its progress in blocks and percent (rounded down to a tenth), its
-/// rate, ETA and elapsed time (to a tenth of a second).
+/// rate, ETA and elapsed time (to a tenth of a second); what it copies (`mode`, and for a
+/// sparse copy its skipped blocks and regions; once it ended, `result.regions` lists the
+/// region ranges it copied).
 pub(crate) fn info(task: &Task) -> TaskInfo {
     let p = task.progress_report();
     let (state, error) = match task.state() {
@@ -14,6 +16,18 @@ pub(crate) fn info(task: &Task) -> TaskInfo {
         TaskState::Cancelled => ("cancelled", None),
         TaskState::Failed(m) => ("failed", Some(m)),
     };
+    let mut result = task.result();
+    if state != "running" {
+        if let Some(ranges) = task.region_ranges_copied() {
+            let ranges: Vec<[u64; 2]> = ranges.iter().map(|&(a, b)| [a, b]).collect();
+            // Results are objects (a check's counts); a sparse check gets both.
+            if let serde_json::Value::Object(m) =
+                result.get_or_insert_with(|| serde_json::json!({}))
+            {
+                m.insert("regions".into(), serde_json::json!(ranges));
+            }
+        }
+    }
     let percent = if p.total == 0 {
         100.0
     } else {
@@ -35,6 +49,11 @@ pub(crate) fn info(task: &Task) -> TaskInfo {
         rate_blocks_per_sec: (p.rate.round() as u64).into(),
         eta_secs: p.eta_secs.into(),
         elapsed_secs: (p.elapsed_secs * 10.0).round() / 10.0,
-        result: task.result(),
+        result,
+        mode: Some(task.mode().into()),
+        why_full: task.why_full().map(str::to_string),
+        skipped_blocks: task.todo().map(|_| task.skipped_blocks()),
+        regions_total: task.regions_total(),
+        regions_copied: task.regions_copied(),
     }
 }

@@ -4,7 +4,10 @@
 //!   under the barrier).
 //! - [`repair`]: the read-repair worker and its bounded queue.
 //! - [`raid5`]: RAID-5 row tasks (parity resync, column rebuild, scrub) on the same barrier.
+//! - [`sparse`]: the regions a sparse copy copies (a dirty map, a returning plex's missed
+//!   regions) and the block arithmetic over them.
 
 pub mod raid5;
 pub mod repair;
+pub mod sparse;
 pub mod task;

@@ -16,6 +16,12 @@
 //!
 //! Every wait for a disk ends if the task is cancelled (a write still in flight is fenced on
 //! its chunk, see `io::fence`), as for mirror copies.
+//!
+//! A resync or check given a todo (regions of a whole, power-of-two number of rows) works
+//! only on the rows of todo regions; its progress passes the other rows, whose parity the
+//! caller promises is current. A rebuild cannot be sparse: the I/O path leaves the rebuilt
+//! column alone in rows past the progress, so a row the rebuild skipped would keep missing
+//! the writes made there while it ran.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,7 +106,8 @@ impl RowPlex {
 /// Runs `work` from the task's progress (a logical block at a chunk boundary) to row
 /// `end_row`, chunk by chunk under the barrier. `checkpoint(block)` is called about once a
 /// second with the progress reached; `delay` is slept between chunks (throttle). Returns
-/// Ok(false) if the task was cancelled.
+/// Ok(false) if the task was cancelled. A sparse task (resync or check only) jumps to the
+/// next row of a todo region and works only on such rows.
 pub(crate) fn run_rows(
     io: &CopyIo<'_>,
     plex: &RowPlex,
@@ -126,6 +133,19 @@ pub(crate) fn run_rows(
         ));
     }
     let rows_per_chunk = chunk / row_blocks;
+    if let Some(t) = task.todo() {
+        if let RowWork::Rebuild(_) = work {
+            return Err(
+                "a column rebuild copies every row: it cannot be limited to some regions".into(),
+            );
+        }
+        let region = t.geometry().region_blocks();
+        if region % row_blocks != 0 {
+            return Err(format!(
+                "a region ({region} blocks) is not a whole number of rows ({row_blocks} blocks)"
+            ));
+        }
+    }
     let unit = (su * bs) as usize;
     let mut bufs: Vec<Vec<u8>> = (0..ncol)
         .map(|_| vec![0u8; rows_per_chunk as usize * unit])
@@ -133,14 +153,24 @@ pub(crate) fn run_rows(
     let mut acc = vec![0u8; unit];
     let mut last_ck = Instant::now();
     loop {
-        let at = task.done();
+        if task.cancelled() {
+            return Ok(false);
+        }
+        // Rows outside a sparse task's todo have current parity: the progress passes them.
+        // Regions are whole rows, so the progress stays at a row boundary.
+        let at = task.skip_to_todo(task.done(), end_row * row_blocks);
         let r0 = at / row_blocks;
         if r0 >= end_row {
             return Ok(true);
         }
         let c = barrier.chunk_of(at);
         let r1 = ((c + 1) * rows_per_chunk).min(end_row);
-        let n = (r1 - r0) as usize;
+        // The runs of rows to work on (a region cut short at the volume's end ends in a row).
+        let row_runs: Vec<(u64, u64)> = task
+            .runs_in(r0 * row_blocks..r1 * row_blocks)
+            .into_iter()
+            .map(|b| (b.start / row_blocks, b.end.div_ceil(row_blocks).min(r1)))
+            .collect();
         #[cfg(test)]
         task.hook(crate::volume::copy::task::HookPoint::Chunk { task, at });
         let _g = task.chunk_lock();
@@ -151,73 +181,77 @@ pub(crate) fn run_rows(
             return Ok(false);
         }
         let failed_read = std::cell::Cell::new(None);
-        let r = (|| -> Result<(), PlexIoError> {
-            let col_io = |bufs: &mut Vec<Vec<u8>>, col: usize, op: IoType| {
-                plex_io_in(
-                    io,
-                    &plex.columns[col],
-                    r0 * su,
-                    (r1 - r0) * su,
-                    op,
-                    &mut bufs[col][..n * unit],
-                    c,
-                )
-            };
-            // A column whose read fails is named to the caller (it records it stale).
-            let read_col = |bufs: &mut Vec<Vec<u8>>, col: usize| {
-                col_io(bufs, col, IoType::Read).inspect_err(|e| {
-                    if let PlexIoError::Failed(_) = e {
-                        failed_read.set(Some(col));
-                    }
-                })
-            };
-            let unit_io = |buf: &mut [u8], col: usize, row: u64, op: IoType| {
-                plex_io_in(io, &plex.columns[col], row * su, su, op, buf, c)
-            };
-            match work {
-                RowWork::Rebuild(target) => {
-                    for col in (0..ncol).filter(|&k| k != target) {
-                        read_col(&mut bufs, col)?;
-                    }
-                    let (dst, rest) = take_column(&mut bufs, target);
-                    reconstruct_into(&mut dst[..n * unit], rest.iter().map(|b| &b[..n * unit]));
-                    col_io(&mut bufs, target, IoType::Write)?;
-                }
-                RowWork::Resync | RowWork::Check { .. } => {
-                    for col in 0..ncol {
-                        read_col(&mut bufs, col)?;
-                    }
-                    for i in 0..n {
-                        let row = r0 + i as u64;
-                        let p = g.parity_column(row);
-                        let data = bufs
-                            .iter()
-                            .enumerate()
-                            .filter(|(k, _)| *k != p)
-                            .map(|(_, b)| unit_at(b, i, unit));
-                        if parity_mismatch(unit_at(&bufs[p], i, unit), data.clone()).is_none() {
-                            continue;
+        let r = row_runs
+            .iter()
+            .try_for_each(|&(r0, r1)| -> Result<(), PlexIoError> {
+                let n = (r1 - r0) as usize;
+                let col_io = |bufs: &mut Vec<Vec<u8>>, col: usize, op: IoType| {
+                    plex_io_in(
+                        io,
+                        &plex.columns[col],
+                        r0 * su,
+                        (r1 - r0) * su,
+                        op,
+                        &mut bufs[col][..n * unit],
+                        c,
+                    )
+                };
+                // A column whose read fails is named to the caller (it records it stale).
+                let read_col = |bufs: &mut Vec<Vec<u8>>, col: usize| {
+                    col_io(bufs, col, IoType::Read).inspect_err(|e| {
+                        if let PlexIoError::Failed(_) = e {
+                            failed_read.set(Some(col));
                         }
-                        parity_into(&mut acc, data);
-                        let rewrite = match work {
-                            RowWork::Check { repair } => {
-                                found.add(row);
-                                repair
+                    })
+                };
+                let unit_io = |buf: &mut [u8], col: usize, row: u64, op: IoType| {
+                    plex_io_in(io, &plex.columns[col], row * su, su, op, buf, c)
+                };
+                match work {
+                    RowWork::Rebuild(target) => {
+                        for col in (0..ncol).filter(|&k| k != target) {
+                            read_col(&mut bufs, col)?;
+                        }
+                        let (dst, rest) = take_column(&mut bufs, target);
+                        reconstruct_into(&mut dst[..n * unit], rest.iter().map(|b| &b[..n * unit]));
+                        col_io(&mut bufs, target, IoType::Write)?;
+                    }
+                    RowWork::Resync | RowWork::Check { .. } => {
+                        for col in 0..ncol {
+                            read_col(&mut bufs, col)?;
+                        }
+                        for i in 0..n {
+                            let row = r0 + i as u64;
+                            let p = g.parity_column(row);
+                            let data = bufs
+                                .iter()
+                                .enumerate()
+                                .filter(|(k, _)| *k != p)
+                                .map(|(_, b)| unit_at(b, i, unit));
+                            if parity_mismatch(unit_at(&bufs[p], i, unit), data.clone()).is_none() {
+                                continue;
                             }
-                            _ => true,
-                        };
-                        if rewrite {
-                            unit_io(&mut acc, p, row, IoType::Write)?;
+                            parity_into(&mut acc, data);
+                            let rewrite = match work {
+                                RowWork::Check { repair } => {
+                                    found.add(row);
+                                    repair
+                                }
+                                _ => true,
+                            };
+                            if rewrite {
+                                unit_io(&mut acc, p, row, IoType::Write)?;
+                            }
                         }
                     }
                 }
-            }
-            Ok(())
-        })();
+                Ok(())
+            });
         if r.is_ok() {
             // Before the chunk is lowered: a guest write to these rows planned after it must
             // see the rebuilt column as present (and write it).
-            task.progress().set(r1 * row_blocks);
+            let worked: u64 = row_runs.iter().map(|(a, b)| b - a).sum();
+            task.chunk_done(r1 * row_blocks, (r1 - r0) * row_blocks, worked * row_blocks);
         }
         // A write still in flight keeps the chunk raised through its fence.
         barrier.lower(c);

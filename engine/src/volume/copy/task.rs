@@ -9,6 +9,11 @@
 //! so a copy resumes after a crash. A copy cancelled while a write of it is still in flight
 //! returns at once and leaves that write to a fence (`io::fence`), which keeps the chunk
 //! locked until the disk answers.
+//!
+//! A copy given a todo ([`CopyTodo`]) is sparse: it jumps from its progress to the next todo
+//! region and copies only the todo blocks of each chunk; the progress still sweeps the whole
+//! volume (blocks outside the todo are equal by the caller's promise), and the task counts
+//! what it copied and skipped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::bdev::blocking::{start_io, BlockingIoError};
 use crate::bdev::{Bdev, IoType};
+use crate::volume::copy::sparse::CopyTodo;
 use crate::volume::io::barrier::SyncBarrier;
 use crate::volume::io::driver::CopyProgress;
 use crate::volume::io::fence::{FenceList, FencedWrite};
@@ -70,6 +76,16 @@ pub struct Task {
     chunk: Mutex<()>,
     /// Where a cancelled copy hands the write it still waits for.
     fences: Arc<FenceList>,
+    /// The regions a sparse copy copies (`None`: every block).
+    todo: Option<CopyTodo>,
+    /// Why a copy that could have been sparse copies everything.
+    why_full: Option<String>,
+    /// Blocks copied (sparse copies; a full copy counts its progress).
+    copied: AtomicU64,
+    /// Blocks passed without copying them (outside the todo).
+    skipped: AtomicU64,
+    /// Blocks of todo regions from the start on: what a sparse copy has to copy.
+    todo_blocks: u64,
     #[cfg(test)]
     hook: Option<Hook>,
 }
@@ -117,9 +133,103 @@ impl Task {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Blocks copied so far (including where it resumed from).
+    /// Blocks copied so far (including where it resumed from). For a sparse copy: its
+    /// frontier, blocks skipped included.
     pub fn done(&self) -> u64 {
         self.progress.get()
+    }
+
+    /// What the copy copies: `full`, or why it is sparse (`drl`, `delta`).
+    pub fn mode(&self) -> &'static str {
+        self.todo.as_ref().map_or("full", |t| t.mode().as_str())
+    }
+
+    /// Why the copy copies everything although it could have been sparse, if its owner said.
+    pub fn why_full(&self) -> Option<&str> {
+        self.why_full.as_deref()
+    }
+
+    /// The regions a sparse copy copies.
+    pub fn todo(&self) -> Option<&CopyTodo> {
+        self.todo.as_ref()
+    }
+
+    /// Blocks really copied since the start (a full copy: its progress since the start).
+    pub fn copied_blocks(&self) -> u64 {
+        match self.todo {
+            Some(_) => self.copied.load(Ordering::Relaxed),
+            None => self.done().saturating_sub(self.start_offset),
+        }
+    }
+
+    /// Blocks passed without copying them, because they are outside the todo (0 for a
+    /// full copy).
+    pub fn skipped_blocks(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Todo regions from the start on (those that hold a block at or past where the copy
+    /// began); `None` for a full copy.
+    pub fn regions_total(&self) -> Option<u64> {
+        let t = self.todo.as_ref()?;
+        Some(t.regions_touching(self.start_offset..self.total))
+    }
+
+    /// Todo regions the copy has finished (every block of theirs below its progress);
+    /// `None` for a full copy.
+    pub fn regions_copied(&self) -> Option<u64> {
+        let t = self.todo.as_ref()?;
+        Some(t.regions_done(self.start_offset, self.done()))
+    }
+
+    /// The runs `[first, end)` of the todo regions the copy has finished (those
+    /// [`Task::regions_copied`] counts), at most [`Task::MAX_REGION_RANGES`] of them; `None`
+    /// for a full copy.
+    pub fn region_ranges_copied(&self) -> Option<Vec<(u64, u64)>> {
+        let t = self.todo.as_ref()?;
+        let ranges = t.ranges_done(self.start_offset, self.done(), Self::MAX_REGION_RANGES);
+        Some(ranges.into_iter().map(|r| (r.start, r.end)).collect())
+    }
+
+    /// How many region ranges [`Task::region_ranges_copied`] gives at most.
+    pub const MAX_REGION_RANGES: usize = 1024;
+
+    /// Records that the progress moved past `n` blocks of which `copied` were copied.
+    fn count(&self, n: u64, copied: u64) {
+        self.copied.fetch_add(copied, Ordering::Relaxed);
+        self.skipped
+            .fetch_add(n.saturating_sub(copied), Ordering::Relaxed);
+    }
+
+    /// Moves the progress of a sparse copy from `at` to the next todo block (or `end`,
+    /// when no todo block is left before it), counting what it passes as skipped. Returns
+    /// the new progress. A full copy stays at `at`.
+    pub(crate) fn skip_to_todo(&self, at: u64, end: u64) -> u64 {
+        let Some(t) = &self.todo else {
+            return at;
+        };
+        let next = t.next_block(at).unwrap_or(end).min(end);
+        if next > at {
+            self.count(next - at, 0);
+            self.progress.set(next);
+        }
+        next.max(at)
+    }
+
+    /// The runs of `blocks` a copy has to copy: all of it for a full copy, the todo blocks
+    /// of it for a sparse one.
+    pub(crate) fn runs_in(&self, blocks: std::ops::Range<u64>) -> Vec<std::ops::Range<u64>> {
+        match &self.todo {
+            Some(t) => t.runs_in(blocks),
+            None => vec![blocks],
+        }
+    }
+
+    /// Records a chunk done: the progress moves to `to`; of the `n` blocks passed, `copied`
+    /// were copied.
+    pub(crate) fn chunk_done(&self, to: u64, n: u64, copied: u64) {
+        self.count(n, copied);
+        self.progress.set(to);
     }
 
     /// The progress counter, for the I/O path to read (`VolumeShared::resync`).
@@ -175,13 +285,17 @@ impl Task {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .unwrap_or_else(|| self.started.elapsed().as_secs_f64());
-        let copied = done.saturating_sub(self.start_offset);
+        let copied = self.copied_blocks();
         let rate = if elapsed > 0.0 {
             copied as f64 / elapsed
         } else {
             0.0
         };
-        let left = self.total.saturating_sub(done);
+        // A sparse copy has only its todo blocks left to copy.
+        let left = match self.todo {
+            Some(_) => self.todo_blocks.saturating_sub(copied),
+            None => self.total.saturating_sub(done),
+        };
         let eta = if rate > 0.0 && self.state() == TaskState::Running {
             Some((left as f64 / rate).ceil() as u64)
         } else {
@@ -204,7 +318,7 @@ pub struct TaskProgress {
     pub done: u64,
     /// Blocks to copy.
     pub total: u64,
-    /// Blocks copied per second since the start.
+    /// Blocks copied per second since the start (blocks a sparse copy skipped do not count).
     pub rate: f64,
     /// Seconds left at that rate, while it runs and the rate is known.
     pub eta_secs: Option<u64>,
@@ -230,6 +344,10 @@ pub(crate) struct TaskSpec<'a> {
     pub(crate) start: u64,
     /// The block it ends at.
     pub(crate) total: u64,
+    /// The regions to copy, for a sparse copy (`None`: every block from `start`).
+    pub(crate) todo: Option<CopyTodo>,
+    /// Why a copy that could have been sparse copies everything (shown with the task).
+    pub(crate) why_full: Option<String>,
 }
 
 /// Every task of this plexd (finished ones are kept for `task_list`).
@@ -278,7 +396,10 @@ impl TaskList {
             source,
             start,
             total,
+            todo,
+            why_full,
         } = spec;
+        let todo_blocks = todo.as_ref().map_or(0, |t| t.blocks_in(start..total));
         let mut written: Vec<String> = plex.iter().map(|p| p.to_string()).collect();
         written.extend(targets.iter().filter(|t| Some(t.as_str()) != plex).cloned());
         Arc::new(Task {
@@ -300,6 +421,11 @@ impl TaskList {
             cancel: AtomicBool::new(false),
             chunk: Mutex::new(()),
             fences: self.fences.clone(),
+            todo,
+            why_full,
+            copied: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            todo_blocks,
             #[cfg(test)]
             hook: self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
@@ -331,6 +457,8 @@ impl TaskList {
                 source: Some(source),
                 start: 0,
                 total: 0,
+                todo: None,
+                why_full: None,
             },
         );
         self.repairs().push(t.clone());
@@ -594,6 +722,9 @@ pub(crate) fn plex_io_in(
 /// that fails is handed to `target_failed(index, error)` once the chunk is released: true
 /// drops that target and copies the chunk again to the others, false fails the copy. The
 /// chunk counts as done (`Task::done`) only once every target still in the copy took it.
+///
+/// A sparse task (one with a todo) jumps from its progress to the next todo block and copies
+/// only the todo blocks of each chunk it raises; the progress passes the rest without a copy.
 pub(crate) fn copy(
     io: &CopyIo<'_>,
     source: &CopyPlex,
@@ -614,7 +745,11 @@ pub(crate) fn copy(
     let mut last_ck = Instant::now();
     let mut dropped = vec![false; targets.len()];
     loop {
-        let at = task.done();
+        if task.cancelled() {
+            return Ok(false);
+        }
+        // Blocks outside a sparse copy's todo are equal already: the progress passes them.
+        let at = task.skip_to_todo(task.done(), end);
         if at >= end {
             return Ok(true);
         }
@@ -622,7 +757,8 @@ pub(crate) fn copy(
         let n = (chunk - at % chunk).min(end - at);
         #[cfg(test)]
         task.hook(HookPoint::Chunk { task, at });
-        let mut failed = Vec::new();
+        let runs = task.runs_in(at..at + n);
+        let mut failed: Vec<(usize, String)> = Vec::new();
         {
             let _g = task.chunk.lock().unwrap_or_else(|p| p.into_inner());
             if task.cancelled() {
@@ -632,10 +768,15 @@ pub(crate) fn copy(
             if !barrier.raise(c, &task.cancel) {
                 return Ok(false);
             }
-            let data = &mut buf[..(n * bs) as usize];
-            let r = plex_io(io, source, at, n, IoType::Read, data).and_then(|_| {
-                for (i, t) in targets.iter().enumerate().filter(|(i, _)| !dropped[*i]) {
-                    match plex_io(io, t, at, n, IoType::Write, data) {
+            let r = runs.iter().try_for_each(|run| {
+                let (o, k) = (run.start, run.end - run.start);
+                let data = &mut buf[((o - at) * bs) as usize..((o - at + k) * bs) as usize];
+                plex_io(io, source, o, k, IoType::Read, data)?;
+                for (i, t) in targets.iter().enumerate() {
+                    if dropped[i] || failed.iter().any(|(j, _)| *j == i) {
+                        continue;
+                    }
+                    match plex_io(io, t, o, k, IoType::Write, data) {
                         Ok(()) => {}
                         Err(PlexIoError::Failed(e)) => failed.push((i, e)),
                         Err(PlexIoError::Stopped) => return Err(PlexIoError::Stopped),
@@ -651,7 +792,8 @@ pub(crate) fn copy(
                 Err(PlexIoError::Failed(e)) => return Err(e),
             }
             if failed.is_empty() {
-                task.progress.set(at + n);
+                let copied = runs.iter().map(|r| r.end - r.start).sum();
+                task.chunk_done(at + n, n, copied);
             }
         }
         if !failed.is_empty() {

@@ -528,6 +528,8 @@ impl VolumeManager {
             source: None,
             start,
             total: rows * row_blocks,
+            todo: None,
+            why_full: None,
         });
         if let RowWork::Rebuild(_) | RowWork::Resync = work {
             // Progress first, then the map that says to use it.

@@ -388,6 +388,8 @@ impl VolumeManager {
             source: Some(&plex_name),
             start: from,
             total: end,
+            todo: None,
+            why_full: None,
         });
         let id = task.id;
         let vm = self

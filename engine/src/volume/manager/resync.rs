@@ -56,6 +56,8 @@ impl VolumeManager {
             source: Some(&source_name),
             start,
             total: len,
+            todo: None,
+            why_full: None,
         });
         shared.resync.store(Some(task.progress().clone()));
         tracing::info!(dg = %dg, volume = %vol, from = start, "resync started (reads served from {})", map.plexes[src].name);
@@ -281,6 +283,8 @@ impl VolumeManager {
             source: Some(&map.plexes[src].name),
             start: from.min(len),
             total: len,
+            todo: None,
+            why_full: None,
         });
         let id = task.id;
         let vm = self

@@ -27,6 +27,7 @@ mod raid5f;
 mod read_errors;
 mod request_types;
 mod reshape;
+mod sparse_copy;
 
 pub(crate) fn engine() -> Arc<Engine> {
     Engine::start(&[0], PollMode::Adaptive).expect("engine")
