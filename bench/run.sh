@@ -18,7 +18,8 @@
 #      driver=null-co) and file backing (plexd uring bdev vs driver=file,aio=io_uring,
 #      cache.direct=on) on the same file. Each back-end is pinned to CPU 0 (one reactor /
 #      one iothread), the client to CPU 1.
-#   3. If SPDK_DIR is set and holds build/examples/bdevperf: SPDK's bdevperf on the same
+#   3. If SPDK_DIR is set and holds build/examples/bdevperf (or BDEVPERF names one; built by
+#      bench/build-spdk.sh, which writes the wrapper $SPDK_DIR/bdevperf.sh): SPDK's bdevperf on the same
 #      in-process configs, and raid5f full-stripe write (bdev_raid_create raid5f over four RAM
 #      bdevs, 16 KiB strips, 48 KiB writes) by both plexperf and bdevperf from one config
 #      (never required; skipped with a note in the report otherwise).
@@ -46,7 +47,7 @@ while getopts "t:o:s:rh" opt; do
     o) RESULTS=$OPTARG ;;
     r) REPORT_ONLY=1 ;;
     s) SECTIONS=$OPTARG ;;
-    *) sed -n '2,35p' "$0"; exit 2 ;;
+    *) sed -n '2,36p' "$0"; exit 2 ;;
   esac
 done
 want() { [[ ",$SECTIONS," == *",$1,"* ]]; }
@@ -257,7 +258,14 @@ want vhost && for backing in null file; do
 done
 
 # ---- 3. SPDK's bdevperf (optional) -----------------------------------------------------
-BDEVPERF=${SPDK_DIR:+$SPDK_DIR/build/examples/bdevperf}
+# BDEVPERF (if set) overrides the binary, e.g. the wrapper bench/build-spdk.sh writes
+# ($SPDK_DIR/bdevperf.sh: shared-library path, --no-pci, hugepages or --no-huge), used by
+# default when it is there.
+if [ -z "${BDEVPERF:-}" ] && [ -n "${SPDK_DIR:-}" ]; then
+  BDEVPERF=$SPDK_DIR/build/examples/bdevperf
+  [ -x "$SPDK_DIR/bdevperf.sh" ] && BDEVPERF=$SPDK_DIR/bdevperf.sh
+fi
+BDEVPERF=${BDEVPERF:-}
 spdk_note=
 if ! want spdk; then
   spdk_note="not run (-s without spdk)"
