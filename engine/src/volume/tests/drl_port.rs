@@ -50,7 +50,11 @@ impl Rig {
     /// (`on_data`) or on the other two (whose writes are then all log writes). A region is
     /// cleared after `clear_ms` of quiet.
     fn new(on_data: bool, clear_ms: u64) -> Rig {
-        let e = engine();
+        Rig::on(engine(), on_data, clear_ms)
+    }
+
+    /// As [`Rig::new`], on the reactors of `e`.
+    fn on(e: Arc<Engine>, on_data: bool, clear_ms: u64) -> Rig {
         let vm = VolumeManager::new(e.clone());
         let disks = error_disks(&e, 4, 32);
         vm.dg_create("dg01", &disks, false).unwrap();
@@ -222,11 +226,16 @@ impl Rig {
         write(&self.e, &self.vol, r * REGION + at, data).unwrap();
     }
 
-    /// Starts a write of `data` into region `r`, `at` bytes into it.
+    /// Starts a write of `data` into region `r`, `at` bytes into it, on reactor 0.
     fn start_write(&self, r: u64, at: u64, data: &[u8]) -> PendingIo {
+        self.start_write_on(0, r, at, data)
+    }
+
+    /// Starts a write of `data` into region `r`, `at` bytes into it, on reactor `reactor`.
+    fn start_write_on(&self, reactor: usize, r: u64, at: u64, data: &[u8]) -> PendingIo {
         start_io(
             &self.e,
-            0,
+            reactor,
             &self.vol,
             IoType::Write,
             r * REGION + at,
@@ -460,5 +469,109 @@ fn writes_wait_while_every_log_copy_fails_and_go_on_once_one_works() {
     assert_eq!(rig.read(11, 0, 4096), pattern(2, 4096));
     assert_eq!(rig.read(11, 4096, 4096), pattern(3, 4096));
     assert_eq!(rig.read(1, 4096, 4096), pattern(4, 4096));
+    rig.shutdown();
+}
+
+/// Holds the next log write on both copies (the copies are not on the data disks).
+fn hold_log_writes(rig: &Rig) {
+    for i in 0..2 {
+        err_state(&rig.e, rig.copy_bdev(i))
+            .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+            .unwrap();
+    }
+    wait_until("nothing else to be held", || {
+        (0..2).all(|i| armed(&rig.e, rig.copy_bdev(i), "write") == 1)
+    });
+}
+
+fn release_log_writes(rig: &Rig) {
+    wait_until("the log write to be held on both copies", || {
+        (0..2).all(|i| armed(&rig.e, rig.copy_bdev(i), "write") == 0)
+    });
+    for i in 0..2 {
+        err_state(&rig.e, rig.copy_bdev(i)).clear();
+    }
+}
+
+#[test]
+fn writers_on_two_reactors_are_served_by_whichever_holds_the_log() {
+    let e = Engine::start(&[0, 1], crate::reactor::PollMode::Adaptive).expect("engine");
+    let rig = Rig::on(e, false, NO_CLEAR_MS);
+    let before = [rig.writes_on_copy(0), rig.writes_on_copy(1)];
+    // One clean region written from both reactors: one log write covers both.
+    hold_log_writes(&rig);
+    let mut writes: Vec<PendingIo> = (0..8u64)
+        .map(|k| rig.start_write_on((k % 2) as usize, 9, k * 4096, &pattern(k, 4096)))
+        .collect();
+    assert!(still_running(&writes[1]), "a write went on before its bit");
+    release_log_writes(&rig);
+    for w in &writes {
+        w.wait(Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(
+        [rig.writes_on_copy(0), rig.writes_on_copy(1)],
+        [before[0] + 1, before[1] + 1]
+    );
+    // A region requested on one reactor while the other holds the log for another region:
+    // both are made durable (one more batch each, or one for both).
+    hold_log_writes(&rig);
+    writes.clear();
+    writes.push(rig.start_write_on(0, 20, 0, &pattern(20, 4096)));
+    release_log_writes_later(&rig, &mut writes);
+    for w in &writes {
+        w.wait(Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(rig.on_disk(&[0]), vec![9, 20, 21]);
+    assert_eq!(rig.on_disk(&[1]), vec![9, 20, 21]);
+    for k in 0..8u64 {
+        assert_eq!(rig.read(9, k * 4096, 4096), pattern(k, 4096));
+    }
+    assert_eq!(rig.read(20, 0, 4096), pattern(20, 4096));
+    assert_eq!(rig.read(21, 0, 4096), pattern(21, 4096));
+    rig.shutdown();
+}
+
+/// Waits until reactor 0's batch is held, starts a write into region 21 on reactor 1 (which
+/// cannot take the log's token now), then lets the held batch go.
+fn release_log_writes_later(rig: &Rig, writes: &mut Vec<PendingIo>) {
+    wait_until("the log write to be held on both copies", || {
+        (0..2).all(|i| armed(&rig.e, rig.copy_bdev(i), "write") == 0)
+    });
+    writes.push(rig.start_write_on(1, 21, 0, &pattern(21, 4096)));
+    assert!(still_running(&writes[1]), "a write went on before its bit");
+    for i in 0..2 {
+        err_state(&rig.e, rig.copy_bdev(i)).clear();
+    }
+}
+
+#[test]
+fn waiters_go_on_without_the_log_once_a_map_without_it_is_published() {
+    let rig = Rig::new(false, NO_CLEAR_MS);
+    for i in 0..2 {
+        inject(&rig.e, rig.copy_bdev(i), InjectTarget::Write, MAX_NUM);
+    }
+    let a = rig.start_write(12, 0, &pattern(1, 4096));
+    assert!(still_running(&a), "a write went on with no copy of its bit");
+    // What the manager does once it recorded the log failed: a map without it.
+    let shared = shared_of(&rig.vol).unwrap();
+    let old = shared.map();
+    shared.publish(VolumeMap {
+        generation: old.generation + 1,
+        disks: old.disks.clone(),
+        plexes: old.plexes.clone(),
+        read_policy: old.read_policy,
+        read_source: old.read_source,
+        enabled: old.enabled,
+        raid5: old.raid5.clone(),
+        drl: None,
+    });
+    a.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(rig.read(12, 0, 4096), pattern(1, 4096));
+    // Later writes go on without the log too.
+    rig.write(13, 0, &pattern(2, 4096));
+    assert_eq!(rig.read(13, 0, 4096), pattern(2, 4096));
+    for i in 0..2 {
+        err_state(&rig.e, rig.copy_bdev(i)).clear();
+    }
     rig.shutdown();
 }
