@@ -575,3 +575,20 @@ fn waiters_go_on_without_the_log_once_a_map_without_it_is_published() {
     }
     rig.shutdown();
 }
+
+#[test]
+fn while_a_plex_is_tracked_writes_mark_the_missed_map_too() {
+    let rig = Rig::new(true, NO_CLEAR_MS);
+    rig.write(3, 0, &pattern(1, 4096));
+    // A plex leaves: regions dirty now are put into M by the next batch, and every write
+    // from now on needs its M bit as well.
+    assert_eq!(rig.drl.start_tracking(), 1);
+    rig.write(30, 0, &pattern(2, 4096));
+    let m = store::read_map(&rig.e, &rig.spec, &rig.copy_disks(&[0, 1]));
+    assert!(m.usable(), "{:?}", m.messages());
+    assert!(m.messages().is_empty(), "{:?}", m.messages());
+    assert_eq!(m.d.iter().collect::<Vec<_>>(), vec![3, 30]);
+    assert_eq!(m.m.iter().collect::<Vec<_>>(), vec![3, 30]);
+    assert_eq!(rig.read(30, 0, 4096), pattern(2, 4096));
+    rig.shutdown();
+}
