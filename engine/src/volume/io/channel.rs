@@ -183,7 +183,13 @@ struct VolumeChannel {
     core: Rc<Core>,
 }
 
+/// A child's tag: its slot in the low 32 bits, its plex (or flush target) above. The bits from
+/// 60 up are left free for the region log port's own I/O ([`MIRROR_DRL_TAG`]).
 fn tag(slot: u32, piece: usize) -> u64 {
+    debug_assert!(
+        piece < 1 << 28,
+        "piece {piece} would reach the region log's tag bits"
+    );
     (slot as u64) | ((piece as u64) << 32)
 }
 
