@@ -15,18 +15,29 @@
 //! from one shared buffer of zeroes (allocated once, at the first channel's creation), and an
 //! unmap (sent to disks only when one plex takes writes; mirrors get write-zeroes) is a no-op:
 //! a volume promises nothing about what an unmapped range reads back as.
+//!
+//! With a dirty region log (`VolumeMap::drl`), a write (write-zeroes, unmap) enters its
+//! regions right after it got its slot: when their bits are durable already (the steady
+//! state) that is one atomic per region and the write goes on; otherwise it waits in the
+//! channel's [`DrlPort`] until a batch made them durable, started from `poll` or `submit`.
+//! It leaves its regions when its slot is released, whatever its outcome.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use crate::bdev::{
     BdevError, BdevIo, DriverChannel, IoBuf, IoChannel, IoCompletion, IoStatus, IoType,
 };
+use crate::reactor::{tsc, Poller};
+use crate::volume::drl::regions::Entered;
 use crate::volume::io::barrier::SyncBarrier;
 use crate::volume::io::driver::{VolumeEvent, VolumeMap, VolumeShared};
+use crate::volume::io::drl_port::{
+    self, ClockTarget, DrlClock, DrlPort, PortView, Waiter, MIRROR_DRL_TAG,
+};
 use crate::volume::model::layout::Segment;
 
 /// Preallocated parent slots per channel.
@@ -50,8 +61,12 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
             held: VecDeque::with_capacity(16),
             deferred: VecDeque::with_capacity(16),
             rr: 0,
+            port: DrlPort::new(MIRROR_DRL_TAG, SLOTS),
+            port_view: None,
+            clock: None,
         }),
     });
+    core.st.borrow_mut().view_loaded(&core);
     Ok(Box::new(VolumeChannel { core }))
 }
 
@@ -59,6 +74,8 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
 struct View {
     map: Arc<VolumeMap>,
     flush_targets: Vec<(u32, u64)>,
+    /// The disks of `flush_targets` (what a region log's clear pass flushes).
+    flush_disks: Vec<u32>,
     bases: Vec<Rc<IoChannel>>,
     /// Plexes that may serve reads / take writes (bit per plex).
     readable: u64,
@@ -75,8 +92,10 @@ impl View {
             .iter()
             .map(|d| d.get_io_channel())
             .collect::<Result<Vec<_>, _>>()?;
+        let flush_targets = map.flush_targets();
         Ok(View {
-            flush_targets: map.flush_targets(),
+            flush_disks: flush_targets.iter().map(|(d, _)| *d).collect(),
+            flush_targets,
             readable: map.readable_mask(),
             writable: map.writable_mask(),
             block_size: map.disks.first().map_or(512, |d| d.block_size()) as usize,
@@ -108,6 +127,8 @@ struct ParentSlot {
     /// Plexes already tried (reads).
     tried: u64,
     errno: i32,
+    /// The regions `first..=last` a write entered in its view's region log.
+    drl: Option<(u32, u32)>,
 }
 
 impl ParentSlot {
@@ -121,6 +142,7 @@ impl ParentSlot {
             touched: 0,
             tried: 0,
             errno: 0,
+            drl: None,
         }
     }
 }
@@ -140,6 +162,13 @@ struct ChanState {
     /// Writes waiting for a copy to leave their chunk, in arrival order.
     deferred: VecDeque<BdevIo>,
     rr: usize,
+    /// Writes waiting for their region log bits, and the log's I/O when this channel holds
+    /// its token.
+    port: DrlPort,
+    /// The view the port's I/O in flight was issued on (kept alive until it ends).
+    port_view: Option<usize>,
+    /// Runs the log's clear passes while the channel is idle (once it loaded a log).
+    clock: Option<Rc<dyn Poller>>,
 }
 
 /// The part of a channel children complete into.
@@ -154,7 +183,13 @@ struct VolumeChannel {
     core: Rc<Core>,
 }
 
+/// A child's tag: its slot in the low 32 bits, its plex (or flush target) above. The bits from
+/// 60 up are left free for the region log port's own I/O ([`MIRROR_DRL_TAG`]).
 fn tag(slot: u32, piece: usize) -> u64 {
+    debug_assert!(
+        piece < 1 << 28,
+        "piece {piece} would reach the region log's tag bits"
+    );
     (slot as u64) | ((piece as u64) << 32)
 }
 
@@ -175,7 +210,8 @@ impl ChanState {
     }
 
     /// Picks up a newer map.
-    fn refresh(&mut self, shared: &VolumeShared) {
+    fn refresh(&mut self, core: &Rc<Core>) {
+        let shared = &core.shared;
         let gen = shared.generation.load(Ordering::Acquire);
         if gen == self.view(self.cur).map.generation && !self.broken {
             return;
@@ -185,18 +221,19 @@ impl ChanState {
                 self.broken = false;
                 if self.view(self.cur).users == 0 {
                     self.views[self.cur] = Some(v);
-                    return;
-                }
-                match self.views.iter().position(Option::is_none) {
-                    Some(i) => {
-                        self.views[i] = Some(v);
-                        self.cur = i;
+                } else {
+                    match self.views.iter().position(Option::is_none) {
+                        Some(i) => {
+                            self.views[i] = Some(v);
+                            self.cur = i;
+                        }
+                        None => {
+                            self.views.push(Some(v));
+                            self.cur = self.views.len() - 1;
+                        }
                     }
-                    None => {
-                        self.views.push(Some(v));
-                        self.cur = self.views.len() - 1;
-                    }
                 }
+                self.view_loaded(core);
             }
             Err(e) => {
                 if !self.broken {
@@ -225,10 +262,27 @@ impl ChanState {
         idx
     }
 
-    /// Stops counting slot `idx` as a user of its view (dropping the view if it is old and
-    /// unused).
-    fn unbind(&mut self, idx: u32) {
-        let v = self.slots[idx as usize].view;
+    /// A new current view was loaded: if it has a region log, size the port's page buffer for
+    /// it and make sure the channel's clock runs (both allocate, here and not on the I/O path).
+    fn view_loaded(&mut self, core: &Rc<Core>) {
+        let ChanState {
+            views, cur, port, ..
+        } = self;
+        let Some(map) = views[*cur].as_ref().and_then(|v| v.map.drl.as_ref()) else {
+            return;
+        };
+        port.prepare(map);
+        if self.clock.is_none() {
+            let me: Weak<dyn ClockTarget> = core.me.clone();
+            let clock: Rc<dyn Poller> = Rc::new(DrlClock::new(me));
+            if crate::reactor::register_poller(&clock) {
+                self.clock = Some(clock);
+            }
+        }
+    }
+
+    /// Stops counting one user of view `v` (dropping the view if it is old and unused).
+    fn release_view(&mut self, v: usize) {
         let view = self.view_mut(v);
         view.users = view.users.saturating_sub(1);
         if view.users == 0 && v != self.cur {
@@ -236,8 +290,37 @@ impl ChanState {
         }
     }
 
-    /// Frees slot `idx` and returns its parent; a write leaves the barrier.
+    /// Stops counting slot `idx` as a user of its view (dropping the view if it is old and
+    /// unused).
+    fn unbind(&mut self, idx: u32) {
+        self.release_view(self.slots[idx as usize].view);
+    }
+
+    /// Moves slot `idx` to the newest view.
+    fn rebind(&mut self, idx: u32) {
+        if self.slots[idx as usize].view == self.cur {
+            return;
+        }
+        self.unbind(idx);
+        let cur = self.cur;
+        self.view_mut(cur).users += 1;
+        self.slots[idx as usize].view = cur;
+    }
+
+    /// Leaves the regions slot `idx`'s write entered in its view's region log.
+    fn leave_regions(&mut self, idx: u32) {
+        let s = &mut self.slots[idx as usize];
+        if let Some((first, last)) = s.drl.take() {
+            let v = s.view;
+            if let Some(d) = self.view(v).map.drl.as_ref() {
+                d.state.leave(first, last);
+            }
+        }
+    }
+
+    /// Frees slot `idx` and returns its parent; a write leaves the barrier and its regions.
     fn release_slot(&mut self, idx: u32, barrier: &SyncBarrier) -> Option<BdevIo> {
+        self.leave_regions(idx);
         self.unbind(idx);
         let s = &mut self.slots[idx as usize];
         let p = s.parent.take();
@@ -577,6 +660,151 @@ impl ChanState {
         n
     }
 
+    /// Issues write slot `idx` (`op`) once its regions are durable in the view's region log:
+    /// at once when they are (or the view has no log), else after the port made them so.
+    fn start_logged(&mut self, idx: u32, op: IoType, core: &Rc<Core>) {
+        let entered = {
+            let s = &self.slots[idx as usize];
+            match (self.view(s.view).map.drl.as_ref(), s.parent.as_ref()) {
+                (Some(d), Some(p)) => Some(drl_port::enter(d, p.offset_blocks(), p.num_blocks())),
+                _ => None,
+            }
+        };
+        match entered {
+            None => self.start_write(idx, op, core),
+            Some(Ok((first, last, e))) => {
+                self.slots[idx as usize].drl = Some((first, last));
+                match e {
+                    Entered::Go => self.start_write(idx, op, core),
+                    Entered::Wait(ticket) => {
+                        self.port.wait(Waiter {
+                            slot: idx,
+                            op,
+                            first,
+                            last,
+                            ticket,
+                        });
+                        self.drive_port(core);
+                    }
+                }
+            }
+            Some(Err(())) => {
+                tracing::error!(volume = %core.shared.name, "a write past the regions of the volume's region log was failed (the map does not cover the volume)");
+                self.abort(idx, libc::EIO, core.shared.barrier());
+            }
+        }
+    }
+
+    /// Starts the waiting writes whose regions became durable; a waiter whose view's log is
+    /// no longer the current one (the manager replaced or dropped it) enters the current
+    /// view's log instead. Returns how many went on.
+    fn serve_waiters(&mut self, core: &Rc<Core>) -> usize {
+        if self.port.waiting() == 0 {
+            return 0;
+        }
+        self.refresh(core);
+        let mut n = 0;
+        let mut i = 0;
+        while let Some(mut w) = self.port.waiter(i) {
+            let v = self.slots[w.slot as usize].view;
+            let (stale, go) = {
+                let old = self.view(v).map.drl.as_ref();
+                let cur = self.view(self.cur).map.drl.as_ref();
+                match (old, cur) {
+                    (Some(o), Some(c)) if Arc::ptr_eq(&o.state, &c.state) => {
+                        (false, drl_port::ready(&o.state, &mut w))
+                    }
+                    _ => (true, false),
+                }
+            };
+            if !stale && !go {
+                self.port.set_ticket(i, w.ticket);
+                i += 1;
+                continue;
+            }
+            // The last waiter takes its place: look at index `i` again.
+            self.port.remove_waiter(i);
+            n += 1;
+            let several = self.view(self.cur).writable.count_ones() > 1;
+            let op = if w.op == IoType::Unmap && several {
+                IoType::WriteZeroes
+            } else {
+                w.op
+            };
+            if stale {
+                self.leave_regions(w.slot);
+                self.rebind(w.slot);
+                self.start_logged(w.slot, op, core);
+            } else {
+                self.rebind(w.slot);
+                self.start_write(w.slot, op, core);
+            }
+        }
+        n
+    }
+
+    /// Lets the port do the log's work that is due, on the current view.
+    fn drive_port(&mut self, core: &Rc<Core>) {
+        if self.port.busy() {
+            return;
+        }
+        let cur = self.cur;
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let ChanState { views, port, .. } = self;
+        let Some(view) = views.get(cur).and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(map) = view.map.drl.as_ref() else {
+            port.release();
+            return;
+        };
+        let pv = PortView {
+            map,
+            disks: &view.map.disks,
+            bases: &view.bases,
+            data_disks: &view.flush_disks,
+            cb: &cb,
+            volume: &core.shared.name,
+        };
+        if port.drive(&pv, tsc::ticks()) {
+            self.view_mut(cur).users += 1;
+            self.port_view = Some(cur);
+        }
+    }
+
+    /// A completion of the port's I/O (tag `t`).
+    fn port_io_done(&mut self, t: u64, status: IoStatus, core: &Rc<Core>) {
+        let Some(v) = self.port_view else {
+            tracing::error!(volume = %core.shared.name, tag = t, "region log: a completion arrived with no log I/O in flight; ignored");
+            return;
+        };
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let ended = {
+            let ChanState { views, port, .. } = &mut *self;
+            let Some(view) = views.get(v).and_then(Option::as_ref) else {
+                return;
+            };
+            let Some(map) = view.map.drl.as_ref() else {
+                return;
+            };
+            let pv = PortView {
+                map,
+                disks: &view.map.disks,
+                bases: &view.bases,
+                data_disks: &view.flush_disks,
+                cb: &cb,
+                volume: &core.shared.name,
+            };
+            port.io_done(t, status, &pv, tsc::ticks())
+        };
+        if ended {
+            self.port_view = None;
+            self.release_view(v);
+            self.drive_port(core);
+            self.serve_waiters(core);
+        }
+    }
+
     /// Starts one request, or hands it back if it must wait (a copy holds its chunk, or
     /// earlier requests are already waiting).
     fn start(&mut self, io: BdevIo, core: &Rc<Core>) -> Option<BdevIo> {
@@ -602,7 +830,7 @@ impl ChanState {
                 return Some(io);
             }
         }
-        self.refresh(&core.shared);
+        self.refresh(core);
         let usable = !self.broken && self.view(self.cur).map.enabled;
         if !usable {
             if is_write {
@@ -620,7 +848,7 @@ impl ChanState {
             }
             IoType::Write | IoType::WriteZeroes => {
                 let idx = self.alloc_slot(io, Kind::Write);
-                self.start_write(idx, op, core);
+                self.start_logged(idx, op, core);
             }
             IoType::Unmap => {
                 // Mirrors must stay identical, and an unmapped block reads back as anything.
@@ -630,7 +858,7 @@ impl ChanState {
                     IoType::Unmap
                 };
                 let idx = self.alloc_slot(io, Kind::Write);
-                self.start_write(idx, op, core);
+                self.start_logged(idx, op, core);
             }
             IoType::Flush | IoType::Reset => {
                 let idx = self.alloc_slot(io, Kind::Flush);
@@ -761,6 +989,10 @@ impl IoCompletion for Core {
             return;
         };
         let mut st = self.st.borrow_mut();
+        if st.port.owns_tag(t) {
+            st.port_io_done(t, status, &core);
+            return;
+        }
         let ChanState { slots, views, .. } = &mut *st;
         let Some(s) = slots.get_mut(idx as usize) else {
             return;
@@ -792,6 +1024,7 @@ impl DriverChannel for VolumeChannel {
         let core = &self.core;
         let mut st = core.st.borrow_mut();
         st.release_held(&core.shared);
+        st.serve_waiters(core);
         if let Some(io) = st.start(io, core) {
             #[cfg(test)]
             core.shared
@@ -806,7 +1039,11 @@ impl DriverChannel for VolumeChannel {
         let core = &self.core;
         match core.st.try_borrow_mut() {
             Ok(mut st) => {
-                let n = st.release_held(&core.shared);
+                let mut n = st.release_held(&core.shared);
+                if st.port.waiting() > 0 {
+                    st.drive_port(core);
+                    n += st.serve_waiters(core);
+                }
                 if st.deferred.is_empty() {
                     n
                 } else {
@@ -818,9 +1055,21 @@ impl DriverChannel for VolumeChannel {
     }
 
     fn must_poll(&self) -> bool {
-        self.core
-            .st
-            .try_borrow()
-            .map_or(true, |st| !st.held.is_empty() || !st.deferred.is_empty())
+        self.core.st.try_borrow().map_or(true, |st| {
+            !st.held.is_empty() || !st.deferred.is_empty() || st.port.must_poll()
+        })
+    }
+}
+
+impl ClockTarget for Core {
+    fn clock(&self, now: u64) -> u64 {
+        let (Some(core), Ok(mut st)) = (self.me.upgrade(), self.st.try_borrow_mut()) else {
+            return DrlClock::next_look(None, now);
+        };
+        st.refresh(&core);
+        st.drive_port(&core);
+        let cur = st.cur;
+        let drl = st.view(cur).map.drl.as_ref().map(|d| &*d.state);
+        DrlClock::next_look(drl, now)
     }
 }

@@ -29,7 +29,10 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
 use crate::bdev::{Bdev, BdevDriver, BdevError, DriverChannel};
+use crate::volume::drl::format::DrlGeometry;
+use crate::volume::drl::regions::Drl;
 use crate::volume::io::barrier::SyncBarrier;
+use crate::volume::io::drl_port::DrlShared;
 use crate::volume::io::raid5::stripe_lock::StripeLock;
 use crate::volume::model::layout::PlexGeometry;
 use crate::volume::model::raid5::Raid5Geometry;
@@ -121,6 +124,115 @@ pub struct VolumeMap {
     pub enabled: bool,
     /// For a RAID-5 volume, its data plex (then `plexes` is empty and `read_source` `None`).
     pub raid5: Option<Raid5Map>,
+    /// The volume's dirty region log, when it has one: every write enters its regions there
+    /// first (see `io::drl_port`).
+    pub drl: Option<DrlMap>,
+}
+
+/// One copy of a region log map as the I/O path sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrlCopy {
+    /// The disk holding it: an index into [`VolumeMap::disks`].
+    pub target: u32,
+    /// The block of that disk where the copy's header page starts; page `k` of the copy is
+    /// `k × page_blocks` further (see [`DrlMap::page_blocks`]).
+    pub first_block: u64,
+}
+
+/// A volume's dirty region log as the I/O path sees it: the region state every reactor shares
+/// and where the map's copies are. Carry the same `state` (and `shared`, while the copies stay
+/// where they are) into every new map of the volume: waiters and the token live there.
+#[derive(Clone)]
+pub struct DrlMap {
+    /// The region state shared by every reactor of the volume.
+    pub state: Arc<Drl>,
+    /// The map's geometry (region size, regions, page size, pages per bitmap).
+    pub geometry: DrlGeometry,
+    /// The copies, by copy index (at most 64; normally 2, on different disks).
+    pub copies: Vec<DrlCopy>,
+    /// Blocks of a copy's disk per map page (the page size over the disks' block size).
+    pub page_blocks: u64,
+    /// The epoch sealed into D pages (`DrlRecord::epoch`).
+    pub epoch: u64,
+    /// The epoch sealed into M pages (`DrlRecord::m_epoch`).
+    pub m_epoch: u64,
+    /// What the reactors' ports share about the copies (the dead ones: later batches skip
+    /// them; the manager relocates them).
+    pub shared: Arc<DrlShared>,
+}
+
+impl DrlMap {
+    /// The map of `state` with `geometry`, its copies on disks of `block_size`-byte blocks, its
+    /// pages sealed with `epoch` (D) and `m_epoch` (M). Fails if the state was built for
+    /// another geometry, the page is not a whole number of blocks, or there are no copies or
+    /// more than 64.
+    pub fn new(
+        state: Arc<Drl>,
+        geometry: DrlGeometry,
+        copies: Vec<DrlCopy>,
+        block_size: u32,
+        epoch: u64,
+        m_epoch: u64,
+    ) -> Result<DrlMap, String> {
+        let g = state.geometry();
+        if g.regions != geometry.nregions() || g.bits_per_page != geometry.bits_per_page() {
+            return Err(format!(
+                "the region state has {} regions of {} per page, the map {} of {}",
+                g.regions,
+                g.bits_per_page,
+                geometry.nregions(),
+                geometry.bits_per_page()
+            ));
+        }
+        let page = u64::from(geometry.page_size());
+        let bs = u64::from(block_size);
+        if bs == 0 || !page.is_multiple_of(bs) {
+            return Err(format!(
+                "a map page of {page} bytes is not a whole number of {bs}-byte blocks"
+            ));
+        }
+        if copies.is_empty() || copies.len() > 64 {
+            return Err(format!(
+                "a region log needs 1 to 64 copies, not {}",
+                copies.len()
+            ));
+        }
+        Ok(DrlMap {
+            state,
+            geometry,
+            copies,
+            page_blocks: page / bs,
+            epoch,
+            m_epoch,
+            shared: Arc::new(DrlShared::default()),
+        })
+    }
+
+    /// The regions `first..=last` that blocks `[offset, offset + num)` of the volume touch;
+    /// `None` for an empty range or one past the map's last region.
+    #[inline]
+    pub fn regions(&self, offset: u64, num: u64) -> Option<(u32, u32)> {
+        let rb = self.geometry.region_blocks();
+        let end = offset.checked_add(num)?;
+        if num == 0 || end.div_ceil(rb) > u64::from(self.geometry.nregions()) {
+            return None;
+        }
+        Some(((offset / rb) as u32, ((end - 1) / rb) as u32))
+    }
+}
+
+impl std::fmt::Debug for DrlMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrlMap")
+            .field("geometry", &self.geometry)
+            .field("copies", &self.copies)
+            .field("page_blocks", &self.page_blocks)
+            .field("epoch", &self.epoch)
+            .field("m_epoch", &self.m_epoch)
+            .field("dirty", &self.state.dirty())
+            .field("shared", &self.shared)
+            .finish()
+    }
 }
 
 impl VolumeMap {
@@ -135,6 +247,7 @@ impl VolumeMap {
             read_source: self.read_source,
             enabled: false,
             raid5: self.raid5.clone(),
+            drl: self.drl.clone(),
         }
     }
 

@@ -227,6 +227,7 @@ pub(crate) fn build_map(
             read_source: None,
             enabled: p.kstate == KernelState::Enabled && !g.disabled.contains(vol),
             raid5: Some(raid5),
+            drl: None,
         });
     }
     let mut plexes = Vec::new();
@@ -290,6 +291,7 @@ pub(crate) fn build_map(
         read_source,
         enabled,
         raid5: None,
+        drl: None,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::volume::manager::VolumeManager;
 use crate::Engine;
 
 mod copy_safety;
+mod drl_port;
 mod durability;
 mod edges;
 mod failures;
