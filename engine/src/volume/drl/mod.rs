@@ -20,7 +20,8 @@
 //! - [`store`](mod@store): a map in the disks' log areas, from the manager thread: make a
 //!   copy, read and merge the copies (what recovery must assume), write pages, zero D.
 //!
-//! Still to come: the port that issues a map's page writes from a channel (the write path).
+//! The write path's side (waiting writes, the page writes of a batch, the clear pass from a
+//! timed poller) is `io/drl_port.rs`, in the layer above, since it issues I/O.
 
 pub mod format;
 pub mod regions;
