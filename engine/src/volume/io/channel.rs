@@ -19,7 +19,7 @@
 //! With a dirty region log (`VolumeMap::drl`), a write (write-zeroes, unmap) enters its
 //! regions right after it got its slot: when their bits are durable already (the steady
 //! state) that is one atomic per region and the write goes on; otherwise it waits in the
-//! channel's [`DrlPort`] until a batch made them durable, started from `poll` or `submit`.
+//! channel's `DrlPort` until a batch made them durable, started from `poll` or `submit`.
 //! It leaves its regions when its slot is released, whatever its outcome.
 
 use std::cell::RefCell;

@@ -5,7 +5,7 @@
 //! reactor, and hands the outcome back.
 //!
 //! - **Waiters.** A write whose regions are not durable yet ([`Entered::Wait`]) keeps its slot
-//!   and waits here ([`DrlPort::wait`]); the channel looks at its waiters from `poll` and
+//!   and waits here (`DrlPort::wait`); the channel looks at its waiters from `poll` and
 //!   `submit` ([`Drl::poll_wait`] costs one load until the durable sequence moves) and issues
 //!   each write once its bits are durable. The queue is preallocated.
 //! - **Set batches.** Whichever channel of the volume takes the token ([`Drl::try_own`]) takes
@@ -23,7 +23,7 @@
 //!   is retried after [`RETRY_MS`].
 //!
 //! One batch or clear pass at a time, under the token; its I/O is tagged with the port's tag
-//! bit (the channel's [`DrlPort::owns_tag`] routes completions here) and the kind and copy in
+//! bit (the channel's `DrlPort::owns_tag` routes completions here) and the kind and copy in
 //! the bits below: `tag | kind << 32 | index`.
 
 use std::cell::Cell;
