@@ -256,7 +256,7 @@ impl Rig {
     }
 
     /// Starts a write of `data` into region `r`, `at` bytes into it, on reactor `reactor`.
-    fn start_write_on(&self, reactor: usize, r: u64, at: u64, data: &[u8]) -> PendingIo {
+    pub(super) fn start_write_on(&self, reactor: usize, r: u64, at: u64, data: &[u8]) -> PendingIo {
         start_io(
             &self.e,
             reactor,

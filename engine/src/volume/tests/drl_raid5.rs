@@ -9,11 +9,12 @@ use std::time::Duration;
 use crate::bdev::blocking::{read, run_io, PendingIo};
 use crate::bdev::IoType;
 use crate::drivers::error::{Arming, ErrorKind, InjectTarget, MAX_NUM};
-use crate::volume::io::driver::shared_of;
+use crate::volume::io::driver::{shared_of, VolumeMap};
 use crate::volume::manager::ops::VolumeCreate;
 use crate::volume::tests::drl_port::{armed, still_running, Rig, NO_CLEAR_MS, REGION};
 use crate::volume::tests::raid5_io::parity_mismatch;
 use crate::volume::tests::{engine, err_state, inject, pattern, wait_until};
+use crate::Engine;
 
 /// Five disks, the volume's columns on the first three; the map's copies on two of the
 /// columns (`on_data`) or on the other two disks (whose writes are then all log writes).
@@ -203,6 +204,86 @@ fn raid5_writes_wait_while_every_log_copy_fails_and_go_on_once_one_works() {
     assert_eq!(rig.read(11, 0, 4096), pattern(2, 4096));
     assert_eq!(rig.read(11, 32 << 10, 32 << 10), pattern(3, 32 << 10));
     assert_eq!(rig.read(1, 4096, 4096), pattern(4, 4096));
+    assert_eq!(parity_mismatch(&rig.vm, &rig.vol), None);
+    rig.shutdown();
+}
+
+#[test]
+fn raid5_waiters_go_on_without_the_log_once_a_map_without_it_is_published() {
+    let rig = rig(false, NO_CLEAR_MS);
+    for i in 0..2 {
+        inject(&rig.e, rig.copy_bdev(i), InjectTarget::Write, MAX_NUM);
+    }
+    let a = rig.start_write(12, 0, &pattern(1, 4096));
+    assert!(still_running(&a), "a write went on with no copy of its bit");
+    // What the manager does once it recorded the log failed: a map without it.
+    let shared = shared_of(&rig.vol).unwrap();
+    let old = shared.map();
+    shared.publish(VolumeMap {
+        generation: old.generation + 1,
+        disks: old.disks.clone(),
+        plexes: old.plexes.clone(),
+        read_policy: old.read_policy,
+        read_source: old.read_source,
+        enabled: old.enabled,
+        raid5: old.raid5.clone(),
+        drl: None,
+    });
+    a.wait(Duration::from_secs(10)).unwrap();
+    assert_eq!(rig.read(12, 0, 4096), pattern(1, 4096));
+    // Later writes go on without the log too.
+    rig.write(13, 0, &pattern(2, 32 << 10));
+    assert_eq!(rig.read(13, 0, 32 << 10), pattern(2, 32 << 10));
+    assert_eq!(parity_mismatch(&rig.vm, &rig.vol), None);
+    for i in 0..2 {
+        err_state(&rig.e, rig.copy_bdev(i)).clear();
+    }
+    rig.shutdown();
+}
+
+#[test]
+fn raid5_writers_on_two_reactors_share_the_log() {
+    let e = Engine::start(&[0, 1], crate::reactor::PollMode::Adaptive).expect("engine");
+    let req = VolumeCreate {
+        layout: "raid5".into(),
+        ncol: Some(3),
+        stripe_unit_kb: Some(16),
+        nlog: Some(0),
+        ..Default::default()
+    };
+    let rig = Rig::with(e, req, 3, 5, [3, 4], NO_CLEAR_MS);
+    let before = log_writes(&rig);
+    for i in 0..2 {
+        err_state(&rig.e, rig.copy_bdev(i))
+            .inject(InjectTarget::Write, &Arming::new(ErrorKind::Hold, 1))
+            .unwrap();
+    }
+    // Both reactors write into one clean region (the same rows, so under the stripe lock).
+    let writes: Vec<PendingIo> = (0..8u64)
+        .map(|k| rig.start_write_on((k % 2) as usize, 9, k * 4096, &pattern(k, 4096)))
+        .collect();
+    wait_until("the log write to be held on both copies", || {
+        (0..2).all(|i| armed(&rig.e, rig.copy_bdev(i), "write") == 0)
+    });
+    for w in &writes {
+        assert!(still_running(w), "a write went on before its region's bit");
+    }
+    for i in 0..2 {
+        err_state(&rig.e, rig.copy_bdev(i)).clear();
+    }
+    for w in &writes {
+        w.wait(Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(
+        log_writes(&rig),
+        [before[0] + 1, before[1] + 1],
+        "writers on two reactors into one clean region made more than one log write"
+    );
+    assert_eq!(rig.on_disk(&[0]), vec![9]);
+    assert_eq!(rig.on_disk(&[1]), vec![9]);
+    for k in 0..8u64 {
+        assert_eq!(rig.read(9, k * 4096, 4096), pattern(k, 4096));
+    }
     assert_eq!(parity_mismatch(&rig.vm, &rig.vol), None);
     rig.shutdown();
 }
