@@ -25,24 +25,25 @@ use crate::volume::tests::{engine, err_state, error_disks, inject, pattern, wait
 use crate::Engine;
 
 /// Bytes per region (128 blocks of 512 bytes).
-const REGION: u64 = 64 << 10;
+pub(super) const REGION: u64 = 64 << 10;
 /// The volume: 128 regions.
-const VOL_BYTES: u64 = 8 << 20;
+pub(super) const VOL_BYTES: u64 = 8 << 20;
 
-/// A started mirror with a region log published in its map.
-struct Rig {
-    e: Arc<Engine>,
-    vm: Arc<VolumeManager>,
-    vol: Arc<Bdev>,
-    /// The error bdevs of the two data disks, then the two other disks of the group.
-    disks: Vec<String>,
+/// A started volume (a mirror, or what [`Rig::with`] asks for) with a region log published
+/// in its map.
+pub(super) struct Rig {
+    pub(super) e: Arc<Engine>,
+    pub(super) vm: Arc<VolumeManager>,
+    pub(super) vol: Arc<Bdev>,
+    /// The error bdevs of the group's disks, the volume's data disks first.
+    pub(super) disks: Vec<String>,
     /// Which of `disks` hold the map's copies (copy 0, copy 1).
     copy_on: [usize; 2],
     spec: MapSpec,
     bdevs: Vec<Arc<Bdev>>,
     labels: Vec<Label>,
     names: Vec<String>,
-    drl: Arc<Drl>,
+    pub(super) drl: Arc<Drl>,
 }
 
 impl Rig {
@@ -55,21 +56,44 @@ impl Rig {
 
     /// As [`Rig::new`], on the reactors of `e`.
     fn on(e: Arc<Engine>, on_data: bool, clear_ms: u64) -> Rig {
+        let req = VolumeCreate {
+            layout: "mirror".into(),
+            ..Default::default()
+        };
+        Rig::with(
+            e,
+            req,
+            2,
+            4,
+            if on_data { [0, 1] } else { [2, 3] },
+            clear_ms,
+        )
+    }
+
+    /// `ndisks` disks of 32 MiB, volume vol01 of [`VOL_BYTES`] as `req` asks (its group, name,
+    /// size and disks are set here) on the first `data` of them, the map's copies on disks
+    /// `copy_on`; a region is cleared after `clear_ms` of quiet.
+    pub(super) fn with(
+        e: Arc<Engine>,
+        req: VolumeCreate,
+        data: usize,
+        ndisks: usize,
+        copy_on: [usize; 2],
+        clear_ms: u64,
+    ) -> Rig {
         let vm = VolumeManager::new(e.clone());
-        let disks = error_disks(&e, 4, 32);
+        let disks = error_disks(&e, ndisks, 32);
         vm.dg_create("dg01", &disks, false).unwrap();
         let bdev = vm
             .volume_create(&VolumeCreate {
                 dg: "dg01".into(),
                 name: "vol01".into(),
                 size: VOL_BYTES,
-                layout: "mirror".into(),
-                alloc: Some(disks[..2].to_vec()),
-                ..Default::default()
+                alloc: Some(disks[..data].to_vec()),
+                ..req
             })
             .unwrap();
         let vol = e.bdevs().get(&bdev).unwrap();
-        let copy_on = if on_data { [0, 1] } else { [2, 3] };
         let (mut cfg, _) = vm.config("dg01").unwrap();
         let name_of = |bdev: &str| {
             cfg.disks
@@ -204,35 +228,35 @@ impl Rig {
     }
 
     /// The D regions on disk, merged from copies `which` (the others treated as absent).
-    fn on_disk(&self, which: &[usize]) -> Vec<u64> {
+    pub(super) fn on_disk(&self, which: &[usize]) -> Vec<u64> {
         let m = store::read_map(&self.e, &self.spec, &self.copy_disks(which));
         assert!(m.usable(), "{:?}", m.messages());
         m.d.iter().collect()
     }
 
     /// The error bdev of copy `i`.
-    fn copy_bdev(&self, i: usize) -> &str {
+    pub(super) fn copy_bdev(&self, i: usize) -> &str {
         &self.disks[self.copy_on[i]]
     }
 
     /// Writes completed on the bdev of copy `i` (all log writes when the copies are not on
     /// the data disks).
-    fn writes_on_copy(&self, i: usize) -> u64 {
+    pub(super) fn writes_on_copy(&self, i: usize) -> u64 {
         self.bdevs[i].iostat().num_write_ops
     }
 
     /// Writes `data` into region `r`, `at` bytes into it.
-    fn write(&self, r: u64, at: u64, data: &[u8]) {
+    pub(super) fn write(&self, r: u64, at: u64, data: &[u8]) {
         write(&self.e, &self.vol, r * REGION + at, data).unwrap();
     }
 
     /// Starts a write of `data` into region `r`, `at` bytes into it, on reactor 0.
-    fn start_write(&self, r: u64, at: u64, data: &[u8]) -> PendingIo {
+    pub(super) fn start_write(&self, r: u64, at: u64, data: &[u8]) -> PendingIo {
         self.start_write_on(0, r, at, data)
     }
 
     /// Starts a write of `data` into region `r`, `at` bytes into it, on reactor `reactor`.
-    fn start_write_on(&self, reactor: usize, r: u64, at: u64, data: &[u8]) -> PendingIo {
+    pub(super) fn start_write_on(&self, reactor: usize, r: u64, at: u64, data: &[u8]) -> PendingIo {
         start_io(
             &self.e,
             reactor,
@@ -245,24 +269,24 @@ impl Rig {
         .unwrap()
     }
 
-    fn read(&self, r: u64, at: u64, len: u64) -> Vec<u8> {
+    pub(super) fn read(&self, r: u64, at: u64, len: u64) -> Vec<u8> {
         read(&self.e, &self.vol, r * REGION + at, len).unwrap()
     }
 
-    fn shutdown(self) {
+    pub(super) fn shutdown(self) {
         self.vm.shutdown();
         self.e.shutdown();
     }
 }
 
 /// Requests of `kind` still armed on error bdev `name`.
-fn armed(e: &Engine, name: &str, kind: &str) -> u64 {
+pub(super) fn armed(e: &Engine, name: &str, kind: &str) -> u64 {
     let b = e.bdevs().get(name).unwrap();
     let (_, info) = b.driver().driver_specific().unwrap();
     info["injections"][kind]["remaining"].as_u64().unwrap_or(0)
 }
 
-fn still_running(p: &PendingIo) -> bool {
+pub(super) fn still_running(p: &PendingIo) -> bool {
     matches!(
         p.wait(Duration::from_millis(300)),
         Err(BlockingIoError::TimedOut(_))
@@ -270,7 +294,7 @@ fn still_running(p: &PendingIo) -> bool {
 }
 
 /// An hour: no region is cleared during the test.
-const NO_CLEAR_MS: u64 = 3_600_000;
+pub(super) const NO_CLEAR_MS: u64 = 3_600_000;
 
 #[test]
 fn writes_mark_exactly_their_regions_on_both_copies() {

@@ -13,6 +13,7 @@ use crate::Engine;
 
 mod copy_safety;
 mod drl_port;
+mod drl_raid5;
 mod durability;
 mod edges;
 mod failures;

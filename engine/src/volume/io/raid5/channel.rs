@@ -33,6 +33,14 @@
 //!   fails with EIO, and the manager takes the volume offline.
 //! - **Flushes** go to every disk of a present column.
 //!
+//! - **Region log**: with a dirty region log in the map (`VolumeMap::drl`; only volumes without
+//!   a log plex get one, since the log replay covers their crashes), a write (write-zeroes,
+//!   unmap) enters the regions of the whole request before its first row starts: when their
+//!   bits are durable (the steady state) that is one atomic per region and its rows start at
+//!   once; otherwise it waits in the channel's [`DrlPort`] and its rows start once a batch made
+//!   them durable (from `poll` or `submit`). It leaves its regions when it completes, whatever
+//!   its outcome. The port's own I/O (page writes, flushes) carries [`DRL_TAG`].
+//!
 //! Steady state takes no lock and allocates nothing: stripe operations and their row buffers
 //! are allocated with the channel (their number bounded by a memory budget), parents wait in
 //! preallocated slots, a request that finds no free operation (or its barrier chunk raised by a
@@ -40,15 +48,18 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::bdev::{
     BdevError, BdevIo, DriverChannel, IoBuf, IoChannel, IoCompletion, IoStatus, IoType,
 };
+use crate::reactor::{tsc, Poller};
+use crate::volume::drl::regions::Entered;
 use crate::volume::io::channel::push_range;
 use crate::volume::io::driver::{Raid5Map, VolumeEvent, VolumeMap, VolumeShared};
+use crate::volume::io::drl_port::{self, ClockTarget, DrlClock, DrlPort, PortView, Waiter};
 use crate::volume::io::raid5::compute::{apply_write, reconstruct};
 use crate::volume::io::raid5::parity::{xor_into, BLOCK as XOR_BLOCK};
 use crate::volume::io::raid5::stripe_lock::{StripeHeld, StripeWaiters};
@@ -74,6 +85,12 @@ const LOG_TAG: u64 = 1 << 62;
 const RETIRE_TAG: u64 = 1 << 61;
 /// Tag of a channel's flush of the log disks (its index is a log plex's).
 const LOG_FLUSH_TAG: u64 = 1 << 60;
+/// Tag bit of the region log port's I/O ([`DrlPort`]: `DRL_TAG | kind << 32 | index`, kind
+/// below 256). The channel's own tags never set it: they use the bits above (the tags just
+/// above) and an index below 64 (column or log plex) in bits 32–37.
+const DRL_TAG: u64 = 1 << 59;
+const _: () = assert!(DRL_TAG & (OP_TAG | LOG_TAG | RETIRE_TAG | LOG_FLUSH_TAG) == 0);
+const _: () = assert!(DRL_TAG > 0xff << 32);
 /// Segments of a log entry write at most: the header and a range per data unit and parity
 /// range (within what a pooled request holds without allocating).
 const MAX_LOG_IOVS: usize = 30;
@@ -125,8 +142,12 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
             ncol,
             su: su as u64,
             bs,
+            port: DrlPort::new(DRL_TAG, PARENTS),
+            port_view: None,
+            clock: None,
         }),
     });
+    core.st.borrow_mut().view_loaded(&core);
     Ok(Box::new(Raid5Channel { core }))
 }
 
@@ -134,6 +155,9 @@ pub(crate) fn create(shared: &Arc<VolumeShared>) -> Result<Box<dyn DriverChannel
 struct View {
     map: Arc<VolumeMap>,
     bases: Vec<Rc<IoChannel>>,
+    /// The disks a guest flush reaches (what a region log's clear pass flushes); empty
+    /// without a region log.
+    flush_disks: Vec<u32>,
     /// Parents and operations in flight bound to this view.
     users: u32,
 }
@@ -145,9 +169,18 @@ impl View {
             .iter()
             .map(|d| d.get_io_channel())
             .collect::<Result<Vec<_>, _>>()?;
+        let mut flush_disks = Vec::new();
+        if let (Some(r5), Some(_)) = (map.raid5.as_ref(), map.drl.as_ref()) {
+            for (_, t) in written_disks(r5) {
+                if !flush_disks.contains(&t) {
+                    flush_disks.push(t);
+                }
+            }
+        }
         Ok(View {
             map,
             bases,
+            flush_disks,
             users: 0,
         })
     }
@@ -241,6 +274,9 @@ struct Parent {
     errno: i32,
     /// Whether it counted itself into the copy barrier (writes).
     in_barrier: bool,
+    /// The regions it entered in its view's region log (`first..=last`), left when it
+    /// completes.
+    drl: Option<(u32, u32)>,
 }
 
 impl Parent {
@@ -255,6 +291,7 @@ impl Parent {
             failed: 0,
             errno: 0,
             in_barrier: false,
+            drl: None,
         }
     }
 }
@@ -410,6 +447,13 @@ struct State {
     ncol: usize,
     su: u64,
     bs: usize,
+    /// Writes waiting for their region log bits, and the log's I/O when this channel holds
+    /// its token.
+    port: DrlPort,
+    /// The view the port's I/O in flight was issued on (kept alive until it ends).
+    port_view: Option<usize>,
+    /// Runs the log's clear passes while the channel is idle (once it loaded a log).
+    clock: Option<Rc<dyn Poller>>,
 }
 
 /// The part of a channel children complete into.
@@ -424,14 +468,23 @@ struct Raid5Channel {
 }
 
 fn parent_tag(p: u32, column: usize) -> u64 {
+    debug_assert!(
+        column < 64,
+        "column {column} would reach the region log's tag bit"
+    );
     u64::from(p) | ((column as u64) << 32)
 }
 
 fn op_tag(op: u32, column: usize) -> u64 {
+    debug_assert!(
+        column < 64,
+        "column {column} would reach the region log's tag bit"
+    );
     OP_TAG | u64::from(op) | ((column as u64) << 32)
 }
 
 fn log_tag(op: u32, log: usize) -> u64 {
+    debug_assert!(log < 64, "log {log} would reach the region log's tag bit");
     OP_TAG | LOG_TAG | u64::from(op) | ((log as u64) << 32)
 }
 
@@ -509,7 +562,8 @@ impl State {
     }
 
     /// Picks up a newer map.
-    fn refresh(&mut self, shared: &VolumeShared) {
+    fn refresh(&mut self, core: &Rc<Core>) {
+        let shared = &*core.shared;
         let gen = shared.generation.load(Ordering::Acquire);
         if gen == self.view(self.cur).map.generation && !self.broken {
             return;
@@ -519,18 +573,19 @@ impl State {
                 self.broken = false;
                 if self.view(self.cur).users == 0 {
                     self.views[self.cur] = Some(v);
-                    return;
-                }
-                match self.views.iter().position(Option::is_none) {
-                    Some(i) => {
-                        self.views[i] = Some(v);
-                        self.cur = i;
+                } else {
+                    match self.views.iter().position(Option::is_none) {
+                        Some(i) => {
+                            self.views[i] = Some(v);
+                            self.cur = i;
+                        }
+                        None => {
+                            self.views.push(Some(v));
+                            self.cur = self.views.len() - 1;
+                        }
                     }
-                    None => {
-                        self.views.push(Some(v));
-                        self.cur = self.views.len() - 1;
-                    }
                 }
+                self.view_loaded(core);
             }
             Err(e) => {
                 if !self.broken {
@@ -647,6 +702,7 @@ impl State {
             // Only a parent that failed part-way can still be queued: it starts no more rows.
             self.want_ops.retain(|&q| q != p);
         }
+        self.leave_regions(p);
         let pr = &mut self.parents[p as usize];
         let io = pr.io.take();
         let (errno, v, in_barrier) = (pr.errno, pr.view, pr.in_barrier);
@@ -844,7 +900,7 @@ impl State {
 
     /// Operation `o` holds its stripe: bind it to the newest map and issue its reads.
     fn begin_op(&mut self, o: u32, core: &Rc<Core>) {
-        self.refresh(&core.shared);
+        self.refresh(core);
         let usable = self.usable();
         let v = self.bind();
         let row = self.ops[o as usize].span.map_or(0, |s| s.row);
@@ -1721,7 +1777,7 @@ impl State {
                 return Some(io);
             }
         }
-        self.refresh(&core.shared);
+        self.refresh(core);
         let read_only = is_write && self.view(self.cur).raid5().is_some_and(|r| r.read_only);
         if let Err(e) = self
             .usable()
@@ -1745,10 +1801,198 @@ impl State {
         self.parents[p as usize].in_barrier = is_write;
         match kind {
             Kind::Flush(op) => self.start_flush(p, op, core),
-            _ => self.start_rows(p, core),
+            Kind::Read => self.start_rows(p, core),
+            Kind::Write | Kind::WriteZeroes => self.start_logged(p, core),
         }
         self.parent_step(p, core);
         None
+    }
+
+    /// Starts write parent `p`'s rows once its regions are durable in its view's region log:
+    /// at once when they are (or the view has no log), else after the port made them so (the
+    /// parent then waits in the port, and the caller's `parent_step` leaves it be: no row
+    /// started). A write past the log's regions fails (EIO) rather than go unlogged.
+    fn start_logged(&mut self, p: u32, core: &Rc<Core>) {
+        let entered = {
+            let pr = &self.parents[p as usize];
+            match (self.view(pr.view).map.drl.as_ref(), pr.io.as_ref()) {
+                (Some(d), Some(io)) if io.num_blocks() > 0 => Some((
+                    drl_port::enter(d, io.offset_blocks(), io.num_blocks()),
+                    io.io_type(),
+                )),
+                _ => None,
+            }
+        };
+        match entered {
+            None => self.start_rows(p, core),
+            Some((Ok((first, last, e)), op)) => {
+                self.parents[p as usize].drl = Some((first, last));
+                match e {
+                    Entered::Go => self.start_rows(p, core),
+                    Entered::Wait(ticket) => {
+                        self.port.wait(Waiter {
+                            slot: p,
+                            op,
+                            first,
+                            last,
+                            ticket,
+                        });
+                        self.drive_port(core);
+                    }
+                }
+            }
+            Some((Err(()), _)) => {
+                tracing::error!(volume = %core.shared.name(), "a write past the regions of the volume's region log was failed (the map does not cover the volume)");
+                self.parents[p as usize].errno = libc::EIO;
+            }
+        }
+    }
+
+    /// Leaves the regions parent `p` entered in its view's region log (once).
+    fn leave_regions(&mut self, p: u32) {
+        let pr = &mut self.parents[p as usize];
+        if let Some((first, last)) = pr.drl.take() {
+            let v = pr.view;
+            if let Some(d) = self.view(v).map.drl.as_ref() {
+                d.state.leave(first, last);
+            }
+        }
+    }
+
+    /// Moves parent `p` to the newest view.
+    fn rebind(&mut self, p: u32) {
+        let old = self.parents[p as usize].view;
+        if old == self.cur {
+            return;
+        }
+        let v = self.bind();
+        self.parents[p as usize].view = v;
+        self.unbind(old);
+    }
+
+    /// A new current view was loaded: if it has a region log, size the port's page buffer for
+    /// it and make sure the channel's clock runs (both allocate, here and not on the I/O path).
+    fn view_loaded(&mut self, core: &Rc<Core>) {
+        let State {
+            views, cur, port, ..
+        } = self;
+        let Some(map) = views[*cur].as_ref().and_then(|v| v.map.drl.as_ref()) else {
+            return;
+        };
+        port.prepare(map);
+        if self.clock.is_none() {
+            let me: Weak<dyn ClockTarget> = core.me.clone();
+            let clock: Rc<dyn Poller> = Rc::new(DrlClock::new(me));
+            if crate::reactor::register_poller(&clock) {
+                self.clock = Some(clock);
+            }
+        }
+    }
+
+    /// Starts the rows of the waiting writes whose regions became durable; a waiter whose
+    /// view's log is no longer the current one (the manager replaced or dropped it) enters
+    /// the current view's log instead. Returns how many went on.
+    fn serve_log_regions(&mut self, core: &Rc<Core>) -> usize {
+        if self.port.waiting() == 0 {
+            return 0;
+        }
+        self.refresh(core);
+        let mut n = 0;
+        let mut i = 0;
+        while let Some(mut w) = self.port.waiter(i) {
+            let v = self.parents[w.slot as usize].view;
+            let (stale, go) = {
+                let old = self.view(v).map.drl.as_ref();
+                let cur = self.view(self.cur).map.drl.as_ref();
+                match (old, cur) {
+                    (Some(o), Some(c)) if Arc::ptr_eq(&o.state, &c.state) => {
+                        (false, drl_port::ready(&o.state, &mut w))
+                    }
+                    _ => (true, false),
+                }
+            };
+            if !stale && !go {
+                self.port.set_ticket(i, w.ticket);
+                i += 1;
+                continue;
+            }
+            // The last waiter takes its place: look at index `i` again.
+            self.port.remove_waiter(i);
+            n += 1;
+            let p = w.slot;
+            if stale {
+                self.leave_regions(p);
+                self.rebind(p);
+                self.start_logged(p, core);
+            } else {
+                self.rebind(p);
+                self.start_rows(p, core);
+            }
+            self.parent_step(p, core);
+        }
+        n
+    }
+
+    /// Lets the port do the log's work that is due, on the current view.
+    fn drive_port(&mut self, core: &Rc<Core>) {
+        if self.port.busy() {
+            return;
+        }
+        let cur = self.cur;
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let State { views, port, .. } = self;
+        let Some(view) = views.get(cur).and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(map) = view.map.drl.as_ref() else {
+            port.release();
+            return;
+        };
+        let pv = PortView {
+            map,
+            disks: &view.map.disks,
+            bases: &view.bases,
+            data_disks: &view.flush_disks,
+            cb: &cb,
+            volume: core.shared.name(),
+        };
+        if port.drive(&pv, tsc::ticks()) {
+            self.view_mut(cur).users += 1;
+            self.port_view = Some(cur);
+        }
+    }
+
+    /// A completion of the port's I/O (tag `t`).
+    fn port_io_done(&mut self, t: u64, status: IoStatus, core: &Rc<Core>) {
+        let Some(v) = self.port_view else {
+            tracing::error!(volume = %core.shared.name(), tag = t, "region log: a completion arrived with no log I/O in flight; ignored");
+            return;
+        };
+        let cb: Rc<dyn IoCompletion> = core.clone();
+        let ended = {
+            let State { views, port, .. } = &mut *self;
+            let Some(view) = views.get(v).and_then(Option::as_ref) else {
+                return;
+            };
+            let Some(map) = view.map.drl.as_ref() else {
+                return;
+            };
+            let pv = PortView {
+                map,
+                disks: &view.map.disks,
+                bases: &view.bases,
+                data_disks: &view.flush_disks,
+                cb: &cb,
+                volume: core.shared.name(),
+            };
+            port.io_done(t, status, &pv, tsc::ticks())
+        };
+        if ended {
+            self.port_view = None;
+            self.unbind(v);
+            self.drive_port(core);
+            self.serve_log_regions(core);
+        }
     }
 
     /// Sends a flush (or reset) to every disk of a present column.
@@ -1798,6 +2042,10 @@ impl IoCompletion for Core {
             return;
         };
         let mut st = self.st.borrow_mut();
+        if st.port.owns_tag(t) {
+            st.port_io_done(t, status, &core);
+            return;
+        }
         let idx = (t & 0xffff_ffff) as u32;
         let column = ((t >> 32) & 0xffff) as usize;
         let bit = if column < 64 { 1u64 << column } else { 0 };
@@ -1853,6 +2101,7 @@ impl DriverChannel for Raid5Channel {
         let core = &self.core;
         let mut st = core.st.borrow_mut();
         st.release_held(core);
+        st.serve_log_regions(core);
         if let Some(io) = st.start(io, core) {
             #[cfg(test)]
             core.shared
@@ -1870,6 +2119,10 @@ impl DriverChannel for Raid5Channel {
                 let mut n = st.release_held(core);
                 if !st.waiters.is_empty() {
                     n += st.serve_waiters(core);
+                }
+                if st.port.waiting() > 0 {
+                    st.drive_port(core);
+                    n += st.serve_log_regions(core);
                 }
                 if !st.log_waiters.is_empty() {
                     n += st.serve_log_waiters(core);
@@ -1893,6 +2146,20 @@ impl DriverChannel for Raid5Channel {
                 || !st.log_waiters.is_empty()
                 || !st.want_ops.is_empty()
                 || !st.deferred.is_empty()
+                || st.port.must_poll()
         })
+    }
+}
+
+impl ClockTarget for Core {
+    fn clock(&self, now: u64) -> u64 {
+        let (Some(core), Ok(mut st)) = (self.me.upgrade(), self.st.try_borrow_mut()) else {
+            return DrlClock::next_look(None, now);
+        };
+        st.refresh(&core);
+        st.drive_port(&core);
+        let cur = st.cur;
+        let drl = st.view(cur).map.drl.as_ref().map(|d| &*d.state);
+        DrlClock::next_look(drl, now)
     }
 }
