@@ -37,9 +37,9 @@
 //!   a log plex get one, since the log replay covers their crashes), a write (write-zeroes,
 //!   unmap) enters the regions of the whole request before its first row starts: when their
 //!   bits are durable (the steady state) that is one atomic per region and its rows start at
-//!   once; otherwise it waits in the channel's [`DrlPort`] and its rows start once a batch made
+//!   once; otherwise it waits in the channel's `DrlPort` and its rows start once a batch made
 //!   them durable (from `poll` or `submit`). It leaves its regions when it completes, whatever
-//!   its outcome. The port's own I/O (page writes, flushes) carries [`DRL_TAG`].
+//!   its outcome. The port's own I/O (page writes, flushes) carries `DRL_TAG`.
 //!
 //! Steady state takes no lock and allocates nothing: stripe operations and their row buffers
 //! are allocated with the channel (their number bounded by a memory budget), parents wait in
