@@ -11,7 +11,10 @@
 //!   wrong): it is refused unless started with `force`.
 //! - **Rebuild.** A stale column whose disks are all present is rebuilt in place from the
 //!   others, rows in order; its checkpoint is the plex's `sync_offset` (a logical block at a
-//!   row boundary), so a stopped or crashed rebuild resumes. The I/O path treats the column
+//!   row boundary), so a rebuild stopped cleanly resumes there; after a crash it starts again
+//!   from row 0 (`start_volume_with` resets the checkpoints of a crashed volume, since rows
+//!   below it may have been written without their parity reaching the disks; resuming from
+//!   the checkpoint plus the dirty regions is issue 13's work). The I/O path treats the column
 //!   as current below the rebuild's progress (`VolumeShared::raid5_missing`); a write failure
 //!   on it stops the rebuild and leaves it stale.
 //! - **Check.** Counts the rows whose parity is not the XOR of their data and, with `repair`,
