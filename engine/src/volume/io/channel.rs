@@ -704,26 +704,27 @@ impl ChanState {
         }
         self.refresh(core);
         let mut n = 0;
-        let mut i = 0;
-        while let Some(mut w) = self.port.waiter(i) {
-            let v = self.slots[w.slot as usize].view;
-            let (stale, go) = {
-                let old = self.view(v).map.drl.as_ref();
-                let cur = self.view(self.cur).map.drl.as_ref();
-                match (old, cur) {
-                    (Some(o), Some(c)) if Arc::ptr_eq(&o.state, &c.state) => {
-                        (false, drl_port::ready(&o.state, &mut w))
-                    }
-                    _ => (true, false),
-                }
+        loop {
+            let due = {
+                let ChanState {
+                    views,
+                    slots,
+                    cur,
+                    port,
+                    ..
+                } = self;
+                let log = |v: usize| {
+                    views
+                        .get(v)
+                        .and_then(Option::as_ref)
+                        .and_then(|view| view.map.drl.as_ref())
+                        .map(|d| &*d.state)
+                };
+                port.take_due(|slot| log(slots[slot as usize].view), log(*cur))
             };
-            if !stale && !go {
-                self.port.set_ticket(i, w.ticket);
-                i += 1;
-                continue;
-            }
-            // The last waiter takes its place: look at index `i` again.
-            self.port.remove_waiter(i);
+            let Some((w, stale)) = due else {
+                break;
+            };
             n += 1;
             let several = self.view(self.cur).writable.count_ones() > 1;
             let op = if w.op == IoType::Unmap && several {
@@ -754,17 +755,15 @@ impl ChanState {
         let Some(view) = views.get(cur).and_then(Option::as_ref) else {
             return;
         };
-        let Some(map) = view.map.drl.as_ref() else {
+        let Some(pv) = PortView::of(
+            &view.map,
+            &view.bases,
+            &view.flush_disks,
+            &cb,
+            &core.shared.name,
+        ) else {
             port.release();
             return;
-        };
-        let pv = PortView {
-            map,
-            disks: &view.map.disks,
-            bases: &view.bases,
-            data_disks: &view.flush_disks,
-            cb: &cb,
-            volume: &core.shared.name,
         };
         if port.drive(&pv, tsc::ticks()) {
             self.view_mut(cur).users += 1;
@@ -784,16 +783,14 @@ impl ChanState {
             let Some(view) = views.get(v).and_then(Option::as_ref) else {
                 return;
             };
-            let Some(map) = view.map.drl.as_ref() else {
+            let Some(pv) = PortView::of(
+                &view.map,
+                &view.bases,
+                &view.flush_disks,
+                &cb,
+                &core.shared.name,
+            ) else {
                 return;
-            };
-            let pv = PortView {
-                map,
-                disks: &view.map.disks,
-                bases: &view.bases,
-                data_disks: &view.flush_disks,
-                cb: &cb,
-                volume: &core.shared.name,
             };
             port.io_done(t, status, &pv, tsc::ticks())
         };

@@ -36,7 +36,7 @@ use crate::bdev::{Bdev, BdevIo, IoBuf, IoChannel, IoCompletion, IoStatus, IoType
 use crate::reactor::{tsc, Poller};
 use crate::volume::drl::format::{seal_page, PageKind, PageTrailer};
 use crate::volume::drl::regions::{Batch, Drl, DrlOwner, Entered, PageLayout, WaitTicket};
-use crate::volume::io::driver::DrlMap;
+use crate::volume::io::driver::{DrlMap, VolumeMap};
 
 /// The tag bit of the port's I/O in the mirror channel (whose slot tags use the low 32 bits
 /// for the slot and bits 32–37 for the plex or flush target).
@@ -92,6 +92,27 @@ pub(crate) struct PortView<'a> {
     pub(crate) cb: &'a Rc<dyn IoCompletion>,
     /// The volume's name, for the log.
     pub(crate) volume: &'a str,
+}
+
+impl<'a> PortView<'a> {
+    /// The port's view of a channel's view of `map` (`bases` its channels to `map.disks`,
+    /// `data_disks` what a guest flush reaches), or `None` when the map has no region log.
+    pub(crate) fn of(
+        map: &'a VolumeMap,
+        bases: &'a [Rc<IoChannel>],
+        data_disks: &'a [u32],
+        cb: &'a Rc<dyn IoCompletion>,
+        volume: &'a str,
+    ) -> Option<PortView<'a>> {
+        Some(PortView {
+            map: map.drl.as_ref()?,
+            disks: &map.disks,
+            bases,
+            data_disks,
+            cb,
+            volume,
+        })
+    }
 }
 
 /// The port's I/O in flight.
@@ -179,21 +200,32 @@ impl DrlPort {
         self.waiters.len()
     }
 
-    /// The `i`th waiter.
-    pub(crate) fn waiter(&self, i: usize) -> Option<Waiter> {
-        self.waiters.get(i).copied()
-    }
-
-    /// Updates the `i`th waiter's ticket.
-    pub(crate) fn set_ticket(&mut self, i: usize, ticket: WaitTicket) {
-        if let Some(w) = self.waiters.get_mut(i) {
-            w.ticket = ticket;
+    /// Takes out the next waiting write that may go on: its regions became durable in the log
+    /// it entered (`(w, false)`), or that log is no longer the current one (`(w, true)`: the
+    /// manager replaced or dropped it, and the write must leave its regions and enter the
+    /// current log, if any). `log_of(slot)` is the log of the view a waiter's request is bound
+    /// to, `current` the current view's. Waiters that must still wait keep their place (their
+    /// ticket updated); the order among those that go on does not matter.
+    pub(crate) fn take_due<'a>(
+        &mut self,
+        log_of: impl Fn(u32) -> Option<&'a Drl>,
+        current: Option<&'a Drl>,
+    ) -> Option<(Waiter, bool)> {
+        let mut i = 0;
+        while let Some(w) = self.waiters.get_mut(i) {
+            let stale = match (log_of(w.slot), current) {
+                (Some(old), Some(cur)) if std::ptr::eq(old, cur) => {
+                    if !ready(old, w) {
+                        i += 1;
+                        continue;
+                    }
+                    false
+                }
+                _ => true,
+            };
+            return self.waiters.swap_remove_back(i).map(|w| (w, stale));
         }
-    }
-
-    /// Takes the `i`th waiter out of the queue (the last one takes its place).
-    pub(crate) fn remove_waiter(&mut self, i: usize) -> Option<Waiter> {
-        self.waiters.swap_remove_back(i)
+        None
     }
 
     /// A batch or clear pass of this port is in flight.
