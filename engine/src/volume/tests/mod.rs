@@ -378,11 +378,16 @@ pub(crate) fn set_hook(
 
 /// Holds every resync of `vm` before it copies the chunk at or past block `at` (once).
 pub(crate) fn hold_resync_at(vm: &VolumeManager, at: u64) -> Arc<Gate> {
+    hold_task_at(vm, "resync", at)
+}
+
+/// Like [`hold_resync_at`] for tasks of kind `kind` (`parity_resync`, `rebuild`, ...).
+pub(crate) fn hold_task_at(vm: &VolumeManager, kind: &'static str, at: u64) -> Arc<Gate> {
     let gate = Gate::new();
     let g = gate.clone();
     set_hook(vm, move |p| {
         if let crate::volume::copy::task::HookPoint::Chunk { task, at: a } = p {
-            if task.kind == "resync" && a >= at {
+            if task.kind == kind && a >= at {
                 g.block();
             }
         }

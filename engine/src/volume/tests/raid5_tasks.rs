@@ -113,15 +113,7 @@ fn writes_ahead_of_a_parity_resync_reconstruct_the_parity() {
     vm.crash();
     let vm = VolumeManager::new(e.clone());
     // The resync waits before its first chunk.
-    let gate = Gate::new();
-    let g2 = gate.clone();
-    set_hook(&vm, move |p| {
-        if let crate::volume::copy::task::HookPoint::Chunk { task, .. } = p {
-            if task.kind == "parity_resync" {
-                g2.block();
-            }
-        }
-    });
+    let gate = hold_task_at(&vm, "parity_resync", 0);
     vm.dg_import(Some("dg01"), None, None).unwrap();
     gate.wait_reached("the parity resync");
     let vol = e.bdevs().get("dg01/r5").unwrap();
@@ -650,15 +642,7 @@ fn a_read_error_ahead_of_a_parity_resync_fails_rather_than_guess() {
     drop(vol);
     vm.crash();
     let vm = VolumeManager::new(e.clone());
-    let gate = Gate::new();
-    let g2 = gate.clone();
-    set_hook(&vm, move |p| {
-        if let crate::volume::copy::task::HookPoint::Chunk { task, .. } = p {
-            if task.kind == "parity_resync" {
-                g2.block();
-            }
-        }
-    });
+    let gate = hold_task_at(&vm, "parity_resync", 0);
     vm.dg_import(Some("dg01"), None, None).unwrap();
     gate.wait_reached("the parity resync");
     let vol = e.bdevs().get("dg01/r5").unwrap();
@@ -669,12 +653,6 @@ fn a_read_error_ahead_of_a_parity_resync_fails_rather_than_guess() {
     );
     gate.open();
     wait_task(&vm, "parity_resync");
-    wait_until("the parity resync ends", || {
-        vm.tasks()
-            .list()
-            .iter()
-            .all(|t| t.kind != "parity_resync" || t.state() != TaskState::Running)
-    });
     inject(&e, &disk, InjectTarget::Read, 1);
     assert!(
         read(&e, &vol, 0, len).unwrap() == model,
